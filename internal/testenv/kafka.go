@@ -1,0 +1,99 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Kafka returns the broker addresses.
+func Kafka(tb testing.TB) []string {
+	tb.Helper()
+	return Get(tb).KafkaBrokers
+}
+
+// Topic creates a topic with a unique name and the given partition count, and deletes
+// it when the test ends.
+func Topic(tb testing.TB, partitions int) string {
+	tb.Helper()
+	brokers := Kafka(tb)
+	name := UniqueName(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := CreateTopic(ctx, brokers, name, partitions); err != nil {
+		tb.Fatalf("create topic %s: %v", name, err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = deleteTopic(ctx, brokers, name)
+	})
+	return name
+}
+
+// CreateTopic creates a topic (replication 1) and waits until every partition has a leader.
+func CreateTopic(ctx context.Context, brokers []string, name string, partitions int) error {
+	cc, err := dialController(ctx, brokers)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = cc.Close() }()
+	err = cc.CreateTopics(kafka.TopicConfig{Topic: name, NumPartitions: partitions, ReplicationFactor: 1})
+	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return err
+	}
+	for {
+		parts, err := cc.ReadPartitions(name)
+		if err == nil && len(parts) == partitions && allLed(parts) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func allLed(parts []kafka.Partition) bool {
+	for _, p := range parts {
+		if p.Leader.Port == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func deleteTopic(ctx context.Context, brokers []string, name string) error {
+	cc, err := dialController(ctx, brokers)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = cc.Close() }()
+	return cc.DeleteTopics(name)
+}
+
+func dialController(ctx context.Context, brokers []string) (*kafka.Conn, error) {
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = conn.Close() }()
+	ctrl, err := conn.Controller()
+	if err != nil {
+		return nil, err
+	}
+	cc, err := kafka.DialContext(ctx, "tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = cc.SetDeadline(dl)
+	}
+	return cc, nil
+}
