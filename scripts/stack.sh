@@ -18,6 +18,8 @@
 # `up` is idempotent: a server already running under this state folder is left alone.
 set -euo pipefail
 
+: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
+export HOME
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE_DIR=${PROJECTOR_CACHE_DIR:-$HOME/.cache/projector}
 STATE_DIR=${PROJECTOR_STATE_DIR:-/tmp/projector-stack-$(id -u)}

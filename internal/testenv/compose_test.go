@@ -1,0 +1,157 @@
+package testenv_test
+
+import (
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/projector/projector/internal/testenv"
+)
+
+// No Docker engine runs on the machines that build this project, so docker-compose.yml
+// is checked here against what the code and scripts/stack.sh use: the same images,
+// ports and environment names.
+
+type composeFile struct {
+	Services map[string]struct {
+		Image       string            `yaml:"image"`
+		Build       any               `yaml:"build"`
+		Command     []string          `yaml:"command"`
+		Ports       []string          `yaml:"ports"`
+		Environment map[string]string `yaml:"environment"`
+		Healthcheck map[string]any    `yaml:"healthcheck"`
+	} `yaml:"services"`
+	Volumes map[string]any `yaml:"volumes"`
+}
+
+func readCompose(t *testing.T) composeFile {
+	t.Helper()
+	raw, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c composeFile
+	if err := yaml.Unmarshal(raw, &c); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	return c
+}
+
+// stackDefaults reads `NAME=${NAME:-value}` defaults from scripts/stack.sh.
+func stackDefaults(t *testing.T) map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile("../../scripts/stack.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	re := regexp.MustCompile(`(?m)^([A-Z_]+)=\$\{[A-Z_]+:-([^}]*)\}`)
+	for _, m := range re.FindAllStringSubmatch(string(raw), -1) {
+		out[m[1]] = m[2]
+	}
+	return out
+}
+
+func TestComposeMatchesStackAndCode(t *testing.T) {
+	t.Parallel()
+	c := readCompose(t)
+	def := stackDefaults(t)
+
+	var names []string
+	for n := range c.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	want := []string{"kafka", "mailpit", "postgres", "producer", "projector", "redis"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("services %v, want %v", names, want)
+	}
+
+	images := map[string]string{
+		"kafka": testenv.KafkaImage, "redis": testenv.RedisImage,
+		"postgres": testenv.PostgresImage, "mailpit": testenv.MailpitImage,
+	}
+	for svc, img := range images {
+		if got := c.Services[svc].Image; got != img {
+			t.Errorf("%s image %q, testcontainers starts %q", svc, got, img)
+		}
+		if c.Services[svc].Healthcheck == nil {
+			t.Errorf("%s has no healthcheck", svc)
+		}
+	}
+	if !strings.HasSuffix(testenv.KafkaImage, ":"+def["KAFKA_VERSION"]) {
+		t.Errorf("Kafka image %s but scripts/stack.sh runs %s", testenv.KafkaImage, def["KAFKA_VERSION"])
+	}
+	if !strings.HasSuffix(testenv.MailpitImage, ":"+def["MAILPIT_VERSION"]) {
+		t.Errorf("Mailpit image %s but scripts/stack.sh installs %s", testenv.MailpitImage, def["MAILPIT_VERSION"])
+	}
+
+	published := map[string][]string{
+		"kafka":    {def["KAFKA_PORT"]},
+		"redis":    {def["REDIS_PORT"]},
+		"postgres": {def["PG_PORT"]},
+		"mailpit":  {def["SMTP_PORT"], def["MAILPIT_HTTP_PORT"]},
+	}
+	for svc, ports := range published {
+		var got []string
+		for _, p := range c.Services[svc].Ports {
+			parts := strings.Split(p, ":")
+			if len(parts) != 3 || parts[0] != "127.0.0.1" {
+				t.Errorf("%s publishes %q: want 127.0.0.1:HOST:CONTAINER (loopback only)", svc, p)
+				continue
+			}
+			got = append(got, parts[1])
+		}
+		if !slices.Equal(got, ports) {
+			t.Errorf("%s publishes host ports %v, scripts/stack.sh uses %v", svc, got, ports)
+		}
+	}
+	if adv := c.Services["kafka"].Environment["KAFKA_ADVERTISED_LISTENERS"]; !strings.Contains(adv, "127.0.0.1:"+def["KAFKA_PORT"]) {
+		t.Errorf("kafka advertises %q, not the published 127.0.0.1:%s", adv, def["KAFKA_PORT"])
+	}
+	if v := c.Services["kafka"].Environment["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]; v != "false" {
+		t.Errorf("kafka auto topic creation %q, want false as in scripts/stack.sh", v)
+	}
+
+	known := []string{testenv.EnvKafkaBrokers, testenv.EnvDatabaseURL, testenv.EnvRedisURL, testenv.EnvSMTPAddr, testenv.EnvMailpitURL}
+	for _, svc := range []string{"projector", "producer"} {
+		s := c.Services[svc]
+		if s.Build == nil {
+			t.Errorf("%s is not built from the Dockerfile", svc)
+		}
+		if len(s.Command) == 0 || s.Command[0] != svc {
+			t.Errorf("%s runs %v, want the %s binary", svc, s.Command, svc)
+		}
+		if _, err := os.Stat("../../cmd/" + svc); err != nil {
+			t.Errorf("%s: no cmd/%s to build: %v", svc, svc, err)
+		}
+		for k := range s.Environment {
+			if !slices.Contains(known, k) {
+				t.Errorf("%s sets %s, which nothing reads", svc, k)
+			}
+		}
+	}
+	for _, k := range []string{testenv.EnvKafkaBrokers, testenv.EnvDatabaseURL, testenv.EnvRedisURL, testenv.EnvSMTPAddr} {
+		if c.Services["projector"].Environment[k] == "" {
+			t.Errorf("projector does not set %s", k)
+		}
+	}
+}
+
+func TestStackWritesTheEnvironmentTestsRead(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../../scripts/stack.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{testenv.EnvKafkaBrokers, testenv.EnvDatabaseURL, testenv.EnvRedisURL, testenv.EnvSMTPAddr, testenv.EnvMailpitURL} {
+		if !strings.Contains(string(raw), "export "+k+"=") {
+			t.Errorf("scripts/stack.sh does not write %s to its env file", k)
+		}
+	}
+}
