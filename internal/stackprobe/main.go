@@ -24,8 +24,9 @@ const probeTopic = "_projector_stack_probe"
 
 func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	if err := run(ctx); err != nil {
+	err := run(ctx)
+	cancel()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "stackprobe:", err)
 		os.Exit(1)
 	}

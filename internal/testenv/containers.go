@@ -109,7 +109,8 @@ func startKafka(ctx context.Context) (string, error) {
 		return "", err
 	}
 	for {
-		if conn, err := net.DialTimeout("tcp", ep, time.Second); err == nil {
+		d := net.Dialer{Timeout: time.Second}
+		if conn, err := d.DialContext(ctx, "tcp", ep); err == nil {
 			_ = conn.Close()
 			if err := CreateTopic(ctx, []string{ep}, "_projector_stack_probe", 1); err == nil {
 				return ep, nil
