@@ -1,0 +1,129 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// SpecVersion is the CloudEvents version this package reads and writes.
+const SpecVersion = "1.0"
+
+// ContentTypeJSON is the media type of an event's data; the only one the registry decodes.
+const ContentTypeJSON = "application/json"
+
+// Event is one CloudEvents 1.0 event. Subject is the aggregate id: it is also the Kafka
+// message key, so one aggregate's events stay in one partition, in order.
+type Event struct {
+	ID              string          // unique per event (a UUID or ULID); consumers deduplicate on it
+	Source          string          // the producing service, e.g. "users-api"
+	Type            string          // the event type, e.g. "UserRegistered"
+	Subject         string          // the aggregate id; the Kafka key
+	Time            time.Time       // when it happened
+	DataContentType string          // the data's media type; empty means application/json
+	Data            json.RawMessage // the payload, JSON
+
+	// Extensions.
+	Sequence      uint64 // the aggregate's version after this event: 1, 2, 3, …; 0 = unset
+	SchemaVersion int    // the data's schema version; 0 = unset, read as 1
+	CorrelationID string // the request or saga this event belongs to
+	CausationID   string // the id of the event or command that caused this one
+	TraceParent   string // W3C trace context
+}
+
+// NewID returns a fresh event id: a UUIDv7, time-ordered and unique.
+func NewID() string {
+	return uuid.Must(uuid.NewV7()).String()
+}
+
+// ContentType returns the data's media type, application/json when unset.
+func (e *Event) ContentType() string {
+	if e.DataContentType == "" {
+		return ContentTypeJSON
+	}
+	return e.DataContentType
+}
+
+// Schema returns the data's schema version, 1 when unset.
+func (e *Event) Schema() int {
+	if e.SchemaVersion <= 0 {
+		return 1
+	}
+	return e.SchemaVersion
+}
+
+// Validate checks the required attributes and the data: an id, source, type and
+// subject, no attribute with invalid UTF-8 or a NUL, and JSON data that is valid JSON,
+// valid UTF-8 and free of NUL characters. The error is a *ValidationError naming the field.
+func (e *Event) Validate() error {
+	required := []struct{ name, value string }{
+		{"id", e.ID}, {"source", e.Source}, {"type", e.Type}, {"subject", e.Subject},
+	}
+	for _, a := range required {
+		if strings.TrimSpace(a.value) == "" {
+			return &ValidationError{Field: a.name, Err: ErrMissingAttribute}
+		}
+	}
+	optional := []struct{ name, value string }{
+		{"id", e.ID}, {"source", e.Source}, {"type", e.Type}, {"subject", e.Subject},
+		{"datacontenttype", e.DataContentType}, {"correlationid", e.CorrelationID},
+		{"causationid", e.CausationID}, {"traceparent", e.TraceParent},
+	}
+	for _, a := range optional {
+		if err := checkText(a.value); err != nil {
+			return &ValidationError{Field: a.name, Err: err}
+		}
+	}
+	if e.SchemaVersion < 0 {
+		return &ValidationError{Field: "schemaversion", Err: fmt.Errorf("%w: %d is negative", ErrInvalidAttribute, e.SchemaVersion)}
+	}
+	if isJSON(e.ContentType()) {
+		if err := CheckJSON(e.Data); err != nil {
+			return &ValidationError{Field: "data", Err: err}
+		}
+	}
+	return nil
+}
+
+// CheckJSON reports whether b is acceptable JSON data: valid UTF-8 (checked before
+// decoding, since Go's decoder silently replaces invalid bytes), no NUL character (raw
+// or escaped as \u0000: PostgreSQL text refuses it), and syntactically valid JSON.
+// Empty data is accepted: an event may carry none.
+func CheckJSON(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if !utf8.Valid(b) {
+		return ErrInvalidUTF8
+	}
+	if bytes.IndexByte(b, 0) >= 0 || bytes.Contains(b, []byte(`\u0000`)) {
+		return ErrNULCharacter
+	}
+	if !json.Valid(b) {
+		var v any
+		err := json.Unmarshal(b, &v)
+		return fmt.Errorf("%w: %v", ErrInvalidJSON, err)
+	}
+	return nil
+}
+
+func checkText(s string) error {
+	if !utf8.ValidString(s) {
+		return ErrInvalidUTF8
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return ErrNULCharacter
+	}
+	return nil
+}
+
+func isJSON(mediaType string) bool {
+	mt, _, _ := strings.Cut(mediaType, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	return mt == ContentTypeJSON || strings.HasSuffix(mt, "+json") || mt == "text/json"
+}

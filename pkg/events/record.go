@@ -1,0 +1,266 @@
+package events
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Header is one Kafka record header. This package knows nothing of Kafka clients: the
+// client adapter (package eventlog) copies these to and from its own record type.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Record is the Kafka form of an event: key, value and headers.
+type Record struct {
+	Key     []byte
+	Value   []byte
+	Headers []Header
+}
+
+// Header names of the CloudEvents Kafka protocol binding, binary content mode.
+const (
+	HeaderPrefix      = "ce_"
+	HeaderContentType = "content-type"
+	// ContentTypeStructured marks a record whose value is the whole event as JSON.
+	ContentTypeStructured = "application/cloudevents+json"
+	// ContentTypeBatch is the HTTP batch format: a JSON array of structured events.
+	ContentTypeBatch = "application/cloudevents-batch+json"
+)
+
+// Encode returns the event's Kafka record in binary content mode: attributes in ce_*
+// headers, the data's media type in content-type, the data as the value, the subject
+// as the key. The event is validated first.
+func Encode(e Event) (Record, error) {
+	if err := e.Validate(); err != nil {
+		return Record{}, err
+	}
+	h := make([]Header, 0, 12)
+	add := func(name, value string) {
+		if value != "" {
+			h = append(h, Header{Key: HeaderPrefix + name, Value: []byte(value)})
+		}
+	}
+	add("specversion", SpecVersion)
+	add("id", e.ID)
+	add("source", e.Source)
+	add("type", e.Type)
+	add("subject", e.Subject)
+	if !e.Time.IsZero() {
+		add("time", e.Time.UTC().Format(time.RFC3339Nano))
+	}
+	if e.Sequence > 0 {
+		add("sequence", strconv.FormatUint(e.Sequence, 10))
+	}
+	if e.SchemaVersion > 0 {
+		add("schemaversion", strconv.Itoa(e.SchemaVersion))
+	}
+	add("correlationid", e.CorrelationID)
+	add("causationid", e.CausationID)
+	add("traceparent", e.TraceParent)
+	h = append(h, Header{Key: HeaderContentType, Value: []byte(e.ContentType())})
+	return Record{Key: []byte(e.Subject), Value: e.Data, Headers: h}, nil
+}
+
+// Decode reads an event from a Kafka record in either content mode: structured when
+// the content-type header is application/cloudevents+json (any client may write the
+// whole event as JSON), binary otherwise. A missing subject falls back to the key.
+// The event is validated; the error names the field.
+func Decode(r Record) (Event, error) {
+	var ct string
+	ce := map[string]string{}
+	for _, h := range r.Headers {
+		switch k := strings.ToLower(h.Key); {
+		case k == HeaderContentType:
+			ct = string(h.Value)
+		case strings.HasPrefix(k, HeaderPrefix):
+			ce[strings.TrimPrefix(k, HeaderPrefix)] = string(h.Value)
+		}
+	}
+	var e Event
+	var err error
+	if mt, _, _ := strings.Cut(ct, ";"); strings.EqualFold(strings.TrimSpace(mt), ContentTypeStructured) {
+		e, err = ParseStructured(r.Value)
+	} else {
+		e, err = fromAttributes(ce, ct, r.Value)
+	}
+	if err != nil {
+		return Event{}, err
+	}
+	if e.Subject == "" {
+		e.Subject = string(r.Key)
+	}
+	return e, e.Validate()
+}
+
+func fromAttributes(ce map[string]string, contentType string, data []byte) (Event, error) {
+	if v, ok := ce["specversion"]; ok && v != SpecVersion {
+		return Event{}, &ValidationError{Field: "specversion", Err: fmt.Errorf("%w: %q, want %q", ErrInvalidAttribute, v, SpecVersion)}
+	}
+	e := Event{
+		ID: ce["id"], Source: ce["source"], Type: ce["type"], Subject: ce["subject"],
+		DataContentType: contentType, CorrelationID: ce["correlationid"],
+		CausationID: ce["causationid"], TraceParent: ce["traceparent"],
+	}
+	if len(data) > 0 {
+		e.Data = json.RawMessage(data)
+	}
+	if err := e.setExtensions(ce["time"], ce["sequence"], ce["schemaversion"]); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}
+
+func (e *Event) setExtensions(t, seq, schema string) error {
+	if t != "" {
+		ts, err := time.Parse(time.RFC3339Nano, t)
+		if err != nil {
+			return &ValidationError{Field: "time", Err: fmt.Errorf("%w: %q is not RFC 3339", ErrInvalidAttribute, t)}
+		}
+		e.Time = ts
+	}
+	if seq != "" {
+		n, err := strconv.ParseUint(seq, 10, 64)
+		if err != nil {
+			return &ValidationError{Field: "sequence", Err: fmt.Errorf("%w: %q is not a non-negative integer", ErrInvalidAttribute, seq)}
+		}
+		e.Sequence = n
+	}
+	if schema != "" {
+		n, err := strconv.Atoi(schema)
+		if err != nil || n < 1 {
+			return &ValidationError{Field: "schemaversion", Err: fmt.Errorf("%w: %q is not a positive integer", ErrInvalidAttribute, schema)}
+		}
+		e.SchemaVersion = n
+	}
+	return nil
+}
+
+// structured is the JSON form of an event (CloudEvents JSON format).
+type structured struct {
+	SpecVersion     string          `json:"specversion"`
+	ID              string          `json:"id"`
+	Source          string          `json:"source"`
+	Type            string          `json:"type"`
+	Subject         string          `json:"subject,omitempty"`
+	Time            string          `json:"time,omitempty"`
+	DataContentType string          `json:"datacontenttype,omitempty"`
+	Data            json.RawMessage `json:"data,omitempty"`
+	DataBase64      string          `json:"data_base64,omitempty"`
+	Sequence        json.RawMessage `json:"sequence,omitempty"`
+	SchemaVersion   json.RawMessage `json:"schemaversion,omitempty"`
+	CorrelationID   string          `json:"correlationid,omitempty"`
+	CausationID     string          `json:"causationid,omitempty"`
+	TraceParent     string          `json:"traceparent,omitempty"`
+}
+
+// MarshalJSON writes the event in the CloudEvents JSON format (structured mode).
+func (e Event) MarshalJSON() ([]byte, error) {
+	s := structured{
+		SpecVersion: SpecVersion, ID: e.ID, Source: e.Source, Type: e.Type, Subject: e.Subject,
+		DataContentType: e.DataContentType, CorrelationID: e.CorrelationID,
+		CausationID: e.CausationID, TraceParent: e.TraceParent,
+	}
+	if !e.Time.IsZero() {
+		s.Time = e.Time.UTC().Format(time.RFC3339Nano)
+	}
+	if e.Sequence > 0 {
+		s.Sequence = json.RawMessage(strconv.Quote(strconv.FormatUint(e.Sequence, 10)))
+	}
+	if e.SchemaVersion > 0 {
+		s.SchemaVersion = json.RawMessage(strconv.Quote(strconv.Itoa(e.SchemaVersion)))
+	}
+	if len(e.Data) > 0 {
+		if isJSON(e.ContentType()) {
+			s.Data = e.Data
+		} else {
+			s.DataBase64 = base64.StdEncoding.EncodeToString(e.Data)
+		}
+	}
+	return json.Marshal(s)
+}
+
+// ParseStructured reads one event in the CloudEvents JSON format. It checks the bytes
+// (UTF-8, NUL, JSON syntax) before decoding, and validates the result.
+func ParseStructured(b []byte) (Event, error) {
+	if err := CheckJSON(b); err != nil {
+		return Event{}, &ValidationError{Field: "event", Err: err}
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return Event{}, &ValidationError{Field: "event", Err: fmt.Errorf("%w: empty", ErrInvalidJSON)}
+	}
+	var s structured
+	if err := json.Unmarshal(b, &s); err != nil {
+		return Event{}, &ValidationError{Field: "event", Err: fmt.Errorf("%w: %v", ErrInvalidJSON, err)}
+	}
+	if s.SpecVersion != "" && s.SpecVersion != SpecVersion {
+		return Event{}, &ValidationError{Field: "specversion", Err: fmt.Errorf("%w: %q, want %q", ErrInvalidAttribute, s.SpecVersion, SpecVersion)}
+	}
+	e := Event{
+		ID: s.ID, Source: s.Source, Type: s.Type, Subject: s.Subject,
+		DataContentType: s.DataContentType, CorrelationID: s.CorrelationID,
+		CausationID: s.CausationID, TraceParent: s.TraceParent,
+	}
+	switch {
+	case len(s.Data) > 0 && !bytes.Equal(s.Data, []byte("null")):
+		if !isJSON(e.ContentType()) {
+			// A string "data" member carries text of a non-JSON media type.
+			var text string
+			if err := json.Unmarshal(s.Data, &text); err != nil {
+				return Event{}, &ValidationError{Field: "data", Err: fmt.Errorf("%w: %s data must be a JSON string or data_base64", ErrUnsupportedMedia, e.ContentType())}
+			}
+			e.Data = json.RawMessage(text)
+		} else {
+			e.Data = s.Data
+		}
+	case s.DataBase64 != "":
+		raw, err := base64.StdEncoding.DecodeString(s.DataBase64)
+		if err != nil {
+			return Event{}, &ValidationError{Field: "data_base64", Err: fmt.Errorf("%w: %v", ErrInvalidAttribute, err)}
+		}
+		e.Data = raw
+	}
+	if err := e.setExtensions(s.Time, jsonScalar(s.Sequence), jsonScalar(s.SchemaVersion)); err != nil {
+		return Event{}, err
+	}
+	return e, e.Validate()
+}
+
+// ParseBatch reads a JSON array of structured events (application/cloudevents-batch+json).
+// The error of a bad element names its index.
+func ParseBatch(b []byte) ([]Event, error) {
+	if err := CheckJSON(b); err != nil {
+		return nil, &ValidationError{Field: "batch", Err: err}
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return nil, &ValidationError{Field: "batch", Err: fmt.Errorf("%w: want a JSON array of events: %v", ErrInvalidJSON, err)}
+	}
+	out := make([]Event, 0, len(raw))
+	for i, r := range raw {
+		e, err := ParseStructured(r)
+		if err != nil {
+			return nil, fmt.Errorf("batch[%d]: %w", i, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// jsonScalar turns a JSON string or number into its text ("7" for both 7 and "7").
+func jsonScalar(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return string(raw)
+}
