@@ -1,0 +1,103 @@
+package domain_test
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/pkg/events"
+)
+
+func generate(t *testing.T, cfg domain.GeneratorConfig, n int) []events.Event {
+	t.Helper()
+	g, err := domain.NewGenerator(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]events.Event, n)
+	for i := range out {
+		out[i] = g.Next()
+	}
+	return out
+}
+
+func TestGeneratorIsDeterministicForASeed(t *testing.T) {
+	t.Parallel()
+	a := generate(t, domain.GeneratorConfig{Seed: 7, Users: 50}, 3000)
+	b := generate(t, domain.GeneratorConfig{Seed: 7, Users: 50}, 3000)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatal("the same seed gave different events")
+	}
+	c := generate(t, domain.GeneratorConfig{Seed: 8, Users: 50}, 3000)
+	if reflect.DeepEqual(a, c) {
+		t.Fatal("different seeds gave the same events")
+	}
+}
+
+func TestGeneratorKeepsTheDomainsRules(t *testing.T) {
+	t.Parallel()
+	reg := domain.Registry()
+	evs := generate(t, domain.GeneratorConfig{Seed: 1, Users: 40}, 20000)
+	seq := map[string]uint64{}
+	alive := map[string]bool{}
+	articles := map[string]bool{}
+	ids := map[string]bool{}
+	counts := map[string]int{}
+	for i, e := range evs {
+		if ids[e.ID] {
+			t.Fatalf("event %d: duplicate id %s", i, e.ID)
+		}
+		ids[e.ID] = true
+		d, err := reg.Decode(e)
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		if e.Sequence != seq[e.Subject]+1 {
+			t.Fatalf("event %d of %s: sequence %d after %d", i, e.Subject, e.Sequence, seq[e.Subject])
+		}
+		seq[e.Subject] = e.Sequence
+		counts[e.Type]++
+		switch v := d.Value.(type) {
+		case domain.UserRegistered:
+			if alive[v.UserID] || e.Sequence != 1 {
+				t.Fatalf("event %d: %s registered twice", i, v.UserID)
+			}
+			alive[v.UserID] = true
+		case domain.UserPublishedAnArticle:
+			if !alive[v.UserID] || len(v.Body) < 250 {
+				t.Fatalf("event %d: article by %s (alive %v), body %d bytes", i, v.UserID, alive[v.UserID], len(v.Body))
+			}
+			articles[v.ArticleID] = true
+		case domain.ArticleDeleted:
+			if !articles[v.ArticleID] {
+				t.Fatalf("event %d: deletes unknown article %s", i, v.ArticleID)
+			}
+			delete(articles, v.ArticleID)
+		case domain.UserDeleted:
+			if !alive[v.UserID] {
+				t.Fatalf("event %d: deletes unknown user %s", i, v.UserID)
+			}
+			alive[v.UserID] = false
+		case domain.UserChangedPassword:
+			if !alive[v.UserID] {
+				t.Fatalf("event %d: unknown user %s", i, v.UserID)
+			}
+		}
+	}
+	for _, typ := range reg.Types() {
+		if counts[typ] == 0 {
+			t.Errorf("no %s in 20,000 events", typ)
+		}
+	}
+}
+
+func BenchmarkGeneratorNext(b *testing.B) {
+	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		g.Next()
+	}
+}
