@@ -1,29 +1,120 @@
-// Command producer publishes events into the log.
+// Command producer publishes events into the log: one event, a JSON-lines file, a
+// synthetic workload of the example domain, or an HTTP ingest API for services that
+// would rather not speak Kafka.
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/eventlog"
 )
 
-const usage = `producer publishes events into the log.
+const usage = `producer publishes events into the log (a Kafka topic that keeps every event).
 
 Usage: producer COMMAND [flags]
 
-Commands (landing with issue 3; each says so and exits non-zero until then):
-  send       one event from flags or JSON
-  import     JSON-lines events from a file or stdin
-  generate   a deterministic synthetic workload of the example domain
-  serve      an HTTP ingest API
+Commands:
+  send       publish one event, from flags or from CloudEvents JSON
+  import     publish JSON-lines events from a file or standard input
+  generate   publish a deterministic synthetic workload of the example domain
+  serve      run the HTTP ingest API (POST /v1/events)
 
-Environment: KAFKA_BROKERS.
+Every command creates the topic if it is missing (full history: retention.ms=-1,
+cleanup.policy=delete) and refuses a topic whose settings would delete events.
+'producer COMMAND --help' lists a command's flags, each with its default and its
+environment variable.
 `
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		fmt.Print(usage)
-		return
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, cli.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "producer:", err)
+		os.Exit(1)
 	}
-	fmt.Fprintf(os.Stderr, "producer %s: not built yet; see `producer --help`\n", os.Args[1])
-	os.Exit(2)
+}
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		_, _ = fmt.Fprint(stdout, usage)
+		return nil
+	}
+	cmds := map[string]func(context.Context, []string, io.Reader, io.Writer, io.Writer) error{
+		"send": runSend, "import": runImport, "generate": runGenerate, "serve": runServe,
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		return fmt.Errorf("unknown command %q (see producer --help)", args[0])
+	}
+	return cmd(ctx, args[1:], stdin, stdout, stderr)
+}
+
+// Defaults shared by the commands.
+const (
+	BrokersDefault = "127.0.0.1:19092"
+	TopicDefault   = "users"
+)
+
+// common holds the settings every command takes.
+type common struct {
+	brokers      string
+	topic        string
+	partitions   int
+	source       string
+	logLevel     string
+	compression  string
+	batchTimeout time.Duration
+}
+
+func (c *common) register(f *cli.Flags) {
+	f.String(&c.brokers, "brokers", "KAFKA_BROKERS", BrokersDefault, "Kafka brokers, comma-separated host:port")
+	f.String(&c.topic, "topic", "PROJECTOR_TOPIC", TopicDefault, "the event topic")
+	f.Int(&c.partitions, "partitions", "PROJECTOR_PARTITIONS", eventlog.PartitionsDefault, "partitions when the topic is created")
+	f.String(&c.source, "source", "PRODUCER_SOURCE", "producer", "CloudEvents source of events built from flags")
+	f.String(&c.logLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	f.String(&c.compression, "compression", "PRODUCER_COMPRESSION", "none", "batch compression: none, gzip, snappy, lz4, zstd")
+	f.Duration(&c.batchTimeout, "batch-timeout", "PRODUCER_BATCH_TIMEOUT", eventlog.BatchTimeoutDefault, "how long a partial batch waits for more events")
+}
+
+// open validates the settings, ensures the topic and returns a publisher and logger.
+func (c *common) open(ctx context.Context) (*eventlog.Publisher, *zap.Logger, error) {
+	log, err := cli.NewLogger(c.logLevel)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--log-level: %w", err)
+	}
+	brokers := cli.SplitList(c.brokers)
+	if len(brokers) == 0 {
+		return nil, nil, errors.New("--brokers (KAFKA_BROKERS) is empty")
+	}
+	if c.partitions < 1 {
+		return nil, nil, fmt.Errorf("--partitions (PROJECTOR_PARTITIONS) %d: must be at least 1", c.partitions)
+	}
+	pub, err := eventlog.NewPublisher(eventlog.PublisherConfig{
+		Brokers: brokers, Topic: c.topic, Compression: c.compression, BatchTimeout: c.batchTimeout, Logger: log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	info, err := eventlog.EnsureTopic(tctx, brokers, eventlog.TopicConfig{Name: c.topic, Partitions: c.partitions})
+	if err != nil {
+		_ = pub.Close()
+		return nil, nil, err
+	}
+	if info.Created {
+		log.Info("created topic", zap.String("topic", info.Name), zap.Int("partitions", info.Partitions))
+	}
+	return pub, log, nil
 }

@@ -20,20 +20,20 @@ const (
 	TypeUserDeleted            = "UserDeleted"
 )
 
-// UserRegistered: a user signed up. The welcome email reacts to it.
+// UserRegistered is the event: a user signed up. The welcome email reacts to it.
 type UserRegistered struct {
 	UserID string `json:"user_id"`
 	Email  string `json:"email"`
 	Name   string `json:"name"`
 }
 
-// UserChangedPassword: a user set a new password (only its hash travels).
+// UserChangedPassword is the event: a user set a new password (only its hash travels).
 type UserChangedPassword struct {
 	UserID       string `json:"user_id"`
 	PasswordHash string `json:"password_hash"`
 }
 
-// UserPublishedAnArticle: a user published an article.
+// UserPublishedAnArticle is the event: a user published an article.
 type UserPublishedAnArticle struct {
 	UserID    string `json:"user_id"`
 	ArticleID string `json:"article_id"`
@@ -41,13 +41,13 @@ type UserPublishedAnArticle struct {
 	Body      string `json:"body"`
 }
 
-// ArticleDeleted: a user's article was deleted.
+// ArticleDeleted is the event: a user's article was deleted.
 type ArticleDeleted struct {
 	UserID    string `json:"user_id"`
 	ArticleID string `json:"article_id"`
 }
 
-// UserDeleted: a user closed their account.
+// UserDeleted is the event: a user closed their account.
 type UserDeleted struct {
 	UserID string `json:"user_id"`
 	Reason string `json:"reason,omitempty"`

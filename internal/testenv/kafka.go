@@ -97,3 +97,45 @@ func dialController(ctx context.Context, brokers []string) (*kafka.Conn, error) 
 	}
 	return cc, nil
 }
+
+// ReadAll returns every message of a topic up to each partition's current end,
+// partition by partition in offset order.
+func ReadAll(tb testing.TB, topic string) []kafka.Message {
+	tb.Helper()
+	brokers := Kafka(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil || len(meta.Topics) != 1 || meta.Topics[0].Error != nil {
+		tb.Fatalf("metadata for %s: %v %+v", topic, err, meta)
+	}
+	var out []kafka.Message
+	for _, p := range meta.Topics[0].Partitions {
+		conn, err := kafka.DialLeader(ctx, "tcp", brokers[0], topic, p.ID)
+		if err != nil {
+			tb.Fatalf("dial %s/%d: %v", topic, p.ID, err)
+		}
+		end, err := conn.ReadLastOffset()
+		if err != nil {
+			tb.Fatalf("end offset %s/%d: %v", topic, p.ID, err)
+		}
+		_ = conn.Close()
+		if end == 0 {
+			continue
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p.ID, MaxBytes: 8 << 20, MaxWait: 50 * time.Millisecond})
+		for {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				tb.Fatalf("read %s/%d: %v", topic, p.ID, err)
+			}
+			out = append(out, m)
+			if m.Offset >= end-1 {
+				break
+			}
+		}
+		_ = r.Close()
+	}
+	return out
+}

@@ -107,7 +107,7 @@ func CheckJSON(b []byte) error {
 	if !json.Valid(b) {
 		var v any
 		err := json.Unmarshal(b, &v)
-		return fmt.Errorf("%w: %v", ErrInvalidJSON, err)
+		return fmt.Errorf("%w: %w", ErrInvalidJSON, err)
 	}
 	return nil
 }

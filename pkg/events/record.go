@@ -197,7 +197,7 @@ func ParseStructured(b []byte) (Event, error) {
 	}
 	var s structured
 	if err := json.Unmarshal(b, &s); err != nil {
-		return Event{}, &ValidationError{Field: "event", Err: fmt.Errorf("%w: %v", ErrInvalidJSON, err)}
+		return Event{}, &ValidationError{Field: "event", Err: fmt.Errorf("%w: %w", ErrInvalidJSON, err)}
 	}
 	if s.SpecVersion != "" && s.SpecVersion != SpecVersion {
 		return Event{}, &ValidationError{Field: "specversion", Err: fmt.Errorf("%w: %q, want %q", ErrInvalidAttribute, s.SpecVersion, SpecVersion)}
@@ -222,7 +222,7 @@ func ParseStructured(b []byte) (Event, error) {
 	case s.DataBase64 != "":
 		raw, err := base64.StdEncoding.DecodeString(s.DataBase64)
 		if err != nil {
-			return Event{}, &ValidationError{Field: "data_base64", Err: fmt.Errorf("%w: %v", ErrInvalidAttribute, err)}
+			return Event{}, &ValidationError{Field: "data_base64", Err: fmt.Errorf("%w: %w", ErrInvalidAttribute, err)}
 		}
 		e.Data = raw
 	}
@@ -240,7 +240,7 @@ func ParseBatch(b []byte) ([]Event, error) {
 	}
 	var raw []json.RawMessage
 	if err := json.Unmarshal(b, &raw); err != nil {
-		return nil, &ValidationError{Field: "batch", Err: fmt.Errorf("%w: want a JSON array of events: %v", ErrInvalidJSON, err)}
+		return nil, &ValidationError{Field: "batch", Err: fmt.Errorf("%w: want a JSON array of events: %w", ErrInvalidJSON, err)}
 	}
 	out := make([]Event, 0, len(raw))
 	for i, r := range raw {

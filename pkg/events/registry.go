@@ -136,7 +136,7 @@ func (r *Registry) Decode(e Event) (Decoded, error) {
 	}
 	v, err := ti.decode(data)
 	if err != nil {
-		return Decoded{}, &ValidationError{Field: "data", Err: fmt.Errorf("%w: %s as %v: %v", ErrInvalidJSON, e.Type, ti.goType, err)}
+		return Decoded{}, &ValidationError{Field: "data", Err: fmt.Errorf("%w: %s as %v: %w", ErrInvalidJSON, e.Type, ti.goType, err)}
 	}
 	out := e
 	out.Data = data
@@ -197,7 +197,7 @@ func (r *Registry) New(source, subject string, v any, opts ...EventOption) (Even
 	}
 	data, err := json.Marshal(v)
 	if err != nil {
-		return Event{}, &ValidationError{Field: "data", Err: fmt.Errorf("%w: %v", ErrInvalidJSON, err)}
+		return Event{}, &ValidationError{Field: "data", Err: fmt.Errorf("%w: %w", ErrInvalidJSON, err)}
 	}
 	e := Event{
 		ID: NewID(), Source: source, Type: ti.name, Subject: subject, Time: time.Now().UTC(),

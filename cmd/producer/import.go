@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/events"
+)
+
+// Defaults for import.
+const (
+	importChunkDefault = 1000
+	maxLineBytes       = 1 << 20
+)
+
+func runImport(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var c common
+	var dryRun bool
+	var chunk int
+	f := cli.NewFlags("import", `producer import FILE|-: publish JSON-lines events, one CloudEvents JSON object a line.
+
+Lines are validated before they are sent, in chunks. At the first bad line the
+events before it are sent, nothing after it is, and the error names the line; the
+summary says exactly which lines were sent. --dry-run validates the whole input
+and sends nothing.`)
+	c.register(f)
+	f.Bool(&dryRun, "dry-run", "", false, "validate every line, send nothing")
+	f.Int(&chunk, "chunk", "", importChunkDefault, "events validated, then sent, together")
+	if err := f.Parse(args, stdout); err != nil {
+		return err
+	}
+	if len(f.Args()) != 1 {
+		return errors.New("import takes one argument: a file, or - for standard input")
+	}
+	if chunk < 1 {
+		return fmt.Errorf("--chunk %d: must be at least 1", chunk)
+	}
+	in := stdin
+	if name := f.Args()[0]; name != "-" {
+		file, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = file.Close() }()
+		in = file
+	}
+
+	var pub *eventlog.Publisher
+	if !dryRun {
+		p, _, err := c.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = p.Close() }()
+		pub = p
+	}
+	imp := importer{pub: pub, out: stderr, progress: cli.IsTerminal(os.Stderr), start: time.Now()}
+	err := imp.run(ctx, in, chunk)
+	imp.summary(stdout, dryRun, err)
+	return err
+}
+
+type importer struct {
+	pub      *eventlog.Publisher
+	out      io.Writer
+	progress bool
+	start    time.Time
+	sent     int // events acknowledged
+	lastSent int // line number of the last line sent (all lines up to it were sent)
+
+	lastAttempted int   // when a send failed: the last line of the chunk it was sending
+	failed        []int // when a send failed: the lines of that chunk not acknowledged
+	valid         int   // lines validated
+}
+
+func (im *importer) run(ctx context.Context, in io.Reader, chunk int) error {
+	r := bufio.NewReaderSize(in, 64<<10)
+	var batch []events.Event
+	var lines []int
+	lineNo := 0
+	flush := func() error {
+		if len(batch) == 0 || im.pub == nil {
+			batch, lines = batch[:0], lines[:0]
+			return nil
+		}
+		res, err := im.pub.Publish(ctx, batch...)
+		if err != nil {
+			// Count what landed, name what did not; the failure ends the import.
+			im.lastAttempted = lines[len(lines)-1]
+			for i, rr := range res {
+				if rr.Err != nil {
+					im.failed = append(im.failed, lines[i])
+				} else {
+					im.sent++
+				}
+			}
+			return err
+		}
+		im.sent += len(batch)
+		im.lastSent = lines[len(lines)-1]
+		batch, lines = batch[:0], lines[:0]
+		im.tick()
+		return nil
+	}
+	for {
+		line, err := readLine(r)
+		if errors.Is(err, io.EOF) && line == nil {
+			return flush()
+		}
+		lineNo++
+		if err != nil && !errors.Is(err, io.EOF) {
+			if ferr := flush(); ferr != nil {
+				return ferr
+			}
+			return fmt.Errorf("line %d: %w", lineNo, err)
+		}
+		if strings.TrimSpace(string(line)) == "" {
+			continue
+		}
+		e, perr := events.ParseStructured(line)
+		if perr != nil {
+			if ferr := flush(); ferr != nil {
+				return ferr
+			}
+			return fmt.Errorf("line %d: %w", lineNo, perr)
+		}
+		im.valid++
+		batch = append(batch, e)
+		lines = append(lines, lineNo)
+		if len(batch) >= chunk {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// readLine returns one line without its newline; a line longer than maxLineBytes is an error.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		part, isPrefix, err := r.ReadLine()
+		line = append(line, part...)
+		if len(line) > maxLineBytes {
+			for isPrefix && err == nil { // skip the rest of the line
+				_, isPrefix, err = r.ReadLine()
+			}
+			return []byte{}, fmt.Errorf("line longer than %d bytes", maxLineBytes)
+		}
+		if err != nil {
+			if len(line) > 0 && errors.Is(err, io.EOF) {
+				return line, nil
+			}
+			return nil, err
+		}
+		if !isPrefix {
+			return line, nil
+		}
+	}
+}
+
+func (im *importer) tick() {
+	if !im.progress {
+		return
+	}
+	secs := time.Since(im.start).Seconds()
+	_, _ = fmt.Fprintf(im.out, "\rimport: %d events sent (%.0f/s)   ", im.sent, float64(im.sent)/max(secs, 1e-9))
+}
+
+func (im *importer) summary(out io.Writer, dryRun bool, err error) {
+	if im.progress {
+		_, _ = fmt.Fprintln(im.out)
+	}
+	switch {
+	case dryRun && err == nil:
+		_, _ = fmt.Fprintf(out, "import: %d events valid; nothing sent (--dry-run)\n", im.valid)
+	case dryRun:
+		_, _ = fmt.Fprintf(out, "import: %d events valid before the bad line; nothing sent (--dry-run)\n", im.valid)
+	case err == nil:
+		_, _ = fmt.Fprintf(out, "import: sent %d events in %.1fs\n", im.sent, time.Since(im.start).Seconds())
+	case len(im.failed) > 0:
+		shown := im.failed[:min(len(im.failed), 20)]
+		_, _ = fmt.Fprintf(out, "import: sent %d events; %d lines of the last chunk were not acknowledged (they may or may not be in the log): %v; nothing after line %d was sent\n",
+			im.sent, len(im.failed), shown, im.lastAttempted)
+	case im.sent == 0:
+		_, _ = fmt.Fprintln(out, "import: sent nothing")
+	default:
+		_, _ = fmt.Fprintf(out, "import: sent %d events, every line up to line %d; nothing after line %d was sent\n",
+			im.sent, im.lastSent, im.lastSent)
+	}
+}

@@ -1,0 +1,171 @@
+// Package cli is what the two commands share: flags that fall back to environment
+// variables (12-factor) with every default shown in --help, and the zap logger.
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+// Flags is a flag set whose flags may each be set by an environment variable. A flag
+// given on the command line wins over its variable; a bad value from either is an
+// error naming the flag or the variable.
+type Flags struct {
+	fs    *flag.FlagSet
+	env   map[string]string // flag name -> environment variable
+	usage string
+}
+
+// NewFlags returns a flag set for a command; usage heads its --help.
+func NewFlags(name, usage string) *Flags {
+	f := &Flags{fs: flag.NewFlagSet(name, flag.ContinueOnError), env: map[string]string{}, usage: usage}
+	f.fs.SetOutput(io.Discard)
+	return f
+}
+
+func (f *Flags) bind(name, env string) {
+	if env != "" {
+		f.env[name] = env
+	}
+}
+
+func withEnv(usage, env string) string {
+	if env == "" {
+		return usage
+	}
+	return usage + " (env " + env + ")"
+}
+
+// String defines a string flag.
+func (f *Flags) String(p *string, name, env, def, usage string) {
+	f.fs.StringVar(p, name, def, withEnv(usage, env))
+	f.bind(name, env)
+}
+
+// Int defines an int flag.
+func (f *Flags) Int(p *int, name, env string, def int, usage string) {
+	f.fs.IntVar(p, name, def, withEnv(usage, env))
+	f.bind(name, env)
+}
+
+// Uint64 defines a uint64 flag.
+func (f *Flags) Uint64(p *uint64, name, env string, def uint64, usage string) {
+	f.fs.Uint64Var(p, name, def, withEnv(usage, env))
+	f.bind(name, env)
+}
+
+// Float64 defines a float64 flag.
+func (f *Flags) Float64(p *float64, name, env string, def float64, usage string) {
+	f.fs.Float64Var(p, name, def, withEnv(usage, env))
+	f.bind(name, env)
+}
+
+// Duration defines a duration flag.
+func (f *Flags) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
+	f.fs.DurationVar(p, name, def, withEnv(usage, env))
+	f.bind(name, env)
+}
+
+// Bool defines a bool flag.
+func (f *Flags) Bool(p *bool, name, env string, def bool, usage string) {
+	f.fs.BoolVar(p, name, def, withEnv(usage, env))
+	f.bind(name, env)
+}
+
+// ErrHelp is returned by Parse when -h or --help was asked for; the help was printed.
+var ErrHelp = flag.ErrHelp
+
+// Parse parses args, then fills each flag not given on the command line from its
+// environment variable. With -h or --help it prints the help to out and returns ErrHelp.
+func (f *Flags) Parse(args []string, out io.Writer) error {
+	if err := f.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			f.PrintHelp(out)
+			return ErrHelp
+		}
+		return fmt.Errorf("%w (see --help)", err)
+	}
+	given := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+	names := make([]string, 0, len(f.env))
+	for n := range f.env {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		env := f.env[name]
+		v, ok := os.LookupEnv(env)
+		if !ok || given[name] {
+			continue
+		}
+		if err := f.fs.Set(name, v); err != nil {
+			return fmt.Errorf("environment %s=%q: %w", env, v, err)
+		}
+	}
+	return nil
+}
+
+// Args returns the arguments left after the flags.
+func (f *Flags) Args() []string { return f.fs.Args() }
+
+// PrintHelp writes the usage text and every flag with its default and variable.
+func (f *Flags) PrintHelp(out io.Writer) {
+	_, _ = fmt.Fprint(out, strings.TrimRight(f.usage, "\n")+"\n\nFlags:\n")
+	f.fs.VisitAll(func(fl *flag.Flag) {
+		kind, usage := flag.UnquoteUsage(fl)
+		head := "  --" + fl.Name
+		if kind != "" {
+			head += " " + kind
+		}
+		def := fl.DefValue
+		if def == "" {
+			def = `""`
+		}
+		_, _ = fmt.Fprintf(out, "%s\n      %s (default %s)\n", head, usage, def)
+	})
+}
+
+// NewLogger builds the zap logger for a command: JSON lines, or a console encoder
+// when stderr is a terminal. level is debug, info, warn or error.
+func NewLogger(level string) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	cfg := zap.NewProductionConfig()
+	cfg.Level = zap.NewAtomicLevelAt(lvl)
+	cfg.Sampling = nil
+	if IsTerminal(os.Stderr) {
+		cfg.Encoding = "console"
+		cfg.EncoderConfig = zap.NewDevelopmentEncoderConfig()
+	}
+	cfg.EncoderConfig.TimeKey = "time"
+	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	return cfg.Build()
+}
+
+// IsTerminal reports whether f is a character device (a terminal).
+func IsTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// SplitList splits a comma-separated setting, dropping empty items and spaces.
+func SplitList(s string) []string {
+	var out []string
+	for p := range strings.SplitSeq(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
