@@ -208,3 +208,12 @@ func (r *Registry) New(source, subject string, v any, opts ...EventOption) (Even
 	}
 	return e, e.Validate()
 }
+
+// TypeName returns the event type name registered for Go type T.
+func TypeName[T any](r *Registry) (string, bool) {
+	ti, ok := r.byType[reflect.TypeFor[T]()]
+	if !ok {
+		return "", false
+	}
+	return ti.name, true
+}

@@ -1,5 +1,33 @@
-// Package projector is the runtime: group membership, one worker per partition,
-// batching, catch-up then live, parking and status.
+// Package projector is the runtime that builds a read model from the log and keeps
+// it current: Kafka group membership (kafka-go's low-level ConsumerGroup), one
+// worker per assigned partition, batches sized by count and time, catch-up from
+// offset zero then live, deduplication, parking of poison events, and status.
 //
-// Not built yet: see issue 4 ("The projector runtime").
+// # Effectively once
+//
+// A worker reads a batch from its partition and applies every event's writes, the
+// aggregates' sequence marks and the partition's next offset in one PostgreSQL
+// transaction. After any crash, restart or rebalance the new owner resumes from the
+// offset stored in PostgreSQL; Kafka's group offsets are committed only as an
+// advisory copy for lag tools. The offset write is fenced (package offsets): a
+// member that lost its partition cannot commit, and its transaction rolls back.
+//
+// # Duplicates
+//
+// kafka-go producers retry without idempotence, so one event can sit at two offsets.
+// An event whose sequence is at or below its aggregate's last applied sequence is a
+// duplicate; events without a sequence are deduplicated by id. A gap in an
+// aggregate's sequence is reported, and GapPolicy chooses to warn or to halt the
+// aggregate (park it).
+//
+// # Errors
+//
+// Transient errors (connection refused, PostgreSQL read-only, out of disk, timeouts,
+// serialization failures; see readmodel.IsTransient) are retried with backoff, never
+// skipped. Permanent errors — an undecodable event, an unknown type under
+// UnknownPark, a handler's error or a statement that fails — park the event with its
+// error, topic, partition, offset and attempts, and park every later event of the
+// same aggregate behind it, in order, while other aggregates go on. Parked events
+// are listed and retried (ListParked, RequestRetry) after a fix; the owning worker
+// replays them in order. Nothing is dropped silently.
 package projector

@@ -1,0 +1,348 @@
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/offsets"
+	"github.com/projector/projector/pkg/readmodel"
+)
+
+type action int
+
+const (
+	actApply action = iota
+	actIgnore
+	actDuplicate
+	actPark
+)
+
+// entry is one message of a batch on its way through a transaction.
+type entry struct {
+	msg     kafka.Message
+	ev      events.Event
+	decoded *events.Decoded // nil when the type is not registered
+	problem error           // a permanent problem found while decoding
+	act     action
+	reason  string // why it parks
+	behind  int64  // the offset it parks behind, or -1
+	gap     bool   // its sequence skipped ahead
+	parkID  int64  // in a retry: the parked row
+}
+
+func (e *entry) subject() string {
+	if e.ev.Subject != "" {
+		return e.ev.Subject
+	}
+	return string(e.msg.Key)
+}
+
+// prepare decodes a batch's messages: the CPU part, done before the transaction.
+func (r *Runner) prepare(msgs []kafka.Message) []entry {
+	out := make([]entry, len(msgs))
+	reg := r.cfg.Projection.Registry()
+	for i, m := range msgs {
+		e := entry{msg: m, behind: -1}
+		ev, err := eventlog.FromMessage(m)
+		e.ev = ev
+		switch {
+		case err != nil:
+			e.problem = fmt.Errorf("undecodable: %w", err)
+		case !reg.Known(ev.Type):
+			// Unknown types are settled by policy in walk; the envelope still counts.
+		default:
+			d, err := reg.Decode(ev)
+			if err != nil {
+				e.problem = fmt.Errorf("undecodable %s: %w", ev.Type, err)
+			} else {
+				e.decoded = &d
+			}
+		}
+		out[i] = e
+	}
+	return out
+}
+
+type aggState struct {
+	seq uint64
+	id  string
+}
+
+// outcome counts what a transaction did.
+type outcome struct {
+	applied, ignored, duplicates, parked, gaps int
+	parkedSubjects                             map[string]int64 // subject -> first offset parked here
+}
+
+// errCareful asks for the batch again, event by event under savepoints, to find and
+// park the events whose writes fail.
+var errCareful = errors.New("a statement failed: retrying event by event")
+
+// txState is one transaction's view: loaded sequence marks and seen ids.
+type txState struct {
+	aggs    map[string]aggState
+	seenIDs map[string]bool
+	changed map[string]aggState
+	newIDs  []string
+}
+
+// walk settles entries in order: park, skip as duplicate, ignore, or apply through
+// the projection's handler. In careful mode each applied event runs under a
+// savepoint and a failing one parks; otherwise any handler or statement error
+// returns errCareful (or the transient error itself).
+func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st *txState, entries []entry, careful, retry bool) (outcome, error) {
+	out := outcome{parkedSubjects: map[string]int64{}}
+	park := func(e *entry, subj, reason string, behind int64) {
+		e.act, e.reason, e.behind = actPark, reason, behind
+		out.parked++
+		if subj != "" {
+			if _, ok := out.parkedSubjects[subj]; !ok {
+				out.parkedSubjects[subj] = e.msg.Offset
+			}
+		}
+	}
+	for i := range entries {
+		e := &entries[i]
+		subj := e.subject()
+		if off, ok := out.parkedSubjects[subj]; ok && subj != "" {
+			park(e, subj, fmt.Sprintf("behind parked event at offset %d", off), off)
+			continue
+		}
+		if off, ok := p.parked[subj]; ok && subj != "" && !retry {
+			park(e, subj, fmt.Sprintf("behind parked event at offset %d", off), off)
+			continue
+		}
+		if e.problem != nil {
+			park(e, subj, e.problem.Error(), -1)
+			continue
+		}
+		// Duplicates and gaps.
+		if seq := e.ev.Sequence; seq > 0 {
+			last := st.aggs[subj]
+			if seq <= last.seq {
+				e.act = actDuplicate
+				out.duplicates++
+				if seq == last.seq && e.ev.ID != last.id {
+					r.log.Warn("two events claim one sequence; the later is dropped as a duplicate",
+						zap.String("subject", subj), zap.Uint64("sequence", seq), zap.String("kept", last.id),
+						zap.String("dropped", e.ev.ID), zap.Int64("offset", e.msg.Offset), zap.Int("partition", p.key.Partition))
+					r.metrics.conflicts.Inc()
+				}
+				continue
+			}
+			if seq != last.seq+1 {
+				e.gap = true
+				out.gaps++
+				r.metrics.gaps.Inc()
+				if r.cfg.Gaps == GapHalt {
+					park(e, subj, fmt.Sprintf("sequence gap: expected %d, got %d", last.seq+1, seq), -1)
+					continue
+				}
+				r.log.Warn("sequence gap", zap.String("subject", subj), zap.Uint64("expected", last.seq+1),
+					zap.Uint64("got", seq), zap.Int64("offset", e.msg.Offset), zap.Int("partition", p.key.Partition))
+			}
+		} else if st.seenIDs[e.ev.ID] {
+			e.act = actDuplicate
+			out.duplicates++
+			continue
+		}
+		switch {
+		case e.decoded == nil && r.cfg.Unknown == UnknownPark:
+			park(e, subj, fmt.Sprintf("%v: %q", events.ErrUnknownType, e.ev.Type), -1)
+			continue
+		case e.decoded == nil || !r.cfg.Projection.Handles(e.ev.Type):
+			e.act = actIgnore
+			out.ignored++
+		default:
+			if careful {
+				w.Exec("SAVEPOINT projector_event")
+			}
+			err := r.cfg.Projection.Apply(ctx, w, *e.decoded)
+			if careful && err == nil {
+				err = w.Flush(ctx)
+			}
+			if err != nil {
+				if readmodel.IsTransient(err) || ctx.Err() != nil {
+					return out, err
+				}
+				if !careful {
+					return out, errCareful
+				}
+				w.Exec("ROLLBACK TO SAVEPOINT projector_event")
+				if ferr := w.Flush(ctx); ferr != nil {
+					return out, ferr
+				}
+				park(e, subj, "handler: "+err.Error(), -1)
+				continue
+			}
+			if careful {
+				w.Exec("RELEASE SAVEPOINT projector_event")
+			}
+			e.act = actApply
+			out.applied++
+		}
+		if e.ev.Sequence > 0 {
+			a := aggState{seq: e.ev.Sequence, id: e.ev.ID}
+			st.aggs[subj], st.changed[subj] = a, a
+		} else {
+			st.seenIDs[e.ev.ID] = true
+			st.newIDs = append(st.newIDs, e.ev.ID)
+		}
+	}
+	return out, nil
+}
+
+// begin opens a batch transaction: the projection's search path, then the sequence
+// marks and seen ids the entries need, in one round trip.
+func (r *Runner) begin(ctx context.Context, entries []entry) (pgx.Tx, *txState, error) {
+	tx, err := r.cfg.Pool.Begin(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := &txState{aggs: map[string]aggState{}, seenIDs: map[string]bool{}, changed: map[string]aggState{}}
+	var subjects, ids []string
+	seenSubj := map[string]bool{}
+	for i := range entries {
+		e := &entries[i]
+		if e.ev.Sequence > 0 {
+			if s := e.subject(); !seenSubj[s] {
+				seenSubj[s] = true
+				subjects = append(subjects, s)
+			}
+		} else if e.ev.ID != "" {
+			ids = append(ids, e.ev.ID)
+		}
+	}
+	pn, pv := r.cfg.Projection.Name(), r.cfg.Projection.Version()
+	b := &pgx.Batch{}
+	b.Queue(`SET LOCAL search_path TO ` + pgx.Identifier{r.cfg.Projection.Schema()}.Sanitize() + `, public`)
+	if len(subjects) > 0 {
+		b.Queue(`SELECT subject, last_sequence, last_event_id FROM `+r.tables.aggregates+`
+			WHERE projection = $1 AND version = $2 AND subject = ANY($3)`, pn, pv, subjects).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var s, id string
+				var seq int64
+				if err := rows.Scan(&s, &seq, &id); err != nil {
+					return err
+				}
+				st.aggs[s] = aggState{seq: uint64(seq), id: id}
+			}
+			return rows.Err()
+		})
+	}
+	if len(ids) > 0 {
+		b.Queue(`SELECT event_id FROM `+r.tables.eventIDs+` WHERE projection = $1 AND version = $2 AND event_id = ANY($3)`,
+			pn, pv, ids).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					return err
+				}
+				st.seenIDs[id] = true
+			}
+			return rows.Err()
+		})
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		_ = tx.Rollback(ctx)
+		return nil, nil, err
+	}
+	return tx, st, nil
+}
+
+// queueMarks queues the sequence marks and seen ids the transaction changed.
+func (r *Runner) queueMarks(w *readmodel.Writer, st *txState) {
+	pn, pv := r.cfg.Projection.Name(), r.cfg.Projection.Version()
+	if len(st.changed) > 0 {
+		subj := make([]string, 0, len(st.changed))
+		seqs := make([]int64, 0, len(st.changed))
+		ids := make([]string, 0, len(st.changed))
+		for s, a := range st.changed {
+			subj, seqs, ids = append(subj, s), append(seqs, int64(a.seq)), append(ids, a.id)
+		}
+		w.Exec(`INSERT INTO `+r.tables.aggregates+` (projection, version, subject, last_sequence, last_event_id)
+			SELECT $1, $2, s, q, i FROM unnest($3::text[], $4::bigint[], $5::text[]) AS t(s, q, i)
+			ON CONFLICT (projection, version, subject) DO UPDATE
+			   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id`,
+			pn, pv, subj, seqs, ids)
+	}
+	if len(st.newIDs) > 0 {
+		w.Exec(`INSERT INTO `+r.tables.eventIDs+` (projection, version, event_id)
+			SELECT $1, $2, unnest($3::text[]) ON CONFLICT DO NOTHING`, pn, pv, st.newIDs)
+	}
+}
+
+func (r *Runner) queueParkInsert(w *readmodel.Writer, p *partition, e *entry) {
+	headers, _ := json.Marshal(e.msg.Headers)
+	var behind *int64
+	if e.behind >= 0 {
+		behind = &e.behind
+	}
+	w.Exec(`INSERT INTO `+r.tables.parked+` (projection, version, topic, partition, "offset", subject, event_id, event_type,
+			error, behind, msg_key, msg_value, msg_headers)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+		ON CONFLICT (projection, version, topic, partition, "offset") DO UPDATE
+		   SET state = 'parked', error = EXCLUDED.error, behind = EXCLUDED.behind,
+		       attempts = `+r.tables.parked+`.attempts + 1, updated_at = now()`,
+		p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition, e.msg.Offset, e.subject(), e.ev.ID, e.ev.Type,
+		e.reason, behind, e.msg.Key, e.msg.Value, headers)
+}
+
+// queueAdvance queues the fenced offset write; fenced reports a mismatch.
+func (r *Runner) queueAdvance(w *readmodel.Writer, p *partition, next, consumed int64) {
+	sql, args := r.offsets.AdvanceSQL(p.key, p.owner, p.next, next, consumed)
+	w.ExecCheck(func(ct pgconn.CommandTag) error {
+		if ct.RowsAffected() != 1 {
+			return offsets.ErrFenced
+		}
+		return nil
+	}, sql, args...)
+}
+
+// applyOnce runs one batch in one transaction. It returns errCareful when a
+// statement or handler failed outside careful mode.
+func (r *Runner) applyOnce(ctx context.Context, p *partition, entries []entry, careful bool) (outcome, error) {
+	tx, st, err := r.begin(ctx, entries)
+	if err != nil {
+		return outcome{}, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	w := readmodel.NewWriter(tx)
+	next := entries[len(entries)-1].msg.Offset + 1
+	r.queueAdvance(w, p, next, int64(len(entries)))
+	if careful {
+		// Learn of fencing before the slow, event-by-event work.
+		if err := w.Flush(ctx); err != nil {
+			return outcome{}, err
+		}
+	}
+	out, err := r.walk(ctx, w, p, st, entries, careful, false)
+	if err != nil {
+		return out, err
+	}
+	r.queueMarks(w, st)
+	for i := range entries {
+		if entries[i].act == actPark {
+			r.queueParkInsert(w, p, &entries[i])
+		}
+	}
+	if err := w.Flush(ctx); err != nil {
+		if !careful && !errors.Is(err, offsets.ErrFenced) && !readmodel.IsTransient(err) {
+			return out, errCareful
+		}
+		return out, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return out, fmt.Errorf("commit: %w", err)
+	}
+	return out, nil
+}

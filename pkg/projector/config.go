@@ -1,0 +1,151 @@
+package projector
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/projector/projector/pkg/readmodel"
+)
+
+// Defaults for Config.
+const (
+	BatchSizeDefault         = 1000
+	BatchTimeoutDefault      = 20 * time.Millisecond
+	ReadyLagDefault          = 1000
+	DrainTimeoutDefault      = 10 * time.Second
+	SessionTimeoutDefault    = 10 * time.Second
+	HeartbeatIntervalDefault = time.Second
+	RebalanceTimeoutDefault  = 30 * time.Second
+	RetryBackoffMinDefault   = 100 * time.Millisecond
+	RetryBackoffMaxDefault   = 5 * time.Second
+	CommitIntervalDefault    = 5 * time.Second
+	RetryPollDefault         = time.Second
+	ProgressIntervalDefault  = 10 * time.Second
+)
+
+// GapPolicy says what a gap in an aggregate's sequence does.
+type GapPolicy int
+
+const (
+	// GapWarn applies the event and reports the gap (log and metric).
+	GapWarn GapPolicy = iota
+	// GapHalt parks the event, and with it the aggregate, until the gap is resolved.
+	GapHalt
+)
+
+// UnknownPolicy says what an event of a type absent from the registry does.
+type UnknownPolicy int
+
+const (
+	// UnknownSkip skips it (counted as ignored); its sequence still counts.
+	UnknownSkip UnknownPolicy = iota
+	// UnknownPark parks it, and its aggregate behind it (the strict policy).
+	UnknownPark
+)
+
+// Config configures a Runner. Zero values mean the defaults.
+type Config struct {
+	Brokers    []string                // required
+	Topic      string                  // required: the event topic
+	Projection *readmodel.Projection   // required
+	Pool       *pgxpool.Pool           // required: the read model's database
+	GroupID    string                  // Kafka group; default "projector.NAME.vVERSION"
+	Schema     string                  // the framework's schema; default readmodel.FrameworkSchemaDefault
+	Logger     *zap.Logger             // default zap.NewNop()
+	Registerer prometheus.Registerer   // where metrics register; default none
+
+	BatchSize    int           // most events in one transaction (default BatchSizeDefault)
+	BatchTimeout time.Duration // how long a partial batch waits for more (default BatchTimeoutDefault)
+	ReadyLag     int64         // a partition is live when its lag is at most this (default ReadyLagDefault)
+	DrainTimeout time.Duration // bound on finishing an in-flight batch at revocation or stop (default DrainTimeoutDefault)
+
+	SessionTimeout    time.Duration // Kafka group session timeout (default SessionTimeoutDefault)
+	HeartbeatInterval time.Duration // Kafka group heartbeat (default HeartbeatIntervalDefault)
+	RebalanceTimeout  time.Duration // Kafka group rebalance timeout (default RebalanceTimeoutDefault)
+	CommitInterval    time.Duration // advisory Kafka offset commits (default CommitIntervalDefault)
+
+	RetryBackoffMin time.Duration // first wait after a transient error (default RetryBackoffMinDefault)
+	RetryBackoffMax time.Duration // longest wait between retries (default RetryBackoffMaxDefault)
+	RetryPoll       time.Duration // how often a worker looks for parked events to retry (default RetryPollDefault)
+	ProgressEvery   time.Duration // progress log interval while replaying (default ProgressIntervalDefault)
+
+	Gaps    GapPolicy     // default GapWarn
+	Unknown UnknownPolicy // default UnknownSkip
+}
+
+func (c Config) withDefaults() Config {
+	if c.GroupID == "" && c.Projection != nil {
+		c.GroupID = fmt.Sprintf("projector.%s.v%d", c.Projection.Name(), c.Projection.Version())
+	}
+	if c.Schema == "" {
+		c.Schema = readmodel.FrameworkSchemaDefault
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = BatchSizeDefault
+	}
+	if c.ReadyLag == 0 {
+		c.ReadyLag = ReadyLagDefault
+	}
+	def(&c.BatchTimeout, BatchTimeoutDefault)
+	def(&c.DrainTimeout, DrainTimeoutDefault)
+	def(&c.SessionTimeout, SessionTimeoutDefault)
+	def(&c.HeartbeatInterval, HeartbeatIntervalDefault)
+	def(&c.RebalanceTimeout, RebalanceTimeoutDefault)
+	def(&c.CommitInterval, CommitIntervalDefault)
+	def(&c.RetryBackoffMin, RetryBackoffMinDefault)
+	def(&c.RetryBackoffMax, RetryBackoffMaxDefault)
+	def(&c.RetryPoll, RetryPollDefault)
+	def(&c.ProgressEvery, ProgressIntervalDefault)
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("Brokers is empty"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("Topic is empty"))
+	}
+	if c.Projection == nil {
+		errs = append(errs, errors.New("Projection is nil"))
+	}
+	if c.Pool == nil {
+		errs = append(errs, errors.New("Pool is nil"))
+	}
+	if c.BatchSize < 1 {
+		errs = append(errs, fmt.Errorf("BatchSize %d: must be at least 1", c.BatchSize))
+	}
+	if c.ReadyLag < 0 {
+		errs = append(errs, fmt.Errorf("ReadyLag %d: must not be negative", c.ReadyLag))
+	}
+	for name, d := range map[string]time.Duration{
+		"BatchTimeout": c.BatchTimeout, "DrainTimeout": c.DrainTimeout, "SessionTimeout": c.SessionTimeout,
+		"HeartbeatInterval": c.HeartbeatInterval, "RebalanceTimeout": c.RebalanceTimeout, "CommitInterval": c.CommitInterval,
+		"RetryBackoffMin": c.RetryBackoffMin, "RetryBackoffMax": c.RetryBackoffMax, "RetryPoll": c.RetryPoll, "ProgressEvery": c.ProgressEvery,
+	} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %v: must not be negative", name, d))
+		}
+	}
+	if c.HeartbeatInterval >= c.SessionTimeout {
+		errs = append(errs, fmt.Errorf("HeartbeatInterval %v must be below SessionTimeout %v", c.HeartbeatInterval, c.SessionTimeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("projector: config: %w", err)
+	}
+	return nil
+}

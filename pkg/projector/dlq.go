@@ -1,0 +1,264 @@
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/projector/projector/pkg/readmodel"
+)
+
+// loadParked reads which aggregates of the partition have open parked events.
+func (r *Runner) loadParked(ctx context.Context, p *partition) error {
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.parked+`
+		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state <> 'resolved' AND subject <> ''
+		GROUP BY subject`, p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	parked := map[string]int64{}
+	for rows.Next() {
+		var s string
+		var off int64
+		if err := rows.Scan(&s, &off); err != nil {
+			return err
+		}
+		parked[s] = off
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	p.parked = parked
+	return nil
+}
+
+// retryParked replays the partition's parked events that an operator asked to retry
+// (state 'retry'), in offset order, each under a savepoint: an event that now applies
+// is resolved; one that fails again stays parked, and so do the later events of its
+// aggregate. It runs in the worker, between batches, so it never races the live stream.
+func (r *Runner) retryParked(ctx context.Context, p *partition) error {
+	var entries []entry
+	var open map[string]int64 // subject -> lowest offset still parked and not asked for
+	err := r.retry(ctx, p, "load retries", func(ctx context.Context) error {
+		var err error
+		entries, open, err = r.loadRetries(ctx, p)
+		return err
+	})
+	if err != nil || len(entries) == 0 {
+		return err
+	}
+	var resolved, still, held int
+	dctx, cancel := drainContext(ctx, r.cfg.DrainTimeout)
+	defer cancel()
+	err = r.retry(dctx, p, "retry parked", func(ctx context.Context) error {
+		tx, st, err := r.begin(ctx, entries)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		w := readmodel.NewWriter(tx)
+		r.queueAdvance(w, p, p.next, 0) // no advance: proves the partition is still ours
+		if err := w.Flush(ctx); err != nil {
+			return err
+		}
+		// Events behind an older event that stays parked are not retried out of order.
+		var ready []entry
+		held = 0
+		for i := range entries {
+			e := entries[i]
+			if off, ok := open[e.subject()]; ok && off < e.msg.Offset {
+				e.act, e.reason, e.behind = actPark, fmt.Sprintf("behind parked event at offset %d", off), off
+				w.Exec(`UPDATE `+r.tables.parked+` SET state = 'parked', updated_at = now() WHERE id = $1`, e.parkID)
+				held++
+				continue
+			}
+			ready = append(ready, e)
+		}
+		for i := range ready {
+			ready[i].act, ready[i].reason, ready[i].behind = actApply, "", -1
+		}
+		if _, err := r.walk(ctx, w, p, st, ready, true, true); err != nil {
+			return err
+		}
+		r.queueMarks(w, st)
+		resolved, still = 0, 0
+		for i := range ready {
+			e := &ready[i]
+			if e.act == actPark {
+				still++
+				w.Exec(`UPDATE `+r.tables.parked+` SET state = 'parked', error = $2, behind = $3, attempts = attempts + 1, updated_at = now() WHERE id = $1`,
+					e.parkID, e.reason, nullable(e.behind))
+			} else {
+				resolved++
+				w.Exec(`UPDATE `+r.tables.parked+` SET state = 'resolved', updated_at = now() WHERE id = $1`, e.parkID)
+			}
+		}
+		if err := w.Flush(ctx); err != nil {
+			return err
+		}
+		return tx.Commit(ctx)
+	})
+	if err != nil {
+		return err
+	}
+	p.log.Info("retried parked events", zap.Int("resolved", resolved), zap.Int("still_parked", still+held))
+	r.metrics.resolved.Add(float64(resolved))
+	return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
+}
+
+func nullable(off int64) *int64 {
+	if off < 0 {
+		return nil
+	}
+	return &off
+}
+
+func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[string]int64, error) {
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+r.tables.parked+`
+		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'retry'
+		ORDER BY "offset"`, p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
+	if err != nil {
+		return nil, nil, err
+	}
+	var msgs []kafka.Message
+	var ids []int64
+	for rows.Next() {
+		var m kafka.Message
+		var id int64
+		var headers []byte
+		if err := rows.Scan(&id, &m.Offset, &m.Key, &m.Value, &headers); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		if len(headers) > 0 {
+			if err := json.Unmarshal(headers, &m.Headers); err != nil {
+				rows.Close()
+				return nil, nil, fmt.Errorf("parked event %d: headers: %w", id, err)
+			}
+		}
+		m.Topic, m.Partition = p.key.Topic, p.key.Partition
+		msgs, ids = append(msgs, m), append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(msgs) == 0 {
+		return nil, nil, err
+	}
+	open := map[string]int64{}
+	rows, err = r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.parked+`
+		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'parked'
+		GROUP BY subject`, p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
+	if err != nil {
+		return nil, nil, err
+	}
+	for rows.Next() {
+		var s string
+		var off int64
+		if err := rows.Scan(&s, &off); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		open[s] = off
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, nil, err
+	}
+	entries := r.prepare(msgs)
+	for i := range entries {
+		entries[i].parkID = ids[i]
+	}
+	return entries, open, nil
+}
+
+// Parked is one parked event, as listed for operators.
+type Parked struct {
+	ID        int64     `json:"id"`
+	Topic     string    `json:"topic"`
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	Subject   string    `json:"subject"`
+	EventID   string    `json:"event_id"`
+	EventType string    `json:"event_type"`
+	Error     string    `json:"error"`
+	Behind    *int64    `json:"behind,omitempty"`
+	Attempts  int       `json:"attempts"`
+	State     string    `json:"state"`
+	ParkedAt  time.Time `json:"parked_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// DLQ reads and acts on a projection version's parked events. Operators use it
+// (projector dlq); it needs only the database.
+type DLQ struct {
+	pool       *pgxpool.Pool
+	tables     tables
+	projection string
+	version    int
+}
+
+// NewDLQ returns the parked-event queue of a projection version in the framework schema.
+func NewDLQ(pool *pgxpool.Pool, schema, projection string, version int) *DLQ {
+	if schema == "" {
+		schema = readmodel.FrameworkSchemaDefault
+	}
+	return &DLQ{pool: pool, tables: newTables(schema), projection: projection, version: version}
+}
+
+// List returns parked events (state parked or retry; resolved ones too with all),
+// in partition and offset order.
+func (q *DLQ) List(ctx context.Context, all bool) ([]Parked, error) {
+	rows, err := q.pool.Query(ctx, `SELECT id, topic, partition, "offset", subject, event_id, event_type, error, behind,
+			attempts, state, parked_at, updated_at
+		FROM `+q.tables.parked+` WHERE projection = $1 AND version = $2 AND ($3 OR state <> 'resolved')
+		ORDER BY topic, partition, "offset"`, q.projection, q.version, all)
+	if err != nil {
+		return nil, fmt.Errorf("dlq: list: %w", err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Parked, error) {
+		var p Parked
+		err := row.Scan(&p.ID, &p.Topic, &p.Partition, &p.Offset, &p.Subject, &p.EventID, &p.EventType, &p.Error, &p.Behind,
+			&p.Attempts, &p.State, &p.ParkedAt, &p.UpdatedAt)
+		return p, err
+	})
+}
+
+// Counts returns the number of open parked events per partition.
+func (q *DLQ) Counts(ctx context.Context) (map[int]int, error) {
+	rows, err := q.pool.Query(ctx, `SELECT partition, count(*) FROM `+q.tables.parked+`
+		WHERE projection = $1 AND version = $2 AND state <> 'resolved' GROUP BY partition`, q.projection, q.version)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int]int{}
+	for rows.Next() {
+		var p, n int
+		if err := rows.Scan(&p, &n); err != nil {
+			return nil, err
+		}
+		out[p] = n
+	}
+	return out, rows.Err()
+}
+
+// RequestRetry asks the running workers to retry the parked events of the given
+// aggregates (all parked aggregates when subjects is empty). Every open parked event
+// of a chosen aggregate is marked, so its events are retried together, in order.
+// It returns how many events were marked. The owning worker picks them up within
+// its RetryPoll; nothing happens while no projector runs.
+func (q *DLQ) RequestRetry(ctx context.Context, subjects []string) (int64, error) {
+	tag, err := q.pool.Exec(ctx, `UPDATE `+q.tables.parked+` SET state = 'retry', updated_at = now()
+		WHERE projection = $1 AND version = $2 AND state = 'parked' AND (cardinality($3::text[]) = 0 OR subject = ANY($3))`,
+		q.projection, q.version, subjects)
+	if err != nil {
+		return 0, fmt.Errorf("dlq: retry: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -1,0 +1,253 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/offsets"
+	"github.com/projector/projector/pkg/readmodel"
+)
+
+// Runner builds one projection version from one topic and keeps it current.
+type Runner struct {
+	cfg       Config
+	log       *zap.Logger
+	offsets   *offsets.Store
+	tables    tables
+	metrics   *metrics
+	status    *statusBoard
+	transport *kafka.Transport
+
+	mu        sync.Mutex
+	fatalOnce sync.Once
+	fatalErr  error
+	cancelRun context.CancelFunc
+}
+
+// New validates cfg and returns a Runner. It does not connect: Run does.
+func New(cfg Config) (*Runner, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With(zap.String("projection", cfg.Projection.Name()), zap.Int("version", cfg.Projection.Version()))
+	return &Runner{
+		cfg: cfg, log: log,
+		offsets: offsets.NewStore(cfg.Schema),
+		tables:  newTables(cfg.Schema),
+		metrics: newMetrics(cfg.Registerer, cfg.Projection.Name(), cfg.Projection.Version()),
+		status: &statusBoard{parts: map[int]*partStatus{}, readyLag: cfg.ReadyLag, base: Status{
+			Projection: cfg.Projection.Name(), Version: cfg.Projection.Version(), Topic: cfg.Topic, Group: cfg.GroupID,
+		}},
+		transport: &kafka.Transport{},
+	}, nil
+}
+
+// Status returns what this instance is doing now.
+func (r *Runner) Status() Status { return r.status.snapshot() }
+
+// Ready reports whether the instance has joined its group and every partition it
+// owns is live (lag at most ReadyLag).
+func (r *Runner) Ready() bool { return r.status.snapshot().Ready }
+
+// Setup creates the framework's tables and runs the projection's migrations. Run
+// calls it; tools that only read may call it alone.
+func (r *Runner) Setup(ctx context.Context) error {
+	if err := r.offsets.Setup(ctx, r.cfg.Pool); err != nil {
+		return err
+	}
+	if err := r.tables.setup(ctx, r.cfg.Pool); err != nil {
+		return err
+	}
+	return readmodel.Setup(ctx, r.cfg.Pool, r.cfg.Schema, r.cfg.Projection)
+}
+
+// Run sets up, joins the consumer group and runs a worker per assigned partition
+// until ctx ends, then leaves the group; an in-flight batch gets DrainTimeout to
+// commit. It returns nil after a clean stop, or the error that stopped it.
+func (r *Runner) Run(ctx context.Context) error {
+	if err := r.Setup(ctx); err != nil {
+		return err
+	}
+	if err := r.waitForTopic(ctx); err != nil {
+		return err
+	}
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID: r.cfg.GroupID, Brokers: r.cfg.Brokers, Topics: []string{r.cfg.Topic},
+		HeartbeatInterval: r.cfg.HeartbeatInterval, SessionTimeout: r.cfg.SessionTimeout,
+		RebalanceTimeout: r.cfg.RebalanceTimeout, JoinGroupBackoff: time.Second,
+		WatchPartitionChanges: true, PartitionWatchInterval: 5 * time.Second,
+		StartOffset: kafka.FirstOffset, Timeout: 10 * time.Second,
+		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) { r.log.Sugar().Warnf("kafka group: "+f, a...) }),
+	})
+	if err != nil {
+		return fmt.Errorf("projector: consumer group: %w", err)
+	}
+	r.log.Info("started", zap.String("topic", r.cfg.Topic), zap.String("group", r.cfg.GroupID))
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r.cancelRun = cancel
+	stopProgress := r.progressLoop(runCtx)
+	defer stopProgress()
+	for {
+		gen, err := group.Next(runCtx)
+		if err != nil {
+			if runCtx.Err() != nil {
+				break
+			}
+			r.log.Warn("joining the group failed; retrying", zap.Error(err))
+			continue
+		}
+		r.startGeneration(gen)
+	}
+	// Closing the group ends the generation: workers see their context end, finish
+	// or abandon their batch within DrainTimeout, and the member leaves the group.
+	closeErr := group.Close()
+	r.status.left()
+	if err := r.fatalError(); err != nil {
+		return err
+	}
+	if closeErr != nil && !errors.Is(closeErr, kafka.ErrGroupClosed) {
+		r.log.Warn("leaving the group", zap.Error(closeErr))
+	}
+	r.log.Info("stopped")
+	return nil
+}
+
+func (r *Runner) startGeneration(gen *kafka.Generation) {
+	var parts []int
+	for _, a := range gen.Assignments[r.cfg.Topic] {
+		parts = append(parts, a.ID)
+	}
+	r.status.joined(gen.ID, gen.MemberID, parts)
+	r.log.Info("joined generation", zap.Int32("generation", gen.ID), zap.String("member", gen.MemberID), zap.Ints("partitions", parts))
+	for _, p := range parts {
+		gen.Start(func(ctx context.Context) {
+			err := r.work(ctx, gen, p)
+			switch {
+			case err == nil, ctx.Err() != nil && errors.Is(err, context.Canceled):
+			case errors.Is(err, offsets.ErrFenced):
+				// Returning ends this member's generation: it rejoins and is given
+				// partitions afresh.
+			default:
+				r.fail(fmt.Errorf("partition %d: %w", p, err))
+			}
+		})
+	}
+	if len(parts) > 0 {
+		gen.Start(func(ctx context.Context) { r.commitLoop(ctx, gen, parts) })
+	}
+}
+
+// fail records a fatal error and stops Run, which returns it.
+func (r *Runner) fail(err error) {
+	r.fatalOnce.Do(func() {
+		r.log.Error("stopping on a permanent error", zap.Error(err))
+		r.mu.Lock()
+		r.fatalErr = err
+		r.mu.Unlock()
+		r.cancelRun()
+	})
+}
+
+func (r *Runner) fatalError() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.fatalErr
+}
+
+// commitLoop copies the positions stored in PostgreSQL to Kafka's group offsets,
+// for lag tools only; the projector never reads them.
+func (r *Runner) commitLoop(ctx context.Context, gen *kafka.Generation, parts []int) {
+	t := time.NewTicker(r.cfg.CommitInterval)
+	defer t.Stop()
+	last := map[int]int64{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := r.status.snapshot()
+		offs := map[int]int64{}
+		for _, p := range st.Partitions {
+			if p.Next > 0 && p.Next != last[p.Partition] && p.State != StateClaiming {
+				offs[p.Partition] = p.Next
+			}
+		}
+		if len(offs) == 0 {
+			continue
+		}
+		if err := gen.CommitOffsets(map[string]map[int]int64{r.cfg.Topic: offs}); err != nil {
+			r.log.Debug("advisory offset commit failed", zap.Error(err))
+			continue
+		}
+		for p, o := range offs {
+			last[p] = o
+		}
+	}
+}
+
+// progressLoop logs catch-up progress while any partition replays and keeps the
+// lag gauges current.
+func (r *Runner) progressLoop(ctx context.Context) func() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(r.cfg.ProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			st := r.status.snapshot()
+			var rate float64
+			replaying := 0
+			for _, p := range st.Partitions {
+				rate += p.EventsPerSec
+				r.metrics.lag.WithLabelValues(strconv.Itoa(p.Partition)).Set(float64(p.Lag))
+				if p.State == StateReplaying {
+					replaying++
+				}
+			}
+			if replaying == 0 {
+				continue
+			}
+			fields := []zap.Field{zap.Int64("lag", st.Lag), zap.Int("replaying", replaying),
+				zap.Int("partitions", len(st.Partitions)), zap.Float64("events_per_sec", float64(int64(rate)))}
+			if rate > 0 {
+				fields = append(fields, zap.Duration("eta", time.Duration(float64(st.Lag)/rate*float64(time.Second)).Round(time.Second)))
+			}
+			r.log.Info("replaying", fields...)
+		}
+	}()
+	return func() { <-done }
+}
+
+func (r *Runner) waitForTopic(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		n, err := eventlog.Partitions(ctx, r.cfg.Brokers, r.cfg.Topic)
+		if err == nil && n > 0 {
+			return nil
+		}
+		if attempt == 0 {
+			r.log.Info("waiting for the topic", zap.String("topic", r.cfg.Topic), zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}

@@ -1,0 +1,198 @@
+package projector
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Partition states.
+const (
+	StateClaiming  = "claiming"  // taking the partition over
+	StateReplaying = "replaying" // catching up: lag above ReadyLag
+	StateLive      = "live"      // lag at most ReadyLag
+	StateReleased  = "released"  // no longer owned by this instance
+)
+
+// PartitionStatus is one partition's progress as this instance sees it.
+type PartitionStatus struct {
+	Topic        string  `json:"topic"`
+	Partition    int     `json:"partition"`
+	State        string  `json:"state"`
+	Next         int64   `json:"next_offset"`
+	HighWater    int64   `json:"high_water"`
+	Lag          int64   `json:"lag"`
+	EventsPerSec float64 `json:"events_per_sec"`
+	ETASeconds   float64 `json:"eta_seconds"`
+	Applied      int64   `json:"applied"`
+	Duplicates   int64   `json:"duplicates"`
+	Parked       int64   `json:"parked"`
+	Waiting      string  `json:"waiting,omitempty"` // the transient error being retried, if any
+}
+
+// Status is what this instance does.
+type Status struct {
+	Projection string            `json:"projection"`
+	Version    int               `json:"version"`
+	Topic      string            `json:"topic"`
+	Group      string            `json:"group"`
+	Member     string            `json:"member,omitempty"`
+	Generation int32             `json:"generation"`
+	Joined     bool              `json:"joined"`
+	Ready      bool              `json:"ready"`
+	Lag        int64             `json:"lag"`
+	Partitions []PartitionStatus `json:"partitions"`
+}
+
+type statusBoard struct {
+	mu         sync.Mutex
+	base       Status
+	parts      map[int]*partStatus
+	readyLag   int64
+	generation int32
+}
+
+type partStatus struct {
+	mu   sync.Mutex
+	s    PartitionStatus
+	rate rateMeter
+}
+
+func (b *statusBoard) partition(p int) *partStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ps, ok := b.parts[p]
+	if !ok {
+		ps = &partStatus{s: PartitionStatus{Topic: b.base.Topic, Partition: p}}
+		b.parts[p] = ps
+	}
+	return ps
+}
+
+func (b *statusBoard) joined(gen int32, member string, assigned []int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.base.Joined, b.base.Generation, b.base.Member = true, gen, member
+	keep := map[int]bool{}
+	for _, p := range assigned {
+		keep[p] = true
+	}
+	for p := range b.parts {
+		if !keep[p] {
+			delete(b.parts, p)
+		}
+	}
+}
+
+func (b *statusBoard) left() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.base.Joined = false
+}
+
+func (b *statusBoard) snapshot() Status {
+	b.mu.Lock()
+	s := b.base
+	parts := make([]*partStatus, 0, len(b.parts))
+	for _, p := range b.parts {
+		parts = append(parts, p)
+	}
+	b.mu.Unlock()
+	s.Ready = s.Joined
+	for _, p := range parts {
+		p.mu.Lock()
+		ps := p.s
+		p.mu.Unlock()
+		s.Partitions = append(s.Partitions, ps)
+		s.Lag += ps.Lag
+		if ps.State != StateLive {
+			s.Ready = false
+		}
+	}
+	sort.Slice(s.Partitions, func(i, j int) bool { return s.Partitions[i].Partition < s.Partitions[j].Partition })
+	return s
+}
+
+func (p *partStatus) set(fn func(*PartitionStatus)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fn(&p.s)
+}
+
+// batch records a committed batch: position, lag, rate, state changes.
+func (p *partStatus) batch(next, highWater int64, out outcome, readyLag int64, log *zap.Logger) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := &p.s
+	s.Next = next
+	if highWater > s.HighWater {
+		s.HighWater = highWater
+	}
+	s.Lag = max(0, s.HighWater-next)
+	s.Applied += int64(out.applied)
+	s.Duplicates += int64(out.duplicates)
+	s.Parked += int64(out.parked)
+	s.EventsPerSec = p.rate.add(time.Now(), int64(out.applied+out.duplicates+out.ignored+out.parked))
+	if s.EventsPerSec > 0 {
+		s.ETASeconds = float64(s.Lag) / s.EventsPerSec
+	}
+	wasLive := s.State == StateLive
+	if s.Lag <= readyLag {
+		s.State = StateLive
+		if !wasLive {
+			log.Info("partition caught up: live", zap.Int64("next_offset", next), zap.Int64("applied", s.Applied))
+		}
+	} else {
+		s.State = StateReplaying
+	}
+}
+
+// idle records that no message arrived: the reader is at the end of the partition.
+func (p *partStatus) idle(next int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.s.Next = next
+	if p.s.HighWater < next {
+		p.s.HighWater = next
+	}
+	p.s.Lag = max(0, p.s.HighWater-next)
+	p.s.EventsPerSec = p.rate.add(time.Now(), 0)
+	if p.s.Lag == 0 {
+		p.s.State, p.s.ETASeconds = StateLive, 0
+	}
+}
+
+// rateMeter is events/s over the last few seconds.
+type rateMeter struct {
+	samples []rateSample
+}
+
+type rateSample struct {
+	at time.Time
+	n  int64
+}
+
+const rateWindow = 5 * time.Second
+
+func (m *rateMeter) add(now time.Time, n int64) float64 {
+	m.samples = append(m.samples, rateSample{now, n})
+	cut := 0
+	for cut < len(m.samples)-1 && now.Sub(m.samples[cut].at) > rateWindow {
+		cut++
+	}
+	m.samples = m.samples[cut:]
+	if len(m.samples) < 2 {
+		return 0
+	}
+	var total int64
+	for _, s := range m.samples[1:] {
+		total += s.n
+	}
+	span := now.Sub(m.samples[0].at).Seconds()
+	if span <= 0 {
+		return 0
+	}
+	return float64(total) / span
+}

@@ -1,0 +1,66 @@
+package projector
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// tables holds the quoted names of the runtime's tables in the framework schema.
+type tables struct {
+	schema     string
+	aggregates string // last applied sequence per aggregate
+	eventIDs   string // ids of applied events that carry no sequence
+	parked     string // parked events
+}
+
+func newTables(schema string) tables {
+	q := func(t string) string { return pgx.Identifier{schema, t}.Sanitize() }
+	return tables{schema: pgx.Identifier{schema}.Sanitize(), aggregates: q("aggregates"), eventIDs: q("event_ids"), parked: q("parked")}
+}
+
+func (t tables) setup(ctx context.Context, pool *pgxpool.Pool) error {
+	for _, s := range []string{
+		`CREATE SCHEMA IF NOT EXISTS ` + t.schema,
+		`CREATE TABLE IF NOT EXISTS ` + t.aggregates + ` (
+			projection    text   NOT NULL,
+			version       int    NOT NULL,
+			subject       text   NOT NULL,
+			last_sequence bigint NOT NULL,
+			last_event_id text   NOT NULL,
+			PRIMARY KEY (projection, version, subject))`,
+		`CREATE TABLE IF NOT EXISTS ` + t.eventIDs + ` (
+			projection text NOT NULL,
+			version    int  NOT NULL,
+			event_id   text NOT NULL,
+			PRIMARY KEY (projection, version, event_id))`,
+		`CREATE TABLE IF NOT EXISTS ` + t.parked + ` (
+			id          bigserial PRIMARY KEY,
+			projection  text   NOT NULL,
+			version     int    NOT NULL,
+			topic       text   NOT NULL,
+			partition   int    NOT NULL,
+			"offset"    bigint NOT NULL,
+			subject     text   NOT NULL,
+			event_id    text   NOT NULL,
+			event_type  text   NOT NULL,
+			error       text   NOT NULL,
+			behind      bigint,                     -- offset of the event it waits behind, if any
+			attempts    int    NOT NULL DEFAULT 1,
+			state       text   NOT NULL DEFAULT 'parked' CHECK (state IN ('parked', 'retry', 'resolved')),
+			parked_at   timestamptz NOT NULL DEFAULT now(),
+			updated_at  timestamptz NOT NULL DEFAULT now(),
+			msg_key     bytea,
+			msg_value   bytea,
+			msg_headers jsonb,
+			UNIQUE (projection, version, topic, partition, "offset"))`,
+		`CREATE INDEX IF NOT EXISTS parked_open ON ` + t.parked + ` (projection, version, topic, partition, state) WHERE state <> 'resolved'`,
+	} {
+		if _, err := pool.Exec(ctx, s); err != nil {
+			return fmt.Errorf("projector: setup framework tables: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,298 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/projector/projector/pkg/offsets"
+	"github.com/projector/projector/pkg/readmodel"
+)
+
+// partition is one worker's state: what it owns and where it stands.
+type partition struct {
+	key    offsets.Key
+	owner  offsets.Owner
+	next   int64            // the next offset to apply; stored in PostgreSQL
+	parked map[string]int64 // subjects with parked events -> first parked offset
+	status *partStatus
+	log    *zap.Logger
+}
+
+// ErrHistoryGone is returned when a stored offset lies below the partition's first
+// offset: events the read model never saw were deleted from the log.
+var ErrHistoryGone = errors.New("stored offset is below the log start: events were deleted before this read model applied them")
+
+// work runs one partition for one generation: claim, read, apply, until the
+// generation ends (ctx) or the partition is fenced. A nil return means the
+// generation ended.
+func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) error {
+	p := &partition{
+		key:    offsets.Key{Projection: r.cfg.Projection.Name(), Version: r.cfg.Projection.Version(), Topic: r.cfg.Topic, Partition: part},
+		owner:  offsets.Owner{Generation: gen.ID, Member: gen.MemberID},
+		status: r.status.partition(part),
+		log:    r.log.With(zap.Int("partition", part), zap.Int32("generation", gen.ID)),
+	}
+	p.status.set(func(s *PartitionStatus) { s.State = StateClaiming })
+	defer p.status.set(func(s *PartitionStatus) { s.State = StateReleased })
+
+	err := r.retry(ctx, p, "claim", func(ctx context.Context) error {
+		next, err := r.offsets.Claim(ctx, r.cfg.Pool, p.key, p.owner)
+		p.next = next
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) }); err != nil {
+		return err
+	}
+	first, last, err := r.bounds(ctx, part)
+	if err != nil {
+		return err
+	}
+	if p.next < first {
+		return fmt.Errorf("partition %d: stored offset %d, log starts at %d: %w", part, p.next, first, ErrHistoryGone)
+	}
+	p.status.set(func(s *PartitionStatus) {
+		s.Next, s.HighWater = p.next, last
+		s.Lag = max(0, last-p.next)
+		s.State = StateReplaying
+		if s.Lag <= r.cfg.ReadyLag {
+			s.State = StateLive
+		}
+	})
+	p.log.Info("partition claimed", zap.Int64("next_offset", p.next), zap.Int64("high_water", last), zap.Int("parked_aggregates", len(p.parked)))
+
+	reader := kafka.NewReader(kafka.ReaderConfig{
+		Brokers: r.cfg.Brokers, Topic: r.cfg.Topic, Partition: part,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
+		QueueCapacity: max(100, 2*r.cfg.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
+		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) { p.log.Sugar().Warnf("kafka reader: "+f, a...) }),
+	})
+	defer func() { _ = reader.Close() }()
+	if err := reader.SetOffset(p.next); err != nil {
+		return fmt.Errorf("partition %d: set offset %d: %w", part, p.next, err)
+	}
+
+	lastRetryPoll := time.Now()
+	for {
+		msgs, err := r.readBatch(ctx, reader)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("partition %d: read: %w", part, err)
+		}
+		// A reader may hand back records below the stored position (kafka-go #1398
+		// after a rebalance, or a resync after an unknown commit): drop them.
+		kept := msgs[:0]
+		for _, m := range msgs {
+			if m.Offset >= p.next {
+				kept = append(kept, m)
+			}
+		}
+		if len(kept) > 0 {
+			if err := r.applyBatch(ctx, p, kept); err != nil {
+				return err
+			}
+		} else if len(msgs) == 0 {
+			p.status.idle(p.next)
+		}
+		if time.Since(lastRetryPoll) >= r.cfg.RetryPoll {
+			lastRetryPoll = time.Now()
+			if err := r.retryParked(ctx, p); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// readBatch waits up to a second for a first message, then gathers more until the
+// batch is full or BatchTimeout has passed. An empty batch means the partition is idle.
+func (r *Runner) readBatch(ctx context.Context, reader *kafka.Reader) ([]kafka.Message, error) {
+	wait, cancel := context.WithTimeout(ctx, time.Second)
+	m, err := reader.FetchMessage(wait)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	batch := make([]kafka.Message, 1, r.cfg.BatchSize)
+	batch[0] = m
+	fill, cancel := context.WithTimeout(ctx, r.cfg.BatchTimeout)
+	defer cancel()
+	for len(batch) < r.cfg.BatchSize {
+		m, err := reader.FetchMessage(fill)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				break
+			}
+			return nil, err
+		}
+		batch = append(batch, m)
+	}
+	return batch, nil
+}
+
+// applyBatch applies msgs in one transaction, retrying transient failures with
+// backoff until it succeeds or the partition is lost. An in-flight batch is given
+// DrainTimeout to finish when the generation ends.
+func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.Message) error {
+	start := time.Now()
+	entries := r.prepare(msgs)
+	ctx, cancel := drainContext(genCtx, r.cfg.DrainTimeout)
+	defer cancel()
+	var out outcome
+	careful, resynced := false, false
+	err := r.retry(ctx, p, "apply batch", func(ctx context.Context) error {
+		var err error
+		out, err = r.applyOnce(ctx, p, entries, careful)
+		if errors.Is(err, errCareful) {
+			careful = true
+			p.log.Info("a write failed; applying the batch event by event to park the failing events",
+				zap.Int64("from", msgs[0].Offset), zap.Int64("to", msgs[len(msgs)-1].Offset))
+			out, err = r.applyOnce(ctx, p, entries, true)
+		}
+		if errors.Is(err, offsets.ErrFenced) {
+			ok, rerr := r.resync(ctx, p)
+			if ok {
+				resynced = true // a previous attempt committed: not fenced
+			}
+			return rerr
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if resynced { // the stored position already covers the batch
+		p.status.batch(p.next, msgs[len(msgs)-1].HighWaterMark, outcome{}, r.cfg.ReadyLag, p.log)
+		return r.loadParked(ctx, p)
+	}
+	for s, off := range out.parkedSubjects {
+		if _, ok := p.parked[s]; !ok {
+			p.parked[s] = off
+		}
+	}
+	for i := range entries {
+		if e := &entries[i]; e.act == actPark && e.behind < 0 {
+			p.log.Warn("parked an event", zap.Int64("offset", e.msg.Offset), zap.String("subject", e.subject()),
+				zap.String("event_id", e.ev.ID), zap.String("type", e.ev.Type), zap.String("error", e.reason))
+		}
+	}
+	last := msgs[len(msgs)-1]
+	p.next = last.Offset + 1
+	r.metrics.observe(out, time.Since(start))
+	p.status.batch(p.next, last.HighWaterMark, out, r.cfg.ReadyLag, p.log)
+	return nil
+}
+
+// resync handles a compare-and-set that failed: if the stored owner is still this
+// worker, an earlier attempt of the batch committed (its acknowledgement was lost)
+// and the worker moves to the stored position; otherwise the partition is fenced.
+func (r *Runner) resync(ctx context.Context, p *partition) (bool, error) {
+	pos, ok, err := r.offsets.Get(ctx, r.cfg.Pool, p.key)
+	if err != nil {
+		return false, err
+	}
+	if !ok || pos.Generation != p.owner.Generation || pos.Member != p.owner.Member {
+		r.metrics.fenced.Inc()
+		p.log.Warn("fenced: another member owns the partition; this worker stops and commits nothing",
+			zap.Int32("owner_generation", pos.Generation), zap.String("owner", pos.Member))
+		return false, offsets.ErrFenced
+	}
+	p.log.Info("an earlier attempt of this batch committed; moving to the stored position", zap.Int64("next_offset", pos.Next))
+	p.next = pos.Next
+	return true, nil
+}
+
+// retry runs fn until it succeeds, returning at once on a permanent error, on
+// fencing, or when ctx ends. Transient errors wait with jittered exponential backoff.
+func (r *Runner) retry(ctx context.Context, p *partition, what string, fn func(context.Context) error) error {
+	backoff := r.cfg.RetryBackoffMin
+	for attempt := 1; ; attempt++ {
+		err := fn(ctx)
+		if err == nil {
+			if attempt > 1 {
+				p.log.Info("recovered", zap.String("op", what), zap.Int("attempts", attempt))
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, offsets.ErrFenced) || !readmodel.IsTransient(err) {
+			return err
+		}
+		r.metrics.transient.Inc()
+		if attempt == 1 || attempt%10 == 0 {
+			p.log.Warn("transient error; retrying", zap.String("op", what), zap.Int("attempt", attempt), zap.Error(err))
+		}
+		p.status.set(func(s *PartitionStatus) { s.Waiting = err.Error() })
+		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff + jitter):
+		}
+		backoff = min(2*backoff, r.cfg.RetryBackoffMax)
+		p.status.set(func(s *PartitionStatus) { s.Waiting = "" })
+	}
+}
+
+// drainContext returns a context that outlives parent's end by at most d, so that an
+// in-flight batch can finish when its generation ends or the runner stops.
+func drainContext(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	stop := context.AfterFunc(parent, func() {
+		t := time.AfterFunc(d, cancel)
+		context.AfterFunc(ctx, func() { t.Stop() })
+	})
+	return ctx, func() { stop(); cancel() }
+}
+
+// bounds returns a partition's first offset and its end (the high-water mark).
+func (r *Runner) bounds(ctx context.Context, part int) (first, last int64, err error) {
+	client := &kafka.Client{Addr: kafka.TCP(r.cfg.Brokers...), Timeout: 10 * time.Second, Transport: r.transport}
+	for attempt := 0; ; attempt++ {
+		resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+			r.cfg.Topic: {kafka.FirstOffsetOf(part), kafka.LastOffsetOf(part)},
+		}})
+		if err == nil {
+			for _, po := range resp.Topics[r.cfg.Topic] {
+				if po.Partition == part {
+					if po.Error != nil {
+						err = po.Error
+						break
+					}
+					return po.FirstOffset, po.LastOffset, nil
+				}
+			}
+			if err == nil {
+				err = fmt.Errorf("no offsets for partition %d in the answer", part)
+			}
+		}
+		if ctx.Err() != nil {
+			return 0, 0, ctx.Err()
+		}
+		if attempt%10 == 0 {
+			r.log.Warn("listing partition offsets failed; retrying", zap.Int("partition", part), zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package readmodel
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// FrameworkSchemaDefault is the schema of the framework's own tables (offsets,
+// migrations, parked events), unless configured otherwise.
+const FrameworkSchemaDefault = "projector"
+
+// Setup creates the projection's schema and the framework's migrations table, and
+// applies the projection's pending migration steps in one transaction, under an
+// advisory lock so that instances starting together migrate once. It refuses to
+// start when an applied step's text has changed since it was applied.
+func Setup(ctx context.Context, pool *pgxpool.Pool, frameworkSchema string, p *Projection) error {
+	fw := pgx.Identifier{frameworkSchema}.Sanitize()
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	lock := "projector:migrate:" + frameworkSchema + ":" + p.Schema()
+	stmts := []string{
+		`SELECT pg_advisory_xact_lock(hashtext('` + lock + `'))`,
+		`CREATE SCHEMA IF NOT EXISTS ` + fw,
+		`CREATE SCHEMA IF NOT EXISTS ` + pgx.Identifier{p.Schema()}.Sanitize(),
+		`CREATE TABLE IF NOT EXISTS ` + fw + `.migrations (
+			projection text NOT NULL,
+			version    int  NOT NULL,
+			step       int  NOT NULL,
+			checksum   text NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now(),
+			PRIMARY KEY (projection, version, step))`,
+	}
+	for _, s := range stmts {
+		if _, err := tx.Exec(ctx, s); err != nil {
+			return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
+		}
+	}
+	applied := map[int]string{}
+	rows, err := tx.Query(ctx, `SELECT step, checksum FROM `+fw+`.migrations WHERE projection = $1 AND version = $2`, p.name, p.version)
+	if err != nil {
+		return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
+	}
+	for rows.Next() {
+		var step int
+		var sum string
+		if err := rows.Scan(&step, &sum); err != nil {
+			rows.Close()
+			return err
+		}
+		applied[step] = sum
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `SET LOCAL search_path TO `+pgx.Identifier{p.Schema()}.Sanitize()+`, public`); err != nil {
+		return err
+	}
+	for i, step := range p.migrations {
+		sum := checksum(step)
+		if prev, ok := applied[i]; ok {
+			if prev != sum {
+				return fmt.Errorf("readmodel: %s migration step %d changed since it was applied: add a new step, or bump the projection's version", p.Schema(), i)
+			}
+			continue
+		}
+		if _, err := tx.Exec(ctx, step); err != nil {
+			return fmt.Errorf("readmodel: %s migration step %d: %w", p.Schema(), i, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO `+fw+`.migrations (projection, version, step, checksum) VALUES ($1, $2, $3, $4)`,
+			p.name, p.version, i, sum); err != nil {
+			return err
+		}
+	}
+	if len(applied) > len(p.migrations) {
+		return fmt.Errorf("readmodel: %s has %d applied migration steps, the code knows %d: an older build against a newer schema", p.Schema(), len(applied), len(p.migrations))
+	}
+	return tx.Commit(ctx)
+}
+
+func checksum(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
