@@ -50,14 +50,14 @@ const (
 
 // Config configures a Runner. Zero values mean the defaults.
 type Config struct {
-	Brokers    []string                // required
-	Topic      string                  // required: the event topic
-	Projection *readmodel.Projection   // required
-	Pool       *pgxpool.Pool           // required: the read model's database
-	GroupID    string                  // Kafka group; default "projector.NAME.vVERSION"
-	Schema     string                  // the framework's schema; default readmodel.FrameworkSchemaDefault
-	Logger     *zap.Logger             // default zap.NewNop()
-	Registerer prometheus.Registerer   // where metrics register; default none
+	Brokers    []string              // required
+	Topic      string                // required: the event topic
+	Projection *readmodel.Projection // required
+	Pool       *pgxpool.Pool         // required: the read model's database
+	GroupID    string                // Kafka group; default "projector.NAME.vVERSION"
+	Schema     string                // the framework's schema; default readmodel.FrameworkSchemaDefault
+	Logger     *zap.Logger           // default zap.NewNop()
+	Registerer prometheus.Registerer // where metrics register; default none
 
 	BatchSize    int           // most events in one transaction (default BatchSizeDefault)
 	BatchTimeout time.Duration // how long a partial batch waits for more (default BatchTimeoutDefault)

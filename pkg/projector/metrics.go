@@ -51,4 +51,3 @@ func (m *metrics) observe(out outcome, d time.Duration) {
 	m.events.WithLabelValues("parked").Add(float64(out.parked))
 	m.batches.Observe(d.Seconds())
 }
-
