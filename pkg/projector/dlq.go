@@ -255,7 +255,7 @@ func (q *DLQ) Counts(ctx context.Context) (map[int]int, error) {
 // its RetryPoll; nothing happens while no projector runs.
 func (q *DLQ) RequestRetry(ctx context.Context, subjects []string) (int64, error) {
 	tag, err := q.pool.Exec(ctx, `UPDATE `+q.tables.parked+` SET state = 'retry', updated_at = now()
-		WHERE projection = $1 AND version = $2 AND state = 'parked' AND (cardinality($3::text[]) = 0 OR subject = ANY($3))`,
+		WHERE projection = $1 AND version = $2 AND state = 'parked' AND (coalesce(cardinality($3::text[]), 0) = 0 OR subject = ANY($3))`,
 		q.projection, q.version, subjects)
 	if err != nil {
 		return 0, fmt.Errorf("dlq: retry: %w", err)

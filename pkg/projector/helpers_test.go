@@ -234,3 +234,29 @@ func (f *fixture) assertEqualsFold(p *readmodel.Projection) {
 	}
 	f.t.Logf("read model equals the fold: %d users, %d articles", len(want.Users), len(want.Articles))
 }
+
+// watchOffsets samples the stored offsets until the returned stop is called, and
+// fails the test if any partition's offset ever went back.
+func (f *fixture) watchOffsets(p *readmodel.Projection) (stop func()) {
+	f.t.Helper()
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		last := map[int]int64{}
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			for part, n := range f.stored(p) {
+				if n < last[part] {
+					f.t.Errorf("partition %d: stored offset went back from %d to %d", part, last[part], n)
+				}
+				last[part] = n
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}

@@ -134,7 +134,9 @@ func (r *Runner) startGeneration(gen *kafka.Generation) {
 		gen.Start(func(ctx context.Context) {
 			err := r.work(ctx, gen, p)
 			switch {
-			case err == nil, ctx.Err() != nil && errors.Is(err, context.Canceled):
+			case err == nil, ctx.Err() != nil:
+				// The generation ended (rebalance or stop); a permanent error, if
+				// that was one, recurs in the next generation.
 			case errors.Is(err, offsets.ErrFenced):
 				// Returning ends this member's generation: it rejoins and is given
 				// partitions afresh.
