@@ -1,31 +1,154 @@
-// Command projector runs a projection service: it builds a PostgreSQL read model from
-// the event log and keeps it current.
+// Command projector runs a projection service: it builds the example domain's
+// PostgreSQL read model from the event log, from offset zero, keeps it current, and
+// serves it; and it reports status and manages parked events.
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/readmodel"
 )
 
-const usage = `projector builds and serves a read model from the event log.
+const usage = `projector builds a read model in PostgreSQL from the event log and serves it.
 
 Usage: projector COMMAND [flags]
 
-Commands (none has landed yet; each says so and exits non-zero):
-  run        consume the log into the read model and serve HTTP       (issue 4)
-  status     per-partition state, lag, events/s and ETA               (issue 4)
-  dlq        list and retry parked events                             (issue 4)
-  snapshot   create, list, show, restore and prune snapshots          (issue 6)
-  replay     rebuild the read model as of a time into another schema  (issue 6)
+Commands:
+  run        consume the log into the read model (from offset zero, then live) and serve HTTP
+  status     per-partition position, lag, events/s, ETA and parked events (text or --json)
+  dlq        list parked events (dlq list) and retry them after a fix (dlq retry)
 
-Environment: KAFKA_BROKERS, DATABASE_URL, REDIS_URL, SMTP_ADDR.
+Commands still to come: snapshot and replay --until (issue 6).
+'projector COMMAND --help' lists a command's flags, each with its default and its
+environment variable.
 `
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
-		fmt.Print(usage)
-		return
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	var code exitCode
+	switch {
+	case err == nil, errors.Is(err, cli.ErrHelp):
+	case errors.As(err, &code):
+		os.Exit(int(code))
+	default:
+		fmt.Fprintln(os.Stderr, "projector:", err)
+		os.Exit(1)
 	}
-	fmt.Fprintf(os.Stderr, "projector %s: not built yet; see `projector --help`\n", os.Args[1])
-	os.Exit(2)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		_, _ = fmt.Fprint(stdout, usage)
+		return nil
+	}
+	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
+		"run": runRun, "status": runStatus, "dlq": runDLQ,
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		return fmt.Errorf("unknown command %q (see projector --help)", args[0])
+	}
+	return cmd(ctx, args[1:], stdout, stderr)
+}
+
+// Defaults shared by the commands.
+const (
+	BrokersDefault     = "127.0.0.1:19092"
+	TopicDefault       = "users"
+	DatabaseURLDefault = "postgres://postgres@127.0.0.1:15432/postgres?sslmode=disable"
+)
+
+// common holds the settings every command takes: where the log and the read model are.
+type common struct {
+	brokers     string
+	topic       string
+	databaseURL string
+	projection  string
+	version     int
+	schema      string
+	logLevel    string
+}
+
+func (c *common) register(f *cli.Flags) {
+	f.String(&c.brokers, "brokers", "KAFKA_BROKERS", BrokersDefault, "Kafka brokers, comma-separated host:port")
+	f.String(&c.topic, "topic", "PROJECTOR_TOPIC", TopicDefault, "the event topic")
+	f.String(&c.databaseURL, "database-url", "DATABASE_URL", DatabaseURLDefault, "PostgreSQL URL of the read model")
+	f.String(&c.projection, "projection", "PROJECTOR_PROJECTION", domain.ProjectionName, "projection name; its tables live in schema NAME_vVERSION")
+	f.Int(&c.version, "version", "PROJECTOR_VERSION", 1, "projection version: a new version builds beside the old")
+	f.String(&c.schema, "schema", "PROJECTOR_SCHEMA", readmodel.FrameworkSchemaDefault, "schema of the framework's tables (offsets, parked events)")
+	f.String(&c.logLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+}
+
+// open validates the common settings and connects to PostgreSQL.
+func (c *common) open(ctx context.Context) (*pgxpool.Pool, *readmodel.Projection, error) {
+	if len(cli.SplitList(c.brokers)) == 0 {
+		return nil, nil, errors.New("--brokers (KAFKA_BROKERS) is empty")
+	}
+	if c.topic == "" {
+		return nil, nil, errors.New("--topic (PROJECTOR_TOPIC) is empty")
+	}
+	p, err := domain.NewProjection(c.projection, c.version)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--projection/--version: %w", err)
+	}
+	cfg, err := pgxpool.ParseConfig(c.databaseURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--database-url (DATABASE_URL): %w", err)
+	}
+	if cfg.MaxConns < 16 {
+		cfg.MaxConns = 16
+	}
+	// A paused or partitioned instance must not hold its batch transaction (and the
+	// offset row's lock) forever: PostgreSQL ends such a session, rolling it back.
+	if _, set := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "15s"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--database-url (DATABASE_URL): %w", err)
+	}
+	return pool, p, nil
+}
+
+func parsePolicies(gaps, unknown string) (projector.GapPolicy, projector.UnknownPolicy, error) {
+	var g projector.GapPolicy
+	var u projector.UnknownPolicy
+	switch gaps {
+	case "warn":
+		g = projector.GapWarn
+	case "halt":
+		g = projector.GapHalt
+	default:
+		return 0, 0, fmt.Errorf("--gaps (PROJECTOR_GAPS) %q: want warn or halt", gaps)
+	}
+	switch unknown {
+	case "skip":
+		u = projector.UnknownSkip
+	case "park":
+		u = projector.UnknownPark
+	default:
+		return 0, 0, fmt.Errorf("--unknown-types (PROJECTOR_UNKNOWN_TYPES) %q: want skip or park", unknown)
+	}
+	return g, u, nil
+}
+
+func positive(name string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s %v: must be positive", name, d)
+	}
+	return nil
 }

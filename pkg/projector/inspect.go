@@ -1,0 +1,116 @@
+package projector
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/offsets"
+	"github.com/projector/projector/pkg/readmodel"
+)
+
+// Inspection asks where a projection version stands, from what is stored — in
+// PostgreSQL and Kafka — rather than from a running instance, so it sees every
+// instance's partitions and works while none runs.
+type Inspection struct {
+	Pool       *pgxpool.Pool
+	Schema     string // framework schema; default readmodel.FrameworkSchemaDefault
+	Brokers    []string
+	Topic      string
+	Projection string
+	Version    int
+	ReadyLag   int64         // default ReadyLagDefault
+	Interval   time.Duration // sampling interval for rates; 0 = no rates
+}
+
+// Inspect returns the status of every partition of the topic for the projection.
+// With an Interval it samples twice to measure events/s and the ETA.
+func Inspect(ctx context.Context, in Inspection) (Status, error) {
+	if in.Schema == "" {
+		in.Schema = readmodel.FrameworkSchemaDefault
+	}
+	if in.ReadyLag == 0 {
+		in.ReadyLag = ReadyLagDefault
+	}
+	store := offsets.NewStore(in.Schema)
+	first, err := store.List(ctx, in.Pool, in.Projection, in.Version)
+	if err != nil {
+		return Status{}, err
+	}
+	var second []offsets.Position
+	if in.Interval > 0 {
+		select {
+		case <-ctx.Done():
+			return Status{}, ctx.Err()
+		case <-time.After(in.Interval):
+		}
+		if second, err = store.List(ctx, in.Pool, in.Projection, in.Version); err != nil {
+			return Status{}, err
+		}
+	} else {
+		second = first
+	}
+	n, err := eventlog.Partitions(ctx, in.Brokers, in.Topic)
+	if err != nil {
+		return Status{}, err
+	}
+	var reqs []kafka.OffsetRequest
+	for p := range n {
+		reqs = append(reqs, kafka.LastOffsetOf(p))
+	}
+	client := &kafka.Client{Addr: kafka.TCP(in.Brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{in.Topic: reqs}})
+	if err != nil {
+		return Status{}, fmt.Errorf("projector: list offsets of %s: %w", in.Topic, err)
+	}
+	ends := map[int]int64{}
+	for _, po := range resp.Topics[in.Topic] {
+		ends[po.Partition] = po.LastOffset
+	}
+	parked, err := NewDLQ(in.Pool, in.Schema, in.Projection, in.Version).Counts(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	before := map[int]offsets.Position{}
+	for _, p := range first {
+		if p.Topic == in.Topic {
+			before[p.Partition] = p
+		}
+	}
+	after := map[int]offsets.Position{}
+	for _, p := range second {
+		if p.Topic == in.Topic {
+			after[p.Partition] = p
+		}
+	}
+	st := Status{Projection: in.Projection, Version: in.Version, Topic: in.Topic, Ready: true}
+	for p := range n {
+		pos := after[p]
+		ps := PartitionStatus{Topic: in.Topic, Partition: p, Next: pos.Next, HighWater: ends[p], Parked: int64(parked[p])}
+		ps.Lag = max(0, ends[p]-pos.Next)
+		if in.Interval > 0 {
+			ps.EventsPerSec = float64(pos.Consumed-before[p].Consumed) / in.Interval.Seconds()
+			if ps.EventsPerSec > 0 {
+				ps.ETASeconds = float64(ps.Lag) / ps.EventsPerSec
+			}
+		}
+		switch {
+		case pos.Member == "" && ends[p] > 0:
+			ps.State = "not started"
+		case ps.Lag <= in.ReadyLag:
+			ps.State = StateLive
+		default:
+			ps.State = StateReplaying
+		}
+		if ps.State != StateLive {
+			st.Ready = false
+		}
+		st.Lag += ps.Lag
+		st.Partitions = append(st.Partitions, ps)
+	}
+	return st, nil
+}
