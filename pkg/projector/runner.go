@@ -104,6 +104,12 @@ func (r *Runner) Run(ctx context.Context) error {
 			if runCtx.Err() != nil {
 				break
 			}
+			if errors.Is(err, kafka.InvalidSessionTimeout) {
+				// A setting the broker refuses: retrying cannot help.
+				r.fail(fmt.Errorf("projector: SessionTimeout %v is outside the broker's group.min/max.session.timeout.ms: %w",
+					r.cfg.SessionTimeout, err))
+				continue
+			}
 			r.log.Warn("joining the group failed; retrying", zap.Error(err))
 			continue
 		}
