@@ -189,15 +189,6 @@ func (f *procFixture) progress() int64 {
 	return sum
 }
 
-func (f *procFixture) total() int64 {
-	var n int64
-	for _, m := range testenv.ReadAll(f.t, f.topic) {
-		_ = m
-		n++
-	}
-	return n
-}
-
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -249,6 +240,9 @@ func (f *procFixture) assertOffsetsNeverWentBack() int {
 }
 
 func TestSIGKILLMidBatchThenRestartEqualsFold(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: run without -short")
+	}
 	t.Parallel()
 	f := newProcFixture(t, 4)
 	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 3, Users: 500})
@@ -309,6 +303,9 @@ func (f *procFixture) owners() map[int][2]string {
 }
 
 func TestPausedMemberCommitsNothingAfterLosingItsPartitions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: run without -short")
+	}
 	t.Parallel()
 	f := newProcFixture(t, 4)
 	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 4, Users: 500})

@@ -154,7 +154,7 @@ func progressBar(ctx context.Context, r *projector.Runner, out io.Writer) func()
 			bar := strings.Repeat("#", int(frac*width)) + strings.Repeat(".", width-int(frac*width))
 			eta := "-"
 			if rate > 0 {
-				eta = (time.Duration(float64(st.Lag)/rate*float64(time.Second))).Round(time.Second).String()
+				eta = (time.Duration(float64(st.Lag) / rate * float64(time.Second))).Round(time.Second).String()
 			}
 			_, _ = fmt.Fprintf(out, "\r[%s] %5.1f%%  %d/%d  lag %d  %.0f events/s  ETA %s   ", bar, 100*frac, next, end, st.Lag, rate, eta)
 			drawn = true

@@ -114,9 +114,9 @@ func (pg *PrivatePostgres) run(name string, args ...string) {
 func (pg *PrivatePostgres) command(name string, args ...string) *exec.Cmd {
 	path := filepath.Join(pg.bin, name)
 	if os.Geteuid() == 0 {
-		return exec.Command("runuser", append([]string{"-u", pgUser(), "--", path}, args...)...)
+		return exec.CommandContext(context.Background(), "runuser", append([]string{"-u", pgUser(), "--", path}, args...)...)
 	}
-	return exec.Command(path, args...)
+	return exec.CommandContext(context.Background(), path, args...)
 }
 
 func freePort(tb testing.TB) int {

@@ -115,16 +115,16 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	var errs []error
 	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("Brokers is empty"))
+		errs = append(errs, errors.New("empty Brokers"))
 	}
 	if c.Topic == "" {
-		errs = append(errs, errors.New("Topic is empty"))
+		errs = append(errs, errors.New("empty Topic"))
 	}
 	if c.Projection == nil {
-		errs = append(errs, errors.New("Projection is nil"))
+		errs = append(errs, errors.New("nil Projection"))
 	}
 	if c.Pool == nil {
-		errs = append(errs, errors.New("Pool is nil"))
+		errs = append(errs, errors.New("nil Pool"))
 	}
 	if c.BatchSize < 1 {
 		errs = append(errs, fmt.Errorf("BatchSize %d: must be at least 1", c.BatchSize))

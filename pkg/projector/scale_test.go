@@ -10,6 +10,9 @@ import (
 )
 
 func TestInstancesJoiningAndLeavingEqualFold(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: run without -short")
+	}
 	t.Parallel()
 	f := newFixture(t, 6)
 	gen, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 21, Users: 400})

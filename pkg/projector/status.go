@@ -47,11 +47,10 @@ type Status struct {
 }
 
 type statusBoard struct {
-	mu         sync.Mutex
-	base       Status
-	parts      map[int]*partStatus
-	readyLag   int64
-	generation int32
+	mu       sync.Mutex
+	base     Status
+	parts    map[int]*partStatus
+	readyLag int64
 }
 
 type partStatus struct {

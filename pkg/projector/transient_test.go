@@ -13,6 +13,9 @@ import (
 )
 
 func TestPostgresDownMidReplayWaitsParksNothingAndCompletes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: run without -short")
+	}
 	t.Parallel()
 	f := newFixture(t, 4)
 	pg := testenv.NewPrivatePostgres(t)
