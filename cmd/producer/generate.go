@@ -26,7 +26,7 @@ func runGenerate(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	var users, n, chunk int
 	var seed uint64
 	var rate float64
-	var start string
+	var start, prefix string
 	var step time.Duration
 	f := cli.NewFlags("generate", `producer generate: publish a deterministic workload of the example domain
 (UserRegistered, UserChangedPassword, UserPublishedAnArticle, ArticleDeleted,
@@ -41,6 +41,7 @@ Prints a JSON summary: events, seconds, events/s.`)
 	f.String(&start, "start", "", domain.StartDefault.Format(time.RFC3339), "time of the first event (RFC 3339), or 'now'")
 	f.Duration(&step, "step", "", domain.StepDefault, "time between events")
 	f.Int(&chunk, "chunk", "", generateChunkDefault, "events per publish call")
+	f.String(&prefix, "prefix", "", "user", "prefix of user ids: workloads with different prefixes touch different aggregates")
 	if err := f.Parse(args, stdout); err != nil {
 		return err
 	}
@@ -55,7 +56,7 @@ Prints a JSON summary: events, seconds, events/s.`)
 		}
 		t0 = t
 	}
-	gen, err := domain.NewGenerator(domain.GeneratorConfig{Seed: seed, Users: users, Start: t0, Step: step})
+	gen, err := domain.NewGenerator(domain.GeneratorConfig{Seed: seed, Users: users, Start: t0, Step: step, Prefix: prefix})
 	if err != nil {
 		return err
 	}

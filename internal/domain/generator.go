@@ -27,6 +27,9 @@ type GeneratorConfig struct {
 	Users int           // user slots (default UsersDefault); a deleted user's slot registers a new user
 	Start time.Time     // time of the first event (default StartDefault)
 	Step  time.Duration // time between events (default StepDefault)
+	// Prefix starts every user id (default "user"): workloads with different
+	// prefixes have disjoint aggregates.
+	Prefix string
 }
 
 // Generator produces the example domain's events deterministically: per-aggregate
@@ -62,6 +65,9 @@ func NewGenerator(cfg GeneratorConfig) (*Generator, error) {
 	if cfg.Step == 0 {
 		cfg.Step = StepDefault
 	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "user"
+	}
 	return &Generator{
 		cfg:   cfg,
 		rng:   rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
@@ -77,9 +83,9 @@ func (g *Generator) Next() events.Event {
 	var data any
 	if !s.alive {
 		s.alive, s.seq, s.articles = true, 0, s.articles[:0]
-		s.userID = fmt.Sprintf("user-%06d", i)
+		s.userID = fmt.Sprintf("%s-%06d", g.cfg.Prefix, i)
 		if s.gen > 0 {
-			s.userID = fmt.Sprintf("user-%06d-%d", i, s.gen)
+			s.userID = fmt.Sprintf("%s-%06d-%d", g.cfg.Prefix, i, s.gen)
 		}
 		typ = TypeUserRegistered
 		first, last := pick(g.rng, firstNames), pick(g.rng, lastNames)
