@@ -49,8 +49,9 @@ lint: $(GOLANGCI) ## gofmt check, go vet, golangci-lint (pinned) with .golangci.
 	$(GOLANGCI) run ./...
 	bash -n $(STACK) scripts/*.sh .ci/run
 
-bench: ## benchmarks against the real stack (not built yet: issue 7)
-	@echo "make bench: the benchmark suite has not landed yet (issue 7); nothing was measured." >&2; exit 1
+bench: stack-up ## Go benchmarks against the real stack, each beside its baseline (the full suite is issue 7)
+	@$(WITH_STACK) $(GO) test -run '^$$' -bench . -benchtime 3x -count 1 ./pkg/... ./internal/...
+	@echo "make bench: the full benchmark program (JSON, table, plot) is issue 7; above are the Go benchmarks that exist."
 
 chaos: ## fault-injection suite (not built yet: issue 8)
 	@echo "make chaos: the reliability suite has not landed yet (issue 8); nothing was run." >&2; exit 1

@@ -85,7 +85,7 @@ func (f *Flags) Bool(p *bool, name, env string, def bool, usage string) {
 var ErrHelp = flag.ErrHelp
 
 // Parse parses args, then fills each flag not given on the command line from its
-// environment variable. With -h or --help it prints the help to out and returns ErrHelp.
+// environment variable (an empty variable counts as unset). With -h or --help it prints the help to out and returns ErrHelp.
 func (f *Flags) Parse(args []string, out io.Writer) error {
 	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -103,8 +103,8 @@ func (f *Flags) Parse(args []string, out io.Writer) error {
 	sort.Strings(names)
 	for _, name := range names {
 		env := f.env[name]
-		v, ok := os.LookupEnv(env)
-		if !ok || given[name] {
+		v := os.Getenv(env)
+		if v == "" || given[name] { // an empty variable counts as unset
 			continue
 		}
 		if err := f.fs.Set(name, v); err != nil {

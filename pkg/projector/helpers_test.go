@@ -25,14 +25,14 @@ import (
 // fixture is one test's slice of the stack: a topic, a framework schema and a
 // projection whose schema is dropped at the end.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	topic  string
 	pool   *pgxpool.Pool
 	schema string // the framework schema
 	pub    *eventlog.Publisher
 }
 
-func newFixture(t *testing.T, partitions int) *fixture {
+func newFixture(t testing.TB, partitions int) *fixture {
 	t.Helper()
 	topic := testenv.Topic(t, partitions)
 	pool, schema := testenv.Postgres(t)
@@ -131,7 +131,7 @@ func (f *fixture) start(cfg projector.Config) (*projector.Runner, func()) {
 }
 
 // waitFor polls cond until it holds or the timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/internal/testenv"
+)
+
+func TestBadSettingsAreRefusedByName(t *testing.T) {
+	t.Setenv("PROJECTOR_BATCH_SIZE", "lots")
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"run"}, &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "PROJECTOR_BATCH_SIZE") {
+		t.Fatalf("err = %v, want PROJECTOR_BATCH_SIZE named", err)
+	}
+	t.Setenv("PROJECTOR_BATCH_SIZE", "")
+	for args, want := range map[string]string{
+		"run --gaps sometimes":          "--gaps",
+		"run --unknown-types explode":   "--unknown-types",
+		"run --batch-size 0":            "--batch-size",
+		"run --drain-timeout -1s":       "--drain-timeout",
+		"run --projection Users":        "--projection",
+		"run --database-url ::nonsense": "--database-url",
+		"status --log-level loud":       "",
+		"frobnicate":                    "unknown command",
+	} {
+		err := run(context.Background(), strings.Fields(args), &out, &out)
+		if err == nil || (want != "" && !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: err = %v, want %q named", args, err, want)
+		}
+	}
+}
+
+func TestRunServesReadinessStatusAndQueries(t *testing.T) {
+	t.Parallel()
+	f := newProcFixture(t, 3)
+	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 9, Users: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.publish(g, 3000)
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"run", "--brokers", strings.Join(testenv.Kafka(t), ","), "--topic", f.topic,
+			"--database-url", testenv.Get(t).DatabaseURL, "--schema", f.schema, "--projection", f.projection.Name(),
+			"--listen", addr, "--progress=false", "--log-level", "warn", "--session-timeout", "6s", "--heartbeat", "500ms"},
+			io.Discard, io.Discard)
+	}()
+	get := func(path string) (int, map[string]any) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, nil
+		}
+		defer func() { _ = resp.Body.Close() }()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	waitFor(t, time.Minute, "/readyz to answer 200", func() bool { code, _ := get("/readyz"); return code == 200 })
+	code, stats := get("/v1/stats")
+	if code != 200 || stats["users"] == nil {
+		t.Fatalf("/v1/stats: %d %v", code, stats)
+	}
+	code, st := get("/status")
+	if code != 200 || st["ready"] != true || len(st["partitions"].([]any)) != 3 {
+		t.Fatalf("/status: %d %v", code, st)
+	}
+	code, list := get("/v1/users?limit=1")
+	users, _ := list["users"].([]any)
+	if code != 200 || len(users) != 1 {
+		t.Fatalf("/v1/users?limit=1: %d %v", code, list)
+	}
+	id := users[0].(map[string]any)["user_id"].(string)
+	code, u := get("/v1/users/" + id)
+	if code != 200 || u["user"].(map[string]any)["user_id"] != id || u["articles"] == nil {
+		t.Fatalf("/v1/users/%s: %d %v", id, code, u)
+	}
+	if code, _ := get("/v1/users/nobody"); code != 404 {
+		t.Fatalf("unknown user: %d", code)
+	}
+	if code, _ := get("/v1/users?limit=0"); code != 400 {
+		t.Fatalf("limit=0: %d", code)
+	}
+	var out bytes.Buffer
+	err = run(context.Background(), []string{"status", "--brokers", strings.Join(testenv.Kafka(t), ","), "--topic", f.topic,
+		"--database-url", testenv.Get(t).DatabaseURL, "--schema", f.schema, "--projection", f.projection.Name(), "--interval", "0"}, &out, &out)
+	if err != nil || !strings.Contains(out.String(), "ready true") || strings.Count(out.String(), "live") != 3 {
+		t.Fatalf("projector status: %v\n%s", err, out.String())
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v after cancel", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop within 30 s of cancel")
+	}
+}
