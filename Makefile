@@ -50,7 +50,8 @@ lint: $(GOLANGCI) ## gofmt check, go vet, golangci-lint (pinned) with .golangci.
 	bash -n $(STACK) scripts/*.sh .ci/run
 
 bench: stack-up ## Go benchmarks against the real stack, each beside its baseline (the full suite is issue 7)
-	@$(WITH_STACK) $(GO) test -run '^$$' -bench . -benchtime 3x -count 1 ./pkg/... ./internal/...
+	@$(GO) test -run '^$$' -bench . -count 1 ./pkg/events/ ./internal/domain/
+	@$(WITH_STACK) $(GO) test -run '^$$' -bench . -benchtime 3x -count 1 ./pkg/projector/
 	@echo "make bench: the full benchmark program (JSON, table, plot) is issue 7; above are the Go benchmarks that exist."
 
 chaos: ## fault-injection suite (not built yet: issue 8)
