@@ -284,10 +284,13 @@ pg_down() {
 mailpit_up() {
   local dir=$STATE_DIR/mailpit bin=$BIN_DIR/mailpit
   if pid_alive "$dir/pid" mailpit; then log "mailpit already running (pid $(cat "$dir/pid"))"; return 0; fi
-  if [ ! -x "$bin" ] || ! "$bin" version 2>/dev/null | grep -q "${MAILPIT_VERSION#v}"; then
+  # A stamp records the installed version: 'mailpit version' reports "dev" for a
+  # go-installed build, and looks for newer releases over the network.
+  if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$MAILPIT_VERSION" ]; then
     command -v go >/dev/null 2>&1 || die "go is needed to install mailpit"
     log "go install github.com/axllent/mailpit@$MAILPIT_VERSION"
     GOBIN=$BIN_DIR go install "github.com/axllent/mailpit@$MAILPIT_VERSION" >&2 || die "go install mailpit failed"
+    echo "$MAILPIT_VERSION" >"$bin.version"
   fi
   mkdir -p "$dir"
   log "starting mailpit: smtp 127.0.0.1:$SMTP_PORT, http 127.0.0.1:$MAILPIT_HTTP_PORT"
