@@ -90,7 +90,7 @@ func (g *Generator) Next() events.Event {
 		typ = TypeUserRegistered
 		first, last := pick(g.rng, firstNames), pick(g.rng, lastNames)
 		data = UserRegistered{UserID: s.userID, Name: first + " " + last,
-			Email: strings.ToLower(first+"."+last) + fmt.Sprintf(".%d@example.test", i)}
+			Email: strings.ToLower(first+"."+last) + fmt.Sprintf(".%d.%d@%s.example.test", i, s.gen, g.cfg.Prefix)}
 	} else {
 		switch r := g.rng.Float64(); {
 		case r < 0.15:

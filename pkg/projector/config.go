@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/sideeffects"
 )
 
 // Defaults for Config.
@@ -76,7 +77,26 @@ type Config struct {
 
 	Gaps    GapPolicy     // default GapWarn
 	Unknown UnknownPolicy // default UnknownSkip
+
+	// Effects run after the read model commits their events (see package sideeffects).
+	Effects []*sideeffects.Effect
+	// Ledger is the Redis idempotency ledger; required with Effects.
+	Ledger *sideeffects.Ledger
+	// EffectHorizon: an effect starting with no watermark fires only for events newer
+	// than this (default: the ledger's retention).
+	EffectHorizon time.Duration
+	// EffectConcurrency bounds the runs of one effect on one partition at once
+	// (default EffectConcurrencyDefault).
+	EffectConcurrency int
+	// EffectMaxAttempts: a run that fails this often parks (default EffectMaxAttemptsDefault).
+	EffectMaxAttempts int
 }
+
+// Defaults for the effect settings.
+const (
+	EffectConcurrencyDefault = 4
+	EffectMaxAttemptsDefault = 5
+)
 
 func (c Config) withDefaults() Config {
 	if c.GroupID == "" && c.Projection != nil {
@@ -109,6 +129,15 @@ func (c Config) withDefaults() Config {
 	def(&c.RetryBackoffMax, RetryBackoffMaxDefault)
 	def(&c.RetryPoll, RetryPollDefault)
 	def(&c.ProgressEvery, ProgressIntervalDefault)
+	if c.EffectHorizon == 0 && c.Ledger != nil {
+		c.EffectHorizon = c.Ledger.Retention()
+	}
+	if c.EffectConcurrency == 0 {
+		c.EffectConcurrency = EffectConcurrencyDefault
+	}
+	if c.EffectMaxAttempts == 0 {
+		c.EffectMaxAttempts = EffectMaxAttemptsDefault
+	}
 	return c
 }
 
@@ -140,6 +169,21 @@ func (c Config) validate() error {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must not be negative", name, d))
 		}
+	}
+	if len(c.Effects) > 0 && c.Ledger == nil {
+		errs = append(errs, errors.New("effects need a Ledger"))
+	}
+	seen := map[string]bool{}
+	for _, e := range c.Effects {
+		if e == nil || seen[e.Name()] {
+			errs = append(errs, errors.New("nil or duplicate effect in Effects"))
+			continue
+		}
+		seen[e.Name()] = true
+	}
+	if c.EffectConcurrency < 1 || c.EffectMaxAttempts < 1 || c.EffectHorizon < 0 {
+		errs = append(errs, fmt.Errorf("EffectConcurrency %d and EffectMaxAttempts %d must be at least 1, EffectHorizon %v not negative",
+			c.EffectConcurrency, c.EffectMaxAttempts, c.EffectHorizon))
 	}
 	if c.HeartbeatInterval >= c.SessionTimeout {
 		errs = append(errs, fmt.Errorf("HeartbeatInterval %v must be below SessionTimeout %v", c.HeartbeatInterval, c.SessionTimeout))

@@ -262,3 +262,48 @@ func (q *DLQ) RequestRetry(ctx context.Context, subjects []string) (int64, error
 	}
 	return tag.RowsAffected(), nil
 }
+
+// ParkedEffect is one parked effect run, as listed for operators.
+type ParkedEffect struct {
+	ID        int64     `json:"id"`
+	Effect    string    `json:"effect"`
+	Topic     string    `json:"topic"`
+	Partition int       `json:"partition"`
+	Offset    int64     `json:"offset"`
+	EventID   string    `json:"event_id"`
+	EventType string    `json:"event_type"`
+	Key       string    `json:"idempotency_key"`
+	Error     string    `json:"error"`
+	Attempts  int       `json:"attempts"`
+	State     string    `json:"state"`
+	ParkedAt  time.Time `json:"parked_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// ListEffects returns parked effect runs (resolved ones too with all).
+func (q *DLQ) ListEffects(ctx context.Context, all bool) ([]ParkedEffect, error) {
+	rows, err := q.pool.Query(ctx, `SELECT id, effect, topic, partition, "offset", event_id, event_type, idempotency_key, error,
+			attempts, state, parked_at, updated_at
+		FROM `+q.tables.parkedEffects+` WHERE projection = $1 AND version = $2 AND ($3 OR state <> 'resolved')
+		ORDER BY effect, topic, partition, "offset"`, q.projection, q.version, all)
+	if err != nil {
+		return nil, fmt.Errorf("dlq: list effects: %w", err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (ParkedEffect, error) {
+		var p ParkedEffect
+		err := row.Scan(&p.ID, &p.Effect, &p.Topic, &p.Partition, &p.Offset, &p.EventID, &p.EventType, &p.Key, &p.Error,
+			&p.Attempts, &p.State, &p.ParkedAt, &p.UpdatedAt)
+		return p, err
+	})
+}
+
+// RequestEffectRetry asks the running workers to run the parked runs of an effect
+// again ("" for every effect). It returns how many were marked.
+func (q *DLQ) RequestEffectRetry(ctx context.Context, effect string) (int64, error) {
+	tag, err := q.pool.Exec(ctx, `UPDATE `+q.tables.parkedEffects+` SET state = 'retry', updated_at = now()
+		WHERE projection = $1 AND version = $2 AND state = 'parked' AND ($3 = '' OR effect = $3)`, q.projection, q.version, effect)
+	if err != nil {
+		return 0, fmt.Errorf("dlq: retry effects: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -16,6 +16,7 @@ type metrics struct {
 	conflicts prometheus.Counter
 	resolved  prometheus.Counter
 	lag       *prometheus.GaugeVec
+	effects   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, projection string, version int) *metrics {
@@ -35,11 +36,14 @@ func newMetrics(reg prometheus.Registerer, projection string, version int) *metr
 			Help: "Events that claimed a sequence another event already holds."}),
 		resolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_parked_resolved_total", ConstLabels: labels,
 			Help: "Parked events applied on retry."}),
+		effects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "projector_effects_total", ConstLabels: labels,
+			Help: "Effect runs by effect and outcome: fired, suppressed_ledger, suppressed_horizon, retried, parked, lease_lost."},
+			[]string{"effect", "outcome"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "projector_lag", ConstLabels: labels,
 			Help: "Events between the stored position and the partition's end, per partition owned here."}, []string{"partition"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.batches, m.transient, m.fenced, m.gaps, m.conflicts, m.resolved, m.lag)
+		reg.MustRegister(m.events, m.batches, m.transient, m.fenced, m.gaps, m.conflicts, m.resolved, m.lag, m.effects)
 	}
 	return m
 }

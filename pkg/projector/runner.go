@@ -137,22 +137,31 @@ func (r *Runner) startGeneration(gen *kafka.Generation) {
 	r.status.joined(gen.ID, gen.MemberID, parts)
 	r.log.Info("joined generation", zap.Int32("generation", gen.ID), zap.String("member", gen.MemberID), zap.Ints("partitions", parts))
 	for _, p := range parts {
-		gen.Start(func(ctx context.Context) {
-			err := r.work(ctx, gen, p)
-			switch {
-			case err == nil, ctx.Err() != nil:
-				// The generation ended (rebalance or stop); a permanent error, if
-				// that was one, recurs in the next generation.
-			case errors.Is(err, offsets.ErrFenced):
-				// Returning ends this member's generation: it rejoins and is given
-				// partitions afresh.
-			default:
-				r.fail(fmt.Errorf("partition %d: %w", p, err))
-			}
-		})
+		gen.Start(func(ctx context.Context) { r.settle(ctx, fmt.Sprintf("partition %d", p), r.work(ctx, gen, p)) })
+	}
+	for _, p := range parts {
+		for _, eff := range r.cfg.Effects {
+			gen.Start(func(ctx context.Context) {
+				r.settle(ctx, fmt.Sprintf("effect %s partition %d", eff.Name(), p), r.workEffect(ctx, gen, p, eff))
+			})
+		}
 	}
 	if len(parts) > 0 {
 		gen.Start(func(ctx context.Context) { r.commitLoop(ctx, gen, parts) })
+	}
+}
+
+// settle decides what a worker's return means. Any worker returning ends the
+// member's generation (kafka-go), so the member rejoins and is given partitions afresh.
+func (r *Runner) settle(ctx context.Context, what string, err error) {
+	switch {
+	case err == nil, ctx.Err() != nil:
+		// The generation ended (rebalance or stop); a permanent error, if that was
+		// one, recurs in the next generation.
+	case errors.Is(err, offsets.ErrFenced):
+		// Another member owns the partition: rejoin.
+	default:
+		r.fail(fmt.Errorf("%s: %w", what, err))
 	}
 }
 

@@ -148,6 +148,16 @@ func (p *partStatus) batch(next, highWater int64, out outcome, readyLag int64, l
 	}
 }
 
+// committed returns the read model's stored next offset as this instance knows it.
+func (p *partStatus) committed() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.s.State == StateClaiming {
+		return 0
+	}
+	return p.s.Next
+}
+
 // idle records that no message arrived: the reader is at the end of the partition.
 func (p *partStatus) idle(next int64) {
 	p.mu.Lock()

@@ -14,11 +14,15 @@ type tables struct {
 	aggregates string // last applied sequence per aggregate
 	eventIDs   string // ids of applied events that carry no sequence
 	parked     string // parked events
+
+	effectStarts  string // when each effect started on each partition: its horizon
+	parkedEffects string // parked effect runs
 }
 
 func newTables(schema string) tables {
 	q := func(t string) string { return pgx.Identifier{schema, t}.Sanitize() }
-	return tables{schema: pgx.Identifier{schema}.Sanitize(), aggregates: q("aggregates"), eventIDs: q("event_ids"), parked: q("parked")}
+	return tables{schema: pgx.Identifier{schema}.Sanitize(), aggregates: q("aggregates"), eventIDs: q("event_ids"), parked: q("parked"),
+		effectStarts: q("effect_starts"), parkedEffects: q("parked_effects")}
 }
 
 func (t tables) setup(ctx context.Context, pool *pgxpool.Pool) error {
@@ -57,6 +61,35 @@ func (t tables) setup(ctx context.Context, pool *pgxpool.Pool) error {
 			msg_headers jsonb,
 			UNIQUE (projection, version, topic, partition, "offset"))`,
 		`CREATE INDEX IF NOT EXISTS parked_open ON ` + t.parked + ` (projection, version, topic, partition, state) WHERE state <> 'resolved'`,
+		`CREATE TABLE IF NOT EXISTS ` + t.effectStarts + ` (
+			effect       text NOT NULL,
+			projection   text NOT NULL,
+			version      int  NOT NULL,
+			topic        text NOT NULL,
+			partition    int  NOT NULL,
+			horizon_from timestamptz NOT NULL,         -- events older than this never fire
+			started_at   timestamptz NOT NULL DEFAULT now(),
+			PRIMARY KEY (effect, projection, version, topic, partition))`,
+		`CREATE TABLE IF NOT EXISTS ` + t.parkedEffects + ` (
+			id              bigserial PRIMARY KEY,
+			effect          text   NOT NULL,
+			projection      text   NOT NULL,
+			version         int    NOT NULL,
+			topic           text   NOT NULL,
+			partition       int    NOT NULL,
+			"offset"        bigint NOT NULL,
+			event_id        text   NOT NULL,
+			event_type      text   NOT NULL,
+			idempotency_key text   NOT NULL,
+			error           text   NOT NULL,
+			attempts        int    NOT NULL,
+			state           text   NOT NULL DEFAULT 'parked' CHECK (state IN ('parked', 'retry', 'resolved')),
+			parked_at       timestamptz NOT NULL DEFAULT now(),
+			updated_at      timestamptz NOT NULL DEFAULT now(),
+			msg_key         bytea,
+			msg_value       bytea,
+			msg_headers     jsonb,
+			UNIQUE (effect, projection, version, topic, partition, "offset"))`,
 	} {
 		if _, err := pool.Exec(ctx, s); err != nil {
 			return fmt.Errorf("projector: setup framework tables: %w", err)

@@ -1,0 +1,186 @@
+package sideeffects
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults for LedgerConfig.
+const (
+	NamespaceDefault = "projector"
+	LeaseDefault     = 30 * time.Second
+	RetentionDefault = 30 * 24 * time.Hour
+)
+
+// LedgerConfig configures a Ledger. Zero values mean the defaults.
+type LedgerConfig struct {
+	Client    redis.UniversalClient // required
+	Namespace string                // key prefix shared by everyone naming the same effects (default NamespaceDefault)
+	Lease     time.Duration         // how long a reservation holds before another may take over (default LeaseDefault)
+	Retention time.Duration         // how long a done mark is kept (default RetentionDefault)
+}
+
+// Ledger is the Redis idempotency ledger. It is safe for concurrent use.
+type Ledger struct {
+	cfg        LedgerConfig
+	roundTrips atomic.Int64
+}
+
+// NewLedger validates cfg and returns a ledger.
+func NewLedger(cfg LedgerConfig) (*Ledger, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("sideeffects: LedgerConfig.Client is nil")
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = NamespaceDefault
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = LeaseDefault
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = RetentionDefault
+	}
+	if cfg.Lease < time.Millisecond || cfg.Retention < cfg.Lease {
+		return nil, fmt.Errorf("sideeffects: ledger lease %v must be at least 1ms and retention %v at least the lease", cfg.Lease, cfg.Retention)
+	}
+	return &Ledger{cfg: cfg}, nil
+}
+
+// Lease returns the reservation lease.
+func (l *Ledger) Lease() time.Duration { return l.cfg.Lease }
+
+// Retention returns how long done marks are kept.
+func (l *Ledger) Retention() time.Duration { return l.cfg.Retention }
+
+// RoundTrips returns the number of Redis round trips made so far.
+func (l *Ledger) RoundTrips() int64 { return l.roundTrips.Load() }
+
+// State is what a reservation found.
+type State int
+
+const (
+	// Acquired: this caller holds the key and must run the effect.
+	Acquired State = iota
+	// Done: the effect already ran for this key; do not run it.
+	Done
+	// Held: another holder's lease is live; wait for it to finish or expire.
+	Held
+)
+
+func (s State) String() string {
+	return [...]string{"acquired", "done", "held"}[s]
+}
+
+// Reservation is one key's reservation attempt.
+type Reservation struct {
+	Key   string // the idempotency key (not the Redis key)
+	State State
+	token string
+}
+
+func (l *Ledger) redisKey(key string) string { return l.cfg.Namespace + ":fx:" + key }
+
+const leasePrefix, donePrefix = "lease:", "done:"
+
+// Reserve tries to take every key in one round trip: SET NX PX lease, and a GET to
+// tell a done key from one held by another.
+func (l *Ledger) Reserve(ctx context.Context, keys []string) ([]Reservation, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	out := make([]Reservation, len(keys))
+	sets := make([]*redis.BoolCmd, len(keys))
+	gets := make([]*redis.StringCmd, len(keys))
+	pipe := l.cfg.Client.Pipeline()
+	for i, k := range keys {
+		out[i] = Reservation{Key: k, token: newToken()}
+		sets[i] = pipe.SetNX(ctx, l.redisKey(k), leasePrefix+out[i].token, l.cfg.Lease)
+		gets[i] = pipe.Get(ctx, l.redisKey(k))
+	}
+	l.roundTrips.Add(1)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("sideeffects: ledger reserve: %w", err)
+	}
+	for i := range out {
+		ok, err := sets[i].Result()
+		if err != nil {
+			return nil, fmt.Errorf("sideeffects: ledger reserve: %w", err)
+		}
+		v, _ := gets[i].Result()
+		switch {
+		case ok:
+			out[i].State = Acquired
+		case strings.HasPrefix(v, donePrefix):
+			out[i].State = Done
+		case v == "": // expired between SET and GET: try again next time
+			out[i].State = Held
+		default:
+			out[i].State = Held
+		}
+	}
+	return out, nil
+}
+
+// markScript sets the key to done only if the caller still holds it.
+const markScript = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0`
+
+// releaseScript deletes the key only if the caller still holds it.
+const releaseScript = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`
+
+// Settle marks done the reservations in done and releases those in release, in one
+// round trip, each by compare-and-set on the caller's token. marked[i] is false when
+// done[i]'s lease had expired and another holder took the key: the caller must not
+// believe it alone ran the effect.
+func (l *Ledger) Settle(ctx context.Context, done, release []Reservation) (marked []bool, err error) {
+	if len(done) == 0 && len(release) == 0 {
+		return nil, nil
+	}
+	// EVAL with the script's text rather than EVALSHA: a restarted Redis has no
+	// cached scripts, and a pipeline cannot fall back on NOSCRIPT. The scripts are tiny.
+	pipe := l.cfg.Client.Pipeline()
+	marks := make([]*redis.Cmd, len(done))
+	now := time.Now().Unix()
+	for i, r := range done {
+		marks[i] = pipe.Eval(ctx, markScript, []string{l.redisKey(r.Key)},
+			leasePrefix+r.token, fmt.Sprintf("%s%s:%d", donePrefix, r.token, now), l.cfg.Retention.Milliseconds())
+	}
+	for _, r := range release {
+		pipe.Eval(ctx, releaseScript, []string{l.redisKey(r.Key)}, leasePrefix+r.token)
+	}
+	l.roundTrips.Add(1)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("sideeffects: ledger settle: %w", err)
+	}
+	marked = make([]bool, len(done))
+	for i, m := range marks {
+		n, err := m.Int()
+		if err != nil {
+			return nil, fmt.Errorf("sideeffects: ledger settle: %w", err)
+		}
+		marked[i] = n == 1
+	}
+	return marked, nil
+}
+
+func newToken() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,140 @@
+package sideeffects_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/sideeffects"
+)
+
+func newLedger(t *testing.T, lease time.Duration) *sideeffects.Ledger {
+	t.Helper()
+	c, prefix := testenv.Redis(t)
+	l, err := sideeffects.NewLedger(sideeffects.LedgerConfig{Client: c, Namespace: prefix + "ns", Lease: lease, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestLedgerReserveSettleAndRoundTrips(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t, time.Minute)
+	ctx := context.Background()
+	var keys []string
+	for i := range 100 {
+		keys = append(keys, sideeffects.Key("welcome_email", fmt.Sprint("event-", i)))
+	}
+	before := l.RoundTrips()
+	first, err := l.Reserve(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range first {
+		if r.State != sideeffects.Acquired {
+			t.Fatalf("fresh key %s: %v", r.Key, r.State)
+		}
+	}
+	second, err := l.Reserve(ctx, keys[:10])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range second {
+		if r.State != sideeffects.Held {
+			t.Fatalf("key reserved by another: %v, want held", r.State)
+		}
+	}
+	// The first 90 ran; the last 10 failed permanently and are released.
+	marked, err := l.Settle(ctx, first[:90], first[90:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range marked {
+		if !m {
+			t.Fatalf("mark %d refused to its holder", i)
+		}
+	}
+	if n := l.RoundTrips() - before; n != 3 {
+		t.Fatalf("%d round trips for reserve(100), reserve(10), settle(100); want 3", n)
+	}
+	again, err := l.Reserve(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range again {
+		want := sideeffects.Done
+		if i >= 90 {
+			want = sideeffects.Acquired // released: free to run again
+		}
+		if r.State != want {
+			t.Fatalf("key %d after settle: %v, want %v", i, r.State, want)
+		}
+	}
+}
+
+// An effect slower than its lease: a second holder takes the key over after the
+// lease; the late first holder cannot mark it done. Two attempts, one key.
+func TestLedgerSlowHolderCannotMarkAfterItsLease(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t, 300*time.Millisecond)
+	ctx := context.Background()
+	key := sideeffects.Key("welcome_email", "slow-event")
+	var attempts atomic.Int32
+	var markedBy sync.Map
+	holder := func(name string, startAfter, work time.Duration, wg *sync.WaitGroup) {
+		defer wg.Done()
+		time.Sleep(startAfter)
+		for {
+			res, err := l.Reserve(ctx, []string{key})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			switch res[0].State {
+			case sideeffects.Done:
+				return
+			case sideeffects.Held:
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			attempts.Add(1)
+			time.Sleep(work) // the effect, sending with `key`
+			marked, err := l.Settle(ctx, res, nil)
+			if err != nil {
+				t.Error(err)
+			}
+			markedBy.Store(name, marked[0])
+			return
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go holder("slow", 0, 900*time.Millisecond, &wg)
+	go holder("second", 100*time.Millisecond, 50*time.Millisecond, &wg)
+	wg.Wait()
+	slow, _ := markedBy.Load("slow")
+	second, _ := markedBy.Load("second")
+	if attempts.Load() != 2 || slow != false || second != true {
+		t.Fatalf("attempts %d, slow marked %v, second marked %v; want 2 attempts, only the second marks", attempts.Load(), slow, second)
+	}
+	res, err := l.Reserve(ctx, []string{key})
+	if err != nil || res[0].State != sideeffects.Done {
+		t.Fatalf("after both: %v %v, want done", res, err)
+	}
+}
+
+func TestKeyIsStableAndNamed(t *testing.T) {
+	t.Parallel()
+	a, b := sideeffects.Key("welcome_email", "e1"), sideeffects.Key("welcome_email", "e1")
+	if a != b || len(a) != 32 {
+		t.Fatalf("keys %q %q", a, b)
+	}
+	if sideeffects.Key("welcome_email", "e2") == a || sideeffects.Key("other_effect", "e1") == a {
+		t.Fatal("different effect or event gave the same key")
+	}
+}
