@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -111,7 +112,7 @@ func (m *PrivateMailpit) Start() {
 		m.tb.Fatal(err)
 	}
 	waitUntil(m.tb, 30*time.Second, "private mailpit", func() bool {
-		resp, err := http.Get(m.APIURL + "/api/v1/info")
+		resp, err := httpGet(m.APIURL + "/api/v1/info")
 		if err != nil {
 			return false
 		}
@@ -145,7 +146,7 @@ func (m Mailpit) Messages(tb testing.TB, to string) []Message {
 	var out []Message
 	for start := 0; ; {
 		q := fmt.Sprintf("%s/api/v1/search?query=%s&start=%d&limit=1000", m.APIURL, url.QueryEscape("to:"+to), start)
-		resp, err := http.Get(q)
+		resp, err := httpGet(q)
 		if err != nil {
 			tb.Fatalf("mailpit search: %v", err)
 		}
@@ -175,4 +176,31 @@ func waitUntil(tb testing.TB, timeout time.Duration, what string, cond func() bo
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func httpGet(url string) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }

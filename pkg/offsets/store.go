@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -48,8 +49,9 @@ func NewStore(schema string) *Store {
 	return &Store{table: pgx.Identifier{schema, "offsets"}.Sanitize(), StaleClaimAfter: StaleClaimAfterDefault}
 }
 
-// Setup creates the offsets table if it is missing.
-func (s *Store) Setup(ctx context.Context, pool *pgxpool.Pool) error {
+// Setup creates the offsets table if it is missing. Instances starting together
+// should serialise it (the runtime holds an advisory lock around its setup).
+func (s *Store) Setup(ctx context.Context, pool Execer) error {
 	schema := s.table[:len(s.table)-len(`."offsets"`)]
 	for _, q := range []string{
 		`CREATE SCHEMA IF NOT EXISTS ` + schema,
@@ -94,6 +96,23 @@ func (s *Store) Claim(ctx context.Context, db Querier, k Key, owner Owner) (int6
 		return 0, fmt.Errorf("offsets: claim %s: %w", k, err)
 	}
 	return next, nil
+}
+
+// Touch refreshes an owner's claim, so that an owner whose partition is idle is not
+// taken for stale. It is a no-op when another owner holds the partition.
+func (s *Store) Touch(ctx context.Context, db Execer, k Key, owner Owner) error {
+	_, err := db.Exec(ctx, `UPDATE `+s.table+` SET updated_at = now()
+		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND generation = $5 AND member = $6`,
+		k.Projection, k.Version, k.Topic, k.Partition, owner.Generation, owner.Member)
+	if err != nil {
+		return fmt.Errorf("offsets: touch %s: %w", k, err)
+	}
+	return nil
+}
+
+// Execer is what Touch needs of a pool, connection or transaction.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
 // Querier is what the store needs of a pool, connection or transaction.

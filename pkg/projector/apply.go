@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -83,6 +84,17 @@ type outcome struct {
 	parkedSubjects                             map[string]int64 // subject -> first offset parked here
 }
 
+// poisonError reports an event whose handler failed permanently in careful mode when
+// the transaction could not be rolled back to its savepoint.
+type poisonError struct {
+	offset int64
+	err    error
+}
+
+func (e *poisonError) Error() string {
+	return fmt.Sprintf("event at offset %d failed and its transaction could not continue: %v", e.offset, e.err)
+}
+
 // errCareful asks for the batch again, event by event under savepoints, to find and
 // park the events whose writes fail.
 var errCareful = errors.New("a statement failed: retrying event by event")
@@ -99,7 +111,7 @@ type txState struct {
 // the projection's handler. In careful mode each applied event runs under a
 // savepoint and a failing one parks; otherwise any handler or statement error
 // returns errCareful (or the transient error itself).
-func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st *txState, entries []entry, careful, retry bool) (outcome, error) {
+func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st *txState, entries []entry, careful, retry bool, known map[int64]error) (outcome, error) {
 	out := outcome{parkedSubjects: map[string]int64{}}
 	park := func(e *entry, subj, reason string, behind int64) {
 		e.act, e.reason, e.behind = actPark, reason, behind
@@ -162,9 +174,19 @@ func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st
 		case e.decoded == nil || !r.cfg.Projection.Handles(e.ev.Type):
 			e.act = actIgnore
 			out.ignored++
+		case careful && known[e.msg.Offset] != nil:
+			// Found poisonous in an earlier careful attempt whose rollback failed.
+			park(e, subj, "handler: "+known[e.msg.Offset].Error(), -1)
+			continue
 		default:
+			sp := fmt.Sprintf("projector_event_%d", i)
 			if careful {
-				w.Exec("SAVEPOINT projector_event")
+				// The savepoint goes in its own round trip, so that a handler statement
+				// pgx fails to prepare or encode cannot take the savepoint with it.
+				w.Exec("SAVEPOINT " + sp)
+				if err := w.Flush(ctx); err != nil {
+					return out, err
+				}
 			}
 			err := r.cfg.Projection.Apply(ctx, w, *e.decoded)
 			if careful && err == nil {
@@ -177,15 +199,18 @@ func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st
 				if !careful {
 					return out, errCareful
 				}
-				w.Exec("ROLLBACK TO SAVEPOINT projector_event")
+				w.Discard() // what the failing handler queued must not run
+				w.Exec("ROLLBACK TO SAVEPOINT " + sp)
 				if ferr := w.Flush(ctx); ferr != nil {
-					return out, ferr
+					// The transaction cannot go on (pgx may have closed the connection
+					// on an encoding error): remember the event and start over.
+					return out, &poisonError{offset: e.msg.Offset, err: err}
 				}
 				park(e, subj, "handler: "+err.Error(), -1)
 				continue
 			}
 			if careful {
-				w.Exec("RELEASE SAVEPOINT projector_event")
+				w.Exec("RELEASE SAVEPOINT " + sp)
 			}
 			e.act = actApply
 			out.applied++
@@ -293,8 +318,14 @@ func (r *Runner) queueParkInsert(w *readmodel.Writer, p *partition, e *entry) {
 		ON CONFLICT (projection, version, topic, partition, "offset") DO UPDATE
 		   SET state = 'parked', error = EXCLUDED.error, behind = EXCLUDED.behind,
 		       attempts = `+r.tables.parked+`.attempts + 1, updated_at = now()`,
-		p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition, e.msg.Offset, e.subject(), e.ev.ID, e.ev.Type,
-		e.reason, behind, e.msg.Key, e.msg.Value, headers)
+		p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition, e.msg.Offset, text(e.subject()), text(e.ev.ID), text(e.ev.Type),
+		text(e.reason), behind, e.msg.Key, e.msg.Value, headers)
+}
+
+// text makes a string safe for a PostgreSQL text column: a poison event's key, id or
+// type may hold invalid UTF-8 or NUL bytes, and parking it must not fail on them.
+func text(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // queueAdvance queues the fenced offset write; fenced reports a mismatch.
@@ -310,7 +341,7 @@ func (r *Runner) queueAdvance(w *readmodel.Writer, p *partition, next, consumed 
 
 // applyOnce runs one batch in one transaction. It returns errCareful when a
 // statement or handler failed outside careful mode.
-func (r *Runner) applyOnce(ctx context.Context, p *partition, entries []entry, careful bool) (outcome, error) {
+func (r *Runner) applyOnce(ctx context.Context, p *partition, entries []entry, careful bool, known map[int64]error) (outcome, error) {
 	tx, st, err := r.begin(ctx, entries)
 	if err != nil {
 		return outcome{}, err
@@ -325,7 +356,7 @@ func (r *Runner) applyOnce(ctx context.Context, p *partition, entries []entry, c
 			return outcome{}, err
 		}
 	}
-	out, err := r.walk(ctx, w, p, st, entries, careful, false)
+	out, err := r.walk(ctx, w, p, st, entries, careful, false, known)
 	if err != nil {
 		return out, err
 	}

@@ -3,7 +3,9 @@ package projector
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -11,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/readmodel"
 )
 
@@ -57,6 +60,7 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 	var resolved, still, held int
 	dctx, cancel := drainContext(ctx, r.cfg.DrainTimeout)
 	defer cancel()
+	known := map[int64]error{}
 	err = r.retry(dctx, p, "retry parked", func(ctx context.Context) error {
 		tx, st, err := r.begin(ctx, entries)
 		if err != nil {
@@ -84,7 +88,13 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 		for i := range ready {
 			ready[i].act, ready[i].reason, ready[i].behind = actApply, "", -1
 		}
-		if _, err := r.walk(ctx, w, p, st, ready, true, true); err != nil {
+		orderBySequence(ready)
+		if _, err := r.walk(ctx, w, p, st, ready, true, true, known); err != nil {
+			var pe *poisonError
+			if errors.As(err, &pe) {
+				known[pe.offset] = pe.err
+				return readmodel.Transient(err) // start over at once, parking it
+			}
 			return err
 		}
 		r.queueMarks(w, st)
@@ -113,6 +123,84 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 	return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
 }
 
+// orderBySequence puts each aggregate's retried events in sequence order (events
+// without a sequence keep their log order): a producer that wrote an aggregate's
+// events out of order parks them as gaps, and a retry applies them as they were meant.
+func orderBySequence(entries []entry) {
+	first := map[string]int{}
+	for i := range entries {
+		if _, ok := first[entries[i].subject()]; !ok {
+			first[entries[i].subject()] = i
+		}
+	}
+	sort.SliceStable(entries, func(a, b int) bool {
+		ea, eb := &entries[a], &entries[b]
+		fa, fb := first[ea.subject()], first[eb.subject()]
+		if fa != fb {
+			return fa < fb
+		}
+		if ea.ev.Sequence > 0 && eb.ev.Sequence > 0 {
+			return ea.ev.Sequence < eb.ev.Sequence
+		}
+		return false
+	})
+}
+
+// applySkips resolves the partition's parked events an operator asked to skip.
+func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, msg_key, msg_value, msg_headers FROM `+r.tables.parked+`
+		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'skip'`,
+		p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
+	if err != nil {
+		return 0, err
+	}
+	type skip struct {
+		id  int64
+		msg kafka.Message
+	}
+	skips, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (skip, error) {
+		var s skip
+		var headers []byte
+		if err := row.Scan(&s.id, &s.msg.Key, &s.msg.Value, &headers); err != nil {
+			return s, err
+		}
+		if len(headers) > 0 {
+			_ = json.Unmarshal(headers, &s.msg.Headers)
+		}
+		return s, nil
+	})
+	if err != nil || len(skips) == 0 {
+		return 0, err
+	}
+	tx, err := r.cfg.Pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	w := readmodel.NewWriter(tx)
+	r.queueAdvance(w, p, p.next, 0) // still ours
+	for _, s := range skips {
+		w.Exec(`UPDATE `+r.tables.parked+` SET state = 'resolved', error = 'skipped by operator: ' || error, updated_at = now()
+			WHERE id = $1`, s.id)
+		if ev, err := eventlog.FromMessage(s.msg); err == nil && ev.Sequence > 0 {
+			w.Exec(`INSERT INTO `+r.tables.aggregates+` (projection, version, subject, last_sequence, last_event_id)
+				VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (projection, version, subject) DO UPDATE
+				   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id
+				 WHERE `+r.tables.aggregates+`.last_sequence < EXCLUDED.last_sequence`,
+				p.key.Projection, p.key.Version, text(ev.Subject), int64(ev.Sequence), text(ev.ID))
+		}
+	}
+	if err := w.Flush(ctx); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, err
+	}
+	p.log.Info("skipped parked events on an operator's request", zap.Int("events", len(skips)))
+	return len(skips), nil
+}
+
 func nullable(off int64) *int64 {
 	if off < 0 {
 		return nil
@@ -121,6 +209,18 @@ func nullable(off int64) *int64 {
 }
 
 func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[string]int64, error) {
+	// Skips first: an operator's decision not to apply an event at all. A skipped
+	// event counts as consumed: its aggregate's sequence moves past it, so the events
+	// behind it are not gaps.
+	skipped, err := r.applySkips(ctx, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	if skipped > 0 {
+		if err := r.loadParked(ctx, p); err != nil {
+			return nil, nil, err
+		}
+	}
 	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+r.tables.parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'retry'
 		ORDER BY "offset"`, p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
@@ -259,6 +359,18 @@ func (q *DLQ) RequestRetry(ctx context.Context, subjects []string) (int64, error
 		q.projection, q.version, subjects)
 	if err != nil {
 		return 0, fmt.Errorf("dlq: retry: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// RequestSkip asks the running workers to give up on parked events by id: they are
+// marked resolved without being applied ("skipped by operator"), and the events
+// behind them can then be retried. It returns how many were marked.
+func (q *DLQ) RequestSkip(ctx context.Context, ids []int64) (int64, error) {
+	tag, err := q.pool.Exec(ctx, `UPDATE `+q.tables.parked+` SET state = 'skip', updated_at = now()
+		WHERE projection = $1 AND version = $2 AND state IN ('parked', 'retry') AND id = ANY($3)`, q.projection, q.version, ids)
+	if err != nil {
+		return 0, fmt.Errorf("dlq: skip: %w", err)
 	}
 	return tag.RowsAffected(), nil
 }

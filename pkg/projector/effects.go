@@ -64,11 +64,7 @@ func (r *Runner) workEffect(ctx context.Context, gen *kafka.Generation, part int
 		log:    r.log.With(zap.Int("partition", part), zap.String("effect", eff.Name()), zap.Int32("generation", gen.ID)),
 	}
 	readModel := r.status.partition(part)
-	if err := r.retry(ctx, p, "claim effect", func(ctx context.Context) error {
-		next, err := r.offsets.Claim(ctx, r.cfg.Pool, p.key, p.owner)
-		p.next = next
-		return err
-	}); err != nil {
+	if err := r.claim(ctx, p); err != nil {
 		return err
 	}
 	var horizonFrom time.Time
@@ -88,18 +84,10 @@ func (r *Runner) workEffect(ctx context.Context, gen *kafka.Generation, part int
 		p.next = first
 	}
 	p.log.Debug("effect claimed", zap.Int64("watermark", p.next), zap.Time("horizon_from", horizonFrom))
-	reader := kafka.NewReader(kafka.ReaderConfig{
-		Brokers: r.cfg.Brokers, Topic: r.cfg.Topic, Partition: part,
-		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
-		QueueCapacity: max(100, 2*r.cfg.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
-		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) { p.log.Sugar().Warnf("kafka reader: "+f, a...) }),
-	})
-	defer func() { _ = reader.Close() }()
-	if err := reader.SetOffset(p.next); err != nil {
-		return fmt.Errorf("effect %s partition %d: set offset %d: %w", eff.Name(), part, p.next, err)
-	}
+	rd := r.newPartitionReader(p)
+	defer rd.close()
 	var held []kafka.Message // read ahead of the read model: they wait
-	lastRetryPoll := time.Now()
+	lastRetryPoll, lastTouch := time.Now(), time.Now()
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -113,12 +101,20 @@ func (r *Runner) workEffect(ctx context.Context, gen *kafka.Generation, part int
 			}
 			batch, held = append([]kafka.Message(nil), held[:n]...), held[n:]
 		} else if len(held) == 0 {
-			msgs, err := r.readBatch(ctx, reader)
+			msgs, err := rd.readBatch(ctx)
 			if ctx.Err() != nil {
 				return nil
 			}
 			if err != nil {
-				return fmt.Errorf("effect %s partition %d: read: %w", eff.Name(), part, err)
+				continue // logged; the reader starts over at the watermark
+			}
+			if len(msgs) == 0 && time.Since(lastTouch) >= r.offsets.StaleClaimAfter/4 {
+				lastTouch = time.Now()
+				if err := r.retry(ctx, p, "refresh claim", func(ctx context.Context) error {
+					return r.offsets.Touch(ctx, r.cfg.Pool, p.key, p.owner)
+				}); err != nil {
+					return err
+				}
 			}
 			for _, m := range msgs {
 				switch {
@@ -137,6 +133,7 @@ func (r *Runner) workEffect(ctx context.Context, gen *kafka.Generation, part int
 			}
 		}
 		if len(batch) > 0 {
+			lastTouch = time.Now()
 			if err := r.effectBatch(ctx, p, eff, horizonFrom, batch); err != nil {
 				return err
 			}

@@ -120,7 +120,7 @@ func TestPoisonParksItsAggregateOnlyAndRetryDrainsInOrder(t *testing.T) {
 	// d's first event cannot be decoded (its data is not JSON); written raw, as a
 	// foreign client might.
 	w := &kafka.Writer{Addr: kafka.TCP(testenv.Kafka(t)...), Topic: f.topic, Balancer: &kafka.Murmur2Balancer{},
-		BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
 	err = w.WriteMessages(context.Background(), kafka.Message{Key: []byte("d"), Value: []byte("{not json"), Headers: []kafka.Header{
 		{Key: "ce_id", Value: []byte("d-1")}, {Key: "ce_source", Value: []byte("t")}, {Key: "ce_type", Value: []byte("Noted")},
 		{Key: "ce_subject", Value: []byte("d")}, {Key: "ce_sequence", Value: []byte("1")}, {Key: "content-type", Value: []byte("application/json")}}})
@@ -191,5 +191,37 @@ func TestPoisonParksItsAggregateOnlyAndRetryDrainsInOrder(t *testing.T) {
 	f.waitCaughtUp(p, 30*time.Second)
 	if got = appliedSeqs(t, f, p); !equal(got["b"], seqs(1, 6)) {
 		t.Fatalf("b after retry and a new event: %v", got["b"])
+	}
+}
+
+// A statement that PostgreSQL refuses at prepare time (an unknown column) in the
+// middle of a batch: the events before it in the batch keep their writes, it parks.
+func TestStatementFailingAtPrepareParksOnlyItsEvent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	reg := events.NewRegistry()
+	events.Register[noted](reg, "Noted")
+	p, err := readmodel.New(f.projectionName(), 1, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Migrate(`CREATE TABLE log (pos bigserial PRIMARY KEY, subject text NOT NULL, seq bigint NOT NULL, n int NOT NULL)`)
+	readmodel.Handle(p, func(_ context.Context, w *readmodel.Writer, e events.Event, v noted) error {
+		if v.Fail {
+			w.Exec(`UPDATE log SET no_such_column = 1 WHERE subject = $1`, e.Subject)
+		}
+		w.Exec(`INSERT INTO log (subject, seq, n) VALUES ($1, $2, $3)`, e.Subject, int64(e.Sequence), v.N)
+		return nil
+	})
+	f.publish(note(t, "a", 1, false), note(t, "b", 1, true), note(t, "a", 2, false), note(t, "c", 1, false), note(t, "b", 2, false))
+	f.start(f.config(p))
+	f.waitCaughtUp(p, time.Minute)
+	got := appliedSeqs(t, f, p)
+	if !equal(got["a"], seqs(1, 2)) || !equal(got["c"], seqs(1, 1)) || len(got["b"]) != 0 {
+		t.Fatalf("applied %v: want a 1-2 and c 1 kept, b parked", got)
+	}
+	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
+	if err != nil || len(parked) != 2 || !strings.Contains(parked[0].Error, "no_such_column") {
+		t.Fatalf("parked %+v %v", parked, err)
 	}
 }

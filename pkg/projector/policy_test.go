@@ -83,3 +83,45 @@ func TestKafkaGroupOffsetsAreAnAdvisoryCopy(t *testing.T) {
 		return true
 	})
 }
+
+// Under GapHalt an aggregate written out of order parks at the gap; a retry applies
+// its events in sequence order. A poison event an operator gives up on is skipped,
+// and the events behind it go on.
+func TestRetryOrdersBySequenceAndSkipReleasesAnAggregate(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	var never atomic.Bool
+	never.Store(true)
+	p := notesProjection(t, f, &never)
+	f.publish(note(t, "g", 1, false), note(t, "g", 3, false), note(t, "g", 2, false), note(t, "g", 4, false),
+		note(t, "h", 1, false), note(t, "h", 2, true), note(t, "h", 3, false))
+	cfg := f.config(p)
+	cfg.Gaps = projector.GapHalt
+	f.start(cfg)
+	f.waitCaughtUp(p, time.Minute)
+	dlq := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version())
+	parked, err := dlq.List(context.Background(), false)
+	if err != nil || len(parked) != 5 {
+		t.Fatalf("parked %+v %v, want 5: g's gap and two behind it, h's poison and one behind it", parked, err)
+	}
+	var poison int64
+	for _, pk := range parked {
+		if pk.Subject == "h" && pk.Behind == nil {
+			poison = pk.ID
+		}
+	}
+	if n, err := dlq.RequestSkip(context.Background(), []int64{poison}); err != nil || n != 1 {
+		t.Fatalf("skip: %d %v", n, err)
+	}
+	if n, err := dlq.RequestRetry(context.Background(), nil); err != nil || n != 4 {
+		t.Fatalf("retry: %d %v", n, err)
+	}
+	waitFor(t, 30*time.Second, "the aggregates to drain", func() bool {
+		ps, err := dlq.List(context.Background(), false)
+		return err == nil && len(ps) == 0
+	})
+	got := appliedSeqs(t, f, p)
+	if !equal(got["g"], []int64{1, 2, 3, 4}) || !equal(got["h"], []int64{1, 3}) {
+		t.Fatalf("applied %v, want g 1-4 in sequence order and h 1, 3 (2 skipped)", got)
+	}
+}

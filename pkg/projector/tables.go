@@ -5,7 +5,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projector/projector/pkg/offsets"
 )
 
 // tables holds the quoted names of the runtime's tables in the framework schema.
@@ -25,7 +26,7 @@ func newTables(schema string) tables {
 		effectStarts: q("effect_starts"), parkedEffects: q("parked_effects")}
 }
 
-func (t tables) setup(ctx context.Context, pool *pgxpool.Pool) error {
+func (t tables) setup(ctx context.Context, pool offsets.Execer) error {
 	for _, s := range []string{
 		`CREATE SCHEMA IF NOT EXISTS ` + t.schema,
 		`CREATE TABLE IF NOT EXISTS ` + t.aggregates + ` (
@@ -53,7 +54,7 @@ func (t tables) setup(ctx context.Context, pool *pgxpool.Pool) error {
 			error       text   NOT NULL,
 			behind      bigint,                     -- offset of the event it waits behind, if any
 			attempts    int    NOT NULL DEFAULT 1,
-			state       text   NOT NULL DEFAULT 'parked' CHECK (state IN ('parked', 'retry', 'resolved')),
+			state       text   NOT NULL DEFAULT 'parked' CHECK (state IN ('parked', 'retry', 'skip', 'resolved')),
 			parked_at   timestamptz NOT NULL DEFAULT now(),
 			updated_at  timestamptz NOT NULL DEFAULT now(),
 			msg_key     bytea,

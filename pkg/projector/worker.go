@@ -41,12 +41,7 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 	p.status.set(func(s *PartitionStatus) { s.State = StateClaiming })
 	defer p.status.set(func(s *PartitionStatus) { s.State = StateReleased })
 
-	err := r.retry(ctx, p, "claim", func(ctx context.Context) error {
-		next, err := r.offsets.Claim(ctx, r.cfg.Pool, p.key, p.owner)
-		p.next = next
-		return err
-	})
-	if err != nil {
+	if err := r.claim(ctx, p); err != nil {
 		return err
 	}
 	if err := r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) }); err != nil {
@@ -56,8 +51,8 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 	if err != nil {
 		return err
 	}
-	if p.next < first {
-		return fmt.Errorf("partition %d: stored offset %d, log starts at %d: %w", part, p.next, first, ErrHistoryGone)
+	if err := checkBounds(part, p.next, first, last); err != nil {
+		return err
 	}
 	p.status.set(func(s *PartitionStatus) {
 		s.Next, s.HighWater = p.next, last
@@ -69,25 +64,17 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 	})
 	p.log.Info("partition claimed", zap.Int64("next_offset", p.next), zap.Int64("high_water", last), zap.Int("parked_aggregates", len(p.parked)))
 
-	reader := kafka.NewReader(kafka.ReaderConfig{
-		Brokers: r.cfg.Brokers, Topic: r.cfg.Topic, Partition: part,
-		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
-		QueueCapacity: max(100, 2*r.cfg.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
-		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) { p.log.Sugar().Warnf("kafka reader: "+f, a...) }),
-	})
-	defer func() { _ = reader.Close() }()
-	if err := reader.SetOffset(p.next); err != nil {
-		return fmt.Errorf("partition %d: set offset %d: %w", part, p.next, err)
-	}
+	rd := r.newPartitionReader(p)
+	defer rd.close()
 
-	lastRetryPoll := time.Now()
+	lastRetryPoll, lastTouch := time.Now(), time.Now()
 	for {
-		msgs, err := r.readBatch(ctx, reader)
+		msgs, err := rd.readBatch(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("partition %d: read: %w", part, err)
+			continue // the reader logged it and starts over at p.next
 		}
 		// A reader may hand back records below the stored position (kafka-go #1398
 		// after a rebalance, or a resync after an unknown commit): drop them.
@@ -97,12 +84,33 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 				kept = append(kept, m)
 			}
 		}
+		if len(kept) > 0 && kept[0].Offset > p.next {
+			// kafka-go moves to the log start by itself on "offset out of range":
+			// never skip events silently.
+			first, last, err := r.bounds(ctx, part)
+			if err != nil {
+				return err
+			}
+			if err := checkBounds(part, p.next, first, last); err != nil {
+				return err
+			}
+		}
 		if len(kept) > 0 {
+			lastTouch = time.Now()
 			if err := r.applyBatch(ctx, p, kept); err != nil {
 				return err
 			}
 		} else if len(msgs) == 0 {
 			p.status.idle(p.next)
+			if time.Since(lastTouch) >= r.offsets.StaleClaimAfter/4 {
+				// An idle owner keeps its claim fresh, so it is never taken for stale.
+				lastTouch = time.Now()
+				if err := r.retry(ctx, p, "refresh claim", func(ctx context.Context) error {
+					return r.offsets.Touch(ctx, r.cfg.Pool, p.key, p.owner)
+				}); err != nil {
+					return err
+				}
+			}
 		}
 		if time.Since(lastRetryPoll) >= r.cfg.RetryPoll {
 			lastRetryPoll = time.Now()
@@ -111,6 +119,102 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 			}
 		}
 	}
+}
+
+// checkBounds refuses a stored position outside the partition: below its start
+// (events deleted before they were applied) or beyond its end (the topic was
+// deleted and created anew).
+func checkBounds(part int, next, first, last int64) error {
+	if next < first {
+		return fmt.Errorf("partition %d: stored offset %d, log starts at %d: %w", part, next, first, ErrHistoryGone)
+	}
+	if next > last {
+		return fmt.Errorf("partition %d: stored offset %d is beyond the log end %d: was the topic deleted and created again? %w",
+			part, next, last, ErrHistoryGone)
+	}
+	return nil
+}
+
+// claim takes the partition over. A claim refused for a newer generation is retried
+// within this generation rather than ending it (which would rebalance every
+// partition of the member): if this member is the stale one, its generation ends.
+func (r *Runner) claim(ctx context.Context, p *partition) error {
+	wait := time.Second
+	for {
+		err := r.retry(ctx, p, "claim", func(ctx context.Context) error {
+			next, err := r.offsets.Claim(ctx, r.cfg.Pool, p.key, p.owner)
+			p.next = next
+			return err
+		})
+		if !errors.Is(err, offsets.ErrFenced) {
+			return err
+		}
+		p.log.Warn("claim refused: a newer generation holds the partition; waiting", zap.Duration("wait", wait))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// partitionReader is a kafka-go reader for one partition that starts over at the
+// worker's position after a read error, instead of giving up: a broker restart is
+// a transient fault like any other.
+type partitionReader struct {
+	r      *Runner
+	p      *partition
+	reader *kafka.Reader
+	fails  int
+}
+
+func (r *Runner) newPartitionReader(p *partition) *partitionReader {
+	return &partitionReader{r: r, p: p}
+}
+
+func (pr *partitionReader) open() error {
+	pr.reader = kafka.NewReader(kafka.ReaderConfig{
+		Brokers: pr.r.cfg.Brokers, Topic: pr.r.cfg.Topic, Partition: pr.p.key.Partition,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
+		QueueCapacity: max(100, 2*pr.r.cfg.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
+		MaxAttempts: 10,
+		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) { pr.p.log.Sugar().Debugf("kafka reader: "+f, a...) }),
+	})
+	return pr.reader.SetOffset(pr.p.next)
+}
+
+func (pr *partitionReader) close() {
+	if pr.reader != nil {
+		_ = pr.reader.Close()
+		pr.reader = nil
+	}
+}
+
+// readBatch reads a batch from the worker's position. On a read error it logs,
+// waits, closes the reader and returns the error; the next call reopens it.
+func (pr *partitionReader) readBatch(ctx context.Context) ([]kafka.Message, error) {
+	if pr.reader == nil {
+		if err := pr.open(); err != nil {
+			return nil, err
+		}
+	}
+	msgs, err := pr.r.readBatch(ctx, pr.reader)
+	if err == nil || ctx.Err() != nil {
+		pr.fails = 0
+		return msgs, err
+	}
+	pr.fails++
+	pr.r.metrics.transient.Inc()
+	if pr.fails == 1 || pr.fails%10 == 0 {
+		pr.p.log.Warn("reading the partition failed; starting over at the stored position", zap.Int("attempt", pr.fails), zap.Error(err))
+	}
+	pr.close()
+	select {
+	case <-ctx.Done():
+	case <-time.After(min(time.Duration(pr.fails)*250*time.Millisecond, 5*time.Second)):
+	}
+	return nil, err
 }
 
 // readBatch waits up to a second for a first message, then gathers more until the
@@ -155,14 +259,23 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	defer cancel()
 	var out outcome
 	careful, resynced := false, false
+	known := map[int64]error{} // events found poisonous where a rollback could not isolate them
 	err := r.retry(ctx, p, "apply batch", func(ctx context.Context) error {
 		var err error
-		out, err = r.applyOnce(ctx, p, entries, careful)
+		out, err = r.applyOnce(ctx, p, entries, careful, known)
 		if errors.Is(err, errCareful) {
 			careful = true
 			p.log.Info("a write failed; applying the batch event by event to park the failing events",
 				zap.Int64("from", msgs[0].Offset), zap.Int64("to", msgs[len(msgs)-1].Offset))
-			out, err = r.applyOnce(ctx, p, entries, true)
+			out, err = r.applyOnce(ctx, p, entries, true, known)
+		}
+		for {
+			var pe *poisonError
+			if !errors.As(err, &pe) || known[pe.offset] != nil {
+				break
+			}
+			known[pe.offset] = pe.err
+			out, err = r.applyOnce(ctx, p, entries, true, known)
 		}
 		if errors.Is(err, offsets.ErrFenced) {
 			ok, rerr := r.resync(ctx, p)
@@ -178,7 +291,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	}
 	if resynced { // the stored position already covers the batch
 		p.status.batch(p.next, msgs[len(msgs)-1].HighWaterMark, outcome{}, r.cfg.ReadyLag, p.log)
-		return r.loadParked(ctx, p)
+		return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
 	}
 	for s, off := range out.parkedSubjects {
 		if _, ok := p.parked[s]; !ok {

@@ -25,9 +25,10 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, frameworkSchema string, p *P
 		return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	lock := "projector:migrate:" + frameworkSchema + ":" + p.Schema()
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, SetupLockKey(frameworkSchema)); err != nil {
+		return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
+	}
 	stmts := []string{
-		`SELECT pg_advisory_xact_lock(hashtext('` + lock + `'))`,
 		`CREATE SCHEMA IF NOT EXISTS ` + fw,
 		`CREATE SCHEMA IF NOT EXISTS ` + pgx.Identifier{p.Schema()}.Sanitize(),
 		`CREATE TABLE IF NOT EXISTS ` + fw + `.migrations (
@@ -85,6 +86,10 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, frameworkSchema string, p *P
 	}
 	return tx.Commit(ctx)
 }
+
+// SetupLockKey names the advisory lock under which schemas and tables of one
+// framework schema are created, so that instances starting together do not race.
+func SetupLockKey(frameworkSchema string) string { return "projector:setup:" + frameworkSchema }
 
 func checksum(s string) string {
 	h := sha256.Sum256([]byte(s))

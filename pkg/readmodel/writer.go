@@ -52,6 +52,9 @@ func (w *Writer) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row 
 	return w.tx.QueryRow(ctx, sql, args...)
 }
 
+// Discard drops the statements queued and not yet sent.
+func (w *Writer) Discard() { w.batch, w.n = &pgx.Batch{}, 0 }
+
 // Pending returns the number of statements queued and not yet sent.
 func (w *Writer) Pending() int { return w.n }
 

@@ -67,11 +67,11 @@ func (l *Ledger) RoundTrips() int64 { return l.roundTrips.Load() }
 type State int
 
 const (
-	// Acquired: this caller holds the key and must run the effect.
+	// Acquired means this caller holds the key and must run the effect.
 	Acquired State = iota
-	// Done: the effect already ran for this key; do not run it.
+	// Done means the effect already ran for this key; do not run it.
 	Done
-	// Held: another holder's lease is live; wait for it to finish or expire.
+	// Held means another holder's lease is live; wait for it to finish or expire.
 	Held
 )
 
