@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -13,35 +14,49 @@ import (
 	"github.com/projector/projector/pkg/projector"
 )
 
+const dlqUsage = `projector dlq list|retry|skip: parked events and parked effect runs.
+
+  projector dlq list [--effects] [--all] [--json]
+  projector dlq retry --subjects A,B | --all      retry parked events, in order, after a fix
+  projector dlq retry --effects [--effect NAME]   retry parked effect runs
+  projector dlq skip --ids 12,13                  give up on parked events (they count as
+                                                  consumed; the events behind them go on)
+
+Parked events are events that failed permanently — undecodable, a failing handler or
+statement, a sequence gap under --gaps halt — and the later events of the same
+aggregate parked behind them. Retries and skips are carried out by the projector that
+owns the partition, within a second; nothing happens while no projector runs.
+`
+
 func runDLQ(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "retry") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-			_, _ = fmt.Fprintln(stdout, "projector dlq list|retry: see 'projector dlq list --help' and 'projector dlq retry --help'")
-			return nil
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		_, _ = fmt.Fprint(stdout, dlqUsage)
+		if len(args) == 0 {
+			return errors.New("dlq takes a subcommand: list, retry or skip")
 		}
-		return errors.New("dlq takes a subcommand: list or retry")
+		return nil
 	}
 	sub := args[0]
-	var c common
-	var asJSON, all bool
-	var subjects string
-	help := `projector dlq list: parked events — events that failed permanently (undecodable,
-a failing handler or statement) and the events of the same aggregate parked behind
-them, with the error, topic, partition, offset and attempts.`
-	if sub == "retry" {
-		help = `projector dlq retry --subjects S1,S2 | --all: after a fix, ask the running projector
-to apply the parked events of these aggregates again, in order. An event that fails
-again stays parked, with the events behind it. Nothing happens while no projector
-runs; the next one to start picks the request up.`
+	if sub != "list" && sub != "retry" && sub != "skip" {
+		return fmt.Errorf("dlq %s: want list, retry or skip", sub)
 	}
-	f := cli.NewFlags("dlq "+sub, help)
+	var c common
+	var asJSON, all, effects bool
+	var subjects, effect, ids string
+	f := cli.NewFlags("dlq "+sub, dlqUsage)
 	c.register(f)
-	if sub == "list" {
+	switch sub {
+	case "list":
 		f.Bool(&asJSON, "json", "", false, "print JSON")
-		f.Bool(&all, "all", "", false, "include resolved events")
-	} else {
+		f.Bool(&all, "all", "", false, "include resolved ones")
+		f.Bool(&effects, "effects", "", false, "list parked effect runs instead of parked events")
+	case "retry":
 		f.String(&subjects, "subjects", "", "", "aggregates (subjects) to retry, comma-separated")
 		f.Bool(&all, "all", "", false, "retry every parked aggregate")
+		f.Bool(&effects, "effects", "", false, "retry parked effect runs instead of parked events")
+		f.String(&effect, "effect", "", "", "with --effects: only this effect")
+	case "skip":
+		f.String(&ids, "ids", "", "", "ids of parked events to skip, comma-separated (see dlq list)")
 	}
 	if err := f.Parse(args[1:], stdout); err != nil {
 		return err
@@ -52,39 +67,84 @@ runs; the next one to start picks the request up.`
 	}
 	defer pool.Close()
 	q := projector.NewDLQ(pool, c.schema, proj.Name(), proj.Version())
-	if sub == "retry" {
-		list := cli.SplitList(subjects)
-		if len(list) == 0 && !all {
-			return errors.New("dlq retry: name --subjects or pass --all")
+	switch sub {
+	case "retry":
+		var n int64
+		switch {
+		case effects:
+			n, err = q.RequestEffectRetry(ctx, effect)
+		case subjects == "" && !all:
+			return errors.New("dlq retry: name --subjects, or pass --all or --effects")
+		default:
+			n, err = q.RequestRetry(ctx, cli.SplitList(subjects))
 		}
-		n, err := q.RequestRetry(ctx, list)
 		if err != nil {
 			return err
 		}
-		_, _ = fmt.Fprintf(stdout, "marked %d parked events for retry; the projector owning each partition applies them in order\n", n)
+		_, _ = fmt.Fprintf(stdout, "marked %d for retry; the projector owning each partition runs them in order\n", n)
 		return nil
+	case "skip":
+		var list []int64
+		for _, s := range cli.SplitList(ids) {
+			id, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return fmt.Errorf("--ids: %q is not an id", s)
+			}
+			list = append(list, id)
+		}
+		if len(list) == 0 {
+			return errors.New("dlq skip: name --ids")
+		}
+		n, err := q.RequestSkip(ctx, list)
+		if err != nil {
+			return err
+		}
+		_, _ = fmt.Fprintf(stdout, "marked %d of %d to skip\n", n, len(list))
+		return nil
+	}
+	if effects {
+		parked, err := q.ListEffects(ctx, all)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return writeIndented(stdout, parked)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		_, _ = fmt.Fprintln(tw, "ID\tEFFECT\tPARTITION\tOFFSET\tEVENT\tSTATE\tATTEMPTS\tERROR")
+		for _, p := range parked {
+			_, _ = fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%d\t%s\n", p.ID, p.Effect, p.Partition, p.Offset, p.EventID, p.State, p.Attempts, short(p.Error))
+		}
+		return tw.Flush()
 	}
 	parked, err := q.List(ctx, all)
 	if err != nil {
 		return err
 	}
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(parked)
+		return writeIndented(stdout, parked)
 	}
 	if len(parked) == 0 {
 		_, _ = fmt.Fprintln(stdout, "no parked events")
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	_, _ = fmt.Fprintln(tw, "PARTITION\tOFFSET\tSUBJECT\tTYPE\tSTATE\tATTEMPTS\tERROR")
+	_, _ = fmt.Fprintln(tw, "ID\tPARTITION\tOFFSET\tSUBJECT\tTYPE\tSTATE\tATTEMPTS\tERROR")
 	for _, p := range parked {
-		msg := p.Error
-		if len(msg) > 100 {
-			msg = msg[:100] + "…"
-		}
-		_, _ = fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%d\t%s\n", p.Partition, p.Offset, p.Subject, p.EventType, p.State, p.Attempts, strings.ReplaceAll(msg, "\n", " "))
+		_, _ = fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s\n", p.ID, p.Partition, p.Offset, p.Subject, p.EventType, p.State, p.Attempts, short(p.Error))
 	}
 	return tw.Flush()
+}
+
+func short(msg string) string {
+	if len(msg) > 100 {
+		msg = msg[:100] + "…"
+	}
+	return strings.ReplaceAll(msg, "\n", " ")
+}
+
+func writeIndented(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

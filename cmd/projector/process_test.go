@@ -23,6 +23,7 @@ import (
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/sideeffects"
 )
 
 // These tests run the projector as real processes and kill, stop and resume them by
@@ -53,6 +54,7 @@ type procFixture struct {
 	schema     string
 	projection *readmodel.Projection
 	logs       string
+	fxArgs     []string // effect settings; none unless a test sets them
 }
 
 func newProcFixture(t *testing.T, partitions int) *procFixture {
@@ -134,6 +136,11 @@ func (f *procFixture) start(name string, extra ...string) *proc {
 		"--database-url", testenv.Get(f.t).DatabaseURL, "--schema", f.schema, "--projection", f.projection.Name(),
 		"--group", "g-" + f.projection.Name(), "--listen", "127.0.0.1:0", "--progress=false",
 		"--session-timeout", "6s", "--heartbeat", "500ms", "--batch-size", "200"}, extra...)
+	if f.fxArgs != nil {
+		args = append(args, f.fxArgs...)
+	} else {
+		args = append(args, "--effects", "none")
+	}
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -245,7 +252,14 @@ func TestSIGKILLMidBatchThenRestartEqualsFold(t *testing.T) {
 	}
 	t.Parallel()
 	f := newProcFixture(t, 4)
-	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 3, Users: 500})
+	// The welcome email runs too: every kill may land between a mail and its ledger mark.
+	var b [4]byte
+	_, _ = crand.Read(b[:])
+	prefix := "kill" + hex.EncodeToString(b[:])
+	mail := testenv.MailpitServer(t)
+	f.fxArgs = []string{"--redis-url", testenv.Get(t).RedisURL, "--ledger-namespace", prefix, "--smtp-addr", mail.SMTPAddr,
+		"--effect-lease", "2s", "--effect-concurrency", "2"}
+	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 3, Users: 500, Start: time.Now().UTC(), Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,10 +289,45 @@ func TestSIGKILLMidBatchThenRestartEqualsFold(t *testing.T) {
 	}
 	p := f.start("final")
 	waitFor(t, 2*time.Minute, "the replay to complete", func() bool { return f.progress() >= 65000 })
+	regs := f.registrations(prefix)
+	waitFor(t, 2*time.Minute, "every welcome mail", func() bool { return len(distinct(mail.Messages(t, "@"+prefix+".example.test"))) >= len(regs) })
 	p.stop(t)
 	f.assertEqualsFold()
 	n := f.assertOffsetsNeverWentBack()
 	t.Logf("%d offset writes audited, none went back", n)
+
+	msgs := mail.Messages(t, "@"+prefix+".example.test")
+	ids := distinct(msgs)
+	for id := range ids {
+		if !regs[id] {
+			t.Fatalf("a mail with Message-ID %q matches no registration's idempotency key", id)
+		}
+	}
+	if len(ids) != len(regs) {
+		t.Fatalf("%d of %d registrations got a mail", len(ids), len(regs))
+	}
+	t.Logf("%d registrations, %d mails: %d sent again after a kill, each with its first Message-ID", len(regs), len(msgs), len(msgs)-len(ids))
+}
+
+// registrations returns the Message-IDs the log's registrations of users with the
+// prefix must produce.
+func (f *procFixture) registrations(prefix string) map[string]bool {
+	out := map[string]bool{}
+	for _, m := range testenv.ReadAll(f.t, f.topic) {
+		e, err := eventlog.FromMessage(m)
+		if err == nil && e.Type == domain.TypeUserRegistered && strings.HasPrefix(e.Subject, prefix) {
+			out[domain.MessageID(sideeffects.Key(domain.WelcomeEmailEffect, e.ID))] = true
+		}
+	}
+	return out
+}
+
+func distinct(msgs []testenv.Message) map[string]int {
+	out := map[string]int{}
+	for _, m := range msgs {
+		out[m.MessageID]++
+	}
+	return out
 }
 
 // memberOf returns the member id and generation that last wrote every partition,

@@ -33,6 +33,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var readyLagInt int
 	var batchTimeout, drain, session, heartbeat time.Duration
 	var progress bool
+	var fx effectFlags
 	f := cli.NewFlags("run", `projector run: build the example read model (users with article counts, articles)
 from the log — from offset zero for a new projection version, from its stored offsets
 otherwise — then keep it current. Several instances with the same --group share the
@@ -46,7 +47,12 @@ HTTP (--listen):
   GET /metrics                Prometheus metrics
   GET /v1/users/{id}          one user, with their articles
   GET /v1/users?limit=N       users, by id
-  GET /v1/stats               row counts`)
+  GET /v1/stats               row counts
+
+Effects (--effects): welcome_email sends a welcome mail over SMTP on UserRegistered,
+once per user however often the log is replayed, through the Redis ledger
+(--redis-url), the effect's watermark in PostgreSQL, and the horizon: an effect
+that starts with no watermark sends nothing for events older than --effect-horizon.`)
 	c.register(f)
 	f.String(&listen, "listen", "PROJECTOR_LISTEN", listenDefault, "HTTP listen address")
 	f.String(&group, "group", "PROJECTOR_GROUP", "", "Kafka consumer group (default projector.NAME.vVERSION)")
@@ -59,6 +65,7 @@ HTTP (--listen):
 	f.String(&gaps, "gaps", "PROJECTOR_GAPS", "warn", "a gap in an aggregate's sequence: warn (apply, report) or halt (park the aggregate)")
 	f.String(&unknown, "unknown-types", "PROJECTOR_UNKNOWN_TYPES", "skip", "an event type the registry lacks: skip or park")
 	f.Bool(&progress, "progress", "PROJECTOR_PROGRESS", cli.IsTerminal(os.Stderr), "draw a progress bar on standard error while replaying")
+	fx.register(f)
 	if err := f.Parse(args, stdout); err != nil {
 		return err
 	}
@@ -89,6 +96,11 @@ HTTP (--listen):
 	}
 	defer pool.Close()
 
+	effects, ledger, closeFx, err := fx.open(proj)
+	if err != nil {
+		return err
+	}
+	defer closeFx()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	runner, err := projector.New(projector.Config{
@@ -96,6 +108,7 @@ HTTP (--listen):
 		Schema: c.schema, Logger: log, Registerer: reg,
 		BatchSize: batchSize, BatchTimeout: batchTimeout, ReadyLag: readyLag, DrainTimeout: drain,
 		SessionTimeout: session, HeartbeatInterval: heartbeat, Gaps: gapPolicy, Unknown: unknownPolicy,
+		Effects: effects, Ledger: ledger, EffectHorizon: fx.horizon, EffectConcurrency: fx.concurrency, EffectMaxAttempts: fx.attempts, EffectBatchSize: fx.batch,
 	})
 	if err != nil {
 		return err

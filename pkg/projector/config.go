@@ -90,12 +90,17 @@ type Config struct {
 	EffectConcurrency int
 	// EffectMaxAttempts: a run that fails this often parks (default EffectMaxAttemptsDefault).
 	EffectMaxAttempts int
+	// EffectBatchSize is the most runs reserved, run and settled together (default
+	// EffectBatchSizeDefault): each such batch costs two Redis round trips, and a
+	// crash re-runs, with the same keys, at most the runs of the batch in flight.
+	EffectBatchSize int
 }
 
 // Defaults for the effect settings.
 const (
 	EffectConcurrencyDefault = 4
 	EffectMaxAttemptsDefault = 5
+	EffectBatchSizeDefault   = 16
 )
 
 func (c Config) withDefaults() Config {
@@ -137,6 +142,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.EffectMaxAttempts == 0 {
 		c.EffectMaxAttempts = EffectMaxAttemptsDefault
+	}
+	if c.EffectBatchSize == 0 {
+		c.EffectBatchSize = EffectBatchSizeDefault
 	}
 	return c
 }
@@ -181,9 +189,9 @@ func (c Config) validate() error {
 		}
 		seen[e.Name()] = true
 	}
-	if c.EffectConcurrency < 1 || c.EffectMaxAttempts < 1 || c.EffectHorizon < 0 {
-		errs = append(errs, fmt.Errorf("EffectConcurrency %d and EffectMaxAttempts %d must be at least 1, EffectHorizon %v not negative",
-			c.EffectConcurrency, c.EffectMaxAttempts, c.EffectHorizon))
+	if c.EffectConcurrency < 1 || c.EffectMaxAttempts < 1 || c.EffectBatchSize < 1 || c.EffectHorizon < 0 {
+		errs = append(errs, fmt.Errorf("EffectConcurrency %d, EffectMaxAttempts %d and EffectBatchSize %d must be at least 1, EffectHorizon %v not negative",
+			c.EffectConcurrency, c.EffectMaxAttempts, c.EffectBatchSize, c.EffectHorizon))
 	}
 	if c.HeartbeatInterval >= c.SessionTimeout {
 		errs = append(errs, fmt.Errorf("HeartbeatInterval %v must be below SessionTimeout %v", c.HeartbeatInterval, c.SessionTimeout))

@@ -188,8 +188,10 @@ func (r *Runner) effectBatch(genCtx context.Context, p *partition, eff *sideeffe
 		}
 		items = append(items, &fxItem{msg: m, dec: d, key: sideeffects.Key(eff.Name(), ev.ID)})
 	}
-	if err := r.runEffects(ctx, p, eff, items); err != nil {
-		return err
+	for i := 0; i < len(items); i += r.cfg.EffectBatchSize {
+		if err := r.runEffects(ctx, p, eff, items[i:min(i+r.cfg.EffectBatchSize, len(items))]); err != nil {
+			return err
+		}
 	}
 	next := msgs[len(msgs)-1].Offset + 1
 	err := r.retry(ctx, p, "advance effect watermark", func(ctx context.Context) error {
@@ -402,8 +404,10 @@ func (r *Runner) retryParkedEffects(ctx context.Context, p *partition, eff *side
 	}
 	dctx, cancel := drainContext(ctx, r.cfg.DrainTimeout)
 	defer cancel()
-	if err := r.runEffects(dctx, p, eff, ready); err != nil {
-		return err
+	for i := 0; i < len(ready); i += r.cfg.EffectBatchSize {
+		if err := r.runEffects(dctx, p, eff, ready[i:min(i+r.cfg.EffectBatchSize, len(ready))]); err != nil {
+			return err
+		}
 	}
 	resolved := 0
 	err = r.retry(dctx, p, "settle effect retries", func(ctx context.Context) error {
