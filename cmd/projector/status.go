@@ -17,6 +17,7 @@ func runStatus(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	var asJSON bool
 	var interval time.Duration
 	var readyLag int
+	var effects string
 	f := cli.NewFlags("status", `projector status: where the projection stands, per partition — stored position,
 log end, lag, state, events/s and ETA (measured over --interval), parked events.
 Read from PostgreSQL and Kafka, so it covers every instance and works while none runs.
@@ -25,6 +26,7 @@ Exits 0 when every partition is live, 3 otherwise.`)
 	f.Bool(&asJSON, "json", "", false, "print JSON")
 	f.Duration(&interval, "interval", "", time.Second, "sampling interval for events/s (0: none)")
 	f.Int(&readyLag, "ready-lag", "PROJECTOR_READY_LAG", projector.ReadyLagDefault, "a partition is live when its lag is at most this")
+	f.String(&effects, "effects", "PROJECTOR_EFFECTS", EffectsDefault, "effects whose watermarks to report, comma-separated, or none")
 	if err := f.Parse(args, stdout); err != nil {
 		return err
 	}
@@ -36,6 +38,7 @@ Exits 0 when every partition is live, 3 otherwise.`)
 	st, err := projector.Inspect(ctx, projector.Inspection{
 		Pool: pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers), Topic: c.topic,
 		Projection: proj.Name(), Version: proj.Version(), ReadyLag: int64(readyLag), Interval: interval,
+		Effects: effectNames(effects),
 	})
 	if err != nil {
 		return err
@@ -58,6 +61,9 @@ Exits 0 when every partition is live, 3 otherwise.`)
 			_, _ = fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%.0f\t%s\t%d\t\n", p.Partition, p.State, p.Next, p.HighWater, p.Lag, p.EventsPerSec, eta, p.Parked)
 		}
 		_ = tw.Flush()
+		for eff, lag := range st.EffectLag {
+			_, _ = fmt.Fprintf(stdout, "\neffect %s: %d events behind the log end\n", eff, lag)
+		}
 	}
 	if !st.Ready {
 		return exitCode(3)
@@ -69,3 +75,11 @@ Exits 0 when every partition is live, 3 otherwise.`)
 type exitCode int
 
 func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func effectNames(s string) []string {
+	names := cli.SplitList(s)
+	if len(names) == 1 && names[0] == "none" {
+		return nil
+	}
+	return names
+}

@@ -25,6 +25,7 @@ type Inspection struct {
 	Version    int
 	ReadyLag   int64         // default ReadyLagDefault
 	Interval   time.Duration // sampling interval for rates; 0 = no rates
+	Effects    []string      // effect names whose watermarks to report
 }
 
 // Inspect returns the status of every partition of the topic for the projection.
@@ -88,6 +89,24 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 		}
 	}
 	st := Status{Projection: in.Projection, Version: in.Version, Topic: in.Topic, Ready: true}
+	for _, eff := range in.Effects {
+		marks, err := store.List(ctx, in.Pool, EffectKey(in.Projection, in.Version, eff, in.Topic, 0).Projection, in.Version)
+		if err != nil {
+			return Status{}, err
+		}
+		at := map[int]int64{}
+		for _, m := range marks {
+			if m.Topic == in.Topic {
+				at[m.Partition] = m.Next
+			}
+		}
+		if st.EffectLag == nil {
+			st.EffectLag = map[string]int64{}
+		}
+		for p := range n {
+			st.EffectLag[eff] += max(0, ends[p]-at[p])
+		}
+	}
 	for p := range n {
 		pos := after[p]
 		ps := PartitionStatus{Topic: in.Topic, Partition: p, Next: pos.Next, HighWater: ends[p], Parked: int64(parked[p])}

@@ -44,6 +44,9 @@ type Status struct {
 	Ready      bool              `json:"ready"`
 	Lag        int64             `json:"lag"`
 	Partitions []PartitionStatus `json:"partitions"`
+	// EffectLag is, per effect, the events between its watermark and the log end
+	// (Inspect only).
+	EffectLag map[string]int64 `json:"effect_lag,omitempty"`
 }
 
 type statusBoard struct {
