@@ -104,8 +104,14 @@ func BenchmarkEffects(b *testing.B) {
 			var runs atomic.Int64
 			noop := func() { runs.Add(1) }
 			sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserRegistered) error { noop(); return nil })
-			sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserChangedPassword) error { noop(); return nil })
-			sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserPublishedAnArticle) error { noop(); return nil })
+			sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserChangedPassword) error {
+				noop()
+				return nil
+			})
+			sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserPublishedAnArticle) error {
+				noop()
+				return nil
+			})
 			sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.ArticleDeleted) error { noop(); return nil })
 			sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserDeleted) error { noop(); return nil })
 			ledger, err := sideeffects.NewLedger(sideeffects.LedgerConfig{Client: rc, Namespace: fmt.Sprintf("%sfx%d", prefix, i)})
