@@ -29,7 +29,7 @@ func Transient(err error) error {
 // a network or connection failure, or a PostgreSQL condition that passes — read-only
 // (a replica, or default_transaction_read_only), out of disk or memory, too many
 // connections, shutting down or starting up, serialization failures and deadlocks,
-// lock and statement timeouts. Everything else is permanent: the event parks.
+// lock, statement and idle-in-transaction timeouts. Everything else is permanent: the event parks.
 func IsTransient(err error) bool {
 	if err == nil {
 		return false
@@ -54,6 +54,7 @@ func IsTransient(err error) bool {
 		switch code {
 		case "40001", "40P01", // serialization failure, deadlock
 			"25006",          // read-only SQL transaction
+			"25P03", "25P04", // the session ended by idle_in_transaction_session_timeout / transaction_timeout
 			"55P03",          // lock not available
 			"57014",          // query canceled (statement timeout)
 			"58000", "58030": // system error, I/O error

@@ -34,6 +34,7 @@ func TestIsTransient(t *testing.T) {
 		{"cannot connect now", pg("57P03"), true},
 		{"serialization failure", fmt.Errorf("wrapped: %w", pg("40001")), true},
 		{"deadlock", pg("40P01"), true},
+		{"idle in transaction timeout", pg("25P03"), true},
 		{"connection failure", pg("08006"), true},
 		{"statement timeout", pg("57014"), true},
 		{"connection refused", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, true},
