@@ -45,3 +45,42 @@ func Postgres(tb testing.TB) (*pgxpool.Pool, string) {
 	})
 	return pool, schema
 }
+
+// Database creates a database of the test's own on the shared server — for tests
+// that need two read models with the same schema names side by side, as two
+// deployments would have — and returns a pool on it and its name. It is dropped when
+// the test ends.
+func Database(tb testing.TB) (*pgxpool.Pool, string) {
+	tb.Helper()
+	base := Get(tb).DatabaseURL
+	name := UniqueName(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		tb.Fatalf("connect to PostgreSQL: %v", err)
+	}
+	defer func() { _ = admin.Close(ctx) }()
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		tb.Fatalf("create database %s: %v", name, err)
+	}
+	cfg, err := pgxpool.ParseConfig(base)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.ConnConfig.Database = name
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		pool.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c, err := pgx.Connect(ctx, base); err == nil {
+			_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+			_ = c.Close(ctx)
+		}
+	})
+	return pool, name
+}

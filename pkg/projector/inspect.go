@@ -133,3 +133,28 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 	}
 	return st, nil
 }
+
+// LogStarts returns each partition's first offset: what the log still holds.
+func LogStarts(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
+	n, err := eventlog.Partitions(ctx, brokers, topic)
+	if err != nil {
+		return nil, err
+	}
+	var reqs []kafka.OffsetRequest
+	for p := range n {
+		reqs = append(reqs, kafka.FirstOffsetOf(p))
+	}
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("projector: list offsets of %s: %w", topic, err)
+	}
+	out := map[int]int64{}
+	for _, po := range resp.Topics[topic] {
+		if po.Error != nil {
+			return nil, po.Error
+		}
+		out[po.Partition] = po.FirstOffset
+	}
+	return out, nil
+}

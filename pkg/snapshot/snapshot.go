@@ -1,0 +1,387 @@
+// Package snapshot takes consistent snapshots of one projection version — its tables
+// together with the offsets they correspond to — and restores them, so that a new
+// deployment starts from a snapshot instead of replaying the whole log.
+//
+// A snapshot is taken in one REPEATABLE READ, READ ONLY transaction: every table and
+// the stored offsets come from the same instant, whatever the workers commit
+// meanwhile. Tables are written with PostgreSQL's binary COPY, one file each, with a
+// SHA-256 per file; the manifest records the projection, version, schema hash, the
+// next offset of every partition, row counts and a checksum over the files. The
+// store built here is a folder (FolderStore); the Store interface is what an S3 or
+// large-object store would implement.
+package snapshot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projector/projector/pkg/readmodel"
+)
+
+// Manifest describes one snapshot.
+type Manifest struct {
+	ID         string        `json:"id"`
+	Projection string        `json:"projection"`
+	Version    int           `json:"version"`
+	SchemaHash string        `json:"schema_hash"`
+	Topic      string        `json:"topic"`
+	Offsets    map[int]int64 `json:"offsets"` // next offset per partition
+	Events     int64         `json:"events"`  // sum of the offsets: events the snapshot covers
+	Tables     []Table       `json:"tables"`
+	Checksum   string        `json:"checksum"` // SHA-256 over the tables' names and hashes
+	CreatedAt  time.Time     `json:"created_at"`
+	Bytes      int64         `json:"bytes"`
+}
+
+// Table is one file of a snapshot.
+type Table struct {
+	Name   string `json:"name"`   // a projection table, or the framework's "_aggregates" / "_event_ids"
+	Rows   int64  `json:"rows"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+// Sentinel errors; restores wrap them with what differs.
+var (
+	ErrChecksum       = errors.New("snapshot checksum mismatch: the snapshot is corrupt")
+	ErrSchemaMismatch = errors.New("snapshot schema does not match the projection's")
+	ErrNotEmpty       = errors.New("target read model is not empty")
+	ErrBelowLogStart  = errors.New("snapshot offsets are below the log start: the events after it are gone")
+	ErrNotFound       = errors.New("snapshot not found")
+)
+
+// Store keeps snapshots.
+type Store interface {
+	// Write stores a snapshot: write is called once per file, then the manifest is
+	// committed; a failed Write leaves nothing behind.
+	Write(ctx context.Context, m *Manifest, files func(put func(name string, w func(io.Writer) error) error) error) error
+	// List returns the manifests of a projection version, newest first.
+	List(ctx context.Context, projection string, version int) ([]Manifest, error)
+	// Open returns a manifest and a way to read its files.
+	Open(ctx context.Context, projection string, version int, id string) (Manifest, func(name string) (io.ReadCloser, error), error)
+	// Delete removes a snapshot.
+	Delete(ctx context.Context, projection string, version int, id string) error
+}
+
+// Source says what to snapshot.
+type Source struct {
+	Pool       *pgxpool.Pool
+	Schema     string // framework schema (offsets, aggregates); default readmodel.FrameworkSchemaDefault
+	Projection *readmodel.Projection
+	Topic      string
+}
+
+func (s Source) fw() string {
+	if s.Schema == "" {
+		return readmodel.FrameworkSchemaDefault
+	}
+	return s.Schema
+}
+
+// Take snapshots the projection version in one REPEATABLE READ transaction.
+func Take(ctx context.Context, src Source, store Store) (*Manifest, error) {
+	tx, err := src.Pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	p := src.Projection
+	fw := pgx.Identifier{src.fw()}.Sanitize()
+	m := &Manifest{Projection: p.Name(), Version: p.Version(), SchemaHash: p.SchemaHash(), Topic: src.Topic,
+		Offsets: map[int]int64{}, CreatedAt: time.Now().UTC()}
+	rows, err := tx.Query(ctx, `SELECT partition, next_offset FROM `+fw+`.offsets WHERE projection = $1 AND version = $2 AND topic = $3`,
+		p.Name(), p.Version(), src.Topic)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: offsets: %w", err)
+	}
+	for rows.Next() {
+		var part int
+		var next int64
+		if err := rows.Scan(&part, &next); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		m.Offsets[part] = next
+		m.Events += next
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var tables []string
+	rows, err = tx.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename`, p.Schema())
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		tables = append(tables, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	m.ID = fmt.Sprintf("%s-%012d", m.CreatedAt.Format("20060102T150405.000Z"), m.Events)
+	m.ID = strings.ReplaceAll(m.ID, ".", "")
+	copies := map[string]string{}
+	for _, t := range tables {
+		copies[t] = `COPY ` + pgx.Identifier{p.Schema(), t}.Sanitize() + ` TO STDOUT (FORMAT binary)`
+	}
+	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	where := ` WHERE projection = ` + lit(p.Name()) + ` AND version = ` + fmt.Sprint(p.Version())
+	copies["_aggregates"] = `COPY (SELECT subject, last_sequence, last_event_id FROM ` + fw + `.aggregates` + where +
+		` ORDER BY subject) TO STDOUT (FORMAT binary)`
+	copies["_event_ids"] = `COPY (SELECT event_id FROM ` + fw + `.event_ids` + where + ` ORDER BY event_id) TO STDOUT (FORMAT binary)`
+	names := make([]string, 0, len(copies))
+	for n := range copies {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	err = store.Write(ctx, m, func(put func(string, func(io.Writer) error) error) error {
+		for _, name := range names {
+			var info Table
+			info.Name = name
+			err := put(name, func(w io.Writer) error {
+				h := sha256.New()
+				cw := &countWriter{w: io.MultiWriter(w, h)}
+				tag, err := tx.Conn().PgConn().CopyTo(ctx, cw, copies[name])
+				if err != nil {
+					return fmt.Errorf("copy %s: %w", name, err)
+				}
+				info.Rows, info.Bytes, info.SHA256 = tag.RowsAffected(), cw.n, hex.EncodeToString(h.Sum(nil))
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			m.Tables = append(m.Tables, info)
+			m.Bytes += info.Bytes
+		}
+		m.Checksum = checksum(m.Tables)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return m, tx.Commit(ctx)
+}
+
+// checksum covers every table's name, row count and hash.
+func checksum(tables []Table) string {
+	h := sha256.New()
+	for _, t := range tables {
+		_, _ = fmt.Fprintf(h, "%s\x00%d\x00%s\n", t.Name, t.Rows, t.SHA256)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// Target says where to restore.
+type Target struct {
+	Pool       *pgxpool.Pool
+	Schema     string                // framework schema; default readmodel.FrameworkSchemaDefault
+	Projection *readmodel.Projection // its migrations create the tables; its schema receives them
+	Topic      string
+	// LogStart, when set, returns each partition's first offset: a snapshot whose
+	// offsets lie below it is refused (the events after it are gone).
+	LogStart func(ctx context.Context) (map[int]int64, error)
+}
+
+// Verify checks a snapshot's files against its manifest and the projection's schema
+// hash, reading every byte.
+func Verify(ctx context.Context, store Store, p *readmodel.Projection, id string) (Manifest, error) {
+	m, open, err := store.Open(ctx, p.Name(), p.Version(), id)
+	if err != nil {
+		return m, err
+	}
+	if m.SchemaHash != p.SchemaHash() {
+		return m, fmt.Errorf("snapshot %s: %w: it was taken with schema hash %.12s…, this build of %s_v%d has %.12s… (its migrations differ)",
+			id, ErrSchemaMismatch, m.SchemaHash, p.Name(), p.Version(), p.SchemaHash())
+	}
+	if checksum(m.Tables) != m.Checksum {
+		return m, fmt.Errorf("snapshot %s: %w: the manifest's table list does not match its checksum", id, ErrChecksum)
+	}
+	for _, t := range m.Tables {
+		r, err := open(t.Name)
+		if err != nil {
+			return m, fmt.Errorf("snapshot %s: %w: file %s: %v", id, ErrChecksum, t.Name, err)
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, r)
+		_ = r.Close()
+		if err != nil {
+			return m, fmt.Errorf("snapshot %s: read %s: %w", id, t.Name, err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != t.SHA256 {
+			return m, fmt.Errorf("snapshot %s: %w: table %s has SHA-256 %.12s…, the manifest says %.12s…", id, ErrChecksum, t.Name, got, t.SHA256)
+		}
+	}
+	return m, nil
+}
+
+// Latest returns the newest snapshot's id, or ErrNotFound.
+func Latest(ctx context.Context, store Store, p *readmodel.Projection) (string, error) {
+	ms, err := store.List(ctx, p.Name(), p.Version())
+	if err != nil {
+		return "", err
+	}
+	if len(ms) == 0 {
+		return "", fmt.Errorf("snapshot: %w for %s_v%d", ErrNotFound, p.Name(), p.Version())
+	}
+	return ms[0].ID, nil
+}
+
+// Restore verifies a snapshot and loads it into an empty target: the projection's
+// migrations create its tables, the files fill them, and the framework's offsets and
+// sequence marks are set, all in one transaction. Consuming then resumes at the
+// snapshot's offsets.
+func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest, error) {
+	p := dst.Projection
+	m, err := Verify(ctx, store, p, id)
+	if err != nil {
+		return m, err
+	}
+	if m.Topic != dst.Topic {
+		return m, fmt.Errorf("snapshot %s was taken from topic %s, not %s", id, m.Topic, dst.Topic)
+	}
+	if dst.LogStart != nil {
+		starts, err := dst.LogStart(ctx)
+		if err != nil {
+			return m, fmt.Errorf("snapshot: log start: %w", err)
+		}
+		for part, next := range m.Offsets {
+			if next < starts[part] {
+				return m, fmt.Errorf("snapshot %s: %w: partition %d resumes at %d, the log now starts at %d", id, ErrBelowLogStart, part, next, starts[part])
+			}
+		}
+	}
+	fwName := dst.Schema
+	if fwName == "" {
+		fwName = readmodel.FrameworkSchemaDefault
+	}
+	// The framework's own tables must exist; the runtime creates them (projector.Runner.Setup).
+	if err := readmodel.Setup(ctx, dst.Pool, fwName, p); err != nil {
+		return m, err
+	}
+	_, open, err := store.Open(ctx, p.Name(), p.Version(), id)
+	if err != nil {
+		return m, err
+	}
+	fw := pgx.Identifier{fwName}.Sanitize()
+	tx, err := dst.Pool.Begin(ctx)
+	if err != nil {
+		return m, err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	var stored int
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+fw+`.offsets WHERE projection = $1 AND version = $2 AND next_offset > 0`,
+		p.Name(), p.Version()).Scan(&stored); err != nil {
+		return m, fmt.Errorf("snapshot: the framework's tables are missing (start the runtime's setup first): %w", err)
+	}
+	if stored > 0 {
+		return m, fmt.Errorf("snapshot: %w: %s_v%d already has stored offsets in schema %s", ErrNotEmpty, p.Name(), p.Version(), fwName)
+	}
+	for _, t := range m.Tables {
+		if strings.HasPrefix(t.Name, "_") {
+			continue
+		}
+		var n int64
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{p.Schema(), t.Name}.Sanitize()).Scan(&n); err != nil {
+			return m, fmt.Errorf("snapshot: table %s: %w", t.Name, err)
+		}
+		if n > 0 {
+			return m, fmt.Errorf("snapshot: %w: table %s.%s holds %d rows", ErrNotEmpty, p.Schema(), t.Name, n)
+		}
+	}
+	copyIn := func(name, sql string) error {
+		r, err := open(name)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = r.Close() }()
+		_, err = tx.Conn().PgConn().CopyFrom(ctx, r, sql)
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", name, err)
+		}
+		return nil
+	}
+	for _, t := range m.Tables {
+		switch t.Name {
+		case "_aggregates":
+			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE restore_aggregates (subject text, last_sequence bigint, last_event_id text) ON COMMIT DROP`); err != nil {
+				return m, err
+			}
+			if err := copyIn(t.Name, `COPY restore_aggregates FROM STDIN (FORMAT binary)`); err != nil {
+				return m, err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO `+fw+`.aggregates (projection, version, subject, last_sequence, last_event_id)
+				SELECT $1, $2, subject, last_sequence, last_event_id FROM restore_aggregates
+				ON CONFLICT (projection, version, subject) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id`,
+				p.Name(), p.Version()); err != nil {
+				return m, err
+			}
+		case "_event_ids":
+			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE restore_event_ids (event_id text) ON COMMIT DROP`); err != nil {
+				return m, err
+			}
+			if err := copyIn(t.Name, `COPY restore_event_ids FROM STDIN (FORMAT binary)`); err != nil {
+				return m, err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO `+fw+`.event_ids (projection, version, event_id)
+				SELECT $1, $2, event_id FROM restore_event_ids ON CONFLICT DO NOTHING`, p.Name(), p.Version()); err != nil {
+				return m, err
+			}
+		default:
+			if err := copyIn(t.Name, `COPY `+pgx.Identifier{p.Schema(), t.Name}.Sanitize()+` FROM STDIN (FORMAT binary)`); err != nil {
+				return m, err
+			}
+		}
+	}
+	for part, next := range m.Offsets {
+		if _, err := tx.Exec(ctx, `INSERT INTO `+fw+`.offsets (projection, version, topic, partition, next_offset, generation, member, consumed)
+			VALUES ($1, $2, $3, $4, $5, -1, '', $5)
+			ON CONFLICT (projection, version, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, consumed = EXCLUDED.consumed`,
+			p.Name(), p.Version(), dst.Topic, part, next); err != nil {
+			return m, err
+		}
+	}
+	// Sequences behind serial columns continue after the restored rows.
+	if _, err := tx.Exec(ctx, `DO $$ DECLARE r record; BEGIN
+		FOR r IN SELECT s.relname AS seq, t.relname AS tbl, a.attname AS col
+		  FROM pg_class s JOIN pg_depend d ON d.objid = s.oid AND d.deptype IN ('a', 'i')
+		  JOIN pg_class t ON t.oid = d.refobjid JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+		  JOIN pg_namespace n ON n.oid = s.relnamespace
+		 WHERE s.relkind = 'S' AND n.nspname = `+quoteLiteral(p.Schema())+` LOOP
+		  EXECUTE format('SELECT setval(%L, coalesce((SELECT max(%I) FROM %I.%I), 0) + 1, false)',
+		    `+quoteLiteral(p.Schema())+` || '.' || r.seq, r.col, `+quoteLiteral(p.Schema())+`, r.tbl);
+		END LOOP; END $$`); err != nil {
+		return m, fmt.Errorf("snapshot: reset sequences: %w", err)
+	}
+	return m, tx.Commit(ctx)
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

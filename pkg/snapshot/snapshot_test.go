@@ -1,0 +1,290 @@
+package snapshot_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/snapshot"
+)
+
+type world struct {
+	t     *testing.T
+	topic string
+	name  string // projection name, the same in every database
+	gen   *domain.Generator
+	pub   *eventlog.Publisher
+}
+
+func newWorld(t *testing.T, partitions int) *world {
+	t.Helper()
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 8, Users: 800})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{t: t, topic: testenv.Topic(t, partitions), name: "s" + hex.EncodeToString(b[:]), gen: g}
+	w.pub, err = eventlog.NewPublisher(eventlog.PublisherConfig{Brokers: testenv.Kafka(t), Topic: w.topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.pub.Close() })
+	return w
+}
+
+func (w *world) publish(n int) {
+	w.t.Helper()
+	evs := make([]events.Event, 0, 5000)
+	for i := 0; i < n; i++ {
+		evs = append(evs, w.gen.Next())
+		if len(evs) == cap(evs) || i == n-1 {
+			if _, err := w.pub.Publish(context.Background(), evs...); err != nil {
+				w.t.Fatal(err)
+			}
+			evs = evs[:0]
+		}
+	}
+}
+
+func (w *world) projection(version int, extra ...string) *readmodel.Projection {
+	w.t.Helper()
+	p, err := domain.NewProjection(w.name, version)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	p.Migrate(extra...)
+	return p
+}
+
+func (w *world) runner(pool *pgxpool.Pool, p *readmodel.Projection) *projector.Runner {
+	w.t.Helper()
+	r, err := projector.New(projector.Config{Brokers: testenv.Kafka(w.t), Topic: w.topic, Projection: p, Pool: pool,
+		GroupID: "g-" + w.name + "-" + testenv.UniqueName(w.t), Logger: zaptest.NewLogger(w.t, zaptest.Level(zap.WarnLevel)),
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if err := r.Setup(context.Background()); err != nil {
+		w.t.Fatal(err)
+	}
+	return r
+}
+
+// runUntilCaughtUp runs r until the stored offsets reach the log's end.
+func (w *world) runUntilCaughtUp(r *projector.Runner, pool *pgxpool.Pool, p *readmodel.Projection) time.Duration {
+	w.t.Helper()
+	start := time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		st, err := projector.Inspect(context.Background(), projector.Inspection{Pool: pool, Brokers: testenv.Kafka(w.t),
+			Topic: w.topic, Projection: p.Name(), Version: p.Version(), ReadyLag: -1})
+		if err == nil && st.Lag == 0 && allStarted(st) {
+			break
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("not caught up after 3 minutes: %+v %v", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	took := time.Since(start)
+	cancel()
+	if err := <-done; err != nil {
+		w.t.Fatalf("Run: %v", err)
+	}
+	return took
+}
+
+func allStarted(st projector.Status) bool {
+	for _, p := range st.Partitions {
+		if p.State == "not started" {
+			return false
+		}
+	}
+	return true
+}
+
+func (w *world) fold(upTo map[int]int64) domain.State {
+	w.t.Helper()
+	var evs []events.Event
+	for _, m := range testenv.ReadAll(w.t, w.topic) {
+		if upTo != nil && m.Offset >= upTo[m.Partition] {
+			continue
+		}
+		e, err := eventlog.FromMessage(m)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		evs = append(evs, e)
+	}
+	s, err := domain.Fold(domain.Registry(), evs)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return s
+}
+
+func load(t *testing.T, pool *pgxpool.Pool, p *readmodel.Projection) domain.State {
+	t.Helper()
+	s, err := domain.Load(context.Background(), pool, p.Schema())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestBootstrapFromSnapshotThenCatchUpEqualsFullReplay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: run without -short")
+	}
+	t.Parallel()
+	w := newWorld(t, 6)
+	store := snapshot.FolderStore{Dir: t.TempDir()}
+	w.publish(27000)
+
+	// The serving deployment: replays the first 90% and snapshots.
+	live, _ := testenv.Database(t)
+	p := w.projection(1)
+	w.runUntilCaughtUp(w.runner(live, p), live, p)
+	m, err := snapshot.Take(context.Background(), snapshot.Source{Pool: live, Projection: p, Topic: w.topic}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Events != 27000 {
+		t.Fatalf("snapshot covers %d events, want 27000", m.Events)
+	}
+	w.publish(3000)
+
+	// A new deployment bootstraps from it into its own database, then catches up.
+	fresh, _ := testenv.Database(t)
+	r := w.runner(fresh, p)
+	start := time.Now()
+	id, err := snapshot.Latest(context.Background(), store, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := snapshot.Restore(context.Background(), store, id, snapshot.Target{Pool: fresh, Projection: p, Topic: w.topic,
+		LogStart: func(ctx context.Context) (map[int]int64, error) { return projector.LogStarts(ctx, testenv.Kafka(t), w.topic) }}); err != nil {
+		t.Fatal(err)
+	}
+	restored := time.Since(start)
+	caughtUp := w.runUntilCaughtUp(r, fresh, p)
+	bootstrap := time.Since(start)
+
+	// A third deployment replays everything from zero: the reference.
+	full, _ := testenv.Database(t)
+	replay := w.runUntilCaughtUp(w.runner(full, p), full, p)
+
+	want := load(t, full, p)
+	if d := domain.Diff(want, load(t, fresh, p), 10); d != "" {
+		t.Fatalf("bootstrap-then-catch-up differs from a full replay: %s", d)
+	}
+	if d := domain.Diff(w.fold(nil), want, 10); d != "" {
+		t.Fatalf("the full replay differs from the fold: %s", d)
+	}
+	t.Logf("snapshot of %d events: %d bytes in %d files; restore %v + catch-up of 3000 events %v = %v, against a full replay of 30000 events %v",
+		m.Events, m.Bytes, len(m.Tables), restored.Round(time.Millisecond), caughtUp.Round(time.Millisecond),
+		bootstrap.Round(time.Millisecond), replay.Round(time.Millisecond))
+}
+
+func TestBadSnapshotsAreRefusedSayingWhy(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	store := snapshot.FolderStore{Dir: t.TempDir()}
+	w.publish(2000)
+	live, _ := testenv.Database(t)
+	p := w.projection(1)
+	w.runUntilCaughtUp(w.runner(live, p), live, p)
+	m, err := snapshot.Take(context.Background(), snapshot.Source{Pool: live, Projection: p, Topic: w.topic}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	restore := func(p *readmodel.Projection, logStart map[int]int64) error {
+		db, _ := testenv.Database(t)
+		w.runner(db, p) // the framework's tables
+		_, err := snapshot.Restore(ctx, store, m.ID, snapshot.Target{Pool: db, Projection: p, Topic: w.topic,
+			LogStart: func(ctx context.Context) (map[int]int64, error) {
+				if logStart != nil {
+					return logStart, nil
+				}
+				return projector.LogStarts(ctx, testenv.Kafka(t), w.topic)
+			}})
+		return err
+	}
+	// A schema that differs: the same projection with one more migration.
+	if err := restore(w.projection(1, "CREATE INDEX users_by_email ON users (email)"), nil); !errors.Is(err, snapshot.ErrSchemaMismatch) {
+		t.Errorf("schema mismatch: %v", err)
+	} else {
+		t.Logf("refused: %v", err)
+	}
+	// Offsets below the log start: records deleted from the real broker.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(testenv.Kafka(t)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var del kadm.Offsets
+	for part, next := range m.Offsets {
+		if next > 10 {
+			del.AddOffset(w.topic, int32(part), next-5, -1)
+		}
+	}
+	if _, err := kadm.NewClient(cl).DeleteRecords(ctx, del); err != nil {
+		t.Fatal(err)
+	}
+	w.publish(10) // nothing is restored past the start, but the log moved on
+	if err := restore(p, nil); err != nil {
+		t.Fatalf("a snapshot 5 events behind a moved log start must still restore: %v", err)
+	}
+	for part, next := range m.Offsets {
+		if next > 10 {
+			del.AddOffset(w.topic, int32(part), next+5, -1)
+		}
+	}
+	if _, err := kadm.NewClient(cl).DeleteRecords(ctx, del); err != nil {
+		t.Fatal(err)
+	}
+	if err := restore(p, nil); !errors.Is(err, snapshot.ErrBelowLogStart) {
+		t.Errorf("offsets below the log start: %v", err)
+	} else {
+		t.Logf("refused: %v", err)
+	}
+	// Corrupt: one byte of one table flipped.
+	file := filepath.Join(store.Dir, p.Name()+"_v1", m.ID, "users.copy")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x01
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = restore(p, map[int]int64{})
+	if !errors.Is(err, snapshot.ErrChecksum) || !strings.Contains(err.Error(), "users") {
+		t.Errorf("corrupt snapshot: %v", err)
+	} else {
+		t.Logf("refused: %v", err)
+	}
+}
