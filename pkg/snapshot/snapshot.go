@@ -45,7 +45,7 @@ type Manifest struct {
 
 // Table is one file of a snapshot.
 type Table struct {
-	Name   string `json:"name"`   // a projection table, or the framework's "_aggregates" / "_event_ids"
+	Name   string `json:"name"` // a projection table, or the framework's "_aggregates" / "_event_ids"
 	Rows   int64  `json:"rows"`
 	Bytes  int64  `json:"bytes"`
 	SHA256 string `json:"sha256"`

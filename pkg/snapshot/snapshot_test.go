@@ -185,7 +185,9 @@ func TestBootstrapFromSnapshotThenCatchUpEqualsFullReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := snapshot.Restore(context.Background(), store, id, snapshot.Target{Pool: fresh, Projection: p, Topic: w.topic,
-		LogStart: func(ctx context.Context) (map[int]int64, error) { return projector.LogStarts(ctx, testenv.Kafka(t), w.topic) }}); err != nil {
+		LogStart: func(ctx context.Context) (map[int]int64, error) {
+			return projector.LogStarts(ctx, testenv.Kafka(t), w.topic)
+		}}); err != nil {
 		t.Fatal(err)
 	}
 	restored := time.Since(start)
