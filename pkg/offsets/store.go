@@ -49,6 +49,9 @@ func NewStore(schema string) *Store {
 	return &Store{table: pgx.Identifier{schema, "offsets"}.Sanitize(), StaleClaimAfter: StaleClaimAfterDefault}
 }
 
+// Table returns the quoted name of the offsets table.
+func (s *Store) Table() string { return s.table }
+
 // Setup creates the offsets table if it is missing. Instances starting together
 // should serialise it (the runtime holds an advisory lock around its setup).
 func (s *Store) Setup(ctx context.Context, pool Execer) error {

@@ -94,6 +94,9 @@ type Config struct {
 	// EffectBatchSizeDefault): each such batch costs two Redis round trips, and a
 	// crash re-runs, with the same keys, at most the runs of the batch in flight.
 	EffectBatchSize int
+
+	// Snapshots, when set, are taken by the instance that owns partition 0.
+	Snapshots *SnapshotPolicy
 }
 
 // Defaults for the effect settings.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -26,6 +27,8 @@ type Runner struct {
 	status    *statusBoard
 	transport *kafka.Transport
 
+	snaps     *snapshotter
+
 	mu        sync.Mutex
 	fatalOnce sync.Once
 	fatalErr  error
@@ -39,7 +42,7 @@ func New(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With(zap.String("projection", cfg.Projection.Name()), zap.Int("version", cfg.Projection.Version()))
-	return &Runner{
+	r := &Runner{
 		cfg: cfg, log: log,
 		offsets: offsets.NewStore(cfg.Schema),
 		tables:  newTables(cfg.Schema),
@@ -48,7 +51,9 @@ func New(cfg Config) (*Runner, error) {
 			Projection: cfg.Projection.Name(), Version: cfg.Projection.Version(), Topic: cfg.Topic, Group: cfg.GroupID,
 		}},
 		transport: &kafka.Transport{},
-	}, nil
+	}
+	r.snaps = newSnapshotter(r, cfg.Snapshots)
+	return r, nil
 }
 
 // Status returns what this instance is doing now.
@@ -167,6 +172,9 @@ func (r *Runner) startGeneration(gen *kafka.Generation) {
 	}
 	if len(parts) > 0 {
 		gen.Start(func(ctx context.Context) { r.commitLoop(ctx, gen, parts) })
+	}
+	if r.snaps != nil && slices.Contains(parts, 0) {
+		gen.Start(r.snaps.loop) // one instance snapshots: the owner of partition 0
 	}
 }
 

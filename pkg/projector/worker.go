@@ -308,6 +308,9 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	p.next = last.Offset + 1
 	r.metrics.observe(out, time.Since(start))
 	p.status.batch(p.next, last.HighWaterMark, out, r.cfg.ReadyLag, p.log)
+	if r.snaps != nil {
+		r.snaps.afterBatch(genCtx, entries)
+	}
 	return nil
 }
 

@@ -290,3 +290,70 @@ func TestBadSnapshotsAreRefusedSayingWhy(t *testing.T) {
 		t.Logf("refused: %v", err)
 	}
 }
+
+// Snapshots taken by policy while events flow — async every N events, and sync on a
+// chosen event type — are each consistent: restored, each equals the fold of the log
+// up to its own offsets.
+func TestPolicySnapshotsTakenWhileEventsFlowAreConsistent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: run without -short")
+	}
+	t.Parallel()
+	for _, sync := range []bool{false, true} {
+		w := newWorld(t, 4)
+		store := snapshot.FolderStore{Dir: t.TempDir()}
+		w.publish(4000)
+		db, _ := testenv.Database(t)
+		p := w.projection(1)
+		policy := &projector.SnapshotPolicy{Store: store, EveryEvents: 3000, Keep: 10}
+		if sync {
+			policy = &projector.SnapshotPolicy{Store: store, OnTypes: []string{domain.TypeUserDeleted}, Sync: true, Keep: 4}
+		}
+		r, err := projector.New(projector.Config{Brokers: testenv.Kafka(t), Topic: w.topic, Projection: p, Pool: db,
+			GroupID: "g-" + w.name, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)),
+			SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond, BatchSize: 200, Snapshots: policy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		for range 4 { // events keep arriving while snapshots are taken
+			w.publish(3000)
+			time.Sleep(300 * time.Millisecond)
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			ms, _ := store.List(context.Background(), p.Name(), p.Version())
+			if len(ms) >= 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("sync=%v: %d snapshots after 2 minutes", sync, len(ms))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		ms, err := store.List(context.Background(), p.Name(), p.Version())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) > policy.Keep {
+			t.Fatalf("%d snapshots kept, policy keeps %d", len(ms), policy.Keep)
+		}
+		for _, m := range ms {
+			fresh, _ := testenv.Database(t)
+			w.runner(fresh, p)
+			if _, err := snapshot.Restore(context.Background(), store, m.ID, snapshot.Target{Pool: fresh, Projection: p, Topic: w.topic}); err != nil {
+				t.Fatal(err)
+			}
+			if d := domain.Diff(w.fold(m.Offsets), load(t, fresh, p), 10); d != "" {
+				t.Fatalf("sync=%v: snapshot %s (%d events) differs from the fold up to its offsets: %s", sync, m.ID, m.Events, d)
+			}
+		}
+		t.Logf("sync=%v: %d snapshots (taken %d), each equal to the fold up to its offsets", sync, len(ms), r.SnapshotsTaken())
+	}
+}

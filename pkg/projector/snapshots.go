@@ -1,0 +1,165 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/projector/projector/pkg/snapshot"
+)
+
+// SnapshotPolicy says when the runtime snapshots its projection. Any trigger that
+// is set fires a snapshot; the newest Keep are kept.
+//
+// Synchronous snapshots are taken by the worker that saw the trigger, at its batch
+// boundary: that partition waits (the others go on), and the snapshot's offsets for
+// that partition are exactly the batch's end. Asynchronous ones are taken beside
+// the workers, which never wait. Both are consistent — one REPEATABLE READ
+// transaction sees every table and every offset at the same instant — so the choice
+// is about latency: sync bounds how far a snapshot trails a chosen event, async
+// never slows the stream. Snapshot often enough that a new deployment's catch-up
+// after the newest snapshot is short, rarely enough that taking them (a full copy of
+// the tables) stays a small part of the database's work.
+type SnapshotPolicy struct {
+	Store       snapshot.Store
+	EveryEvents int64         // after this many events since the last snapshot (0: off)
+	Every       time.Duration // at this interval (0: off)
+	OnTypes     []string      // when an event of one of these types is applied
+	Sync        bool          // taken at a batch boundary by the worker that saw the trigger
+	Keep        int           // snapshots to keep (default 3)
+}
+
+type snapshotter struct {
+	r       *Runner
+	policy  SnapshotPolicy
+	mu      sync.Mutex // one snapshot at a time
+	last    atomic.Int64
+	lastAt  atomic.Int64 // unix nanos
+	pending atomic.Bool  // a type trigger seen, not yet snapshotted
+	taken   atomic.Int64
+}
+
+func newSnapshotter(r *Runner, p *SnapshotPolicy) *snapshotter {
+	if p == nil || p.Store == nil {
+		return nil
+	}
+	s := &snapshotter{r: r, policy: *p}
+	if s.policy.Keep == 0 {
+		s.policy.Keep = 3
+	}
+	s.lastAt.Store(time.Now().UnixNano())
+	return s
+}
+
+// Taken returns the number of snapshots this runner took.
+func (r *Runner) SnapshotsTaken() int64 {
+	if r.snaps == nil {
+		return 0
+	}
+	return r.snaps.taken.Load()
+}
+
+// due reports whether a trigger has fired, given the events consumed in all.
+func (s *snapshotter) due(consumed int64) bool {
+	p := s.policy
+	switch {
+	case s.pending.Load():
+		return true
+	case p.EveryEvents > 0 && consumed-s.last.Load() >= p.EveryEvents:
+		return true
+	case p.Every > 0 && time.Since(time.Unix(0, s.lastAt.Load())) >= p.Every:
+		return true
+	}
+	return false
+}
+
+// saw records the types a batch applied; a chosen type arms the trigger.
+func (s *snapshotter) saw(entries []entry) {
+	if len(s.policy.OnTypes) == 0 {
+		return
+	}
+	for i := range entries {
+		if entries[i].act == actApply && slices.Contains(s.policy.OnTypes, entries[i].ev.Type) {
+			s.pending.Store(true)
+			return
+		}
+	}
+}
+
+// take snapshots now (one at a time) and prunes to Keep.
+func (s *snapshotter) take(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	consumed, err := s.consumed(ctx)
+	if err != nil {
+		return err
+	}
+	if !s.due(consumed) {
+		return nil // another trigger already took it
+	}
+	start := time.Now()
+	m, err := snapshot.Take(ctx, snapshot.Source{Pool: s.r.cfg.Pool, Schema: s.r.cfg.Schema, Projection: s.r.cfg.Projection, Topic: s.r.cfg.Topic}, s.policy.Store)
+	if err != nil {
+		return err
+	}
+	s.pending.Store(false)
+	s.last.Store(m.Events)
+	s.lastAt.Store(time.Now().UnixNano())
+	s.taken.Add(1)
+	gone, err := snapshot.Prune(ctx, s.policy.Store, m.Projection, m.Version, s.policy.Keep)
+	s.r.log.Info("snapshot taken", zap.String("id", m.ID), zap.Int64("events", m.Events), zap.Int64("bytes", m.Bytes),
+		zap.Duration("took", time.Since(start)), zap.Bool("sync", s.policy.Sync), zap.Int("pruned", len(gone)))
+	return err
+}
+
+func (s *snapshotter) consumed(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.r.cfg.Pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+s.r.offsets.Table()+`
+		WHERE projection = $1 AND version = $2 AND topic = $3`, s.r.cfg.Projection.Name(), s.r.cfg.Projection.Version(), s.r.cfg.Topic).Scan(&n)
+	return n, err
+}
+
+// afterBatch runs in a worker after a committed batch: in sync mode, a due snapshot
+// is taken here, and the worker waits for it.
+func (s *snapshotter) afterBatch(ctx context.Context, entries []entry) {
+	s.saw(entries)
+	if !s.policy.Sync {
+		return
+	}
+	consumed, err := s.consumed(ctx)
+	if err != nil || !s.due(consumed) {
+		return
+	}
+	if err := s.take(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		s.r.log.Warn("snapshot failed", zap.Error(err))
+	}
+}
+
+// loop runs async snapshots, checking the triggers every half second.
+func (s *snapshotter) loop(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s.policy.Sync {
+			continue
+		}
+		consumed, err := s.consumed(ctx)
+		if err != nil || !s.due(consumed) {
+			continue
+		}
+		if err := s.take(ctx); err != nil && ctx.Err() == nil {
+			s.r.log.Warn("snapshot failed", zap.Error(fmt.Errorf("async: %w", err)))
+		}
+	}
+}
