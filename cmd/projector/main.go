@@ -28,9 +28,8 @@ Usage: projector COMMAND [flags]
 Commands:
   run        consume the log into the read model (from offset zero, then live) and serve HTTP
   status     per-partition position, lag, events/s, ETA and parked events (text or --json)
-  dlq        list parked events (dlq list) and retry them after a fix (dlq retry)
-
-Commands still to come: snapshot and replay --until (issue 6).
+  dlq        list parked events and effects, retry them after a fix, or skip them
+  snapshot   create, list, show, restore and prune snapshots of the read model
 'projector COMMAND --help' lists a command's flags, each with its default and its
 environment variable.
 `
@@ -56,7 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"run": runRun, "status": runStatus, "dlq": runDLQ,
+		"run": runRun, "status": runStatus, "dlq": runDLQ, "snapshot": runSnapshot,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

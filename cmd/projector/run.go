@@ -34,6 +34,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var batchTimeout, drain, session, heartbeat time.Duration
 	var progress bool
 	var fx effectFlags
+	var snaps snapshotFlags
 	f := cli.NewFlags("run", `projector run: build the example read model (users with article counts, articles)
 from the log — from offset zero for a new projection version, from its stored offsets
 otherwise — then keep it current. Several instances with the same --group share the
@@ -66,6 +67,7 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 	f.String(&unknown, "unknown-types", "PROJECTOR_UNKNOWN_TYPES", "skip", "an event type the registry lacks: skip or park")
 	f.Bool(&progress, "progress", "PROJECTOR_PROGRESS", cli.IsTerminal(os.Stderr), "draw a progress bar on standard error while replaying")
 	fx.register(f)
+	snaps.register(f)
 	if err := f.Parse(args, stdout); err != nil {
 		return err
 	}
@@ -96,6 +98,10 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 	}
 	defer pool.Close()
 
+	policy, err := snaps.open(ctx, &c, pool, proj, log)
+	if err != nil {
+		return err
+	}
 	effects, ledger, closeFx, err := fx.open(proj)
 	if err != nil {
 		return err
@@ -109,6 +115,7 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 		BatchSize: batchSize, BatchTimeout: batchTimeout, ReadyLag: readyLag, DrainTimeout: drain,
 		SessionTimeout: session, HeartbeatInterval: heartbeat, Gaps: gapPolicy, Unknown: unknownPolicy,
 		Effects: effects, Ledger: ledger, EffectHorizon: fx.horizon, EffectConcurrency: fx.concurrency, EffectMaxAttempts: fx.attempts, EffectBatchSize: fx.batch,
+		Snapshots: policy,
 	})
 	if err != nil {
 		return err

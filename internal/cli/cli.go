@@ -23,6 +23,7 @@ type Flags struct {
 	fs    *flag.FlagSet
 	env   map[string]string // flag name -> environment variable
 	usage string
+	args  []string // positional arguments, wherever they stood among the flags
 }
 
 // NewFlags returns a flag set for a command; usage heads its --help.
@@ -87,12 +88,25 @@ var ErrHelp = flag.ErrHelp
 // Parse parses args, then fills each flag not given on the command line from its
 // environment variable (an empty variable counts as unset). With -h or --help it prints the help to out and returns ErrHelp.
 func (f *Flags) Parse(args []string, out io.Writer) error {
-	if err := f.fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			f.PrintHelp(out)
-			return ErrHelp
+	f.args = nil
+	for {
+		if err := f.fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				f.PrintHelp(out)
+				return ErrHelp
+			}
+			return fmt.Errorf("%w (see --help)", err)
 		}
-		return fmt.Errorf("%w (see --help)", err)
+		rest := f.fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if rest[0] == "--" { // everything after -- is positional
+			f.args = append(f.args, rest[1:]...)
+			break
+		}
+		f.args = append(f.args, rest[0]) // a positional argument; flags may follow it
+		args = rest[1:]
 	}
 	given := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
@@ -114,8 +128,8 @@ func (f *Flags) Parse(args []string, out io.Writer) error {
 	return nil
 }
 
-// Args returns the arguments left after the flags.
-func (f *Flags) Args() []string { return f.fs.Args() }
+// Args returns the positional arguments, in order, wherever they stood among the flags.
+func (f *Flags) Args() []string { return f.args }
 
 // PrintHelp writes the usage text and every flag with its default and variable.
 func (f *Flags) PrintHelp(out io.Writer) {

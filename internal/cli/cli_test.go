@@ -19,10 +19,10 @@ func TestFlagsFallBackToEnvironment(t *testing.T) {
 	f.String(&brokers, "brokers", "T_BROKERS", "def:1", "brokers")
 	f.Int(&n, "n", "T_N", 1, "n")
 	f.Duration(&wait, "wait", "T_WAIT", time.Second, "wait")
-	if err := f.Parse([]string{"--n", "9", "rest"}, nil); err != nil {
+	if err := f.Parse([]string{"--n", "9", "rest", "--wait", "3s", "more"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if brokers != "env:1" || n != 9 || wait != 3*time.Second || f.Args()[0] != "rest" {
+	if brokers != "env:1" || n != 9 || wait != 3*time.Second || len(f.Args()) != 2 || f.Args()[0] != "rest" || f.Args()[1] != "more" {
 		t.Fatalf("brokers %q n %d wait %v args %v", brokers, n, wait, f.Args())
 	}
 }

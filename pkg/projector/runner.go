@@ -27,7 +27,7 @@ type Runner struct {
 	status    *statusBoard
 	transport *kafka.Transport
 
-	snaps     *snapshotter
+	snaps *snapshotter
 
 	mu        sync.Mutex
 	fatalOnce sync.Once
