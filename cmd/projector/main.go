@@ -30,6 +30,7 @@ Commands:
   status     per-partition position, lag, events/s, ETA and parked events (text or --json)
   dlq        list parked events and effects, retry them after a fix, or skip them
   snapshot   create, list, show, restore and prune snapshots of the read model
+  versions   blue/green: list versions, activate one (stable views switch), drop one
 'projector COMMAND --help' lists a command's flags, each with its default and its
 environment variable.
 `
@@ -55,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"run": runRun, "status": runStatus, "dlq": runDLQ, "snapshot": runSnapshot,
+		"run": runRun, "status": runStatus, "dlq": runDLQ, "snapshot": runSnapshot, "versions": runVersions,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

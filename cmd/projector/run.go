@@ -32,7 +32,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var readyLag int64
 	var readyLagInt int
 	var batchTimeout, drain, session, heartbeat time.Duration
-	var progress bool
+	var progress, activate bool
 	var fx effectFlags
 	var snaps snapshotFlags
 	f := cli.NewFlags("run", `projector run: build the example read model (users with article counts, articles)
@@ -68,6 +68,7 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 	f.Bool(&progress, "progress", "PROJECTOR_PROGRESS", cli.IsTerminal(os.Stderr), "draw a progress bar on standard error while replaying")
 	fx.register(f)
 	snaps.register(f)
+	f.Bool(&activate, "activate-when-live", "PROJECTOR_ACTIVATE_WHEN_LIVE", false, "point the stable views (schema NAME) at this version once it is live")
 	if err := f.Parse(args, stdout); err != nil {
 		return err
 	}
@@ -115,7 +116,7 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 		BatchSize: batchSize, BatchTimeout: batchTimeout, ReadyLag: readyLag, DrainTimeout: drain,
 		SessionTimeout: session, HeartbeatInterval: heartbeat, Gaps: gapPolicy, Unknown: unknownPolicy,
 		Effects: effects, Ledger: ledger, EffectHorizon: fx.horizon, EffectConcurrency: fx.concurrency, EffectMaxAttempts: fx.attempts, EffectBatchSize: fx.batch,
-		Snapshots: policy,
+		Snapshots: policy, ActivateWhenLive: activate,
 	})
 	if err != nil {
 		return err

@@ -97,6 +97,10 @@ type Config struct {
 
 	// Snapshots, when set, are taken by the instance that owns partition 0.
 	Snapshots *SnapshotPolicy
+
+	// ActivateWhenLive points the projection's stable views at this version once
+	// every partition is live, unless it is active already (blue/green; see Versions).
+	ActivateWhenLive bool
 }
 
 // Defaults for the effect settings.

@@ -173,6 +173,9 @@ func (r *Runner) startGeneration(gen *kafka.Generation) {
 	if len(parts) > 0 {
 		gen.Start(func(ctx context.Context) { r.commitLoop(ctx, gen, parts) })
 	}
+	if r.cfg.ActivateWhenLive && slices.Contains(parts, 0) {
+		gen.Start(r.activateLoop)
+	}
 	if r.snaps != nil && slices.Contains(parts, 0) {
 		gen.Start(r.snaps.loop) // one instance snapshots: the owner of partition 0
 	}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/projector"
+)
+
+const versionsUsage = `projector versions list|activate|drop: blue/green read models.
+
+Each version of a projection lives in its own schema (NAME_v1, NAME_v2); readers
+query the stable views in schema NAME, which point at the active version. Run a new
+version beside the serving one ('projector run --version 2 --group …'); when it is
+live, activate it ('run --activate-when-live' does it by itself): every view switches
+in one transaction. Drop the old version when you no longer need it.
+
+  projector versions list [--json]
+  projector versions activate N
+  projector versions drop N          refuses the active version
+`
+
+func runVersions(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		_, _ = fmt.Fprint(stdout, versionsUsage)
+		if len(args) == 0 {
+			return errors.New("versions takes a subcommand: list, activate or drop")
+		}
+		return nil
+	}
+	sub := args[0]
+	if sub != "list" && sub != "activate" && sub != "drop" {
+		return fmt.Errorf("versions %s: want list, activate or drop", sub)
+	}
+	var c common
+	var asJSON bool
+	f := cli.NewFlags("versions "+sub, versionsUsage)
+	c.register(f)
+	if sub == "list" {
+		f.Bool(&asJSON, "json", "", false, "print JSON")
+	}
+	if err := f.Parse(args[1:], stdout); err != nil {
+		return err
+	}
+	pool, proj, err := c.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	v := projector.Versions{Pool: pool, Schema: c.schema, Projection: proj.Name()}
+	if sub == "list" {
+		infos, err := v.List(ctx)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return writeIndented(stdout, infos)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		_, _ = fmt.Fprintln(tw, "VERSION\tSCHEMA\tACTIVE")
+		for _, i := range infos {
+			_, _ = fmt.Fprintf(tw, "%d\t%s\t%v\n", i.Version, i.Schema, i.Active)
+		}
+		return tw.Flush()
+	}
+	if len(f.Args()) != 1 {
+		return fmt.Errorf("versions %s takes one argument: a version", sub)
+	}
+	n, err := strconv.Atoi(f.Args()[0])
+	if err != nil || n < 1 {
+		return fmt.Errorf("versions %s: %q is not a version", sub, f.Args()[0])
+	}
+	if sub == "activate" {
+		if err := v.Activate(ctx, n); err != nil {
+			return err
+		}
+		_, _ = fmt.Fprintf(stdout, "the views in schema %s now point at %s_v%d\n", proj.Name(), proj.Name(), n)
+		return nil
+	}
+	if err := v.Drop(ctx, n); err != nil {
+		return err
+	}
+	_, _ = fmt.Fprintf(stdout, "dropped %s_v%d\n", proj.Name(), n)
+	return nil
+}
