@@ -31,6 +31,7 @@ Commands:
   dlq        list parked events and effects, retry them after a fix, or skip them
   snapshot   create, list, show, restore and prune snapshots of the read model
   versions   blue/green: list versions, activate one (stable views switch), drop one
+  replay     rebuild the read model as of a time or offsets into another schema
 'projector COMMAND --help' lists a command's flags, each with its default and its
 environment variable.
 `
@@ -56,7 +57,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"run": runRun, "status": runStatus, "dlq": runDLQ, "snapshot": runSnapshot, "versions": runVersions,
+		"run": runRun, "status": runStatus, "dlq": runDLQ, "snapshot": runSnapshot, "versions": runVersions, "replay": runReplay,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

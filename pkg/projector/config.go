@@ -101,6 +101,11 @@ type Config struct {
 	// ActivateWhenLive points the projection's stable views at this version once
 	// every partition is live, unless it is active already (blue/green; see Versions).
 	ActivateWhenLive bool
+
+	// StopAt, when set, bounds the run: each partition is applied up to (not
+	// including) its offset here, and Run returns once every partition got there.
+	// Point-in-time replays use it.
+	StopAt map[int]int64
 }
 
 // Defaults for the effect settings.

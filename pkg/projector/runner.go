@@ -122,6 +122,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.cancelRun = cancel
 	stopProgress := r.progressLoop(runCtx)
 	defer stopProgress()
+	if r.cfg.StopAt != nil {
+		go r.stopWhenReached(runCtx, cancel)
+	}
 	for {
 		gen, err := group.Next(runCtx)
 		if err != nil {
@@ -192,6 +195,39 @@ func (r *Runner) settle(ctx context.Context, what string, err error) {
 		// Another member owns the partition: rejoin.
 	default:
 		r.fail(fmt.Errorf("%s: %w", what, err))
+	}
+}
+
+// stopWhenReached ends a bounded run once every partition's stored offset reached
+// its StopAt.
+func (r *Runner) stopWhenReached(ctx context.Context, stop context.CancelFunc) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pos, err := r.offsets.List(ctx, r.cfg.Pool, r.cfg.Projection.Name(), r.cfg.Projection.Version())
+		if err != nil {
+			continue
+		}
+		at := map[int]int64{}
+		for _, p := range pos {
+			if p.Topic == r.cfg.Topic {
+				at[p.Partition] = p.Next
+			}
+		}
+		done := true
+		for part, end := range r.cfg.StopAt {
+			done = done && at[part] >= end
+		}
+		if done {
+			r.log.Info("reached the end of the bounded run")
+			stop()
+			return
+		}
 	}
 }
 

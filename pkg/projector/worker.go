@@ -80,7 +80,7 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 		// after a rebalance, or a resync after an unknown commit): drop them.
 		kept := msgs[:0]
 		for _, m := range msgs {
-			if m.Offset >= p.next {
+			if m.Offset >= p.next && !r.beyondStop(part, m.Offset) {
 				kept = append(kept, m)
 			}
 		}
@@ -119,6 +119,14 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 			}
 		}
 	}
+}
+
+// beyondStop reports whether offset lies past a bounded run's end.
+func (r *Runner) beyondStop(part int, offset int64) bool {
+	if r.cfg.StopAt == nil {
+		return false
+	}
+	return offset >= r.cfg.StopAt[part]
 }
 
 // checkBounds refuses a stored position outside the partition: below its start

@@ -20,6 +20,7 @@ type HandlerFunc[T any] func(ctx context.Context, w *Writer, e events.Event, v T
 // Projection is a read model: a name, a version, its schema migrations and a typed
 // handler per event type. Build it once at start; it is read-only afterwards.
 type Projection struct {
+	schema     string // overrides name_vN (InSchema)
 	name       string
 	version    int
 	registry   *events.Registry
@@ -53,7 +54,21 @@ func (p *Projection) Name() string { return p.name }
 func (p *Projection) Version() int { return p.version }
 
 // Schema returns the PostgreSQL schema holding this version's tables: name_vN.
-func (p *Projection) Schema() string { return p.name + "_v" + strconv.Itoa(p.version) }
+func (p *Projection) Schema() string {
+	if p.schema != "" {
+		return p.schema
+	}
+	return p.name + "_v" + strconv.Itoa(p.version)
+}
+
+// InSchema returns a copy of the projection whose tables live in schema instead of
+// name_vN: the same handlers and migrations (and schema hash), built elsewhere — for
+// a point-in-time replay beside the live read model.
+func (p *Projection) InSchema(schema string) *Projection {
+	c := *p
+	c.schema = schema
+	return &c
+}
 
 // Registry returns the registry the projection decodes with.
 func (p *Projection) Registry() *events.Registry { return p.registry }

@@ -1,0 +1,137 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/snapshot"
+)
+
+// PointInTime asks for a projection's read model as it was at a point of the log,
+// built in a schema of its own beside the live one.
+type PointInTime struct {
+	Pool       *pgxpool.Pool
+	Brokers    []string
+	Topic      string
+	Projection *readmodel.Projection
+	Into       string        // schema of the rebuilt tables; the replay's own bookkeeping goes to INTO_projector
+	Until      map[int]int64 // the first offset not applied, per partition; or
+	UntilTime  time.Time     // the first event appended at or after this time is not applied
+	Store      snapshot.Store
+	Logger     *zap.Logger
+}
+
+// ReplayResult says how a point-in-time replay was built.
+type ReplayResult struct {
+	Snapshot string        `json:"snapshot,omitempty"` // the snapshot it started from, if any
+	Until    map[int]int64 `json:"until"`
+	Events   int64         `json:"events"` // events up to the point
+	Replayed int64         `json:"replayed"`
+}
+
+// UntilOffsets turns a time into per-partition offsets: for each partition, the first
+// offset whose Kafka timestamp is at or after t (the end when there is none).
+func UntilOffsets(ctx context.Context, brokers []string, topic string, t time.Time) (map[int]int64, error) {
+	n, err := eventlog.Partitions(ctx, brokers, topic)
+	if err != nil {
+		return nil, err
+	}
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	var byTime, ends []kafka.OffsetRequest
+	for p := range n {
+		byTime = append(byTime, kafka.TimeOffsetOf(p, t))
+		ends = append(ends, kafka.LastOffsetOf(p))
+	}
+	out := map[int]int64{}
+	for _, reqs := range [][]kafka.OffsetRequest{ends, byTime} {
+		resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+		if err != nil {
+			return nil, fmt.Errorf("projector: offsets of %s at %s: %w", topic, t.Format(time.RFC3339), err)
+		}
+		for _, po := range resp.Topics[topic] {
+			if po.Error != nil {
+				return nil, po.Error
+			}
+			for off := range po.Offsets {
+				if off >= 0 { // -1: no event at or after t; the end stays
+					out[po.Partition] = off
+				}
+			}
+			if len(po.Offsets) == 0 && po.LastOffset >= 0 {
+				out[po.Partition] = po.LastOffset
+			}
+		}
+	}
+	return out, nil
+}
+
+// ReplayUntil builds the read model as it was at the point: it restores the newest
+// snapshot whose offsets are all at or before the point (if a store is given and one
+// exists), then replays each partition up to the point, into pit.Into.
+func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
+	if pit.Into == "" {
+		return ReplayResult{}, errors.New("projector: replay: no target schema")
+	}
+	if pit.Logger == nil {
+		pit.Logger = zap.NewNop()
+	}
+	until := pit.Until
+	if until == nil {
+		var err error
+		if until, err = UntilOffsets(ctx, pit.Brokers, pit.Topic, pit.UntilTime); err != nil {
+			return ReplayResult{}, err
+		}
+	}
+	res := ReplayResult{Until: until}
+	for _, o := range until {
+		res.Events += o
+	}
+	proj := pit.Projection.InSchema(pit.Into)
+	fw := pit.Into + "_projector"
+	r, err := New(Config{Brokers: pit.Brokers, Topic: pit.Topic, Projection: proj, Pool: pit.Pool, Schema: fw,
+		GroupID: fmt.Sprintf("projector.replay.%s.%d", pit.Into, time.Now().UnixNano()), Logger: pit.Logger, StopAt: until,
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond})
+	if err != nil {
+		return res, err
+	}
+	if err := r.Setup(ctx); err != nil {
+		return res, err
+	}
+	var from int64
+	if pit.Store != nil {
+		ms, err := pit.Store.List(ctx, proj.Name(), proj.Version())
+		if err != nil {
+			return res, err
+		}
+		for _, m := range ms { // newest first
+			fits := true
+			for part, next := range m.Offsets {
+				fits = fits && next <= until[part]
+			}
+			if !fits {
+				continue
+			}
+			if _, err := snapshot.Restore(ctx, pit.Store, m.ID, snapshot.Target{Pool: pit.Pool, Schema: fw, Projection: proj, Topic: pit.Topic,
+				LogStart: func(ctx context.Context) (map[int]int64, error) { return LogStarts(ctx, pit.Brokers, pit.Topic) }}); err != nil {
+				return res, err
+			}
+			res.Snapshot, from = m.ID, m.Events
+			break
+		}
+	}
+	res.Replayed = res.Events - from
+	if res.Replayed > 0 {
+		if err := r.Run(ctx); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}

@@ -1,0 +1,65 @@
+package snapshot_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/snapshot"
+)
+
+// A point-in-time replay — from the newest snapshot before the point, then the log up
+// to it — equals the fold of the events before the point, beside the live read model.
+func TestPointInTimeReplayEqualsFoldUpToThePoint(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: run without -short")
+	}
+	t.Parallel()
+	w := newWorld(t, 4)
+	store := snapshot.FolderStore{Dir: t.TempDir()}
+	db, _ := testenv.Database(t)
+	p := w.projection(1)
+
+	w.publish(6000)
+	w.runUntilCaughtUp(w.runner(db, p), db, p)
+	early, err := snapshot.Take(context.Background(), snapshot.Source{Pool: db, Projection: p, Topic: w.topic}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.publish(3000)
+	time.Sleep(1100 * time.Millisecond) // Kafka timestamps are milliseconds: keep the point clear of both sides
+	point := time.Now()
+	time.Sleep(1100 * time.Millisecond)
+	w.publish(3000)
+	w.runUntilCaughtUp(w.runner(db, p), db, p)
+	if _, err := snapshot.Take(context.Background(), snapshot.Source{Pool: db, Projection: p, Topic: w.topic}, store); err != nil {
+		t.Fatal(err) // a later snapshot, past the point: it must not be used
+	}
+
+	res, err := projector.ReplayUntil(context.Background(), projector.PointInTime{Pool: db, Brokers: testenv.Kafka(t), Topic: w.topic,
+		Projection: p, Into: "pitr_" + w.name, UntilTime: point, Store: store, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Snapshot != early.ID || res.Events != 9000 || res.Replayed != 3000 {
+		t.Fatalf("replay %+v: want from snapshot %s, 9000 events, 3000 replayed", res, early.ID)
+	}
+	got, err := domain.Load(context.Background(), db, "pitr_"+w.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := domain.Diff(w.fold(res.Until), got, 10); d != "" {
+		t.Fatalf("the read model at the point differs from the fold up to it: %s", d)
+	}
+	// The live read model is untouched and ahead.
+	if d := domain.Diff(w.fold(nil), load(t, db, p), 10); d != "" {
+		t.Fatalf("the live read model changed: %s", d)
+	}
+	t.Logf("point in time: %d events (snapshot %s + %d replayed) into schema pitr_%s, beside the live read model", res.Events, res.Snapshot, res.Replayed, w.name)
+}
