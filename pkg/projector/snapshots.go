@@ -57,7 +57,7 @@ func newSnapshotter(r *Runner, p *SnapshotPolicy) *snapshotter {
 	return s
 }
 
-// Taken returns the number of snapshots this runner took.
+// SnapshotsTaken returns the number of snapshots this runner took.
 func (r *Runner) SnapshotsTaken() int64 {
 	if r.snaps == nil {
 		return 0

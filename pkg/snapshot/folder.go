@@ -106,7 +106,7 @@ func readManifest(dir string) (Manifest, error) {
 		return m, err
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
-		return m, fmt.Errorf("%w: manifest: %v", ErrChecksum, err)
+		return m, fmt.Errorf("%w: manifest: %w", ErrChecksum, err)
 	}
 	return m, nil
 }

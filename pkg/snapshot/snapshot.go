@@ -228,7 +228,7 @@ func Verify(ctx context.Context, store Store, p *readmodel.Projection, id string
 	for _, t := range m.Tables {
 		r, err := open(t.Name)
 		if err != nil {
-			return m, fmt.Errorf("snapshot %s: %w: file %s: %v", id, ErrChecksum, t.Name, err)
+			return m, fmt.Errorf("snapshot %s: %w: file %s: %w", id, ErrChecksum, t.Name, err)
 		}
 		h := sha256.New()
 		_, err = io.Copy(h, r)
