@@ -14,6 +14,7 @@
 #   KAFKA_VERSION 4.1.1  KAFKA_PORT 19092  KAFKA_CONTROLLER_PORT 19093  KAFKA_HEAP 512m
 #   REDIS_PORT 16379  PG_PORT 15432  SMTP_PORT 11025  MAILPIT_HTTP_PORT 18025
 #   MAILPIT_VERSION v1.33.1  PG_USER_OS projector-pg (the OS user PostgreSQL runs as when root)
+#   PROJECTOR_NO_BROWSER=1   skip installing Chromium (used by the status page's test)
 #
 # `up` is idempotent: a server already running under this state folder is left alone.
 set -euo pipefail
@@ -319,6 +320,12 @@ probe() {
   (. "$ENV_FILE" && cd "$here" && go run ./internal/stackprobe)
 }
 
+# The status page's test loads it in headless Chromium (Debian's package).
+ensure_browser() {
+  [ "${PROJECTOR_NO_BROWSER:-0}" = 1 ] && return 0
+  command -v chromium >/dev/null 2>&1 || apt_install chromium fonts-dejavu-core
+}
+
 cmd_up() {
   local t0=$SECONDS
   mkdir -p "$STATE_DIR" "$CACHE_DIR"
@@ -327,6 +334,7 @@ cmd_up() {
   redis_up
   pg_up
   mailpit_up
+  ensure_browser
   write_env
   probe || die "the stack started but did not answer the probe (scripts/stack.sh logs)"
   log "up in $((SECONDS - t0))s; endpoints in $ENV_FILE"

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	_ "embed"
+	"encoding/json"
+	"html/template"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +45,7 @@ partitions. Stops on SIGINT or SIGTERM, finishing the batch in flight within
 --drain-timeout.
 
 HTTP (--listen):
+  GET /                       the status page: partitions, lag, rates, ETA, parked events, effects
   GET /healthz                the process answers
   GET /readyz                 200 once every partition this instance owns is live (lag <= --ready-lag)
   GET /status                 this instance's partitions: state, lag, events/s, ETA
@@ -193,6 +197,7 @@ type api struct {
 
 func newAPI(r *projector.Runner, pool *pgxpool.Pool, p *readmodel.Projection, reg *prometheus.Registry) http.Handler {
 	a := &api{runner: r, pool: pool, schema: pgx.Identifier{p.Schema()}.Sanitize(), mux: http.NewServeMux()}
+	a.mux.HandleFunc("GET /{$}", a.page)
 	a.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	a.mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, r.Status()) })
@@ -210,4 +215,25 @@ func (a *api) readyz(w http.ResponseWriter, _ *http.Request) {
 		code = http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, map[string]any{"ready": st.Ready, "joined": st.Joined, "lag": st.Lag, "partitions": len(st.Partitions)})
+}
+
+//go:embed web/status.html
+var statusPage string
+
+var statusTemplate = template.Must(template.New("status").Parse(statusPage))
+
+// page renders the status page with the current status; its script refreshes it
+// from /status every second.
+func (a *api) page(w http.ResponseWriter, _ *http.Request) {
+	st := a.runner.Status()
+	js, err := json.Marshal(st)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_ = statusTemplate.Execute(w, struct {
+		projector.Status
+		JSON template.JS
+	}{st, template.JS(js)}) //nolint:gosec // JSON from our own status, not user input
 }

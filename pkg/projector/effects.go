@@ -183,7 +183,7 @@ func (r *Runner) effectBatch(genCtx context.Context, p *partition, eff *sideeffe
 			continue
 		}
 		if ev.Time.Before(horizonFrom) {
-			r.metrics.effects.WithLabelValues(eff.Name(), FxSuppressedHorzn).Inc()
+			r.countEffect(eff.Name(), FxSuppressedHorzn)
 			continue
 		}
 		items = append(items, &fxItem{msg: m, dec: d, key: sideeffects.Key(eff.Name(), ev.ID)})
@@ -248,7 +248,7 @@ func (r *Runner) runEffects(ctx context.Context, p *partition, eff *sideeffects.
 			switch res[i].State {
 			case sideeffects.Done:
 				it.outcome = FxSuppressedLedger
-				r.metrics.effects.WithLabelValues(eff.Name(), FxSuppressedLedger).Inc()
+				r.countEffect(eff.Name(), FxSuppressedLedger)
 			case sideeffects.Held:
 				held = append(held, it)
 			default:
@@ -278,7 +278,7 @@ func (r *Runner) runEffects(ctx context.Context, p *partition, eff *sideeffects.
 		}
 		for i, ok := range marked {
 			if !ok {
-				r.metrics.effects.WithLabelValues(eff.Name(), FxLeaseLost).Inc()
+				r.countEffect(eff.Name(), FxLeaseLost)
 				p.log.Warn("the effect outlived its lease: another holder may run it too, with the same key",
 					zap.String("key", doneItems[i].key), zap.Int64("offset", doneItems[i].msg.Offset), zap.Duration("lease", r.cfg.Ledger.Lease()))
 			}
@@ -311,7 +311,7 @@ func (r *Runner) fire(ctx context.Context, p *partition, eff *sideeffects.Effect
 				err := eff.Fire(gctx, sideeffects.Run{Effect: eff.Name(), Key: it.key, Attempt: it.attempts}, it.dec)
 				if err == nil {
 					it.outcome = FxFired
-					r.metrics.effects.WithLabelValues(eff.Name(), FxFired).Inc()
+					r.countEffect(eff.Name(), FxFired)
 					return nil
 				}
 				if gctx.Err() != nil {
@@ -319,12 +319,12 @@ func (r *Runner) fire(ctx context.Context, p *partition, eff *sideeffects.Effect
 				}
 				if sideeffects.IsPermanent(err) || it.attempts >= r.cfg.EffectMaxAttempts {
 					it.outcome, it.err = FxParked, err
-					r.metrics.effects.WithLabelValues(eff.Name(), FxParked).Inc()
+					r.countEffect(eff.Name(), FxParked)
 					p.log.Warn("effect parked", zap.String("key", it.key), zap.Int64("offset", it.msg.Offset),
 						zap.String("event_id", it.dec.ID), zap.Int("attempts", it.attempts), zap.Error(err))
 					return nil
 				}
-				r.metrics.effects.WithLabelValues(eff.Name(), FxRetried).Inc()
+				r.countEffect(eff.Name(), FxRetried)
 				if it.attempts == 1 {
 					p.log.Info("effect failed; retrying", zap.String("key", it.key), zap.Error(err))
 				}
@@ -428,4 +428,10 @@ func (r *Runner) retryParkedEffects(ctx context.Context, p *partition, eff *side
 		p.log.Info("retried parked effects", zap.Int("resolved", resolved), zap.Int("still_parked", len(items)-resolved))
 	}
 	return err
+}
+
+// countEffect counts an effect run's outcome in metrics and status.
+func (r *Runner) countEffect(effect, outcome string) {
+	r.metrics.effects.WithLabelValues(effect, outcome).Inc()
+	r.status.countEffect(effect, outcome, 1)
 }

@@ -47,6 +47,9 @@ type Status struct {
 	// EffectLag is, per effect, the events between its watermark and the log end
 	// (Inspect only).
 	EffectLag map[string]int64 `json:"effect_lag,omitempty"`
+	// Effects counts this instance's effect runs per effect and outcome (fired,
+	// suppressed_ledger, suppressed_horizon, retried, parked, lease_lost).
+	Effects map[string]map[string]int64 `json:"effects,omitempty"`
 }
 
 type statusBoard struct {
@@ -54,6 +57,19 @@ type statusBoard struct {
 	base     Status
 	parts    map[int]*partStatus
 	readyLag int64
+	effects  map[string]map[string]int64
+}
+
+func (b *statusBoard) countEffect(effect, outcome string, n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.effects == nil {
+		b.effects = map[string]map[string]int64{}
+	}
+	if b.effects[effect] == nil {
+		b.effects[effect] = map[string]int64{}
+	}
+	b.effects[effect][outcome] += n
 }
 
 type partStatus struct {
@@ -100,6 +116,15 @@ func (b *statusBoard) snapshot() Status {
 	parts := make([]*partStatus, 0, len(b.parts))
 	for _, p := range b.parts {
 		parts = append(parts, p)
+	}
+	if len(b.effects) > 0 {
+		s.Effects = map[string]map[string]int64{}
+		for e, m := range b.effects {
+			s.Effects[e] = map[string]int64{}
+			for o, n := range m {
+				s.Effects[e][o] = n
+			}
+		}
 	}
 	b.mu.Unlock()
 	s.Ready = s.Joined
