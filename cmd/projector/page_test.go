@@ -70,7 +70,9 @@ func TestStatusPageInHeadlessChromium(t *testing.T) {
 	}()
 	defer func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
 	}()
 	url := "http://" + addr + "/"
 	applied := func() int64 {
