@@ -216,10 +216,14 @@ func (s *snapshotFlags) open(ctx context.Context, c *common, pool *pgxpool.Pool,
 			}
 			start := time.Now()
 			m, err := restoreSnapshot(ctx, c, pool, proj, store, id)
-			if err != nil {
+			switch {
+			case errors.Is(err, snapshot.ErrNotEmpty):
+				log.Info("--bootstrap: another instance restored first", zap.String("bootstrap", s.bootstrap))
+			case err != nil:
 				return nil, fmt.Errorf("--bootstrap %s: %w", s.bootstrap, err)
+			default:
+				log.Info("bootstrapped from a snapshot", zap.String("id", m.ID), zap.Int64("events", m.Events), zap.Duration("took", time.Since(start)))
 			}
-			log.Info("bootstrapped from a snapshot", zap.String("id", m.ID), zap.Int64("events", m.Events), zap.Duration("took", time.Since(start)))
 		}
 	}
 	if s.everyEvents == 0 && s.every == 0 && s.onTypes == "" {

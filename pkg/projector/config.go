@@ -95,7 +95,8 @@ type Config struct {
 	// crash re-runs, with the same keys, at most the runs of the batch in flight.
 	EffectBatchSize int
 
-	// Snapshots, when set, are taken by the instance that owns partition 0.
+	// Snapshots, when set, are taken by the instance that owns partition 0 (count and
+	// interval triggers) or that applied the chosen event (type triggers).
 	Snapshots *SnapshotPolicy
 
 	// ActivateWhenLive points the projection's stable views at this version once

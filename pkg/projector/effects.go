@@ -81,6 +81,16 @@ func (r *Runner) workEffect(ctx context.Context, gen *kafka.Generation, part int
 	}
 	if p.next < first {
 		p.log.Warn("the effect's watermark is below the log start; events before it are gone", zap.Int64("watermark", p.next), zap.Int64("log_start", first))
+		if err := r.retry(ctx, p, "move watermark to the log start", func(ctx context.Context) error {
+			sql, args := r.offsets.AdvanceSQL(p.key, p.owner, p.next, first, 0)
+			tag, err := r.cfg.Pool.Exec(ctx, sql, args...)
+			if err == nil && tag.RowsAffected() != 1 {
+				return offsets.ErrFenced
+			}
+			return err
+		}); err != nil {
+			return err
+		}
 		p.next = first
 	}
 	p.log.Debug("effect claimed", zap.Int64("watermark", p.next), zap.Time("horizon_from", horizonFrom))
@@ -151,17 +161,14 @@ func (r *Runner) workEffect(ctx context.Context, gen *kafka.Generation, part int
 // its horizon: events older than it are suppressed.
 func (r *Runner) effectStart(ctx context.Context, eff *sideeffects.Effect, part int) (time.Time, error) {
 	var from time.Time
-	err := r.cfg.Pool.QueryRow(ctx, `
-		WITH ins AS (
-			INSERT INTO `+r.tables.effectStarts+` (effect, projection, version, topic, partition, horizon_from)
-			VALUES ($1, $2, $3, $4, $5, now() - $6::interval)
-			ON CONFLICT DO NOTHING RETURNING horizon_from)
-		SELECT horizon_from FROM ins
-		UNION ALL
-		SELECT horizon_from FROM `+r.tables.effectStarts+`
-		 WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5`,
-		eff.Name(), r.cfg.Projection.Name(), r.cfg.Projection.Version(), r.cfg.Topic, part, r.cfg.EffectHorizon.String(),
-	).Scan(&from)
+	if _, err := r.cfg.Pool.Exec(ctx, `INSERT INTO `+r.tables.effectStarts+` (effect, projection, version, topic, partition, horizon_from)
+		VALUES ($1, $2, $3, $4, $5, now() - $6::interval) ON CONFLICT DO NOTHING`,
+		eff.Name(), r.cfg.Projection.Name(), r.cfg.Projection.Version(), r.cfg.Topic, part, r.cfg.EffectHorizon.String()); err != nil {
+		return from, err
+	}
+	err := r.cfg.Pool.QueryRow(ctx, `SELECT horizon_from FROM `+r.tables.effectStarts+`
+		WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5`,
+		eff.Name(), r.cfg.Projection.Name(), r.cfg.Projection.Version(), r.cfg.Topic, part).Scan(&from)
 	return from, err
 }
 
@@ -180,16 +187,31 @@ func (r *Runner) effectBatch(genCtx context.Context, p *partition, eff *sideeffe
 		}
 		d, err := eff.Registry().Decode(ev)
 		if err != nil {
+			// The read model parks it too; the effect is parked, not lost, and a retry
+			// after a fix (a newer build knowing the schema) runs it.
+			items = append(items, &fxItem{msg: m, dec: events.Decoded{Event: ev}, key: sideeffects.Key(eff.Name(), ev.ID),
+				outcome: FxParked, err: fmt.Errorf("undecodable: %w", err)})
+			r.countEffect(eff.Name(), FxParked)
 			continue
 		}
-		if ev.Time.Before(horizonFrom) {
+		when := ev.Time
+		if when.IsZero() {
+			when = m.Time // CloudEvents time is optional: the log's timestamp stands in
+		}
+		if when.Before(horizonFrom) {
 			r.countEffect(eff.Name(), FxSuppressedHorzn)
 			continue
 		}
 		items = append(items, &fxItem{msg: m, dec: d, key: sideeffects.Key(eff.Name(), ev.ID)})
 	}
-	for i := 0; i < len(items); i += r.cfg.EffectBatchSize {
-		if err := r.runEffects(ctx, p, eff, items[i:min(i+r.cfg.EffectBatchSize, len(items))]); err != nil {
+	var runnable []*fxItem
+	for _, it := range items {
+		if it.outcome == "" {
+			runnable = append(runnable, it)
+		}
+	}
+	for i := 0; i < len(runnable); i += r.cfg.EffectBatchSize {
+		if err := r.runEffects(ctx, p, eff, runnable[i:min(i+r.cfg.EffectBatchSize, len(runnable))]); err != nil {
 			return err
 		}
 	}
@@ -209,7 +231,7 @@ func (r *Runner) effectBatch(genCtx context.Context, p *partition, eff *sideeffe
 		}
 		if err := w.Flush(ctx); err != nil {
 			if errors.Is(err, offsets.ErrFenced) {
-				if ok, rerr := r.resync(ctx, p); ok || rerr != nil {
+				if ok, rerr := r.resync(ctx, p, next); ok || rerr != nil {
 					return rerr
 				}
 			}
@@ -358,7 +380,7 @@ func (r *Runner) queueEffectPark(w *readmodel.Writer, p *partition, eff *sideeff
 		   SET state = 'parked', error = EXCLUDED.error,
 		       attempts = `+r.tables.parkedEffects+`.attempts + EXCLUDED.attempts, updated_at = now()`,
 		eff.Name(), r.cfg.Projection.Name(), r.cfg.Projection.Version(), r.cfg.Topic, p.key.Partition, it.msg.Offset,
-		it.dec.ID, it.dec.Type, it.key, it.err.Error(), it.attempts, it.msg.Key, it.msg.Value, headers)
+		text(it.dec.ID), text(it.dec.Type), it.key, text(it.err.Error()), it.attempts, it.msg.Key, it.msg.Value, headers)
 }
 
 // retryParkedEffects runs the partition's parked effects an operator asked to retry.
@@ -416,7 +438,7 @@ func (r *Runner) retryParkedEffects(ctx context.Context, p *partition, eff *side
 		for _, it := range items {
 			if it.outcome == FxParked {
 				b.Queue(`UPDATE `+r.tables.parkedEffects+` SET state = 'parked', error = $2, attempts = attempts + $3, updated_at = now() WHERE id = $1`,
-					it.parkID, it.err.Error(), it.attempts)
+					it.parkID, text(it.err.Error()), it.attempts)
 			} else {
 				resolved++
 				b.Queue(`UPDATE `+r.tables.parkedEffects+` SET state = 'resolved', updated_at = now() WHERE id = $1`, it.parkID)

@@ -90,6 +90,16 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 			return ReplayResult{}, err
 		}
 	}
+	// A point past the log's end would never be reached: clamp it.
+	ends, err := UntilOffsets(ctx, pit.Brokers, pit.Topic, time.Now().Add(24*time.Hour))
+	if err != nil {
+		return ReplayResult{}, err
+	}
+	clamped := map[int]int64{}
+	for part, end := range ends {
+		clamped[part] = min(until[part], end)
+	}
+	until = clamped
 	res := ReplayResult{Until: until}
 	for _, o := range until {
 		res.Events += o
@@ -104,6 +114,15 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 	}
 	if err := r.Setup(ctx); err != nil {
 		return res, err
+	}
+	stored, err := r.offsets.List(ctx, pit.Pool, proj.Name(), proj.Version())
+	if err != nil {
+		return res, err
+	}
+	for _, s := range stored {
+		if s.Next > 0 {
+			return res, fmt.Errorf("projector: replay into %s: the schema already holds a read model (stored offsets): drop %s and %s first", pit.Into, pit.Into, fw)
+		}
 	}
 	var from int64
 	if pit.Store != nil {

@@ -179,8 +179,9 @@ func (r *Runner) startGeneration(gen *kafka.Generation) {
 	if r.cfg.ActivateWhenLive && slices.Contains(parts, 0) {
 		gen.Start(r.activateLoop)
 	}
-	if r.snaps != nil && slices.Contains(parts, 0) {
-		gen.Start(r.snaps.loop) // one instance snapshots: the owner of partition 0
+	if r.snaps != nil && len(parts) > 0 {
+		owner := slices.Contains(parts, 0) // the count and interval triggers are its
+		gen.Start(func(ctx context.Context) { r.snaps.loop(ctx, owner) })
 	}
 }
 

@@ -42,6 +42,7 @@ type snapshotter struct {
 	last    atomic.Int64
 	lastAt  atomic.Int64 // unix nanos
 	pending atomic.Bool  // a type trigger seen, not yet snapshotted
+	owner   atomic.Bool  // this instance owns partition 0 in the current generation
 	taken   atomic.Int64
 }
 
@@ -65,12 +66,16 @@ func (r *Runner) SnapshotsTaken() int64 {
 	return r.snaps.taken.Load()
 }
 
-// due reports whether a trigger has fired, given the events consumed in all.
-func (s *snapshotter) due(consumed int64) bool {
+// due reports whether a trigger has fired, given the events consumed in all. The
+// count and interval triggers belong to one instance (the owner of partition 0); a
+// type trigger to whichever instance applied the event.
+func (s *snapshotter) due(consumed int64, owner bool) bool {
 	p := s.policy
 	switch {
 	case s.pending.Load():
 		return true
+	case !owner:
+		return false
 	case p.EveryEvents > 0 && consumed-s.last.Load() >= p.EveryEvents:
 		return true
 	case p.Every > 0 && time.Since(time.Unix(0, s.lastAt.Load())) >= p.Every:
@@ -93,14 +98,14 @@ func (s *snapshotter) saw(entries []entry) {
 }
 
 // take snapshots now (one at a time) and prunes to Keep.
-func (s *snapshotter) take(ctx context.Context) error {
+func (s *snapshotter) take(ctx context.Context, owner bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	consumed, err := s.consumed(ctx)
 	if err != nil {
 		return err
 	}
-	if !s.due(consumed) {
+	if !s.due(consumed, owner) {
 		return nil // another trigger already took it
 	}
 	start := time.Now()
@@ -132,17 +137,21 @@ func (s *snapshotter) afterBatch(ctx context.Context, entries []entry) {
 	if !s.policy.Sync {
 		return
 	}
+	owner := s.owner.Load()
 	consumed, err := s.consumed(ctx)
-	if err != nil || !s.due(consumed) {
+	if err != nil || !s.due(consumed, owner) {
 		return
 	}
-	if err := s.take(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	if err := s.take(ctx, owner); err != nil && !errors.Is(err, context.Canceled) {
 		s.r.log.Warn("snapshot failed", zap.Error(err))
 	}
 }
 
-// loop runs async snapshots, checking the triggers every half second.
-func (s *snapshotter) loop(ctx context.Context) {
+// loop runs async snapshots, checking the triggers every half second. Every
+// instance runs it: type triggers are local; owner says whether this instance owns
+// partition 0 and with it the count and interval triggers.
+func (s *snapshotter) loop(ctx context.Context, owner bool) {
+	s.owner.Store(owner)
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -155,10 +164,10 @@ func (s *snapshotter) loop(ctx context.Context) {
 			continue
 		}
 		consumed, err := s.consumed(ctx)
-		if err != nil || !s.due(consumed) {
+		if err != nil || !s.due(consumed, owner) {
 			continue
 		}
-		if err := s.take(ctx); err != nil && ctx.Err() == nil {
+		if err := s.take(ctx, owner); err != nil && ctx.Err() == nil {
 			s.r.log.Warn("snapshot failed", zap.Error(fmt.Errorf("async: %w", err)))
 		}
 	}

@@ -208,7 +208,7 @@ func (v Versions) Drop(ctx context.Context, version int) error {
 	}
 	stmts := []string{
 		`DROP SCHEMA IF EXISTS ` + pgx.Identifier{fmt.Sprintf("%s_v%d", v.Projection, version)}.Sanitize() + ` CASCADE`,
-		`DELETE FROM ` + fw + `.offsets WHERE (projection = $1 OR projection LIKE $1 || '/fx/%') AND version = $2`,
+		`DELETE FROM ` + fw + `.offsets WHERE (projection = $1 OR left(projection, length($1) + 4) = $1 || '/fx/') AND version = $2`,
 	}
 	for _, t := range []string{"aggregates", "event_ids", "parked", "migrations", "parked_effects", "effect_starts"} {
 		stmts = append(stmts, `DELETE FROM `+fw+`.`+t+` WHERE projection = $1 AND version = $2`)
@@ -252,7 +252,8 @@ func (r *Runner) activateLoop(ctx context.Context) {
 			continue
 		}
 		for _, info := range infos {
-			if info.Active && info.Version == r.cfg.Projection.Version() {
+			// Never undo an operator's choice: activate only over an older version.
+			if info.Active && info.Version >= r.cfg.Projection.Version() {
 				<-ctx.Done()
 				return
 			}

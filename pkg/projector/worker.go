@@ -286,7 +286,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 			out, err = r.applyOnce(ctx, p, entries, true, known)
 		}
 		if errors.Is(err, offsets.ErrFenced) {
-			ok, rerr := r.resync(ctx, p)
+			ok, rerr := r.resync(ctx, p, msgs[len(msgs)-1].Offset+1)
 			if ok {
 				resynced = true // a previous attempt committed: not fenced
 			}
@@ -325,7 +325,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 // resync handles a compare-and-set that failed: if the stored owner is still this
 // worker, an earlier attempt of the batch committed (its acknowledgement was lost)
 // and the worker moves to the stored position; otherwise the partition is fenced.
-func (r *Runner) resync(ctx context.Context, p *partition) (bool, error) {
+func (r *Runner) resync(ctx context.Context, p *partition, target int64) (bool, error) {
 	pos, ok, err := r.offsets.Get(ctx, r.cfg.Pool, p.key)
 	if err != nil {
 		return false, err
@@ -335,6 +335,9 @@ func (r *Runner) resync(ctx context.Context, p *partition) (bool, error) {
 		p.log.Warn("fenced: another member owns the partition; this worker stops and commits nothing",
 			zap.Int32("owner_generation", pos.Generation), zap.String("owner", pos.Member))
 		return false, offsets.ErrFenced
+	}
+	if pos.Next < target {
+		return false, fmt.Errorf("partition %d: stored offset %d, expected %d or more after a lost acknowledgement", p.key.Partition, pos.Next, target)
 	}
 	p.log.Info("an earlier attempt of this batch committed; moving to the stored position", zap.Int64("next_offset", pos.Next))
 	p.next = pos.Next

@@ -116,7 +116,7 @@ func (l *Ledger) Reserve(ctx context.Context, keys []string) ([]Reservation, err
 		}
 		v, _ := gets[i].Result()
 		switch {
-		case ok:
+		case ok, v == leasePrefix+out[i].token: // the second: a retried pipeline found its own SET
 			out[i].State = Acquired
 		case strings.HasPrefix(v, donePrefix):
 			out[i].State = Done

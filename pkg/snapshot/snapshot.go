@@ -146,6 +146,10 @@ func Take(ctx context.Context, src Source, store Store) (*Manifest, error) {
 	copies["_aggregates"] = `COPY (SELECT subject, last_sequence, last_event_id FROM ` + fw + `.aggregates` + where +
 		` ORDER BY subject) TO STDOUT (FORMAT binary)`
 	copies["_event_ids"] = `COPY (SELECT event_id FROM ` + fw + `.event_ids` + where + ` ORDER BY event_id) TO STDOUT (FORMAT binary)`
+	// Open parked events travel too: a restored read model must park later events of
+	// their aggregates, as a full replay would, and an operator can still retry them.
+	copies["_parked"] = `COPY (SELECT ` + parkedColumns + ` FROM ` + fw + `.parked` + where +
+		` AND state <> 'resolved' ORDER BY topic, partition, "offset") TO STDOUT (FORMAT binary)`
 	names := make([]string, 0, len(copies))
 	for n := range copies {
 		names = append(names, n)
@@ -297,6 +301,10 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 		return m, err
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
+	// Replicas bootstrapping together: one restores, the others find it not empty.
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "projector:restore:"+fwName+":"+p.Schema()); err != nil {
+		return m, err
+	}
 	var stored int
 	if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+fw+`.offsets WHERE projection = $1 AND version = $2 AND next_offset > 0`,
 		p.Name(), p.Version()).Scan(&stored); err != nil {
@@ -344,6 +352,17 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 				p.Name(), p.Version()); err != nil {
 				return m, err
 			}
+		case "_parked":
+			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE restore_parked ON COMMIT DROP AS SELECT `+parkedColumns+` FROM `+fw+`.parked WITH NO DATA`); err != nil {
+				return m, err
+			}
+			if err := copyIn(t.Name, `COPY restore_parked FROM STDIN (FORMAT binary)`); err != nil {
+				return m, err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO `+fw+`.parked (projection, version, `+parkedColumns+`)
+				SELECT $1, $2, `+parkedColumns+` FROM restore_parked ON CONFLICT DO NOTHING`, p.Name(), p.Version()); err != nil {
+				return m, err
+			}
 		case "_event_ids":
 			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE restore_event_ids (event_id text) ON COMMIT DROP`); err != nil {
 				return m, err
@@ -377,11 +396,14 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 		  JOIN pg_namespace n ON n.oid = s.relnamespace
 		 WHERE s.relkind = 'S' AND n.nspname = `+quoteLiteral(p.Schema())+` LOOP
 		  EXECUTE format('SELECT setval(%L, coalesce((SELECT max(%I) FROM %I.%I), 0) + 1, false)',
-		    `+quoteLiteral(p.Schema())+` || '.' || r.seq, r.col, `+quoteLiteral(p.Schema())+`, r.tbl);
+		    format('%I.%I', `+quoteLiteral(p.Schema())+`, r.seq), r.col, `+quoteLiteral(p.Schema())+`, r.tbl);
 		END LOOP; END $$`); err != nil {
 		return m, fmt.Errorf("snapshot: reset sequences: %w", err)
 	}
 	return m, tx.Commit(ctx)
 }
+
+// parkedColumns are the parked events' columns a snapshot carries.
+const parkedColumns = `topic, partition, "offset", subject, event_id, event_type, error, behind, attempts, state, parked_at, updated_at, msg_key, msg_value, msg_headers`
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

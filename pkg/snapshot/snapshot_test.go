@@ -357,3 +357,45 @@ func TestPolicySnapshotsTakenWhileEventsFlowAreConsistent(t *testing.T) {
 		t.Logf("sync=%v: %d snapshots (taken %d), each equal to the fold up to its offsets", sync, len(ms), r.SnapshotsTaken())
 	}
 }
+
+// Open parked events travel with a snapshot: the restored read model keeps the
+// aggregate parked (later events park behind it, as in a full replay) and lists them.
+func TestSnapshotCarriesParkedEvents(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 1)
+	store := snapshot.FolderStore{Dir: t.TempDir()}
+	w.publish(500)
+	// An undecodable event for one user, then a good one behind it.
+	bad := events.Event{ID: "bad-1", Source: "t", Type: domain.TypeUserChangedPassword, Subject: "poisoned-user", Sequence: 1,
+		Data: []byte(`{"user_id": 7}`)} // user_id must be a string
+	good := events.Event{ID: "good-2", Source: "t", Type: domain.TypeUserChangedPassword, Subject: "poisoned-user", Sequence: 2,
+		Data: []byte(`{"user_id": "poisoned-user"}`)}
+	if _, err := w.pub.Publish(context.Background(), bad, good); err != nil {
+		t.Fatal(err)
+	}
+	live, _ := testenv.Database(t)
+	p := w.projection(1)
+	w.runUntilCaughtUp(w.runner(live, p), live, p)
+	m, err := snapshot.Take(context.Background(), snapshot.Source{Pool: live, Projection: p, Topic: w.topic}, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, _ := testenv.Database(t)
+	r := w.runner(fresh, p)
+	if _, err := snapshot.Restore(context.Background(), store, m.ID, snapshot.Target{Pool: fresh, Projection: p, Topic: w.topic}); err != nil {
+		t.Fatal(err)
+	}
+	third := events.Event{ID: "good-3", Source: "t", Type: domain.TypeUserChangedPassword, Subject: "poisoned-user", Sequence: 3,
+		Data: []byte(`{"user_id": "poisoned-user"}`)}
+	if _, err := w.pub.Publish(context.Background(), third); err != nil {
+		t.Fatal(err)
+	}
+	w.runUntilCaughtUp(r, fresh, p)
+	parked, err := projector.NewDLQ(fresh, "", p.Name(), p.Version()).List(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parked) != 3 || parked[0].EventID != "bad-1" || parked[2].EventID != "good-3" {
+		t.Fatalf("restored deployment's parked events: %+v, want bad-1, good-2 and the new good-3 behind them", parked)
+	}
+}

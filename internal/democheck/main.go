@@ -1,0 +1,204 @@
+// Command democheck is make demo's independent checker: it folds the log of the
+// example domain itself and compares the fold with a read model's tables, and counts
+// welcome mails in Mailpit against the registrations in the log. It exits non-zero
+// when a check fails, printing what differs.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/sideeffects"
+)
+
+func main() {
+	var brokers, topic, dbURL, schema, until, prefix, mailpit string
+	flag.StringVar(&brokers, "brokers", os.Getenv("KAFKA_BROKERS"), "Kafka brokers")
+	flag.StringVar(&topic, "topic", "", "topic")
+	flag.StringVar(&dbURL, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL URL")
+	flag.StringVar(&schema, "schema", "", "read model schema to compare with the fold (empty: no comparison)")
+	flag.StringVar(&until, "until", "", "fold only offsets below PARTITION:OFFSET,… (default: the whole log)")
+	flag.StringVar(&prefix, "mails-for", "", "check one welcome mail per registration of users with this id prefix")
+	flag.StringVar(&mailpit, "mailpit", os.Getenv("MAILPIT_URL"), "Mailpit API base URL")
+	flag.Parse()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	err := run(ctx, strings.Split(brokers, ","), topic, dbURL, schema, until, prefix, mailpit)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "CHECK FAILED:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, brokers []string, topic, dbURL, schema, until, prefix, mailpit string) error {
+	upTo, err := parseUntil(until)
+	if err != nil {
+		return err
+	}
+	evs, err := readLog(ctx, brokers, topic, upTo)
+	if err != nil {
+		return err
+	}
+	if schema != "" {
+		pool, err := pgxpool.New(ctx, dbURL)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		want, err := domain.Fold(domain.Registry(), evs)
+		if err != nil {
+			return err
+		}
+		got, err := domain.Load(ctx, pool, schema)
+		if err != nil {
+			return err
+		}
+		if d := domain.Diff(want, got, 5); d != "" {
+			return fmt.Errorf("schema %s differs from the fold of %d events: %s", schema, len(evs), d)
+		}
+		fmt.Printf("check: schema %s equals an independent fold of the log's %d events (%d users, %d articles)\n",
+			schema, len(evs), len(want.Users), len(want.Articles))
+	}
+	if prefix != "" {
+		regs := map[string]bool{}
+		for _, e := range evs {
+			if e.Type == domain.TypeUserRegistered && strings.HasPrefix(e.Subject, prefix) {
+				regs[domain.MessageID(sideeffects.Key(domain.WelcomeEmailEffect, e.ID))] = true
+			}
+		}
+		ids, total, err := mails(ctx, mailpit, "@"+prefix+".example.test")
+		if err != nil {
+			return err
+		}
+		for id := range ids {
+			if !regs[id] {
+				return fmt.Errorf("a mail with Message-ID %s matches no registration", id)
+			}
+		}
+		if len(ids) != len(regs) {
+			return fmt.Errorf("%d of %d registered users got their welcome mail", len(ids), len(regs))
+		}
+		fmt.Printf("check: %d users registered, %d welcome mails, one per user", len(regs), len(ids))
+		if total > len(ids) {
+			fmt.Printf(" (%d sent again after a crash, each with its first Message-ID)", total-len(ids))
+		}
+		fmt.Println()
+	}
+	return nil
+}
+
+func parseUntil(s string) (map[int]int64, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := map[int]int64{}
+	for _, pair := range strings.Split(s, ",") {
+		p, o, ok := strings.Cut(pair, ":")
+		pi, err1 := strconv.Atoi(p)
+		oi, err2 := strconv.ParseInt(o, 10, 64)
+		if !ok || err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("--until: %q is not PARTITION:OFFSET", pair)
+		}
+		out[pi] = oi
+	}
+	return out, nil
+}
+
+func readLog(ctx context.Context, brokers []string, topic string, upTo map[int]int64) ([]events.Event, error) {
+	st, err := projector.LogStarts(ctx, brokers, topic)
+	if err != nil {
+		return nil, err
+	}
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
+	var reqs []kafka.OffsetRequest
+	for p := range st {
+		reqs = append(reqs, kafka.LastOffsetOf(p))
+	}
+	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, err
+	}
+	var out []events.Event
+	for _, po := range resp.Topics[topic] {
+		end := po.LastOffset
+		if upTo != nil {
+			end = min(end, upTo[po.Partition])
+		}
+		if end <= st[po.Partition] {
+			continue
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: po.Partition, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
+		if err := r.SetOffset(st[po.Partition]); err != nil {
+			return nil, err
+		}
+		for {
+			m, err := r.FetchMessage(ctx)
+			if err != nil {
+				_ = r.Close()
+				return nil, err
+			}
+			if e, err := eventlog.FromMessage(m); err == nil {
+				out = append(out, e)
+			}
+			if m.Offset >= end-1 {
+				break
+			}
+		}
+		_ = r.Close()
+	}
+	return out, nil
+}
+
+func mails(ctx context.Context, api, to string) (map[string]bool, int, error) {
+	if api == "" {
+		return nil, 0, errors.New("no Mailpit URL (--mailpit or MAILPIT_URL)")
+	}
+	ids := map[string]bool{}
+	total := 0
+	for start := 0; ; {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet,
+			fmt.Sprintf("%s/api/v1/search?query=%s&start=%d&limit=1000", api, url.QueryEscape("to:"+to), start), nil)
+		if err != nil {
+			return nil, 0, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, 0, err
+		}
+		var body struct {
+			Total    int `json:"messages_count"`
+			Messages []struct {
+				MessageID string `json:"MessageID"`
+			} `json:"messages"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		_ = resp.Body.Close()
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, m := range body.Messages {
+			ids[m.MessageID] = true
+		}
+		total += len(body.Messages)
+		start += len(body.Messages)
+		if len(body.Messages) == 0 || start >= body.Total {
+			return ids, total, nil
+		}
+	}
+}
