@@ -16,11 +16,12 @@ type metrics struct {
 	conflicts prometheus.Counter
 	resolved  prometheus.Counter
 	lag       *prometheus.GaugeVec
+	offset    *prometheus.GaugeVec
 	effects   *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, projection string, version int) *metrics {
-	labels := prometheus.Labels{"projection": projection, "version": strconv.Itoa(version)}
+func newMetrics(reg prometheus.Registerer, projection string, version int, topic string) *metrics {
+	labels := prometheus.Labels{"projection": projection, "version": strconv.Itoa(version), "topic": topic}
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "projector_events_total", ConstLabels: labels,
 			Help: "Events settled, by outcome: applied, duplicate, ignored, parked."}, []string{"outcome"}),
@@ -39,11 +40,13 @@ func newMetrics(reg prometheus.Registerer, projection string, version int) *metr
 		effects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "projector_effects_total", ConstLabels: labels,
 			Help: "Effect runs by effect and outcome: fired, suppressed_ledger, suppressed_horizon, retried, parked, lease_lost."},
 			[]string{"effect", "outcome"}),
-		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "projector_lag", ConstLabels: labels,
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "projector_partition_lag", ConstLabels: labels,
 			Help: "Events between the stored position and the partition's end, per partition owned here."}, []string{"partition"}),
+		offset: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "projector_partition_offset", ConstLabels: labels,
+			Help: "The stored next offset, per partition owned here."}, []string{"partition"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.batches, m.transient, m.fenced, m.gaps, m.conflicts, m.resolved, m.lag, m.effects)
+		reg.MustRegister(m.events, m.batches, m.transient, m.fenced, m.gaps, m.conflicts, m.resolved, m.lag, m.offset, m.effects)
 	}
 	return m
 }

@@ -46,7 +46,7 @@ func New(cfg Config) (*Runner, error) {
 		cfg: cfg, log: log,
 		offsets: offsets.NewStore(cfg.Schema),
 		tables:  newTables(cfg.Schema),
-		metrics: newMetrics(cfg.Registerer, cfg.Projection.Name(), cfg.Projection.Version()),
+		metrics: newMetrics(cfg.Registerer, cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic),
 		status: &statusBoard{parts: map[int]*partStatus{}, readyLag: cfg.ReadyLag, base: Status{
 			Projection: cfg.Projection.Name(), Version: cfg.Projection.Version(), Topic: cfg.Topic, Group: cfg.GroupID,
 		}},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -102,6 +103,7 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 			}
 		} else if len(msgs) == 0 {
 			p.status.idle(p.next)
+			r.observePartition(p)
 			if time.Since(lastTouch) >= r.offsets.StaleClaimAfter/4 {
 				// An idle owner keeps its claim fresh, so it is never taken for stale.
 				lastTouch = time.Now()
@@ -316,10 +318,21 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	p.next = last.Offset + 1
 	r.metrics.observe(out, time.Since(start))
 	p.status.batch(p.next, last.HighWaterMark, out, r.cfg.ReadyLag, p.log)
+	r.observePartition(p)
 	if r.snaps != nil {
 		r.snaps.afterBatch(genCtx, entries)
 	}
 	return nil
+}
+
+// observePartition updates the partition's gauges from its status.
+func (r *Runner) observePartition(p *partition) {
+	p.status.mu.Lock()
+	lag, next := p.status.s.Lag, p.status.s.Next
+	p.status.mu.Unlock()
+	part := strconv.Itoa(p.key.Partition)
+	r.metrics.lag.WithLabelValues(part).Set(float64(lag))
+	r.metrics.offset.WithLabelValues(part).Set(float64(next))
 }
 
 // resync handles a compare-and-set that failed: if the stored owner is still this
