@@ -73,6 +73,8 @@ func TestRunServesReadinessStatusAndQueries(t *testing.T) {
 		return resp.StatusCode, m
 	}
 	waitFor(t, time.Minute, "/readyz to answer 200", func() bool { code, _ := get("/readyz"); return code == 200 })
+	// Ready means lag under --ready-lag; the queries below want the whole log applied.
+	waitFor(t, time.Minute, "lag 0", func() bool { _, st := get("/status"); return st != nil && st["lag"] == float64(0) })
 	code, stats := get("/v1/stats")
 	if code != 200 || stats["users"] == nil {
 		t.Fatalf("/v1/stats: %d %v", code, stats)
