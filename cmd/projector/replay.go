@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -65,6 +66,13 @@ Effects never fire in a replay. Drop the schema (and SCHEMA_projector) when done
 	}
 	defer pool.Close()
 	pit.Pool, pit.Projection, pit.Logger = pool, proj, log
+	if cli.IsTerminal(os.Stderr) {
+		pit.Started = func(ctx context.Context, r *projector.Runner) func() {
+			ctx, cancel := context.WithCancel(ctx)
+			wait := progressBar(ctx, r, os.Stderr)
+			return func() { cancel(); wait() }
+		}
+	}
 	start := time.Now()
 	res, err := projector.ReplayUntil(ctx, pit)
 	if err != nil {

@@ -27,6 +27,9 @@ type PointInTime struct {
 	UntilTime  time.Time     // the first event appended at or after this time is not applied
 	Store      snapshot.Store
 	Logger     *zap.Logger
+	// Started, when set, is called with the runner once the replay starts (after any
+	// snapshot is restored): a caller can draw progress from its Status.
+	Started func(ctx context.Context, r *Runner) (stop func())
 }
 
 // ReplayResult says how a point-in-time replay was built.
@@ -148,6 +151,10 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 	}
 	res.Replayed = res.Events - from
 	if res.Replayed > 0 {
+		if pit.Started != nil {
+			stop := pit.Started(ctx, r)
+			defer stop()
+		}
 		if err := r.Run(ctx); err != nil {
 			return res, err
 		}
