@@ -96,7 +96,8 @@ func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error 
 		if err := setupFramework(ctx, &c, pool, proj); err != nil {
 			return err
 		}
-		m, err := snapshot.Take(ctx, snapshot.Source{Pool: pool, Schema: c.schema, Projection: proj, Topic: c.topic}, store)
+		m, err := snapshot.Take(ctx, snapshot.Source{Pool: pool, Schema: c.schema, Projection: proj, Topic: c.topic,
+			Progress: tableProgress(stdout, "wrote")}, store)
 		if err != nil {
 			return err
 		}
@@ -162,6 +163,15 @@ func restoreSnapshot(ctx context.Context, c *common, pool *pgxpool.Pool, proj *r
 	brokers := cli.SplitList(c.brokers)
 	return snapshot.Restore(ctx, store, id, snapshot.Target{Pool: pool, Schema: c.schema, Projection: proj, Topic: c.topic,
 		LogStart: func(ctx context.Context) (map[int]int64, error) { return projector.LogStarts(ctx, brokers, c.topic) }})
+}
+
+// tableProgress prints a line per table: snapshots copy at hundreds of MB/s, so a
+// line per table is the progress worth showing.
+func tableProgress(out io.Writer, verb string) func(string, int64, int64, time.Duration) {
+	return func(table string, rows, bytes int64, took time.Duration) {
+		rate := float64(bytes) / max(took.Seconds(), 1e-6) / (1 << 20)
+		_, _ = fmt.Fprintf(out, "  %s %-12s %9d rows %10d bytes  %6.1f MB/s\n", verb, table, rows, bytes, rate)
+	}
 }
 
 type snapshotFlags struct {

@@ -79,6 +79,8 @@ type Source struct {
 	Schema     string // framework schema (offsets, aggregates); default readmodel.FrameworkSchemaDefault
 	Projection *readmodel.Projection
 	Topic      string
+	// Progress, when set, is told of each table as it is written.
+	Progress func(table string, rows, bytes int64, took time.Duration)
 }
 
 func (s Source) fw() string {
@@ -159,6 +161,7 @@ func Take(ctx context.Context, src Source, store Store) (*Manifest, error) {
 		for _, name := range names {
 			var info Table
 			info.Name = name
+			began := time.Now()
 			err := put(name, func(w io.Writer) error {
 				h := sha256.New()
 				cw := &countWriter{w: io.MultiWriter(w, h)}
@@ -174,6 +177,9 @@ func Take(ctx context.Context, src Source, store Store) (*Manifest, error) {
 			}
 			m.Tables = append(m.Tables, info)
 			m.Bytes += info.Bytes
+			if src.Progress != nil {
+				src.Progress(name, info.Rows, info.Bytes, time.Since(began))
+			}
 		}
 		m.Checksum = checksum(m.Tables)
 		return nil
@@ -213,6 +219,8 @@ type Target struct {
 	// LogStart, when set, returns each partition's first offset: a snapshot whose
 	// offsets lie below it is refused (the events after it are gone).
 	LogStart func(ctx context.Context) (map[int]int64, error)
+	// Progress, when set, is told of each table as it is loaded.
+	Progress func(table string, rows, bytes int64, took time.Duration)
 }
 
 // Verify checks a snapshot's files against its manifest and the projection's schema
@@ -338,6 +346,10 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 		return nil
 	}
 	for _, t := range m.Tables {
+		began := time.Now()
+		if dst.Progress != nil {
+			defer func(t Table) { dst.Progress(t.Name, t.Rows, t.Bytes, time.Since(began)) }(t)
+		}
 		switch t.Name {
 		case "_aggregates":
 			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE restore_aggregates (subject text, last_sequence bigint, last_event_id text) ON COMMIT DROP`); err != nil {
