@@ -132,7 +132,7 @@ func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error 
 		if err != nil {
 			return err
 		}
-		m, err := restoreSnapshot(ctx, &c, pool, proj, store, id)
+		m, err := restoreSnapshot(ctx, &c, pool, proj, store, id, tableProgress(stdout, "loaded"))
 		if err != nil {
 			return err
 		}
@@ -156,13 +156,15 @@ func setupFramework(ctx context.Context, c *common, pool *pgxpool.Pool, proj *re
 	return r.Setup(ctx)
 }
 
-func restoreSnapshot(ctx context.Context, c *common, pool *pgxpool.Pool, proj *readmodel.Projection, store snapshot.Store, id string) (snapshot.Manifest, error) {
+func restoreSnapshot(ctx context.Context, c *common, pool *pgxpool.Pool, proj *readmodel.Projection, store snapshot.Store, id string,
+	progress func(string, int64, int64, time.Duration)) (snapshot.Manifest, error) {
 	if err := setupFramework(ctx, c, pool, proj); err != nil {
 		return snapshot.Manifest{}, err
 	}
 	brokers := cli.SplitList(c.brokers)
 	return snapshot.Restore(ctx, store, id, snapshot.Target{Pool: pool, Schema: c.schema, Projection: proj, Topic: c.topic,
-		LogStart: func(ctx context.Context) (map[int]int64, error) { return projector.LogStarts(ctx, brokers, c.topic) }})
+		LogStart: func(ctx context.Context) (map[int]int64, error) { return projector.LogStarts(ctx, brokers, c.topic) },
+		Progress: progress})
 }
 
 // tableProgress prints a line per table: snapshots copy at hundreds of MB/s, so a
@@ -225,7 +227,9 @@ func (s *snapshotFlags) open(ctx context.Context, c *common, pool *pgxpool.Pool,
 				}
 			}
 			start := time.Now()
-			m, err := restoreSnapshot(ctx, c, pool, proj, store, id)
+			m, err := restoreSnapshot(ctx, c, pool, proj, store, id, func(table string, rows, bytes int64, took time.Duration) {
+				log.Info("restored a table", zap.String("table", table), zap.Int64("rows", rows), zap.Int64("bytes", bytes), zap.Duration("took", took))
+			})
 			switch {
 			case errors.Is(err, snapshot.ErrNotEmpty):
 				log.Info("--bootstrap: another instance restored first", zap.String("bootstrap", s.bootstrap))
