@@ -126,7 +126,7 @@ step "7. a new service bootstraps from the snapshot into its own database ($SERV
 psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $SERVICE2_DB WITH (FORCE)" -c "CREATE DATABASE $SERVICE2_DB"
 LIVE2="new$(date +%s)" # users who register while the new service bootstraps
 bin/producer generate --topic "$TOPIC" --events 1000 --rate 1000 --prefix "$LIVE2" --start now --seed "$RANDOM" --log-level warn >/dev/null
-start_projector service2 --database-url "$URL2" --group demo.service2 --bootstrap latest --listen "$LISTEN2"
+start_projector service2 --database-url "$URL2" --group demo.service2 --bootstrap latest --listen "$LISTEN2" --log-level info
 wait_live "${PROJ[@]}" --database-url "$URL2"
 grep -h "bootstrapped" "$WORK/service2.log" | python3 -c 'import json,sys
 for l in sys.stdin: d=json.loads(l); print("bootstrapped from", d["id"], "(%d events) in %.2fs" % (d["events"], d["took"]))' || true
