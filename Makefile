@@ -12,7 +12,7 @@ GOLANGCI      := $(CACHE_DIR)/bin/golangci-lint-$(GOLANGCI_VER)
 # Every command that talks to the stack reads its endpoints from the stack's env file.
 WITH_STACK    := eval "$$($(STACK) env)" &&
 
-.PHONY: help demo test test-short lint bench chaos stack-up stack-down stack-status build docker-check
+.PHONY: help demo test test-short lint bench bench-go chaos stack-up stack-down stack-status build docker-check
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,7 +29,7 @@ stack-status: ## show which stack servers run, and their endpoints
 build: ## build bin/projector and bin/producer
 	$(GO) build -o bin/ ./cmd/...
 
-demo: stack-up build ## the main job on the local stack: events into Kafka, read back (see README)
+demo: stack-up build ## the main job: the founding article's story in nine checked steps on the local stack
 	@$(WITH_STACK) scripts/demo.sh
 
 test: stack-up ## start the stack if needed, then go test -race ./... against it
@@ -49,10 +49,12 @@ lint: $(GOLANGCI) ## gofmt check, go vet, golangci-lint (pinned) with .golangci.
 	$(GOLANGCI) run ./...
 	bash -n $(STACK) scripts/*.sh .ci/run
 
-bench: stack-up ## Go benchmarks against the real stack, each beside its baseline (the full suite is issue 7)
+bench: stack-up ## the benchmark program: replay, bootstrap, live latency, effects, each beside its baseline; writes bench/results/
+	@$(WITH_STACK) $(GO) run ./cmd/bench $(BENCH_FLAGS)
+
+bench-go: stack-up ## the Go benchmarks (encode/decode, generator, replay, effects) against the real stack
 	@$(GO) test -run '^$$' -bench . -count 1 ./pkg/events/ ./internal/domain/
 	@$(WITH_STACK) $(GO) test -run '^$$' -bench . -benchtime 3x -count 1 ./pkg/projector/
-	@echo "make bench: the full benchmark program (JSON, table, plot) is issue 7; above are the Go benchmarks that exist."
 
 chaos: ## fault-injection suite (not built yet: issue 8)
 	@echo "make chaos: the reliability suite has not landed yet (issue 8); nothing was run." >&2; exit 1

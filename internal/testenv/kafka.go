@@ -112,15 +112,23 @@ func ReadAll(tb testing.TB, topic string) []kafka.Message {
 	}
 	var out []kafka.Message
 	for _, p := range meta.Topics[0].Partitions {
-		conn, err := kafka.DialLeader(ctx, "tcp", brokers[0], topic, p.ID)
-		if err != nil {
-			tb.Fatalf("dial %s/%d: %v", topic, p.ID, err)
+		// A topic created a moment ago may answer "Not Leader For Partition" while its
+		// leadership settles: retry for a few seconds.
+		var end int64
+		for attempt := 0; ; attempt++ {
+			conn, err := kafka.DialLeader(ctx, "tcp", brokers[0], topic, p.ID)
+			if err == nil {
+				end, err = conn.ReadLastOffset()
+				_ = conn.Close()
+			}
+			if err == nil {
+				break
+			}
+			if attempt >= 50 {
+				tb.Fatalf("end offset %s/%d: %v", topic, p.ID, err)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		end, err := conn.ReadLastOffset()
-		if err != nil {
-			tb.Fatalf("end offset %s/%d: %v", topic, p.ID, err)
-		}
-		_ = conn.Close()
 		if end == 0 {
 			continue
 		}

@@ -1,0 +1,229 @@
+// Command bench measures the projector against the real stack, each figure beside a
+// baseline measured in the same run on the same machine, and writes
+// bench/results/latest.{json,md,png}. make bench runs it with the defaults.
+//
+// Scenarios (the example domain's generated log, fixed seed, 12 partitions):
+//   - replay from zero into a fresh database, repeated (median and spread), checked
+//     against an independent fold; baselines: a naive consumer (group reader, one
+//     upsert per event in autocommit, a Kafka commit per message) on a sample, raw
+//     kafka-go consumption, and COPY of the same final rows
+//   - bootstrap from a snapshot taken at 90% of the log, then catch-up
+//   - live latency from the producer's acknowledgement to the row being visible
+//   - side effects with a no-op sink: runs per second and Redis round trips per batch
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+)
+
+// Result is the JSON the run writes.
+type Result struct {
+	Machine   Machine   `json:"machine"`
+	Replay    Replay    `json:"replay"`
+	Bootstrap Bootstrap `json:"bootstrap"`
+	Live      Live      `json:"live"`
+	Effects   Effects   `json:"effects"`
+	Series    []Point   `json:"replay_series"` // events/s over time during the median replay
+	Started   time.Time `json:"started"`
+	Seconds   float64   `json:"seconds"`
+}
+
+// Machine says where the figures come from.
+type Machine struct {
+	Cores    int    `json:"cores"`
+	MemoryMB int64  `json:"memory_mb"`
+	Go       string `json:"go"`
+	Kafka    string `json:"kafka"`
+	Postgres string `json:"postgres"`
+	Redis    string `json:"redis"`
+	Commit   string `json:"commit"`
+}
+
+// Replay is scenario 1.
+type Replay struct {
+	Events              int64     `json:"events"`
+	Runs                []float64 `json:"runs_seconds"`
+	Seconds             float64   `json:"seconds"` // median
+	EventsPerSec        float64   `json:"events_per_sec"`
+	PeakRSSMB           float64   `json:"peak_rss_mb"`
+	Verified            bool      `json:"verified_against_fold"`
+	NaiveSample         int64     `json:"naive_sample_events"`
+	NaiveEventsPerSec   float64   `json:"naive_events_per_sec"`
+	RawConsumePerSec    float64   `json:"raw_consume_per_sec"`
+	CopyRowsPerSec      float64   `json:"copy_rows_per_sec"`
+	CopyRows            int64     `json:"copy_rows"`
+	RatioToCopy         float64   `json:"ratio_to_copy"`
+	RatioToNaive        float64   `json:"ratio_to_naive"`
+	RatioToRawConsume   float64   `json:"ratio_to_raw_consume"`
+}
+
+// Bootstrap is scenario 2.
+type Bootstrap struct {
+	SnapshotEvents int64   `json:"snapshot_events"`
+	SnapshotBytes  int64   `json:"snapshot_bytes"`
+	RestoreSeconds float64 `json:"restore_seconds"`
+	CatchUpSeconds float64 `json:"catch_up_seconds"`
+	Seconds        float64 `json:"seconds"`
+	RatioToReplay  float64 `json:"ratio_to_replay"`
+	Verified       bool    `json:"verified_against_fold"`
+}
+
+// Live is scenario 3.
+type Live struct {
+	Rate    int     `json:"rate"`
+	Seconds int     `json:"seconds"`
+	Events  int     `json:"events"`
+	P50MS   float64 `json:"p50_ms"`
+	P99MS   float64 `json:"p99_ms"`
+	MaxMS   float64 `json:"max_ms"`
+}
+
+// Effects is scenario 4.
+type Effects struct {
+	Events                int64   `json:"events"`
+	PerSec                float64 `json:"per_sec"`
+	RedisRoundTripsPerBat float64 `json:"redis_round_trips_per_batch"`
+	SetNXBaselinePerSec   float64 `json:"redis_setnx_baseline_per_sec"`
+}
+
+// Point is one sample of the replay's progress.
+type Point struct {
+	Seconds      float64 `json:"t"`
+	EventsPerSec float64 `json:"events_per_sec"`
+}
+
+type config struct {
+	brokers, databaseURL, redisURL string
+	events                         int
+	partitions                     int
+	runs                           int
+	naiveSample                    int
+	liveSeconds, liveRate          int
+	effects                        int
+	out                            string
+	seed                           uint64
+}
+
+func main() {
+	var c config
+	f := flag.NewFlagSet("bench", flag.ExitOnError)
+	f.StringVar(&c.brokers, "brokers", envOr("KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka brokers (env KAFKA_BROKERS)")
+	f.StringVar(&c.databaseURL, "database-url", envOr("DATABASE_URL", "postgres://postgres@127.0.0.1:15432/postgres?sslmode=disable"), "PostgreSQL (env DATABASE_URL)")
+	f.StringVar(&c.redisURL, "redis-url", envOr("REDIS_URL", "redis://127.0.0.1:16379/0"), "Redis (env REDIS_URL)")
+	f.IntVar(&c.events, "events", 1_000_000, "events in the log")
+	f.IntVar(&c.partitions, "partitions", 12, "partitions")
+	f.IntVar(&c.runs, "runs", 3, "replay runs (the median is reported)")
+	f.IntVar(&c.naiveSample, "naive-sample", 30_000, "events the naive consumer is timed on")
+	f.IntVar(&c.liveSeconds, "live-seconds", 60, "live latency: seconds of steady traffic")
+	f.IntVar(&c.liveRate, "live-rate", 2000, "live latency: events per second")
+	f.IntVar(&c.effects, "effects", 100_000, "effect-bearing events")
+	f.Uint64Var(&c.seed, "seed", 1, "generator seed")
+	f.StringVar(&c.out, "out", "bench/results", "output folder")
+	_ = f.Parse(os.Args[1:])
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	res, err := run(ctx, c)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	if err := write(c.out, res); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	b, _ := os.ReadFile(filepath.Join(c.out, "latest.md"))
+	fmt.Print(string(b))
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...)
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func write(dir string, r Result) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "latest.json"), b, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(table(r)), 0o644); err != nil {
+		return err
+	}
+	return plot(filepath.Join(dir, "latest.png"), r)
+}
+
+func table(r Result) string {
+	var sb strings.Builder
+	p := func(f string, a ...any) { fmt.Fprintf(&sb, f, a...) }
+	rp := r.Replay
+	p("# projector bench — %s\n\n", r.Started.Format(time.RFC3339))
+	p("machine: %d cores, %d MB, %s, Kafka %s, PostgreSQL %s, Redis %s, commit %s\n\n",
+		r.Machine.Cores, r.Machine.MemoryMB, r.Machine.Go, r.Machine.Kafka, r.Machine.Postgres, r.Machine.Redis, r.Machine.Commit)
+	p("| scenario | figure | baseline (same run) | ratio | target |\n| --- | --- | --- | --- | --- |\n")
+	p("| replay %d events (median of %d: %s s) | %.0f events/s, peak RSS %.0f MB, equals fold: %v | COPY %.0f rows/s | %.2f × COPY | ≥ 0.5 × COPY, ≥ 50,000/s, RSS ≤ 150 MB |\n",
+		rp.Events, len(rp.Runs), fmtRuns(rp.Runs), rp.EventsPerSec, rp.PeakRSSMB, rp.Verified, rp.CopyRowsPerSec, rp.RatioToCopy)
+	p("| | | naive consumer %.0f events/s (sample %d) | %.1f × naive | ≥ 20 × naive |\n", rp.NaiveEventsPerSec, rp.NaiveSample, rp.RatioToNaive)
+	p("| | | raw kafka-go consumption %.0f events/s | %.2f × raw | |\n", rp.RawConsumePerSec, rp.RatioToRawConsume)
+	b := r.Bootstrap
+	p("| bootstrap from a snapshot at %d events, then catch-up | %.1f s (restore %.1f s + catch-up %.1f s), snapshot %.0f MB, equals fold: %v | full replay %.1f s | %.2f × replay | ≤ 0.2 × replay |\n",
+		b.SnapshotEvents, b.Seconds, b.RestoreSeconds, b.CatchUpSeconds, float64(b.SnapshotBytes)/(1<<20), b.Verified, rp.Seconds, b.RatioToReplay)
+	l := r.Live
+	p("| live latency, %d events/s for %d s (%d events) | p50 %.1f ms, p99 %.1f ms, max %.1f ms | | | p99 ≤ 50 ms |\n", l.Rate, l.Seconds, l.Events, l.P50MS, l.P99MS, l.MaxMS)
+	e := r.Effects
+	p("| side effects, %d events, no-op sink | %.0f runs/s, %.2f Redis round trips per batch | raw SET NX %.0f keys/s | | ≥ 20,000/s, ≤ 2 round trips |\n",
+		e.Events, e.PerSec, e.RedisRoundTripsPerBat, e.SetNXBaselinePerSec)
+	p("\ntotal bench time %.0f s\n", r.Seconds)
+	return sb.String()
+}
+
+func fmtRuns(xs []float64) string {
+	var parts []string
+	for _, x := range xs {
+		parts = append(parts, fmt.Sprintf("%.1f", x))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func machine(ctx context.Context, c config) Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), Kafka: "4.1", Commit: gitCommit()}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		_, _ = fmt.Sscanf(strings.SplitN(string(b), "\n", 2)[0], "MemTotal: %d kB", &kb)
+		m.MemoryMB = kb / 1024
+	}
+	m.Postgres, m.Redis = serverVersions(ctx, c)
+	return m
+}
+

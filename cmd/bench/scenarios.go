@@ -1,0 +1,834 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/sideeffects"
+	"github.com/projector/projector/pkg/snapshot"
+)
+
+type env struct {
+	c       config
+	brokers []string
+	admin   *pgxpool.Pool
+	topic   string
+	ends    map[int]int64
+	dbs     []string
+}
+
+func run(ctx context.Context, c config) (Result, error) {
+	start := time.Now()
+	e := &env{c: c, brokers: cli.SplitList(c.brokers), topic: fmt.Sprintf("bench.users.%d.s%d.p%d", c.events, c.seed, c.partitions)}
+	var err error
+	if e.admin, err = pgxpool.New(ctx, c.databaseURL); err != nil {
+		return Result{}, err
+	}
+	defer e.admin.Close()
+	defer e.dropDatabases()
+	res := Result{Started: start.UTC(), Machine: machine(ctx, c)}
+	if err := e.ensureLog(ctx); err != nil {
+		return res, err
+	}
+	if res.Replay, res.Series, err = e.replay(ctx); err != nil {
+		return res, fmt.Errorf("replay: %w", err)
+	}
+	if res.Bootstrap, err = e.bootstrap(ctx, res.Replay.Seconds); err != nil {
+		return res, fmt.Errorf("bootstrap: %w", err)
+	}
+	if res.Live, err = e.live(ctx); err != nil {
+		return res, fmt.Errorf("live: %w", err)
+	}
+	if res.Effects, err = e.effects(ctx); err != nil {
+		return res, fmt.Errorf("effects: %w", err)
+	}
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+
+// ensureLog generates the log once; a topic of that name already full is reused.
+func (e *env) ensureLog(ctx context.Context) error {
+	if _, err := eventlog.EnsureTopic(ctx, e.brokers, eventlog.TopicConfig{Name: e.topic, Partitions: e.c.partitions}); err != nil {
+		return err
+	}
+	ends, err := e.endOffsets(ctx, e.topic)
+	if err != nil {
+		return err
+	}
+	var have int64
+	for _, n := range ends {
+		have += n
+	}
+	if have >= int64(e.c.events) {
+		e.ends = ends
+		logf("reusing %s: %d events", e.topic, have)
+		return nil
+	}
+	if have > 0 {
+		return fmt.Errorf("topic %s holds %d events, not %d: delete it", e.topic, have, e.c.events)
+	}
+	logf("generating %d events into %s", e.c.events, e.topic)
+	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: e.c.seed, Users: 20000})
+	if err != nil {
+		return err
+	}
+	pub, err := eventlog.NewPublisher(eventlog.PublisherConfig{Brokers: e.brokers, Topic: e.topic})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = pub.Close() }()
+	for sent := 0; sent < e.c.events; {
+		n := min(12000, e.c.events-sent)
+		batch := make([]events.Event, n)
+		for i := range batch {
+			batch[i] = g.Next()
+		}
+		if _, err := pub.Publish(ctx, batch...); err != nil {
+			return err
+		}
+		sent += n
+	}
+	e.ends, err = e.endOffsets(ctx, e.topic)
+	return err
+}
+
+func (e *env) endOffsets(ctx context.Context, topic string) (map[int]int64, error) {
+	return projector.UntilOffsets(ctx, e.brokers, topic, time.Now().Add(24*time.Hour))
+}
+
+// database creates a database of its own for one run; all are dropped at the end.
+func (e *env) database(ctx context.Context, name string) (*pgxpool.Pool, error) {
+	name = fmt.Sprintf("bench_%s_%d", name, time.Now().UnixNano()%1_000_000_000)
+	if _, err := e.admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return nil, err
+	}
+	e.dbs = append(e.dbs, name)
+	cfg, err := pgxpool.ParseConfig(e.c.databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ConnConfig.Database = name
+	cfg.MaxConns = 32
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+func (e *env) dropDatabases() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, db := range e.dbs {
+		_, _ = e.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)")
+	}
+}
+
+// runUntil runs a runner until the stored offsets reach ends, sampling progress.
+func runUntil(ctx context.Context, cfg projector.Config, ends map[int]int64, sample func(t time.Duration, done int64)) (time.Duration, error) {
+	r, err := projector.New(cfg)
+	if err != nil {
+		return 0, err
+	}
+	if err := r.Setup(ctx); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	var total int64
+	for _, n := range ends {
+		total += n
+	}
+	var took time.Duration
+	for {
+		var sum int64
+		err := cfg.Pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+pgx.Identifier{schemaOr(cfg.Schema), "offsets"}.Sanitize()+
+			` WHERE projection = $1 AND version = $2 AND topic = $3`, cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic).Scan(&sum)
+		if err == nil && sample != nil {
+			sample(time.Since(start), sum)
+		}
+		if err == nil && sum >= total {
+			took = time.Since(start)
+			break
+		}
+		select {
+		case err := <-done:
+			cancel()
+			return 0, fmt.Errorf("runner stopped: %w", err)
+		case <-ctx.Done():
+			cancel()
+			<-done
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		return took, err
+	}
+	return took, nil
+}
+
+func schemaOr(s string) string {
+	if s == "" {
+		return readmodel.FrameworkSchemaDefault
+	}
+	return s
+}
+
+func (e *env) runnerConfig(pool *pgxpool.Pool, p *readmodel.Projection) projector.Config {
+	return projector.Config{Brokers: e.brokers, Topic: e.topic, Projection: p, Pool: pool,
+		GroupID: fmt.Sprintf("bench.%s.%d", p.Name(), time.Now().UnixNano())}
+}
+
+func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
+	rp := Replay{Events: sum(e.ends)}
+	var series [][]Point
+	var pools []*pgxpool.Pool
+	for i := range e.c.runs {
+		pool, err := e.database(ctx, "replay")
+		if err != nil {
+			return rp, nil, err
+		}
+		defer pool.Close()
+		pools = append(pools, pool)
+		p, err := domain.NewProjection("users", 1)
+		if err != nil {
+			return rp, nil, err
+		}
+		resetPeakRSS()
+		var pts []Point
+		var lastT time.Duration
+		var lastN int64
+		took, err := runUntil(ctx, e.runnerConfig(pool, p), e.ends, func(t time.Duration, n int64) {
+			if t-lastT >= 500*time.Millisecond {
+				pts = append(pts, Point{Seconds: t.Seconds(), EventsPerSec: float64(n-lastN) / (t - lastT).Seconds()})
+				lastT, lastN = t, n
+			}
+		})
+		if err != nil {
+			return rp, nil, err
+		}
+		rp.PeakRSSMB = max(rp.PeakRSSMB, peakRSSMB())
+		rp.Runs = append(rp.Runs, took.Seconds())
+		series = append(series, pts)
+		logf("replay run %d: %.1f s (%.0f events/s)", i+1, took.Seconds(), float64(rp.Events)/took.Seconds())
+	}
+	rp.Seconds = median(rp.Runs)
+	rp.EventsPerSec = float64(rp.Events) / rp.Seconds
+	med := 0
+	for i, s := range rp.Runs {
+		if s == rp.Seconds {
+			med = i
+		}
+	}
+	// After the timed part: the read model must equal an independent fold.
+	evs, err := e.readLog(ctx, e.topic, nil)
+	if err != nil {
+		return rp, nil, err
+	}
+	want, err := domain.Fold(domain.Registry(), evs)
+	if err != nil {
+		return rp, nil, err
+	}
+	got, err := domain.Load(ctx, pools[med], "users_v1")
+	if err != nil {
+		return rp, nil, err
+	}
+	if d := domain.Diff(want, got, 3); d != "" {
+		return rp, nil, fmt.Errorf("the replayed read model differs from the fold: %s", d)
+	}
+	rp.Verified = true
+	if rp.RawConsumePerSec, err = e.rawConsume(ctx); err != nil {
+		return rp, nil, err
+	}
+	if rp.CopyRows, rp.CopyRowsPerSec, err = e.copyCeiling(ctx, pools[med]); err != nil {
+		return rp, nil, err
+	}
+	rp.NaiveSample = int64(min(e.c.naiveSample, int(rp.Events)))
+	if rp.NaiveEventsPerSec, err = e.naive(ctx, int(rp.NaiveSample)); err != nil {
+		return rp, nil, err
+	}
+	rp.RatioToCopy = rp.EventsPerSec / rp.CopyRowsPerSec
+	rp.RatioToNaive = rp.EventsPerSec / rp.NaiveEventsPerSec
+	rp.RatioToRawConsume = rp.EventsPerSec / rp.RawConsumePerSec
+	return rp, series[med], nil
+}
+
+func sum(m map[int]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// readLog reads (and decodes) the topic, up to upTo when given.
+func (e *env) readLog(ctx context.Context, topic string, upTo map[int]int64) ([]events.Event, error) {
+	var out []events.Event
+	var mu sync.Mutex
+	err := e.eachPartition(ctx, topic, upTo, func(m kafka.Message) {
+		if ev, err := eventlog.FromMessage(m); err == nil {
+			mu.Lock()
+			out = append(out, ev)
+			mu.Unlock()
+		}
+	})
+	return out, err
+}
+
+// eachPartition reads every partition from its start to its end (or upTo), one after
+// the other, calling fn for each message.
+func (e *env) eachPartition(ctx context.Context, topic string, upTo map[int]int64, fn func(kafka.Message)) error {
+	starts, err := projector.LogStarts(ctx, e.brokers, topic)
+	if err != nil {
+		return err
+	}
+	ends, err := e.endOffsets(ctx, topic)
+	if err != nil {
+		return err
+	}
+	for part, end := range ends {
+		if upTo != nil {
+			end = min(end, upTo[part])
+		}
+		if end <= starts[part] {
+			continue
+		}
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: topic, Partition: part, MaxBytes: 16 << 20,
+			MaxWait: 100 * time.Millisecond, QueueCapacity: 5000})
+		if err := r.SetOffset(starts[part]); err != nil {
+			return err
+		}
+		for {
+			m, err := r.FetchMessage(ctx)
+			if err != nil {
+				_ = r.Close()
+				return err
+			}
+			fn(m)
+			if m.Offset >= end-1 {
+				break
+			}
+		}
+		_ = r.Close()
+	}
+	return nil
+}
+
+// rawConsume is the ceiling of reading: kafka-go partition readers, all partitions at
+// once, discarding the messages.
+func (e *env) rawConsume(ctx context.Context) (float64, error) {
+	start := time.Now()
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, len(e.ends))
+	for part, end := range e.ends {
+		if end == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.topic, Partition: part, MaxBytes: 16 << 20,
+				MaxWait: 100 * time.Millisecond, QueueCapacity: 5000})
+			defer func() { _ = r.Close() }()
+			for {
+				m, err := r.FetchMessage(ctx)
+				if err != nil {
+					errs <- err
+					return
+				}
+				n.Add(1)
+				if m.Offset >= end-1 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return float64(n.Load()) / time.Since(start).Seconds(), nil
+}
+
+// copyCeiling copies the replayed read model's final rows into fresh tables of the
+// same definition with COPY: the ceiling of writing those rows.
+func (e *env) copyCeiling(ctx context.Context, src *pgxpool.Pool) (int64, float64, error) {
+	dst, err := e.database(ctx, "copy")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer dst.Close()
+	p, err := domain.NewProjection("users", 1)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := readmodel.Setup(ctx, dst, "projector", p); err != nil {
+		return 0, 0, err
+	}
+	var rows int64
+	var took time.Duration
+	for _, t := range []string{"users", "articles"} {
+		var buf strings.Builder
+		sc, err := src.Acquire(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		_, err = sc.Conn().PgConn().CopyTo(ctx, &stringWriter{&buf}, "COPY users_v1."+t+" TO STDOUT (FORMAT binary)")
+		sc.Release()
+		if err != nil {
+			return 0, 0, err
+		}
+		dc, err := dst.Acquire(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		start := time.Now()
+		tag, err := dc.Conn().PgConn().CopyFrom(ctx, strings.NewReader(buf.String()), "COPY users_v1."+t+" FROM STDIN (FORMAT binary)")
+		took += time.Since(start)
+		dc.Release()
+		if err != nil {
+			return 0, 0, err
+		}
+		rows += tag.RowsAffected()
+	}
+	return rows, float64(rows) / took.Seconds(), nil
+}
+
+type stringWriter struct{ b *strings.Builder }
+
+func (w *stringWriter) Write(p []byte) (int, error) { return w.b.Write(p) }
+
+// naive is what a user would write by hand: a group reader, one upsert per event in
+// autocommit, a Kafka commit per message (ReadMessage), into the same tables.
+func (e *env) naive(ctx context.Context, n int) (float64, error) {
+	pool, err := e.database(ctx, "naive")
+	if err != nil {
+		return 0, err
+	}
+	defer pool.Close()
+	p, err := domain.NewProjection("users", 1)
+	if err != nil {
+		return 0, err
+	}
+	if err := readmodel.Setup(ctx, pool, "projector", p); err != nil {
+		return 0, err
+	}
+	reg := domain.Registry()
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.topic, GroupID: fmt.Sprintf("bench.naive.%d", time.Now().UnixNano()),
+		StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
+	defer func() { _ = r.Close() }()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			return 0, err
+		}
+		ev, err := eventlog.FromMessage(m)
+		if err != nil {
+			continue
+		}
+		d, err := reg.Decode(ev)
+		if err != nil {
+			continue
+		}
+		if err := naiveApply(ctx, pool, ev, d); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func naiveApply(ctx context.Context, pool *pgxpool.Pool, ev events.Event, d events.Decoded) error {
+	var err error
+	switch v := d.Value.(type) {
+	case domain.UserRegistered:
+		_, err = pool.Exec(ctx, `INSERT INTO users_v1.users (user_id, email, name, registered_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (user_id) DO UPDATE SET email = EXCLUDED.email, name = EXCLUDED.name`, v.UserID, v.Email, v.Name, ev.Time)
+	case domain.UserChangedPassword:
+		_, err = pool.Exec(ctx, `UPDATE users_v1.users SET password_changed_at = $2 WHERE user_id = $1`, v.UserID, ev.Time)
+	case domain.UserPublishedAnArticle:
+		_, err = pool.Exec(ctx, `INSERT INTO users_v1.articles VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+			v.ArticleID, v.UserID, v.Title, v.Body, ev.Time)
+		if err == nil {
+			_, err = pool.Exec(ctx, `UPDATE users_v1.users SET article_count = article_count + 1 WHERE user_id = $1`, v.UserID)
+		}
+	case domain.ArticleDeleted:
+		_, err = pool.Exec(ctx, `DELETE FROM users_v1.articles WHERE article_id = $1`, v.ArticleID)
+	case domain.UserDeleted:
+		_, err = pool.Exec(ctx, `DELETE FROM users_v1.users WHERE user_id = $1`, v.UserID)
+	}
+	return err
+}
+
+// bootstrap: a snapshot at 90% of the log, restored into a fresh database, then the
+// catch-up to the end.
+func (e *env) bootstrap(ctx context.Context, replaySeconds float64) (Bootstrap, error) {
+	var b Bootstrap
+	at := map[int]int64{}
+	for part, end := range e.ends {
+		at[part] = end * 9 / 10
+	}
+	src, err := e.database(ctx, "snapsrc")
+	if err != nil {
+		return b, err
+	}
+	defer src.Close()
+	p, err := domain.NewProjection("users", 1)
+	if err != nil {
+		return b, err
+	}
+	cfg := e.runnerConfig(src, p)
+	cfg.StopAt = at
+	if _, err := runUntil(ctx, cfg, at, nil); err != nil {
+		return b, err
+	}
+	dir, err := os.MkdirTemp("", "bench-snapshots-")
+	if err != nil {
+		return b, err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	store := snapshot.FolderStore{Dir: dir}
+	m, err := snapshot.Take(ctx, snapshot.Source{Pool: src, Projection: p, Topic: e.topic}, store)
+	if err != nil {
+		return b, err
+	}
+	b.SnapshotEvents, b.SnapshotBytes = m.Events, m.Bytes
+	dst, err := e.database(ctx, "bootstrap")
+	if err != nil {
+		return b, err
+	}
+	defer dst.Close()
+	r, err := projector.New(e.runnerConfig(dst, p))
+	if err != nil {
+		return b, err
+	}
+	if err := r.Setup(ctx); err != nil {
+		return b, err
+	}
+	start := time.Now()
+	if _, err := snapshot.Restore(ctx, store, m.ID, snapshot.Target{Pool: dst, Projection: p, Topic: e.topic}); err != nil {
+		return b, err
+	}
+	b.RestoreSeconds = time.Since(start).Seconds()
+	catch, err := runUntil(ctx, e.runnerConfig(dst, p), e.ends, nil)
+	if err != nil {
+		return b, err
+	}
+	b.CatchUpSeconds = catch.Seconds()
+	b.Seconds = b.RestoreSeconds + b.CatchUpSeconds
+	b.RatioToReplay = b.Seconds / replaySeconds
+	evs, err := e.readLog(ctx, e.topic, nil)
+	if err != nil {
+		return b, err
+	}
+	want, err := domain.Fold(domain.Registry(), evs)
+	if err != nil {
+		return b, err
+	}
+	got, err := domain.Load(ctx, dst, "users_v1")
+	if err != nil {
+		return b, err
+	}
+	if d := domain.Diff(want, got, 3); d != "" {
+		return b, fmt.Errorf("bootstrap-then-catch-up differs from the fold: %s", d)
+	}
+	b.Verified = true
+	logf("bootstrap: restore %.1f s + catch-up %.1f s", b.RestoreSeconds, b.CatchUpSeconds)
+	return b, nil
+}
+
+// live: a live projector; steady traffic; the time from each event's acknowledgement
+// to its row being visible.
+func (e *env) live(ctx context.Context) (Live, error) {
+	l := Live{Rate: e.c.liveRate, Seconds: e.c.liveSeconds}
+	topic := fmt.Sprintf("bench.live.%d", time.Now().UnixNano())
+	if _, err := eventlog.EnsureTopic(ctx, e.brokers, eventlog.TopicConfig{Name: topic, Partitions: e.c.partitions}); err != nil {
+		return l, err
+	}
+	defer func() { _, _ = (&kafka.Client{Addr: kafka.TCP(e.brokers...)}).DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}}) }()
+	pool, err := e.database(ctx, "live")
+	if err != nil {
+		return l, err
+	}
+	defer pool.Close()
+	p, err := domain.NewProjection("users", 1)
+	if err != nil {
+		return l, err
+	}
+	r, err := projector.New(projector.Config{Brokers: e.brokers, Topic: topic, Projection: p, Pool: pool,
+		GroupID: "bench.live." + topic, BatchTimeout: 2 * time.Millisecond})
+	if err != nil {
+		return l, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(time.Minute)
+	for !r.Status().Joined || len(r.Status().Partitions) == 0 {
+		if time.Now().After(deadline) {
+			return l, errors.New("the live projector did not join")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	pub, err := eventlog.NewPublisher(eventlog.PublisherConfig{Brokers: e.brokers, Topic: topic})
+	if err != nil {
+		return l, err
+	}
+	defer func() { _ = pub.Close() }()
+	var mu sync.Mutex
+	acked := map[string]time.Time{}
+	var lat []float64
+	stop := make(chan struct{})
+	pollerDone := make(chan struct{})
+	go func() { // the watcher: which acknowledged users are visible now
+		defer close(pollerDone)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			mu.Lock()
+			ids := make([]string, 0, len(acked))
+			for id := range acked {
+				ids = append(ids, id)
+			}
+			mu.Unlock()
+			if len(ids) == 0 {
+				continue
+			}
+			rows, err := pool.Query(ctx, `SELECT user_id FROM users_v1.users WHERE user_id = ANY($1)`, ids)
+			if err != nil {
+				continue
+			}
+			seen := time.Now()
+			for rows.Next() {
+				var id string
+				if rows.Scan(&id) == nil {
+					mu.Lock()
+					if t, ok := acked[id]; ok {
+						lat = append(lat, float64(seen.Sub(t).Microseconds())/1000)
+						delete(acked, id)
+					}
+					mu.Unlock()
+				}
+			}
+			rows.Close()
+		}
+	}()
+	reg := domain.Registry()
+	interval := time.Second / time.Duration(e.c.liveRate)
+	next := time.Now()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	total := e.c.liveRate * e.c.liveSeconds
+	for i := 0; i < total; i++ {
+		next = next.Add(interval)
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		}
+		id := fmt.Sprintf("live-%d", i)
+		ev, err := reg.New("bench", id, domain.UserRegistered{UserID: id, Email: id + "@bench.test", Name: "Live"}, events.WithSequence(1))
+		if err != nil {
+			return l, err
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() { // single events, each acknowledged on its own, as a service would send them
+			defer func() { <-sem; wg.Done() }()
+			if _, err := pub.Publish(ctx, ev); err == nil {
+				mu.Lock()
+				acked[ev.Subject] = time.Now()
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		left := len(acked)
+		mu.Unlock()
+		if left == 0 {
+			break
+		}
+	}
+	close(stop)
+	<-pollerDone
+	sort.Float64s(lat)
+	l.Events = len(lat)
+	if len(lat) > 0 {
+		l.P50MS, l.P99MS, l.MaxMS = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	}
+	logf("live: p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d events", l.P50MS, l.P99MS, l.MaxMS, l.Events)
+	return l, nil
+}
+
+// effects: a no-op effect on every event type over the first N events of the log.
+func (e *env) effects(ctx context.Context) (Effects, error) {
+	var fx Effects
+	opts, err := redis.ParseURL(e.c.redisURL)
+	if err != nil {
+		return fx, err
+	}
+	rc := redis.NewClient(opts)
+	defer func() { _ = rc.Close() }()
+	ns := fmt.Sprintf("bench%d", time.Now().UnixNano())
+	defer func() {
+		iter := rc.Scan(context.Background(), 0, ns+":*", 5000).Iterator()
+		for iter.Next(context.Background()) {
+			rc.Del(context.Background(), iter.Val())
+		}
+	}()
+	// Baseline: raw pipelined SET NX, 500 a round trip.
+	n := e.c.effects
+	start := time.Now()
+	for k := 0; k < n; k += 500 {
+		pipe := rc.Pipeline()
+		for j := k; j < min(k+500, n); j++ {
+			pipe.SetNX(ctx, fmt.Sprintf("%s:base:%d", ns, j), "x", time.Minute)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fx, err
+		}
+	}
+	fx.SetNXBaselinePerSec = float64(n) / time.Since(start).Seconds()
+
+	reg := domain.Registry()
+	eff, err := sideeffects.Define("noop", reg)
+	if err != nil {
+		return fx, err
+	}
+	var runs atomic.Int64
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserRegistered) error { runs.Add(1); return nil })
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserChangedPassword) error { runs.Add(1); return nil })
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserPublishedAnArticle) error { runs.Add(1); return nil })
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.ArticleDeleted) error { runs.Add(1); return nil })
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserDeleted) error { runs.Add(1); return nil })
+	ledger, err := sideeffects.NewLedger(sideeffects.LedgerConfig{Client: rc, Namespace: ns})
+	if err != nil {
+		return fx, err
+	}
+	// The first n events: a prefix of each partition, in proportion.
+	at := map[int]int64{}
+	total := sum(e.ends)
+	for part, end := range e.ends {
+		at[part] = end * int64(n) / total
+	}
+	fx.Events = sum(at)
+	pool, err := e.database(ctx, "effects")
+	if err != nil {
+		return fx, err
+	}
+	defer pool.Close()
+	p, err := domain.NewProjection("users", 1)
+	if err != nil {
+		return fx, err
+	}
+	cfg := e.runnerConfig(pool, p)
+	cfg.StopAt, cfg.Effects, cfg.Ledger = at, []*sideeffects.Effect{eff}, ledger
+	cfg.EffectHorizon = 100 * 365 * 24 * time.Hour // the generated history is old: fire for all of it
+	r, err := projector.New(cfg)
+	if err != nil {
+		return fx, err
+	}
+	start = time.Now()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	for runs.Load() < fx.Events {
+		select {
+		case err := <-done:
+			cancel()
+			return fx, fmt.Errorf("runner stopped at %d of %d runs: %w", runs.Load(), fx.Events, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Since(start) > 10*time.Minute {
+			cancel()
+			<-done
+			return fx, errors.New("effects did not finish in 10 minutes")
+		}
+	}
+	secs := time.Since(start).Seconds()
+	cancel()
+	<-done
+	fx.PerSec = float64(fx.Events) / secs
+	batches := 0.0
+	for part := range at {
+		batches += float64((at[part] + projector.EffectBatchSizeDefault - 1) / projector.EffectBatchSizeDefault)
+	}
+	fx.RedisRoundTripsPerBat = float64(ledger.RoundTrips()) / max(batches, 1)
+	logf("effects: %.0f runs/s, %.2f round trips per batch", fx.PerSec, fx.RedisRoundTripsPerBat)
+	return fx, nil
+}
+
+// resetPeakRSS resets the process's peak resident set (Linux: clear_refs 5).
+func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0o200) }
+
+// peakRSSMB is the process's peak resident set since the last reset.
+func peakRSSMB() float64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer func() { _ = f.Close() }()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func gitCommit() string {
+	out, err := exec.CommandContext(context.Background(), "git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func serverVersions(ctx context.Context, c config) (pg, rd string) {
+	if pool, err := pgxpool.New(ctx, c.databaseURL); err == nil {
+		_ = pool.QueryRow(ctx, "SHOW server_version").Scan(&pg)
+		pool.Close()
+	}
+	if opts, err := redis.ParseURL(c.redisURL); err == nil {
+		rc := redis.NewClient(opts)
+		if info, err := rc.Info(ctx, "server").Result(); err == nil {
+			for line := range strings.SplitSeq(info, "\n") {
+				if v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:"); ok {
+					rd = v
+				}
+			}
+		}
+		_ = rc.Close()
+	}
+	return pg, rd
+}
