@@ -114,6 +114,7 @@ type config struct {
 	effects                        int
 	out                            string
 	seed                           uint64
+	cpuProfile                     string
 }
 
 func main() {
@@ -125,12 +126,13 @@ func main() {
 	f.IntVar(&c.events, "events", 1_000_000, "events in the log")
 	f.IntVar(&c.partitions, "partitions", 12, "partitions")
 	f.IntVar(&c.runs, "runs", 3, "replay runs (the median is reported)")
-	f.IntVar(&c.naiveSample, "naive-sample", 30_000, "events the naive consumer is timed on")
+	f.IntVar(&c.naiveSample, "naive-sample", 5_000, "events the naive consumer is timed on (it runs at a few hundred a second)")
 	f.IntVar(&c.liveSeconds, "live-seconds", 60, "live latency: seconds of steady traffic")
 	f.IntVar(&c.liveRate, "live-rate", 2000, "live latency: events per second")
 	f.IntVar(&c.effects, "effects", 100_000, "effect-bearing events")
 	f.Uint64Var(&c.seed, "seed", 1, "generator seed")
 	f.StringVar(&c.out, "out", "bench/results", "output folder")
+	f.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the first replay run to this file (go tool pprof -top)")
 	_ = f.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	res, err := run(ctx, c)

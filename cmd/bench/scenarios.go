@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -216,6 +217,15 @@ func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
 			return rp, nil, err
 		}
 		resetPeakRSS()
+		if i == 0 && e.c.cpuProfile != "" {
+			f, err := os.Create(e.c.cpuProfile)
+			if err != nil {
+				return rp, nil, err
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return rp, nil, err
+			}
+		}
 		var pts []Point
 		var lastT time.Duration
 		var lastN int64
@@ -225,6 +235,9 @@ func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
 				lastT, lastN = t, n
 			}
 		})
+		if i == 0 && e.c.cpuProfile != "" {
+			pprof.StopCPUProfile()
+		}
 		if err != nil {
 			return rp, nil, err
 		}

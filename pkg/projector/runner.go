@@ -210,19 +210,27 @@ func (r *Runner) stopWhenReached(ctx context.Context, stop context.CancelFunc) {
 			return
 		case <-t.C:
 		}
-		pos, err := r.offsets.List(ctx, r.cfg.Pool, r.cfg.Projection.Name(), r.cfg.Projection.Version())
-		if err != nil {
-			continue
-		}
-		at := map[int]int64{}
-		for _, p := range pos {
-			if p.Topic == r.cfg.Topic {
-				at[p.Partition] = p.Next
-			}
+		// The read model and every effect's watermark must have got there.
+		names := []string{r.cfg.Projection.Name()}
+		for _, eff := range r.cfg.Effects {
+			names = append(names, EffectKey(r.cfg.Projection.Name(), r.cfg.Projection.Version(), eff.Name(), r.cfg.Topic, 0).Projection)
 		}
 		done := true
-		for part, end := range r.cfg.StopAt {
-			done = done && at[part] >= end
+		for _, name := range names {
+			pos, err := r.offsets.List(ctx, r.cfg.Pool, name, r.cfg.Projection.Version())
+			if err != nil {
+				done = false
+				break
+			}
+			at := map[int]int64{}
+			for _, p := range pos {
+				if p.Topic == r.cfg.Topic {
+					at[p.Partition] = p.Next
+				}
+			}
+			for part, end := range r.cfg.StopAt {
+				done = done && at[part] >= end
+			}
 		}
 		if done {
 			r.log.Info("reached the end of the bounded run")
