@@ -105,8 +105,17 @@ func (e *env) ensureLog(ctx context.Context) error {
 		for i := range batch {
 			batch[i] = g.Next()
 		}
-		if _, err := pub.Publish(ctx, batch...); err != nil {
-			return err
+		// A topic created a moment ago may still be settling its leaders.
+		for attempt := 1; ; attempt++ {
+			_, err := pub.Publish(ctx, batch...)
+			if err == nil {
+				break
+			}
+			if attempt == 10 {
+				return err
+			}
+			logf("publish: %v; retrying", err)
+			time.Sleep(time.Second)
 		}
 		sent += n
 	}
