@@ -133,7 +133,23 @@ func main() {
 	f.Uint64Var(&c.seed, "seed", 1, "generator seed")
 	f.StringVar(&c.out, "out", "bench/results", "output folder")
 	f.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the first replay run to this file (go tool pprof -top)")
+	redraw := f.Bool("redraw", false, "rewrite the table and plot from OUT/latest.json, measuring nothing")
 	_ = f.Parse(os.Args[1:])
+	if *redraw {
+		var res Result
+		b, err := os.ReadFile(filepath.Join(c.out, "latest.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &res)
+		}
+		if err == nil {
+			err = write(c.out, res)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	res, err := run(ctx, c)
 	stop()
