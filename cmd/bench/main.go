@@ -25,7 +25,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
 )
 
 // Result is the JSON the run writes.
@@ -53,20 +52,20 @@ type Machine struct {
 
 // Replay is scenario 1.
 type Replay struct {
-	Events              int64     `json:"events"`
-	Runs                []float64 `json:"runs_seconds"`
-	Seconds             float64   `json:"seconds"` // median
-	EventsPerSec        float64   `json:"events_per_sec"`
-	PeakRSSMB           float64   `json:"peak_rss_mb"`
-	Verified            bool      `json:"verified_against_fold"`
-	NaiveSample         int64     `json:"naive_sample_events"`
-	NaiveEventsPerSec   float64   `json:"naive_events_per_sec"`
-	RawConsumePerSec    float64   `json:"raw_consume_per_sec"`
-	CopyRowsPerSec      float64   `json:"copy_rows_per_sec"`
-	CopyRows            int64     `json:"copy_rows"`
-	RatioToCopy         float64   `json:"ratio_to_copy"`
-	RatioToNaive        float64   `json:"ratio_to_naive"`
-	RatioToRawConsume   float64   `json:"ratio_to_raw_consume"`
+	Events            int64     `json:"events"`
+	Runs              []float64 `json:"runs_seconds"`
+	Seconds           float64   `json:"seconds"` // median
+	EventsPerSec      float64   `json:"events_per_sec"`
+	PeakRSSMB         float64   `json:"peak_rss_mb"`
+	Verified          bool      `json:"verified_against_fold"`
+	NaiveSample       int64     `json:"naive_sample_events"`
+	NaiveEventsPerSec float64   `json:"naive_events_per_sec"`
+	RawConsumePerSec  float64   `json:"raw_consume_per_sec"`
+	CopyRowsPerSec    float64   `json:"copy_rows_per_sec"`
+	CopyRows          int64     `json:"copy_rows"`
+	RatioToCopy       float64   `json:"ratio_to_copy"`
+	RatioToNaive      float64   `json:"ratio_to_naive"`
+	RatioToRawConsume float64   `json:"ratio_to_raw_consume"`
 }
 
 // Bootstrap is scenario 2.
@@ -244,4 +243,3 @@ func machine(ctx context.Context, c config) Machine {
 	m.Postgres, m.Redis = serverVersions(ctx, c)
 	return m
 }
-

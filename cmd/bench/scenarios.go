@@ -47,7 +47,7 @@ func run(ctx context.Context, c config) (Result, error) {
 		return Result{}, err
 	}
 	defer e.admin.Close()
-	defer e.dropDatabases()
+	defer e.dropDatabases(context.WithoutCancel(ctx))
 	res := Result{Started: start.UTC(), Machine: machine(ctx, c)}
 	if err := e.ensureLog(ctx); err != nil {
 		return res, err
@@ -143,8 +143,8 @@ func (e *env) database(ctx context.Context, name string) (*pgxpool.Pool, error) 
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
-func (e *env) dropDatabases() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+func (e *env) dropDatabases(parent context.Context) {
+	ctx, cancel := context.WithTimeout(parent, time.Minute)
 	defer cancel()
 	for _, db := range e.dbs {
 		_, _ = e.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)")
@@ -186,7 +186,9 @@ func runUntil(ctx context.Context, cfg projector.Config, ends map[int]int64, sam
 			return 0, fmt.Errorf("runner stopped: %w", err)
 		case <-ctx.Done():
 			cancel()
-			<-done
+			if err := <-done; err != nil {
+				return 0, errors.Join(ctx.Err(), err)
+			}
 			return 0, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
@@ -590,7 +592,9 @@ func (e *env) live(ctx context.Context) (Live, error) {
 	if _, err := eventlog.EnsureTopic(ctx, e.brokers, eventlog.TopicConfig{Name: topic, Partitions: e.c.partitions}); err != nil {
 		return l, err
 	}
-	defer func() { _, _ = (&kafka.Client{Addr: kafka.TCP(e.brokers...)}).DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}}) }()
+	defer func() {
+		_, _ = (&kafka.Client{Addr: kafka.TCP(e.brokers...)}).DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	}()
 	pool, err := e.database(ctx, "live")
 	if err != nil {
 		return l, err
@@ -746,11 +750,26 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 		return fx, err
 	}
 	var runs atomic.Int64
-	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserRegistered) error { runs.Add(1); return nil })
-	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserChangedPassword) error { runs.Add(1); return nil })
-	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserPublishedAnArticle) error { runs.Add(1); return nil })
-	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.ArticleDeleted) error { runs.Add(1); return nil })
-	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserDeleted) error { runs.Add(1); return nil })
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserRegistered) error {
+		runs.Add(1)
+		return nil
+	})
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserChangedPassword) error {
+		runs.Add(1)
+		return nil
+	})
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserPublishedAnArticle) error {
+		runs.Add(1)
+		return nil
+	})
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.ArticleDeleted) error {
+		runs.Add(1)
+		return nil
+	})
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserDeleted) error {
+		runs.Add(1)
+		return nil
+	})
 	ledger, err := sideeffects.NewLedger(sideeffects.LedgerConfig{Client: rc, Namespace: ns})
 	if err != nil {
 		return fx, err
