@@ -234,7 +234,7 @@ func fmtRuns(xs []float64) string {
 }
 
 func machine(ctx context.Context, c config) Machine {
-	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), Kafka: "4.1", Commit: gitCommit()}
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), Kafka: "4.1", Commit: gitCommit(ctx)}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		var kb int64
 		_, _ = fmt.Sscanf(strings.SplitN(string(b), "\n", 2)[0], "MemTotal: %d kB", &kb)

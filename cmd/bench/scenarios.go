@@ -593,7 +593,7 @@ func (e *env) live(ctx context.Context) (Live, error) {
 		return l, err
 	}
 	defer func() {
-		_, _ = (&kafka.Client{Addr: kafka.TCP(e.brokers...)}).DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+		_, _ = (&kafka.Client{Addr: kafka.TCP(e.brokers...)}).DeleteTopics(context.WithoutCancel(ctx), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
 	}()
 	pool, err := e.database(ctx, "live")
 	if err != nil {
@@ -612,7 +612,12 @@ func (e *env) live(ctx context.Context) (Live, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			logf("live projector: %v", err)
+		}
+	}()
 	deadline := time.Now().Add(time.Minute)
 	for !r.Status().Joined || len(r.Status().Partitions) == 0 {
 		if time.Now().After(deadline) {
@@ -725,9 +730,10 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 	defer func() { _ = rc.Close() }()
 	ns := fmt.Sprintf("bench%d", time.Now().UnixNano())
 	defer func() {
-		iter := rc.Scan(context.Background(), 0, ns+":*", 5000).Iterator()
-		for iter.Next(context.Background()) {
-			rc.Del(context.Background(), iter.Val())
+		cctx := context.WithoutCancel(ctx)
+		iter := rc.Scan(cctx, 0, ns+":*", 5000).Iterator()
+		for iter.Next(cctx) {
+			rc.Del(cctx, iter.Val())
 		}
 	}()
 	// Baseline: raw pipelined SET NX, 500 a round trip.
@@ -810,8 +816,7 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 		}
 		if time.Since(start) > 10*time.Minute {
 			cancel()
-			<-done
-			return fx, errors.New("effects did not finish in 10 minutes")
+			return fx, errors.Join(errors.New("effects did not finish in 10 minutes"), <-done)
 		}
 	}
 	secs := time.Since(start).Seconds()
@@ -847,8 +852,8 @@ func peakRSSMB() float64 {
 	return 0
 }
 
-func gitCommit() string {
-	out, err := exec.CommandContext(context.Background(), "git", "rev-parse", "--short", "HEAD").Output()
+func gitCommit(ctx context.Context) string {
+	out, err := exec.CommandContext(ctx, "git", "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
 		return "unknown"
 	}
