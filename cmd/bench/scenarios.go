@@ -821,7 +821,9 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 	}
 	secs := time.Since(start).Seconds()
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		return fx, err
+	}
 	fx.PerSec = float64(fx.Events) / secs
 	batches := 0.0
 	for part := range at {
