@@ -16,7 +16,7 @@ import (
 // plot draws the median replay's throughput over time, with the baselines measured in
 // the same run as horizontal lines.
 func plot(path string, r Result) error {
-	const w, h, left, right, top, bottom = 900, 480, 80, 220, 40, 50
+	const w, h, left, right, top, bottom = 960, 480, 80, 270, 40, 50
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
 	draw.Draw(img, img.Bounds(), &image.Uniform{color.White}, image.Point{}, draw.Src)
 	var maxT, maxY float64
