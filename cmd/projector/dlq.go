@@ -29,16 +29,9 @@ owns the partition, within a second; nothing happens while no projector runs.
 `
 
 func runDLQ(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		_, _ = fmt.Fprint(stdout, dlqUsage)
-		if len(args) == 0 {
-			return errors.New("dlq takes a subcommand: list, retry or skip")
-		}
-		return nil
-	}
-	sub := args[0]
-	if sub != "list" && sub != "retry" && sub != "skip" {
-		return fmt.Errorf("dlq %s: want list, retry or skip", sub)
+	sub, err := subcommand("dlq", dlqUsage, args, stdout, "list", "retry", "skip")
+	if sub == "" {
+		return err
 	}
 	var c common
 	var asJSON, all, effects bool

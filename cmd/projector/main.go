@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -152,4 +154,21 @@ func positive(name string, d time.Duration) error {
 		return fmt.Errorf("%s %v: must be positive", name, d)
 	}
 	return nil
+}
+
+// subcommand picks a command's subcommand from args: with none, or -h/--help, it
+// prints usage and returns "" (with an error when none was given); an unknown one is
+// an error naming the choices.
+func subcommand(cmd, usage string, args []string, stdout io.Writer, valid ...string) (string, error) {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		_, _ = fmt.Fprint(stdout, usage)
+		if len(args) == 0 {
+			return "", fmt.Errorf("%s takes a subcommand: %s", cmd, strings.Join(valid, ", "))
+		}
+		return "", nil
+	}
+	if !slices.Contains(valid, args[0]) {
+		return "", fmt.Errorf("%s %s: want %s", cmd, args[0], strings.Join(valid, ", "))
+	}
+	return args[0], nil
 }

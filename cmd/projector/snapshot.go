@@ -49,14 +49,10 @@ takes them as it goes.
 `
 
 func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		_, _ = fmt.Fprint(stdout, snapshotUsage)
-		if len(args) == 0 {
-			return errors.New("snapshot takes a subcommand: create, list, show, restore or prune")
-		}
-		return nil
+	sub, err := subcommand("snapshot", snapshotUsage, args, stdout, "create", "list", "show", "restore", "prune")
+	if sub == "" {
+		return err
 	}
-	sub := args[0]
 	var c common
 	var dir string
 	var asJSON bool
@@ -69,9 +65,6 @@ func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error 
 		f.Bool(&asJSON, "json", "", false, "print JSON")
 	case "prune":
 		f.Int(&keep, "keep", "", 3, "snapshots to keep")
-	case "create", "show", "restore":
-	default:
-		return fmt.Errorf("snapshot %s: want create, list, show, restore or prune", sub)
 	}
 	if err := f.Parse(args[1:], stdout); err != nil {
 		return err

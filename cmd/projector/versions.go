@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -26,16 +25,9 @@ in one transaction. Drop the old version when you no longer need it.
 `
 
 func runVersions(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		_, _ = fmt.Fprint(stdout, versionsUsage)
-		if len(args) == 0 {
-			return errors.New("versions takes a subcommand: list, activate or drop")
-		}
-		return nil
-	}
-	sub := args[0]
-	if sub != "list" && sub != "activate" && sub != "drop" {
-		return fmt.Errorf("versions %s: want list, activate or drop", sub)
+	sub, err := subcommand("versions", versionsUsage, args, stdout, "list", "activate", "drop")
+	if sub == "" {
+		return err
 	}
 	var c common
 	var asJSON bool
