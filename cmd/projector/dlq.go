@@ -100,31 +100,34 @@ func runDLQ(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if asJSON {
-			return writeIndented(stdout, parked)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		_, _ = fmt.Fprintln(tw, "ID\tEFFECT\tPARTITION\tOFFSET\tEVENT\tSTATE\tATTEMPTS\tERROR")
-		for _, p := range parked {
-			_, _ = fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%d\t%s\n", p.ID, p.Effect, p.Partition, p.Offset, p.EventID, p.State, p.Attempts, short(p.Error))
-		}
-		return tw.Flush()
+		return writeList(stdout, asJSON, parked, "ID\tEFFECT\tPARTITION\tOFFSET\tEVENT\tSTATE\tATTEMPTS\tERROR",
+			func(p projector.ParkedEffect) string {
+				return fmt.Sprintf("%d\t%s\t%d\t%d\t%s\t%s\t%d\t%s", p.ID, p.Effect, p.Partition, p.Offset, p.EventID, p.State, p.Attempts, short(p.Error))
+			})
 	}
 	parked, err := q.List(ctx, all)
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		return writeIndented(stdout, parked)
-	}
-	if len(parked) == 0 {
+	if len(parked) == 0 && !asJSON {
 		_, _ = fmt.Fprintln(stdout, "no parked events")
 		return nil
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	_, _ = fmt.Fprintln(tw, "ID\tPARTITION\tOFFSET\tSUBJECT\tTYPE\tSTATE\tATTEMPTS\tERROR")
-	for _, p := range parked {
-		_, _ = fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s\n", p.ID, p.Partition, p.Offset, p.Subject, p.EventType, p.State, p.Attempts, short(p.Error))
+	return writeList(stdout, asJSON, parked, "ID\tPARTITION\tOFFSET\tSUBJECT\tTYPE\tSTATE\tATTEMPTS\tERROR",
+		func(p projector.Parked) string {
+			return fmt.Sprintf("%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s", p.ID, p.Partition, p.Offset, p.Subject, p.EventType, p.State, p.Attempts, short(p.Error))
+		})
+}
+
+// writeList prints items as indented JSON, or as a table under header, a row each.
+func writeList[T any](w io.Writer, asJSON bool, items []T, header string, row func(T) string) error {
+	if asJSON {
+		return writeIndented(w, items)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	_, _ = fmt.Fprintln(tw, header)
+	for _, it := range items {
+		_, _ = fmt.Fprintln(tw, row(it))
 	}
 	return tw.Flush()
 }

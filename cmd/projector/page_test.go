@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,26 +52,7 @@ func TestStatusPageInHeadlessChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.publish(g, 150000)
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"run", "--brokers", strings.Join(testenv.Kafka(t), ","), "--topic", f.topic,
-			"--database-url", testenv.Get(t).DatabaseURL, "--schema", f.schema, "--projection", f.projection.Name(),
-			"--listen", addr, "--progress=false", "--log-level", "warn", "--effects", "none", "--batch-size", "20"},
-			io.Discard, io.Discard)
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
+	addr, _ := f.runInProcess("--batch-size", "20")
 	url := "http://" + addr + "/"
 	applied := func() int64 {
 		dom := chromium(t, "--virtual-time-budget=1500", "--dump-dom", url)

@@ -5,7 +5,9 @@ import (
 	crand "crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -419,4 +421,42 @@ func TestPausedMemberCommitsNothingAfterLosingItsPartitions(t *testing.T) {
 func readFile(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
+}
+
+// runInProcess runs `projector run` for the fixture's projection in this process, on a
+// free loopback port, and returns the HTTP address and a stop that cancels it and
+// fails the test unless it returns nil within 30 s.
+func (f *procFixture) runInProcess(extra ...string) (addr string, stop func()) {
+	f.t.Helper()
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	addr = l.Addr().String()
+	_ = l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	args := append([]string{"run", "--brokers", strings.Join(testenv.Kafka(f.t), ","), "--topic", f.topic,
+		"--database-url", testenv.Get(f.t).DatabaseURL, "--schema", f.schema, "--projection", f.projection.Name(),
+		"--listen", addr, "--progress=false", "--log-level", "warn", "--effects", "none",
+		"--session-timeout", "6s", "--heartbeat", "500ms"}, extra...)
+	go func() { done <- run(ctx, args, io.Discard, io.Discard) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				f.t.Errorf("run returned %v after cancel", err)
+			}
+		case <-time.After(30 * time.Second):
+			f.t.Error("run did not stop within 30 s of cancel")
+		}
+	}
+	f.t.Cleanup(stop)
+	return addr, stop
 }

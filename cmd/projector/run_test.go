@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -48,20 +46,7 @@ func TestRunServesReadinessStatusAndQueries(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.publish(g, 3000)
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"run", "--brokers", strings.Join(testenv.Kafka(t), ","), "--topic", f.topic,
-			"--database-url", testenv.Get(t).DatabaseURL, "--schema", f.schema, "--projection", f.projection.Name(),
-			"--listen", addr, "--progress=false", "--log-level", "warn", "--session-timeout", "6s", "--heartbeat", "500ms"},
-			io.Discard, io.Discard)
-	}()
+	addr, stop := f.runInProcess()
 	get := func(path string) (int, map[string]any) {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {
@@ -105,13 +90,5 @@ func TestRunServesReadinessStatusAndQueries(t *testing.T) {
 	if err != nil || !strings.Contains(out.String(), "ready true") || strings.Count(out.String(), "live") != 3 {
 		t.Fatalf("projector status: %v\n%s", err, out.String())
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run returned %v after cancel", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("run did not stop within 30 s of cancel")
-	}
+	stop()
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -101,15 +100,9 @@ func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error 
 		if err != nil {
 			return err
 		}
-		if asJSON {
-			return writeIndented(stdout, ms)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		_, _ = fmt.Fprintln(tw, "ID\tCREATED\tEVENTS\tBYTES")
-		for _, m := range ms {
-			_, _ = fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", m.ID, m.CreatedAt.Format(time.RFC3339), m.Events, m.Bytes)
-		}
-		return tw.Flush()
+		return writeList(stdout, asJSON, ms, "ID\tCREATED\tEVENTS\tBYTES", func(m snapshot.Manifest) string {
+			return fmt.Sprintf("%s\t%s\t%d\t%d", m.ID, m.CreatedAt.Format(time.RFC3339), m.Events, m.Bytes)
+		})
 	case "show":
 		id, err := arg()
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"text/tabwriter"
 
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/pkg/projector"
@@ -50,15 +49,9 @@ func runVersions(ctx context.Context, args []string, stdout, _ io.Writer) error 
 		if err != nil {
 			return err
 		}
-		if asJSON {
-			return writeIndented(stdout, infos)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		_, _ = fmt.Fprintln(tw, "VERSION\tSCHEMA\tACTIVE")
-		for _, i := range infos {
-			_, _ = fmt.Fprintf(tw, "%d\t%s\t%v\n", i.Version, i.Schema, i.Active)
-		}
-		return tw.Flush()
+		return writeList(stdout, asJSON, infos, "VERSION\tSCHEMA\tACTIVE", func(i projector.VersionInfo) string {
+			return fmt.Sprintf("%d\t%s\t%v", i.Version, i.Schema, i.Active)
+		})
 	}
 	if len(f.Args()) != 1 {
 		return fmt.Errorf("versions %s takes one argument: a version", sub)
