@@ -9,6 +9,9 @@ import (
 // branch with errors.Is.
 var (
 	ErrMissingAttribute = errors.New("required attribute missing")
+	// ErrEncrypted: the data still holds encrypted personal fields; decrypt them
+	// (package shred) before decoding.
+	ErrEncrypted        = errors.New("data holds encrypted personal fields: decrypt before decoding")
 	ErrInvalidAttribute = errors.New("invalid attribute")
 	ErrInvalidJSON      = errors.New("invalid JSON")
 	ErrInvalidUTF8      = errors.New("invalid UTF-8")

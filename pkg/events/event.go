@@ -34,6 +34,18 @@ type Event struct {
 	CorrelationID string // the request or saga this event belongs to
 	CausationID   string // the id of the event or command that caused this one
 	TraceParent   string // W3C trace context
+
+	// Personal data (crypto-shredding, package shred): set when some data fields hold
+	// ciphertext. Encryption names the algorithm ("aes-256-gcm"), KeyID the subject's
+	// data key, EncryptedFields the top-level data fields that are encrypted.
+	Encryption      string
+	KeyID           string
+	EncryptedFields []string
+
+	// Redacted lists the personal fields that were replaced by a redaction marker on
+	// read because their subject's key is gone (forgotten). Set by package shred when
+	// it decrypts; never encoded.
+	Redacted []string
 }
 
 // NewID returns a fresh event id: a UUIDv7, time-ordered and unique.
@@ -78,6 +90,9 @@ func (e *Event) Validate() error {
 		if err := checkText(a.value); err != nil {
 			return &ValidationError{Field: a.name, Err: err}
 		}
+	}
+	if err := e.checkEncryption(); err != nil {
+		return err
 	}
 	if e.SchemaVersion < 0 {
 		return &ValidationError{Field: "schemaversion", Err: fmt.Errorf("%w: %d is negative", ErrInvalidAttribute, e.SchemaVersion)}
@@ -127,3 +142,31 @@ func isJSON(mediaType string) bool {
 	mt = strings.ToLower(strings.TrimSpace(mt))
 	return mt == ContentTypeJSON || strings.HasSuffix(mt, "+json") || mt == "text/json"
 }
+
+// checkEncryption checks that the encryption attributes come together: an algorithm,
+// a key id and at least one field, or none of them.
+func (e *Event) checkEncryption() error {
+	if e.Encryption == "" && e.KeyID == "" && len(e.EncryptedFields) == 0 {
+		return nil
+	}
+	switch {
+	case e.Encryption == "":
+		return &ValidationError{Field: "encryption", Err: fmt.Errorf("%w: keyid or encryptedfields set without encryption", ErrMissingAttribute)}
+	case e.KeyID == "":
+		return &ValidationError{Field: "keyid", Err: fmt.Errorf("%w: encryption %q without a key id", ErrMissingAttribute, e.Encryption)}
+	case len(e.EncryptedFields) == 0:
+		return &ValidationError{Field: "encryptedfields", Err: fmt.Errorf("%w: encryption %q without fields", ErrMissingAttribute, e.Encryption)}
+	}
+	for _, v := range append([]string{e.Encryption, e.KeyID}, e.EncryptedFields...) {
+		if err := checkText(v); err != nil {
+			return &ValidationError{Field: "encryption", Err: err}
+		}
+		if v == "" || strings.ContainsAny(v, ", ") {
+			return &ValidationError{Field: "encryptedfields", Err: fmt.Errorf("%w: %q", ErrInvalidAttribute, v)}
+		}
+	}
+	return nil
+}
+
+// Encrypted reports whether some of the event's data fields are encrypted.
+func (e *Event) Encrypted() bool { return e.Encryption != "" }

@@ -64,6 +64,9 @@ func Encode(e Event) (Record, error) {
 	add("correlationid", e.CorrelationID)
 	add("causationid", e.CausationID)
 	add("traceparent", e.TraceParent)
+	add("encryption", e.Encryption)
+	add("keyid", e.KeyID)
+	add("encryptedfields", strings.Join(e.EncryptedFields, ","))
 	h = append(h, Header{Key: HeaderContentType, Value: []byte(e.ContentType())})
 	return Record{Key: []byte(e.Subject), Value: e.Data, Headers: h}, nil
 }
@@ -107,6 +110,7 @@ func fromAttributes(ce map[string]string, contentType string, data []byte) (Even
 		ID: ce["id"], Source: ce["source"], Type: ce["type"], Subject: ce["subject"],
 		DataContentType: contentType, CorrelationID: ce["correlationid"],
 		CausationID: ce["causationid"], TraceParent: ce["traceparent"],
+		Encryption: ce["encryption"], KeyID: ce["keyid"], EncryptedFields: splitFields(ce["encryptedfields"]),
 	}
 	if len(data) > 0 {
 		e.Data = json.RawMessage(data)
@@ -158,6 +162,9 @@ type structured struct {
 	CorrelationID   string          `json:"correlationid,omitempty"`
 	CausationID     string          `json:"causationid,omitempty"`
 	TraceParent     string          `json:"traceparent,omitempty"`
+	Encryption      string          `json:"encryption,omitempty"`
+	KeyID           string          `json:"keyid,omitempty"`
+	EncryptedFields string          `json:"encryptedfields,omitempty"`
 }
 
 // MarshalJSON writes the event in the CloudEvents JSON format (structured mode).
@@ -166,6 +173,7 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		SpecVersion: SpecVersion, ID: e.ID, Source: e.Source, Type: e.Type, Subject: e.Subject,
 		DataContentType: e.DataContentType, CorrelationID: e.CorrelationID,
 		CausationID: e.CausationID, TraceParent: e.TraceParent,
+		Encryption: e.Encryption, KeyID: e.KeyID, EncryptedFields: strings.Join(e.EncryptedFields, ","),
 	}
 	if !e.Time.IsZero() {
 		s.Time = e.Time.UTC().Format(time.RFC3339Nano)
@@ -206,6 +214,7 @@ func ParseStructured(b []byte) (Event, error) {
 		ID: s.ID, Source: s.Source, Type: s.Type, Subject: s.Subject,
 		DataContentType: s.DataContentType, CorrelationID: s.CorrelationID,
 		CausationID: s.CausationID, TraceParent: s.TraceParent,
+		Encryption: s.Encryption, KeyID: s.KeyID, EncryptedFields: splitFields(s.EncryptedFields),
 	}
 	switch {
 	case len(s.Data) > 0 && !bytes.Equal(s.Data, []byte("null")):
@@ -263,4 +272,12 @@ func jsonScalar(raw json.RawMessage) string {
 		return s
 	}
 	return string(raw)
+}
+
+// splitFields reads a comma-separated field list; empty gives nil.
+func splitFields(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }

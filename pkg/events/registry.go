@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -25,12 +27,31 @@ func WithUpcaster(from int, fn Upcaster) TypeOption {
 	return func(ti *typeInfo) { ti.upcasters[from] = fn }
 }
 
+// WithPersonalData marks the data fields (by JSON name) that hold a person's data:
+// they are encrypted on publish under the data key of the subject named by the JSON
+// field subjectField (e.g. "user_id"), and redacted on read once that subject is
+// forgotten (package shred). Each must be a string field of the registered Go type,
+// so the redaction marker fits; the subject field itself stays plain.
+func WithPersonalData(subjectField string, fields ...string) TypeOption {
+	return func(ti *typeInfo) {
+		ti.personal = &PersonalData{SubjectField: subjectField, Fields: append([]string(nil), fields...)}
+	}
+}
+
+// PersonalData says which data fields of an event type are personal, and which field
+// names their subject.
+type PersonalData struct {
+	SubjectField string
+	Fields       []string
+}
+
 type typeInfo struct {
 	name      string
 	goType    reflect.Type
 	version   int
 	upcasters map[int]Upcaster
 	decode    func(json.RawMessage) (any, error)
+	personal  *PersonalData
 }
 
 // Registry maps event type names to Go types and their schema versions. Build it once
@@ -70,6 +91,9 @@ func Register[T any](r *Registry, name string, opts ...TypeOption) {
 			panic(fmt.Sprintf("events: type %q has an upcaster from version %d, outside 1..%d", name, from, ti.version-1))
 		}
 	}
+	if ti.personal != nil {
+		checkPersonal(name, gt, ti.personal)
+	}
 	ti.decode = func(data json.RawMessage) (any, error) {
 		var v T
 		if len(data) == 0 {
@@ -82,6 +106,54 @@ func Register[T any](r *Registry, name string, opts ...TypeOption) {
 	}
 	r.byName[name] = ti
 	r.byType[gt] = ti
+}
+
+// checkPersonal panics unless the personal fields and the subject field are string
+// fields of gt, by JSON name, and the subject field is not itself personal.
+func checkPersonal(name string, gt reflect.Type, pd *PersonalData) {
+	if len(pd.Fields) == 0 || pd.SubjectField == "" {
+		panic(fmt.Sprintf("events: type %q: WithPersonalData needs a subject field and at least one personal field", name))
+	}
+	strs := map[string]bool{}
+	if gt.Kind() == reflect.Struct {
+		for i := range gt.NumField() {
+			f := gt.Field(i)
+			tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if tag == "" {
+				tag = f.Name
+			}
+			if f.IsExported() && tag != "-" && f.Type.Kind() == reflect.String {
+				strs[tag] = true
+			}
+		}
+	}
+	for _, f := range append([]string{pd.SubjectField}, pd.Fields...) {
+		if !strs[f] {
+			panic(fmt.Sprintf("events: type %q: personal data field %q is not a string field of %v", name, f, gt))
+		}
+	}
+	if slices.Contains(pd.Fields, pd.SubjectField) {
+		panic(fmt.Sprintf("events: type %q: the subject field %q cannot be personal: it finds the key", name, pd.SubjectField))
+	}
+}
+
+// PersonalData returns the personal fields of a registered type, if it has any.
+func (r *Registry) PersonalData(name string) (PersonalData, bool) {
+	ti, ok := r.byName[name]
+	if !ok || ti.personal == nil {
+		return PersonalData{}, false
+	}
+	return *ti.personal, true
+}
+
+// HasPersonalData reports whether any registered type has personal fields.
+func (r *Registry) HasPersonalData() bool {
+	for _, ti := range r.byName {
+		if ti.personal != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Types returns the registered type names, sorted.
@@ -129,6 +201,9 @@ func (r *Registry) Decode(e Event) (Decoded, error) {
 	}
 	if err := CheckJSON(e.Data); err != nil {
 		return Decoded{}, &ValidationError{Field: "data", Err: err}
+	}
+	if e.Encrypted() {
+		return Decoded{}, &ValidationError{Field: "encryption", Err: fmt.Errorf("%w: fields %v under key %s", ErrEncrypted, e.EncryptedFields, e.KeyID)}
 	}
 	data, err := ti.upcast(e.Schema(), e.Data)
 	if err != nil {
