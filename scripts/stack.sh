@@ -303,13 +303,26 @@ mailpit_up() {
 
 # ---------------------------------------------------------------- the whole
 
+# The development master key of the personal-data key store (crypto-shredding): made
+# once, kept beside the PostgreSQL data it protects (a new database gets a new key).
+master_key() {
+  local f=$STATE_DIR/postgres/master.key
+  if [ ! -s "$f" ]; then
+    (umask 077 && head -c 32 /dev/urandom | base64 >"$f")
+  fi
+  cat "$f"
+}
+
 write_env() {
+  local key
+  key=$(master_key)
   cat >"$ENV_FILE" <<EOF
 export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
 export DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable
 export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 export SMTP_ADDR=127.0.0.1:$SMTP_PORT
 export MAILPIT_URL=http://127.0.0.1:$MAILPIT_HTTP_PORT
+export PROJECTOR_MASTER_KEY=$key
 EOF
 }
 

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/projector/projector/internal/cli"
-	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 )
 
@@ -53,7 +52,7 @@ and sends nothing.`)
 		in = file
 	}
 
-	var pub *eventlog.Publisher
+	var pub *outlet
 	if !dryRun {
 		p, _, err := c.open(ctx)
 		if err != nil {
@@ -69,7 +68,7 @@ and sends nothing.`)
 }
 
 type importer struct {
-	pub      *eventlog.Publisher
+	pub      *outlet
 	out      io.Writer
 	progress bool
 	start    time.Time

@@ -27,10 +27,19 @@ Commands:
   send       publish one event, from flags or from CloudEvents JSON
   import     publish JSON-lines events from a file or standard input
   generate   publish a deterministic synthetic workload of the example domain
-  serve      run the HTTP ingest API (POST /v1/events)
+  serve      run the HTTP ingest API (POST /v1/events, POST /v1/subjects/{id}/forget)
+  forget     forget a person: delete their data keys, publish SubjectForgotten
+  keygen     print a new master key for the personal-data key store
 
 Every command creates the topic if it is missing (full history: retention.ms=-1,
 cleanup.policy=delete) and refuses a topic whose settings would delete events.
+
+Personal data: fields an event type marks personal (the example domain: a user's
+email and name) are encrypted with AES-256-GCM under the subject's own key before
+they are published; the keys live in PostgreSQL, encrypted under the master key
+(--master-key, PROJECTOR_MASTER_KEY). Without a master key such events are refused,
+unless --plaintext-personal-data.
+
 'producer COMMAND --help' lists a command's flags, each with its default and its
 environment variable.
 `
@@ -52,6 +61,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	cmds := map[string]func(context.Context, []string, io.Reader, io.Writer, io.Writer) error{
 		"send": runSend, "import": runImport, "generate": runGenerate, "serve": runServe,
+		"forget": runForget, "keygen": runKeygen,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
@@ -75,6 +85,7 @@ type common struct {
 	logLevel     string
 	compression  string
 	batchTimeout time.Duration
+	personal     personal
 }
 
 func (c *common) register(f *cli.Flags) {
@@ -85,10 +96,12 @@ func (c *common) register(f *cli.Flags) {
 	f.String(&c.logLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	f.String(&c.compression, "compression", "PRODUCER_COMPRESSION", "none", "batch compression: none, gzip, snappy, lz4, zstd")
 	f.Duration(&c.batchTimeout, "batch-timeout", "PRODUCER_BATCH_TIMEOUT", eventlog.BatchTimeoutDefault, "how long a partial batch waits for more events")
+	c.personal.register(f)
 }
 
-// open validates the settings, ensures the topic and returns a publisher and logger.
-func (c *common) open(ctx context.Context) (*eventlog.Publisher, *zap.Logger, error) {
+// open validates the settings, opens the key store (with a master key), ensures the
+// topic and returns a publisher that encrypts personal data, and a logger.
+func (c *common) open(ctx context.Context) (*outlet, *zap.Logger, error) {
 	log, err := cli.NewLogger(c.logLevel)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--log-level: %w", err)
@@ -100,10 +113,20 @@ func (c *common) open(ctx context.Context) (*eventlog.Publisher, *zap.Logger, er
 	if c.partitions < 1 {
 		return nil, nil, fmt.Errorf("--partitions (PROJECTOR_PARTITIONS) %d: must be at least 1", c.partitions)
 	}
+	keys, pool, err := c.personal.openKeys(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	closePool := func() {
+		if pool != nil {
+			pool.Close()
+		}
+	}
 	pub, err := eventlog.NewPublisher(eventlog.PublisherConfig{
 		Brokers: brokers, Topic: c.topic, Compression: c.compression, BatchTimeout: c.batchTimeout, Logger: log,
 	})
 	if err != nil {
+		closePool()
 		return nil, nil, err
 	}
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -111,10 +134,15 @@ func (c *common) open(ctx context.Context) (*eventlog.Publisher, *zap.Logger, er
 	info, err := eventlog.EnsureTopic(tctx, brokers, eventlog.TopicConfig{Name: c.topic, Partitions: c.partitions})
 	if err != nil {
 		_ = pub.Close()
+		closePool()
 		return nil, nil, err
 	}
 	if info.Created {
 		log.Info("created topic", zap.String("topic", info.Name), zap.Int("partitions", info.Partitions))
 	}
-	return pub, log, nil
+	o := &outlet{Publisher: pub, pool: pool, reg: registry(), plaintext: c.personal.plaintext}
+	if keys != nil {
+		o.keys = keys
+	}
+	return o, log, nil
 }

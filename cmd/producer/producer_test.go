@@ -17,6 +17,7 @@ import (
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/shred"
 )
 
 func runCmd(t *testing.T, stdin string, args ...string) (string, error) {
@@ -30,6 +31,7 @@ func runCmd(t *testing.T, stdin string, args ...string) (string, error) {
 
 func brokersFlag(t *testing.T) string { return "--brokers=" + strings.Join(testenv.Kafka(t), ",") }
 
+// decodeAll reads the topic's events, their personal fields decrypted.
 func decodeAll(t *testing.T, topic string) []events.Event {
 	t.Helper()
 	var out []events.Event
@@ -39,6 +41,9 @@ func decodeAll(t *testing.T, topic string) []events.Event {
 			t.Fatalf("%s/%d@%d: %v", topic, m.Partition, m.Offset, err)
 		}
 		out = append(out, e)
+	}
+	if err := shred.OpenAll(context.Background(), testenv.Keys(t), out); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
@@ -76,7 +81,7 @@ func TestSendOneEvent(t *testing.T) {
 	t.Parallel()
 	topic := testenv.UniqueName(t)
 	out, err := runCmd(t, "", "send", brokersFlag(t), "--topic", topic, "--partitions", "3",
-		"--type", "UserRegistered", "--subject", "user-1", "--sequence", "1", "--data", `{"email":"a@example.test"}`)
+		"--type", "UserChangedPassword", "--subject", "user-1", "--sequence", "1", "--data", `{"user_id":"user-1","password_hash":"h"}`)
 	if err != nil {
 		t.Fatalf("send: %v\n%s", err, out)
 	}
@@ -89,7 +94,7 @@ func TestSendOneEvent(t *testing.T) {
 		t.Fatalf("output %q: %v", out, err)
 	}
 	got := decodeAll(t, topic)
-	if len(got) != 1 || got[0].ID != res.ID || got[0].Subject != "user-1" || string(got[0].Data) != `{"email":"a@example.test"}` {
+	if len(got) != 1 || got[0].ID != res.ID || got[0].Subject != "user-1" || string(got[0].Data) != `{"user_id":"user-1","password_hash":"h"}` {
 		t.Fatalf("log holds %+v, send said %+v", got, res)
 	}
 
@@ -104,11 +109,11 @@ func TestImportStopsAtTheBadLineAndSaysWhatWasSent(t *testing.T) {
 	topic := testenv.UniqueName(t)
 	var lines []string
 	for i := 1; i <= 6; i++ {
-		e := events.Event{ID: fmt.Sprintf("imp-%d", i), Source: "t", Type: "UserRegistered", Subject: fmt.Sprintf("user-%d", i), Data: json.RawMessage(`{}`)}
+		e := events.Event{ID: fmt.Sprintf("imp-%d", i), Source: "t", Type: "UserDeleted", Subject: fmt.Sprintf("user-%d", i), Data: json.RawMessage(`{}`)}
 		b, _ := json.Marshal(e)
 		lines = append(lines, string(b))
 	}
-	lines[4] = `{"id":"imp-5","source":"t","type":"UserRegistered","data":{}}` // line 5: no subject
+	lines[4] = `{"id":"imp-5","source":"t","type":"UserDeleted","data":{}}` // line 5: no subject
 	path := filepath.Join(t.TempDir(), "events.jsonl")
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/shred"
 )
 
 // Defaults for serve.
@@ -50,6 +51,11 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writ
                     400 naming the field and problem, 401, 413, 415,
                     503 when Kafka cannot take the events (nothing is dropped silently:
                     the body says which events, if any, landed)
+  POST /v1/subjects/{id}/forget
+                    forget a person (needs --master-key): delete their data keys,
+                    publish SubjectForgotten; optional body {"reason": "…"};
+                    202 with {"subject","forgotten_at","keys_deleted","event_id",
+                    "partition","offset"}
   GET /healthz      the process answers
   GET /readyz       Kafka answers for the topic
   GET /metrics      Prometheus metrics`)
@@ -83,7 +89,14 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writ
 	}
 	defer func() { _ = pub.Close() }()
 	brokers := cli.SplitList(c.brokers)
+	var forget func(ctx context.Context, subject, reason string) (forgetResult, error)
+	if pub.keys != nil {
+		forget = func(ctx context.Context, subject, reason string) (forgetResult, error) {
+			return forgetSubject(ctx, pub.keys, pub.Publisher, c.source, subject, reason)
+		}
+	}
 	h := newIngest(ingestConfig{
+		Forget: forget,
 		Tokens: toks, MaxBody: int64(maxBody), PublishTimeout: timeout, Logger: log,
 		Ready: func(ctx context.Context) error {
 			_, err := eventlog.Partitions(ctx, brokers, c.topic)
@@ -141,6 +154,8 @@ type ingestConfig struct {
 	PublishTimeout time.Duration                   // bound on one publish
 	Ready          func(ctx context.Context) error // readiness probe of Kafka
 	Logger         *zap.Logger
+	// Forget forgets a subject; nil when the key store is not configured.
+	Forget func(ctx context.Context, subject, reason string) (forgetResult, error)
 }
 
 type ingest struct {
@@ -167,6 +182,7 @@ func newIngest(cfg ingestConfig, pub publisher) *ingest {
 	h.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "producer_publish_seconds", Help: "Time from request to Kafka acknowledgement.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)})
 	h.reg.MustRegister(h.reqs, h.evs, h.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	h.mux.HandleFunc("POST /v1/events", h.postEvents)
+	h.mux.HandleFunc("POST /v1/subjects/{id}/forget", h.postForget)
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -256,6 +272,16 @@ func (h *ingest) postEvents(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	res, err := h.pub.Publish(ctx, evs...)
 	h.latency.Observe(time.Since(start).Seconds())
+	if errors.Is(err, errPlaintext) || errors.Is(err, shred.ErrSubjectForgotten) || isValidation(err) {
+		// Refused before anything was published: the client's events are wrong.
+		h.evs.WithLabelValues("rejected").Add(float64(len(evs)))
+		code := http.StatusBadRequest
+		if errors.Is(err, shred.ErrSubjectForgotten) {
+			code = http.StatusConflict
+		}
+		writeJSON(w, code, map[string]apiError{"error": {Problem: err.Error()}})
+		return
+	}
 	out := make([]result, len(evs))
 	published := 0
 	for i, e := range evs {
@@ -283,6 +309,53 @@ func (h *ingest) postEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"results": out})
+}
+
+func isValidation(err error) bool {
+	var ve *events.ValidationError
+	return errors.As(err, &ve)
+}
+
+// postForget forgets a subject: POST /v1/subjects/{id}/forget.
+func (h *ingest) postForget(w http.ResponseWriter, r *http.Request) {
+	if !h.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="projector"`)
+		writeJSON(w, http.StatusUnauthorized, map[string]apiError{"error": {Problem: "missing or unknown bearer token"}})
+		return
+	}
+	if h.cfg.Forget == nil {
+		writeJSON(w, http.StatusNotImplemented, map[string]apiError{"error": {Problem: "forgetting needs the personal-data key store: start serve with --master-key (" + shred.MasterKeyEnv + ")"}})
+		return
+	}
+	subject := r.PathValue("id")
+	if err := checkSubject(subject); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]apiError{"error": {Field: "id", Problem: err.Error()}})
+		return
+	}
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err == nil && len(bytes.TrimSpace(b)) > 0 {
+		if err = events.CheckJSON(b); err == nil {
+			err = json.Unmarshal(b, &body)
+		}
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]apiError{"error": {Problem: "body: want {\"reason\": \"…\"}: " + err.Error()}})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.PublishTimeout)
+	defer cancel()
+	res, err := h.cfg.Forget(ctx, subject, body.Reason)
+	if err != nil {
+		h.cfg.Logger.Warn("forget failed", zap.String("subject", subject), zap.Error(err))
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]apiError{"error": {Problem: "forget " + subject + ": " + err.Error()}})
+		return
+	}
+	h.cfg.Logger.Info("forgot a subject", zap.String("subject", subject), zap.Int("keys_deleted", res.KeysDeleted), zap.Int64("offset", res.Offset))
+	writeJSON(w, http.StatusAccepted, res)
 }
 
 // parseRequest reads one event or a batch, by content type.

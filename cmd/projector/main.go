@@ -21,6 +21,7 @@ import (
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/shred"
 )
 
 const usage = `projector builds a read model in PostgreSQL from the event log and serves it.
@@ -84,6 +85,8 @@ type common struct {
 	version     int
 	schema      string
 	logLevel    string
+	masterKey   string
+	keySchema   string
 }
 
 func (c *common) register(f *cli.Flags) {
@@ -94,6 +97,28 @@ func (c *common) register(f *cli.Flags) {
 	f.Int(&c.version, "version", "PROJECTOR_VERSION", 1, "projection version: a new version builds beside the old")
 	f.String(&c.schema, "schema", "PROJECTOR_SCHEMA", readmodel.FrameworkSchemaDefault, "schema of the framework's tables (offsets, parked events)")
 	f.String(&c.logLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
+	f.String(&c.masterKey, "master-key", shred.MasterKeyEnv, "", "master key of the personal-data key store (32 bytes, base64 or hex): decrypts personal fields")
+	f.String(&c.keySchema, "key-schema", "PROJECTOR_KEY_SCHEMA", shred.SchemaDefault, "schema of the personal-data key store")
+}
+
+// keys opens the personal-data key store. A projection whose events carry personal
+// data needs it, and a wrong master key is refused here, at start.
+func (c *common) keys(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Projection) (shred.KeyStore, error) {
+	if c.masterKey == "" {
+		if p.Registry().HasPersonalData() {
+			return nil, fmt.Errorf("the projection's events carry personal data, encrypted per subject: %w", shred.ErrNoMasterKey)
+		}
+		return nil, nil
+	}
+	master, err := shred.ParseMasterKey(c.masterKey)
+	if err != nil {
+		return nil, fmt.Errorf("--master-key (%s): %w", shred.MasterKeyEnv, err)
+	}
+	keys, err := shred.OpenPG(ctx, pool, master, shred.PGOptions{Schema: c.keySchema})
+	if err != nil {
+		return nil, fmt.Errorf("key store: %w", err)
+	}
+	return keys, nil
 }
 
 // open validates the common settings and connects to PostgreSQL.

@@ -65,7 +65,11 @@ Effects never fire in a replay. Drop the schema (and SCHEMA_projector) when done
 		return err
 	}
 	defer pool.Close()
-	pit.Pool, pit.Projection, pit.Logger = pool, proj, log
+	keys, err := c.keys(ctx, pool, proj)
+	if err != nil {
+		return err
+	}
+	pit.Pool, pit.Projection, pit.Logger, pit.Keys = pool, proj, log, keys
 	if cli.IsTerminal(os.Stderr) {
 		pit.Started = func(ctx context.Context, r *projector.Runner) func() {
 			ctx, cancel := context.WithCancel(ctx)

@@ -102,8 +102,12 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 		return err
 	}
 	defer pool.Close()
+	keys, err := c.keys(ctx, pool, proj)
+	if err != nil {
+		return err
+	}
 
-	policy, err := snaps.open(ctx, &c, pool, proj, log)
+	policy, err := snaps.open(ctx, &c, pool, proj, keys, log)
 	if err != nil {
 		return err
 	}
@@ -120,7 +124,7 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 		BatchSize: batchSize, BatchTimeout: batchTimeout, ReadyLag: readyLag, DrainTimeout: drain,
 		SessionTimeout: session, HeartbeatInterval: heartbeat, Gaps: gapPolicy, Unknown: unknownPolicy,
 		Effects: effects, Ledger: ledger, EffectHorizon: fx.horizon, EffectConcurrency: fx.concurrency, EffectMaxAttempts: fx.attempts, EffectBatchSize: fx.batch,
-		Snapshots: policy, ActivateWhenLive: activate,
+		Snapshots: policy, ActivateWhenLive: activate, Keys: keys,
 	})
 	if err != nil {
 		return err

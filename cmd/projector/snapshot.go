@@ -16,6 +16,7 @@ import (
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/snapshot"
 )
 
@@ -30,7 +31,7 @@ func snapshotDirDefault() string {
 	return filepath.Join(home, ".local", "share", "projector", "snapshots")
 }
 
-const snapshotUsage = `projector snapshot create|list|show|restore|prune: consistent snapshots of the
+const snapshotUsage = `projector snapshot create|list|show|restore|prune|scrub: consistent snapshots of the
 read model (its tables and the offsets they correspond to, one REPEATABLE READ
 transaction, binary COPY per table, a manifest with row counts and SHA-256 checksums)
 in a folder (--snapshot-dir).
@@ -41,6 +42,10 @@ in a folder (--snapshot-dir).
   projector snapshot restore ID|latest     into an empty read model; verifies the
                                            checksum, the schema hash and the log start
   projector snapshot prune --keep K
+  projector snapshot scrub                 rewrite the snapshots that may hold data of
+                                           subjects forgotten since they were taken
+                                           (run does it itself after a SubjectForgotten);
+                                           a restore also purges forgotten subjects
 
 'projector run --bootstrap latest|ID' restores before it consumes, when the read model
 is empty; 'projector run --snapshot-every-events N' (and the other --snapshot-* flags)
@@ -48,7 +53,7 @@ takes them as it goes.
 `
 
 func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	sub, err := subcommand("snapshot", snapshotUsage, args, stdout, "create", "list", "show", "restore", "prune")
+	sub, err := subcommand("snapshot", snapshotUsage, args, stdout, "create", "list", "show", "restore", "prune", "scrub")
 	if sub == "" {
 		return err
 	}
@@ -118,11 +123,32 @@ func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error 
 		if err != nil {
 			return err
 		}
-		m, err := restoreSnapshot(ctx, &c, pool, proj, store, id, tableProgress(stdout, "loaded"))
+		keys, err := c.keys(ctx, pool, proj)
+		if err != nil {
+			return err
+		}
+		m, err := restoreSnapshot(ctx, &c, pool, proj, store, id, keys, tableProgress(stdout, "loaded"))
 		if err != nil {
 			return err
 		}
 		_, _ = fmt.Fprintf(stdout, "restored %s: %d events; consuming resumes at its offsets\n", m.ID, m.Events)
+		return nil
+	case "scrub":
+		keys, err := c.keys(ctx, pool, proj)
+		if err != nil {
+			return err
+		}
+		if keys == nil {
+			return fmt.Errorf("snapshot scrub: %w", shred.ErrNoMasterKey)
+		}
+		done, err := projector.ScrubSnapshots(ctx, projector.Scrub{Pool: pool, Store: store, Projection: proj, Topic: c.topic, Keys: keys})
+		for _, d := range done {
+			_, _ = fmt.Fprintf(stdout, "rewrote %s as %s (%d forgotten subjects purged) in %s\n", d.Old, d.New, d.Subjects, d.Took.Round(time.Millisecond))
+		}
+		if err != nil {
+			return err
+		}
+		_, _ = fmt.Fprintf(stdout, "scrubbed %d snapshots\n", len(done))
 		return nil
 	}
 	gone, err := snapshot.Prune(ctx, store, proj.Name(), proj.Version(), keep)
@@ -142,15 +168,22 @@ func setupFramework(ctx context.Context, c *common, pool *pgxpool.Pool, proj *re
 	return r.Setup(ctx)
 }
 
+// After the restore, subjects forgotten since the snapshot was taken are purged:
+// the restored read model holds no more personal data than a replay would.
 func restoreSnapshot(ctx context.Context, c *common, pool *pgxpool.Pool, proj *readmodel.Projection, store snapshot.Store, id string,
-	progress func(string, int64, int64, time.Duration)) (snapshot.Manifest, error) {
+	keys shred.KeyStore, progress func(string, int64, int64, time.Duration)) (snapshot.Manifest, error) {
 	if err := setupFramework(ctx, c, pool, proj); err != nil {
 		return snapshot.Manifest{}, err
 	}
 	brokers := cli.SplitList(c.brokers)
-	return snapshot.Restore(ctx, store, id, snapshot.Target{Pool: pool, Schema: c.schema, Projection: proj, Topic: c.topic,
+	m, err := snapshot.Restore(ctx, store, id, snapshot.Target{Pool: pool, Schema: c.schema, Projection: proj, Topic: c.topic,
 		LogStart: func(ctx context.Context) (map[int]int64, error) { return projector.LogStarts(ctx, brokers, c.topic) },
 		Progress: progress})
+	if err != nil {
+		return m, err
+	}
+	_, err = projector.PurgeForgotten(ctx, pool, proj, keys, time.Time{})
+	return m, err
 }
 
 // tableProgress prints a line per table: snapshots copy at hundreds of MB/s, so a
@@ -184,7 +217,7 @@ func (s *snapshotFlags) register(f *cli.Flags) {
 
 // open bootstraps from a snapshot if asked and the read model is empty, and returns
 // the snapshot policy (nil when no trigger is set).
-func (s *snapshotFlags) open(ctx context.Context, c *common, pool *pgxpool.Pool, proj *readmodel.Projection, log *zap.Logger) (*projector.SnapshotPolicy, error) {
+func (s *snapshotFlags) open(ctx context.Context, c *common, pool *pgxpool.Pool, proj *readmodel.Projection, keys shred.KeyStore, log *zap.Logger) (*projector.SnapshotPolicy, error) {
 	if s.everyEvents < 0 || s.every < 0 || s.keep < 1 {
 		return nil, fmt.Errorf("--snapshot-every-events %d and --snapshot-every %v must not be negative, --snapshot-keep %d at least 1",
 			s.everyEvents, s.every, s.keep)
@@ -213,7 +246,7 @@ func (s *snapshotFlags) open(ctx context.Context, c *common, pool *pgxpool.Pool,
 				}
 			}
 			start := time.Now()
-			m, err := restoreSnapshot(ctx, c, pool, proj, store, id, func(table string, rows, bytes int64, took time.Duration) {
+			m, err := restoreSnapshot(ctx, c, pool, proj, store, id, keys, func(table string, rows, bytes int64, took time.Duration) {
 				log.Info("restored a table", zap.String("table", table), zap.Int64("rows", rows), zap.Int64("bytes", bytes), zap.Duration("took", took))
 			})
 			switch {

@@ -24,6 +24,7 @@ import (
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/sideeffects"
 )
 
@@ -61,6 +62,21 @@ func run(ctx context.Context, brokers []string, topic, dbURL, schema, until, pre
 			return err
 		}
 		defer pool.Close()
+		// Personal fields are encrypted in the log: the fold decrypts them with the
+		// key store, as the projector does (forgotten users' fields come redacted).
+		if mk := os.Getenv(shred.MasterKeyEnv); mk != "" {
+			master, err := shred.ParseMasterKey(mk)
+			if err != nil {
+				return err
+			}
+			keys, err := shred.OpenPG(ctx, pool, master, shred.PGOptions{})
+			if err != nil {
+				return err
+			}
+			if err := shred.OpenAll(ctx, keys, evs); err != nil {
+				return err
+			}
+		}
 		want, err := domain.Fold(domain.Registry(), evs)
 		if err != nil {
 			return err

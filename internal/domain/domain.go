@@ -6,7 +6,10 @@
 // aggregate, so all of one user's events are in one partition, in order.
 package domain
 
-import "github.com/projector/projector/pkg/events"
+import (
+	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/shred"
+)
 
 // Source is the CloudEvents source of the example domain's events.
 const Source = "example-users"
@@ -56,10 +59,13 @@ type UserDeleted struct {
 // Registry returns a registry holding the example domain's event types.
 func Registry() *events.Registry {
 	r := events.NewRegistry()
-	events.Register[UserRegistered](r, TypeUserRegistered)
+	// A user's email and name are personal: encrypted under the user's key on
+	// publish (package shred), redacted once the user is forgotten.
+	events.Register[UserRegistered](r, TypeUserRegistered, events.WithPersonalData("user_id", "email", "name"))
 	events.Register[UserChangedPassword](r, TypeUserChangedPassword)
 	events.Register[UserPublishedAnArticle](r, TypeUserPublishedAnArticle)
 	events.Register[ArticleDeleted](r, TypeArticleDeleted)
 	events.Register[UserDeleted](r, TypeUserDeleted)
+	shred.Register(r)
 	return r
 }

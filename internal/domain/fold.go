@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/shred"
 )
 
 // State is the example read model's content: what a correct projection holds.
@@ -61,6 +62,11 @@ func Fold(reg *events.Registry, evs []events.Event) (State, error) {
 					u.ArticleCount--
 					s.Users[v.UserID] = u
 				}
+			}
+		case shred.SubjectForgotten:
+			if u, ok := s.Users[v.SubjectID]; ok {
+				u.Email, u.Name = shred.Redacted, shred.Redacted
+				s.Users[v.SubjectID] = u
 			}
 		case UserDeleted:
 			for id, a := range s.Articles {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/shred"
 )
 
 // ProjectionName is the example read model's name; its tables live in users_vN.
@@ -60,6 +61,13 @@ func NewProjection(name string, version int) (*readmodel.Projection, error) {
 	readmodel.Handle(p, func(_ context.Context, w *readmodel.Writer, _ events.Event, v UserDeleted) error {
 		w.Exec(`DELETE FROM articles WHERE user_id = $1`, v.UserID)
 		w.Exec(`DELETE FROM users WHERE user_id = $1`, v.UserID)
+		return nil
+	})
+	// Forgetting a user keeps the row (its counts are not personal) and overwrites
+	// what was: a replay after the forgetting writes the same marker from the
+	// redacted UserRegistered, so live and replayed read models agree.
+	readmodel.Handle(p, func(_ context.Context, w *readmodel.Writer, _ events.Event, v shred.SubjectForgotten) error {
+		w.Exec(`UPDATE users SET email = $2, name = $2 WHERE user_id = $1`, v.SubjectID, shred.Redacted)
 		return nil
 	})
 	return p, nil

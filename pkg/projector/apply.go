@@ -12,7 +12,6 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
@@ -48,12 +47,19 @@ func (e *entry) subject() string {
 }
 
 // prepare decodes a batch's messages: the CPU part, done before the transaction.
-func (r *Runner) prepare(msgs []kafka.Message) []entry {
+// Personal data is decrypted here, with one key store lookup for the batch; the
+// error is that lookup's (transient).
+func (r *Runner) prepare(ctx context.Context, msgs []kafka.Message) ([]entry, error) {
+	envs, err := r.readEnvelopes(ctx, msgs)
+	if err != nil {
+		return nil, err
+	}
+	r.noteForgotten(envs)
 	out := make([]entry, len(msgs))
 	reg := r.cfg.Projection.Registry()
 	for i, m := range msgs {
 		e := entry{msg: m, behind: -1}
-		ev, err := eventlog.FromMessage(m)
+		ev, err := envs[i].ev, envs[i].problem
 		e.ev = ev
 		switch {
 		case err != nil:
@@ -70,7 +76,7 @@ func (r *Runner) prepare(msgs []kafka.Message) []entry {
 		}
 		out[i] = e
 	}
-	return out
+	return out, nil
 }
 
 type aggState struct {

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/sideeffects"
 )
 
@@ -77,6 +78,11 @@ type Config struct {
 
 	Gaps    GapPolicy     // default GapWarn
 	Unknown UnknownPolicy // default UnknownSkip
+
+	// Keys decrypt events' personal data (package shred); without them an event with
+	// encrypted fields parks. Events of forgotten subjects reach handlers and effects
+	// with those fields redacted.
+	Keys shred.KeyStore
 
 	// Effects run after the read model commits their events (see package sideeffects).
 	Effects []*sideeffects.Effect

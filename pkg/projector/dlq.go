@@ -270,7 +270,10 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[st
 	if err := rows.Err(); err != nil {
 		return nil, nil, err
 	}
-	entries := r.prepare(msgs)
+	entries, err := r.prepare(ctx, msgs)
+	if err != nil {
+		return nil, nil, err
+	}
 	for i := range entries {
 		entries[i].parkID = ids[i]
 	}

@@ -13,10 +13,10 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/sideeffects"
 )
 
@@ -54,6 +54,7 @@ const (
 	FxParked           = "parked"
 	FxRetried          = "retried"
 	FxLeaseLost        = "lease_lost"
+	FxForgotten        = "skipped_forgotten" // the subject's personal data is shredded
 )
 
 func (r *Runner) workEffect(ctx context.Context, gen *kafka.Generation, part int, eff *sideeffects.Effect) error {
@@ -180,18 +181,36 @@ func (r *Runner) effectBatch(genCtx context.Context, p *partition, eff *sideeffe
 	ctx, cancel := drainContext(genCtx, r.cfg.DrainTimeout)
 	defer cancel()
 	var items []*fxItem
-	for _, m := range msgs {
-		ev, err := eventlog.FromMessage(m)
-		if err != nil || !eff.ReactsTo(ev.Type) {
+	var envs []envelope
+	if err := r.retry(ctx, p, "read personal data keys", func(ctx context.Context) error {
+		var err error
+		envs, err = r.readEnvelopes(ctx, msgs)
+		return err
+	}); err != nil {
+		return err
+	}
+	for i, m := range msgs {
+		ev, err := envs[i].ev, envs[i].problem
+		var pe *shred.Error
+		if (err != nil && !errors.As(err, &pe)) || !eff.ReactsTo(ev.Type) {
 			continue // undecodable events park in the read model; they fire nothing
 		}
-		d, err := eff.Registry().Decode(ev)
+		var d events.Decoded
+		if err == nil {
+			d, err = eff.Registry().Decode(ev)
+		}
 		if err != nil {
 			// The read model parks it too; the effect is parked, not lost, and a retry
 			// after a fix (a newer build knowing the schema) runs it.
 			items = append(items, &fxItem{msg: m, dec: events.Decoded{Event: ev}, key: sideeffects.Key(eff.Name(), ev.ID),
 				outcome: FxParked, err: fmt.Errorf("undecodable: %w", err)})
 			r.countEffect(eff.Name(), FxParked)
+			continue
+		}
+		if len(d.Redacted) > 0 {
+			// The subject is forgotten: nobody is left to act for, and the fields the
+			// effect needs are gone. Counted, never run.
+			r.countEffect(eff.Name(), FxForgotten)
 			continue
 		}
 		when := ev.Time
@@ -412,13 +431,30 @@ func (r *Runner) retryParkedEffects(ctx context.Context, p *partition, eff *side
 		return err
 	}
 	var ready []*fxItem
-	for _, it := range items {
-		ev, err := eventlog.FromMessage(it.msg)
+	msgs := make([]kafka.Message, len(items))
+	for i, it := range items {
+		msgs[i] = it.msg
+	}
+	var envs []envelope
+	if err := r.retry(ctx, p, "read personal data keys", func(ctx context.Context) error {
+		var err error
+		envs, err = r.readEnvelopes(ctx, msgs)
+		return err
+	}); err != nil {
+		return err
+	}
+	for i, it := range items {
+		ev, err := envs[i].ev, envs[i].problem
 		if err == nil {
 			it.dec, err = eff.Registry().Decode(ev)
 		}
 		if err != nil {
 			it.outcome, it.err = FxParked, fmt.Errorf("undecodable: %w", err)
+			continue
+		}
+		if len(it.dec.Redacted) > 0 {
+			it.outcome = FxForgotten
+			r.countEffect(eff.Name(), FxForgotten)
 			continue
 		}
 		it.key = sideeffects.Key(eff.Name(), ev.ID)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/snapshot"
 )
 
@@ -26,6 +27,7 @@ type PointInTime struct {
 	Until      map[int]int64 // the first offset not applied, per partition; or
 	UntilTime  time.Time     // the first event appended at or after this time is not applied
 	Store      snapshot.Store
+	Keys       shred.KeyStore // decrypts personal data; after a restore, forgotten subjects are purged
 	Logger     *zap.Logger
 	// Started, when set, is called with the runner once the replay starts (after any
 	// snapshot is restored): a caller can draw progress from its Status.
@@ -110,7 +112,7 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 	proj := pit.Projection.InSchema(pit.Into)
 	fw := pit.Into + "_projector"
 	r, err := New(Config{Brokers: pit.Brokers, Topic: pit.Topic, Projection: proj, Pool: pit.Pool, Schema: fw,
-		GroupID: fmt.Sprintf("projector.replay.%s.%d", pit.Into, time.Now().UnixNano()), Logger: pit.Logger, StopAt: until,
+		GroupID: fmt.Sprintf("projector.replay.%s.%d", pit.Into, time.Now().UnixNano()), Logger: pit.Logger, StopAt: until, Keys: pit.Keys,
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond})
 	if err != nil {
 		return res, err
@@ -143,6 +145,9 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 			}
 			if _, err := snapshot.Restore(ctx, pit.Store, m.ID, snapshot.Target{Pool: pit.Pool, Schema: fw, Projection: proj, Topic: pit.Topic,
 				LogStart: func(ctx context.Context) (map[int]int64, error) { return LogStarts(ctx, pit.Brokers, pit.Topic) }}); err != nil {
+				return res, err
+			}
+			if _, err := PurgeForgotten(ctx, pit.Pool, proj, pit.Keys, time.Time{}); err != nil {
 				return res, err
 			}
 			res.Snapshot, from = m.ID, m.Events

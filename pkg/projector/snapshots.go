@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/snapshot"
 )
 
@@ -36,14 +37,16 @@ type SnapshotPolicy struct {
 }
 
 type snapshotter struct {
-	r       *Runner
-	policy  SnapshotPolicy
-	mu      sync.Mutex // one snapshot at a time
-	last    atomic.Int64
-	lastAt  atomic.Int64 // unix nanos
-	pending atomic.Bool  // a type trigger seen, not yet snapshotted
-	owner   atomic.Bool  // this instance owns partition 0 in the current generation
-	taken   atomic.Int64
+	r        *Runner
+	policy   SnapshotPolicy
+	mu       sync.Mutex // one snapshot at a time
+	last     atomic.Int64
+	lastAt   atomic.Int64 // unix nanos
+	pending  atomic.Bool  // a type trigger seen, not yet snapshotted
+	owner    atomic.Bool  // this instance owns partition 0 in the current generation
+	taken    atomic.Int64
+	scrub    atomic.Bool  // a SubjectForgotten applied: rewrite the snapshots
+	scrubbed atomic.Int64 // snapshots rewritten
 }
 
 func newSnapshotter(r *Runner, p *SnapshotPolicy) *snapshotter {
@@ -56,6 +59,15 @@ func newSnapshotter(r *Runner, p *SnapshotPolicy) *snapshotter {
 	}
 	s.lastAt.Store(time.Now().UnixNano())
 	return s
+}
+
+// SnapshotsScrubbed returns the number of snapshots this runner rewrote after
+// subjects were forgotten.
+func (r *Runner) SnapshotsScrubbed() int64 {
+	if r.snaps == nil {
+		return 0
+	}
+	return r.snaps.scrubbed.Load()
 }
 
 // SnapshotsTaken returns the number of snapshots this runner took.
@@ -86,6 +98,11 @@ func (s *snapshotter) due(consumed int64, owner bool) bool {
 
 // saw records the types a batch applied; a chosen type arms the trigger.
 func (s *snapshotter) saw(entries []entry) {
+	for i := range entries {
+		if entries[i].act == actApply && entries[i].ev.Type == shred.TypeSubjectForgotten {
+			s.scrub.Store(true)
+		}
+	}
 	if len(s.policy.OnTypes) == 0 {
 		return
 	}
@@ -160,6 +177,9 @@ func (s *snapshotter) loop(ctx context.Context, owner bool) {
 			return
 		case <-t.C:
 		}
+		if s.scrub.Swap(false) {
+			s.scrubAll(ctx)
+		}
 		if s.policy.Sync {
 			continue
 		}
@@ -171,4 +191,21 @@ func (s *snapshotter) loop(ctx context.Context, owner bool) {
 			s.r.log.Warn("snapshot failed", zap.Error(fmt.Errorf("async: %w", err)))
 		}
 	}
+}
+
+// scrubAll rewrites the snapshots that may hold a forgotten subject's data (see
+// ScrubSnapshots), one at a time with taking and pruning; a failure re-arms it.
+func (s *snapshotter) scrubAll(ctx context.Context) {
+	if s.r.cfg.Keys == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	done, err := ScrubSnapshots(ctx, Scrub{Pool: s.r.cfg.Pool, Store: s.policy.Store, Projection: s.r.cfg.Projection,
+		Topic: s.r.cfg.Topic, Keys: s.r.cfg.Keys, Logger: s.r.log})
+	if err != nil && ctx.Err() == nil {
+		s.scrub.Store(true)
+		s.r.log.Warn("rewriting snapshots after a forgetting failed; will retry", zap.Error(err))
+	}
+	s.scrubbed.Add(int64(len(done)))
 }

@@ -264,9 +264,16 @@ func (r *Runner) readBatch(ctx context.Context, reader *kafka.Reader) ([]kafka.M
 // DrainTimeout to finish when the generation ends.
 func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.Message) error {
 	start := time.Now()
-	entries := r.prepare(msgs)
 	ctx, cancel := drainContext(genCtx, r.cfg.DrainTimeout)
 	defer cancel()
+	var entries []entry
+	if err := r.retry(ctx, p, "read personal data keys", func(ctx context.Context) error {
+		var err error
+		entries, err = r.prepare(ctx, msgs)
+		return err
+	}); err != nil {
+		return err
+	}
 	var out outcome
 	careful, resynced := false, false
 	known := map[int64]error{} // events found poisonous where a rollback could not isolate them

@@ -41,6 +41,11 @@ type Manifest struct {
 	Checksum   string        `json:"checksum"` // SHA-256 over the tables' names and hashes
 	CreatedAt  time.Time     `json:"created_at"`
 	Bytes      int64         `json:"bytes"`
+	// ScrubbedThrough: the snapshot was rewritten with every subject forgotten up to
+	// this time purged (crypto-shredding); zero when never rewritten.
+	ScrubbedThrough time.Time `json:"scrubbed_through,omitzero"`
+	// Rewrites is the id of the snapshot this one replaced, if any.
+	Rewrites string `json:"rewrites,omitempty"`
 }
 
 // Table is one file of a snapshot.
@@ -81,6 +86,10 @@ type Source struct {
 	Topic      string
 	// Progress, when set, is told of each table as it is written.
 	Progress func(table string, rows, bytes int64, took time.Duration)
+	// Rewrites, when set, makes this snapshot the rewrite of that one (same creation
+	// time, a new id); ScrubbedThrough is recorded in the manifest.
+	Rewrites        *Manifest
+	ScrubbedThrough time.Time
 }
 
 func (s Source) fw() string {
@@ -139,6 +148,11 @@ func Take(ctx context.Context, src Source, store Store) (*Manifest, error) {
 	}
 	m.ID = fmt.Sprintf("%s-%012d", m.CreatedAt.Format("20060102T150405.000Z"), m.Events)
 	m.ID = strings.ReplaceAll(m.ID, ".", "")
+	if old := src.Rewrites; old != nil {
+		base, _, _ := strings.Cut(old.ID, "-r")
+		m.CreatedAt, m.Rewrites, m.ScrubbedThrough = old.CreatedAt, old.ID, src.ScrubbedThrough.UTC()
+		m.ID = fmt.Sprintf("%s-r%d", base, time.Now().UnixNano())
+	}
 	copies := map[string]string{}
 	for _, t := range tables {
 		copies[t] = `COPY ` + pgx.Identifier{p.Schema(), t}.Sanitize() + ` TO STDOUT (FORMAT binary)`

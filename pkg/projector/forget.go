@@ -1,0 +1,159 @@
+package projector
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/shred"
+	"github.com/projector/projector/pkg/snapshot"
+)
+
+// PurgeForgotten applies the projection's SubjectForgotten handler, in one
+// transaction, for every subject the key store has forgotten since since (zero: all).
+// A restored snapshot may predate a forgetting, or have been taken while its
+// SubjectForgotten was still unread: purging after every restore makes a bootstrap
+// as clean as a replay. Handlers must be idempotent (an UPDATE or DELETE by subject
+// is). Returns how many subjects were purged; 0 when the projection does not handle
+// SubjectForgotten.
+func PurgeForgotten(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Projection, keys shred.KeyStore, since time.Time) (int, error) {
+	if keys == nil || !p.Handles(shred.TypeSubjectForgotten) {
+		return 0, nil
+	}
+	fs, err := keys.Forgotten(ctx, since)
+	if err != nil || len(fs) == 0 {
+		return 0, err
+	}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+pgx.Identifier{p.Schema()}.Sanitize()+", public"); err != nil {
+			return err
+		}
+		w := readmodel.NewWriter(tx)
+		for _, f := range fs {
+			data, err := jsonOf(shred.SubjectForgotten{SubjectID: f.Subject, At: f.At, Keys: f.Keys})
+			if err != nil {
+				return err
+			}
+			d, err := p.Registry().Decode(events.Event{ID: "purge-" + f.Subject, Source: "projector", Type: shred.TypeSubjectForgotten,
+				Subject: f.Subject, Time: f.At, DataContentType: events.ContentTypeJSON, Data: data})
+			if err != nil {
+				return err
+			}
+			if err := p.Apply(ctx, w, d); err != nil {
+				return fmt.Errorf("purge %s: %w", f.Subject, err)
+			}
+			if w.Pending() >= 256 {
+				if err := w.Flush(ctx); err != nil {
+					return err
+				}
+			}
+		}
+		return w.Flush(ctx)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("projector: purge forgotten subjects from %s: %w", p.Schema(), err)
+	}
+	return len(fs), nil
+}
+
+// Scrub says which snapshots to rewrite after subjects were forgotten.
+type Scrub struct {
+	Pool       *pgxpool.Pool // where a snapshot is restored to be rewritten (a scratch schema, dropped after)
+	Store      snapshot.Store
+	Projection *readmodel.Projection
+	Topic      string
+	Keys       shred.KeyStore
+	Logger     *zap.Logger
+}
+
+// Scrubbed is one snapshot rewritten.
+type Scrubbed struct {
+	Old, New string
+	Subjects int
+	Took     time.Duration
+}
+
+// ScrubSnapshots rewrites every snapshot of the projection version that may hold
+// data of a subject forgotten since it was taken or last scrubbed: restored into a
+// scratch schema, purged (PurgeForgotten), taken again with the same offsets and
+// creation time under a new id, and the old one deleted. Snapshots then hold no
+// personal data of forgotten subjects at rest, and a bootstrap from one is clean.
+func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
+	if s.Logger == nil {
+		s.Logger = zap.NewNop()
+	}
+	if s.Keys == nil || !s.Projection.Handles(shred.TypeSubjectForgotten) {
+		return nil, nil
+	}
+	fs, err := s.Keys.Forgotten(ctx, time.Time{})
+	if err != nil || len(fs) == 0 {
+		return nil, err
+	}
+	through := fs[len(fs)-1].At
+	ms, err := s.Store.List(ctx, s.Projection.Name(), s.Projection.Version())
+	if err != nil {
+		return nil, err
+	}
+	var out []Scrubbed
+	for _, m := range ms {
+		if !m.ScrubbedThrough.Before(through) {
+			continue
+		}
+		start := time.Now()
+		n, nm, err := scrubOne(ctx, s, m, through)
+		if err != nil {
+			return out, fmt.Errorf("projector: scrub snapshot %s: %w", m.ID, err)
+		}
+		sc := Scrubbed{Old: m.ID, New: nm.ID, Subjects: n, Took: time.Since(start)}
+		s.Logger.Info("rewrote a snapshot without forgotten subjects' data", zap.String("old", sc.Old), zap.String("new", sc.New),
+			zap.Int("subjects", n), zap.Duration("took", sc.Took))
+		out = append(out, sc)
+	}
+	return out, nil
+}
+
+func scrubOne(ctx context.Context, s Scrub, m snapshot.Manifest, through time.Time) (int, *snapshot.Manifest, error) {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	scratch := "scrub_" + hex.EncodeToString(b[:])
+	fw := scratch + "_projector"
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_, _ = s.Pool.Exec(dctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{scratch}.Sanitize()+" CASCADE; DROP SCHEMA IF EXISTS "+pgx.Identifier{fw}.Sanitize()+" CASCADE")
+	}()
+	proj := s.Projection.InSchema(scratch)
+	r, err := New(Config{Brokers: []string{"unused:9092"}, Topic: s.Topic, Projection: proj, Pool: s.Pool, Schema: fw})
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := r.Setup(ctx); err != nil {
+		return 0, nil, err
+	}
+	if _, err := snapshot.Restore(ctx, s.Store, m.ID, snapshot.Target{Pool: s.Pool, Schema: fw, Projection: proj, Topic: s.Topic}); err != nil {
+		return 0, nil, err
+	}
+	n, err := PurgeForgotten(ctx, s.Pool, proj, s.Keys, m.ScrubbedThrough)
+	if err != nil {
+		return 0, nil, err
+	}
+	nm, err := snapshot.Take(ctx, snapshot.Source{Pool: s.Pool, Schema: fw, Projection: proj, Topic: s.Topic, Rewrites: &m, ScrubbedThrough: through}, s.Store)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := s.Store.Delete(ctx, m.Projection, m.Version, m.ID); err != nil {
+		return 0, nil, fmt.Errorf("rewritten as %s, but the old one could not be deleted: %w", nm.ID, err)
+	}
+	return n, nm, nil
+}
+
+func jsonOf(v any) (json.RawMessage, error) { return json.Marshal(v) }

@@ -1,0 +1,77 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/shred"
+)
+
+// envelope is one message read as an event, its personal fields decrypted (or
+// redacted when the subject is forgotten).
+type envelope struct {
+	ev      events.Event
+	problem error // undecodable or unreadable personal data: park it
+}
+
+// readEnvelopes reads msgs as events and opens their personal data, with one key
+// store lookup for the batch. The error is the key store's (transient: retry the
+// batch); permanent problems are per event. A SubjectForgotten evicts the subject's
+// keys from the cache, so the events after it see the subject forgotten at once.
+func (r *Runner) readEnvelopes(ctx context.Context, msgs []kafka.Message) ([]envelope, error) {
+	out := make([]envelope, len(msgs))
+	var sealed []*events.Event
+	for i, m := range msgs {
+		ev, err := eventlog.FromMessage(m)
+		out[i] = envelope{ev: ev, problem: err}
+		if err == nil && ev.Encrypted() {
+			sealed = append(sealed, &out[i].ev)
+		}
+	}
+	if len(sealed) == 0 {
+		return out, nil
+	}
+	keys := r.cfg.Keys
+	var known map[string]shred.Key
+	if keys != nil {
+		var err error
+		if known, err = shred.Prefetch(ctx, keys, sealed); err != nil {
+			return nil, fmt.Errorf("personal data keys: %w", err)
+		}
+	}
+	for i := range out {
+		e := &out[i]
+		if e.problem != nil || !e.ev.Encrypted() {
+			continue
+		}
+		if keys == nil {
+			e.problem = fmt.Errorf("encrypted personal data (%s, key %s) but no key store is configured: start with the master key", e.ev.Encryption, e.ev.KeyID)
+			continue
+		}
+		if err := shred.Open(ctx, keys, known, &e.ev); err != nil {
+			var pe *shred.Error
+			if !errors.As(err, &pe) {
+				return nil, fmt.Errorf("personal data keys: %w", err)
+			}
+			e.problem = err
+		}
+	}
+	return out, nil
+}
+
+// noteForgotten evicts the subjects of SubjectForgotten events from the key cache.
+func (r *Runner) noteForgotten(evs []envelope) {
+	if r.cfg.Keys == nil {
+		return
+	}
+	for _, e := range evs {
+		if e.problem == nil && e.ev.Type == shred.TypeSubjectForgotten {
+			r.cfg.Keys.Evict(e.ev.Subject)
+		}
+	}
+}
