@@ -11,6 +11,7 @@ import (
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/shred"
 )
 
 func TestBadSettingsAreRefusedByName(t *testing.T) {
@@ -91,4 +92,25 @@ func TestRunServesReadinessStatusAndQueries(t *testing.T) {
 		t.Fatalf("projector status: %v\n%s", err, out.String())
 	}
 	stop()
+}
+
+// The master key is checked at start: missing (the example's events carry personal
+// data), malformed, or not the one the key store was made with.
+func TestMasterKeyIsRefusedAtStart(t *testing.T) {
+	testenv.Keys(t) // the key store exists, made with the stack's master key
+	db := "--database-url=" + testenv.Get(t).DatabaseURL
+	var out bytes.Buffer
+	for _, c := range []struct{ args, want string }{
+		{"run --master-key=", "PROJECTOR_MASTER_KEY"},
+		{"run --master-key=tooshort", "32 bytes"},
+		{"run --master-key=" + shred.NewMasterKey(), "does not open this key store"},
+		{"replay --until 0:1 --into x --master-key=" + shred.NewMasterKey(), "does not open this key store"},
+		{"snapshot scrub --master-key=", "PROJECTOR_MASTER_KEY"},
+	} {
+		t.Setenv(shred.MasterKeyEnv, "")
+		err := run(context.Background(), append(strings.Fields(c.args), db), &out, &out)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err = %v, want %q", c.args, err, c.want)
+		}
+	}
 }

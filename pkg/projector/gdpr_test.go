@@ -395,3 +395,63 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 	assertTraces(t, f.pool, []string{into, into + "_projector"}, false, gone...)
 	assertTraces(t, f.pool, []string{into}, true, kept...)
 }
+
+// A tampered ciphertext parks its event (and only its aggregate's later events) with
+// a reason naming the event, the field and the key — never plaintext — and the
+// stream goes on. A projector with no key store parks sealed events, saying so.
+func TestTamperedPersonalDataParksWithAClearReason(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 2)
+	keys := privateKeys(t, f.pool)
+	reg := domain.Registry()
+	mk := func(user string, seq uint64) events.Event {
+		e, err := reg.New("test", user, domain.UserRegistered{UserID: user, Email: user + "@secret.example.test", Name: "Secret " + user},
+			events.WithSequence(seq))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	evs := []events.Event{mk("ok-1", 1), mk("bad-1", 1), mk("ok-2", 1)}
+	if err := shred.Seal(ctx, keys, reg, evs); err != nil {
+		t.Fatal(err)
+	}
+	evs[1].Data = bytes.Replace(evs[1].Data, []byte(`"email":"`), []byte(`"email":"AAAA`), 1) // still base64, no longer authentic
+	f.publish(evs...)
+
+	p := f.domainProjection()
+	cfg := f.config(p)
+	cfg.Keys = keys
+	f.start(cfg)
+	f.waitCaughtUp(p, time.Minute)
+	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parked) != 1 || parked[0].Subject != "bad-1" {
+		t.Fatalf("parked %+v, want bad-1's event only", parked)
+	}
+	reason := parked[0].Error
+	for _, want := range []string{evs[1].ID, `"email"`, evs[1].KeyID, "does not authenticate"} {
+		if !bytes.Contains([]byte(reason), []byte(want)) {
+			t.Errorf("parked reason %q does not name %s", reason, want)
+		}
+	}
+	assertTraces(t, f.pool, []string{p.Schema(), f.schema}, false, needle{"bad-1's email", "bad-1@secret"}, needle{"bad-1's name", "Secret bad-1"})
+	got, err := domain.Load(ctx, f.pool, p.Schema())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Users["ok-1"].Email != "ok-1@secret.example.test" || got.Users["ok-2"].Name != "Secret ok-2" {
+		t.Fatalf("the other users: %+v", got.Users)
+	}
+
+	// Without a key store the projector cannot read sealed events: they park, saying so.
+	p2 := f.domainProjection()
+	f.start(f.config(p2))
+	f.waitCaughtUp(p2, time.Minute)
+	parked, err = projector.NewDLQ(f.pool, f.schema, p2.Name(), p2.Version()).List(ctx, false)
+	if err != nil || len(parked) != 3 || !bytes.Contains([]byte(parked[0].Error), []byte("no key store")) {
+		t.Fatalf("without keys: %+v %v", parked, err)
+	}
+}

@@ -75,7 +75,7 @@ type PGKeys struct {
 	mu     sync.Mutex
 	byID   map[string]cached
 	bySubj map[string]string // subject -> key id of byID
-	gone   map[string]bool
+	gone   map[string]Key    // forgotten keys: ids are random and never come back
 }
 
 type cached struct {
@@ -112,7 +112,7 @@ func OpenPG(ctx context.Context, pool *pgxpool.Pool, masterKey []byte, o PGOptio
 		o.CacheTTL = CacheTTLDefault
 	}
 	k := &PGKeys{pool: pool, schema: pgx.Identifier{o.Schema}.Sanitize(), master: master, ttl: o.CacheTTL,
-		byID: map[string]cached{}, bySubj: map[string]string{}, gone: map[string]bool{}}
+		byID: map[string]cached{}, bySubj: map[string]string{}, gone: map[string]Key{}}
 	if err := k.setup(ctx); err != nil {
 		return nil, err
 	}
@@ -136,6 +136,10 @@ func (k *PGKeys) setup(ctx context.Context) error {
 				subject text NOT NULL UNIQUE,
 				wrapped bytea NOT NULL,
 				created_at timestamptz NOT NULL DEFAULT now());
+			CREATE TABLE IF NOT EXISTS `+k.schema+`.forgotten_keys (
+				key_id text PRIMARY KEY,
+				subject text NOT NULL,
+				forgotten_at timestamptz NOT NULL);
 			CREATE TABLE IF NOT EXISTS `+k.schema+`.forgotten (
 				subject text PRIMARY KEY,
 				forgotten_at timestamptz NOT NULL,
@@ -284,7 +288,9 @@ func (k *PGKeys) Lookup(ctx context.Context, ids []string) (map[string]Key, erro
 	for _, id := range ids {
 		if c, ok := k.byID[id]; ok && now.Sub(c.fetched) < k.ttl {
 			out[id] = c.key
-		} else if !k.gone[id] && !seen[id] {
+		} else if g, ok := k.gone[id]; ok {
+			out[id] = g
+		} else if !seen[id] {
 			seen[id] = true
 			missing = append(missing, id)
 		}
@@ -293,7 +299,8 @@ func (k *PGKeys) Lookup(ctx context.Context, ids []string) (map[string]Key, erro
 	if len(missing) == 0 {
 		return out, nil
 	}
-	rows, err := k.pool.Query(ctx, `SELECT key_id, subject, wrapped FROM `+k.schema+`.data_keys WHERE key_id = ANY($1)`, missing)
+	rows, err := k.pool.Query(ctx, `SELECT key_id, subject, wrapped FROM `+k.schema+`.data_keys WHERE key_id = ANY($1)
+		UNION ALL SELECT key_id, subject, NULL FROM `+k.schema+`.forgotten_keys WHERE key_id = ANY($1)`, missing)
 	if err != nil {
 		return nil, fmt.Errorf("shred: look up keys: %w", err)
 	}
@@ -304,6 +311,10 @@ func (k *PGKeys) Lookup(ctx context.Context, ids []string) (map[string]Key, erro
 		if err := rows.Scan(&id, &subject, &w); err != nil {
 			rows.Close()
 			return nil, err
+		}
+		if w == nil {
+			found[id] = Key{ID: id, Subject: subject, Forgotten: true}
+			continue
 		}
 		key, err := k.unwrap(id, subject, w)
 		if err != nil {
@@ -319,11 +330,15 @@ func (k *PGKeys) Lookup(ctx context.Context, ids []string) (map[string]Key, erro
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for _, id := range missing {
-		if key, ok := found[id]; ok {
+		key, ok := found[id]
+		switch {
+		case !ok: // unknown here: left out, and not cached (a configuration may change)
+		case key.Forgotten:
+			out[id] = key
+			k.gone[id] = key
+		default:
 			out[id] = key
 			k.remember(key, now)
-		} else {
-			k.gone[id] = true
 		}
 	}
 	return out, nil
@@ -342,7 +357,9 @@ func (k *PGKeys) Forget(ctx context.Context, subject string) (Forgetting, error)
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('projector:shred:' || $1::text, 0))`, subject); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `DELETE FROM `+k.schema+`.data_keys WHERE subject = $1 RETURNING key_id`, subject)
+		rows, err := tx.Query(ctx, `WITH d AS (DELETE FROM `+k.schema+`.data_keys WHERE subject = $1 RETURNING key_id, subject)
+			INSERT INTO `+k.schema+`.forgotten_keys (key_id, subject, forgotten_at) SELECT key_id, subject, now() FROM d
+			ON CONFLICT (key_id) DO NOTHING RETURNING key_id`, subject)
 		if err != nil {
 			return err
 		}
@@ -359,7 +376,7 @@ func (k *PGKeys) Forget(ctx context.Context, subject string) (Forgetting, error)
 	}
 	k.mu.Lock()
 	for _, id := range ids {
-		k.gone[id] = true
+		k.gone[id] = Key{ID: id, Subject: subject, Forgotten: true}
 		delete(k.byID, id)
 	}
 	k.mu.Unlock()

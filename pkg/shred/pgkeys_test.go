@@ -69,15 +69,19 @@ func TestPGKeysEnvelopeCacheAndForget(t *testing.T) {
 	if err != nil || f.Keys != 1 || f.Subject != "s1" {
 		t.Fatalf("Forget: %+v %v", f, err)
 	}
-	if got, _ := a.Lookup(ctx, []string{ks["s1"].ID}); len(got) != 0 {
+	if got, _ := a.Lookup(ctx, []string{ks["s1"].ID}); !got[ks["s1"].ID].Forgotten {
 		t.Fatal("the forgetting store still returns the key")
 	}
-	if got, _ := b.Lookup(ctx, []string{ks["s1"].ID}); len(got) != 1 {
+	if got, _ := b.Lookup(ctx, []string{ks["s1"].ID}); got[ks["s1"].ID].Forgotten {
 		t.Fatal("b's cache should still hold the key until it evicts")
 	}
 	b.Evict("s1")
-	if got, _ := b.Lookup(ctx, []string{ks["s1"].ID}); len(got) != 0 {
-		t.Fatal("b still returns s1's key after evicting it")
+	if got, _ := b.Lookup(ctx, []string{ks["s1"].ID}); !got[ks["s1"].ID].Forgotten || got[ks["s1"].ID].Subject != "s1" {
+		t.Fatalf("b still returns s1's key after evicting it: %+v", got)
+	}
+	// An id this store never held is not "forgotten": it is left out (Open refuses it).
+	if got, _ := a.Lookup(ctx, []string{"0123456789abcdef"}); len(got) != 0 {
+		t.Fatalf("an unknown id came back: %+v", got)
 	}
 	if _, err := a.DataKeys(ctx, []string{"s1"}); !errors.Is(err, shred.ErrSubjectForgotten) {
 		t.Fatalf("a new key for a forgotten subject: %v", err)

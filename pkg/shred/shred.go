@@ -64,6 +64,10 @@ var (
 	ErrUnknownAlgorithm = errors.New("unknown encryption algorithm")
 	// ErrSubjectForgotten: personal data of a forgotten subject cannot be sealed.
 	ErrSubjectForgotten = errors.New("subject was forgotten: its personal data cannot be published")
+	// ErrUnknownKey: the key is neither in the store nor among its forgotten keys —
+	// most likely another key store (schema, database or environment) than the one
+	// the producer used. Refused loudly rather than read as forgotten.
+	ErrUnknownKey = errors.New("key unknown to this key store (neither held nor forgotten): is this the producer's key store?")
 )
 
 // Error is a permanent problem with one event's personal data (tampering, an unknown
@@ -82,11 +86,13 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Key is a subject's data key.
+// Key is a subject's data key. A forgotten key keeps its id and subject, and no
+// secret.
 type Key struct {
-	ID      string
-	Subject string
-	aead    cipher.AEAD
+	ID        string
+	Subject   string
+	Forgotten bool
+	aead      cipher.AEAD
 }
 
 // NewKey makes a Key from its id, subject and 32-byte secret.
@@ -114,8 +120,8 @@ type KeyStore interface {
 	// DataKeys returns each subject's current key, creating the missing ones. A
 	// forgotten subject gets none: the error wraps ErrSubjectForgotten and names it.
 	DataKeys(ctx context.Context, subjects []string) (map[string]Key, error)
-	// Lookup returns the keys with these ids that still exist; an id missing from the
-	// result was deleted (its subject forgotten).
+	// Lookup returns the keys with these ids: held ones, and forgotten ones marked
+	// Forgotten; an id the store never knew is missing from the result.
 	Lookup(ctx context.Context, ids []string) (map[string]Key, error)
 	// Forget deletes every key of the subject, for good, and records when.
 	Forget(ctx context.Context, subject string) (Forgetting, error)
@@ -248,6 +254,9 @@ func Open(ctx context.Context, keys KeyStore, known map[string]Key, e *events.Ev
 		}
 		k, ok = got[e.KeyID]
 	}
+	if !ok {
+		return &Error{EventID: e.ID, Field: "keyid", KeyID: e.KeyID, Err: ErrUnknownKey}
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(e.Data, &obj); err != nil {
 		return &Error{EventID: e.ID, Field: "data", KeyID: e.KeyID, Err: fmt.Errorf("%w: %w", events.ErrInvalidJSON, err)}
@@ -266,7 +275,7 @@ func Open(ctx context.Context, keys KeyStore, known map[string]Key, e *events.Ev
 		if err != nil {
 			return &Error{EventID: e.ID, Field: f, KeyID: e.KeyID, Err: fmt.Errorf("%w: not base64", ErrTampered)}
 		}
-		if !ok {
+		if k.Forgotten {
 			obj[f], _ = json.Marshal(Redacted)
 			redacted = append(redacted, f)
 			continue

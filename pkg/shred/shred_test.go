@@ -24,10 +24,11 @@ type memKeys struct {
 	bySubject map[string]shred.Key
 	byID      map[string]shred.Key
 	forgotten map[string]time.Time
+	gone      map[string]shred.Key
 }
 
 func newMemKeys() *memKeys {
-	return &memKeys{bySubject: map[string]shred.Key{}, byID: map[string]shred.Key{}, forgotten: map[string]time.Time{}}
+	return &memKeys{bySubject: map[string]shred.Key{}, byID: map[string]shred.Key{}, forgotten: map[string]time.Time{}, gone: map[string]shred.Key{}}
 }
 
 func (m *memKeys) DataKeys(_ context.Context, subjects []string) (map[string]shred.Key, error) {
@@ -60,6 +61,8 @@ func (m *memKeys) Lookup(_ context.Context, ids []string) (map[string]shred.Key,
 	for _, id := range ids {
 		if k, ok := m.byID[id]; ok {
 			out[id] = k
+		} else if k, ok := m.gone[id]; ok {
+			out[id] = k
 		}
 	}
 	return out, nil
@@ -72,6 +75,7 @@ func (m *memKeys) Forget(_ context.Context, subject string) (shred.Forgetting, e
 	if k, ok := m.bySubject[subject]; ok {
 		delete(m.byID, k.ID)
 		delete(m.bySubject, subject)
+		m.gone[k.ID] = shred.Key{ID: k.ID, Subject: subject, Forgotten: true}
 		n = 1
 	}
 	m.forgotten[subject] = time.Now()
@@ -202,6 +206,7 @@ func TestTamperingIsACleanErrorNamingTheEventAndField(t *testing.T) {
 		"not base64":             func(e *events.Event) { e.Data = json.RawMessage(`{"user_id":"u1","email":"%%%","name":"x"}`) },
 		"field removed":          func(e *events.Event) { e.Data = json.RawMessage(`{"user_id":"u1","name":"x"}`) },
 		"unknown algorithm":      func(e *events.Event) { e.Encryption = "rot13" },
+		"key of another store":   func(e *events.Event) { e.KeyID = "k999" },
 	}
 	for name, tamper := range cases {
 		t.Run(name, func(t *testing.T) {
