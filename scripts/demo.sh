@@ -12,7 +12,9 @@
 #   7. a new service bootstraps from it into its own database and catches up: the same
 #      read model, and not one mail sent again
 #   8. a point-in-time replay rebuilds the read model as it was before the live users
-#   9. status, the query API, where to look next
+#   9. GDPR: a live user is forgotten (their key deleted, SubjectForgotten published):
+#      their email is gone from both read models, the snapshots and the log's bytes
+#  10. status, the query API, where to look next
 #
 # Every check folds the log independently (internal/democheck) or counts mails in
 # Mailpit; the demo exits non-zero when one fails.
@@ -126,8 +128,8 @@ step "7. a new service bootstraps from the snapshot into its own database ($SERV
 psql -q "$DATABASE_URL" -c "DROP DATABASE IF EXISTS $SERVICE2_DB WITH (FORCE)" -c "CREATE DATABASE $SERVICE2_DB"
 LIVE2="new$(date +%s)" # users who register while the new service bootstraps
 bin/producer generate --topic "$TOPIC" --events 1000 --rate 1000 --prefix "$LIVE2" --start now --seed "$RANDOM" --log-level warn >/dev/null
-start_projector service2 --database-url "$URL2" --group demo.service2 --bootstrap latest --listen "$LISTEN2" --log-level info
-wait_live "${PROJ[@]}" --database-url "$URL2"
+start_projector service2 --database-url "$URL2" --key-database-url "$DATABASE_URL" --group demo.service2 --bootstrap latest --listen "$LISTEN2" --log-level info
+wait_live "${PROJ[@]}" --database-url "$URL2" --key-database-url "$DATABASE_URL"
 grep -h "bootstrapped" "$WORK/service2.log" | python3 -c 'import json,sys
 for l in sys.stdin: d=json.loads(l); print("bootstrapped from", d["id"], "(%d events) in %.2fs" % (d["events"], d["took"]))' || true
 check --schema demo_v1 --database-url "$URL2"
@@ -142,7 +144,20 @@ UNTIL=$(psql -qtA "$DATABASE_URL" -c "SELECT string_agg(partition || ':' || next
 check --schema demo_pitr --until "$UNTIL"
 proves "the replay up to that point equals the fold of the events before it, beside the live read model"
 
-step "9. where to look"
+step "9. GDPR: a live user asks to be forgotten; the log stays immutable, their key does not"
+VICTIM=$(psql -qtA "$DATABASE_URL" -c "SELECT user_id FROM demo_v1.users WHERE user_id LIKE '$LIVE%' ORDER BY user_id LIMIT 1")
+VICTIM_EMAIL=$(psql -qtA "$DATABASE_URL" -c "SELECT email FROM demo_v1.users WHERE user_id = '$VICTIM'")
+echo "before: GET /v1/users/$VICTIM  $(get "$LISTEN/v1/users/$VICTIM" | cut -c1-160)"
+bin/producer forget "$VICTIM" --topic "$TOPIC" --reason "asked by email" --log-level warn
+wait_live "${PROJ[@]}"
+wait_live "${PROJ[@]}" --database-url "$URL2" --key-database-url "$DATABASE_URL"
+echo "after:  GET /v1/users/$VICTIM  $(get "$LISTEN/v1/users/$VICTIM" | cut -c1-160)"
+bin/projector snapshot scrub "${PROJ[@]}" --snapshot-dir "$SNAPS"
+check --schema demo_v1 --no-trace "$VICTIM_EMAIL" --snapshot-dir "$SNAPS"
+check --schema demo_v1 --database-url "$URL2" --no-trace "$VICTIM_EMAIL"
+proves "the user's email is in neither service's read model, nor any snapshot, nor the log's bytes (only ciphertext, now unreadable); both read models still equal the fold"
+
+step "10. where to look"
 echo "GET /v1/stats:   $(get "$LISTEN/v1/stats")"
 echo "GET /readyz:     $(get "$LISTEN/readyz")"
 echo "status page:     http://$LISTEN/   (the new service: http://$LISTEN2/)"

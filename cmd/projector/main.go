@@ -87,6 +87,7 @@ type common struct {
 	logLevel    string
 	masterKey   string
 	keySchema   string
+	keyDB       string
 }
 
 func (c *common) register(f *cli.Flags) {
@@ -99,6 +100,7 @@ func (c *common) register(f *cli.Flags) {
 	f.String(&c.logLevel, "log-level", "LOG_LEVEL", "info", "debug, info, warn or error")
 	f.String(&c.masterKey, "master-key", shred.MasterKeyEnv, "", "master key of the personal-data key store (32 bytes, base64 or hex): decrypts personal fields")
 	f.String(&c.keySchema, "key-schema", "PROJECTOR_KEY_SCHEMA", shred.SchemaDefault, "schema of the personal-data key store")
+	f.String(&c.keyDB, "key-database-url", "PROJECTOR_KEY_DATABASE_URL", "", "PostgreSQL of the key store, shared by every service reading the log (default: --database-url)")
 }
 
 // keys opens the personal-data key store. A projection whose events carry personal
@@ -113,6 +115,14 @@ func (c *common) keys(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Proj
 	master, err := shred.ParseMasterKey(c.masterKey)
 	if err != nil {
 		return nil, fmt.Errorf("--master-key (%s): %w", shred.MasterKeyEnv, err)
+	}
+	if c.keyDB != "" {
+		// The key store is shared infrastructure, like the log: a service with a
+		// database of its own still reads the producer's keys. The pool lives as long
+		// as the process.
+		if pool, err = pgxpool.New(ctx, c.keyDB); err != nil {
+			return nil, fmt.Errorf("--key-database-url (PROJECTOR_KEY_DATABASE_URL): %w", err)
+		}
 	}
 	keys, err := shred.OpenPG(ctx, pool, master, shred.PGOptions{Schema: c.keySchema})
 	if err != nil {

@@ -5,18 +5,22 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
@@ -29,7 +33,7 @@ import (
 )
 
 func main() {
-	var brokers, topic, dbURL, schema, until, prefix, mailpit string
+	var brokers, topic, dbURL, schema, until, prefix, mailpit, noTrace, snapDir string
 	flag.StringVar(&brokers, "brokers", os.Getenv("KAFKA_BROKERS"), "Kafka brokers")
 	flag.StringVar(&topic, "topic", "", "topic")
 	flag.StringVar(&dbURL, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL URL")
@@ -37,9 +41,14 @@ func main() {
 	flag.StringVar(&until, "until", "", "fold only offsets below PARTITION:OFFSET,… (default: the whole log)")
 	flag.StringVar(&prefix, "mails-for", "", "check one welcome mail per registration of users with this id prefix")
 	flag.StringVar(&mailpit, "mailpit", os.Getenv("MAILPIT_URL"), "Mailpit API base URL")
+	flag.StringVar(&noTrace, "no-trace", "", "personal data (comma-separated) that must be nowhere: not in the log's bytes, the schema's tables or --snapshot-dir's files")
+	flag.StringVar(&snapDir, "snapshot-dir", "", "with --no-trace: a snapshot folder to search")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	err := run(ctx, strings.Split(brokers, ","), topic, dbURL, schema, until, prefix, mailpit)
+	if err == nil && noTrace != "" {
+		err = checkNoTrace(ctx, strings.Split(brokers, ","), topic, dbURL, schema, snapDir, strings.Split(noTrace, ","))
+	}
 	cancel()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "CHECK FAILED:", err)
@@ -52,7 +61,7 @@ func run(ctx context.Context, brokers []string, topic, dbURL, schema, until, pre
 	if err != nil {
 		return err
 	}
-	evs, err := readLog(ctx, brokers, topic, upTo)
+	evs, err := readLog(ctx, brokers, topic, upTo, nil)
 	if err != nil {
 		return err
 	}
@@ -69,7 +78,13 @@ func run(ctx context.Context, brokers []string, topic, dbURL, schema, until, pre
 			if err != nil {
 				return err
 			}
-			keys, err := shred.OpenPG(ctx, pool, master, shred.PGOptions{})
+			// The key store is shared: the stack's database, whatever the read model's.
+			keyPool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+			if err != nil {
+				return err
+			}
+			defer keyPool.Close()
+			keys, err := shred.OpenPG(ctx, keyPool, master, shred.PGOptions{})
 			if err != nil {
 				return err
 			}
@@ -136,7 +151,8 @@ func parseUntil(s string) (map[int]int64, error) {
 	return out, nil
 }
 
-func readLog(ctx context.Context, brokers []string, topic string, upTo map[int]int64) ([]events.Event, error) {
+// readLog reads the log up to upTo (nil: its end); raw, when set, sees every message.
+func readLog(ctx context.Context, brokers []string, topic string, upTo map[int]int64, raw func(kafka.Message)) ([]events.Event, error) {
 	st, err := projector.LogStarts(ctx, brokers, topic)
 	if err != nil {
 		return nil, err
@@ -168,6 +184,9 @@ func readLog(ctx context.Context, brokers []string, topic string, upTo map[int]i
 			if err != nil {
 				_ = r.Close()
 				return nil, err
+			}
+			if raw != nil {
+				raw(m)
 			}
 			if e, err := eventlog.FromMessage(m); err == nil {
 				out = append(out, e)
@@ -217,4 +236,90 @@ func mails(ctx context.Context, api, to string) (map[string]bool, int, error) {
 			return ids, total, nil
 		}
 	}
+}
+
+// checkNoTrace searches for each text in the log's raw messages (value and headers),
+// in every table of the schema (and the framework's), and in every file of the
+// snapshot folder. The log must hold ciphertext only, the tables and snapshots none.
+func checkNoTrace(ctx context.Context, brokers []string, topic, dbURL, schema, snapDir string, texts []string) error {
+	found := map[string][]string{}
+	msgs := 0
+	if _, err := readLog(ctx, brokers, topic, nil, func(m kafka.Message) {
+		msgs++
+		for _, t := range texts {
+			hit := bytes.Contains(m.Value, []byte(t)) || bytes.Contains(m.Key, []byte(t))
+			for _, h := range m.Headers {
+				hit = hit || bytes.Contains(h.Value, []byte(t))
+			}
+			if hit {
+				found[t] = append(found[t], fmt.Sprintf("the log (partition %d offset %d)", m.Partition, m.Offset))
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	tables := 0
+	if schema != "" {
+		pool, err := pgxpool.New(ctx, dbURL)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		rows, err := pool.Query(ctx, `SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN ($1, 'projector')`, schema)
+		if err != nil {
+			return err
+		}
+		var names [][2]string
+		for rows.Next() {
+			var sc, tb string
+			if err := rows.Scan(&sc, &tb); err != nil {
+				rows.Close()
+				return err
+			}
+			names = append(names, [2]string{sc, tb})
+		}
+		rows.Close()
+		for _, n := range names {
+			tables++
+			for _, t := range texts {
+				var c int
+				id := pgx.Identifier{n[0], n[1]}.Sanitize()
+				if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+id+` x WHERE strpos(x::text, $1) > 0`, t).Scan(&c); err != nil {
+					return err
+				}
+				if c > 0 {
+					found[t] = append(found[t], fmt.Sprintf("%s (%d rows)", id, c))
+				}
+			}
+		}
+	}
+	files := 0
+	if snapDir != "" {
+		err := filepath.WalkDir(snapDir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			files++
+			for _, t := range texts {
+				if bytes.Contains(b, []byte(t)) {
+					found[t] = append(found[t], path)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, t := range texts {
+		if len(found[t]) > 0 {
+			return fmt.Errorf("%q is still in %s", t, strings.Join(found[t], ", "))
+		}
+	}
+	fmt.Printf("check: none of %d pieces of personal data in the log's %d messages, %d tables or %d snapshot files\n", len(texts), msgs, tables, files)
+	return nil
 }
