@@ -25,7 +25,7 @@ import (
 )
 
 // privateKeys is a key store of the test's own: its own schema and master key.
-func privateKeys(t *testing.T, pool *pgxpool.Pool) *shred.PGKeys {
+func privateKeys(t testing.TB, pool *pgxpool.Pool) *shred.PGKeys {
 	t.Helper()
 	schema := "keys_" + testenv.UniqueName(t)
 	t.Cleanup(func() {
