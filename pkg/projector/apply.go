@@ -120,6 +120,7 @@ type txState struct {
 func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st *txState, entries []entry, careful, retry bool, known map[int64]error) (outcome, error) {
 	out := outcome{parkedSubjects: map[string]int64{}}
 	park := func(e *entry, subj, reason string, behind int64) {
+		reason = withoutPersonal(r.cfg.Projection.Registry(), e.ev, reason)
 		e.act, e.reason, e.behind = actPark, reason, behind
 		out.parked++
 		if subj != "" {

@@ -358,16 +358,17 @@ func (r *Runner) fire(ctx context.Context, p *partition, eff *sideeffects.Effect
 				if gctx.Err() != nil {
 					return gctx.Err() // stopping: unsettled; the lease lets the next owner retry
 				}
+				msg := withoutPersonal(eff.Registry(), it.dec.Event, err.Error())
 				if sideeffects.IsPermanent(err) || it.attempts >= r.cfg.EffectMaxAttempts {
-					it.outcome, it.err = FxParked, err
+					it.outcome, it.err = FxParked, errors.New(msg)
 					r.countEffect(eff.Name(), FxParked)
 					p.log.Warn("effect parked", zap.String("key", it.key), zap.Int64("offset", it.msg.Offset),
-						zap.String("event_id", it.dec.ID), zap.Int("attempts", it.attempts), zap.Error(err))
+						zap.String("event_id", it.dec.ID), zap.Int("attempts", it.attempts), zap.String("error", msg))
 					return nil
 				}
 				r.countEffect(eff.Name(), FxRetried)
 				if it.attempts == 1 {
-					p.log.Info("effect failed; retrying", zap.String("key", it.key), zap.Error(err))
+					p.log.Info("effect failed; retrying", zap.String("key", it.key), zap.String("error", msg))
 				}
 				jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
 				select {

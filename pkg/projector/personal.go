@@ -2,8 +2,10 @@ package projector
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/segmentio/kafka-go"
 
@@ -74,4 +76,27 @@ func (r *Runner) noteForgotten(evs []envelope) {
 			r.cfg.Keys.Evict(e.ev.Subject)
 		}
 	}
+}
+
+// withoutPersonal returns s with the event's personal field values (decrypted ones)
+// replaced by a marker: error texts that are parked or logged — a mail server
+// refusing an address, a database rejecting a value — must not keep plaintext that a
+// forgetting could never reach.
+func withoutPersonal(reg *events.Registry, ev events.Event, s string) string {
+	pd, ok := reg.PersonalData(ev.Type)
+	if !ok || len(ev.Data) == 0 {
+		return s
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(ev.Data, &obj) != nil {
+		return s
+	}
+	for _, f := range pd.Fields {
+		var v string
+		if json.Unmarshal(obj[f], &v) != nil || len(v) < 2 || v == shred.Redacted {
+			continue
+		}
+		s = strings.ReplaceAll(s, v, "[personal data: "+f+"]")
+	}
+	return s
 }
