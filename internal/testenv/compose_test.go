@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/shred"
 )
 
 // No Docker engine runs on the machines that build this project, so docker-compose.yml
@@ -119,7 +120,15 @@ func TestComposeMatchesStackAndCode(t *testing.T) {
 		t.Errorf("kafka auto topic creation %q, want false as in scripts/stack.sh", v)
 	}
 
-	known := []string{testenv.EnvKafkaBrokers, testenv.EnvDatabaseURL, testenv.EnvRedisURL, testenv.EnvSMTPAddr, testenv.EnvMailpitURL}
+	known := []string{testenv.EnvKafkaBrokers, testenv.EnvDatabaseURL, testenv.EnvRedisURL, testenv.EnvSMTPAddr, testenv.EnvMailpitURL, shred.MasterKeyEnv}
+	// Both services read personal data with the same master key, from one key store.
+	pk, rk := c.Services["projector"].Environment[shred.MasterKeyEnv], c.Services["producer"].Environment[shred.MasterKeyEnv]
+	if _, err := shred.ParseMasterKey(pk); err != nil || pk != rk {
+		t.Errorf("master keys: projector %q, producer %q: want one valid key in both (%v)", pk, rk, err)
+	}
+	if c.Services["producer"].Environment[testenv.EnvDatabaseURL] != c.Services["projector"].Environment[testenv.EnvDatabaseURL] {
+		t.Error("the producer's key store database is not the projector's")
+	}
 	for _, svc := range []string{"projector", "producer"} {
 		s := c.Services[svc]
 		if s.Build == nil {
