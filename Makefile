@@ -52,7 +52,7 @@ lint: $(GOLANGCI) ## gofmt check, go vet, golangci-lint (pinned) with .golangci.
 bench: stack-up ## the benchmark program: replay, bootstrap, live latency, effects, each beside its baseline; writes bench/results/
 	@$(WITH_STACK) $(GO) run ./cmd/bench $(BENCH_FLAGS)
 
-bench-go: stack-up ## the Go benchmarks (encode/decode, generator, replay, effects) against the real stack
+bench-go: stack-up ## the Go benchmarks (encode/decode, generator, replay, effects, personal data) against the real stack
 	@$(GO) test -run '^$$' -bench . -count 1 ./pkg/events/ ./internal/domain/
 	@$(WITH_STACK) $(GO) test -run '^$$' -bench . -benchtime 3x -count 1 ./pkg/projector/
 
