@@ -71,6 +71,19 @@ var errPlaintext = errors.New("personal data would be published unencrypted")
 // is not changed. Without a key store, events with personal data are refused unless
 // --plaintext-personal-data allows them.
 func (o *outlet) seal(ctx context.Context, evs []events.Event) ([]events.Event, error) {
+	for i, e := range evs {
+		switch {
+		case e.Type == shred.TypeSubjectForgotten:
+			// It purges read models: only forgetting (which deletes the keys) publishes it.
+			return nil, fmt.Errorf("event %d (%s): %w", i, e.ID, &events.ValidationError{Field: "type",
+				Err: fmt.Errorf("%w: %s is published by forgetting a subject (producer forget, POST /v1/subjects/{id}/forget), not sent", events.ErrInvalidAttribute, e.Type)})
+		case e.Encrypted():
+			// The producer encrypts; an event arriving with encryption attributes could
+			// claim its plaintext fields are ciphertext, or name a forgotten key.
+			return nil, fmt.Errorf("event %d (%s): %w", i, e.ID, &events.ValidationError{Field: "encryption",
+				Err: fmt.Errorf("%w: send personal data plain (over TLS); the producer encrypts it", events.ErrInvalidAttribute)})
+		}
+	}
 	if o.keys == nil {
 		if o.plaintext {
 			return evs, nil

@@ -162,3 +162,30 @@ func TestForgetOverHTTPNeedsTheTokenAndTheKeyStore(t *testing.T) {
 		t.Fatalf("a key for a forgotten subject: %v", err)
 	}
 }
+
+// What could smuggle personal data past the encryption, or purge read models
+// without deleting a key, is refused before anything is published.
+func TestProducerRefusesWhatWouldBypassTheShredding(t *testing.T) {
+	t.Parallel()
+	testenv.MasterKey(t)
+	topic := testenv.UniqueName(t)
+	uniq := testenv.UniqueName(t)
+	for name, c := range map[string]struct{ args []string }{
+		"a personal field spelled in another case": {[]string{"--type", "UserRegistered", "--subject", "u-" + uniq,
+			"--data", `{"user_id":"u-` + uniq + `","Email":"plain@example.test","name":"N"}`}},
+		"encryption attributes from the client": {[]string{"--json", `{"specversion":"1.0","id":"x1","source":"t","type":"UserRegistered","subject":"u-` + uniq +
+			`","encryption":"aes-256-gcm","keyid":"k1","encryptedfields":"name","data":{"user_id":"u-` + uniq + `","email":"plain@example.test","name":"bm9wZQ=="}}`}},
+		"a SubjectForgotten sent by hand": {[]string{"--type", "SubjectForgotten", "--subject", "u-" + uniq,
+			"--data", `{"subject_id":"u-` + uniq + `"}`}},
+	} {
+		out, err := runCmd(t, "", append([]string{"send", brokersFlag(t), "--topic", topic, "--partitions", "1"}, c.args...)...)
+		if err == nil {
+			t.Errorf("%s: accepted: %s", name, out)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	if n := len(testenv.ReadAll(t, topic)); n != 0 {
+		t.Fatalf("%d events published", n)
+	}
+}

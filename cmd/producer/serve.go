@@ -323,6 +323,10 @@ func (h *ingest) postForget(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, map[string]apiError{"error": {Problem: "missing or unknown bearer token"}})
 		return
 	}
+	if len(h.tokens) == 0 {
+		writeJSON(w, http.StatusForbidden, map[string]apiError{"error": {Problem: "forgetting is irreversible: it needs a bearer token, and this server runs with --allow-anonymous"}})
+		return
+	}
 	if h.cfg.Forget == nil {
 		writeJSON(w, http.StatusNotImplemented, map[string]apiError{"error": {Problem: "forgetting needs the personal-data key store: start serve with --master-key (" + shred.MasterKeyEnv + ")"}})
 		return

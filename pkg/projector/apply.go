@@ -15,6 +15,7 @@ import (
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/shred"
 )
 
 type action int
@@ -50,13 +51,12 @@ func (e *entry) subject() string {
 // Personal data is decrypted here, with one key store lookup for the batch; the
 // error is that lookup's (transient).
 func (r *Runner) prepare(ctx context.Context, msgs []kafka.Message) ([]entry, error) {
-	envs, err := r.readEnvelopes(ctx, msgs)
+	reg := r.cfg.Projection.Registry()
+	envs, err := r.readEnvelopes(ctx, reg, msgs, reg.Known)
 	if err != nil {
 		return nil, err
 	}
-	r.noteForgotten(envs)
 	out := make([]entry, len(msgs))
-	reg := r.cfg.Projection.Registry()
 	for i, m := range msgs {
 		e := entry{msg: m, behind: -1}
 		ev, err := envs[i].ev, envs[i].problem
@@ -132,11 +132,14 @@ func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st
 	for i := range entries {
 		e := &entries[i]
 		subj := e.subject()
-		if off, ok := out.parkedSubjects[subj]; ok && subj != "" {
+		// A forgetting is never held behind a parked event: it purges, idempotently,
+		// whatever the subject's applied events wrote, whatever their order.
+		forgetting := e.ev.Type == shred.TypeSubjectForgotten && e.problem == nil
+		if off, ok := out.parkedSubjects[subj]; ok && subj != "" && !forgetting {
 			park(e, subj, fmt.Sprintf("behind parked event at offset %d", off), off)
 			continue
 		}
-		if off, ok := p.parked[subj]; ok && subj != "" && !retry {
+		if off, ok := p.parked[subj]; ok && subj != "" && !retry && !forgetting {
 			park(e, subj, fmt.Sprintf("behind parked event at offset %d", off), off)
 			continue
 		}

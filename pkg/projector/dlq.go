@@ -15,6 +15,7 @@ import (
 
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/shred"
 )
 
 // loadParked reads which aggregates of the partition have open parked events.
@@ -56,6 +57,13 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 	})
 	if err != nil || len(entries) == 0 {
 		return err
+	}
+	if r.snaps != nil {
+		for i := range entries {
+			if entries[i].ev.Type == shred.TypeSubjectForgotten {
+				r.snaps.scrub.Store(true) // a retried forgetting rewrites the snapshots too
+			}
+		}
 	}
 	var resolved, still, held int
 	dctx, cancel := drainContext(ctx, r.cfg.DrainTimeout)

@@ -184,7 +184,7 @@ func (r *Runner) effectBatch(genCtx context.Context, p *partition, eff *sideeffe
 	var envs []envelope
 	if err := r.retry(ctx, p, "read personal data keys", func(ctx context.Context) error {
 		var err error
-		envs, err = r.readEnvelopes(ctx, msgs)
+		envs, err = r.readEnvelopes(ctx, eff.Registry(), msgs, eff.ReactsTo)
 		return err
 	}); err != nil {
 		return err
@@ -439,7 +439,7 @@ func (r *Runner) retryParkedEffects(ctx context.Context, p *partition, eff *side
 	var envs []envelope
 	if err := r.retry(ctx, p, "read personal data keys", func(ctx context.Context) error {
 		var err error
-		envs, err = r.readEnvelopes(ctx, msgs)
+		envs, err = r.readEnvelopes(ctx, eff.Registry(), msgs, eff.ReactsTo)
 		return err
 	}); err != nil {
 		return err

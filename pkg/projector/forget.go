@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -99,6 +100,38 @@ func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 		return nil, err
 	}
 	through := fs[len(fs)-1].At
+	// One scrubber per projection version across instances; it first drops scratch
+	// schemas a killed scrub left behind (they hold a restored, unpurged copy).
+	conn, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	lock := fmt.Sprintf("projector:scrub:%s:%d", s.Projection.Name(), s.Projection.Version())
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, lock).Scan(&got); err != nil {
+		return nil, err
+	}
+	if !got {
+		return nil, errScrubBusy
+	}
+	defer func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, lock)
+	}()
+	rows, err := conn.Query(ctx, `SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)`, scratchPrefix(s.Projection))
+	if err != nil {
+		return nil, err
+	}
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	for _, sc := range left {
+		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{sc}.Sanitize()+" CASCADE"); err != nil {
+			return nil, err
+		}
+		s.Logger.Info("dropped a scratch schema a stopped scrub left", zap.String("schema", sc))
+	}
 	ms, err := s.Store.List(ctx, s.Projection.Name(), s.Projection.Version())
 	if err != nil {
 		return nil, err
@@ -124,7 +157,7 @@ func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 func scrubOne(ctx context.Context, s Scrub, m snapshot.Manifest, through time.Time) (int, *snapshot.Manifest, error) {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	scratch := "scrub_" + hex.EncodeToString(b[:])
+	scratch := scratchPrefix(s.Projection) + hex.EncodeToString(b[:])
 	fw := scratch + "_projector"
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -157,3 +190,11 @@ func scrubOne(ctx context.Context, s Scrub, m snapshot.Manifest, through time.Ti
 }
 
 func jsonOf(v any) (json.RawMessage, error) { return json.Marshal(v) }
+
+// errScrubBusy: another instance is scrubbing this projection version's snapshots.
+var errScrubBusy = errors.New("another instance is rewriting the snapshots")
+
+// scratchPrefix names the scratch schemas of a projection version's scrubs.
+func scratchPrefix(p *readmodel.Projection) string {
+	return fmt.Sprintf("scrub_%s_v%d_", p.Name(), p.Version())
+}

@@ -455,3 +455,48 @@ func TestTamperedPersonalDataParksWithAClearReason(t *testing.T) {
 		t.Fatalf("without keys: %+v %v", parked, err)
 	}
 }
+
+// A forgetting is not held behind a parked event of its subject: the purge applies
+// at once, and the parked event stays parked.
+func TestForgettingIsNotHeldBehindAParkedEvent(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 1)
+	keys := privateKeys(t, f.pool)
+	reg := domain.Registry()
+	regd, err := reg.New("test", "x", domain.UserRegistered{UserID: "x", Email: "x@held.example.test", Name: "Held X"}, events.WithSequence(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poison, err := reg.New("test", "x", domain.UserChangedPassword{UserID: "x", PasswordHash: "h"}, events.WithSequence(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	poison.SchemaVersion = 99 // from a newer build: it parks, and x's later events wait behind it
+	evs := []events.Event{regd, poison}
+	if err := shred.Seal(ctx, keys, reg, evs); err != nil {
+		t.Fatal(err)
+	}
+	f.publish(evs...)
+	p := f.domainProjection()
+	cfg := f.config(p)
+	cfg.Keys = keys
+	f.start(cfg)
+	f.waitCaughtUp(p, time.Minute)
+	assertTraces(t, f.pool, []string{p.Schema()}, true, needle{"x's email", "x@held.example.test"})
+
+	fg, err := keys.Forget(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := reg.New("test", "x", shred.SubjectForgotten{SubjectID: "x", At: fg.At, Keys: fg.Keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.publish(ev)
+	f.waitCaughtUp(p, time.Minute)
+	assertTraces(t, f.pool, []string{p.Schema(), f.schema}, false, needle{"x's email", "x@held.example.test"}, needle{"x's name", "Held X"})
+	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
+	if err != nil || len(parked) != 1 || parked[0].EventID != poison.ID {
+		t.Fatalf("parked %+v %v: want the poison event only", parked, err)
+	}
+}

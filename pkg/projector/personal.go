@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
+	"regexp"
 
 	"github.com/segmentio/kafka-go"
 
@@ -21,17 +21,22 @@ type envelope struct {
 	problem error // undecodable or unreadable personal data: park it
 }
 
-// readEnvelopes reads msgs as events and opens their personal data, with one key
-// store lookup for the batch. The error is the key store's (transient: retry the
-// batch); permanent problems are per event. A SubjectForgotten evicts the subject's
-// keys from the cache, so the events after it see the subject forgotten at once.
-func (r *Runner) readEnvelopes(ctx context.Context, msgs []kafka.Message) ([]envelope, error) {
+// readEnvelopes reads msgs as events and opens the personal data of those wants
+// says the reader will use (others stay sealed, for the unknown-type policy), with
+// one key store lookup for the batch. The error is the key store's (transient: retry
+// the batch); permanent problems are per event. A SubjectForgotten in the batch
+// evicts its subject's keys before anything is opened, so no event of the batch
+// reads a forgotten subject's data from the cache.
+func (r *Runner) readEnvelopes(ctx context.Context, reg *events.Registry, msgs []kafka.Message, wants func(string) bool) ([]envelope, error) {
 	out := make([]envelope, len(msgs))
 	var sealed []*events.Event
 	for i, m := range msgs {
 		ev, err := eventlog.FromMessage(m)
 		out[i] = envelope{ev: ev, problem: err}
-		if err == nil && ev.Encrypted() {
+		if err == nil && ev.Type == shred.TypeSubjectForgotten && r.cfg.Keys != nil {
+			r.cfg.Keys.Evict(ev.Subject)
+		}
+		if err == nil && ev.Encrypted() && wants(ev.Type) {
 			sealed = append(sealed, &out[i].ev)
 		}
 	}
@@ -48,7 +53,7 @@ func (r *Runner) readEnvelopes(ctx context.Context, msgs []kafka.Message) ([]env
 	}
 	for i := range out {
 		e := &out[i]
-		if e.problem != nil || !e.ev.Encrypted() {
+		if e.problem != nil || !e.ev.Encrypted() || !wants(e.ev.Type) {
 			continue
 		}
 		if keys == nil {
@@ -61,21 +66,11 @@ func (r *Runner) readEnvelopes(ctx context.Context, msgs []kafka.Message) ([]env
 				return nil, fmt.Errorf("personal data keys: %w", err)
 			}
 			e.problem = err
+			continue
 		}
+		shred.RedactAll(reg, &e.ev)
 	}
 	return out, nil
-}
-
-// noteForgotten evicts the subjects of SubjectForgotten events from the key cache.
-func (r *Runner) noteForgotten(evs []envelope) {
-	if r.cfg.Keys == nil {
-		return
-	}
-	for _, e := range evs {
-		if e.problem == nil && e.ev.Type == shred.TypeSubjectForgotten {
-			r.cfg.Keys.Evict(e.ev.Subject)
-		}
-	}
 }
 
 // withoutPersonal returns s with the event's personal field values (decrypted ones)
@@ -96,7 +91,8 @@ func withoutPersonal(reg *events.Registry, ev events.Event, s string) string {
 		if json.Unmarshal(obj[f], &v) != nil || len(v) < 2 || v == shred.Redacted {
 			continue
 		}
-		s = strings.ReplaceAll(s, v, "[personal data: "+f+"]")
+		// Case-insensitively: a server may echo an address lowercased.
+		s = regexp.MustCompile(`(?i)`+regexp.QuoteMeta(v)).ReplaceAllLiteralString(s, "[personal data: "+f+"]")
 	}
 	return s
 }

@@ -105,6 +105,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := r.waitForTopic(ctx); err != nil {
 		return err
 	}
+	// A forgetting whose SubjectForgotten was never published (the producer failed
+	// after deleting the key), or is still far behind in the log, is purged now.
+	if n, err := PurgeForgotten(ctx, r.cfg.Pool, r.cfg.Projection, r.cfg.Keys, time.Time{}); err != nil {
+		r.log.Warn("purging forgotten subjects at start failed; their SubjectForgotten events will", zap.Error(err))
+	} else if n > 0 {
+		r.log.Info("purged forgotten subjects", zap.Int("subjects", n))
+	}
 	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID: r.cfg.GroupID, Brokers: r.cfg.Brokers, Topics: []string{r.cfg.Topic},
 		HeartbeatInterval: r.cfg.HeartbeatInterval, SessionTimeout: r.cfg.SessionTimeout,

@@ -58,6 +58,9 @@ func newSnapshotter(r *Runner, p *SnapshotPolicy) *snapshotter {
 		s.policy.Keep = 3
 	}
 	s.lastAt.Store(time.Now().UnixNano())
+	// Snapshots may predate forgettings this process never read (a restart, or
+	// another instance applied them): check once at start (cheap when none).
+	s.scrub.Store(r.cfg.Keys != nil)
 	return s
 }
 
@@ -203,9 +206,11 @@ func (s *snapshotter) scrubAll(ctx context.Context) {
 	defer s.mu.Unlock()
 	done, err := ScrubSnapshots(ctx, Scrub{Pool: s.r.cfg.Pool, Store: s.policy.Store, Projection: s.r.cfg.Projection,
 		Topic: s.r.cfg.Topic, Keys: s.r.cfg.Keys, Logger: s.r.log})
-	if err != nil && ctx.Err() == nil {
-		s.scrub.Store(true)
-		s.r.log.Warn("rewriting snapshots after a forgetting failed; will retry", zap.Error(err))
+	if err != nil {
+		s.scrub.Store(true) // also when the generation ended: the next one retries
+		if ctx.Err() == nil {
+			s.r.log.Warn("rewriting snapshots after a forgetting failed; will retry", zap.Error(err))
+		}
 	}
 	s.scrubbed.Add(int64(len(done)))
 }

@@ -190,6 +190,9 @@ func (k *PGKeys) remember(key Key, now time.Time) {
 	if k.ttl < 0 {
 		return
 	}
+	if _, gone := k.gone[key.ID]; gone {
+		return // forgotten while it was being fetched: never cache it again
+	}
 	if len(k.byID) >= maxCached {
 		k.byID, k.bySubj = map[string]cached{}, map[string]string{}
 	}
@@ -318,8 +321,10 @@ func (k *PGKeys) Lookup(ctx context.Context, ids []string) (map[string]Key, erro
 		}
 		key, err := k.unwrap(id, subject, w)
 		if err != nil {
-			rows.Close()
-			return nil, err
+			// One bad row must not stop every reader: its events fail to open,
+			// each naming the key, and the rest go on. Not cached.
+			found[id] = Key{ID: id, Subject: subject, broken: err}
+			continue
 		}
 		found[id] = key
 	}
@@ -336,6 +341,8 @@ func (k *PGKeys) Lookup(ctx context.Context, ids []string) (map[string]Key, erro
 		case key.Forgotten:
 			out[id] = key
 			k.gone[id] = key
+		case key.broken != nil:
+			out[id] = key
 		default:
 			out[id] = key
 			k.remember(key, now)
@@ -354,11 +361,17 @@ func (k *PGKeys) Forget(ctx context.Context, subject string) (Forgetting, error)
 	var f Forgetting
 	var ids []string
 	err := pgx.BeginFunc(ctx, k.pool, func(tx pgx.Tx) error {
+		// Forgettings are serialised (they are rare), so their times are in commit
+		// order: a scrub that covered "everything forgotten through T" never misses
+		// one that commits later with an earlier time.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('projector:shred:forget', 0))`); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('projector:shred:' || $1::text, 0))`, subject); err != nil {
 			return err
 		}
 		rows, err := tx.Query(ctx, `WITH d AS (DELETE FROM `+k.schema+`.data_keys WHERE subject = $1 RETURNING key_id, subject)
-			INSERT INTO `+k.schema+`.forgotten_keys (key_id, subject, forgotten_at) SELECT key_id, subject, now() FROM d
+			INSERT INTO `+k.schema+`.forgotten_keys (key_id, subject, forgotten_at) SELECT key_id, subject, clock_timestamp() FROM d
 			ON CONFLICT (key_id) DO NOTHING RETURNING key_id`, subject)
 		if err != nil {
 			return err
@@ -367,7 +380,7 @@ func (k *PGKeys) Forget(ctx context.Context, subject string) (Forgetting, error)
 		if err != nil {
 			return err
 		}
-		return tx.QueryRow(ctx, `INSERT INTO `+k.schema+`.forgotten (subject, forgotten_at, keys_deleted) VALUES ($1, now(), $2)
+		return tx.QueryRow(ctx, `INSERT INTO `+k.schema+`.forgotten (subject, forgotten_at, keys_deleted) VALUES ($1, clock_timestamp(), $2)
 			ON CONFLICT (subject) DO UPDATE SET keys_deleted = forgotten.keys_deleted + EXCLUDED.keys_deleted
 			RETURNING subject, forgotten_at, keys_deleted`, subject, len(ids)).Scan(&f.Subject, &f.At, &f.Keys)
 	})

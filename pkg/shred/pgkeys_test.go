@@ -95,7 +95,9 @@ func TestPGKeysEnvelopeCacheAndForget(t *testing.T) {
 		t.Fatalf("forget again: %+v %v", f2, err)
 	}
 
-	// A tampered key row is a clear error, not a wrong key silently used.
+	// A tampered key row is a clear error for its events, not a wrong key silently
+	// used, and not an error that stops every reader.
+	sealed := sealed(t, a, "s2")
 	if _, err := pool.Exec(ctx, `UPDATE `+pgx.Identifier{schema, "data_keys"}.Sanitize()+` SET wrapped = set_byte(wrapped, 20, get_byte(wrapped, 20) # 1) WHERE subject = 's2'`); err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +105,12 @@ func TestPGKeysEnvelopeCacheAndForget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Lookup(ctx, []string{ks["s2"].ID}); !errors.Is(err, shred.ErrTampered) || !strings.Contains(err.Error(), ks["s2"].ID) {
+	if _, err := c.Lookup(ctx, []string{ks["s2"].ID}); err != nil {
+		t.Fatalf("a tampered key row failed the whole lookup: %v", err)
+	}
+	err = shred.Open(ctx, c, nil, &sealed[0])
+	var se *shred.Error
+	if !errors.As(err, &se) || !errors.Is(err, shred.ErrTampered) || !strings.Contains(err.Error(), ks["s2"].ID) {
 		t.Fatalf("tampered key row: %v", err)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/projector/projector/pkg/events"
@@ -93,6 +94,7 @@ type Key struct {
 	Subject   string
 	Forgotten bool
 	aead      cipher.AEAD
+	broken    error // the stored key does not open (a tampered row): its events cannot be read
 }
 
 // NewKey makes a Key from its id, subject and 32-byte secret.
@@ -160,6 +162,17 @@ func Seal(ctx context.Context, keys KeyStore, reg *events.Registry, evs []events
 		var obj map[string]json.RawMessage
 		if err := json.Unmarshal(e.Data, &obj); err != nil {
 			return fmt.Errorf("event %d (%s): %w", i, e.ID, &events.ValidationError{Field: "data", Err: fmt.Errorf("%w: personal data needs a JSON object: %w", events.ErrInvalidJSON, err)})
+		}
+		// Go's JSON decoder matches field names case-insensitively: "Email" would be
+		// read as the email, so a personal field spelled any other way is refused
+		// rather than published in the clear.
+		for k := range obj {
+			for _, f := range append([]string{pd.SubjectField}, pd.Fields...) {
+				if k != f && strings.EqualFold(k, f) {
+					return fmt.Errorf("event %d (%s): %w", i, e.ID, &events.ValidationError{Field: "data." + k,
+						Err: fmt.Errorf("%w: %s's field is spelled %q; %q would be read as it and published in the clear", events.ErrInvalidAttribute, e.Type, f, k)})
+				}
+			}
 		}
 		var subject string
 		if raw, ok := obj[pd.SubjectField]; ok {
@@ -257,6 +270,9 @@ func Open(ctx context.Context, keys KeyStore, known map[string]Key, e *events.Ev
 	if !ok {
 		return &Error{EventID: e.ID, Field: "keyid", KeyID: e.KeyID, Err: ErrUnknownKey}
 	}
+	if k.broken != nil {
+		return &Error{EventID: e.ID, Field: "keyid", KeyID: e.KeyID, Err: k.broken}
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(e.Data, &obj); err != nil {
 		return &Error{EventID: e.ID, Field: "data", KeyID: e.KeyID, Err: fmt.Errorf("%w: %w", events.ErrInvalidJSON, err)}
@@ -297,6 +313,33 @@ func Open(ctx context.Context, keys KeyStore, known map[string]Key, e *events.Ev
 	e.Data, e.Redacted = data, redacted
 	e.Encryption, e.KeyID, e.EncryptedFields = "", "", nil
 	return nil
+}
+
+// RedactAll puts Redacted in every personal field of the event's type that holds a
+// value, for an event whose subject is forgotten: a field the producer left out of
+// encryptedfields must not survive the forgetting either.
+func RedactAll(reg *events.Registry, e *events.Event) {
+	pd, ok := reg.PersonalData(e.Type)
+	if !ok || len(e.Redacted) == 0 {
+		return
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(e.Data, &obj) != nil {
+		return
+	}
+	marker, _ := json.Marshal(Redacted)
+	var all []string
+	for k, raw := range obj {
+		for _, f := range pd.Fields {
+			if strings.EqualFold(k, f) && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+				obj[k] = marker
+				all = append(all, f)
+			}
+		}
+	}
+	if data, err := marshalObject(obj); err == nil {
+		e.Data, e.Redacted = data, all
+	}
 }
 
 // aad binds a ciphertext to its event, key and field: moved anywhere else it does
