@@ -340,6 +340,9 @@ func (k *PGKeys) Lookup(ctx context.Context, ids []string) (map[string]Key, erro
 		case !ok: // unknown here: left out, and not cached (a configuration may change)
 		case key.Forgotten:
 			out[id] = key
+			if len(k.gone) >= maxCached {
+				k.gone = map[string]Key{}
+			}
 			k.gone[id] = key
 		case key.broken != nil:
 			out[id] = key
