@@ -58,7 +58,8 @@ func TestPersonalDataIsEncryptedBeforeTheLogAndForgettingShredsIt(t *testing.T) 
 		t.Fatalf("forget: %v\n%s", err, out)
 	}
 	var fr forgetResult
-	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &fr); err != nil || fr.KeysDeleted != 1 || fr.Partition != raw[0].Partition || fr.Offset != 1 {
+	_, js, _ := strings.Cut(out, "{")
+	if err := json.Unmarshal([]byte("{"+js), &fr); err != nil || fr.KeysDeleted != 1 || fr.Partition != raw[0].Partition || fr.Offset != 1 {
 		t.Fatalf("forget said %q (%v), want 1 key deleted and the event at partition %d offset 1", out, err, raw[0].Partition)
 	}
 	got = decodeAll(t, topic)
