@@ -181,12 +181,8 @@ func (r *Runner) effectBatch(genCtx context.Context, p *partition, eff *sideeffe
 	ctx, cancel := drainContext(genCtx, r.cfg.DrainTimeout)
 	defer cancel()
 	var items []*fxItem
-	var envs []envelope
-	if err := r.retry(ctx, p, "read personal data keys", func(ctx context.Context) error {
-		var err error
-		envs, err = r.readEnvelopes(ctx, eff.Registry(), msgs, eff.ReactsTo)
-		return err
-	}); err != nil {
+	envs, err := r.effectEnvelopes(ctx, p, eff, msgs)
+	if err != nil {
 		return err
 	}
 	for i, m := range msgs {
@@ -235,7 +231,7 @@ func (r *Runner) effectBatch(genCtx context.Context, p *partition, eff *sideeffe
 		}
 	}
 	next := msgs[len(msgs)-1].Offset + 1
-	err := r.retry(ctx, p, "advance effect watermark", func(ctx context.Context) error {
+	err = r.retry(ctx, p, "advance effect watermark", func(ctx context.Context) error {
 		tx, err := r.cfg.Pool.Begin(ctx)
 		if err != nil {
 			return err
@@ -436,12 +432,8 @@ func (r *Runner) retryParkedEffects(ctx context.Context, p *partition, eff *side
 	for i, it := range items {
 		msgs[i] = it.msg
 	}
-	var envs []envelope
-	if err := r.retry(ctx, p, "read personal data keys", func(ctx context.Context) error {
-		var err error
-		envs, err = r.readEnvelopes(ctx, eff.Registry(), msgs, eff.ReactsTo)
-		return err
-	}); err != nil {
+	envs, err := r.effectEnvelopes(ctx, p, eff, msgs)
+	if err != nil {
 		return err
 	}
 	for i, it := range items {
@@ -493,4 +485,16 @@ func (r *Runner) retryParkedEffects(ctx context.Context, p *partition, eff *side
 func (r *Runner) countEffect(effect, outcome string) {
 	r.metrics.effects.WithLabelValues(effect, outcome).Inc()
 	r.status.countEffect(effect, outcome, 1)
+}
+
+// effectEnvelopes reads an effect's messages as events, their personal data opened,
+// retrying while the key store is unreachable.
+func (r *Runner) effectEnvelopes(ctx context.Context, p *partition, eff *sideeffects.Effect, msgs []kafka.Message) ([]envelope, error) {
+	var envs []envelope
+	err := r.retry(ctx, p, "read personal data keys", func(ctx context.Context) error {
+		var err error
+		envs, err = r.readEnvelopes(ctx, eff.Registry(), msgs, eff.ReactsTo)
+		return err
+	})
+	return envs, err
 }

@@ -115,29 +115,7 @@ func (w *mailWorld) assertOncePerRegistration(t *testing.T) (resent map[string]i
 // waitEffects waits until the effect's watermark reaches the end of every partition.
 func (w *mailWorld) waitEffects(t *testing.T, pool *pgxpool.Pool, schema string, p *readmodel.Projection, timeout time.Duration) {
 	t.Helper()
-	end := w.f.endOffsets()
-	name := p.Name() + "/fx/" + domain.WelcomeEmailEffect
-	waitFor(t, timeout, "effect watermarks to reach the log end", func() bool {
-		rows, err := pool.Query(context.Background(), `SELECT partition, next_offset FROM `+pgx.Identifier{schema, "offsets"}.Sanitize()+`
-			WHERE projection = $1 AND version = $2`, name, p.Version())
-		if err != nil {
-			return false
-		}
-		got := map[int]int64{}
-		for rows.Next() {
-			var part int
-			var n int64
-			_ = rows.Scan(&part, &n)
-			got[part] = n
-		}
-		rows.Close()
-		for part, e := range end {
-			if e > 0 && got[part] < e {
-				return false
-			}
-		}
-		return true
-	})
+	waitStored(t, timeout, pool, schema, p.Name()+"/fx/"+domain.WelcomeEmailEffect, p.Version(), w.f.topic, w.f.endOffsets())
 }
 
 func TestWelcomeMailOncePerUserAcrossRebalanceReplayRebuildAndASecondService(t *testing.T) {

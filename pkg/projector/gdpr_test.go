@@ -18,7 +18,6 @@ import (
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projector"
-	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/sideeffects"
 	"github.com/projector/projector/pkg/snapshot"
@@ -106,12 +105,13 @@ func fileTraces(t *testing.T, dir string, needles ...needle) map[string]int {
 	return out
 }
 
-// waitStored waits until the offsets stored in fw for p reach end.
-func waitStored(t *testing.T, pool *pgxpool.Pool, fw string, p *readmodel.Projection, topic string, end map[int]int64) {
+// waitStored waits until the offsets stored in fw for name (a projection, or an
+// effect's watermark) at version reach end.
+func waitStored(t *testing.T, timeout time.Duration, pool *pgxpool.Pool, fw, name string, version int, topic string, end map[int]int64) {
 	t.Helper()
-	waitFor(t, 2*time.Minute, "offsets in "+fw+" to reach the log end", func() bool {
+	waitFor(t, timeout, "offsets of "+name+" in "+fw+" to reach the log end", func() bool {
 		rows, err := pool.Query(context.Background(), `SELECT partition, next_offset FROM `+pgx.Identifier{fw, "offsets"}.Sanitize()+`
-			WHERE projection = $1 AND version = $2 AND topic = $3`, p.Name(), p.Version(), topic)
+			WHERE projection = $1 AND version = $2 AND topic = $3`, name, version, topic)
 		if err != nil {
 			return false
 		}
@@ -362,7 +362,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 	}
 	assertTraces(t, f.pool, []string{bootProj.Schema(), bootFW}, false, gone...)
 	_, stopBoot := f.start(bootCfg)
-	waitStored(t, f.pool, bootFW, bootProj, f.topic, f.endOffsets())
+	waitStored(t, 2*time.Minute, f.pool, bootFW, bootProj.Name(), bootProj.Version(), f.topic, f.endOffsets())
 	stopBoot()
 	equalsWant(bootProj.Schema(), want)
 	assertTraces(t, f.pool, []string{bootProj.Schema(), bootFW}, false, gone...)
