@@ -1,0 +1,229 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/projector/projector/internal/domain"
+)
+
+// effectBatch is the projector's default --effect-batch: a crash re-runs at most
+// this many effects per partition, with the same keys.
+const effectBatch = 16
+
+// recoveryBound bounds the time from a healed fault to lag zero.
+const recoveryBound = 2 * time.Minute
+
+// All returns every scenario, in order.
+func All() []Scenario {
+	return []Scenario{
+		{N: 1, Name: "SIGKILL mid-batch during replay", Bound: bound(5, 12), Run: sigkillLoop},
+		{N: 2, Name: "zombie: SIGSTOP past the session timeout", Bound: bound(4, 5), Run: zombie},
+		{N: 3, Name: "rebalance churn: join, leave, kill", Bound: bound(5, 10), Run: churn},
+	}
+}
+
+func bound(shortMin, fullMin int) func(Profile) time.Duration {
+	return func(p Profile) time.Duration {
+		if p.Full {
+			return time.Duration(fullMin) * time.Minute
+		}
+		return time.Duration(shortMin) * time.Minute
+	}
+}
+
+// Live publishes n generated events every interval until stopped; stop waits for
+// the publisher goroutine.
+func (t *T) Live(ctx context.Context, g *domain.Generator, n int, interval time.Duration) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+			_ = t.PublishGenerated(pctx, g, n)
+			pcancel()
+			_ = Sleep(ctx, interval)
+		}
+	}()
+	return func() { cancel(); wg.Wait() }
+}
+
+// settle waits for lag zero (recording the recovery time) and for every welcome
+// mail, then stops the instances with SIGTERM, noting any unclean exit.
+func (t *T) settle(ctx context.Context, procs ...*Proc) error {
+	d, err := t.WaitCaughtUp(ctx, recoveryBound)
+	t.R.Recovered(d)
+	if err != nil {
+		return err
+	}
+	if err := t.WaitMails(ctx, time.Minute); err != nil {
+		return err
+	}
+	for _, p := range procs {
+		if p.Alive() {
+			if err := p.Term(30 * time.Second); err != nil {
+				t.R.Note("%s exited uncleanly after SIGTERM: %v; log %s", p.Name, err, p.Log)
+				return fmt.Errorf("%s: %w", p.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func (t *T) lag(ctx context.Context) int64 { return t.LogEnd(ctx) - t.Progress(ctx) }
+
+// 1. SIGKILL the projector at random points during the replay, with live traffic
+// between crashes so that every kill lands mid-replay.
+func sigkillLoop(ctx context.Context, t *T) (Expect, error) {
+	g := t.Generator(t.Rng.Uint64(), 400)
+	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
+		return Expect{}, err
+	}
+	midReplay := 0
+	for t.R.Kills < t.P.Kills {
+		if t.lag(ctx) < 3000 {
+			if err := t.PublishGenerated(ctx, g, 3000); err != nil {
+				return Expect{}, err
+			}
+		}
+		before := t.Progress(ctx)
+		p, err := t.StartProjector()
+		if err != nil {
+			return Expect{}, err
+		}
+		if err := WaitFor(ctx, time.Minute, "progress after restart", func() bool { return t.Progress(ctx) > before || !p.Alive() }); err != nil {
+			return Expect{}, err
+		}
+		if !p.Alive() {
+			return Expect{}, fmt.Errorf("projector exited on its own: %v\n%s", p.Err(), Tail(p.Log, 20))
+		}
+		_ = Sleep(ctx, time.Duration(t.Rng.IntN(300))*time.Millisecond)
+		if t.lag(ctx) > 0 {
+			midReplay++
+		}
+		p.Kill()
+		t.R.Kills++
+	}
+	t.R.Note("%d SIGKILLs, %d with lag > 0 at the kill (mid-replay); progress %d of %d at the last", t.R.Kills, midReplay, t.Progress(ctx), t.LogEnd(ctx))
+	if midReplay < t.R.Kills/2 {
+		return Expect{}, fmt.Errorf("only %d of %d kills landed mid-replay: the scenario did not test", midReplay, t.R.Kills)
+	}
+	p, err := t.StartProjector()
+	if err != nil {
+		return Expect{}, err
+	}
+	return Expect{Effects: true, MaxRedelivered: t.R.Kills * t.Partitions * effectBatch}, t.settle(ctx, p)
+}
+
+// 2. A zombie: one of two instances frozen past its session timeout while the
+// other takes its partitions over, then woken.
+func zombie(ctx context.Context, t *T) (Expect, error) {
+	g := t.Generator(t.Rng.Uint64(), 400)
+	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
+		return Expect{}, err
+	}
+	// The lease outlasts the freeze: with the ledger intact, every mail goes once.
+	a, err := t.StartProjector("--effect-lease", "40s", "--batch-size", "50")
+	if err != nil {
+		return Expect{}, err
+	}
+	if err := WaitFor(ctx, time.Minute, "a to own every partition", func() bool {
+		o := t.Owners(ctx)
+		return len(o) == t.Partitions && t.Progress(ctx) > 500
+	}); err != nil {
+		return Expect{}, err
+	}
+	aMember := t.Owners(ctx)[0]
+	if err := a.Signal(syscall.SIGSTOP); err != nil {
+		return Expect{}, err
+	}
+	stopped := time.Now()
+	b, err := t.StartProjector("--effect-lease", "40s", "--batch-size", "50")
+	if err != nil {
+		return Expect{}, err
+	}
+	if err := WaitFor(ctx, time.Minute, "b to take every partition over", func() bool {
+		o := t.Owners(ctx)
+		for _, m := range o {
+			if m == aMember {
+				return false
+			}
+		}
+		return len(o) == t.Partitions
+	}); err != nil {
+		return Expect{}, err
+	}
+	takeover := time.Since(stopped)
+	if err := t.PublishGenerated(ctx, g, 2000); err != nil {
+		return Expect{}, err
+	}
+	_ = Sleep(ctx, time.Until(stopped.Add(12*time.Second)))
+	frozen := time.Since(stopped)
+	if err := a.Signal(syscall.SIGCONT); err != nil {
+		return Expect{}, err
+	}
+	t.R.Note("a frozen %v (session timeout 6s); b owned every partition after %v; progress at wake %d of %d", frozen.Round(100*time.Millisecond), takeover.Round(100*time.Millisecond), t.Progress(ctx), t.LogEnd(ctx))
+	if err := t.PublishGenerated(ctx, g, 1000); err != nil {
+		return Expect{}, err
+	}
+	_ = Sleep(ctx, 3*time.Second) // a's woken workers try their stale commits
+	return Expect{Effects: true}, t.settle(ctx, a, b)
+}
+
+// 3. Rebalance churn: up to three instances joining, leaving cleanly and being
+// killed, with live traffic throughout.
+func churn(ctx context.Context, t *T) (Expect, error) {
+	g := t.Generator(t.Rng.Uint64(), 400)
+	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
+		return Expect{}, err
+	}
+	stop := t.Live(ctx, t.Generator(t.Rng.Uint64(), 200), 300, 500*time.Millisecond)
+	defer stop()
+	var alive []*Proc
+	steps, joins, leaves := 8, 0, 0
+	if t.P.Full {
+		steps = 24
+	}
+	for i := range steps {
+		action := t.Rng.IntN(3)
+		switch {
+		case len(alive) == 0 || (len(alive) < 3 && action == 0):
+			p, err := t.StartProjector()
+			if err != nil {
+				return Expect{}, err
+			}
+			alive = append(alive, p)
+			joins++
+		case action == 1 || len(alive) == 3 && action == 0:
+			k := t.Rng.IntN(len(alive))
+			if err := alive[k].Term(30 * time.Second); err != nil {
+				return Expect{}, fmt.Errorf("clean leave of %s: %w\n%s", alive[k].Name, err, Tail(alive[k].Log, 20))
+			}
+			alive = append(alive[:k], alive[k+1:]...)
+			leaves++
+		default:
+			k := t.Rng.IntN(len(alive))
+			alive[k].Kill()
+			alive = append(alive[:k], alive[k+1:]...)
+			t.R.Kills++
+		}
+		_ = Sleep(ctx, time.Duration(1500+t.Rng.IntN(2500))*time.Millisecond)
+		_ = i
+	}
+	if len(alive) == 0 {
+		p, err := t.StartProjector()
+		if err != nil {
+			return Expect{}, err
+		}
+		alive = append(alive, p)
+		joins++
+	}
+	stop()
+	t.R.Note("%d steps: %d joins, %d clean leaves, %d kills; %d instances at the end", steps, joins, leaves, t.R.Kills, len(alive))
+	return Expect{Effects: true, MaxRedelivered: t.R.Kills * t.Partitions * effectBatch}, t.settle(ctx, alive...)
+}
