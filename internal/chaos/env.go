@@ -118,9 +118,11 @@ func (e *Env) Close() {
 	}
 }
 
-// Generator returns the scenario's deterministic workload.
-func (e *Env) Generator(seed uint64, users int) *domain.Generator {
-	g, _ := domain.NewGenerator(domain.GeneratorConfig{Seed: seed, Users: users, Start: time.Now().UTC(), Prefix: e.Name})
+// Generator returns a deterministic workload whose aggregates (and mail domain)
+// start with the scenario's name and suffix: workloads with different suffixes
+// never share an aggregate.
+func (e *Env) Generator(seed uint64, users int, suffix string) *domain.Generator {
+	g, _ := domain.NewGenerator(domain.GeneratorConfig{Seed: seed, Users: users, Start: time.Now().UTC(), Prefix: e.Name + suffix})
 	return g
 }
 
@@ -346,7 +348,7 @@ func (e *Env) Observe(ctx context.Context) (Observed, error) {
 	if obs.ReadModel, err = domain.Load(ctx, e.Pool, e.Projection.Schema()); err != nil {
 		return obs, err
 	}
-	obs.Mails, err = e.S.Mailpit.MessageIDs(ctx, "@"+e.Name+".example.test")
+	obs.Mails, err = e.S.Mailpit.MessageIDs(ctx, e.Name)
 	return obs, err
 }
 
@@ -413,7 +415,7 @@ func (e *Env) WaitMails(ctx context.Context, d time.Duration) error {
 		return err
 	}
 	return WaitFor(ctx, d, fmt.Sprintf("%d welcome mails", len(f.Welcome)), func() bool {
-		ids, err := e.S.Mailpit.MessageIDs(ctx, "@"+e.Name+".example.test")
+		ids, err := e.S.Mailpit.MessageIDs(ctx, e.Name)
 		if err != nil {
 			return false
 		}

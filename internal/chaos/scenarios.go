@@ -23,6 +23,9 @@ func All() []Scenario {
 		{N: 1, Name: "SIGKILL mid-batch during replay", Bound: bound(5, 12), Run: sigkillLoop},
 		{N: 2, Name: "zombie: SIGSTOP past the session timeout", Bound: bound(4, 5), Run: zombie},
 		{N: 3, Name: "rebalance churn: join, leave, kill", Bound: bound(5, 10), Run: churn},
+		{N: 4, Name: "Kafka broker SIGKILLed and restarted; down > rebalance timeout", Fresh: FreshKafka, Bound: bound(5, 10), Run: brokerRestarts},
+		{N: 5, Name: "PostgreSQL crash, read-only, full disk", Fresh: FreshPGTmpfs, Bound: bound(5, 10), Run: postgresFaults},
+		{N: 6, Name: "Redis FLUSHALL mid-dispatch; killed, restarted empty", Fresh: FreshRedis, Bound: bound(4, 8), Run: redisLoss},
 	}
 }
 
@@ -80,7 +83,7 @@ func (t *T) lag(ctx context.Context) int64 { return t.LogEnd(ctx) - t.Progress(c
 // 1. SIGKILL the projector at random points during the replay, with live traffic
 // between crashes so that every kill lands mid-replay.
 func sigkillLoop(ctx context.Context, t *T) (Expect, error) {
-	g := t.Generator(t.Rng.Uint64(), 400)
+	g := t.Generator(t.Rng.Uint64(), 400, "")
 	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
 		return Expect{}, err
 	}
@@ -123,7 +126,7 @@ func sigkillLoop(ctx context.Context, t *T) (Expect, error) {
 // 2. A zombie: one of two instances frozen past its session timeout while the
 // other takes its partitions over, then woken.
 func zombie(ctx context.Context, t *T) (Expect, error) {
-	g := t.Generator(t.Rng.Uint64(), 400)
+	g := t.Generator(t.Rng.Uint64(), 400, "")
 	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
 		return Expect{}, err
 	}
@@ -178,11 +181,11 @@ func zombie(ctx context.Context, t *T) (Expect, error) {
 // 3. Rebalance churn: up to three instances joining, leaving cleanly and being
 // killed, with live traffic throughout.
 func churn(ctx context.Context, t *T) (Expect, error) {
-	g := t.Generator(t.Rng.Uint64(), 400)
+	g := t.Generator(t.Rng.Uint64(), 400, "")
 	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
 		return Expect{}, err
 	}
-	stop := t.Live(ctx, t.Generator(t.Rng.Uint64(), 200), 300, 500*time.Millisecond)
+	stop := t.Live(ctx, t.Generator(t.Rng.Uint64(), 200, "l"), 300, 500*time.Millisecond)
 	defer stop()
 	var alive []*Proc
 	steps, joins, leaves := 8, 0, 0
@@ -226,4 +229,222 @@ func churn(ctx context.Context, t *T) (Expect, error) {
 	stop()
 	t.R.Note("%d steps: %d joins, %d clean leaves, %d kills; %d instances at the end", steps, joins, leaves, t.R.Kills, len(alive))
 	return Expect{Effects: true, MaxRedelivered: t.R.Kills * t.Partitions * effectBatch}, t.settle(ctx, alive...)
+}
+
+// catchUp waits until the stored offsets reach the log's end as it is now (live
+// traffic may go on), records the time as a recovery and returns it.
+func (t *T) catchUp(ctx context.Context, what string) error {
+	start := time.Now()
+	var target int64 = -1
+	if err := WaitFor(ctx, recoveryBound, what+": the log's end", func() bool { target = t.LogEnd(ctx); return target >= 0 }); err != nil {
+		return err
+	}
+	err := WaitFor(ctx, recoveryBound, what+": lag back to zero", func() bool { return t.Progress(ctx) >= target })
+	d := time.Since(start)
+	t.R.Recovered(d)
+	t.R.Note("%s: caught up to offset sum %d in %v", what, target, d.Round(100*time.Millisecond))
+	return err
+}
+
+func (t *T) waitProgress(ctx context.Context, frac float64, total int) error {
+	return WaitFor(ctx, 2*time.Minute, fmt.Sprintf("progress %.0f%%", frac*100), func() bool {
+		return float64(t.Progress(ctx)) >= frac*float64(total)
+	})
+}
+
+// alive fails when a projector process has exited on its own.
+func alive(procs ...*Proc) error {
+	for _, p := range procs {
+		if !p.Alive() {
+			return fmt.Errorf("%s exited on its own (%v); log %s:\n%s", p.Name, p.Err(), p.Log, Tail(p.Log, 15))
+		}
+	}
+	return nil
+}
+
+// 4. The broker killed and restarted on the same log folder at ≥ 20% progress,
+// then down longer than the rebalance timeout, with a producer writing throughout.
+func brokerRestarts(ctx context.Context, t *T) (Expect, error) {
+	g := t.Generator(t.Rng.Uint64(), 400, "")
+	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
+		return Expect{}, err
+	}
+	p, err := t.StartProjector()
+	if err != nil {
+		return Expect{}, err
+	}
+	stop := t.Live(ctx, t.Generator(t.Rng.Uint64(), 200, "l"), 100, 300*time.Millisecond)
+	defer stop()
+	restarts := 1
+	if t.P.Full {
+		restarts = 3
+	}
+	for i := range restarts {
+		if err := t.waitProgress(ctx, 0.2+0.2*float64(i), t.P.Events); err != nil {
+			return Expect{}, err
+		}
+		at := t.Progress(ctx)
+		t.S.Kafka.Kill()
+		t.R.Kills++
+		down := time.Duration(2000+t.Rng.IntN(6000)) * time.Millisecond
+		_ = Sleep(ctx, down)
+		if err := t.S.Kafka.Start(ctx); err != nil {
+			return Expect{}, err
+		}
+		if err := alive(p); err != nil {
+			return Expect{}, err
+		}
+		if err := t.catchUp(ctx, fmt.Sprintf("broker SIGKILL %d at %d of %d events, down %v", i+1, at, t.P.Events, down.Round(100*time.Millisecond))); err != nil {
+			return Expect{}, err
+		}
+	}
+	// Down longer than the rebalance timeout (30 s).
+	t.S.Kafka.Kill()
+	t.R.Kills++
+	_ = Sleep(ctx, 35*time.Second)
+	if err := t.S.Kafka.Start(ctx); err != nil {
+		return Expect{}, err
+	}
+	if err := alive(p); err != nil {
+		return Expect{}, err
+	}
+	if err := t.catchUp(ctx, "broker down 35 s (> rebalance timeout 30 s)"); err != nil {
+		return Expect{}, err
+	}
+	stop()
+	return Expect{Effects: true}, t.settle(ctx, p)
+}
+
+// 5. PostgreSQL crashed mid-transaction (pg_ctl stop -m immediate), set read-only,
+// and out of disk (its data on a small tmpfs).
+func postgresFaults(ctx context.Context, t *T) (Expect, error) {
+	g := t.Generator(t.Rng.Uint64(), 400, "")
+	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
+		return Expect{}, err
+	}
+	p, err := t.StartProjector()
+	if err != nil {
+		return Expect{}, err
+	}
+	pg := t.S.PG
+	// a. crash mid-transaction
+	if err := t.waitProgress(ctx, 0.25, t.P.Events); err != nil {
+		return Expect{}, err
+	}
+	at := t.Progress(ctx)
+	if err := pg.Stop(ctx, "immediate"); err != nil {
+		return Expect{}, err
+	}
+	t.R.Kills++
+	_ = Sleep(ctx, 3*time.Second)
+	if err := pg.Start(ctx); err != nil {
+		return Expect{}, err
+	}
+	if err := alive(p); err != nil {
+		return Expect{}, err
+	}
+	if err := t.catchUp(ctx, fmt.Sprintf("pg_ctl stop -m immediate at %d, down 3s", at)); err != nil {
+		return Expect{}, err
+	}
+	// b. read-only
+	hold := 15 * time.Second
+	if t.P.Full {
+		hold = time.Minute
+	}
+	if err := pg.Exec(ctx, `ALTER SYSTEM SET default_transaction_read_only = on`, `SELECT pg_reload_conf()`); err != nil {
+		return Expect{}, err
+	}
+	_ = Sleep(ctx, time.Second)
+	before := t.Progress(ctx)
+	if err := t.PublishGenerated(ctx, g, 2000); err != nil {
+		return Expect{}, err
+	}
+	_ = Sleep(ctx, hold)
+	during := t.Progress(ctx) - before
+	if err := pg.Exec(ctx, `SET default_transaction_read_only = off`, `ALTER SYSTEM RESET default_transaction_read_only`, `SELECT pg_reload_conf()`); err != nil {
+		return Expect{}, err
+	}
+	if err := alive(p); err != nil {
+		return Expect{}, err
+	}
+	t.R.Note("read-only for %v: the stored offsets moved by %d meanwhile (want 0)", hold, during)
+	if during != 0 {
+		return Expect{}, fmt.Errorf("offsets moved by %d while PostgreSQL was read-only", during)
+	}
+	if err := t.catchUp(ctx, fmt.Sprintf("read-only for %v", hold)); err != nil {
+		return Expect{}, err
+	}
+	// c. a full disk
+	filler := pg.dir + "/filler"
+	n, err := fillDisk(filler)
+	if err != nil {
+		return Expect{}, err
+	}
+	before = t.Progress(ctx)
+	if err := t.PublishGenerated(ctx, g, 3000); err != nil {
+		return Expect{}, err
+	}
+	_ = Sleep(ctx, 15*time.Second)
+	during = t.Progress(ctx) - before
+	pgAlive := PortOpen(pg.Host, pg.Port)
+	if err := removeFile(filler); err != nil {
+		return Expect{}, err
+	}
+	t.R.Note("disk full (%d MiB filler on the tmpfs) for 15 s: offsets moved by %d of 3000; PostgreSQL %s", n>>20, during,
+		map[bool]string{true: "kept running", false: "went down (restarted by the suite)"}[pgAlive])
+	if !pgAlive {
+		_ = pg.Stop(ctx, "immediate")
+		if err := pg.Start(ctx); err != nil {
+			return Expect{}, err
+		}
+	}
+	if err := alive(p); err != nil {
+		return Expect{}, err
+	}
+	if err := t.catchUp(ctx, "disk full for 15 s"); err != nil {
+		return Expect{}, err
+	}
+	return Expect{Effects: true}, t.settle(ctx, p)
+}
+
+// 6. Redis FLUSHALL while effects are dispatched, then Redis killed (no AOF) and
+// restarted empty: the watermark bounds what runs again, always with the same key.
+func redisLoss(ctx context.Context, t *T) (Expect, error) {
+	g := t.Generator(t.Rng.Uint64(), 3000, "")
+	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
+		return Expect{}, err
+	}
+	p, err := t.StartProjector("--effect-concurrency", "2")
+	if err != nil {
+		return Expect{}, err
+	}
+	mails := func() int {
+		ids, _ := t.S.Mailpit.MessageIDs(ctx, t.Name)
+		return len(ids)
+	}
+	if err := WaitFor(ctx, 2*time.Minute, "the first mails", func() bool { return mails() >= 200 }); err != nil {
+		return Expect{}, err
+	}
+	rc := t.S.Redis.Client()
+	defer func() { _ = rc.Close() }()
+	at := mails()
+	if err := rc.FlushAll(ctx).Err(); err != nil {
+		return Expect{}, err
+	}
+	t.R.Note("FLUSHALL after %d mails", at)
+	if err := WaitFor(ctx, 2*time.Minute, "more mails", func() bool { return mails() >= at+300 }); err != nil {
+		return Expect{}, err
+	}
+	at = mails()
+	t.S.Redis.Kill()
+	t.R.Kills++
+	_ = Sleep(ctx, 3*time.Second)
+	if err := t.S.Redis.Start(ctx); err != nil {
+		return Expect{}, err
+	}
+	t.R.Note("redis SIGKILLed after %d mails, restarted empty 3 s later", at)
+	if err := alive(p); err != nil {
+		return Expect{}, err
+	}
+	return Expect{Effects: true, MaxRedelivered: 2 * t.Partitions * effectBatch}, t.settle(ctx, p)
 }

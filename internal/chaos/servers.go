@@ -206,7 +206,7 @@ func (pg *Postgres) URL() string {
 
 // Start starts the server and waits until it accepts connections.
 func (pg *Postgres) Start(ctx context.Context) error {
-	opts := fmt.Sprintf("-c listen_addresses=%s -p %d -k %s -c fsync=off -c max_connections=100", pg.Host, pg.Port, pg.dir)
+	opts := fmt.Sprintf("-c listen_addresses=%s -p %d -k %s -c fsync=off -c max_connections=100 -c max_wal_size=96MB -c min_wal_size=32MB", pg.Host, pg.Port, pg.dir)
 	if out, err := pg.command(ctx, "pg_ctl", "-D", filepath.Join(pg.dir, "data"), "start", "-w", "-t", "60",
 		"-l", filepath.Join(pg.dir, "log"), "-o", opts).CombinedOutput(); err != nil {
 		return fmt.Errorf("start private PostgreSQL: %w\n%s\n%s", err, out, Tail(filepath.Join(pg.dir, "log"), 20))
@@ -332,4 +332,6 @@ func StartMailpit(ctx context.Context, sup *Supervisor, host, dir string) (*Mail
 func (m *Mailpit) SMTPAddr() string { return net.JoinHostPort(m.Host, strconv.Itoa(m.SMTPPort)) }
 
 // APIURL is the base URL of its HTTP API.
-func (m *Mailpit) APIURL() string { return "http://" + net.JoinHostPort(m.Host, strconv.Itoa(m.HTTPPort)) }
+func (m *Mailpit) APIURL() string {
+	return "http://" + net.JoinHostPort(m.Host, strconv.Itoa(m.HTTPPort))
+}

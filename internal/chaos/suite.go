@@ -138,7 +138,7 @@ func startServers(ctx context.Context, sup *Supervisor, dir, host string, fresh 
 			if err := os.MkdirAll(pgdir, 0o755); err != nil {
 				return s, err
 			}
-			if out, err := exec.CommandContext(ctx, "mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", pgdir).CombinedOutput(); err != nil {
+			if out, err := exec.CommandContext(ctx, "mount", "-t", "tmpfs", "-o", "size=384m", "tmpfs", pgdir).CombinedOutput(); err != nil {
 				return s, fmt.Errorf("mount tmpfs: %w: %s", err, out)
 			}
 		}
@@ -199,7 +199,7 @@ func (s *Suite) runOne(ctx context.Context, sc Scenario) (res Result) {
 	dir := filepath.Join(s.Dir, fmt.Sprintf("s%02d", sc.N))
 	_ = os.MkdirAll(dir, 0o755)
 	sup := NewSupervisor(dir)
-	name := fmt.Sprintf("c%xs%d", s.Seed&0xffffff, sc.N)
+	name := fmt.Sprintf("c%xs%02d", s.Seed&0xffffff, sc.N)
 	rng := rand.New(rand.NewPCG(s.Seed, uint64(sc.N)))
 	s.logf("== scenario %d: %s (bound %v, logs %s)", sc.N, sc.Name, bound, dir)
 	defer func() {
@@ -256,6 +256,7 @@ func (s *Suite) runOne(ctx context.Context, sc Scenario) (res Result) {
 		res.Err = strings.TrimSpace(res.Err + "; observe: " + oerr.Error())
 		return res
 	}
+	exp.AmbiguousKeys = FailedEffectKeys(dir)
 	res.Checks = Verify(env.Reg, env.Hist.Attempts(), obs, exp)
 	if f, err := FoldLog(env.Reg, obs); err == nil {
 		res.Applied = len(f.Applied)
