@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/pkg/events"
@@ -136,6 +137,8 @@ type Expect struct {
 	// repeated delivery of one of these, with the same key, is the retry the
 	// README's contract allows, and is counted apart.
 	AmbiguousKeys map[string]bool
+	// Extra adds the scenario's own checks.
+	Extra func(Observed) []Check
 }
 
 // Fold is the oracle's own fold: the log's records below the stored offsets, less
@@ -292,6 +295,22 @@ func Verify(reg *events.Registry, hist []Attempt, obs Observed, exp Expect) []Ch
 	out = append(out, Check{"offsets never decrease", back == 0, fmt.Sprintf("%d offset writes audited, %d went back%s", len(obs.Audit), back, examples(filter(ex, "back")))})
 	out = append(out, Check{"fenced member never commits", stale == 0, fmt.Sprintf("%d writes by an older generation%s", stale, examples(filter(ex, "generation")))})
 
+	// No silent U+FFFD: nothing in the read model carries a replacement character.
+	var fffd []string
+	for id, u := range obs.ReadModel.Users {
+		if strings.ContainsRune(u.Name+u.Email+u.UserID, utf8.RuneError) {
+			fffd = append(fffd, "user "+id)
+		}
+	}
+	for id, a := range obs.ReadModel.Articles {
+		if strings.ContainsRune(a.Title+a.Body+a.ArticleID, utf8.RuneError) {
+			fffd = append(fffd, "article "+id)
+		}
+	}
+	out = append(out, Check{"no U+FFFD in the read model", len(fffd) == 0, fmt.Sprintf("%d rows with U+FFFD%s", len(fffd), examples(fffd))})
+	if exp.Extra != nil {
+		out = append(out, exp.Extra(obs)...)
+	}
 	if exp.Effects {
 		out = append(out, CheckMails(f.Welcome, obs.Mails, exp.MaxRedelivered, exp.AmbiguousKeys))
 	}

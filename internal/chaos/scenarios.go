@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -19,14 +20,21 @@ const recoveryBound = 2 * time.Minute
 
 // All returns every scenario, in order.
 func All() []Scenario {
-	return []Scenario{
+	all := []Scenario{
 		{N: 1, Name: "SIGKILL mid-batch during replay", Bound: bound(5, 12), Run: sigkillLoop},
 		{N: 2, Name: "zombie: SIGSTOP past the session timeout", Bound: bound(4, 5), Run: zombie},
 		{N: 3, Name: "rebalance churn: join, leave, kill", Bound: bound(5, 10), Run: churn},
 		{N: 4, Name: "Kafka broker SIGKILLed and restarted; down > rebalance timeout", Fresh: FreshKafka, Bound: bound(5, 10), Run: brokerRestarts},
 		{N: 5, Name: "PostgreSQL crash, read-only, full disk", Fresh: FreshPGTmpfs, Bound: bound(5, 10), Run: postgresFaults},
+		{N: 8, Name: "duplicates (retried writes), sequence gaps and swaps", Bound: bound(3, 5), Run: duplicatesGapsSwaps},
+		{N: 9, Name: "poison and malformed input", Bound: bound(3, 5), Run: poisonInput},
 		{N: 6, Name: "Redis FLUSHALL mid-dispatch; killed, restarted empty", Fresh: FreshRedis, Bound: bound(4, 8), Run: redisLoss},
+		{N: 7, Name: "an effect slower than its lease", Bound: bound(3, 4), Run: slowEffect},
+		{N: 10, Name: "network cut (netns, veth down)", Fresh: FreshVeth, Bound: bound(4, 8), Run: networkCut},
+		{N: 11, Name: "HTTP ingest: auth, limits, 1,000 clients", Bound: bound(3, 5), Run: httpIngest},
 	}
+	sort.Slice(all, func(i, j int) bool { return all[i].N < all[j].N })
+	return all
 }
 
 func bound(shortMin, fullMin int) func(Profile) time.Duration {
