@@ -131,7 +131,7 @@ func poisonInput(ctx context.Context, t *T) (Expect, error) {
 	m.Value = []byte(`{"user_id": "` + subj(0) + `", "email": `)
 	add("bad JSON", "json", m)
 	m = reg(1)
-	m.Value = []byte(`{"user_id":"` + subj(1) + `","email":"x@` + t.Name + `.example.test","name":"Ren\xe9e"}`)
+	m.Value = []byte(`{"user_id":"` + subj(1) + `","email":"x@` + t.Name + `.example.test","name":"Ren` + "\xe9" + `e"}`)
 	add("invalid UTF-8", "utf-8", m)
 	m = reg(2)
 	m.Value = []byte(`{"user_id":"` + subj(2) + `","email":"x@` + t.Name + `.example.test","name":"a\u0000b"}`)
@@ -149,7 +149,7 @@ func poisonInput(ctx context.Context, t *T) (Expect, error) {
 	add("null value, no headers", "", m)
 	m = reg(7)
 	m.Value = nil
-	add("null value with headers", "", m)
+	add("null value with headers", "missing", m)
 	m = reg(8)
 	m.Value = []byte(`{"user_id":"` + subj(8) + `","email":"x@` + t.Name + `.example.test","name":"First","name":"Second"}`)
 	add("duplicate JSON keys", "duplicate", m)
@@ -170,8 +170,17 @@ func poisonInput(ctx context.Context, t *T) (Expect, error) {
 			return Expect{}, fmt.Errorf("write %s: %w", pz.what, err)
 		}
 		t.Hist.Record(Attempt{EventID: "poison:" + pz.what, Subject: subj(i), Outcome: Unknown, Offset: -1, At: time.Now()})
-		expectParked[string(pz.msg.Key)] = true
-		reasons[string(pz.msg.Key)] = pz
+		// It parks under its subject (ce_subject, else the key), as PostgreSQL text
+		// can hold it; the follower parks behind it when they share the subject.
+		s := string(pz.msg.Key)
+		for _, h := range pz.msg.Headers {
+			if h.Key == "ce_subject" {
+				s = string(h.Value)
+			}
+		}
+		s = strings.ToValidUTF8(s, "\uFFFD")
+		expectParked[s] = true
+		reasons[s] = pz
 	}
 	// A valid message near the broker's limit (message.max.bytes ~1 MiB): applied.
 	big := t.Name + "big"

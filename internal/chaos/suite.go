@@ -226,8 +226,11 @@ func (s *Suite) runOne(ctx context.Context, sc Scenario) (res Result) {
 		defer veth.Close()
 		host = veth.HostIP
 	}
-	srv, err := startServers(ctx, sup, dir, host, sc.Fresh, s.base)
-	defer stopServers(srv, s.base, sup)
+	// The scenario's own servers have their own supervisor: they outlive the
+	// processes under test, which end before the oracle reads the results.
+	srvSup := NewSupervisor(dir)
+	srv, err := startServers(ctx, srvSup, dir, host, sc.Fresh, s.base)
+	defer stopServers(srv, s.base, srvSup)
 	if err != nil {
 		res.Err = "servers: " + err.Error()
 		return res
@@ -245,6 +248,12 @@ func (s *Suite) runOne(ctx context.Context, sc Scenario) (res Result) {
 	}
 	exp, err := sc.Run(ctx, t)
 	sup.Close() // every projector and producer ends here, whatever happened
+	if fx := srv.Kafka; fx != s.base.Kafka && !fx.Proc().Alive() {
+		// A scenario that ended with its broker down: bring it back for the oracle.
+		if err := fx.Start(context.WithoutCancel(ctx)); err != nil {
+			res.Err = "restart kafka for the oracle: " + err.Error()
+		}
+	}
 	if err != nil {
 		res.Err = err.Error()
 	}
