@@ -5,12 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -196,11 +193,12 @@ func (e *Env) ProjectorArgs(extra ...string) []string {
 }
 
 // StartProjector starts an instance of `projector run` as a process.
-func (e *Env) StartProjector(extra ...string) (*Proc, error) {
+func (e *Env) StartProjector(ctx context.Context, extra ...string) (*Proc, error) {
 	e.nproc++
-	cmd := exec.Command(e.Bins.Projector, e.ProjectorArgs(extra...)...)
+	// Not tied to a context: the suite ends it by pid, when the scenario says so.
+	cmd := exec.CommandContext(context.WithoutCancel(ctx), e.Bins.Projector, e.ProjectorArgs(extra...)...)
 	if e.Veth != nil {
-		cmd = e.Veth.Command(e.Bins.Projector, e.ProjectorArgs(extra...)...)
+		cmd = e.Veth.Command(context.WithoutCancel(ctx), e.Bins.Projector, e.ProjectorArgs(extra...)...)
 	}
 	return e.Sup.Start(fmt.Sprintf("projector-%d", e.nproc), cmd)
 }
@@ -448,8 +446,3 @@ func HTTPGetJSON(ctx context.Context, u string, v any) error {
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
 }
-
-// hostPort joins a host and port.
-func hostPort(h string, p int) string { return net.JoinHostPort(h, strconv.Itoa(p)) }
-
-var _ = filepath.Join

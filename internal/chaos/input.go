@@ -47,7 +47,7 @@ func duplicatesGapsSwaps(ctx context.Context, t *T) (Expect, error) {
 		}
 		sent = append(sent, batch...)
 	}
-	p, err := t.StartProjector("--gaps", "halt")
+	p, err := t.StartProjector(ctx, "--gaps", "halt")
 	if err != nil {
 		return Expect{}, err
 	}
@@ -119,7 +119,7 @@ func poisonInput(ctx context.Context, t *T) (Expect, error) {
 	if err := t.PublishGenerated(ctx, g, t.P.Events/2); err != nil {
 		return Expect{}, err
 	}
-	p, err := t.StartProjector("--unknown-types", "park")
+	p, err := t.StartProjector(ctx, "--unknown-types", "park")
 	if err != nil {
 		return Expect{}, err
 	}

@@ -40,7 +40,7 @@ func slowProxy(ctx context.Context, host, target string, delay time.Duration) (s
 			go func() {
 				defer wg.Done()
 				defer func() { _ = c.Close() }()
-				s, err := net.Dial("tcp", target)
+				s, err := (&net.Dialer{}).DialContext(ctx, "tcp", target)
 				if err != nil {
 					return
 				}
@@ -91,12 +91,12 @@ func slowEffect(ctx context.Context, t *T) (Expect, error) {
 		return Expect{}, err
 	}
 	slow := []string{"--smtp-addr", addr, "--effect-lease", "1s", "--effect-concurrency", "4"}
-	a, err := t.StartProjector(slow...)
+	a, err := t.StartProjector(ctx, slow...)
 	if err != nil {
 		return Expect{}, err
 	}
 	// The second service: its own projection and group, the same ledger namespace.
-	b, err := t.StartProjector(append(slow, "--projection", t.Name+"b", "--group", "g-"+t.Name+"b")...)
+	b, err := t.StartProjector(ctx, append(slow, "--projection", t.Name+"b", "--group", "g-"+t.Name+"b")...)
 	if err != nil {
 		return Expect{}, err
 	}
@@ -121,13 +121,13 @@ func slowEffect(ctx context.Context, t *T) (Expect, error) {
 // refused and never published; 1,000 concurrent clients for a while, and every
 // accepted event is applied.
 func httpIngest(ctx context.Context, t *T) (Expect, error) {
-	port, err := FreePort("127.0.0.1")
+	port, err := FreePort(ctx, "127.0.0.1")
 	if err != nil {
 		return Expect{}, err
 	}
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
 	const token = "chaos-token"
-	srv, err := t.Sup.Start("producer", exec.Command(t.Bins.Producer, "serve", "--brokers", strings.Join(t.S.Kafka.Brokers(), ","),
+	srv, err := t.Sup.Start("producer", exec.CommandContext(context.WithoutCancel(ctx), t.Bins.Producer, "serve", "--brokers", strings.Join(t.S.Kafka.Brokers(), ","),
 		"--topic", t.Topic, "--listen", "127.0.0.1:"+strconv.Itoa(port), "--tokens", token, "--max-body", "65536", "--log-level", "warn"))
 	if err != nil {
 		return Expect{}, err
@@ -138,7 +138,7 @@ func httpIngest(ctx context.Context, t *T) (Expect, error) {
 	}); err != nil {
 		return Expect{}, fmt.Errorf("%w\n%s", err, Tail(srv.Log, 10))
 	}
-	p, err := t.StartProjector()
+	p, err := t.StartProjector(ctx)
 	if err != nil {
 		return Expect{}, err
 	}
@@ -162,7 +162,7 @@ func httpIngest(ctx context.Context, t *T) (Expect, error) {
 	}
 	ceJSON := func(e events.Event) []byte {
 		b, _ := json.Marshal(map[string]any{"specversion": "1.0", "id": e.ID, "source": e.Source, "type": e.Type, "subject": e.Subject,
-			"time": e.Time.Format(time.RFC3339Nano), "sequence": strconv.FormatUint(e.Sequence, 10), "datacontenttype": "application/json", "data": json.RawMessage(e.Data)})
+			"time": e.Time.Format(time.RFC3339Nano), "sequence": strconv.FormatUint(e.Sequence, 10), "datacontenttype": "application/json", "data": e.Data})
 		return b
 	}
 	// The refusals.
@@ -271,7 +271,7 @@ func networkCut(ctx context.Context, t *T) (Expect, error) {
 	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
 		return Expect{}, err
 	}
-	p, err := t.StartProjector()
+	p, err := t.StartProjector(ctx)
 	if err != nil {
 		return Expect{}, err
 	}

@@ -138,8 +138,8 @@ func Tail(path string, n int) string {
 }
 
 // FreePort returns a port free on host at the time of asking.
-func FreePort(host string) (int, error) {
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", net.JoinHostPort(host, "0"))
+func FreePort(ctx context.Context, host string) (int, error) {
+	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return 0, err
 	}
@@ -148,8 +148,8 @@ func FreePort(host string) (int, error) {
 }
 
 // PortOpen reports whether something accepts connections on host:port.
-func PortOpen(host string, port int) bool {
-	c, err := net.DialTimeout("tcp", net.JoinHostPort(host, strconv.Itoa(port)), 500*time.Millisecond)
+func PortOpen(ctx context.Context, host string, port int) bool {
+	c, err := (&net.Dialer{Timeout: 500 * time.Millisecond}).DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 	if err != nil {
 		return false
 	}

@@ -103,7 +103,7 @@ func sigkillLoop(ctx context.Context, t *T) (Expect, error) {
 			}
 		}
 		before := t.Progress(ctx)
-		p, err := t.StartProjector()
+		p, err := t.StartProjector(ctx)
 		if err != nil {
 			return Expect{}, err
 		}
@@ -111,7 +111,7 @@ func sigkillLoop(ctx context.Context, t *T) (Expect, error) {
 			return Expect{}, err
 		}
 		if !p.Alive() {
-			return Expect{}, fmt.Errorf("projector exited on its own: %v\n%s", p.Err(), Tail(p.Log, 20))
+			return Expect{}, fmt.Errorf("projector exited on its own: %w\n%s", p.Err(), Tail(p.Log, 20))
 		}
 		_ = Sleep(ctx, time.Duration(t.Rng.IntN(300))*time.Millisecond)
 		if t.lag(ctx) > 0 {
@@ -124,7 +124,7 @@ func sigkillLoop(ctx context.Context, t *T) (Expect, error) {
 	if midReplay < t.R.Kills/2 {
 		return Expect{}, fmt.Errorf("only %d of %d kills landed mid-replay: the scenario did not test", midReplay, t.R.Kills)
 	}
-	p, err := t.StartProjector()
+	p, err := t.StartProjector(ctx)
 	if err != nil {
 		return Expect{}, err
 	}
@@ -139,7 +139,7 @@ func zombie(ctx context.Context, t *T) (Expect, error) {
 		return Expect{}, err
 	}
 	// The lease outlasts the freeze: with the ledger intact, every mail goes once.
-	a, err := t.StartProjector("--effect-lease", "40s", "--batch-size", "50")
+	a, err := t.StartProjector(ctx, "--effect-lease", "40s", "--batch-size", "50")
 	if err != nil {
 		return Expect{}, err
 	}
@@ -154,7 +154,7 @@ func zombie(ctx context.Context, t *T) (Expect, error) {
 		return Expect{}, err
 	}
 	stopped := time.Now()
-	b, err := t.StartProjector("--effect-lease", "40s", "--batch-size", "50")
+	b, err := t.StartProjector(ctx, "--effect-lease", "40s", "--batch-size", "50")
 	if err != nil {
 		return Expect{}, err
 	}
@@ -204,7 +204,7 @@ func churn(ctx context.Context, t *T) (Expect, error) {
 		action := t.Rng.IntN(3)
 		switch {
 		case len(alive) == 0 || (len(alive) < 3 && action == 0):
-			p, err := t.StartProjector()
+			p, err := t.StartProjector(ctx)
 			if err != nil {
 				return Expect{}, err
 			}
@@ -227,7 +227,7 @@ func churn(ctx context.Context, t *T) (Expect, error) {
 		_ = i
 	}
 	if len(alive) == 0 {
-		p, err := t.StartProjector()
+		p, err := t.StartProjector(ctx)
 		if err != nil {
 			return Expect{}, err
 		}
@@ -264,7 +264,7 @@ func (t *T) waitProgress(ctx context.Context, frac float64, total int) error {
 func alive(procs ...*Proc) error {
 	for _, p := range procs {
 		if !p.Alive() {
-			return fmt.Errorf("%s exited on its own (%v); log %s:\n%s", p.Name, p.Err(), p.Log, Tail(p.Log, 15))
+			return fmt.Errorf("%s exited on its own (%w); log %s:\n%s", p.Name, p.Err(), p.Log, Tail(p.Log, 15))
 		}
 	}
 	return nil
@@ -277,7 +277,7 @@ func brokerRestarts(ctx context.Context, t *T) (Expect, error) {
 	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
 		return Expect{}, err
 	}
-	p, err := t.StartProjector()
+	p, err := t.StartProjector(ctx)
 	if err != nil {
 		return Expect{}, err
 	}
@@ -330,7 +330,7 @@ func postgresFaults(ctx context.Context, t *T) (Expect, error) {
 	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
 		return Expect{}, err
 	}
-	p, err := t.StartProjector()
+	p, err := t.StartProjector(ctx)
 	if err != nil {
 		return Expect{}, err
 	}
@@ -394,7 +394,7 @@ func postgresFaults(ctx context.Context, t *T) (Expect, error) {
 	}
 	_ = Sleep(ctx, 15*time.Second)
 	during = t.Progress(ctx) - before
-	pgAlive := PortOpen(pg.Host, pg.Port)
+	pgAlive := PortOpen(ctx, pg.Host, pg.Port)
 	if err := removeFile(filler); err != nil {
 		return Expect{}, err
 	}
@@ -422,7 +422,7 @@ func redisLoss(ctx context.Context, t *T) (Expect, error) {
 	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
 		return Expect{}, err
 	}
-	p, err := t.StartProjector("--effect-concurrency", "2")
+	p, err := t.StartProjector(ctx, "--effect-concurrency", "2")
 	if err != nil {
 		return Expect{}, err
 	}

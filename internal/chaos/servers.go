@@ -45,10 +45,10 @@ type Kafka struct {
 func StartKafka(ctx context.Context, sup *Supervisor, name, host, dir string) (*Kafka, error) {
 	k := &Kafka{Host: host, dir: dir, sup: sup, name: name}
 	var err error
-	if k.Port, err = FreePort(host); err != nil {
+	if k.Port, err = FreePort(ctx, host); err != nil {
 		return nil, err
 	}
-	if k.ctrlPort, err = FreePort(host); err != nil {
+	if k.ctrlPort, err = FreePort(ctx, host); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
@@ -111,7 +111,7 @@ func (k *Kafka) Brokers() []string { return []string{net.JoinHostPort(k.Host, st
 
 // Start starts the broker on its log folder and waits until it serves metadata.
 func (k *Kafka) Start(ctx context.Context) error {
-	p, err := k.sup.Start(k.name, exec.Command("java", append(k.jvm(), "kafka.Kafka", filepath.Join(k.dir, "server.properties"))...))
+	p, err := k.sup.Start(k.name, exec.CommandContext(context.WithoutCancel(ctx), "java", append(k.jvm(), "kafka.Kafka", filepath.Join(k.dir, "server.properties"))...))
 	if err != nil {
 		return err
 	}
@@ -125,7 +125,7 @@ func (k *Kafka) Start(ctx context.Context) error {
 }
 
 func (k *Kafka) ready(ctx context.Context) bool {
-	if !PortOpen(k.Host, k.Port) {
+	if !PortOpen(ctx, k.Host, k.Port) {
 		return false
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -163,7 +163,7 @@ func StartPostgres(ctx context.Context, sup *Supervisor, host, dir string) (*Pos
 	sort.Strings(bins)
 	pg := &Postgres{Host: host, bin: filepath.Dir(bins[len(bins)-1]), dir: dir, sup: sup}
 	var err error
-	if pg.Port, err = FreePort(host); err != nil {
+	if pg.Port, err = FreePort(ctx, host); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -261,7 +261,7 @@ type Redis struct {
 func StartRedis(ctx context.Context, sup *Supervisor, host, dir string) (*Redis, error) {
 	r := &Redis{Host: host, dir: dir, sup: sup}
 	var err error
-	if r.Port, err = FreePort(host); err != nil {
+	if r.Port, err = FreePort(ctx, host); err != nil {
 		return nil, err
 	}
 	return r, r.Start(ctx)
@@ -275,7 +275,7 @@ func (r *Redis) URL() string { return "redis://" + r.Addr() + "/0" }
 
 // Start starts the server (again) and waits for PING.
 func (r *Redis) Start(ctx context.Context) error {
-	p, err := r.sup.Start("redis", exec.Command("redis-server", "--bind", r.Host, "--port", strconv.Itoa(r.Port),
+	p, err := r.sup.Start("redis", exec.CommandContext(context.WithoutCancel(ctx), "redis-server", "--bind", r.Host, "--port", strconv.Itoa(r.Port),
 		"--dir", r.dir, "--save", "", "--appendonly", "no", "--protected-mode", "no"))
 	if err != nil {
 		return err
@@ -308,23 +308,23 @@ type Mailpit struct {
 func StartMailpit(ctx context.Context, sup *Supervisor, host, dir string) (*Mailpit, error) {
 	m := &Mailpit{Host: host}
 	var err error
-	if m.SMTPPort, err = FreePort(host); err != nil {
+	if m.SMTPPort, err = FreePort(ctx, host); err != nil {
 		return nil, err
 	}
-	if m.HTTPPort, err = FreePort(host); err != nil {
+	if m.HTTPPort, err = FreePort(ctx, host); err != nil {
 		return nil, err
 	}
 	bin := filepath.Join(CacheDir(), "bin", "mailpit")
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("mailpit binary: %w (run scripts/stack.sh up)", err)
 	}
-	p, err := sup.Start("mailpit", exec.Command(bin, "--smtp", m.SMTPAddr(), "--listen", net.JoinHostPort(host, strconv.Itoa(m.HTTPPort)),
+	p, err := sup.Start("mailpit", exec.CommandContext(context.WithoutCancel(ctx), bin, "--smtp", m.SMTPAddr(), "--listen", net.JoinHostPort(host, strconv.Itoa(m.HTTPPort)),
 		"--disable-version-check", "--smtp-disable-rdns", "--max", "0", "--database", filepath.Join(dir, "mailpit.db")))
 	if err != nil {
 		return nil, err
 	}
 	return m, WaitFor(ctx, 30*time.Second, "mailpit", func() bool {
-		return !p.Alive() || (PortOpen(host, m.HTTPPort) && PortOpen(host, m.SMTPPort))
+		return !p.Alive() || (PortOpen(ctx, host, m.HTTPPort) && PortOpen(ctx, host, m.SMTPPort))
 	})
 }
 

@@ -160,18 +160,18 @@ func startServers(ctx context.Context, sup *Supervisor, dir, host string, fresh 
 }
 
 // stopServers stops what startServers started beyond base.
-func stopServers(s, base Servers, sup *Supervisor) {
+func stopServers(ctx context.Context, s, base Servers, sup *Supervisor) {
 	if s.PG != nil && s.PG != base.PG {
-		_ = s.PG.Stop(context.Background(), "immediate")
-		_ = exec.Command("umount", "-l", s.PG.dir).Run()
+		_ = s.PG.Stop(ctx, "immediate")
+		_ = exec.CommandContext(ctx, "umount", "-l", s.PG.dir).Run()
 	}
 	sup.Close()
 }
 
 // Run runs the scenarios and returns their results.
 func (s *Suite) Run(ctx context.Context, scenarios []Scenario) []Result {
-	s.baseSup = NewSupervisor(filepath.Join(s.Dir))
-	defer func() { stopServers(s.base, Servers{}, s.baseSup) }()
+	s.baseSup = NewSupervisor(s.Dir)
+	defer func() { stopServers(context.WithoutCancel(ctx), s.base, Servers{}, s.baseSup) }()
 	s.logf("starting the suite's private servers (Kafka, PostgreSQL, Redis, Mailpit) on loopback")
 	base, err := startServers(ctx, s.baseSup, filepath.Join(s.Dir, "base"), "127.0.0.1", 0, Servers{})
 	s.base = base
@@ -223,14 +223,14 @@ func (s *Suite) runOne(ctx context.Context, sc Scenario) (res Result) {
 			return res
 		}
 		veth = v
-		defer veth.Close()
+		defer veth.Close(context.WithoutCancel(ctx))
 		host = veth.HostIP
 	}
 	// The scenario's own servers have their own supervisor: they outlive the
 	// processes under test, which end before the oracle reads the results.
 	srvSup := NewSupervisor(dir)
 	srv, err := startServers(ctx, srvSup, dir, host, sc.Fresh, s.base)
-	defer stopServers(srv, s.base, srvSup)
+	defer stopServers(context.WithoutCancel(ctx), srv, s.base, srvSup)
 	if err != nil {
 		res.Err = "servers: " + err.Error()
 		return res

@@ -35,7 +35,7 @@ func NewVeth(ctx context.Context, seed uint64, n int) (*Veth, error) {
 	}
 	for _, s := range steps {
 		if err := run(ctx, s...); err != nil {
-			v.Close()
+			v.Close(context.WithoutCancel(ctx))
 			return nil, err
 		}
 	}
@@ -53,14 +53,14 @@ func (v *Veth) Heal(ctx context.Context) error {
 }
 
 // Command wraps a command to run inside the namespace.
-func (v *Veth) Command(bin string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", v.NS, bin}, args...)...)
+func (v *Veth) Command(ctx context.Context, bin string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", v.NS, bin}, args...)...)
 }
 
 // Close deletes the pair and the namespace (idempotent, errors ignored).
-func (v *Veth) Close() {
-	_ = exec.Command("ip", "link", "del", v.Host).Run()
-	_ = exec.Command("ip", "netns", "del", v.NS).Run()
+func (v *Veth) Close(ctx context.Context) {
+	_ = exec.CommandContext(ctx, "ip", "link", "del", v.Host).Run()
+	_ = exec.CommandContext(ctx, "ip", "netns", "del", v.NS).Run()
 }
 
 func run(ctx context.Context, args ...string) error {
