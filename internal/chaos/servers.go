@@ -176,6 +176,18 @@ func StartPostgres(ctx context.Context, sup *Supervisor, host, dir string) (*Pos
 		"-E", "UTF8", "--locale=C.UTF-8", "--no-sync").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
+	// initdb trusts loopback only; the network-cut scenario connects over a veth pair.
+	hba, err := os.OpenFile(filepath.Join(dir, "data", "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	_, err = hba.WriteString("host all all " + host + "/8 trust\n")
+	if cerr := hba.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
 	return pg, pg.Start(ctx)
 }
 
