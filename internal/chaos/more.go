@@ -186,6 +186,10 @@ func httpIngest(ctx context.Context, t *T) (Expect, error) {
 	e = registered(t.Name+"refused4", t.Name)
 	e.Source = ""
 	try("missing source", 400, token, ceJSON(e), e.ID)
+	e = registered(t.Name+"refused5", t.Name)
+	dup := ceJSON(e)
+	dup = append(dup[:len(dup)-1], []byte(`,"subject":"`+t.Name+`other"}`)...)
+	try("duplicate JSON keys", 400, token, dup, e.ID)
 
 	// The load.
 	clients, dur := 1000, 8*time.Second
@@ -258,7 +262,7 @@ func httpIngest(ctx context.Context, t *T) (Expect, error) {
 			}
 		}
 		return []Check{{"refused requests answered right, never published", len(bad) == 0 && len(pub) == 0,
-			fmt.Sprintf("%d refusals (401 no token, 401 wrong token, 413, 400 malformed, 400 invalid): %d answered wrong%s, %d published%s", len(refused), len(bad), examples(bad), len(pub), examples(pub))},
+			fmt.Sprintf("%d refusals (401 no token, 401 wrong token, 413, 400 malformed, 400 invalid, 400 duplicate keys): %d answered wrong%s, %d published%s", len(refused), len(bad), examples(bad), len(pub), examples(pub))},
 			{"load: requests accepted", ok202.Load() > int64(clients), fmt.Sprintf("%d accepted", ok202.Load())}}
 	}
 	return exp, t.settle(ctx, p)

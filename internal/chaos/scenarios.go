@@ -183,7 +183,9 @@ func zombie(ctx context.Context, t *T) (Expect, error) {
 		return Expect{}, err
 	}
 	_ = Sleep(ctx, 3*time.Second) // a's woken workers try their stale commits
-	return Expect{Effects: true}, t.settle(ctx, a, b)
+	err = t.settle(ctx, a, b)
+	t.R.Note("after waking: %d fenced refusals in the logs (stale batches rolled back)", countLog(t.Dir, "fenced"))
+	return Expect{Effects: true}, err
 }
 
 // 3. Rebalance churn: up to three instances joining, leaving cleanly and being
