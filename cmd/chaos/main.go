@@ -37,6 +37,7 @@ func run() error {
 	only := flag.String("only", "", "comma-separated scenario numbers (default: all)")
 	out := flag.String("out", "chaos/results", "folder for latest.md and the run's logs")
 	race := flag.Bool("race", false, "build the binaries under test with -race")
+	keep := flag.Bool("keep", false, "keep the servers' data folders (default: only the logs stay)")
 	flag.Parse()
 	p, ok := chaos.Profiles[*profile]
 	if !ok {
@@ -100,6 +101,9 @@ func run() error {
 			fmt.Printf("\nchaos: wrote %s; logs in %s\n", path, work)
 		}
 	}
+	if !*keep {
+		pruneData(work)
+	}
 	failed := 0
 	for _, r := range results {
 		if !r.Pass {
@@ -111,4 +115,22 @@ func run() error {
 	}
 	fmt.Println("chaos: every scenario passed")
 	return nil
+}
+
+// pruneData removes the servers' data (Kafka logs, PostgreSQL clusters, Mailpit
+// databases) and the built binaries from a finished run, leaving the logs.
+func pruneData(work string) {
+	_ = filepath.WalkDir(work, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil //nolint:nilerr // best effort
+		}
+		if d.IsDir() && d.Name() == "data" {
+			_ = os.RemoveAll(path)
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(d.Name(), ".db") || d.Name() == "projector" || d.Name() == "producer") {
+			_ = os.Remove(path)
+		}
+		return nil
+	})
 }
