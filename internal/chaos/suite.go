@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -265,6 +266,7 @@ func (s *Suite) runOne(ctx context.Context, sc Scenario) (res Result) {
 		res.Err = strings.TrimSpace(res.Err + "; observe: " + oerr.Error())
 		return res
 	}
+	writeHistory(dir, env.Hist.Attempts(), obs.Mails)
 	exp.AmbiguousKeys = FailedEffectKeys(dir)
 	res.Checks = Verify(env.Reg, env.Hist.Attempts(), obs, exp)
 	if f, err := FoldLog(env.Reg, obs); err == nil {
@@ -326,4 +328,23 @@ func Details(results []Result) string {
 		}
 	}
 	return b.String()
+}
+
+// writeHistory leaves the scenario's history beside its logs: every produce attempt
+// (history.jsonl) and every delivery the sink saw, by Message-ID with its attempt
+// number (deliveries.txt).
+func writeHistory(dir string, attempts []Attempt, mails []string) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	for _, a := range attempts {
+		_ = enc.Encode(a)
+	}
+	_ = os.WriteFile(filepath.Join(dir, "history.jsonl"), []byte(b.String()), 0o644)
+	b.Reset()
+	seen := map[string]int{}
+	for _, m := range mails {
+		seen[m]++
+		fmt.Fprintf(&b, "%s\t%d\n", m, seen[m])
+	}
+	_ = os.WriteFile(filepath.Join(dir, "deliveries.txt"), []byte(b.String()), 0o644)
 }
