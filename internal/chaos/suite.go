@@ -144,6 +144,9 @@ func startServers(ctx context.Context, sup *Supervisor, dir, host string, fresh 
 			}
 		}
 		if s.PG, err = StartPostgres(ctx, sup, host, pgdir); err != nil {
+			if fresh&FreshPGTmpfs != 0 {
+				_ = exec.CommandContext(context.WithoutCancel(ctx), "umount", "-l", pgdir).Run()
+			}
 			return s, err
 		}
 	}
