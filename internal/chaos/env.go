@@ -343,6 +343,13 @@ func (e *Env) Observe(ctx context.Context) (Observed, error) {
 	if err != nil {
 		return obs, err
 	}
+	rows, err = e.Pool.Query(ctx, `SELECT idempotency_key || ': ' || error FROM `+fw+`.parked_effects WHERE projection = $1 AND state = 'parked'`, e.Name)
+	if err != nil {
+		return obs, err
+	}
+	if obs.ParkedEffects, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return obs, err
+	}
 	if obs.ReadModel, err = domain.Load(ctx, e.Pool, e.Projection.Schema()); err != nil {
 		return obs, err
 	}

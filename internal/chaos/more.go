@@ -275,7 +275,10 @@ func networkCut(ctx context.Context, t *T) (Expect, error) {
 	if err := t.PublishGenerated(ctx, g, t.P.Events); err != nil {
 		return Expect{}, err
 	}
-	p, err := t.StartProjector(ctx)
+	// A mail server out of reach is waited for, as the runtime's own tests configure
+	// it: with the default --effect-attempts 5 a cut parks the runs in flight after
+	// about two seconds (the README says so), and they wait for a manual retry.
+	p, err := t.StartProjector(ctx, "--effect-attempts", "1000")
 	if err != nil {
 		return Expect{}, err
 	}

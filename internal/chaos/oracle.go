@@ -103,6 +103,8 @@ type Observed struct {
 	ReadModel domain.State
 	Audit     []AuditRow
 	Mails     []string // Message-IDs of every delivered mail, one per delivery
+	// ParkedEffects are the idempotency keys of effect runs the projector parked.
+	ParkedEffects []string
 }
 
 // Check is one invariant's verdict with its evidence.
@@ -312,7 +314,12 @@ func Verify(reg *events.Registry, hist []Attempt, obs Observed, exp Expect) []Ch
 		out = append(out, exp.Extra(obs)...)
 	}
 	if exp.Effects {
-		out = append(out, CheckMails(f.Welcome, obs.Mails, exp.MaxRedelivered, exp.AmbiguousKeys))
+		c := CheckMails(f.Welcome, obs.Mails, exp.MaxRedelivered, exp.AmbiguousKeys)
+		if len(obs.ParkedEffects) > 0 {
+			c.OK = false
+			c.Detail += fmt.Sprintf("; %d effect runs parked%s", len(obs.ParkedEffects), examples(obs.ParkedEffects))
+		}
+		out = append(out, c)
 	}
 	return out
 }

@@ -129,6 +129,13 @@ func TestVerifyCatchesWhatIsWrong(t *testing.T) {
 		t.Errorf("parked with a reason: %v", b)
 	}
 
+	// A parked effect run fails the effects check even with every mail delivered.
+	pe := good
+	pe.ParkedEffects = []string{"k: mail: dial: network is unreachable"}
+	if b := failing(pe, Expect{Effects: true}); len(b) != 1 || b[0] != "effects once, same key" {
+		t.Errorf("parked effect: %v", b)
+	}
+
 	// U+FFFD in the read model.
 	fffd := good
 	u := f.State.Users["u1"]
