@@ -97,13 +97,14 @@ func sigkillLoop(ctx context.Context, t *T) (Expect, error) {
 	}
 	midReplay := 0
 	for t.R.Kills < t.P.Kills {
-		if t.lag(ctx) < 3000 {
-			if err := t.PublishGenerated(ctx, g, 3000); err != nil {
+		// Keep the replay long enough that the kill lands inside it.
+		if t.lag(ctx) < 8000 {
+			if err := t.PublishGenerated(ctx, g, 8000); err != nil {
 				return Expect{}, err
 			}
 		}
 		before := t.Progress(ctx)
-		p, err := t.StartProjector(ctx)
+		p, err := t.StartProjector(ctx, "--batch-size", "100")
 		if err != nil {
 			return Expect{}, err
 		}
