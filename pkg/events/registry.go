@@ -70,12 +70,11 @@ func Register[T any](r *Registry, name string, opts ...TypeOption) {
 			panic(fmt.Sprintf("events: type %q has an upcaster from version %d, outside 1..%d", name, from, ti.version-1))
 		}
 	}
-	// Data may be absent only for a type with nothing to carry.
-	needsData := gt.Kind() != reflect.Struct || gt.NumField() != 0
 	ti.decode = func(data json.RawMessage) (any, error) {
 		var v T
 		if len(data) == 0 {
-			if needsData {
+			// Data may be absent only for a type with nothing to carry.
+			if gt.Kind() != reflect.Struct || gt.NumField() != 0 {
 				return nil, ErrNoData
 			}
 			return v, nil
