@@ -343,11 +343,15 @@ func (e *Env) Observe(ctx context.Context) (Observed, error) {
 	if err != nil {
 		return obs, err
 	}
-	rows, err = e.Pool.Query(ctx, `SELECT idempotency_key || ': ' || error FROM `+fw+`.parked_effects WHERE projection = $1 AND state = 'parked'`, e.Name)
+	rows, err = e.Pool.Query(ctx, `SELECT idempotency_key, event_id, error FROM `+fw+`.parked_effects WHERE projection = $1 AND state = 'parked'`, e.Name)
 	if err != nil {
 		return obs, err
 	}
-	if obs.ParkedEffects, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+	obs.ParkedEffects, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (ParkedEffect, error) {
+		var pe ParkedEffect
+		return pe, r.Scan(&pe.Key, &pe.EventID, &pe.Error)
+	})
+	if err != nil {
 		return obs, err
 	}
 	if obs.ReadModel, err = domain.Load(ctx, e.Pool, e.Projection.Schema()); err != nil {

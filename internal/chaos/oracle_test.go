@@ -131,9 +131,15 @@ func TestVerifyCatchesWhatIsWrong(t *testing.T) {
 
 	// A parked effect run fails the effects check even with every mail delivered.
 	pe := good
-	pe.ParkedEffects = []string{"k: mail: dial: network is unreachable"}
+	pe.ParkedEffects = []ParkedEffect{{Key: "k", EventID: "e1", Error: "mail: dial: network is unreachable"}}
 	if b := failing(pe, Expect{Effects: true}); len(b) != 1 || b[0] != "effects once, same key" {
 		t.Errorf("parked effect: %v", b)
+	}
+	// ...unless its event is parked poison.
+	pe.ParkedEffects[0].EventID = "p1"
+	pe.Parked = []ParkedRow{{Partition: 9, Offset: 0, EventID: "p1", Subject: "p", Error: "undecodable"}}
+	if b := failing(pe, Expect{Effects: true, ParkedSubjects: map[string]bool{"p": true}}); len(b) != 0 {
+		t.Errorf("parked effect of a parked event: %v", b)
 	}
 
 	// U+FFFD in the read model.
