@@ -12,7 +12,7 @@ GOLANGCI      := $(CACHE_DIR)/bin/golangci-lint-$(GOLANGCI_VER)
 # Every command that talks to the stack reads its endpoints from the stack's env file.
 WITH_STACK    := eval "$$($(STACK) env)" &&
 
-.PHONY: help demo test test-short lint bench bench-go chaos stack-up stack-down stack-status build docker-check
+.PHONY: help demo test test-short lint bench bench-go chaos chaos-short stack-up stack-down stack-status build docker-check
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,5 +56,13 @@ bench-go: stack-up ## the Go benchmarks (encode/decode, generator, replay, effec
 	@$(GO) test -run '^$$' -bench . -count 1 ./pkg/events/ ./internal/domain/
 	@$(WITH_STACK) $(GO) test -run '^$$' -bench . -benchtime 3x -count 1 ./pkg/projector/
 
-chaos: ## fault-injection suite (not built yet: issue 8)
-	@echo "make chaos: the reliability suite has not landed yet (issue 8); nothing was run." >&2; exit 1
+# The reliability suite starts its own private servers (never the shared stack's);
+# stack-up is only there to install what it runs (Kafka's jars, Mailpit, PostgreSQL).
+# It needs root: network namespaces, a tmpfs, PostgreSQL run as its own user.
+CHAOS_FLAGS := $(if $(SEED),--seed $(SEED)) $(if $(ONLY),--only $(ONLY))
+
+chaos: stack-up ## the reliability suite, full profile (~30 min, root): SEED=N to replay, ONLY=1,4 to pick scenarios
+	$(GO) run ./cmd/chaos --profile full $(CHAOS_FLAGS)
+
+chaos-short: stack-up ## the reliability suite's short profile, as CI runs it (~6 min): SEED=, ONLY= as for chaos
+	$(GO) run ./cmd/chaos --profile short $(CHAOS_FLAGS)

@@ -107,7 +107,8 @@ func (e *Event) Validate() error {
 
 // CheckJSON reports whether b is acceptable JSON data: valid UTF-8 (checked before
 // decoding, since Go's decoder silently replaces invalid bytes), no NUL character (raw
-// or escaped as \u0000: PostgreSQL text refuses it), and syntactically valid JSON.
+// or escaped as \u0000: PostgreSQL text refuses it), syntactically valid JSON, and no
+// object naming a member twice (ErrDuplicateKey).
 // Empty data is accepted: an event may carry none.
 func CheckJSON(b []byte) error {
 	if len(b) == 0 {
@@ -124,7 +125,7 @@ func CheckJSON(b []byte) error {
 		err := json.Unmarshal(b, &v)
 		return fmt.Errorf("%w: %w", ErrInvalidJSON, err)
 	}
-	return nil
+	return checkDuplicateKeys(b)
 }
 
 func checkText(s string) error {

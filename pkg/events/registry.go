@@ -97,6 +97,10 @@ func Register[T any](r *Registry, name string, opts ...TypeOption) {
 	ti.decode = func(data json.RawMessage) (any, error) {
 		var v T
 		if len(data) == 0 {
+			// Data may be absent only for a type with nothing to carry.
+			if gt.Kind() != reflect.Struct || gt.NumField() != 0 {
+				return nil, ErrNoData
+			}
 			return v, nil
 		}
 		if err := json.Unmarshal(data, &v); err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -248,12 +249,14 @@ func (r *Runner) begin(ctx context.Context, entries []entry) (pgx.Tx, *txState, 
 	seenSubj := map[string]bool{}
 	for i := range entries {
 		e := &entries[i]
+		// A subject or id that PostgreSQL text cannot hold (a poison event's invalid
+		// UTF-8 or NUL) has no mark to look up, and sending it would fail the batch.
 		if e.ev.Sequence > 0 {
-			if s := e.subject(); !seenSubj[s] {
+			if s := e.subject(); !seenSubj[s] && storable(s) {
 				seenSubj[s] = true
 				subjects = append(subjects, s)
 			}
-		} else if e.ev.ID != "" {
+		} else if e.ev.ID != "" && storable(e.ev.ID) {
 			ids = append(ids, e.ev.ID)
 		}
 	}
@@ -336,6 +339,11 @@ func (r *Runner) queueParkInsert(w *readmodel.Writer, p *partition, e *entry) {
 // type may hold invalid UTF-8 or NUL bytes, and parking it must not fail on them.
 func text(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+// storable reports whether s can be sent to PostgreSQL as text as it is.
+func storable(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
 
 // queueAdvance queues the fenced offset write; fenced reports a mismatch.
