@@ -21,6 +21,7 @@ import (
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/shred"
 )
 
 // Servers is one set of private servers.
@@ -49,6 +50,11 @@ type Env struct {
 	Reg        *events.Registry
 	Log        func(format string, a ...any)
 	Veth       *Veth // set when the projector runs in a network namespace
+	// MasterKey is the personal-data master key every process of the run uses;
+	// Keys is the key store in this env's PostgreSQL. Events are published sealed,
+	// as the producer publishes them, and the oracle reads them decrypted.
+	MasterKey string
+	Keys      *shred.PGKeys
 
 	pubMu sync.Mutex
 	pub   *eventlog.Publisher
@@ -75,6 +81,13 @@ func (e *Env) Setup(ctx context.Context) error {
 	}
 	cfg.MaxConns = 4
 	if e.Pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return err
+	}
+	master, err := shred.ParseMasterKey(e.MasterKey)
+	if err != nil {
+		return fmt.Errorf("master key: %w", err)
+	}
+	if e.Keys, err = shred.OpenPG(ctx, e.Pool, master, shred.PGOptions{}); err != nil {
 		return err
 	}
 	r, err := projector.New(projector.Config{Brokers: e.S.Kafka.Brokers(), Topic: e.Topic, Projection: p, Pool: e.Pool, Schema: e.Schema})
@@ -143,7 +156,14 @@ func (e *Env) Publish(ctx context.Context, evs ...events.Event) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	res, perr := pub.Publish(ctx, evs...)
+	// Personal fields are sealed as the producer seals them (a copy: the caller's
+	// events stay plain). Sealing failing is a failed attempt: nothing was sent.
+	sealed := append([]events.Event(nil), evs...)
+	var res []eventlog.Result
+	perr := shred.Seal(ctx, e.Keys, e.Reg, sealed)
+	if perr == nil {
+		res, perr = pub.Publish(ctx, sealed...)
+	}
 	now := time.Now()
 	acked := 0
 	atts := make([]Attempt, len(evs))
@@ -189,7 +209,7 @@ func (e *Env) ProjectorArgs(extra ...string) []string {
 		"--database-url", e.S.PG.URL(), "--schema", e.Schema, "--projection", e.Name, "--group", "g-" + e.Name,
 		"--listen", "127.0.0.1:0", "--progress=false", "--session-timeout", "6s", "--heartbeat", "500ms",
 		"--batch-size", "200", "--redis-url", e.S.Redis.URL(), "--ledger-namespace", e.Name,
-		"--smtp-addr", e.S.Mailpit.SMTPAddr(), "--effect-lease", "10s"}, extra...)
+		"--smtp-addr", e.S.Mailpit.SMTPAddr(), "--effect-lease", "10s", "--master-key", e.MasterKey}, extra...)
 }
 
 // StartProjector starts an instance of `projector run` as a process.
@@ -289,6 +309,9 @@ func (e *Env) ReadLog(ctx context.Context) ([]Record, error) {
 				return nil, fmt.Errorf("read %d: %w", p, err)
 			}
 			ev, derr := eventlog.FromMessage(m)
+			if derr == nil && ev.Encrypted() {
+				derr = shred.Open(ctx, e.Keys, nil, &ev) // the oracle folds what handlers see
+			}
 			out = append(out, Record{Partition: p, Offset: m.Offset, Event: ev, DecodeErr: derr})
 			if m.Offset >= ends[p]-1 {
 				break

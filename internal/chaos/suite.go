@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/projector/projector/pkg/shred"
 )
 
 // Profile sizes the scenarios: short for CI, full by hand.
@@ -100,6 +102,15 @@ type Suite struct {
 	Bins    Binaries
 	base    Servers
 	baseSup *Supervisor
+	master  string
+}
+
+// masterKey is the run's personal-data master key, made on first use.
+func (s *Suite) masterKey() string {
+	if s.master == "" {
+		s.master = shred.NewMasterKey()
+	}
+	return s.master
 }
 
 // BuildBinaries builds the projector and producer into dir.
@@ -239,7 +250,7 @@ func (s *Suite) runOne(ctx context.Context, sc Scenario) (res Result) {
 		res.Err = "servers: " + err.Error()
 		return res
 	}
-	env := &Env{S: srv, Sup: sup, Dir: dir, Bins: s.Bins, Topic: name, Partitions: 4, Name: name, Schema: "chaos_" + name,
+	env := &Env{S: srv, Sup: sup, Dir: dir, Bins: s.Bins, Topic: name, Partitions: 4, Name: name, Schema: "chaos_" + name, MasterKey: s.masterKey(),
 		Hist: &History{}, Log: func(f string, a ...any) { s.logf("   s%d: "+f, append([]any{sc.N}, a...)...) }}
 	defer env.Close()
 	t := &T{Env: env, P: s.Profile, Rng: rng, R: &res}
