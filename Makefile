@@ -61,8 +61,8 @@ bench-go: stack-up ## the Go benchmarks (encode/decode, generator, replay, effec
 # It needs root: network namespaces, a tmpfs, PostgreSQL run as its own user.
 CHAOS_FLAGS := $(if $(SEED),--seed $(SEED)) $(if $(ONLY),--only $(ONLY))
 
-chaos: stack-up ## the reliability suite, full profile (~30 min, root): SEED=N to replay, ONLY=1,4 to pick scenarios
+chaos: stack-up ## the reliability suite, full profile (~12 min, root): SEED=N to replay, ONLY=1,4 to pick scenarios
 	$(GO) run ./cmd/chaos --profile full $(CHAOS_FLAGS)
 
-chaos-short: stack-up ## the reliability suite's short profile, as CI runs it (~6 min): SEED=, ONLY= as for chaos
+chaos-short: stack-up ## the reliability suite's short profile, as CI runs it (~5 min): SEED=, ONLY= as for chaos
 	$(GO) run ./cmd/chaos --profile short $(CHAOS_FLAGS)

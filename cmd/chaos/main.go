@@ -128,7 +128,7 @@ func pruneData(work string) {
 			_ = os.RemoveAll(path)
 			return filepath.SkipDir
 		}
-		if !d.IsDir() && (strings.HasSuffix(d.Name(), ".db") || d.Name() == "projector" || d.Name() == "producer") {
+		if !d.IsDir() && (strings.Contains(d.Name(), ".db") || d.Name() == "projector" || d.Name() == "producer") {
 			_ = os.Remove(path)
 		}
 		return nil
