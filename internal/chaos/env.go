@@ -54,7 +54,9 @@ type Env struct {
 	// Keys is the key store in this env's PostgreSQL. Events are published sealed,
 	// as the producer publishes them, and the oracle reads them decrypted.
 	MasterKey string
+	KeyDB     *Postgres // where the key store lives (see keyDB)
 	Keys      *shred.PGKeys
+	keyPool   *pgxpool.Pool
 
 	pubMu sync.Mutex
 	pub   *eventlog.Publisher
@@ -87,7 +89,15 @@ func (e *Env) Setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("master key: %w", err)
 	}
-	if e.Keys, err = shred.OpenPG(ctx, e.Pool, master, shred.PGOptions{}); err != nil {
+	kcfg, err := pgxpool.ParseConfig(e.KeyDB.URL())
+	if err != nil {
+		return err
+	}
+	kcfg.MaxConns = 4
+	if e.keyPool, err = pgxpool.NewWithConfig(ctx, kcfg); err != nil {
+		return err
+	}
+	if e.Keys, err = shred.OpenPG(ctx, e.keyPool, master, shred.PGOptions{}); err != nil {
 		return err
 	}
 	r, err := projector.New(projector.Config{Brokers: e.S.Kafka.Brokers(), Topic: e.Topic, Projection: p, Pool: e.Pool, Schema: e.Schema})
@@ -125,6 +135,9 @@ func (e *Env) Close() {
 	}
 	if e.Pool != nil {
 		e.Pool.Close()
+	}
+	if e.keyPool != nil {
+		e.keyPool.Close()
 	}
 }
 
@@ -209,7 +222,8 @@ func (e *Env) ProjectorArgs(extra ...string) []string {
 		"--database-url", e.S.PG.URL(), "--schema", e.Schema, "--projection", e.Name, "--group", "g-" + e.Name,
 		"--listen", "127.0.0.1:0", "--progress=false", "--session-timeout", "6s", "--heartbeat", "500ms",
 		"--batch-size", "200", "--redis-url", e.S.Redis.URL(), "--ledger-namespace", e.Name,
-		"--smtp-addr", e.S.Mailpit.SMTPAddr(), "--effect-lease", "10s", "--master-key", e.MasterKey}, extra...)
+		"--smtp-addr", e.S.Mailpit.SMTPAddr(), "--effect-lease", "10s", "--master-key", e.MasterKey,
+		"--key-database-url", e.KeyDB.URL()}, extra...)
 }
 
 // StartProjector starts an instance of `projector run` as a process.

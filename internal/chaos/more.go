@@ -129,7 +129,7 @@ func httpIngest(ctx context.Context, t *T) (Expect, error) {
 	const token = "chaos-token"
 	srv, err := t.Sup.Start("producer", exec.CommandContext(context.WithoutCancel(ctx), t.Bins.Producer, "serve", "--brokers", strings.Join(t.S.Kafka.Brokers(), ","),
 		"--topic", t.Topic, "--listen", "127.0.0.1:"+strconv.Itoa(port), "--tokens", token, "--max-body", "65536", "--log-level", "warn",
-		"--master-key", t.MasterKey, "--database-url", t.S.PG.URL()))
+		"--master-key", t.MasterKey, "--database-url", t.KeyDB.URL()))
 	if err != nil {
 		return Expect{}, err
 	}

@@ -105,6 +105,19 @@ type Suite struct {
 	master  string
 }
 
+// keyDB is where a scenario's key store lives: the suite's base PostgreSQL, shared
+// infrastructure like the log, so a scenario faulting its read model's database
+// faults that database alone (a producer cannot seal personal data while its key
+// store is down: that is the key store's own fault, not this scenario's). A
+// projector in a network namespace reaches only the servers on its veth, so there
+// the key store is the scenario's own PostgreSQL.
+func keyDB(srv, base Servers, veth *Veth) *Postgres {
+	if veth != nil || base.PG == nil {
+		return srv.PG
+	}
+	return base.PG
+}
+
 // masterKey is the run's personal-data master key, made on first use.
 func (s *Suite) masterKey() string {
 	if s.master == "" {
@@ -250,7 +263,7 @@ func (s *Suite) runOne(ctx context.Context, sc Scenario) (res Result) {
 		res.Err = "servers: " + err.Error()
 		return res
 	}
-	env := &Env{S: srv, Sup: sup, Dir: dir, Bins: s.Bins, Topic: name, Partitions: 4, Name: name, Schema: "chaos_" + name, MasterKey: s.masterKey(),
+	env := &Env{S: srv, Sup: sup, Dir: dir, Bins: s.Bins, Topic: name, Partitions: 4, Name: name, Schema: "chaos_" + name, MasterKey: s.masterKey(), KeyDB: keyDB(srv, s.base, veth),
 		Hist: &History{}, Log: func(f string, a ...any) { s.logf("   s%d: "+f, append([]any{sc.N}, a...)...) }}
 	defer env.Close()
 	t := &T{Env: env, P: s.Profile, Rng: rng, R: &res}
