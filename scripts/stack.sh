@@ -339,6 +339,11 @@ ensure_browser() {
   command -v chromium >/dev/null 2>&1 || apt_install chromium fonts-dejavu-core
 }
 
+# The reliability suite (make chaos) cuts the network with ip netns and veth pairs.
+ensure_iproute() {
+  command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || apt_install iproute2
+}
+
 cmd_up() {
   local t0=$SECONDS
   mkdir -p "$STATE_DIR" "$CACHE_DIR"
@@ -348,6 +353,7 @@ cmd_up() {
   pg_up
   mailpit_up
   ensure_browser
+  ensure_iproute
   write_env
   probe || die "the stack started but did not answer the probe (scripts/stack.sh logs)"
   log "up in $((SECONDS - t0))s; endpoints in $ENV_FILE"
