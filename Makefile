@@ -29,7 +29,7 @@ stack-status: ## show which stack servers run, and their endpoints
 build: ## build bin/projector and bin/producer
 	$(GO) build -o bin/ ./cmd/...
 
-demo: stack-up build ## the main job: the founding article's story in nine checked steps on the local stack
+demo: stack-up build ## the main job: the founding article's story in ten checked steps on the local stack
 	@$(WITH_STACK) scripts/demo.sh
 
 test: stack-up ## start the stack if needed, then go test -race ./... against it
