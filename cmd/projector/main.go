@@ -32,9 +32,14 @@ Commands:
   run        consume the log into the read model (from offset zero, then live) and serve HTTP
   status     per-partition position, lag, events/s, ETA and parked events (text or --json)
   dlq        list parked events and effects, retry them after a fix, or skip them
-  snapshot   create, list, show, restore and prune snapshots of the read model
+  snapshot   create, list, show, restore, prune and scrub snapshots of the read model
   versions   blue/green: list versions, activate one (stable views switch), drop one
   replay     rebuild the read model as of a time or offsets into another schema
+
+The example's events carry personal data (a user's email and name), encrypted per
+user: run, replay, snapshot restore and scrub need the master key (--master-key,
+PROJECTOR_MASTER_KEY); a forgotten user's fields read as "[forgotten]".
+
 'projector COMMAND --help' lists a command's flags, each with its default and its
 environment variable.
 `

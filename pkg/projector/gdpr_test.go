@@ -500,3 +500,77 @@ func TestForgettingIsNotHeldBehindAParkedEvent(t *testing.T) {
 		t.Fatalf("parked %+v %v: want the poison event only", parked, err)
 	}
 }
+
+// A forgetting whose SubjectForgotten never reached the log (the producer deleted the
+// key, then failed to publish) is still purged: every runner purges the key store's
+// forgotten subjects when it starts.
+func TestForgettingWithoutItsEventIsPurgedAtStart(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 1)
+	keys := privateKeys(t, f.pool)
+	reg := domain.Registry()
+	evs := make([]events.Event, 0, 2)
+	for _, u := range []string{"gone", "kept"} {
+		e, err := reg.New("test", u, domain.UserRegistered{UserID: u, Email: u + "@start.example.test", Name: "Start " + u}, events.WithSequence(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, e)
+	}
+	if err := shred.Seal(ctx, keys, reg, evs); err != nil {
+		t.Fatal(err)
+	}
+	f.publish(evs...)
+	p := f.domainProjection()
+	cfg := f.config(p)
+	cfg.Keys = keys
+	_, stop := f.start(cfg)
+	f.waitCaughtUp(p, time.Minute)
+	stop()
+	assertTraces(t, f.pool, []string{p.Schema()}, true, needle{"gone's email", "gone@start.example.test"})
+
+	if _, err := keys.Forget(ctx, "gone"); err != nil { // and no SubjectForgotten published
+		t.Fatal(err)
+	}
+	f.start(cfg)
+	waitFor(t, time.Minute, "the purge at start", func() bool {
+		var n int
+		_ = f.pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{p.Schema(), "users"}.Sanitize()+` WHERE email = $1`, shred.Redacted).Scan(&n)
+		return n == 1
+	})
+	assertTraces(t, f.pool, []string{p.Schema(), f.schema}, false, needle{"gone's email", "gone@start.example.test"}, needle{"gone's name", "Start gone"})
+	assertTraces(t, f.pool, []string{p.Schema()}, true, needle{"kept's email", "kept@start.example.test"})
+}
+
+// A projector pointed at another key store (another database, schema or
+// environment) does not read the events as forgotten: it parks them, naming the
+// unknown key, and a retry against the right store would apply them.
+func TestAKeyFromAnotherStoreParksInsteadOfRedacting(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 1)
+	producerKeys, otherKeys := privateKeys(t, f.pool), privateKeys(t, f.pool)
+	reg := domain.Registry()
+	e, err := reg.New("test", "u", domain.UserRegistered{UserID: "u", Email: "u@other.example.test", Name: "U"}, events.WithSequence(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := []events.Event{e}
+	if err := shred.Seal(ctx, producerKeys, reg, evs); err != nil {
+		t.Fatal(err)
+	}
+	f.publish(evs...)
+	p := f.domainProjection()
+	cfg := f.config(p)
+	cfg.Keys = otherKeys
+	f.start(cfg)
+	f.waitCaughtUp(p, time.Minute)
+	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
+	if err != nil || len(parked) != 1 || !bytes.Contains([]byte(parked[0].Error), []byte("neither held nor forgotten")) ||
+		!bytes.Contains([]byte(parked[0].Error), []byte(evs[0].KeyID)) {
+		t.Fatalf("parked %+v %v: want the event parked naming the unknown key", parked, err)
+	}
+	got, err := domain.Load(ctx, f.pool, p.Schema())
+	if err != nil || len(got.Users) != 0 {
+		t.Fatalf("users %+v %v: nothing applied as forgotten", got.Users, err)
+	}
+}
