@@ -20,20 +20,17 @@ type State struct {
 }
 
 // Fold computes the read model from events in log order, independently of the
-// projector: events are deduplicated by id and by per-aggregate sequence, as the
-// projector promises. Tests compare it with what the projector built.
+// projector: an event is skipped only when its id was applied before, as the
+// projector promises (under --gaps warn, an event out of sequence order is applied
+// in log order). Tests compare it with what the projector built.
 func Fold(reg *events.Registry, evs []events.Event) (State, error) {
 	s := State{Users: map[string]User{}, Articles: map[string]Article{}}
 	seenID := map[string]bool{}
-	lastSeq := map[string]uint64{}
 	for _, e := range evs {
-		if seenID[e.ID] || (e.Sequence > 0 && e.Sequence <= lastSeq[e.Subject]) {
+		if seenID[e.ID] {
 			continue
 		}
 		seenID[e.ID] = true
-		if e.Sequence > 0 {
-			lastSeq[e.Subject] = e.Sequence
-		}
 		d, err := reg.Decode(e)
 		if err != nil {
 			return s, fmt.Errorf("fold: event %s: %w", e.ID, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
@@ -37,8 +38,11 @@ type entry struct {
 	act     action
 	reason  string // why it parks
 	behind  int64  // the offset it parks behind, or -1
-	gap     bool   // its sequence skipped ahead
-	parkID  int64  // in a retry: the parked row
+	gap     bool   // its sequence skipped ahead of its aggregate's
+	stale   bool   // its sequence is at or below its aggregate's, with an id not applied
+	alone   bool   // parked without holding its aggregate's later events
+	prev    aggState
+	parkID  int64 // in a retry: the parked row
 }
 
 func (e *entry) subject() string {
@@ -80,15 +84,115 @@ func (r *Runner) prepare(ctx context.Context, msgs []kafka.Message) ([]entry, er
 	return out, nil
 }
 
+// dedupeWindow is how many of an aggregate's last applied events are remembered,
+// as (sequence, id): the proof that a late copy of one of them is a duplicate. A
+// retried write whose copy lands within this many events of its aggregate is
+// recognised and skipped. An event at or below its aggregate's sequence that is not
+// a proven duplicate is never dropped: within the window's reach it is applied
+// (GapWarn) or parked; beyond it, or claiming a sequence another id holds, it parks,
+// without holding its aggregate back, for an operator to retry or skip.
+const dedupeWindow = 32
+
+// applied is one applied event of an aggregate, kept in its window. It is stored as
+// a JSON pair [sequence, "id"].
+type applied struct {
+	Seq uint64
+	ID  string
+}
+
+func (a applied) MarshalJSON() ([]byte, error) { return json.Marshal([]any{a.Seq, a.ID}) }
+
+func (a *applied) UnmarshalJSON(b []byte) error {
+	var pair [2]json.RawMessage
+	if err := json.Unmarshal(b, &pair); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(pair[0], &a.Seq); err != nil {
+		return err
+	}
+	return json.Unmarshal(pair[1], &a.ID)
+}
+
+// aggState is an aggregate's mark: its highest applied sequence, the event that
+// holds it, and its last applied events.
 type aggState struct {
-	seq uint64
-	id  string
+	seq    uint64
+	id     string
+	recent []applied // in the order applied, at most dedupeWindow
+}
+
+// start marks the beginning of an aggregate's history in its window: while it is
+// there, the window holds every event the aggregate ever applied.
+var start = applied{}
+
+// with returns the mark after an event with seq and id was applied.
+func (a aggState) with(seq uint64, id string) aggState {
+	old := a.recent
+	if a.seq == 0 && len(old) == 0 {
+		old = []applied{start} // the aggregate's first event
+	}
+	recent := make([]applied, 0, min(len(old)+1, dedupeWindow))
+	if n := len(old) + 1 - dedupeWindow; n > 0 {
+		recent = append(recent, old[n:]...)
+	} else {
+		recent = append(recent, old...)
+	}
+	recent = append(recent, applied{Seq: seq, ID: id})
+	if seq > a.seq {
+		a.seq, a.id = seq, id
+	}
+	a.recent = recent
+	return a
+}
+
+// holds reports whether id is among the aggregate's recently applied events.
+func (a aggState) holds(id string) bool {
+	if id == a.id {
+		return true
+	}
+	for i := len(a.recent) - 1; i >= 0; i-- {
+		if a.recent[i].ID == id && a.recent[i] != start {
+			return true
+		}
+	}
+	return false
+}
+
+// holder returns the id of the remembered event applied with seq, if any.
+func (a aggState) holder(seq uint64) (string, bool) {
+	if seq == a.seq && a.id != "" {
+		return a.id, true
+	}
+	for _, r := range a.recent {
+		if r.Seq == seq && r != start {
+			return r.ID, true
+		}
+	}
+	return "", false
+}
+
+// reaches reports whether the window remembers every applied event at seq or
+// above, so that an event at seq whose id it does not hold was never applied: when
+// it still holds the start of the aggregate's history, or seq is at or above the
+// lowest sequence it holds (an aggregate's sequences are applied mostly in order, so
+// an event evicted from the window had a lower one).
+func (a aggState) reaches(seq uint64) bool {
+	lowest, any := uint64(0), false
+	for _, r := range a.recent {
+		if r == start {
+			return true
+		}
+		if !any || r.Seq < lowest {
+			lowest, any = r.Seq, true
+		}
+	}
+	return any && seq >= lowest
 }
 
 // outcome counts what a transaction did.
 type outcome struct {
-	applied, ignored, duplicates, parked, gaps int
-	parkedSubjects                             map[string]int64 // subject -> first offset parked here
+	applied, ignored, duplicates, parked int
+	parkedSubjects                       map[string]int64 // subject -> first offset parked here
 }
 
 // poisonError reports an event whose handler failed permanently in careful mode when
@@ -120,6 +224,12 @@ type txState struct {
 // returns errCareful (or the transient error itself).
 func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st *txState, entries []entry, careful, retry bool, known map[int64]error) (outcome, error) {
 	out := outcome{parkedSubjects: map[string]int64{}}
+	// parkAlone parks an event without holding its aggregate's later events: one whose
+	// sequence the aggregate has passed already.
+	parkAlone := func(e *entry, reason string) {
+		e.act, e.reason, e.behind, e.alone = actPark, withoutPersonal(r.cfg.Projection.Registry(), e.ev, reason), -1, true
+		out.parked++
+	}
 	park := func(e *entry, subj, reason string, behind int64) {
 		reason = withoutPersonal(r.cfg.Projection.Registry(), e.ev, reason)
 		e.act, e.reason, e.behind = actPark, reason, behind
@@ -132,6 +242,7 @@ func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st
 	}
 	for i := range entries {
 		e := &entries[i]
+		e.gap, e.stale, e.alone = false, false, false
 		subj := e.subject()
 		// A forgetting is never held behind a parked event: it purges, idempotently,
 		// whatever the subject's applied events wrote, whatever their order.
@@ -148,30 +259,50 @@ func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st
 			park(e, subj, e.problem.Error(), -1)
 			continue
 		}
-		// Duplicates and gaps.
-		if seq := e.ev.Sequence; seq > 0 {
-			last := st.aggs[subj]
-			if seq <= last.seq {
-				e.act = actDuplicate
-				out.duplicates++
-				if seq == last.seq && e.ev.ID != last.id {
-					r.log.Warn("two events claim one sequence; the later is dropped as a duplicate",
-						zap.String("subject", subj), zap.Uint64("sequence", seq), zap.String("kept", last.id),
-						zap.String("dropped", e.ev.ID), zap.Int64("offset", e.msg.Offset), zap.Int("partition", p.key.Partition))
-					r.metrics.conflicts.Inc()
-				}
+		if !retry && !forgetting {
+			if reason := r.misrouted(p, e); reason != "" {
+				park(e, subj, reason, -1)
 				continue
 			}
-			if seq != last.seq+1 {
-				e.gap = true
-				out.gaps++
-				r.metrics.gaps.Inc()
-				if r.cfg.Gaps == GapHalt {
-					park(e, subj, fmt.Sprintf("sequence gap: expected %d, got %d", last.seq+1, seq), -1)
+		}
+		// Duplicates (proven by id), gaps and stale sequences.
+		if seq := e.ev.Sequence; seq > 0 {
+			last := st.aggs[subj]
+			e.prev = last
+			if last.holds(e.ev.ID) {
+				e.act = actDuplicate
+				out.duplicates++
+				continue
+			}
+			switch {
+			case seq <= last.seq:
+				// Not a duplicate: its id is not among the aggregate's applied ones.
+				e.stale = true
+				if retry {
+					break // an operator asked for it
+				}
+				if holder, ok := last.holder(seq); ok {
+					parkAlone(e, fmt.Sprintf("sequence conflict: aggregate %q applied event %s at sequence %d; event %s claims the same sequence (a second writer?) at partition %d offset %d; retry it to apply it as well, or skip it",
+						subj, holder, seq, e.ev.ID, p.key.Partition, e.msg.Offset))
 					continue
 				}
-				r.log.Warn("sequence gap", zap.String("subject", subj), zap.Uint64("expected", last.seq+1),
-					zap.Uint64("got", seq), zap.Int64("offset", e.msg.Offset), zap.Int("partition", p.key.Partition))
+				if !last.reaches(seq) {
+					parkAlone(e, fmt.Sprintf("stale sequence: aggregate %q is at sequence %d (event %s); event %s has sequence %d, older than the last %d events remembered, so it cannot be proven a duplicate or new (partition %d offset %d); retry it to apply it, or skip it",
+						subj, last.seq, last.id, e.ev.ID, seq, dedupeWindow, p.key.Partition, e.msg.Offset))
+					continue
+				}
+				if r.cfg.Gaps == GapHalt {
+					parkAlone(e, fmt.Sprintf("out of order: aggregate %q is at sequence %d (event %s); event %s has sequence %d and was never applied (partition %d offset %d); retry it to apply it",
+						subj, last.seq, last.id, e.ev.ID, seq, p.key.Partition, e.msg.Offset))
+					continue
+				}
+			case seq != last.seq+1:
+				e.gap = true
+				if r.cfg.Gaps == GapHalt {
+					park(e, subj, fmt.Sprintf("sequence gap: expected %d, got %d: aggregate %q at sequence %d (event %s), event %s at partition %d offset %d",
+						last.seq+1, seq, subj, last.seq, last.id, e.ev.ID, p.key.Partition, e.msg.Offset), -1)
+					continue
+				}
 			}
 		} else if st.seenIDs[e.ev.ID] {
 			e.act = actDuplicate
@@ -227,7 +358,7 @@ func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st
 			out.applied++
 		}
 		if e.ev.Sequence > 0 {
-			a := aggState{seq: e.ev.Sequence, id: e.ev.ID}
+			a := st.aggs[subj].with(e.ev.Sequence, e.ev.ID)
 			st.aggs[subj], st.changed[subj] = a, a
 		} else {
 			st.seenIDs[e.ev.ID] = true
@@ -264,15 +395,16 @@ func (r *Runner) begin(ctx context.Context, entries []entry) (pgx.Tx, *txState, 
 	b := &pgx.Batch{}
 	b.Queue(`SET LOCAL search_path TO ` + pgx.Identifier{r.cfg.Projection.Schema()}.Sanitize() + `, public`)
 	if len(subjects) > 0 {
-		b.Queue(`SELECT subject, last_sequence, last_event_id FROM `+r.tables.aggregates+`
+		b.Queue(`SELECT subject, last_sequence, last_event_id, recent_ids FROM `+r.tables.aggregates+`
 			WHERE projection = $1 AND version = $2 AND subject = ANY($3)`, pn, pv, subjects).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var s, id string
 				var seq int64
-				if err := rows.Scan(&s, &seq, &id); err != nil {
+				var recent []applied
+				if err := rows.Scan(&s, &seq, &id, &recent); err != nil {
 					return err
 				}
-				st.aggs[s] = aggState{seq: uint64(seq), id: id}
+				st.aggs[s] = aggState{seq: uint64(seq), id: id, recent: recent}
 			}
 			return rows.Err()
 		})
@@ -297,6 +429,53 @@ func (r *Runner) begin(ctx context.Context, entries []entry) (pgx.Tx, *txState, 
 	return tx, st, nil
 }
 
+// misrouted returns why a record breaks the partitioning contract (key = subject,
+// murmur2 mod the partition count), or "" when it keeps it. Records without a key
+// are never misrouted.
+func (r *Runner) misrouted(p *partition, e *entry) string {
+	key := e.msg.Key
+	if len(key) == 0 {
+		return ""
+	}
+	if e.ev.Subject != "" && string(key) != e.ev.Subject {
+		return fmt.Sprintf("misrouted: event %s has key %q but subject %q at partition %d offset %d; the contract is key = subject (fix the producer: %s)",
+			text(e.ev.ID), text(string(key)), text(e.ev.Subject), p.key.Partition, e.msg.Offset, eventlog.FixPartitioner)
+	}
+	if p.layout == nil {
+		return ""
+	}
+	if m, ok := p.layout.Check(p.key.Partition, key, e.msg.Time); !ok {
+		return fmt.Sprintf("event %s of aggregate %q at partition %d offset %d is %v", text(e.ev.ID), text(string(key)), p.key.Partition, e.msg.Offset, m)
+	}
+	return ""
+}
+
+// report logs and counts, once per event, what a committed batch applied out of the
+// expected order: sequence gaps and stale sequences (GapWarn applies them).
+func (r *Runner) report(p *partition, entries []entry) {
+	for i := range entries {
+		e := &entries[i]
+		if !e.gap && !e.stale {
+			continue
+		}
+		if e.gap {
+			r.metrics.gaps.Inc()
+		} else {
+			r.metrics.outOfOrder.Inc()
+		}
+		if e.act != actApply {
+			continue // parked: its reason says it
+		}
+		msg := "sequence gap: applied an event that skips ahead of its aggregate"
+		if e.stale {
+			msg = "stale sequence: applied an event at or below its aggregate's sequence, whose id was never applied"
+		}
+		p.log.Warn(msg, zap.String("subject", e.subject()), zap.Uint64("aggregate_sequence", e.prev.seq),
+			zap.String("aggregate_event_id", e.prev.id), zap.Uint64("sequence", e.ev.Sequence), zap.String("event_id", e.ev.ID),
+			zap.Int64("offset", e.msg.Offset))
+	}
+}
+
 // queueMarks queues the sequence marks and seen ids the transaction changed.
 func (r *Runner) queueMarks(w *readmodel.Writer, st *txState) {
 	pn, pv := r.cfg.Projection.Name(), r.cfg.Projection.Version()
@@ -304,19 +483,30 @@ func (r *Runner) queueMarks(w *readmodel.Writer, st *txState) {
 		subj := make([]string, 0, len(st.changed))
 		seqs := make([]int64, 0, len(st.changed))
 		ids := make([]string, 0, len(st.changed))
+		recent := make([][]applied, 0, len(st.changed))
 		for s, a := range st.changed {
-			subj, seqs, ids = append(subj, s), append(seqs, int64(a.seq)), append(ids, a.id)
+			subj, seqs, ids, recent = append(subj, s), append(seqs, int64(a.seq)), append(ids, a.id), append(recent, a.recent)
 		}
-		w.Exec(`INSERT INTO `+r.tables.aggregates+` (projection, version, subject, last_sequence, last_event_id)
-			SELECT $1, $2, s, q, i FROM unnest($3::text[], $4::bigint[], $5::text[]) AS t(s, q, i)
+		w.Exec(`INSERT INTO `+r.tables.aggregates+` (projection, version, subject, last_sequence, last_event_id, recent_ids)
+			SELECT $1, $2, s, q, i, r FROM unnest($3::text[], $4::bigint[], $5::text[], $6::jsonb[]) AS t(s, q, i, r)
 			ON CONFLICT (projection, version, subject) DO UPDATE
-			   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id`,
-			pn, pv, subj, seqs, ids)
+			   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id, recent_ids = EXCLUDED.recent_ids`,
+			pn, pv, subj, seqs, ids, recentJSON(recent))
 	}
 	if len(st.newIDs) > 0 {
 		w.Exec(`INSERT INTO `+r.tables.eventIDs+` (projection, version, event_id)
 			SELECT $1, $2, unnest($3::text[]) ON CONFLICT DO NOTHING`, pn, pv, st.newIDs)
 	}
+}
+
+// recentJSON encodes each aggregate's recent ids as a JSON array for a jsonb[] parameter.
+func recentJSON(recent [][]applied) []string {
+	out := make([]string, len(recent))
+	for i, ids := range recent {
+		b, _ := json.Marshal(ids) // a []string always encodes
+		out[i] = string(b)
+	}
+	return out
 }
 
 func (r *Runner) queueParkInsert(w *readmodel.Writer, p *partition, e *entry) {
@@ -326,13 +516,13 @@ func (r *Runner) queueParkInsert(w *readmodel.Writer, p *partition, e *entry) {
 		behind = &e.behind
 	}
 	w.Exec(`INSERT INTO `+r.tables.parked+` (projection, version, topic, partition, "offset", subject, event_id, event_type,
-			error, behind, msg_key, msg_value, msg_headers)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+			error, behind, msg_key, msg_value, msg_headers, holds)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 		ON CONFLICT (projection, version, topic, partition, "offset") DO UPDATE
-		   SET state = 'parked', error = EXCLUDED.error, behind = EXCLUDED.behind,
+		   SET state = 'parked', error = EXCLUDED.error, behind = EXCLUDED.behind, holds = EXCLUDED.holds,
 		       attempts = `+r.tables.parked+`.attempts + 1, updated_at = now()`,
 		p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition, e.msg.Offset, text(e.subject()), text(e.ev.ID), text(e.ev.Type),
-		text(e.reason), behind, e.msg.Key, e.msg.Value, headers)
+		text(e.reason), behind, e.msg.Key, e.msg.Value, headers, !e.alone)
 }
 
 // text makes a string safe for a PostgreSQL text column: a poison event's key, id or

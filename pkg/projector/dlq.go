@@ -21,7 +21,7 @@ import (
 // loadParked reads which aggregates of the partition have open parked events.
 func (r *Runner) loadParked(ctx context.Context, p *partition) error {
 	rows, err := r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.parked+`
-		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state <> 'resolved' AND subject <> ''
+		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state <> 'resolved' AND subject <> '' AND holds
 		GROUP BY subject`, p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
 	if err != nil {
 		return err
@@ -126,6 +126,7 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 	if err != nil {
 		return err
 	}
+	r.report(p, entries)
 	p.log.Info("retried parked events", zap.Int("resolved", resolved), zap.Int("still_parked", still+held))
 	r.metrics.resolved.Add(float64(resolved))
 	return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
@@ -260,7 +261,7 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[st
 	}
 	open := map[string]int64{}
 	rows, err = r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.parked+`
-		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'parked'
+		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'parked' AND holds
 		GROUP BY subject`, p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
 	if err != nil {
 		return nil, nil, err

@@ -8,16 +8,16 @@ import (
 )
 
 type metrics struct {
-	events    *prometheus.CounterVec
-	batches   prometheus.Histogram
-	transient prometheus.Counter
-	fenced    prometheus.Counter
-	gaps      prometheus.Counter
-	conflicts prometheus.Counter
-	resolved  prometheus.Counter
-	lag       *prometheus.GaugeVec
-	offset    *prometheus.GaugeVec
-	effects   *prometheus.CounterVec
+	events     *prometheus.CounterVec
+	batches    prometheus.Histogram
+	transient  prometheus.Counter
+	fenced     prometheus.Counter
+	gaps       prometheus.Counter
+	outOfOrder prometheus.Counter
+	resolved   prometheus.Counter
+	lag        *prometheus.GaugeVec
+	offset     *prometheus.GaugeVec
+	effects    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, projection string, version int, topic string) *metrics {
@@ -32,9 +32,9 @@ func newMetrics(reg prometheus.Registerer, projection string, version int, topic
 		fenced: prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_fenced_total", ConstLabels: labels,
 			Help: "Batches refused because another member owns the partition."}),
 		gaps: prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_sequence_gaps_total", ConstLabels: labels,
-			Help: "Events whose sequence skipped ahead of their aggregate's."}),
-		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_sequence_conflicts_total", ConstLabels: labels,
-			Help: "Events that claimed a sequence another event already holds."}),
+			Help: "Events whose sequence skipped ahead of their aggregate's: applied under --gaps warn, parked under halt. Counted once per event."}),
+		outOfOrder: prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_sequence_stale_total", ConstLabels: labels,
+			Help: "Events whose sequence is at or below their aggregate's, with an id never applied (a swap, a late retry, a second writer): applied under --gaps warn, parked under halt. Counted once per event."}),
 		resolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_parked_resolved_total", ConstLabels: labels,
 			Help: "Parked events applied on retry."}),
 		effects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "projector_effects_total", ConstLabels: labels,
@@ -46,7 +46,7 @@ func newMetrics(reg prometheus.Registerer, projection string, version int, topic
 			Help: "The stored next offset, per partition owned here."}, []string{"partition"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.events, m.batches, m.transient, m.fenced, m.gaps, m.conflicts, m.resolved, m.lag, m.offset, m.effects)
+		reg.MustRegister(m.events, m.batches, m.transient, m.fenced, m.gaps, m.outOfOrder, m.resolved, m.lag, m.offset, m.effects)
 	}
 	return m
 }

@@ -30,6 +30,10 @@ type Runner struct {
 
 	snaps *snapshotter
 
+	layoutMu    sync.Mutex
+	layoutGen   int32
+	topicLayout *eventlog.Layout
+
 	mu        sync.Mutex
 	fatalOnce sync.Once
 	fatalErr  error

@@ -36,6 +36,9 @@ func (t tables) setup(ctx context.Context, pool offsets.Execer) error {
 			last_sequence bigint NOT NULL,
 			last_event_id text   NOT NULL,
 			PRIMARY KEY (projection, version, subject))`,
+		// The ids of the aggregate's last applied events (at most dedupeWindow, oldest
+		// first): the proof that a late copy of one of them is a duplicate.
+		`ALTER TABLE ` + t.aggregates + ` ADD COLUMN IF NOT EXISTS recent_ids jsonb NOT NULL DEFAULT '[]'`,
 		`CREATE TABLE IF NOT EXISTS ` + t.eventIDs + ` (
 			projection text NOT NULL,
 			version    int  NOT NULL,
@@ -61,6 +64,9 @@ func (t tables) setup(ctx context.Context, pool offsets.Execer) error {
 			msg_value   bytea,
 			msg_headers jsonb,
 			UNIQUE (projection, version, topic, partition, "offset"))`,
+		// holds: later events of the aggregate wait behind this one. An event whose
+		// sequence the aggregate has passed (stale, a conflict) parks without holding.
+		`ALTER TABLE ` + t.parked + ` ADD COLUMN IF NOT EXISTS holds boolean NOT NULL DEFAULT true`,
 		`CREATE INDEX IF NOT EXISTS parked_open ON ` + t.parked + ` (projection, version, topic, partition, state) WHERE state <> 'resolved'`,
 		`CREATE TABLE IF NOT EXISTS ` + t.effectStarts + ` (
 			effect       text NOT NULL,

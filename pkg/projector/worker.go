@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
 )
@@ -21,6 +22,7 @@ type partition struct {
 	owner  offsets.Owner
 	next   int64            // the next offset to apply; stored in PostgreSQL
 	parked map[string]int64 // subjects with parked events -> first parked offset
+	layout *eventlog.Layout // the topic's partitioning history, to find misrouted records
 	status *partStatus
 	log    *zap.Logger
 }
@@ -53,6 +55,9 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 		return err
 	}
 	if err := checkBounds(part, p.next, first, last); err != nil {
+		return err
+	}
+	if p.layout, err = r.layout(ctx, gen.ID); err != nil {
 		return err
 	}
 	p.status.set(func(s *PartitionStatus) {
@@ -321,6 +326,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 				zap.String("event_id", e.ev.ID), zap.String("type", e.ev.Type), zap.String("error", e.reason))
 		}
 	}
+	r.report(p, entries)
 	last := msgs[len(msgs)-1]
 	p.next = last.Offset + 1
 	r.metrics.observe(out, time.Since(start))
@@ -407,6 +413,34 @@ func drainContext(parent context.Context, d time.Duration) (context.Context, con
 		context.AfterFunc(ctx, func() { t.Stop() })
 	})
 	return ctx, func() { stop(); cancel() }
+}
+
+// layout returns the topic's partitioning history, read once per generation (a
+// partition-count change starts a new one), retrying until it is read or ctx ends.
+func (r *Runner) layout(ctx context.Context, gen int32) (*eventlog.Layout, error) {
+	r.layoutMu.Lock()
+	defer r.layoutMu.Unlock()
+	if r.layoutGen == gen && r.topicLayout != nil {
+		return r.topicLayout, nil
+	}
+	for attempt := 0; ; attempt++ {
+		l, err := eventlog.ReadLayout(ctx, r.cfg.Brokers, r.cfg.Topic)
+		if err == nil {
+			r.topicLayout, r.layoutGen = &l, gen
+			return &l, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if attempt%10 == 0 {
+			r.log.Warn("reading the topic's partition layout failed; retrying", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // bounds returns a partition's first offset and its end (the high-water mark).

@@ -1,0 +1,55 @@
+package projector
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestDedupeWindow(t *testing.T) {
+	t.Parallel()
+	var a aggState
+	for s := uint64(1); s <= 5; s++ {
+		a = a.with(s, fmt.Sprint("e", s))
+	}
+	a = a.with(7, "e7")
+	require.True(t, a.holds("e1") && a.holds("e7"))
+	require.False(t, a.holds("e6") || a.holds(""), "the start marker is no event")
+	require.True(t, a.reaches(6), "a swap is reached")
+	require.True(t, a.reaches(1), "the whole history is still in the window")
+	h, ok := a.holder(3)
+	require.True(t, ok)
+	require.Equal(t, "e3", h)
+
+	for s := uint64(8); s <= 100; s++ {
+		a = a.with(s, fmt.Sprint("e", s))
+	}
+	require.Len(t, a.recent, dedupeWindow)
+	require.False(t, a.holds("e7"), "evicted")
+	require.True(t, a.holds("e69") && a.holds("e100"))
+	require.True(t, a.reaches(69))
+	require.False(t, a.reaches(68), "below the window: cannot be proven either way")
+	require.Equal(t, uint64(100), a.seq)
+
+	// A stale event applied keeps the aggregate's highest sequence.
+	b := a.with(50, "late")
+	require.Equal(t, uint64(100), b.seq)
+	require.Equal(t, "e100", b.id)
+	require.True(t, b.holds("late"))
+
+	// The window survives its JSON column.
+	raw, err := json.Marshal(b.recent)
+	require.NoError(t, err)
+	var back []applied
+	require.NoError(t, json.Unmarshal(raw, &back))
+	require.Equal(t, b.recent, back)
+
+	// A mark from before windows existed reaches nothing below what it sees.
+	old := aggState{seq: 58, id: "x"}
+	require.False(t, old.reaches(3))
+	old = old.with(59, "y")
+	require.False(t, old.reaches(3))
+	require.True(t, old.reaches(59))
+}
