@@ -71,7 +71,7 @@ func (r *Runner) workEffect(ctx context.Context, gen *kafka.Generation, part int
 	var horizonFrom time.Time
 	if err := r.retry(ctx, p, "effect start", func(ctx context.Context) error {
 		var err error
-		horizonFrom, err = r.effectStart(ctx, eff, part)
+		horizonFrom, err = r.effectStart(ctx, p, eff, part)
 		return err
 	}); err != nil {
 		return err
@@ -159,17 +159,41 @@ func (r *Runner) workEffect(ctx context.Context, gen *kafka.Generation, part int
 }
 
 // effectStart records (once) when the effect started on this partition, and returns
-// its horizon: events older than it are suppressed.
-func (r *Runner) effectStart(ctx context.Context, eff *sideeffects.Effect, part int) (time.Time, error) {
+// its horizon: events older than it are suppressed. The horizon is counted back from
+// that start; a runner configured with another EffectHorizon moves it, for the events
+// the effect has not passed yet (those below its watermark never run again), and
+// says so.
+func (r *Runner) effectStart(ctx context.Context, p *partition, eff *sideeffects.Effect, part int) (time.Time, error) {
 	var from time.Time
-	if _, err := r.cfg.Pool.Exec(ctx, `INSERT INTO `+r.tables.effectStarts+` (effect, projection, version, topic, partition, horizon_from)
-		VALUES ($1, $2, $3, $4, $5, now() - $6::interval) ON CONFLICT DO NOTHING`,
-		eff.Name(), r.cfg.Projection.Name(), r.cfg.Projection.Version(), r.cfg.Topic, part, r.cfg.EffectHorizon.String()); err != nil {
+	horizon := r.cfg.EffectHorizon.String()
+	args := []any{eff.Name(), r.cfg.Projection.Name(), r.cfg.Projection.Version(), r.cfg.Topic, part, horizon}
+	if _, err := r.cfg.Pool.Exec(ctx, `INSERT INTO `+r.tables.effectStarts+` (effect, projection, version, topic, partition, horizon_from, horizon)
+		VALUES ($1, $2, $3, $4, $5, now() - $6::interval, $6::interval) ON CONFLICT DO NOTHING`, args...); err != nil {
 		return from, err
 	}
-	err := r.cfg.Pool.QueryRow(ctx, `SELECT horizon_from FROM `+r.tables.effectStarts+`
-		WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5`,
-		eff.Name(), r.cfg.Projection.Name(), r.cfg.Projection.Version(), r.cfg.Topic, part).Scan(&from)
+	var was *string
+	err := r.cfg.Pool.QueryRow(ctx, `WITH old AS (
+			SELECT horizon FROM `+r.tables.effectStarts+`
+			 WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5)
+		UPDATE `+r.tables.effectStarts+` s SET horizon_from = s.started_at - $6::interval, horizon = $6::interval
+		  FROM old
+		 WHERE s.effect = $1 AND s.projection = $2 AND s.version = $3 AND s.topic = $4 AND s.partition = $5
+		   AND s.horizon IS DISTINCT FROM $6::interval
+		RETURNING s.horizon_from, old.horizon::text`, args...).Scan(&from, &was)
+	if err == nil {
+		before := "unrecorded"
+		if was != nil {
+			before = *was
+		}
+		p.log.Info("the effect's horizon changed: it applies to the events the effect has not passed yet",
+			zap.String("was", before), zap.Duration("now", r.cfg.EffectHorizon), zap.Time("horizon_from", from), zap.Int64("watermark", p.next))
+		return from, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return from, err
+	}
+	err = r.cfg.Pool.QueryRow(ctx, `SELECT horizon_from FROM `+r.tables.effectStarts+`
+		WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5`, args[:5]...).Scan(&from)
 	return from, err
 }
 

@@ -77,6 +77,8 @@ func (t tables) setup(ctx context.Context, pool offsets.Execer) error {
 			horizon_from timestamptz NOT NULL,         -- events older than this never fire
 			started_at   timestamptz NOT NULL DEFAULT now(),
 			PRIMARY KEY (effect, projection, version, topic, partition))`,
+		// The horizon the start was counted back with: a runner with another one moves it.
+		`ALTER TABLE ` + t.effectStarts + ` ADD COLUMN IF NOT EXISTS horizon interval`,
 		`CREATE TABLE IF NOT EXISTS ` + t.parkedEffects + ` (
 			id              bigserial PRIMARY KEY,
 			effect          text   NOT NULL,
