@@ -26,6 +26,7 @@ type State struct {
 func Fold(reg *events.Registry, evs []events.Event) (State, error) {
 	s := State{Users: map[string]User{}, Articles: map[string]Article{}}
 	seenID := map[string]bool{}
+	byUser := map[string]map[string]bool{} // user -> the articles they published that exist
 	for _, e := range evs {
 		if seenID[e.ID] {
 			continue
@@ -47,14 +48,22 @@ func Fold(reg *events.Registry, evs []events.Event) (State, error) {
 				s.Users[v.UserID] = u
 			}
 		case UserPublishedAnArticle:
+			if a, ok := s.Articles[v.ArticleID]; ok && a.UserID != v.UserID {
+				delete(byUser[a.UserID], v.ArticleID)
+			}
 			s.Articles[v.ArticleID] = Article{ArticleID: v.ArticleID, UserID: v.UserID, Title: v.Title, Body: v.Body, PublishedAt: t}
+			if byUser[v.UserID] == nil {
+				byUser[v.UserID] = map[string]bool{}
+			}
+			byUser[v.UserID][v.ArticleID] = true
 			if u, ok := s.Users[v.UserID]; ok {
 				u.ArticleCount++
 				s.Users[v.UserID] = u
 			}
 		case ArticleDeleted:
-			if _, ok := s.Articles[v.ArticleID]; ok {
+			if a, ok := s.Articles[v.ArticleID]; ok {
 				delete(s.Articles, v.ArticleID)
+				delete(byUser[a.UserID], v.ArticleID)
 				if u, ok := s.Users[v.UserID]; ok {
 					u.ArticleCount--
 					s.Users[v.UserID] = u
@@ -66,11 +75,10 @@ func Fold(reg *events.Registry, evs []events.Event) (State, error) {
 				s.Users[v.SubjectID] = u
 			}
 		case UserDeleted:
-			for id, a := range s.Articles {
-				if a.UserID == v.UserID {
-					delete(s.Articles, id)
-				}
+			for id := range byUser[v.UserID] { // linear in the user's articles, not all of them
+				delete(s.Articles, id)
 			}
+			delete(byUser, v.UserID)
 			delete(s.Users, v.UserID)
 		}
 	}
