@@ -32,8 +32,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var c common
 	var listen, group, gaps, unknown string
 	var batchSize int
-	var readyLag int64
-	var readyLagInt int
+	var readyLag int
 	var batchTimeout, drain, session, heartbeat time.Duration
 	var progress, activate bool
 	var fx effectFlags
@@ -47,7 +46,8 @@ partitions. Stops on SIGINT or SIGTERM, finishing the batch in flight within
 HTTP (--listen):
   GET /                       the status page: partitions, lag, rates, ETA, parked events, effects
   GET /healthz                the process answers
-  GET /readyz                 200 once every partition this instance owns is live (lag <= --ready-lag)
+  GET /readyz                 200 once every partition this instance owns is live: the rule is
+                              per partition, each one's lag (log end minus position) <= --ready-lag
   GET /status                 this instance's partitions: state, lag, events/s, ETA
   GET /metrics                Prometheus metrics
   GET /v1/users/{id}          one user, with their articles
@@ -63,7 +63,7 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 	f.String(&group, "group", "PROJECTOR_GROUP", "", "Kafka consumer group (default projector.NAME.vVERSION)")
 	f.Int(&batchSize, "batch-size", "PROJECTOR_BATCH_SIZE", projector.BatchSizeDefault, "most events in one transaction")
 	f.Duration(&batchTimeout, "batch-timeout", "PROJECTOR_BATCH_TIMEOUT", projector.BatchTimeoutDefault, "how long a partial batch waits for more events")
-	f.Int(&readyLagInt, "ready-lag", "PROJECTOR_READY_LAG", projector.ReadyLagDefault, "a partition is live when its lag is at most this")
+	f.Int(&readyLag, "ready-lag", "PROJECTOR_READY_LAG", projector.ReadyLagDefault, readyLagUsage)
 	f.Duration(&drain, "drain-timeout", "PROJECTOR_DRAIN_TIMEOUT", projector.DrainTimeoutDefault, "bound on finishing the in-flight batch at stop or rebalance")
 	f.Duration(&session, "session-timeout", "PROJECTOR_SESSION_TIMEOUT", projector.SessionTimeoutDefault, "Kafka group session timeout")
 	f.Duration(&heartbeat, "heartbeat", "PROJECTOR_HEARTBEAT", projector.HeartbeatIntervalDefault, "Kafka group heartbeat interval")
@@ -76,7 +76,6 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 	if err := f.Parse(args, stdout); err != nil {
 		return err
 	}
-	readyLag = int64(readyLagInt)
 	gapPolicy, unknownPolicy, err := parsePolicies(gaps, unknown)
 	if err != nil {
 		return err
@@ -84,8 +83,8 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 	if batchSize < 1 {
 		return fmt.Errorf("--batch-size (PROJECTOR_BATCH_SIZE) %d: must be at least 1", batchSize)
 	}
-	if readyLag < 0 {
-		return fmt.Errorf("--ready-lag (PROJECTOR_READY_LAG) %d: must not be negative", readyLag)
+	if err := checkReadyLag(readyLag); err != nil {
+		return err
 	}
 	for name, d := range map[string]time.Duration{"--batch-timeout": batchTimeout, "--drain-timeout": drain, "--session-timeout": session, "--heartbeat": heartbeat} {
 		if err := positive(name, d); err != nil {
@@ -121,7 +120,7 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 	runner, err := projector.New(projector.Config{
 		Brokers: cli.SplitList(c.brokers), Topic: c.topic, Projection: proj, Pool: pool, GroupID: group,
 		Schema: c.schema, Logger: log, Registerer: reg,
-		BatchSize: batchSize, BatchTimeout: batchTimeout, ReadyLag: readyLag, DrainTimeout: drain,
+		BatchSize: batchSize, BatchTimeout: batchTimeout, ReadyLag: readyLagSetting(readyLag), DrainTimeout: drain,
 		SessionTimeout: session, HeartbeatInterval: heartbeat, Gaps: gapPolicy, Unknown: unknownPolicy,
 		Effects: effects, Ledger: ledger, EffectHorizon: fx.horizon, EffectConcurrency: fx.concurrency, EffectMaxAttempts: fx.attempts, EffectBatchSize: fx.batch,
 		Snapshots: policy, ActivateWhenLive: activate, Keys: keys,
@@ -218,7 +217,8 @@ func (a *api) readyz(w http.ResponseWriter, _ *http.Request) {
 	if !st.Ready {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"ready": st.Ready, "joined": st.Joined, "lag": st.Lag, "partitions": len(st.Partitions)})
+	writeJSON(w, code, map[string]any{"ready": st.Ready, "joined": st.Joined, "lag": st.Lag, "partitions": len(st.Partitions),
+		"ready_lag": st.ReadyLag, "ready_rule": st.ReadyRule})
 }
 
 //go:embed web/status.html

@@ -18,7 +18,7 @@ import (
 const (
 	BatchSizeDefault         = 1000
 	BatchTimeoutDefault      = 20 * time.Millisecond
-	ReadyLagDefault          = 1000
+	ReadyLagDefault          = 1000 // per partition: within one default batch of the log end
 	DrainTimeoutDefault      = 10 * time.Second
 	SessionTimeoutDefault    = 10 * time.Second
 	HeartbeatIntervalDefault = time.Second
@@ -29,6 +29,25 @@ const (
 	RetryPollDefault         = time.Second
 	ProgressIntervalDefault  = 10 * time.Second
 )
+
+// ReadyLagZero, as Config.ReadyLag or Inspection.ReadyLag, asks for a lag of 0: a
+// partition is live only once it has applied everything up to its log end. (Zero
+// itself means ReadyLagDefault, as every zero setting means its default.)
+const ReadyLagZero = -1
+
+// ReadyRule says how readiness is decided, in the words status reports print.
+const ReadyRule = "per partition: a partition is live when its lag (log end minus stored position) is at most ready_lag; ready when every partition is live"
+
+// effectiveReadyLag turns a ReadyLag setting into the lag it allows.
+func effectiveReadyLag(v int64) int64 {
+	switch v {
+	case 0:
+		return ReadyLagDefault
+	case ReadyLagZero:
+		return 0
+	}
+	return v
+}
 
 // GapPolicy says what a gap in an aggregate's sequence does.
 type GapPolicy int
@@ -63,7 +82,10 @@ type Config struct {
 
 	BatchSize    int           // most events in one transaction (default BatchSizeDefault)
 	BatchTimeout time.Duration // how long a partial batch waits for more (default BatchTimeoutDefault)
-	ReadyLag     int64         // a partition is live when its lag is at most this (default ReadyLagDefault)
+	// ReadyLag is per partition: a partition is live when its lag (log end minus
+	// stored position) is at most this, and the instance is ready when every partition
+	// it owns is live (default ReadyLagDefault; ReadyLagZero for a lag of 0).
+	ReadyLag     int64
 	DrainTimeout time.Duration // bound on finishing an in-flight batch at revocation or stop (default DrainTimeoutDefault)
 
 	SessionTimeout    time.Duration // Kafka group session timeout (default SessionTimeoutDefault)
@@ -140,9 +162,6 @@ func (c Config) withDefaults() Config {
 	if c.BatchSize == 0 {
 		c.BatchSize = BatchSizeDefault
 	}
-	if c.ReadyLag == 0 {
-		c.ReadyLag = ReadyLagDefault
-	}
 	def(&c.BatchTimeout, BatchTimeoutDefault)
 	def(&c.DrainTimeout, DrainTimeoutDefault)
 	def(&c.SessionTimeout, SessionTimeoutDefault)
@@ -185,8 +204,8 @@ func (c Config) validate() error {
 	if c.BatchSize < 1 {
 		errs = append(errs, fmt.Errorf("BatchSize %d: must be at least 1", c.BatchSize))
 	}
-	if c.ReadyLag < 0 {
-		errs = append(errs, fmt.Errorf("ReadyLag %d: must not be negative", c.ReadyLag))
+	if c.ReadyLag < 0 && c.ReadyLag != ReadyLagZero {
+		errs = append(errs, fmt.Errorf("ReadyLag %d: must not be negative (ReadyLagZero asks for 0)", c.ReadyLag))
 	}
 	for name, d := range map[string]time.Duration{
 		"BatchTimeout": c.BatchTimeout, "DrainTimeout": c.DrainTimeout, "SessionTimeout": c.SessionTimeout,
