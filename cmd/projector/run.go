@@ -24,6 +24,7 @@ import (
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/snapshot"
 )
 
 const listenDefault = "127.0.0.1:18080"
@@ -57,7 +58,18 @@ HTTP (--listen):
 Effects (--effects): welcome_email sends a welcome mail over SMTP on UserRegistered,
 once per user however often the log is replayed, through the Redis ledger
 (--redis-url), the effect's watermark in PostgreSQL, and the horizon: an effect
-that starts with no watermark sends nothing for events older than --effect-horizon.`)
+that starts with no watermark sends nothing for events older than --effect-horizon.
+
+Forgotten subjects (GDPR): the SubjectForgotten handler purges a forgotten subject
+from the read model, and run purges every forgotten subject at start too. run also
+owns the snapshot folder (--snapshot-dir), whatever wrote the snapshots in it
+('snapshot create', a nightly job, its own --snapshot-* policy, another service):
+every snapshot there that may hold data of a forgotten subject — any not rewritten
+since the subject was forgotten — is rewritten without it (restored into a scratch
+schema, purged, taken again, the old one deleted). It looks at start, within a second
+of applying a SubjectForgotten, and every --scrub-every; no snapshot policy is needed.
+Instances sharing the folder take turns (a PostgreSQL advisory lock and a lock file in
+the folder). 'snapshot list' and 'status' show the snapshots still waiting.`)
 	c.register(f)
 	f.String(&listen, "listen", "PROJECTOR_LISTEN", listenDefault, "HTTP listen address")
 	f.String(&group, "group", "PROJECTOR_GROUP", "", "Kafka consumer group (default projector.NAME.vVERSION)")
@@ -123,7 +135,8 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 		BatchSize: batchSize, BatchTimeout: batchTimeout, ReadyLag: readyLagSetting(readyLag), DrainTimeout: drain,
 		SessionTimeout: session, HeartbeatInterval: heartbeat, Gaps: gapPolicy, Unknown: unknownPolicy,
 		Effects: effects, Ledger: ledger, EffectHorizon: fx.horizon, EffectConcurrency: fx.concurrency, EffectMaxAttempts: fx.attempts, EffectBatchSize: fx.batch,
-		Snapshots: policy, ActivateWhenLive: activate, Keys: keys,
+		Snapshots: policy, ScrubStore: snapshot.FolderStore{Dir: snaps.dir}, ScrubEvery: snaps.scrubEvery,
+		ActivateWhenLive: activate, Keys: keys,
 	})
 	if err != nil {
 		return err

@@ -5,11 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/snapshot"
 )
 
 func runStatus(ctx context.Context, args []string, stdout, _ io.Writer) error {
@@ -17,7 +24,7 @@ func runStatus(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	var asJSON bool
 	var interval time.Duration
 	var readyLag int
-	var effects string
+	var effects, snapDir string
 	f := cli.NewFlags("status", `projector status: where the projection stands, per partition — stored position,
 log end, lag, state, events/s and ETA (measured over --interval), parked events.
 Read from PostgreSQL and Kafka, so it covers every instance and works while none runs.
@@ -30,12 +37,17 @@ every partition is live. The total lag is shown for information only. The defaul
 log end by at most the batch in flight. --ready-lag 0 asks for every event applied.
 The report states the rule it used, and each partition's lag against it.
 
+It also warns while any snapshot in --snapshot-dir may still hold data of a forgotten
+subject (JSON: snapshots_holding_forgotten, by id): a running 'projector run' with
+that folder rewrites them by itself; the warning does not change the exit status.
+
 Exits 0 when ready, 3 otherwise.`)
 	c.register(f)
 	f.Bool(&asJSON, "json", "", false, "print JSON")
 	f.Duration(&interval, "interval", "", time.Second, "sampling interval for events/s (0: none)")
 	f.Int(&readyLag, "ready-lag", "PROJECTOR_READY_LAG", projector.ReadyLagDefault, readyLagUsage)
 	f.String(&effects, "effects", "PROJECTOR_EFFECTS", EffectsDefault, "effects whose watermarks to report, comma-separated, or none")
+	f.String(&snapDir, "snapshot-dir", "PROJECTOR_SNAPSHOT_DIR", snapshotDirDefault(), "folder of the snapshot store, checked for snapshots that may hold forgotten subjects' data")
 	if err := f.Parse(args, stdout); err != nil {
 		return err
 	}
@@ -55,19 +67,53 @@ Exits 0 when ready, 3 otherwise.`)
 	if err != nil {
 		return err
 	}
+	rep := statusReport{Status: st}
+	rep.SnapshotsHoldingForgotten, err = snapshotsHoldingForgotten(ctx, &c, pool, proj, snapDir)
+	if err != nil {
+		rep.SnapshotCheck = fmt.Sprintf("cannot tell which snapshots in %s hold forgotten subjects' data: %v", snapDir, err)
+	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(st); err != nil {
+		if err := enc.Encode(rep); err != nil {
 			return err
 		}
 	} else {
 		writeStatus(stdout, st)
+		switch {
+		case rep.SnapshotCheck != "":
+			_, _ = fmt.Fprintf(stdout, "\nwarning: %s\n", rep.SnapshotCheck)
+		case len(rep.SnapshotsHoldingForgotten) > 0:
+			ids := slices.Sorted(maps.Keys(rep.SnapshotsHoldingForgotten))
+			_, _ = fmt.Fprintf(stdout, "\nwarning: %s\n  %s\n", scrubAdvice(len(ids), snapDir), strings.Join(ids, "\n  "))
+		}
 	}
 	if !st.Ready {
 		return exitCode(3)
 	}
 	return nil
+}
+
+// statusReport is what status prints as JSON: the status, and the snapshots that may
+// still hold forgotten subjects' data (id: how many subjects).
+type statusReport struct {
+	projector.Status
+	SnapshotsHoldingForgotten map[string]int `json:"snapshots_holding_forgotten,omitempty"`
+	SnapshotCheck             string         `json:"snapshot_check_error,omitempty"`
+}
+
+func snapshotsHoldingForgotten(ctx context.Context, c *common, pool *pgxpool.Pool, proj *readmodel.Projection, dir string) (map[string]int, error) {
+	forgotten, done, err := c.forgotten(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	held, err := projector.ForgottenInSnapshots(ctx, snapshot.FolderStore{Dir: dir}, proj, forgotten)
+	if err != nil {
+		return nil, err
+	}
+	maps.DeleteFunc(held, func(_ string, n int) bool { return n == 0 })
+	return held, nil
 }
 
 // writeStatus prints the status as text: the verdict with the rule it follows, then

@@ -12,6 +12,7 @@ import (
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/sideeffects"
+	"github.com/projector/projector/pkg/snapshot"
 )
 
 // Defaults for Config.
@@ -28,6 +29,7 @@ const (
 	CommitIntervalDefault    = 5 * time.Second
 	RetryPollDefault         = time.Second
 	ProgressIntervalDefault  = 10 * time.Second
+	ScrubEveryDefault        = 30 * time.Second
 )
 
 // ReadyLagZero, as Config.ReadyLag or Inspection.ReadyLag, asks for a lag of 0: a
@@ -127,6 +129,20 @@ type Config struct {
 	// interval triggers) or that applied the chosen event (type triggers).
 	Snapshots *SnapshotPolicy
 
+	// ScrubStore is a snapshot store this runner keeps free of forgotten subjects'
+	// data, whoever wrote its snapshots (a nightly job, another service, this
+	// runner's policy): every snapshot of the projection version that may hold some
+	// (ForgottenInSnapshots) is rewritten without it (ScrubSnapshots) at start,
+	// within a second of this runner applying a SubjectForgotten, and every
+	// ScrubEvery. The store of Snapshots is kept clean as well, ScrubStore or not.
+	// Needs Keys (without them nothing is ever decrypted, so nothing to forget).
+	// Instances sharing a store take turns (see ScrubSnapshots).
+	ScrubStore snapshot.Store
+	// ScrubEvery: how often the stores are checked besides (default
+	// ScrubEveryDefault). A check that finds nothing to rewrite costs a read of the
+	// manifests and one query of the key store.
+	ScrubEvery time.Duration
+
 	// ActivateWhenLive points the projection's stable views at this version once
 	// every partition is live, unless it is active already (blue/green; see Versions).
 	ActivateWhenLive bool
@@ -172,6 +188,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RetryBackoffMax, RetryBackoffMaxDefault)
 	def(&c.RetryPoll, RetryPollDefault)
 	def(&c.ProgressEvery, ProgressIntervalDefault)
+	def(&c.ScrubEvery, ScrubEveryDefault)
 	if c.EffectHorizon == 0 && c.Ledger != nil {
 		c.EffectHorizon = c.Ledger.Retention()
 	}
@@ -210,7 +227,7 @@ func (c Config) validate() error {
 	for name, d := range map[string]time.Duration{
 		"BatchTimeout": c.BatchTimeout, "DrainTimeout": c.DrainTimeout, "SessionTimeout": c.SessionTimeout,
 		"HeartbeatInterval": c.HeartbeatInterval, "RebalanceTimeout": c.RebalanceTimeout, "CommitInterval": c.CommitInterval,
-		"RetryBackoffMin": c.RetryBackoffMin, "RetryBackoffMax": c.RetryBackoffMax, "RetryPoll": c.RetryPoll, "ProgressEvery": c.ProgressEvery,
+		"RetryBackoffMin": c.RetryBackoffMin, "RetryBackoffMax": c.RetryBackoffMax, "RetryPoll": c.RetryPoll, "ProgressEvery": c.ProgressEvery, "ScrubEvery": c.ScrubEvery,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must not be negative", name, d))

@@ -29,7 +29,9 @@ type Runner struct {
 	transport *kafka.Transport
 	readyLag  int64 // the lag a live partition may have (Config.ReadyLag resolved)
 
-	snaps *snapshotter
+	snaps   *snapshotter
+	scrubs  *scrubber
+	storeMu sync.Mutex // one of taking, pruning and rewriting snapshots at a time
 
 	mu        sync.Mutex
 	fatalOnce sync.Once
@@ -57,6 +59,7 @@ func New(cfg Config) (*Runner, error) {
 		readyLag:  effectiveReadyLag(cfg.ReadyLag),
 	}
 	r.snaps = newSnapshotter(r, cfg.Snapshots)
+	r.scrubs = newScrubber(r)
 	return r, nil
 }
 
@@ -133,6 +136,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.cancelRun = cancel
 	stopProgress := r.progressLoop(runCtx)
 	defer stopProgress()
+	if r.scrubs != nil {
+		scrubbed := make(chan struct{})
+		go func() { defer close(scrubbed); r.scrubs.loop(runCtx) }()
+		defer func() { cancel(); <-scrubbed }()
+	}
 	if r.cfg.StopAt != nil {
 		go r.stopWhenReached(runCtx, cancel)
 	}

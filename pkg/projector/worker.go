@@ -326,6 +326,9 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	r.metrics.observe(out, time.Since(start))
 	p.status.batch(p.next, last.HighWaterMark, out, r.readyLag, p.log)
 	r.observePartition(p)
+	if r.scrubs != nil {
+		r.scrubs.saw(entries)
+	}
 	if r.snaps != nil {
 		r.snaps.afterBatch(genCtx, entries)
 	}
