@@ -212,8 +212,8 @@ func TestForgottenUserLeavesEverySnapshotWithoutAnOperatorStep(t *testing.T) {
 		ForgottenSubjects int       `json:"forgotten_subjects"`
 	}
 	out, err = f.projector("snapshot", "list", "--snapshot-dir", dir, "--json")
-	if err := json.Unmarshal([]byte(out), &list); err != nil || len(list) != 1 || list[0].Rewrites == "" || list[0].ForgottenSubjects != 0 {
-		t.Fatalf("snapshot list after the scrub: %v\n%s", err, out)
+	if jerr := json.Unmarshal([]byte(out), &list); err != nil || jerr != nil || len(list) != 1 || list[0].Rewrites == "" || list[0].ForgottenSubjects != 0 {
+		t.Fatalf("snapshot list after the scrub: %v %v\n%s", err, jerr, out)
 	}
 	run.stop(t)
 

@@ -32,7 +32,7 @@ const (
 	ScrubEveryDefault        = 30 * time.Second
 )
 
-// ReadyLagZero, as Config.ReadyLag or Inspection.ReadyLag, asks for a lag of 0: a
+// ReadyLagZero as Config.ReadyLag or Inspection.ReadyLag asks for a lag of 0: a
 // partition is live only once it has applied everything up to its log end. (Zero
 // itself means ReadyLagDefault, as every zero setting means its default.)
 const ReadyLagZero = -1

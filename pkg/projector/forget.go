@@ -279,7 +279,7 @@ type heldStore struct{ snapshot.Store }
 
 func jsonOf(v any) (json.RawMessage, error) { return json.Marshal(v) }
 
-// ErrScrubBusy: another instance or process is rewriting this projection version's
+// ErrScrubBusy means another instance or process is rewriting this projection version's
 // snapshots; try again later.
 var ErrScrubBusy = errors.New("another instance is rewriting the snapshots")
 

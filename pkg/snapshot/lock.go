@@ -20,7 +20,7 @@ type Locker interface {
 	RLock(ctx context.Context, projection string, version int) (unlock func(), err error)
 }
 
-// ErrLocked: another process holds the store's lock for the projection version.
+// ErrLocked means another process holds the store's lock for the projection version.
 var ErrLocked = errors.New("snapshot store is locked by another process")
 
 // rlock takes the store's reading lock when it has one.
