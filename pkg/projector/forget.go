@@ -213,6 +213,7 @@ func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 	// every one up to through is in fs, and a later one has a later time.
 	through := fs[len(fs)-1].At
 	var out []Scrubbed
+	var errs []error
 	for _, m := range ms {
 		if !m.ScrubbedThrough.Before(through) {
 			continue
@@ -220,14 +221,20 @@ func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 		start := time.Now()
 		n, nm, err := scrubOne(ctx, s, m, through)
 		if err != nil {
-			return out, fmt.Errorf("projector: scrub snapshot %s: %w", m.ID, err)
+			// One that cannot be rewritten (corrupt, other migrations) does not keep
+			// the others from being rewritten; it stays listed as holding data.
+			errs = append(errs, fmt.Errorf("projector: scrub snapshot %s: %w", m.ID, err))
+			if ctx.Err() != nil {
+				break
+			}
+			continue
 		}
 		sc := Scrubbed{Old: m.ID, New: nm.ID, Subjects: n, Took: time.Since(start)}
 		s.Logger.Info("rewrote a snapshot without forgotten subjects' data", zap.String("old", sc.Old), zap.String("new", sc.New),
 			zap.Int("subjects", n), zap.Duration("took", sc.Took))
 		out = append(out, sc)
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 func scratchSchemas(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Projection) ([]string, error) {

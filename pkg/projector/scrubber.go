@@ -21,7 +21,7 @@ import (
 type scrubber struct {
 	r        *Runner
 	stores   []snapshot.Store
-	due      atomic.Bool  // start, a SubjectForgotten applied, or a failed pass
+	due      atomic.Bool  // a SubjectForgotten applied: look now
 	scrubbed atomic.Int64 // snapshots rewritten
 }
 
@@ -38,9 +38,9 @@ func newScrubber(r *Runner) *scrubber {
 	if len(stores) == 0 {
 		return nil
 	}
-	s := &scrubber{r: r, stores: stores}
-	s.due.Store(true) // snapshots may predate forgettings this process never read
-	return s
+	// The first pass is at start: snapshots may predate forgettings this process
+	// never read.
+	return &scrubber{r: r, stores: stores}
 }
 
 func policyStore(p *SnapshotPolicy) snapshot.Store {
@@ -82,15 +82,33 @@ func (s *scrubber) saw(entries []entry) {
 
 // loop runs for the whole of Run, whether or not this instance owns partitions:
 // every instance keeps the stores clean, the locks in ScrubSnapshots let one at a
-// time rewrite.
+// time rewrite. While another instance holds the lock it looks again every tick;
+// after a failure (the database down, say) it backs off up to ScrubEvery.
 func (s *scrubber) loop(ctx context.Context) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
-	last := time.Now()
+	next, failures := time.Now(), 0
 	for {
-		if s.due.Swap(false) || time.Since(last) >= s.r.cfg.ScrubEvery {
-			last = time.Now()
-			s.pass(ctx)
+		if s.due.Swap(false) || !time.Now().Before(next) {
+			busy, err := s.pass(ctx)
+			switch {
+			case ctx.Err() != nil:
+				return
+			case err != nil:
+				failures++
+				next = time.Now().Add(min(s.r.cfg.ScrubEvery, time.Second<<min(failures, 10)))
+				if failures == 1 {
+					s.r.log.Warn("rewriting snapshots that may hold forgotten subjects' data failed; will retry", zap.Error(err))
+				}
+			case busy:
+				next = time.Now() // the holder may have started before the latest forgetting
+				s.r.log.Debug("another instance is rewriting the snapshots; will look again")
+			default:
+				if failures > 0 {
+					s.r.log.Info("rewriting snapshots works again", zap.Int("failures", failures))
+				}
+				next, failures = time.Now().Add(s.r.cfg.ScrubEvery), 0
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -100,25 +118,20 @@ func (s *scrubber) loop(ctx context.Context) {
 	}
 }
 
-// pass rewrites what needs it in every store; a failure, or another instance
-// holding the lock, re-arms it.
-func (s *scrubber) pass(ctx context.Context) {
+// pass rewrites what needs it in every store.
+func (s *scrubber) pass(ctx context.Context) (busy bool, err error) {
 	s.r.storeMu.Lock()
 	defer s.r.storeMu.Unlock()
+	var errs []error
 	for _, st := range s.stores {
 		done, err := ScrubSnapshots(ctx, Scrub{Pool: s.r.cfg.Pool, Store: st, Projection: s.r.cfg.Projection,
 			Topic: s.r.cfg.Topic, Keys: s.r.cfg.Keys, Logger: s.r.log})
 		s.scrubbed.Add(int64(len(done)))
-		switch {
-		case err == nil:
-		case errors.Is(err, ErrScrubBusy):
-			s.due.Store(true) // the holder may have started before the latest forgetting
-			s.r.log.Debug("another instance is rewriting the snapshots; will look again")
-		default:
-			s.due.Store(true)
-			if ctx.Err() == nil {
-				s.r.log.Warn("rewriting snapshots after a forgetting failed; will retry", zap.Error(err))
-			}
+		if errors.Is(err, ErrScrubBusy) {
+			busy = true
+		} else if err != nil {
+			errs = append(errs, err)
 		}
 	}
+	return busy, errors.Join(errs...)
 }
