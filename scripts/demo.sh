@@ -149,17 +149,22 @@ step "9. GDPR: a live user asks to be forgotten; the log stays immutable, their 
 VICTIM=$(psql -qtA "$DATABASE_URL" -c "SELECT user_id FROM demo_v1.users WHERE user_id LIKE '$LIVE%' ORDER BY user_id LIMIT 1")
 VICTIM_EMAIL=$(psql -qtA "$DATABASE_URL" -c "SELECT email FROM demo_v1.users WHERE user_id = '$VICTIM'")
 echo "before: GET /v1/users/$VICTIM  $(get "$LISTEN/v1/users/$VICTIM" | cut -c1-160)"
-bin/producer forget "$VICTIM" --topic "$TOPIC" --reason "asked by email" --log-level warn
+FORGOTTEN=$(bin/producer forget "$VICTIM" --topic "$TOPIC" --reason "asked by email" --log-level warn)
 FORGOT_AT=$(date +%s.%N)
+echo "$FORGOTTEN"
 wait_live "${PROJ[@]}"
 wait_live "${PROJ[@]}" --database-url "$URL2" --key-database-url "$DATABASE_URL"
 echo "after:  GET /v1/users/$VICTIM  $(get "$LISTEN/v1/users/$VICTIM" | cut -c1-160)"
 # No operator step: every running 'projector run --snapshot-dir' rewrites the snapshots
-# that may hold a forgotten subject's data by itself. Wait for it, bounded.
+# that may hold a forgotten subject's data by itself. Wait, bounded, until every
+# snapshot is scrubbed through this forgetting.
 deadline=$(($(date +%s) + 30))
 while :; do
   pending=$(bin/projector snapshot list "${PROJ[@]}" --snapshot-dir "$SNAPS" --json 2>/dev/null |
-    python3 -c 'import json,sys; print(sum(1 for m in json.load(sys.stdin) if m["forgotten_subjects"]))' || echo 1)
+    python3 -c 'import json,sys
+from datetime import datetime as t
+at = t.fromisoformat(json.loads(sys.argv[1])["forgotten_at"])
+print(sum(1 for m in json.load(sys.stdin) if t.fromisoformat(m.get("scrubbed_through") or "0001-01-01T00:00:00Z") < at))' "$FORGOTTEN" || echo 1)
   [ "$pending" = 0 ] && break
   if [ "$(date +%s)" -ge "$deadline" ]; then
     echo "demo: the snapshots were not rewritten within 30 s of the forgetting:" >&2
