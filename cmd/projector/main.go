@@ -136,6 +136,19 @@ func (c *common) keys(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Proj
 	return keys, nil
 }
 
+// forgotten reads the key store's record of forgotten subjects, without the master
+// key: reports need who was forgotten when, never a key. done releases what it opened.
+func (c *common) forgotten(ctx context.Context, pool *pgxpool.Pool) (_ projector.Forgettings, done func(), err error) {
+	if c.keyDB == "" {
+		return shred.PGForgotten{Pool: pool, Schema: c.keySchema}, func() {}, nil
+	}
+	kp, err := pgxpool.New(ctx, c.keyDB)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--key-database-url (PROJECTOR_KEY_DATABASE_URL): %w", err)
+	}
+	return shred.PGForgotten{Pool: kp, Schema: c.keySchema}, kp.Close, nil
+}
+
 // open validates the common settings and connects to PostgreSQL.
 func (c *common) open(ctx context.Context) (*pgxpool.Pool, *readmodel.Projection, error) {
 	if len(cli.SplitList(c.brokers)) == 0 {

@@ -57,6 +57,7 @@ type procFixture struct {
 	projection *readmodel.Projection
 	logs       string
 	fxArgs     []string // effect settings; none unless a test sets them
+	keySchema  string   // the key store's schema, when the test has one of its own
 }
 
 func newProcFixture(t *testing.T, partitions int) *procFixture {
@@ -142,6 +143,9 @@ func (f *procFixture) start(name string, extra ...string) *proc {
 		args = append(args, f.fxArgs...)
 	} else {
 		args = append(args, "--effects", "none")
+	}
+	if f.keySchema != "" {
+		args = append(args, "--key-schema", f.keySchema)
 	}
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = out, out

@@ -24,6 +24,7 @@ import (
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/snapshot"
 )
 
 const listenDefault = "127.0.0.1:18080"
@@ -32,8 +33,7 @@ func runRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var c common
 	var listen, group, gaps, unknown string
 	var batchSize int
-	var readyLag int64
-	var readyLagInt int
+	var readyLag int
 	var batchTimeout, drain, session, heartbeat time.Duration
 	var progress, activate bool
 	var fx effectFlags
@@ -47,7 +47,8 @@ partitions. Stops on SIGINT or SIGTERM, finishing the batch in flight within
 HTTP (--listen):
   GET /                       the status page: partitions, lag, rates, ETA, parked events, effects
   GET /healthz                the process answers
-  GET /readyz                 200 once every partition this instance owns is live (lag <= --ready-lag)
+  GET /readyz                 200 once every partition this instance owns is live: the rule is
+                              per partition, each one's lag (log end minus position) <= --ready-lag
   GET /status                 this instance's partitions: state, lag, events/s, ETA
   GET /metrics                Prometheus metrics
   GET /v1/users/{id}          one user, with their articles
@@ -57,13 +58,24 @@ HTTP (--listen):
 Effects (--effects): welcome_email sends a welcome mail over SMTP on UserRegistered,
 once per user however often the log is replayed, through the Redis ledger
 (--redis-url), the effect's watermark in PostgreSQL, and the horizon: an effect
-that starts with no watermark sends nothing for events older than --effect-horizon.`)
+that starts with no watermark sends nothing for events older than --effect-horizon.
+
+Forgotten subjects (GDPR): the SubjectForgotten handler purges a forgotten subject
+from the read model, and run purges every forgotten subject at start too. run also
+owns the snapshot folder (--snapshot-dir), whatever wrote the snapshots in it
+('snapshot create', a nightly job, its own --snapshot-* policy, another service):
+every snapshot there that may hold data of a forgotten subject — any not rewritten
+since the subject was forgotten — is rewritten without it (restored into a scratch
+schema, purged, taken again, the old one deleted). It looks at start, within a second
+of applying a SubjectForgotten, and every --scrub-every; no snapshot policy is needed.
+Instances sharing the folder take turns (a PostgreSQL advisory lock and a lock file in
+the folder). 'snapshot list' and 'status' show the snapshots still waiting.`)
 	c.register(f)
 	f.String(&listen, "listen", "PROJECTOR_LISTEN", listenDefault, "HTTP listen address")
 	f.String(&group, "group", "PROJECTOR_GROUP", "", "Kafka consumer group (default projector.NAME.vVERSION)")
 	f.Int(&batchSize, "batch-size", "PROJECTOR_BATCH_SIZE", projector.BatchSizeDefault, "most events in one transaction")
 	f.Duration(&batchTimeout, "batch-timeout", "PROJECTOR_BATCH_TIMEOUT", projector.BatchTimeoutDefault, "how long a partial batch waits for more events")
-	f.Int(&readyLagInt, "ready-lag", "PROJECTOR_READY_LAG", projector.ReadyLagDefault, "a partition is live when its lag is at most this")
+	f.Int(&readyLag, "ready-lag", "PROJECTOR_READY_LAG", projector.ReadyLagDefault, readyLagUsage)
 	f.Duration(&drain, "drain-timeout", "PROJECTOR_DRAIN_TIMEOUT", projector.DrainTimeoutDefault, "bound on finishing the in-flight batch at stop or rebalance")
 	f.Duration(&session, "session-timeout", "PROJECTOR_SESSION_TIMEOUT", projector.SessionTimeoutDefault, "Kafka group session timeout")
 	f.Duration(&heartbeat, "heartbeat", "PROJECTOR_HEARTBEAT", projector.HeartbeatIntervalDefault, "Kafka group heartbeat interval")
@@ -76,7 +88,6 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 	if err := f.Parse(args, stdout); err != nil {
 		return err
 	}
-	readyLag = int64(readyLagInt)
 	gapPolicy, unknownPolicy, err := parsePolicies(gaps, unknown)
 	if err != nil {
 		return err
@@ -84,8 +95,8 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 	if batchSize < 1 {
 		return fmt.Errorf("--batch-size (PROJECTOR_BATCH_SIZE) %d: must be at least 1", batchSize)
 	}
-	if readyLag < 0 {
-		return fmt.Errorf("--ready-lag (PROJECTOR_READY_LAG) %d: must not be negative", readyLag)
+	if err := checkReadyLag(readyLag); err != nil {
+		return err
 	}
 	for name, d := range map[string]time.Duration{"--batch-timeout": batchTimeout, "--drain-timeout": drain, "--session-timeout": session, "--heartbeat": heartbeat} {
 		if err := positive(name, d); err != nil {
@@ -121,10 +132,11 @@ that starts with no watermark sends nothing for events older than --effect-horiz
 	runner, err := projector.New(projector.Config{
 		Brokers: cli.SplitList(c.brokers), Topic: c.topic, Projection: proj, Pool: pool, GroupID: group,
 		Schema: c.schema, Logger: log, Registerer: reg,
-		BatchSize: batchSize, BatchTimeout: batchTimeout, ReadyLag: readyLag, DrainTimeout: drain,
+		BatchSize: batchSize, BatchTimeout: batchTimeout, ReadyLag: readyLagSetting(readyLag), DrainTimeout: drain,
 		SessionTimeout: session, HeartbeatInterval: heartbeat, Gaps: gapPolicy, Unknown: unknownPolicy,
 		Effects: effects, Ledger: ledger, EffectHorizon: fx.horizon, EffectConcurrency: fx.concurrency, EffectMaxAttempts: fx.attempts, EffectBatchSize: fx.batch,
-		Snapshots: policy, ActivateWhenLive: activate, Keys: keys,
+		Snapshots: policy, ScrubStore: snapshot.FolderStore{Dir: snaps.dir}, ScrubEvery: snaps.scrubEvery,
+		ActivateWhenLive: activate, Keys: keys,
 	})
 	if err != nil {
 		return err
@@ -218,7 +230,8 @@ func (a *api) readyz(w http.ResponseWriter, _ *http.Request) {
 	if !st.Ready {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"ready": st.Ready, "joined": st.Joined, "lag": st.Lag, "partitions": len(st.Partitions)})
+	writeJSON(w, code, map[string]any{"ready": st.Ready, "joined": st.Joined, "lag": st.Lag, "partitions": len(st.Partitions),
+		"ready_lag": st.ReadyLag, "ready_rule": st.ReadyRule})
 }
 
 //go:embed web/status.html

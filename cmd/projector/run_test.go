@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/shred"
 )
 
@@ -88,8 +91,62 @@ func TestRunServesReadinessStatusAndQueries(t *testing.T) {
 	var out bytes.Buffer
 	err = run(context.Background(), []string{"status", "--brokers", strings.Join(testenv.Kafka(t), ","), "--topic", f.topic,
 		"--database-url", testenv.Get(t).DatabaseURL, "--schema", f.schema, "--projection", f.projection.Name(), "--interval", "0"}, &out, &out)
-	if err != nil || !strings.Contains(out.String(), "ready true") || strings.Count(out.String(), "live") != 3 {
+	if err != nil || !strings.Contains(out.String(), "ready: every partition's lag is at most 1000") || len(liveRows.FindAllString(out.String(), -1)) != 3 {
 		t.Fatalf("projector status: %v\n%s", err, out.String())
+	}
+	stop()
+}
+
+var liveRows = regexp.MustCompile(`(?m)^\s*\d+\s+live\s`)
+
+// status applies the --ready-lag it is given, per partition, to the stored positions
+// and the log ends, says which rule it used, and exits 3 until ready.
+func TestStatusAppliesTheReadyLagItIsGiven(t *testing.T) {
+	t.Parallel()
+	f := newProcFixture(t, 4)
+	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 19, Users: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.publish(g, 1000)
+	_, stop := f.runInProcess()
+	waitFor(t, time.Minute, "the first 1000 events applied", func() bool { return f.progress() >= 1000 })
+	stop()
+	f.publish(g, 2000) // every partition now has a stored position, and lag behind it
+	status := func(extra ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(context.Background(), append([]string{"status", "--brokers", strings.Join(testenv.Kafka(t), ","), "--topic", f.topic,
+			"--database-url", testenv.Get(t).DatabaseURL, "--schema", f.schema, "--projection", f.projection.Name(), "--interval", "0"}, extra...), &out, &out)
+		return out.String(), err
+	}
+	out, err := status("--ready-lag", "0")
+	var code exitCode
+	if !errors.As(err, &code) || code != 3 {
+		t.Fatalf("status --ready-lag 0 with 2000 events unapplied: err %v, want exit 3\n%s", err, out)
+	}
+	if !strings.Contains(out, "NOT READY: 4 of 4 partitions are not live") || !strings.Contains(out, "rule: --ready-lag 0, per partition") ||
+		len(liveRows.FindAllString(out, -1)) != 0 || strings.Count(out, " > 0 ") != 4 {
+		t.Fatalf("status --ready-lag 0 must say which rule failed, per partition:\n%s", out)
+	}
+	t.Logf("status --ready-lag 0 (exit %d):\n%s", code, out)
+	out, err = status("--ready-lag", "0", "--json")
+	var st projector.Status
+	if jerr := json.Unmarshal([]byte(out), &st); jerr != nil || !errors.As(err, &code) || st.Ready || st.ReadyLag != 0 || st.Lag != 2000 || st.ReadyRule == "" {
+		t.Fatalf("status --ready-lag 0 --json: %v %v\n%s", err, jerr, out)
+	}
+	// The same positions pass a looser rule, and the report says so.
+	if out, err := status("--ready-lag", "2000"); err != nil || !strings.Contains(out, "ready: every partition's lag is at most 2000") ||
+		len(liveRows.FindAllString(out, -1)) != 4 {
+		t.Fatalf("status --ready-lag 2000: %v\n%s", err, out)
+	}
+	if _, err := status("--ready-lag", "-1"); err == nil || !strings.Contains(err.Error(), "--ready-lag") {
+		t.Fatalf("--ready-lag -1: %v, want refused by name", err)
+	}
+	// Caught up: ready by the strictest rule.
+	_, stop = f.runInProcess()
+	waitFor(t, time.Minute, "every event applied", func() bool { return f.progress() >= 3000 })
+	if out, err := status("--ready-lag", "0"); err != nil || !strings.Contains(out, "ready: every partition's lag is at most 0") {
+		t.Fatalf("status --ready-lag 0 once caught up: %v\n%s", err, out)
 	}
 	stop()
 }

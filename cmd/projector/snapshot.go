@@ -37,19 +37,27 @@ transaction, binary COPY per table, a manifest with row counts and SHA-256 check
 in a folder (--snapshot-dir).
 
   projector snapshot create
-  projector snapshot list [--json]
+  projector snapshot list [--json]         with, per snapshot, how many forgotten
+                                           subjects' data it may still hold
   projector snapshot show ID|latest
   projector snapshot restore ID|latest     into an empty read model; verifies the
                                            checksum, the schema hash and the log start
   projector snapshot prune --keep K
-  projector snapshot scrub                 rewrite the snapshots that may hold data of
-                                           subjects forgotten since they were taken
-                                           (run does it itself after a SubjectForgotten);
-                                           a restore also purges forgotten subjects
+  projector snapshot scrub                 rewrite now the snapshots that may hold data
+                                           of forgotten subjects (run does it by itself)
 
 'projector run --bootstrap latest|ID' restores before it consumes, when the read model
 is empty; 'projector run --snapshot-every-events N' (and the other --snapshot-* flags)
 takes them as it goes.
+
+Forgotten subjects: a snapshot holds the read model as it was, personal data
+included. Only a rewrite proves one clean: restored into a scratch schema, every
+subject forgotten since it was taken purged, taken again (same offsets and creation
+time, a new id; "scrubbed_through" in its manifest) and the old one deleted. Any
+'projector run' with this --snapshot-dir does that by itself, whoever wrote the
+snapshots: at start, within a second of applying a SubjectForgotten, and every
+--scrub-every; 'snapshot list' and 'status' show the snapshots still waiting for it.
+Every restore also purges every forgotten subject, so even a stale copy restores clean.
 `
 
 func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error {
@@ -105,9 +113,40 @@ func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error 
 		if err != nil {
 			return err
 		}
-		return writeList(stdout, asJSON, ms, "ID\tCREATED\tEVENTS\tBYTES", func(m snapshot.Manifest) string {
-			return fmt.Sprintf("%s\t%s\t%d\t%d", m.ID, m.CreatedAt.Format(time.RFC3339), m.Events, m.Bytes)
+		forgotten, closeKeys, err := c.forgotten(ctx, pool)
+		if err != nil {
+			return err
+		}
+		defer closeKeys()
+		held, err := projector.ForgottenInSnapshots(ctx, store, proj, forgotten)
+		if err != nil {
+			return err
+		}
+		items := make([]listedSnapshot, len(ms))
+		waiting := 0
+		for i, m := range ms {
+			items[i] = listedSnapshot{Manifest: m, ForgottenSubjects: held[m.ID]}
+			if held[m.ID] > 0 {
+				waiting++
+			}
+		}
+		err = writeList(stdout, asJSON, items, "ID\tCREATED\tEVENTS\tBYTES\tSCRUBBED THROUGH\tMAY HOLD FORGOTTEN", func(m listedSnapshot) string {
+			through, may := "-", "no"
+			if !m.ScrubbedThrough.IsZero() {
+				through = m.ScrubbedThrough.Format(time.RFC3339)
+			}
+			switch {
+			case m.ForgottenSubjects == 1:
+				may = "1 subject"
+			case m.ForgottenSubjects > 1:
+				may = fmt.Sprintf("%d subjects", m.ForgottenSubjects)
+			}
+			return fmt.Sprintf("%s\t%s\t%d\t%d\t%s\t%s", m.ID, m.CreatedAt.Format(time.RFC3339), m.Events, m.Bytes, through, may)
 		})
+		if err == nil && !asJSON && waiting > 0 {
+			_, _ = fmt.Fprintf(stdout, "\n%s\n", scrubAdvice(waiting, dir))
+		}
+		return err
 	case "show":
 		id, err := arg()
 		if err != nil {
@@ -119,10 +158,10 @@ func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error 
 		}
 		return writeIndented(stdout, m)
 	case "restore":
-		id, err := arg()
-		if err != nil {
-			return err
+		if len(f.Args()) != 1 {
+			return errors.New("snapshot restore takes one argument: an id or latest")
 		}
+		id := f.Args()[0] // latest is resolved under the store's lock
 		keys, err := c.keys(ctx, pool, proj)
 		if err != nil {
 			return err
@@ -142,6 +181,9 @@ func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error 
 			return fmt.Errorf("snapshot scrub: %w", shred.ErrNoMasterKey)
 		}
 		done, err := projector.ScrubSnapshots(ctx, projector.Scrub{Pool: pool, Store: store, Projection: proj, Topic: c.topic, Keys: keys})
+		if errors.Is(err, projector.ErrScrubBusy) {
+			return fmt.Errorf("snapshot scrub: %w (a running 'projector run' with this --snapshot-dir, most likely): try again when it is done", err)
+		}
 		for _, d := range done {
 			_, _ = fmt.Fprintf(stdout, "rewrote %s as %s (%d forgotten subjects purged) in %s\n", d.Old, d.New, d.Subjects, d.Took.Round(time.Millisecond))
 		}
@@ -159,6 +201,19 @@ func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error 
 	return nil
 }
 
+// listedSnapshot is a line of 'snapshot list': the manifest, and how many forgotten
+// subjects' data the snapshot may still hold.
+type listedSnapshot struct {
+	snapshot.Manifest
+	ForgottenSubjects int `json:"forgotten_subjects"`
+}
+
+// scrubAdvice says what happens to snapshots that may hold forgotten subjects' data.
+func scrubAdvice(n int, dir string) string {
+	return fmt.Sprintf("%d snapshot(s) in %s may still hold data of forgotten subjects: a running 'projector run --snapshot-dir %s'\n"+
+		"rewrites them without it (at start, after applying a SubjectForgotten, and every --scrub-every); 'projector snapshot scrub' does it now.", n, dir, dir)
+}
+
 // setupFramework creates the framework's tables and runs the migrations.
 func setupFramework(ctx context.Context, c *common, pool *pgxpool.Pool, proj *readmodel.Projection) error {
 	r, err := projector.New(projector.Config{Brokers: cli.SplitList(c.brokers), Topic: c.topic, Projection: proj, Pool: pool, Schema: c.schema})
@@ -168,7 +223,8 @@ func setupFramework(ctx context.Context, c *common, pool *pgxpool.Pool, proj *re
 	return r.Setup(ctx)
 }
 
-// After the restore, subjects forgotten since the snapshot was taken are purged:
+// restoreSnapshot restores the snapshot id, or the newest when id is "latest". After
+// the restore, subjects forgotten since the snapshot was taken are purged:
 // the restored read model holds no more personal data than a replay would.
 func restoreSnapshot(ctx context.Context, c *common, pool *pgxpool.Pool, proj *readmodel.Projection, store snapshot.Store, id string,
 	keys shred.KeyStore, progress func(string, int64, int64, time.Duration)) (snapshot.Manifest, error) {
@@ -176,9 +232,17 @@ func restoreSnapshot(ctx context.Context, c *common, pool *pgxpool.Pool, proj *r
 		return snapshot.Manifest{}, err
 	}
 	brokers := cli.SplitList(c.brokers)
-	m, err := snapshot.Restore(ctx, store, id, snapshot.Target{Pool: pool, Schema: c.schema, Projection: proj, Topic: c.topic,
+	dst := snapshot.Target{Pool: pool, Schema: c.schema, Projection: proj, Topic: c.topic,
 		LogStart: func(ctx context.Context) (map[int]int64, error) { return projector.LogStarts(ctx, brokers, c.topic) },
-		Progress: progress})
+		Progress: progress}
+	var m snapshot.Manifest
+	var err error
+	if id == "latest" {
+		// A running scrubber may rewrite the newest one meanwhile: then its new id.
+		m, err = snapshot.RestoreNewest(ctx, store, nil, dst)
+	} else {
+		m, err = snapshot.Restore(ctx, store, id, dst)
+	}
 	if err != nil {
 		return m, err
 	}
@@ -197,6 +261,7 @@ func tableProgress(out io.Writer, verb string) func(string, int64, int64, time.D
 
 type snapshotFlags struct {
 	dir         string
+	scrubEvery  time.Duration
 	bootstrap   string
 	everyEvents int
 	every       time.Duration
@@ -206,7 +271,9 @@ type snapshotFlags struct {
 }
 
 func (s *snapshotFlags) register(f *cli.Flags) {
-	f.String(&s.dir, "snapshot-dir", "PROJECTOR_SNAPSHOT_DIR", snapshotDirDefault(), "folder of the snapshot store")
+	f.String(&s.dir, "snapshot-dir", "PROJECTOR_SNAPSHOT_DIR", snapshotDirDefault(), "folder of the snapshot store; run keeps it free of forgotten subjects' data, whatever wrote the snapshots")
+	f.Duration(&s.scrubEvery, "scrub-every", "PROJECTOR_SCRUB_EVERY", projector.ScrubEveryDefault,
+		"how often --snapshot-dir is checked for snapshots that may hold forgotten subjects' data, besides at start and after applying a SubjectForgotten")
 	f.String(&s.bootstrap, "bootstrap", "PROJECTOR_BOOTSTRAP", "", "restore this snapshot (an id, or latest) first when the read model is empty")
 	f.Int(&s.everyEvents, "snapshot-every-events", "PROJECTOR_SNAPSHOT_EVERY_EVENTS", 0, "snapshot after this many events (0: off)")
 	f.Duration(&s.every, "snapshot-every", "PROJECTOR_SNAPSHOT_EVERY", 0, "snapshot at this interval (0: off)")
@@ -218,6 +285,9 @@ func (s *snapshotFlags) register(f *cli.Flags) {
 // open bootstraps from a snapshot if asked and the read model is empty, and returns
 // the snapshot policy (nil when no trigger is set).
 func (s *snapshotFlags) open(ctx context.Context, c *common, pool *pgxpool.Pool, proj *readmodel.Projection, keys shred.KeyStore, log *zap.Logger) (*projector.SnapshotPolicy, error) {
+	if err := positive("--scrub-every (PROJECTOR_SCRUB_EVERY)", s.scrubEvery); err != nil {
+		return nil, err
+	}
 	if s.everyEvents < 0 || s.every < 0 || s.keep < 1 {
 		return nil, fmt.Errorf("--snapshot-every-events %d and --snapshot-every %v must not be negative, --snapshot-keep %d at least 1",
 			s.everyEvents, s.every, s.keep)
@@ -239,14 +309,8 @@ func (s *snapshotFlags) open(ctx context.Context, c *common, pool *pgxpool.Pool,
 		if started {
 			log.Info("--bootstrap ignored: the read model already has stored offsets", zap.String("bootstrap", s.bootstrap))
 		} else {
-			id := s.bootstrap
-			if id == "latest" {
-				if id, err = snapshot.Latest(ctx, store, proj); err != nil {
-					return nil, fmt.Errorf("--bootstrap latest: %w", err)
-				}
-			}
 			start := time.Now()
-			m, err := restoreSnapshot(ctx, c, pool, proj, store, id, keys, func(table string, rows, bytes int64, took time.Duration) {
+			m, err := restoreSnapshot(ctx, c, pool, proj, store, s.bootstrap, keys, func(table string, rows, bytes int64, took time.Duration) {
 				log.Info("restored a table", zap.String("table", table), zap.Int64("rows", rows), zap.Int64("bytes", bytes), zap.Duration("took", took))
 			})
 			switch {

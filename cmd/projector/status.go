@@ -5,11 +5,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/snapshot"
 )
 
 func runStatus(ctx context.Context, args []string, stdout, _ io.Writer) error {
@@ -17,17 +24,34 @@ func runStatus(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	var asJSON bool
 	var interval time.Duration
 	var readyLag int
-	var effects string
+	var effects, snapDir string
 	f := cli.NewFlags("status", `projector status: where the projection stands, per partition — stored position,
 log end, lag, state, events/s and ETA (measured over --interval), parked events.
 Read from PostgreSQL and Kafka, so it covers every instance and works while none runs.
-Exits 0 when every partition is live, 3 otherwise.`)
+
+Readiness is decided here, from the stored positions and the log ends, by the
+--ready-lag given, and the rule is per partition: a partition is live when its lag
+(log end minus stored position) is at most --ready-lag; the projection is ready when
+every partition is live. The total lag is shown for information only. The default,
+1000, is one default batch: a partition that keeps up with live traffic trails its
+log end by at most the batch in flight. --ready-lag 0 asks for every event applied.
+The report states the rule it used, and each partition's lag against it.
+
+It also warns while any snapshot in --snapshot-dir may still hold data of a forgotten
+subject (JSON: snapshots_holding_forgotten, by id): a running 'projector run' with
+that folder rewrites them by itself; the warning does not change the exit status.
+
+Exits 0 when ready, 3 otherwise.`)
 	c.register(f)
 	f.Bool(&asJSON, "json", "", false, "print JSON")
 	f.Duration(&interval, "interval", "", time.Second, "sampling interval for events/s (0: none)")
-	f.Int(&readyLag, "ready-lag", "PROJECTOR_READY_LAG", projector.ReadyLagDefault, "a partition is live when its lag is at most this")
+	f.Int(&readyLag, "ready-lag", "PROJECTOR_READY_LAG", projector.ReadyLagDefault, readyLagUsage)
 	f.String(&effects, "effects", "PROJECTOR_EFFECTS", EffectsDefault, "effects whose watermarks to report, comma-separated, or none")
+	f.String(&snapDir, "snapshot-dir", "PROJECTOR_SNAPSHOT_DIR", snapshotDirDefault(), "folder of the snapshot store, checked for snapshots that may hold forgotten subjects' data")
 	if err := f.Parse(args, stdout); err != nil {
+		return err
+	}
+	if err := checkReadyLag(readyLag); err != nil {
 		return err
 	}
 	pool, proj, err := c.open(ctx)
@@ -37,38 +61,112 @@ Exits 0 when every partition is live, 3 otherwise.`)
 	defer pool.Close()
 	st, err := projector.Inspect(ctx, projector.Inspection{
 		Pool: pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers), Topic: c.topic,
-		Projection: proj.Name(), Version: proj.Version(), ReadyLag: int64(readyLag), Interval: interval,
+		Projection: proj.Name(), Version: proj.Version(), ReadyLag: readyLagSetting(readyLag), Interval: interval,
 		Effects: effectNames(effects),
 	})
 	if err != nil {
 		return err
 	}
+	rep := statusReport{Status: st}
+	rep.SnapshotsHoldingForgotten, err = snapshotsHoldingForgotten(ctx, &c, pool, proj, snapDir)
+	if err != nil {
+		rep.SnapshotCheck = fmt.Sprintf("cannot tell which snapshots in %s hold forgotten subjects' data: %v", snapDir, err)
+	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(st); err != nil {
+		if err := enc.Encode(rep); err != nil {
 			return err
 		}
 	} else {
-		_, _ = fmt.Fprintf(stdout, "projection %s v%d on topic %s: lag %d, ready %v\n\n", st.Projection, st.Version, st.Topic, st.Lag, st.Ready)
-		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-		_, _ = fmt.Fprintln(tw, "partition\tstate\tposition\tend\tlag\tevents/s\tETA\tparked\t")
-		for _, p := range st.Partitions {
-			eta := "-"
-			if p.ETASeconds > 0 {
-				eta = (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second).String()
-			}
-			_, _ = fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%.0f\t%s\t%d\t\n", p.Partition, p.State, p.Next, p.HighWater, p.Lag, p.EventsPerSec, eta, p.Parked)
-		}
-		_ = tw.Flush()
-		for eff, lag := range st.EffectLag {
-			_, _ = fmt.Fprintf(stdout, "\neffect %s: %d events behind the log end\n", eff, lag)
+		writeStatus(stdout, st)
+		switch {
+		case rep.SnapshotCheck != "":
+			_, _ = fmt.Fprintf(stdout, "\nwarning: %s\n", rep.SnapshotCheck)
+		case len(rep.SnapshotsHoldingForgotten) > 0:
+			ids := slices.Sorted(maps.Keys(rep.SnapshotsHoldingForgotten))
+			_, _ = fmt.Fprintf(stdout, "\nwarning: %s\n  %s\n", scrubAdvice(len(ids), snapDir), strings.Join(ids, "\n  "))
 		}
 	}
 	if !st.Ready {
 		return exitCode(3)
 	}
 	return nil
+}
+
+// statusReport is what status prints as JSON: the status, and the snapshots that may
+// still hold forgotten subjects' data (id: how many subjects).
+type statusReport struct {
+	projector.Status
+	SnapshotsHoldingForgotten map[string]int `json:"snapshots_holding_forgotten,omitempty"`
+	SnapshotCheck             string         `json:"snapshot_check_error,omitempty"`
+}
+
+func snapshotsHoldingForgotten(ctx context.Context, c *common, pool *pgxpool.Pool, proj *readmodel.Projection, dir string) (map[string]int, error) {
+	forgotten, done, err := c.forgotten(ctx, pool)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	held, err := projector.ForgottenInSnapshots(ctx, snapshot.FolderStore{Dir: dir}, proj, forgotten)
+	if err != nil {
+		return nil, err
+	}
+	maps.DeleteFunc(held, func(_ string, n int) bool { return n == 0 })
+	return held, nil
+}
+
+// writeStatus prints the status as text: the verdict with the rule it follows, then
+// a line per partition with its lag against that rule.
+func writeStatus(w io.Writer, st projector.Status) {
+	behind := 0
+	for _, p := range st.Partitions {
+		if p.State != projector.StateLive {
+			behind++
+		}
+	}
+	verdict := fmt.Sprintf("ready: every partition's lag is at most %d", st.ReadyLag)
+	if !st.Ready {
+		verdict = fmt.Sprintf("NOT READY: %d of %d partitions are not live", behind, len(st.Partitions))
+	}
+	_, _ = fmt.Fprintf(w, "projection %s v%d on topic %s: %s\n", st.Projection, st.Version, st.Topic, verdict)
+	_, _ = fmt.Fprintf(w, "rule: --ready-lag %d, per partition: a partition is live when its lag (log end minus position) is at most %d;\n"+
+		"      ready when every partition is live. Total lag %d (for information; not the rule).\n\n", st.ReadyLag, st.ReadyLag, st.Lag)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	_, _ = fmt.Fprintln(tw, "partition\tstate\tposition\tend\tlag\tvs --ready-lag\tevents/s\tETA\tparked\t")
+	for _, p := range st.Partitions {
+		eta := "-"
+		if p.ETASeconds > 0 {
+			eta = (time.Duration(p.ETASeconds * float64(time.Second))).Round(time.Second).String()
+		}
+		cmp := fmt.Sprintf("%d <= %d", p.Lag, st.ReadyLag)
+		if p.Lag > st.ReadyLag {
+			cmp = fmt.Sprintf("%d > %d", p.Lag, st.ReadyLag)
+		}
+		_, _ = fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%.0f\t%s\t%d\t\n", p.Partition, p.State, p.Next, p.HighWater, p.Lag, cmp, p.EventsPerSec, eta, p.Parked)
+	}
+	_ = tw.Flush()
+	for eff, lag := range st.EffectLag {
+		_, _ = fmt.Fprintf(w, "\neffect %s: %d events behind the log end\n", eff, lag)
+	}
+}
+
+const readyLagUsage = "per partition: a partition is live when its lag (log end minus stored position) is at most this; ready when every partition is live (0: only at the log end)"
+
+func checkReadyLag(n int) error {
+	if n < 0 {
+		return fmt.Errorf("--ready-lag (PROJECTOR_READY_LAG) %d: must not be negative", n)
+	}
+	return nil
+}
+
+// readyLagSetting maps --ready-lag to projector's setting, where zero means the
+// default and ReadyLagZero means 0.
+func readyLagSetting(n int) int64 {
+	if n == 0 {
+		return projector.ReadyLagZero
+	}
+	return int64(n)
 }
 
 // exitCode is an error that only sets the process's exit status.

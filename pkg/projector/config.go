@@ -12,13 +12,14 @@ import (
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/sideeffects"
+	"github.com/projector/projector/pkg/snapshot"
 )
 
 // Defaults for Config.
 const (
 	BatchSizeDefault         = 1000
 	BatchTimeoutDefault      = 20 * time.Millisecond
-	ReadyLagDefault          = 1000
+	ReadyLagDefault          = 1000 // per partition: within one default batch of the log end
 	DrainTimeoutDefault      = 10 * time.Second
 	SessionTimeoutDefault    = 10 * time.Second
 	HeartbeatIntervalDefault = time.Second
@@ -28,7 +29,27 @@ const (
 	CommitIntervalDefault    = 5 * time.Second
 	RetryPollDefault         = time.Second
 	ProgressIntervalDefault  = 10 * time.Second
+	ScrubEveryDefault        = 30 * time.Second
 )
+
+// ReadyLagZero as Config.ReadyLag or Inspection.ReadyLag asks for a lag of 0: a
+// partition is live only once it has applied everything up to its log end. (Zero
+// itself means ReadyLagDefault, as every zero setting means its default.)
+const ReadyLagZero = -1
+
+// ReadyRule says how readiness is decided, in the words status reports print.
+const ReadyRule = "per partition: a partition is live when its lag (log end minus stored position) is at most ready_lag; ready when every partition is live"
+
+// effectiveReadyLag turns a ReadyLag setting into the lag it allows.
+func effectiveReadyLag(v int64) int64 {
+	switch v {
+	case 0:
+		return ReadyLagDefault
+	case ReadyLagZero:
+		return 0
+	}
+	return v
+}
 
 // GapPolicy says what a gap in an aggregate's sequence does.
 type GapPolicy int
@@ -63,7 +84,10 @@ type Config struct {
 
 	BatchSize    int           // most events in one transaction (default BatchSizeDefault)
 	BatchTimeout time.Duration // how long a partial batch waits for more (default BatchTimeoutDefault)
-	ReadyLag     int64         // a partition is live when its lag is at most this (default ReadyLagDefault)
+	// ReadyLag is per partition: a partition is live when its lag (log end minus
+	// stored position) is at most this, and the instance is ready when every partition
+	// it owns is live (default ReadyLagDefault; ReadyLagZero for a lag of 0).
+	ReadyLag     int64
 	DrainTimeout time.Duration // bound on finishing an in-flight batch at revocation or stop (default DrainTimeoutDefault)
 
 	SessionTimeout    time.Duration // Kafka group session timeout (default SessionTimeoutDefault)
@@ -105,6 +129,20 @@ type Config struct {
 	// interval triggers) or that applied the chosen event (type triggers).
 	Snapshots *SnapshotPolicy
 
+	// ScrubStore is a snapshot store this runner keeps free of forgotten subjects'
+	// data, whoever wrote its snapshots (a nightly job, another service, this
+	// runner's policy): every snapshot of the projection version that may hold some
+	// (ForgottenInSnapshots) is rewritten without it (ScrubSnapshots) at start,
+	// within a second of this runner applying a SubjectForgotten, and every
+	// ScrubEvery. The store of Snapshots is kept clean as well, ScrubStore or not.
+	// Needs Keys (without them nothing is ever decrypted, so nothing to forget).
+	// Instances sharing a store take turns (see ScrubSnapshots).
+	ScrubStore snapshot.Store
+	// ScrubEvery: how often the stores are checked besides (default
+	// ScrubEveryDefault). A check that finds nothing to rewrite costs a read of the
+	// manifests and one query of the key store.
+	ScrubEvery time.Duration
+
 	// ActivateWhenLive points the projection's stable views at this version once
 	// every partition is live, unless it is active already (blue/green; see Versions).
 	ActivateWhenLive bool
@@ -140,9 +178,6 @@ func (c Config) withDefaults() Config {
 	if c.BatchSize == 0 {
 		c.BatchSize = BatchSizeDefault
 	}
-	if c.ReadyLag == 0 {
-		c.ReadyLag = ReadyLagDefault
-	}
 	def(&c.BatchTimeout, BatchTimeoutDefault)
 	def(&c.DrainTimeout, DrainTimeoutDefault)
 	def(&c.SessionTimeout, SessionTimeoutDefault)
@@ -153,6 +188,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RetryBackoffMax, RetryBackoffMaxDefault)
 	def(&c.RetryPoll, RetryPollDefault)
 	def(&c.ProgressEvery, ProgressIntervalDefault)
+	def(&c.ScrubEvery, ScrubEveryDefault)
 	if c.EffectHorizon == 0 && c.Ledger != nil {
 		c.EffectHorizon = c.Ledger.Retention()
 	}
@@ -185,13 +221,13 @@ func (c Config) validate() error {
 	if c.BatchSize < 1 {
 		errs = append(errs, fmt.Errorf("BatchSize %d: must be at least 1", c.BatchSize))
 	}
-	if c.ReadyLag < 0 {
-		errs = append(errs, fmt.Errorf("ReadyLag %d: must not be negative", c.ReadyLag))
+	if c.ReadyLag < 0 && c.ReadyLag != ReadyLagZero {
+		errs = append(errs, fmt.Errorf("ReadyLag %d: must not be negative (ReadyLagZero asks for 0)", c.ReadyLag))
 	}
 	for name, d := range map[string]time.Duration{
 		"BatchTimeout": c.BatchTimeout, "DrainTimeout": c.DrainTimeout, "SessionTimeout": c.SessionTimeout,
 		"HeartbeatInterval": c.HeartbeatInterval, "RebalanceTimeout": c.RebalanceTimeout, "CommitInterval": c.CommitInterval,
-		"RetryBackoffMin": c.RetryBackoffMin, "RetryBackoffMax": c.RetryBackoffMax, "RetryPoll": c.RetryPoll, "ProgressEvery": c.ProgressEvery,
+		"RetryBackoffMin": c.RetryBackoffMin, "RetryBackoffMax": c.RetryBackoffMax, "RetryPoll": c.RetryPoll, "ProgressEvery": c.ProgressEvery, "ScrubEvery": c.ScrubEvery,
 	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must not be negative", name, d))

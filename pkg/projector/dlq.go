@@ -58,10 +58,10 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 	if err != nil || len(entries) == 0 {
 		return err
 	}
-	if r.snaps != nil {
+	if r.scrubs != nil {
 		for i := range entries {
 			if entries[i].ev.Type == shred.TypeSubjectForgotten {
-				r.snaps.scrub.Store(true) // a retried forgetting rewrites the snapshots too
+				r.scrubs.due.Store(true) // a retried forgetting rewrites the snapshots too
 			}
 		}
 	}

@@ -30,4 +30,19 @@
 // same aggregate behind it, in order, while other aggregates go on. Parked events
 // are listed and retried (ListParked, RequestRetry) after a fix; the owning worker
 // replays them in order. Nothing is dropped silently.
+//
+// # Readiness
+//
+// Readiness is per partition: a partition is live when its lag (log end minus stored
+// position) is at most ReadyLag, and an instance is ready when every partition it
+// owns is live; Inspect decides the same for every partition from what is stored.
+// The total lag is reported, never used.
+//
+// # Forgotten subjects
+//
+// With Keys, a runner purges every forgotten subject from the read model at start,
+// and its SubjectForgotten handler does as each forgetting is read. It also keeps its
+// snapshot stores (Config.ScrubStore, and the policy's) free of forgotten subjects'
+// data, whoever wrote the snapshots: ScrubSnapshots at start, after applying a
+// SubjectForgotten, and every ScrubEvery. ForgottenInSnapshots says what still waits.
 package projector

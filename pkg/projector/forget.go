@@ -66,6 +66,54 @@ func PurgeForgotten(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Projec
 	return len(fs), nil
 }
 
+// Forgettings lists the subjects forgotten after a time, oldest first: a
+// shred.KeyStore does, and shred.PGForgotten does without the master key.
+type Forgettings interface {
+	Forgotten(ctx context.Context, since time.Time) ([]shred.Forgetting, error)
+}
+
+// ForgottenInSnapshots returns, for each snapshot of the projection version in the
+// store (by id), how many forgotten subjects' data it may still hold: those
+// forgotten after it was last rewritten clean (its manifest's ScrubbedThrough; zero
+// for a snapshot never rewritten). Only a rewrite proves a snapshot clean: one taken
+// after a forgetting may still have been taken before its SubjectForgotten was
+// applied. A runner with the store rewrites these (see Config.ScrubStore), as does
+// ScrubSnapshots. A projection that does not handle SubjectForgotten has nothing to
+// purge: every count is 0.
+func ForgottenInSnapshots(ctx context.Context, store snapshot.Store, p *readmodel.Projection, forgotten Forgettings) (map[string]int, error) {
+	ms, err := store.List(ctx, p.Name(), p.Version())
+	if err != nil || len(ms) == 0 {
+		return nil, err
+	}
+	out := make(map[string]int, len(ms))
+	if !p.Handles(shred.TypeSubjectForgotten) {
+		for _, m := range ms {
+			out[m.ID] = 0
+		}
+		return out, nil
+	}
+	oldest := ms[0].ScrubbedThrough
+	for _, m := range ms {
+		if m.ScrubbedThrough.Before(oldest) {
+			oldest = m.ScrubbedThrough
+		}
+	}
+	fs, err := forgotten.Forgotten(ctx, oldest)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		n := 0
+		for _, f := range fs {
+			if f.At.After(m.ScrubbedThrough) {
+				n++
+			}
+		}
+		out[m.ID] = n
+	}
+	return out, nil
+}
+
 // Scrub says which snapshots to rewrite after subjects were forgotten.
 type Scrub struct {
 	Pool       *pgxpool.Pool // where a snapshot is restored to be rewritten (a scratch schema, dropped after)
@@ -84,10 +132,16 @@ type Scrubbed struct {
 }
 
 // ScrubSnapshots rewrites every snapshot of the projection version that may hold
-// data of a subject forgotten since it was taken or last scrubbed: restored into a
-// scratch schema, purged (PurgeForgotten), taken again with the same offsets and
-// creation time under a new id, and the old one deleted. Snapshots then hold no
-// personal data of forgotten subjects at rest, and a bootstrap from one is clean.
+// data of a forgotten subject (ForgottenInSnapshots): restored into a scratch
+// schema, purged (PurgeForgotten), taken again with the same offsets and creation
+// time under a new id, recording ScrubbedThrough, and the old one deleted. Snapshots
+// then hold no personal data of forgotten subjects at rest, and a bootstrap from one
+// is clean. It does nothing, cheaply, when no snapshot needs it.
+//
+// One scrubber at a time per projection version: an advisory lock in Pool's
+// database, and the store's own lock when it has one (snapshot.Locker: a folder's
+// flock), for services with databases of their own sharing a store. When another
+// holds either, it returns ErrScrubBusy and rewrites nothing.
 func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 	if s.Logger == nil {
 		s.Logger = zap.NewNop()
@@ -95,13 +149,21 @@ func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 	if s.Keys == nil || !s.Projection.Handles(shred.TypeSubjectForgotten) {
 		return nil, nil
 	}
-	fs, err := s.Keys.Forgotten(ctx, time.Time{})
-	if err != nil || len(fs) == 0 {
+	pending, err := ForgottenInSnapshots(ctx, s.Store, s.Projection, s.Keys)
+	if err != nil {
 		return nil, err
 	}
-	through := fs[len(fs)-1].At
-	// One scrubber per projection version across instances; it first drops scratch
-	// schemas a killed scrub left behind (they hold a restored, unpurged copy).
+	left, err := scratchSchemas(ctx, s.Pool, s.Projection)
+	if err != nil {
+		return nil, err
+	}
+	due := len(left) > 0
+	for _, n := range pending {
+		due = due || n > 0
+	}
+	if !due {
+		return nil, nil
+	}
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -113,17 +175,23 @@ func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 		return nil, err
 	}
 	if !got {
-		return nil, errScrubBusy
+		return nil, ErrScrubBusy
 	}
 	defer func() {
 		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, lock)
 	}()
-	rows, err := conn.Query(ctx, `SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)`, scratchPrefix(s.Projection))
-	if err != nil {
-		return nil, err
+	if l, ok := s.Store.(snapshot.Locker); ok {
+		unlock, err := l.TryLock(ctx, s.Projection.Name(), s.Projection.Version())
+		if errors.Is(err, snapshot.ErrLocked) {
+			return nil, ErrScrubBusy
+		}
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
 	}
-	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	// Scratch schemas a killed scrub left behind hold a restored, unpurged copy.
+	if left, err = scratchSchemas(ctx, s.Pool, s.Projection); err != nil {
 		return nil, err
 	}
 	for _, sc := range left {
@@ -132,11 +200,20 @@ func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 		}
 		s.Logger.Info("dropped a scratch schema a stopped scrub left", zap.String("schema", sc))
 	}
+	// Under the locks, from the start: another scrubber may have rewritten some.
 	ms, err := s.Store.List(ctx, s.Projection.Name(), s.Projection.Version())
-	if err != nil {
+	if err != nil || len(ms) == 0 {
 		return nil, err
 	}
+	fs, err := s.Keys.Forgotten(ctx, time.Time{})
+	if err != nil || len(fs) == 0 {
+		return nil, err
+	}
+	// Forgettings are serialised and stamped in commit order (shred.PGKeys.Forget):
+	// every one up to through is in fs, and a later one has a later time.
+	through := fs[len(fs)-1].At
 	var out []Scrubbed
+	var errs []error
 	for _, m := range ms {
 		if !m.ScrubbedThrough.Before(through) {
 			continue
@@ -144,14 +221,28 @@ func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 		start := time.Now()
 		n, nm, err := scrubOne(ctx, s, m, through)
 		if err != nil {
-			return out, fmt.Errorf("projector: scrub snapshot %s: %w", m.ID, err)
+			// One that cannot be rewritten (corrupt, other migrations) does not keep
+			// the others from being rewritten; it stays listed as holding data.
+			errs = append(errs, fmt.Errorf("projector: scrub snapshot %s: %w", m.ID, err))
+			if ctx.Err() != nil {
+				break
+			}
+			continue
 		}
 		sc := Scrubbed{Old: m.ID, New: nm.ID, Subjects: n, Took: time.Since(start)}
 		s.Logger.Info("rewrote a snapshot without forgotten subjects' data", zap.String("old", sc.Old), zap.String("new", sc.New),
 			zap.Int("subjects", n), zap.Duration("took", sc.Took))
 		out = append(out, sc)
 	}
-	return out, nil
+	return out, errors.Join(errs...)
+}
+
+func scratchSchemas(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Projection) ([]string, error) {
+	rows, err := pool.Query(ctx, `SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)`, scratchPrefix(p))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 func scrubOne(ctx context.Context, s Scrub, m snapshot.Manifest, through time.Time) (int, *snapshot.Manifest, error) {
@@ -172,7 +263,8 @@ func scrubOne(ctx context.Context, s Scrub, m snapshot.Manifest, through time.Ti
 	if err := r.Setup(ctx); err != nil {
 		return 0, nil, err
 	}
-	if _, err := snapshot.Restore(ctx, s.Store, m.ID, snapshot.Target{Pool: s.Pool, Schema: fw, Projection: proj, Topic: s.Topic}); err != nil {
+	// ScrubSnapshots holds the store's lock: the restore must not wait for it.
+	if _, err := snapshot.Restore(ctx, heldStore{s.Store}, m.ID, snapshot.Target{Pool: s.Pool, Schema: fw, Projection: proj, Topic: s.Topic}); err != nil {
 		return 0, nil, err
 	}
 	n, err := PurgeForgotten(ctx, s.Pool, proj, s.Keys, m.ScrubbedThrough)
@@ -189,10 +281,14 @@ func scrubOne(ctx context.Context, s Scrub, m snapshot.Manifest, through time.Ti
 	return n, nm, nil
 }
 
+// heldStore is a store whose lock the caller holds: it hides the snapshot.Locker.
+type heldStore struct{ snapshot.Store }
+
 func jsonOf(v any) (json.RawMessage, error) { return json.Marshal(v) }
 
-// errScrubBusy: another instance is scrubbing this projection version's snapshots.
-var errScrubBusy = errors.New("another instance is rewriting the snapshots")
+// ErrScrubBusy means another instance or process is rewriting this projection version's
+// snapshots; try again later.
+var ErrScrubBusy = errors.New("another instance is rewriting the snapshots")
 
 // scratchPrefix names the scratch schemas of a projection version's scrubs.
 func scratchPrefix(p *readmodel.Projection) string {

@@ -23,20 +23,23 @@ type Inspection struct {
 	Topic      string
 	Projection string
 	Version    int
-	ReadyLag   int64         // default ReadyLagDefault
+	ReadyLag   int64         // per partition, as Config.ReadyLag: default ReadyLagDefault; ReadyLagZero for 0
 	Interval   time.Duration // sampling interval for rates; 0 = no rates
 	Effects    []string      // effect names whose watermarks to report
 }
 
 // Inspect returns the status of every partition of the topic for the projection.
-// With an Interval it samples twice to measure events/s and the ETA.
+// With an Interval it samples twice to measure events/s and the ETA. Each
+// partition's state is decided here, from its stored position and its log end, by
+// the Inspection's ReadyLag (see ReadyRule), whatever any instance believes.
 func Inspect(ctx context.Context, in Inspection) (Status, error) {
 	if in.Schema == "" {
 		in.Schema = readmodel.FrameworkSchemaDefault
 	}
-	if in.ReadyLag == 0 {
-		in.ReadyLag = ReadyLagDefault
+	if in.ReadyLag < 0 && in.ReadyLag != ReadyLagZero {
+		return Status{}, fmt.Errorf("projector: inspect: ReadyLag %d: must not be negative (ReadyLagZero asks for 0)", in.ReadyLag)
 	}
+	readyLag := effectiveReadyLag(in.ReadyLag)
 	store := offsets.NewStore(in.Schema)
 	first, err := store.List(ctx, in.Pool, in.Projection, in.Version)
 	if err != nil {
@@ -88,7 +91,7 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 			after[p.Partition] = p
 		}
 	}
-	st := Status{Projection: in.Projection, Version: in.Version, Topic: in.Topic, Ready: true}
+	st := Status{Projection: in.Projection, Version: in.Version, Topic: in.Topic, Ready: true, ReadyLag: readyLag, ReadyRule: ReadyRule}
 	for _, eff := range in.Effects {
 		marks, err := store.List(ctx, in.Pool, EffectKey(in.Projection, in.Version, eff, in.Topic, 0).Projection, in.Version)
 		if err != nil {
@@ -120,7 +123,7 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 		switch {
 		case pos.Member == "" && ends[p] > 0:
 			ps.State = "not started"
-		case ps.Lag <= in.ReadyLag:
+		case ps.Lag <= readyLag:
 			ps.State = StateLive
 		default:
 			ps.State = StateReplaying

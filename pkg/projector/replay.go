@@ -131,27 +131,26 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 	}
 	var from int64
 	if pit.Store != nil {
-		ms, err := pit.Store.List(ctx, proj.Name(), proj.Version())
-		if err != nil {
-			return res, err
-		}
-		for _, m := range ms { // newest first
-			fits := true
+		// The newest snapshot whose offsets are all at or before the point.
+		fits := func(m snapshot.Manifest) bool {
 			for part, next := range m.Offsets {
-				fits = fits && next <= until[part]
+				if next > until[part] {
+					return false
+				}
 			}
-			if !fits {
-				continue
-			}
-			if _, err := snapshot.Restore(ctx, pit.Store, m.ID, snapshot.Target{Pool: pit.Pool, Schema: fw, Projection: proj, Topic: pit.Topic,
-				LogStart: func(ctx context.Context) (map[int]int64, error) { return LogStarts(ctx, pit.Brokers, pit.Topic) }}); err != nil {
-				return res, err
-			}
+			return true
+		}
+		m, err := snapshot.RestoreNewest(ctx, pit.Store, fits, snapshot.Target{Pool: pit.Pool, Schema: fw, Projection: proj, Topic: pit.Topic,
+			LogStart: func(ctx context.Context) (map[int]int64, error) { return LogStarts(ctx, pit.Brokers, pit.Topic) }})
+		switch {
+		case errors.Is(err, snapshot.ErrNotFound): // none fits: replay from offset zero
+		case err != nil:
+			return res, err
+		default:
 			if _, err := PurgeForgotten(ctx, pit.Pool, proj, pit.Keys, time.Time{}); err != nil {
 				return res, err
 			}
 			res.Snapshot, from = m.ID, m.Events
-			break
 		}
 	}
 	res.Replayed = res.Events - from

@@ -27,8 +27,11 @@ type Runner struct {
 	metrics   *metrics
 	status    *statusBoard
 	transport *kafka.Transport
+	readyLag  int64 // the lag a live partition may have (Config.ReadyLag resolved)
 
-	snaps *snapshotter
+	snaps   *snapshotter
+	scrubs  *scrubber
+	storeMu sync.Mutex // one of taking, pruning and rewriting snapshots at a time
 
 	layoutMu    sync.Mutex
 	layoutGen   int32
@@ -52,12 +55,15 @@ func New(cfg Config) (*Runner, error) {
 		offsets: offsets.NewStore(cfg.Schema),
 		tables:  newTables(cfg.Schema),
 		metrics: newMetrics(cfg.Registerer, cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic),
-		status: &statusBoard{parts: map[int]*partStatus{}, readyLag: cfg.ReadyLag, base: Status{
+		status: &statusBoard{parts: map[int]*partStatus{}, base: Status{
 			Projection: cfg.Projection.Name(), Version: cfg.Projection.Version(), Topic: cfg.Topic, Group: cfg.GroupID,
+			ReadyLag: effectiveReadyLag(cfg.ReadyLag), ReadyRule: ReadyRule,
 		}},
 		transport: &kafka.Transport{},
+		readyLag:  effectiveReadyLag(cfg.ReadyLag),
 	}
 	r.snaps = newSnapshotter(r, cfg.Snapshots)
+	r.scrubs = newScrubber(r)
 	return r, nil
 }
 
@@ -65,7 +71,7 @@ func New(cfg Config) (*Runner, error) {
 func (r *Runner) Status() Status { return r.status.snapshot() }
 
 // Ready reports whether the instance has joined its group and every partition it
-// owns is live (lag at most ReadyLag).
+// owns is live (its lag at most ReadyLag: the rule is per partition).
 func (r *Runner) Ready() bool { return r.status.snapshot().Ready }
 
 // Setup creates the framework's tables and runs the projection's migrations. Run
@@ -134,6 +140,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.cancelRun = cancel
 	stopProgress := r.progressLoop(runCtx)
 	defer stopProgress()
+	if r.scrubs != nil {
+		scrubbed := make(chan struct{})
+		go func() { defer close(scrubbed); r.scrubs.loop(runCtx) }()
+		defer func() { cancel(); <-scrubbed }()
+	}
 	if r.cfg.StopAt != nil {
 		go r.stopWhenReached(runCtx, cancel)
 	}

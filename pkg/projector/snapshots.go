@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/snapshot"
 )
 
@@ -27,6 +25,9 @@ import (
 // never slows the stream. Snapshot often enough that a new deployment's catch-up
 // after the newest snapshot is short, rarely enough that taking them (a full copy of
 // the tables) stays a small part of the database's work.
+//
+// With Config.Keys, the runner also keeps Store free of forgotten subjects' data
+// (see Config.ScrubStore), policy or not.
 type SnapshotPolicy struct {
 	Store       snapshot.Store
 	EveryEvents int64         // after this many events since the last snapshot (0: off)
@@ -37,16 +38,13 @@ type SnapshotPolicy struct {
 }
 
 type snapshotter struct {
-	r        *Runner
-	policy   SnapshotPolicy
-	mu       sync.Mutex // one snapshot at a time
-	last     atomic.Int64
-	lastAt   atomic.Int64 // unix nanos
-	pending  atomic.Bool  // a type trigger seen, not yet snapshotted
-	owner    atomic.Bool  // this instance owns partition 0 in the current generation
-	taken    atomic.Int64
-	scrub    atomic.Bool  // a SubjectForgotten applied: rewrite the snapshots
-	scrubbed atomic.Int64 // snapshots rewritten
+	r       *Runner
+	policy  SnapshotPolicy
+	last    atomic.Int64
+	lastAt  atomic.Int64 // unix nanos
+	pending atomic.Bool  // a type trigger seen, not yet snapshotted
+	owner   atomic.Bool  // this instance owns partition 0 in the current generation
+	taken   atomic.Int64
 }
 
 func newSnapshotter(r *Runner, p *SnapshotPolicy) *snapshotter {
@@ -58,19 +56,7 @@ func newSnapshotter(r *Runner, p *SnapshotPolicy) *snapshotter {
 		s.policy.Keep = 3
 	}
 	s.lastAt.Store(time.Now().UnixNano())
-	// Snapshots may predate forgettings this process never read (a restart, or
-	// another instance applied them): check once at start (cheap when none).
-	s.scrub.Store(r.cfg.Keys != nil)
 	return s
-}
-
-// SnapshotsScrubbed returns the number of snapshots this runner rewrote after
-// subjects were forgotten.
-func (r *Runner) SnapshotsScrubbed() int64 {
-	if r.snaps == nil {
-		return 0
-	}
-	return r.snaps.scrubbed.Load()
 }
 
 // SnapshotsTaken returns the number of snapshots this runner took.
@@ -101,11 +87,6 @@ func (s *snapshotter) due(consumed int64, owner bool) bool {
 
 // saw records the types a batch applied; a chosen type arms the trigger.
 func (s *snapshotter) saw(entries []entry) {
-	for i := range entries {
-		if entries[i].act == actApply && entries[i].ev.Type == shred.TypeSubjectForgotten {
-			s.scrub.Store(true)
-		}
-	}
 	if len(s.policy.OnTypes) == 0 {
 		return
 	}
@@ -117,10 +98,11 @@ func (s *snapshotter) saw(entries []entry) {
 	}
 }
 
-// take snapshots now (one at a time) and prunes to Keep.
+// take snapshots now (one at a time, never while this runner rewrites snapshots)
+// and prunes to Keep.
 func (s *snapshotter) take(ctx context.Context, owner bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.r.storeMu.Lock()
+	defer s.r.storeMu.Unlock()
 	consumed, err := s.consumed(ctx)
 	if err != nil {
 		return err
@@ -180,9 +162,6 @@ func (s *snapshotter) loop(ctx context.Context, owner bool) {
 			return
 		case <-t.C:
 		}
-		if s.scrub.Swap(false) {
-			s.scrubAll(ctx)
-		}
 		if s.policy.Sync {
 			continue
 		}
@@ -194,23 +173,4 @@ func (s *snapshotter) loop(ctx context.Context, owner bool) {
 			s.r.log.Warn("snapshot failed", zap.Error(fmt.Errorf("async: %w", err)))
 		}
 	}
-}
-
-// scrubAll rewrites the snapshots that may hold a forgotten subject's data (see
-// ScrubSnapshots), one at a time with taking and pruning; a failure re-arms it.
-func (s *snapshotter) scrubAll(ctx context.Context) {
-	if s.r.cfg.Keys == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	done, err := ScrubSnapshots(ctx, Scrub{Pool: s.r.cfg.Pool, Store: s.policy.Store, Projection: s.r.cfg.Projection,
-		Topic: s.r.cfg.Topic, Keys: s.r.cfg.Keys, Logger: s.r.log})
-	if err != nil {
-		s.scrub.Store(true) // also when the generation ended: the next one retries
-		if ctx.Err() == nil {
-			s.r.log.Warn("rewriting snapshots after a forgetting failed; will retry", zap.Error(err))
-		}
-	}
-	s.scrubbed.Add(int64(len(done)))
 }

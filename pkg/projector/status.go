@@ -11,8 +11,8 @@ import (
 // Partition states.
 const (
 	StateClaiming  = "claiming"  // taking the partition over
-	StateReplaying = "replaying" // catching up: lag above ReadyLag
-	StateLive      = "live"      // lag at most ReadyLag
+	StateReplaying = "replaying" // catching up: its lag above ReadyLag
+	StateLive      = "live"      // its lag at most ReadyLag
 	StateReleased  = "released"  // no longer owned by this instance
 )
 
@@ -34,15 +34,19 @@ type PartitionStatus struct {
 
 // Status is what this instance does.
 type Status struct {
-	Projection string            `json:"projection"`
-	Version    int               `json:"version"`
-	Topic      string            `json:"topic"`
-	Group      string            `json:"group"`
-	Member     string            `json:"member,omitempty"`
-	Generation int32             `json:"generation"`
-	Joined     bool              `json:"joined"`
-	Ready      bool              `json:"ready"`
-	Lag        int64             `json:"lag"`
+	Projection string `json:"projection"`
+	Version    int    `json:"version"`
+	Topic      string `json:"topic"`
+	Group      string `json:"group"`
+	Member     string `json:"member,omitempty"`
+	Generation int32  `json:"generation"`
+	Joined     bool   `json:"joined"`
+	Ready      bool   `json:"ready"`
+	Lag        int64  `json:"lag"` // the sum over the partitions, for information: readiness is per partition
+	// ReadyLag is the lag a live partition may have, and ReadyRule how readiness
+	// follows from it (ReadyRule: per partition).
+	ReadyLag   int64             `json:"ready_lag"`
+	ReadyRule  string            `json:"ready_rule"`
 	Partitions []PartitionStatus `json:"partitions"`
 	// EffectLag is, per effect, the events between its watermark and the log end
 	// (Inspect only).
@@ -53,11 +57,10 @@ type Status struct {
 }
 
 type statusBoard struct {
-	mu       sync.Mutex
-	base     Status
-	parts    map[int]*partStatus
-	readyLag int64
-	effects  map[string]map[string]int64
+	mu      sync.Mutex
+	base    Status
+	parts   map[int]*partStatus
+	effects map[string]map[string]int64
 }
 
 func (b *statusBoard) countEffect(effect, outcome string, n int64) {

@@ -64,7 +64,7 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 		s.Next, s.HighWater = p.next, last
 		s.Lag = max(0, last-p.next)
 		s.State = StateReplaying
-		if s.Lag <= r.cfg.ReadyLag {
+		if s.Lag <= r.readyLag {
 			s.State = StateLive
 		}
 	})
@@ -312,7 +312,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 		return err
 	}
 	if resynced { // the stored position already covers the batch
-		p.status.batch(p.next, msgs[len(msgs)-1].HighWaterMark, outcome{}, r.cfg.ReadyLag, p.log)
+		p.status.batch(p.next, msgs[len(msgs)-1].HighWaterMark, outcome{}, r.readyLag, p.log)
 		return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
 	}
 	for s, off := range out.parkedSubjects {
@@ -330,8 +330,11 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	last := msgs[len(msgs)-1]
 	p.next = last.Offset + 1
 	r.metrics.observe(out, time.Since(start))
-	p.status.batch(p.next, last.HighWaterMark, out, r.cfg.ReadyLag, p.log)
+	p.status.batch(p.next, last.HighWaterMark, out, r.readyLag, p.log)
 	r.observePartition(p)
+	if r.scrubs != nil {
+		r.scrubs.saw(entries)
+	}
 	if r.snaps != nil {
 		r.snaps.afterBatch(genCtx, entries)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -403,7 +404,34 @@ func (k *PGKeys) Forget(ctx context.Context, subject string) (Forgetting, error)
 
 // Forgotten implements KeyStore.
 func (k *PGKeys) Forgotten(ctx context.Context, since time.Time) ([]Forgetting, error) {
-	rows, err := k.pool.Query(ctx, `SELECT subject, forgotten_at, keys_deleted FROM `+k.schema+`.forgotten
+	return forgotten(ctx, k.pool, k.schema, since)
+}
+
+// PGForgotten reads the forgettings recorded in a PGKeys store — subject ids and
+// times, never a key — without the master key: what a report (which snapshots may
+// still hold a forgotten subject's data) needs, and nothing more. A store not set up
+// yet has forgotten no one.
+type PGForgotten struct {
+	Pool   *pgxpool.Pool
+	Schema string // default SchemaDefault
+}
+
+// Forgotten lists the subjects forgotten after since, oldest first.
+func (f PGForgotten) Forgotten(ctx context.Context, since time.Time) ([]Forgetting, error) {
+	schema := f.Schema
+	if schema == "" {
+		schema = SchemaDefault
+	}
+	out, err := forgotten(ctx, f.Pool, pgx.Identifier{schema}.Sanitize(), since)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") { // undefined table or schema
+		return nil, nil
+	}
+	return out, err
+}
+
+func forgotten(ctx context.Context, pool *pgxpool.Pool, schema string, since time.Time) ([]Forgetting, error) {
+	rows, err := pool.Query(ctx, `SELECT subject, forgotten_at, keys_deleted FROM `+schema+`.forgotten
 		WHERE forgotten_at > $1 ORDER BY forgotten_at, subject`, since)
 	if err != nil {
 		return nil, fmt.Errorf("shred: forgotten subjects: %w", err)

@@ -289,8 +289,18 @@ func Latest(ctx context.Context, store Store, p *readmodel.Projection) (string, 
 // migrations create its tables, the files fill them, and the framework's offsets and
 // sequence marks are set, all in one transaction. Consuming then resumes at the
 // snapshot's offsets.
+//
+// A store that is a Locker is read under its shared lock: a rewrite of the snapshot
+// (which deletes it) waits until the restore is done, and a restore waits for a
+// rewrite in progress, then finds the snapshot under its new id or ErrNotFound
+// (RestoreNewest looks again).
 func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest, error) {
 	p := dst.Projection
+	unlock, err := rlock(ctx, store, p.Name(), p.Version())
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer unlock()
 	m, err := Verify(ctx, store, p, id)
 	if err != nil {
 		return m, err
