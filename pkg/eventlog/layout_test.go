@@ -9,9 +9,12 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/events"
 )
 
 // writeTo writes messages to the partitions their keys name ("0", "1", …), with the
@@ -52,4 +55,42 @@ func TestReadLayoutTakesEachPartitionsFirstRecordTime(t *testing.T) {
 
 	_, err = eventlog.ReadLayout(ctx, brokers, testenv.UniqueName(t))
 	require.ErrorContains(t, err, "Unknown Topic Or Partition")
+}
+
+// A topic just created takes its first write without a "Not Leader For Partition"
+// retry: EnsureTopic returns once every partition's leader serves it. Not parallel,
+// for goleak.
+func TestEnsureTopicReturnsOnceLeadersServe(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for range 3 {
+		name := testenv.UniqueName(t)
+		info, err := eventlog.EnsureTopic(ctx, brokers, eventlog.TopicConfig{Name: name, Partitions: 12})
+		require.NoError(t, err)
+		require.Equal(t, 12, info.Partitions)
+		core, logs := observer.New(zap.WarnLevel)
+		p, err := eventlog.NewPublisher(eventlog.PublisherConfig{Brokers: brokers, Topic: name, Logger: zap.New(core)})
+		require.NoError(t, err)
+		var evs []events.Event
+		for i := range 120 {
+			evs = append(evs, sampleEvent("user-"+strconv.Itoa(i), 1))
+		}
+		_, err = p.Publish(ctx, evs...)
+		require.NoError(t, err)
+		require.NoError(t, p.Close())
+		for _, e := range logs.All() {
+			t.Errorf("warning on the first write to %s: %s", name, e.Message)
+		}
+		deleteTopic(t, name)
+	}
+}
+
+func deleteTopic(t *testing.T, name string) {
+	t.Helper()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(testenv.Kafka(t)...), Transport: tr}
+	_, _ = c.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{name}})
 }
