@@ -353,11 +353,11 @@ func TestPlaintextPersonalData(t *testing.T) {
 		return message(t, e)
 	}
 	h.feed(t,
-		reg1(`{"user_id":"user-1","email":"a@example.test","name":"Ada"}`),            // 0: both plain
+		reg1(`{"user_id":"user-1","email":"a@example.test","name":"Ada"}`),                 // 0: both plain
 		reg1(`{"user_id":"user-1","email":"c2VhbGVk","name":"c2VhbGVk"}`, "email", "name"), // 1: sealed
-		reg1(`{"user_id":"user-1","email":"c2VhbGVk","name":"Ada"}`, "email"),            // 2: name left out
-		reg1(`{"user_id":"user-1","email":null,"name":""}`),                              // 3: nothing personal
-		reg1(`{"user_id":"user-1","Email":"a@example.test"}`),                            // 4: read as email
+		reg1(`{"user_id":"user-1","email":"c2VhbGVk","name":"Ada"}`, "email"),              // 2: name left out
+		reg1(`{"user_id":"user-1","email":null,"name":""}`),                                // 3: nothing personal
+		reg1(`{"user_id":"user-1","Email":"a@example.test"}`),                              // 4: read as email
 	)
 	rep := h.report()
 	var got []string
