@@ -91,36 +91,11 @@ func EnsureTopic(ctx context.Context, brokers []string, cfg TopicConfig) (TopicI
 func CheckTopicKeepsHistory(ctx context.Context, brokers []string, topic string) error {
 	client, closeClient := newOwnedClient(brokers)
 	defer closeClient()
-	resp, err := client.DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{
-		Resources: []kafka.DescribeConfigRequestResource{{
-			ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
-			ConfigNames: []string{"retention.ms", "retention.bytes", "cleanup.policy"},
-		}},
-	})
+	settings, err := topicConfigs(ctx, client, topic, []string{"retention.ms", "retention.bytes", "cleanup.policy"})
 	if err != nil {
-		return fmt.Errorf("eventlog: describe topic %s: %w", topic, err)
+		return err
 	}
-	if len(resp.Resources) != 1 {
-		return fmt.Errorf("eventlog: describe topic %s: %d resources in the answer", topic, len(resp.Resources))
-	}
-	res := resp.Resources[0]
-	if res.Error != nil {
-		return fmt.Errorf("eventlog: describe topic %s: %w", topic, res.Error)
-	}
-	var problems []string
-	for _, c := range res.ConfigEntries {
-		switch c.ConfigName {
-		case "retention.ms", "retention.bytes":
-			if c.ConfigValue != RetentionForever {
-				problems = append(problems, fmt.Sprintf("%s=%s (want %s)", c.ConfigName, c.ConfigValue, RetentionForever))
-			}
-		case "cleanup.policy":
-			if strings.Contains(c.ConfigValue, "compact") {
-				problems = append(problems, fmt.Sprintf("cleanup.policy=%s (want %s)", c.ConfigValue, CleanupDelete))
-			}
-		}
-	}
-	if len(problems) > 0 {
+	if problems := historyProblems(settings); len(problems) > 0 {
 		return fmt.Errorf("eventlog: %w: %s has %s", ErrHistoryAtRisk, topic, strings.Join(problems, ", "))
 	}
 	return nil
