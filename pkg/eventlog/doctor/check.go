@@ -81,7 +81,8 @@ func (c *checker) check(m *kafka.Message) {
 		if mr, ok := c.s.layout.Check(c.r.part, m.Key, m.Time); !ok {
 			exp := mr.Expected
 			c.add(Finding{Kind: KindMisrouted, Offset: m.Offset, Subject: string(m.Key), ID: textOrEmpty(a.id),
-				Type: textOrEmpty(a.typ), Expected: &exp, Detail: mr.Error()})
+				Type: textOrEmpty(a.typ), Expected: &exp,
+				Detail: fmt.Sprintf("key hashes to partition %d of %d (murmur2); the record is on partition %d", mr.Expected, mr.Partitions, mr.Partition)})
 		}
 	}
 	ok := !a.structured() && a.binaryOK(m.Key, m.Value, !c.s.cfg.SkipData)
@@ -131,7 +132,7 @@ func (c *checker) undecodable(m *kafka.Message, a *attrs, err error) {
 		subject = m.Key
 	}
 	c.add(Finding{Kind: kind, Offset: m.Offset, Subject: string(subject), ID: textOrEmpty(a.id), Type: textOrEmpty(a.typ),
-		Field: field, Detail: err.Error() + ": the runtime parks it"})
+		Field: field, Detail: err.Error()})
 }
 
 // checkPersonal reports personal fields whose values the encryption attributes do
@@ -170,8 +171,7 @@ func (c *checker) checkPersonal(m *kafka.Message, a *attrs, pd *events.PersonalD
 	}
 	c.add(Finding{Kind: KindPlaintextPersonal, Offset: m.Offset, Subject: string(a.subject), ID: string(a.id), Type: string(a.typ),
 		Sequence: a.sequence, Field: strings.Join(plain, ","),
-		Detail: fmt.Sprintf("%s's personal fields %s are in plaintext: %s; they can never be forgotten (publish through producer with a master key, or shred.Seal)",
-			a.typ, strings.Join(plain, ", "), why)})
+		Detail: fmt.Sprintf("%s's personal fields %s are in plaintext: %s", a.typ, strings.Join(plain, ", "), why)})
 }
 
 // holdsValue reports whether a JSON value carries something: not null, not "".
@@ -195,7 +195,7 @@ func (c *checker) checkDeep(m *kafka.Message, a *attrs) {
 			field = ve.Field
 		}
 		c.add(Finding{Kind: KindDeep, Offset: m.Offset, Subject: string(a.subject), ID: string(a.id), Type: string(a.typ),
-			Sequence: a.sequence, Field: field, Detail: err.Error() + ": the runtime parks it"})
+			Sequence: a.sequence, Field: field, Detail: err.Error()})
 	}
 }
 

@@ -315,7 +315,8 @@ func TestMisroutedAndKeyNotSubject(t *testing.T) {
 		got = append(got, f.Kind)
 		if f.Kind == KindMisrouted && f.Subject == key {
 			require.Equal(t, eventlog.Murmur2Partition([]byte(key), n), *f.Expected)
-			require.Contains(t, f.Detail, "partitioner=murmur2_random")
+			require.Contains(t, f.Detail, "hashes to partition")
+			require.Contains(t, Advice[KindMisrouted], "partitioner=murmur2_random")
 		}
 	}
 	require.Contains(t, got, KindMisrouted)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/projector/projector/pkg/eventlog"
 )
 
 // Kind names a kind of problem.
@@ -40,6 +42,23 @@ const (
 	// KindDeep: with Config.Deep, the data does not decode into the type's Go type.
 	KindDeep Kind = "data"
 )
+
+// Advice says, per kind, what the problem usually means and what to do.
+var Advice = map[Kind]string{
+	KindMisrouted: "a producer does not partition by murmur2 of the key. Fix it: " + eventlog.FixPartitioner +
+		". The records already misrouted stay where they are; the runtime reports them where it reads them.",
+	KindKeyNotSubject:    "set the record key to the event's subject (the aggregate id).",
+	KindUndecodable:      "fix the producer; the runtime parks these records with the same error (projector dlq list).",
+	KindMissingAttribute: "fix the producer: every event needs id, source, type and subject (binary mode: ce_id, ce_source, ce_type, ce_subject headers; see docs/producing.md).",
+	KindDuplicate: "a retried write (kafka-go and librdkafka without idempotence can write a batch twice) or an id reused; " +
+		"the runtime applies an id once, so if one id carries two different events, the second is lost: give every event its own id.",
+	KindGap:   "events of the aggregate are missing from the log: a write that failed for good, or a producer that skips sequences.",
+	KindSwap:  "the aggregate's events are out of order in the log: a late retry, or two writers; the runtime applies or parks it, never drops it.",
+	KindStale: "two events claim the same sequence: a second writer for the aggregate, or a write retried under a new id.",
+	KindPlaintextPersonal: "publish through producer (CLI or HTTP ingest) with a master key, which encrypts personal fields under the subject's key; " +
+		"plaintext already in the log can never be forgotten.",
+	KindDeep: "the data does not fit the registered Go type: fix the producer, or add an upcaster for the old schema.",
+}
 
 // Kinds lists every kind, in report order.
 var Kinds = []Kind{KindMisrouted, KindKeyNotSubject, KindUndecodable, KindMissingAttribute, KindDuplicate,
@@ -152,7 +171,7 @@ func (r *Report) WriteTable(w io.Writer, limit int) error {
 	}
 	p("topic %s: %d partitions, %d records scanned (%s) in %.1f s",
 		r.Topic, r.Partitions, r.Records, scope, r.Seconds)
-	if r.Seconds > 0 {
+	if r.Seconds > 0 && r.Records > 0 {
 		p(", %.0f records/s", float64(r.Records)/r.Seconds)
 	}
 	p("\n")
@@ -187,6 +206,15 @@ func (r *Report) WriteTable(w io.Writer, limit int) error {
 			cell(f.Subject, 40), seq, cell(f.ID, 40), oneLine(f.Detail))
 	}
 	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var advice []string
+	for _, k := range Kinds {
+		if r.Counts[k] > 0 {
+			advice = append(advice, fmt.Sprintf("  %s: %s", k, Advice[k]))
+		}
+	}
+	if _, err := fmt.Fprintf(w, "\nwhat to do:\n%s\n", strings.Join(advice, "\n")); err != nil {
 		return err
 	}
 	var more []string
