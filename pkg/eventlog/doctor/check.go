@@ -77,23 +77,31 @@ func (c *checker) add(f Finding) int {
 func (c *checker) check(m *kafka.Message) {
 	var a attrs
 	a.readHeaders(m.Headers)
+	var misroute *eventlog.Misroute
 	if len(m.Key) > 0 {
 		if mr, ok := c.s.layout.Check(c.r.part, m.Key, m.Time); !ok {
-			exp := mr.Expected
-			c.add(Finding{Kind: KindMisrouted, Offset: m.Offset, Subject: string(m.Key), ID: textOrEmpty(a.id),
-				Type: textOrEmpty(a.typ), Expected: &exp,
-				Detail: fmt.Sprintf("key hashes to partition %d of %d (murmur2); the record is on partition %d", mr.Expected, mr.Partitions, mr.Partition)})
+			misroute = &mr
 		}
 	}
 	ok := !a.structured() && a.binaryOK(m.Key, m.Value, !c.s.cfg.SkipData)
+	var decodeErr error
 	if !ok {
 		// The decoder has the last word, and gives the error to report.
 		e, err := eventlog.FromMessage(*m)
-		if err != nil {
-			c.undecodable(m, &a, err)
-			return
+		if err == nil {
+			a.fromEvent(&e)
 		}
-		a.fromEvent(&e)
+		decodeErr = err
+	}
+	if misroute != nil {
+		exp := misroute.Expected
+		c.add(Finding{Kind: KindMisrouted, Offset: m.Offset, Subject: string(m.Key), ID: textOrEmpty(a.id),
+			Type: textOrEmpty(a.typ), Sequence: a.sequence, Expected: &exp,
+			Detail: fmt.Sprintf("key hashes to partition %d of %d (murmur2); the record is on partition %d", misroute.Expected, misroute.Partitions, misroute.Partition)})
+	}
+	if decodeErr != nil {
+		c.undecodable(m, &a, decodeErr)
+		return
 	}
 	if len(m.Key) > 0 && !bytes.Equal(m.Key, a.subject) {
 		c.add(Finding{Kind: KindKeyNotSubject, Offset: m.Offset, Subject: string(a.subject), ID: string(a.id), Type: string(a.typ),
