@@ -61,6 +61,16 @@ func (s *scan) newChecker(r *partRange) *checker {
 		listed: map[Kind]int{}, unlocated: map[int]uint64{}}
 }
 
+// full counts a finding of kind k and reports whether its kind's list is full, so
+// that a finding not kept is never built.
+func (c *checker) full(k Kind) bool {
+	if c.listed[k] < c.s.cfg.MaxFindings {
+		return false
+	}
+	c.count[k]++
+	return true
+}
+
 // add records a finding: counted always, kept up to MaxFindings of its kind.
 func (c *checker) add(f Finding) int {
 	c.count[f.Kind]++
@@ -93,7 +103,7 @@ func (c *checker) check(m *kafka.Message) {
 		}
 		decodeErr = err
 	}
-	if misroute != nil {
+	if misroute != nil && !c.full(KindMisrouted) {
 		exp := misroute.Expected
 		c.add(Finding{Kind: KindMisrouted, Offset: m.Offset, Subject: string(m.Key), ID: textOrEmpty(a.id),
 			Type: textOrEmpty(a.typ), Sequence: a.sequence, Expected: &exp,
@@ -103,7 +113,7 @@ func (c *checker) check(m *kafka.Message) {
 		c.undecodable(m, &a, decodeErr)
 		return
 	}
-	if len(m.Key) > 0 && !bytes.Equal(m.Key, a.subject) {
+	if len(m.Key) > 0 && !bytes.Equal(m.Key, a.subject) && !c.full(KindKeyNotSubject) {
 		c.add(Finding{Kind: KindKeyNotSubject, Offset: m.Offset, Subject: string(a.subject), ID: string(a.id), Type: string(a.typ),
 			Sequence: a.sequence, Field: "subject",
 			Detail: fmt.Sprintf("key %q differs from subject %q: the key must be the subject, so that one aggregate's events share a partition", m.Key, a.subject)})
@@ -169,7 +179,7 @@ func (c *checker) checkPersonal(m *kafka.Message, a *attrs, pd *events.PersonalD
 			}
 		}
 	}
-	if len(plain) == 0 {
+	if len(plain) == 0 || c.full(KindPlaintextPersonal) {
 		return
 	}
 	slices.Sort(plain)
@@ -219,6 +229,9 @@ func (c *checker) checkOrder(m *kafka.Message, a *attrs) {
 	for _, s := range ag.seen {
 		if s.id == idh {
 			c.s.ids.add(idh)
+			if c.full(KindDuplicate) {
+				return
+			}
 			detail := fmt.Sprintf("event id seen before at offset %d of this partition: a retried write; the runtime applies it once", s.offset)
 			if s.seq != a.sequence {
 				detail = fmt.Sprintf("event id seen before at offset %d with sequence %d: the id is reused by another event; the runtime applies only the first", s.offset, s.seq)
@@ -229,6 +242,9 @@ func (c *checker) checkOrder(m *kafka.Message, a *attrs) {
 		}
 	}
 	if c.s.ids.add(idh) {
+		if c.full(KindDuplicate) {
+			return
+		}
 		i := c.add(Finding{Kind: KindDuplicate, Offset: m.Offset, Subject: string(a.subject), ID: string(a.id), Type: string(a.typ),
 			Sequence: a.sequence, Detail: "event id seen before (see also): the runtime applies it once"})
 		if i >= 0 {
@@ -259,9 +275,15 @@ func (c *checker) checkOrder(m *kafka.Message, a *attrs) {
 		ag.max, ag.maxAt = seq, m.Offset
 	default:
 		if at, ok := ag.fill(seq); ok {
+			if c.full(KindSwap) {
+				return
+			}
 			c.add(Finding{Kind: KindSwap, Offset: m.Offset, Subject: string(a.subject), ID: string(a.id), Type: string(a.typ),
 				Sequence: seq, Also: []Location{{Partition: c.r.part, Offset: at}},
 				Detail: fmt.Sprintf("sequence %d arrives after sequence %d (offset %d already passed it): out of order in the log", seq, ag.max, at)})
+			return
+		}
+		if c.full(KindStale) {
 			return
 		}
 		f := Finding{Kind: KindStale, Offset: m.Offset, Subject: string(a.subject), ID: string(a.id), Type: string(a.typ), Sequence: seq,
