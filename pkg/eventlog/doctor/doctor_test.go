@@ -51,7 +51,7 @@ func writeAt(t *testing.T, topic string, msgs ...kafka.Message) {
 	w := &kafka.Writer{Addr: kafka.TCP(testenv.Kafka(t)...), Topic: topic, RequiredAcks: kafka.RequireAll,
 		BatchTimeout: time.Millisecond, Transport: tr,
 		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int {
-			p, _ := strconv.Atoi(string(m.WriterData.(string)))
+			p, _ := strconv.Atoi(m.WriterData.(string))
 			return p
 		})}
 	for i := range msgs {

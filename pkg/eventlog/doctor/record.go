@@ -159,7 +159,7 @@ func (a *attrs) encryptionOK() bool {
 		return false
 	}
 	ok := func(v []byte) bool {
-		return len(v) > 0 && textOK(v) && bytes.IndexAny(v, ", ") < 0
+		return len(v) > 0 && textOK(v) && !bytes.ContainsAny(v, ", ")
 	}
 	if !ok(a.encryption) || !ok(a.keyID) {
 		return false
