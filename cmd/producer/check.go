@@ -36,7 +36,8 @@ the fold of the log:
                      (murmur2, as the Java client; history written before the
                      partition count grew is accepted); the report names the
                      expected partition and the producer setting that fixes it
-  key-not-subject    a key other than the event's subject
+  key-not-subject    a key other than the event's subject, or no key on another
+                     partition than the subject's
   undecodable        a record the decoder refuses (bad attribute, data that is
                      not valid JSON, UTF-8, or NUL-free), with its error
   missing-attribute  no id, source, type or subject, or half the encryption ones

@@ -65,6 +65,20 @@ func TestCheckAndTopicUsageErrorsExit2NamingTheProblem(t *testing.T) {
 	}
 }
 
+func TestProgressBar(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	bar := &progressBar{out: &b}
+	bar.show(doctor.Progress{Pass: 1, Records: 250, Total: 1000, Elapsed: time.Second})
+	require.Equal(t, "\rscanning [#######.......................]  25% 250/1000  250/s  ETA 3s\x1b[K", b.String())
+	b.Reset()
+	bar.show(doctor.Progress{Pass: 2, Records: 1000, Total: 1000, Elapsed: 3 * time.Second})
+	require.Equal(t, "\rlocating duplicates [##############################] 100% 1000/1000\x1b[K", b.String())
+	b.Reset()
+	bar.clear()
+	require.Equal(t, "\r\x1b[K", b.String())
+}
+
 func TestParseWhen(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)

@@ -113,10 +113,19 @@ func (c *checker) check(m *kafka.Message) {
 		c.undecodable(m, &a, decodeErr)
 		return
 	}
-	if len(m.Key) > 0 && !bytes.Equal(m.Key, a.subject) && !c.full(KindKeyNotSubject) {
+	switch {
+	case len(m.Key) > 0 && !bytes.Equal(m.Key, a.subject) && !c.full(KindKeyNotSubject):
 		c.add(Finding{Kind: KindKeyNotSubject, Offset: m.Offset, Subject: string(a.subject), ID: string(a.id), Type: string(a.typ),
 			Sequence: a.sequence, Field: "subject",
 			Detail: fmt.Sprintf("key %q differs from subject %q: the key must be the subject, so that one aggregate's events share a partition", m.Key, a.subject)})
+	case len(m.Key) == 0:
+		// A record without a key is never misrouted; but one whose subject belongs on
+		// another partition splits its aggregate, as a misrouted record would.
+		if mr, ok := c.s.layout.Check(c.r.part, a.subject, m.Time); !ok && !c.full(KindKeyNotSubject) {
+			c.add(Finding{Kind: KindKeyNotSubject, Offset: m.Offset, Subject: string(a.subject), ID: string(a.id), Type: string(a.typ),
+				Sequence: a.sequence, Field: "key",
+				Detail: fmt.Sprintf("no key, and subject %q hashes to partition %d of %d (murmur2), not %d: its aggregate is split", a.subject, mr.Expected, mr.Partitions, mr.Partition)})
+		}
 	}
 	if pd := c.s.personal[string(a.typ)]; pd != nil {
 		c.checkPersonal(m, &a, pd)

@@ -296,7 +296,7 @@ func TestDuplicateBeyondTheWindowGoesToTheSecondPass(t *testing.T) {
 func TestMisroutedAndKeyNotSubject(t *testing.T) {
 	t.Parallel()
 	const n = 6
-	var key string
+	var key string // a subject that hashes away from partition 0
 	for i := 0; ; i++ {
 		key = fmt.Sprintf("user-%d", i)
 		if eventlog.Murmur2Partition([]byte(key), n) != 0 {
@@ -309,6 +309,18 @@ func TestMisroutedAndKeyNotSubject(t *testing.T) {
 	other := message(t, event("user-x", 1))
 	other.Key = []byte("something-else")
 	h.feed(t, other)
+	keyless := message(t, event(key, 2)) // its subject belongs on another partition
+	keyless.Key = nil
+	h.feed(t, keyless)
+	var home string // a subject that hashes to partition 0: harmless without a key
+	for i := 0; ; i++ {
+		if home = fmt.Sprintf("home-%d", i); eventlog.Murmur2Partition([]byte(home), n) == 0 {
+			break
+		}
+	}
+	harmless := message(t, event(home, 1))
+	harmless.Key = nil
+	h.feed(t, harmless)
 	rep := h.report()
 	var got []Kind
 	for _, f := range rep.Findings {
@@ -319,8 +331,9 @@ func TestMisroutedAndKeyNotSubject(t *testing.T) {
 			require.Contains(t, Advice[KindMisrouted], "partitioner=murmur2_random")
 		}
 	}
-	require.Contains(t, got, KindMisrouted)
-	require.Contains(t, got, KindKeyNotSubject)
+	require.Equal(t, []string{"misrouted@0", "key-not-subject@1", "key-not-subject@2"}, kinds(rep))
+	require.Contains(t, rep.Findings[2].Detail, "no key, and subject")
+	require.Equal(t, []Kind{KindMisrouted, KindKeyNotSubject, KindKeyNotSubject}, got)
 }
 
 func TestUndecodableAndMissingAttributes(t *testing.T) {

@@ -6,7 +6,8 @@
 //   - misrouted records: a keyed record on a partition its key does not hash to
 //     (murmur2 mod the partition count, see eventlog.Layout, which also accepts
 //     history written before a partition-count increase);
-//   - a key that differs from the event's subject;
+//   - a key that differs from the event's subject, or a record without a key whose
+//     subject hashes to another partition (its aggregate is split all the same);
 //   - duplicate event ids, with every offset that holds them;
 //   - per aggregate (subject, within a partition, as the runtime reads it): gaps in
 //     the CloudEvents sequence extension, swaps (a sequence lower than one already

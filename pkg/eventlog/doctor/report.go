@@ -19,7 +19,8 @@ type Kind string
 const (
 	// KindMisrouted: a keyed record on a partition its key does not hash to.
 	KindMisrouted Kind = "misrouted"
-	// KindKeyNotSubject: the record's key differs from its subject.
+	// KindKeyNotSubject: the record's key differs from its subject, or it has no key
+	// and its subject hashes to another partition.
 	KindKeyNotSubject Kind = "key-not-subject"
 	// KindUndecodable: the decoder refuses the record (an invalid attribute, data
 	// that is not valid JSON, UTF-8 or NUL-free, …).
@@ -47,7 +48,7 @@ const (
 var Advice = map[Kind]string{
 	KindMisrouted: "a producer does not partition by murmur2 of the key. Fix it: " + eventlog.FixPartitioner +
 		". The records already misrouted stay where they are; the runtime reports them where it reads them.",
-	KindKeyNotSubject:    "set the record key to the event's subject (the aggregate id).",
+	KindKeyNotSubject:    "set the record key to the event's subject (the aggregate id), and partition by murmur2 of it.",
 	KindUndecodable:      "fix the producer; the runtime parks these records with the same error (projector dlq list).",
 	KindMissingAttribute: "fix the producer: every event needs id, source, type and subject (binary mode: ce_id, ce_source, ce_type, ce_subject headers; see docs/producing.md).",
 	KindDuplicate: "a retried write (kafka-go and librdkafka without idempotence can write a batch twice) or an id reused; " +
