@@ -148,10 +148,17 @@ func TestScanRanges(t *testing.T) {
 	topic := testenv.Topic(t, 2)
 	base := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
 	var msgs []kafka.Message
+	home := map[int]string{} // a subject per partition that hashes there
+	for i := 0; len(home) < 2; i++ {
+		s := fmt.Sprintf("agg-%d", i)
+		if p := eventlog.Murmur2Partition([]byte(s), 2); home[p] == "" {
+			home[p] = s
+		}
+	}
 	for p := range 2 {
 		for i := range 10 {
 			// Keyless records with sequences: ten per partition, an hour apart.
-			e := events.Event{ID: fmt.Sprintf("p%d-%d", p, i), Source: "s", Type: "T", Subject: fmt.Sprintf("agg-%d", p),
+			e := events.Event{ID: fmt.Sprintf("p%d-%d", p, i), Source: "s", Type: "T", Subject: home[p],
 				Sequence: uint64(i + 1), Data: json.RawMessage(`{}`)}
 			m, err := eventlog.ToMessage(e)
 			require.NoError(t, err)
