@@ -27,18 +27,17 @@ type checker struct {
 	count map[Kind]int64
 	// listed counts the findings kept per kind (found holds at most MaxFindings each).
 	listed map[Kind]int
-	// idHash holds, for duplicates found through the id set alone, the id's hash
-	// (index into found); their other offsets are located in a second pass.
+	// unlocated holds, for duplicates found through the id set alone, the id's
+	// hash by index into found; their other offsets are located in a second pass.
 	unlocated map[int]uint64
 }
 
 // aggregate is what a partition's scan remembers of one aggregate (subject).
 type aggregate struct {
-	max   uint64 // highest sequence seen; 0 = none yet
-	maxAt int64  // its offset
-	seen  []seenID
-	next  int   // ring position in seen once full
-	gaps  []gap // sequences skipped and not seen since
+	max  uint64 // highest sequence seen; 0 = none yet
+	seen []seenID
+	next int   // ring position in seen once full
+	gaps []gap // sequences skipped and not seen since
 }
 
 // seenID is a recent event of an aggregate.
@@ -276,12 +275,12 @@ func (c *checker) checkOrder(m *kafka.Message, a *attrs) {
 		if c.r.fromStart && seq > 1 {
 			ag.gaps = append(ag.gaps, gap{lo: 1, hi: seq - 1, at: m.Offset, subject: string(a.subject)})
 		}
-		ag.max, ag.maxAt = seq, m.Offset
+		ag.max = seq
 	case seq == ag.max+1:
-		ag.max, ag.maxAt = seq, m.Offset
+		ag.max = seq
 	case seq > ag.max+1:
 		ag.gaps = append(ag.gaps, gap{lo: ag.max + 1, hi: seq - 1, at: m.Offset, subject: string(a.subject)})
-		ag.max, ag.maxAt = seq, m.Offset
+		ag.max = seq
 	default:
 		if at, ok := ag.fill(seq); ok {
 			if c.full(KindSwap) {
