@@ -344,6 +344,12 @@ ensure_iproute() {
   command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || apt_install iproute2
 }
 
+# kcat (librdkafka's command line) writes to the log as a non-Go producer would:
+# the tests of docs/producing.md's settings run it.
+ensure_kcat() {
+  command -v kcat >/dev/null 2>&1 || apt_install kcat
+}
+
 cmd_up() {
   local t0=$SECONDS
   mkdir -p "$STATE_DIR" "$CACHE_DIR"
@@ -354,6 +360,7 @@ cmd_up() {
   mailpit_up
   ensure_browser
   ensure_iproute
+  ensure_kcat
   write_env
   probe || die "the stack started but did not answer the probe (scripts/stack.sh logs)"
   log "up in $((SECONDS - t0))s; endpoints in $ENV_FILE"

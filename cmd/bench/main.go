@@ -10,6 +10,9 @@
 //   - bootstrap from a snapshot taken at 90% of the log, then catch-up
 //   - live latency from the producer's acknowledgement to the row being visible
 //   - side effects with a no-op sink: runs per second and Redis round trips per batch
+//   - the log doctor (producer check) over the whole log, beside raw consumption
+//
+// --only runs some scenarios and updates just their figures in latest.json.
 package main
 
 import (
@@ -21,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -34,6 +38,7 @@ type Result struct {
 	Bootstrap Bootstrap `json:"bootstrap"`
 	Live      Live      `json:"live"`
 	Effects   Effects   `json:"effects"`
+	Doctor    Doctor    `json:"doctor"`
 	Series    []Point   `json:"replay_series"` // events/s over time during the median replay
 	Started   time.Time `json:"started"`
 	Seconds   float64   `json:"seconds"`
@@ -114,7 +119,14 @@ type config struct {
 	out                            string
 	seed                           uint64
 	cpuProfile                     string
+	only                           map[string]bool // scenarios to run; empty: all
 }
+
+// scenarios are the names --only takes, in run order.
+var scenarios = []string{"replay", "bootstrap", "live", "effects", "doctor"}
+
+// wants reports whether scenario name is to run.
+func (c config) wants(name string) bool { return len(c.only) == 0 || c.only[name] }
 
 func main() {
 	var c config
@@ -133,7 +145,21 @@ func main() {
 	f.StringVar(&c.out, "out", "bench/results", "output folder")
 	f.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the first replay run to this file (go tool pprof -top)")
 	redraw := f.Bool("redraw", false, "rewrite the table and plot from OUT/latest.json, measuring nothing")
+	only := f.String("only", "", "run only these scenarios, comma-separated ("+strings.Join(scenarios, ", ")+"); the other figures in OUT/latest.json are kept")
 	_ = f.Parse(os.Args[1:])
+	for name := range strings.SplitSeq(*only, ",") {
+		if name = strings.TrimSpace(name); name == "" {
+			continue
+		}
+		if !slices.Contains(scenarios, name) {
+			fmt.Fprintf(os.Stderr, "bench: --only %q: unknown scenario %q (want %s)\n", *only, name, strings.Join(scenarios, ", "))
+			os.Exit(2)
+		}
+		if c.only == nil {
+			c.only = map[string]bool{}
+		}
+		c.only[name] = true
+	}
 	if *redraw {
 		var res Result
 		b, err := os.ReadFile(filepath.Join(c.out, "latest.json"))
@@ -152,6 +178,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	res, err := run(ctx, c)
 	stop()
+	if err == nil && len(c.only) > 0 {
+		res, err = keepOthers(filepath.Join(c.out, "latest.json"), res, c)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -162,6 +191,39 @@ func main() {
 	}
 	b, _ := os.ReadFile(filepath.Join(c.out, "latest.md"))
 	fmt.Print(string(b))
+}
+
+// keepOthers takes the figures of the scenarios not run from the previous results.
+func keepOthers(path string, res Result, c config) (Result, error) {
+	var prev Result
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return res, nil
+		}
+		return res, err
+	}
+	if err := json.Unmarshal(b, &prev); err != nil {
+		return res, fmt.Errorf("%s: %w", path, err)
+	}
+	if !c.wants("replay") {
+		res.Replay, res.Series = prev.Replay, prev.Series
+	}
+	if !c.wants("bootstrap") {
+		res.Bootstrap = prev.Bootstrap
+	}
+	if !c.wants("live") {
+		res.Live = prev.Live
+	}
+	if !c.wants("effects") {
+		res.Effects = prev.Effects
+	}
+	if !c.wants("doctor") {
+		res.Doctor = prev.Doctor
+	}
+	res.Machine.Commit = prev.Machine.Commit // the full run's; each scenario run with --only carries its own
+	res.Started, res.Seconds = prev.Started, prev.Seconds
+	return res, nil
 }
 
 func envOr(name, def string) string {
@@ -221,7 +283,15 @@ func table(r Result) string {
 	e := r.Effects
 	p("| side effects, %d events, no-op sink | %.0f runs/s, %.2f Redis round trips per batch | raw SET NX %.0f keys/s | | ≥ 20,000/s, ≤ 2 round trips |\n",
 		e.Events, e.PerSec, e.RedisRoundTripsPerBat, e.SetNXBaselinePerSec)
+	dr := r.Doctor
+	if dr.Records > 0 {
+		p("| log doctor (producer check), %d records (median of %d: %s s) | %.0f records/s, peak RSS %.0f MB, id set %.0f MB, %d pass(es) | raw kafka-go consumption %.0f records/s | %.2f × raw | ≥ 200,000/s |\n",
+			dr.Records, len(dr.Runs), fmtRuns(dr.Runs), dr.RecordsPerSec, dr.PeakRSSMB, dr.IDSetMB, dr.Passes, dr.RawConsumePerSec, dr.RatioToRaw)
+	}
 	p("\ntotal bench time %.0f s\n", r.Seconds)
+	if dr.Records > 0 && dr.Commit != r.Machine.Commit {
+		p("\nthe log doctor's row: measured %s on commit %s (bench --only doctor)\n", dr.Measured.Format(time.RFC3339), dr.Commit)
+	}
 	return sb.String()
 }
 

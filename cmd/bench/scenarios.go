@@ -52,17 +52,30 @@ func run(ctx context.Context, c config) (Result, error) {
 	if err := e.ensureLog(ctx); err != nil {
 		return res, err
 	}
-	if res.Replay, res.Series, err = e.replay(ctx); err != nil {
-		return res, fmt.Errorf("replay: %w", err)
+	if c.wants("replay") || c.wants("bootstrap") {
+		if res.Replay, res.Series, err = e.replay(ctx); err != nil {
+			return res, fmt.Errorf("replay: %w", err)
+		}
 	}
-	if res.Bootstrap, err = e.bootstrap(ctx, res.Replay.Seconds); err != nil {
-		return res, fmt.Errorf("bootstrap: %w", err)
+	if c.wants("bootstrap") {
+		if res.Bootstrap, err = e.bootstrap(ctx, res.Replay.Seconds); err != nil {
+			return res, fmt.Errorf("bootstrap: %w", err)
+		}
 	}
-	if res.Live, err = e.live(ctx); err != nil {
-		return res, fmt.Errorf("live: %w", err)
+	if c.wants("live") {
+		if res.Live, err = e.live(ctx); err != nil {
+			return res, fmt.Errorf("live: %w", err)
+		}
 	}
-	if res.Effects, err = e.effects(ctx); err != nil {
-		return res, fmt.Errorf("effects: %w", err)
+	if c.wants("effects") {
+		if res.Effects, err = e.effects(ctx); err != nil {
+			return res, fmt.Errorf("effects: %w", err)
+		}
+	}
+	if c.wants("doctor") {
+		if res.Doctor, err = e.doctor(ctx); err != nil {
+			return res, fmt.Errorf("doctor: %w", err)
+		}
 	}
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil

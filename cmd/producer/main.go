@@ -30,9 +30,18 @@ Commands:
   serve      run the HTTP ingest API (POST /v1/events, POST /v1/subjects/{id}/forget)
   forget     forget a person: delete their data keys, publish SubjectForgotten
   keygen     print a new master key for the personal-data key store
+  check      the log doctor: scan a topic (or a range) for misrouted keys,
+             duplicate ids, sequence gaps, swaps and stale sequences, records that
+             do not decode, plaintext personal data
+  topic      create or describe a topic with the full-history settings
 
-Every command creates the topic if it is missing (full history: retention.ms=-1,
-cleanup.policy=delete) and refuses a topic whose settings would delete events.
+Every command that publishes creates the topic if it is missing (full history:
+retention.ms=-1, retention.bytes=-1, cleanup.policy=delete) and refuses a topic
+whose settings would delete events. For producers in other languages (kcat,
+librdkafka, Java, franz-go): docs/producing.md.
+
+Exit status: 0 on success, 1 on failure (for check: problems found), 2 on bad
+usage, 3 when check could not scan.
 
 Personal data: fields an event type marks personal (the example domain: a user's
 email and name) are encrypted with AES-256-GCM under the subject's own key before
@@ -50,8 +59,30 @@ func main() {
 	stop()
 	if err != nil && !errors.Is(err, cli.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "producer:", err)
-		os.Exit(1)
+		code := 1
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		os.Exit(code)
 	}
+}
+
+// exitError carries the exit status of a failure other than 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageErr marks a usage error (exit status 2); help asked for stays ErrHelp.
+func usageErr(err error) error {
+	if err == nil || errors.Is(err, cli.ErrHelp) {
+		return err
+	}
+	return &exitError{code: exitUsage, err: err}
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -61,11 +92,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	cmds := map[string]func(context.Context, []string, io.Reader, io.Writer, io.Writer) error{
 		"send": runSend, "import": runImport, "generate": runGenerate, "serve": runServe,
-		"forget": runForget, "keygen": runKeygen,
+		"forget": runForget, "keygen": runKeygen, "check": runCheck, "topic": runTopic,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
-		return fmt.Errorf("unknown command %q (see producer --help)", args[0])
+		return usageErr(fmt.Errorf("unknown command %q (see producer --help)", args[0]))
 	}
 	return cmd(ctx, args[1:], stdin, stdout, stderr)
 }

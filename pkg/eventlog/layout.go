@@ -145,7 +145,10 @@ func firstRecordTime(ctx context.Context, client *kafka.Client, topic string, pa
 }
 
 // newOwnedClient returns a client over a transport of its own, and the function that
-// closes the transport's connections (and so ends its goroutines).
+// closes the transport's connections (and so ends its goroutines). A transport of its
+// own also because kafka-go's shared DefaultTransport caches metadata for 6 s, so a
+// topic created a moment ago can look missing to a writer that shares it (seen here:
+// "Unknown Topic Or Partition").
 func newOwnedClient(brokers []string) (*kafka.Client, func()) {
 	tr := &kafka.Transport{}
 	return &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}, tr.CloseIdleConnections

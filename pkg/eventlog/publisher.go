@@ -102,7 +102,8 @@ func (c PublisherConfig) validate() (kafka.Compression, error) {
 // murmur2 partitioning on the subject, batching and bounded retries. It is safe for
 // concurrent use.
 type Publisher struct {
-	w *kafka.Writer
+	w  *kafka.Writer
+	tr *kafka.Transport // the writer's own; kafka-go's Writer.Close leaves it open
 }
 
 // NewPublisher validates cfg and returns a Publisher. It does not dial: the first
@@ -114,6 +115,7 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		return nil, err
 	}
 	log := cfg.Logger.Sugar()
+	tr := &kafka.Transport{}
 	w := &kafka.Writer{
 		Addr:         kafka.TCP(cfg.Brokers...),
 		Topic:        cfg.Topic,
@@ -126,11 +128,11 @@ func NewPublisher(cfg PublisherConfig) (*Publisher, error) {
 		WriteTimeout: cfg.WriteTimeout,
 		ReadTimeout:  cfg.WriteTimeout,
 		Compression:  codec,
-		Transport:    &kafka.Transport{},
+		Transport:    tr,
 		ErrorLogger:  kafka.LoggerFunc(func(f string, a ...any) { log.Warnf("kafka writer: "+f, a...) }),
 		Completion:   complete,
 	}
-	return &Publisher{w: w}, nil
+	return &Publisher{w: w, tr: tr}, nil
 }
 
 // Result is the outcome of one event: where it landed, or why it did not.
@@ -222,5 +224,11 @@ func (p *Publisher) Publish(ctx context.Context, evs ...events.Event) ([]Result,
 	return out, first
 }
 
-// Close flushes pending writes and releases connections.
-func (p *Publisher) Close() error { return p.w.Close() }
+// Close flushes pending writes and releases connections. kafka-go's Writer.Close
+// closes only a transport it made itself, so the Publisher closes its own: without
+// that, every closed Publisher left its connections and their goroutines behind.
+func (p *Publisher) Close() error {
+	err := p.w.Close()
+	p.tr.CloseIdleConnections()
+	return err
+}

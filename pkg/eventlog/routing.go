@@ -55,7 +55,7 @@ func murmur2(data []byte) uint32 {
 // FixPartitioner names the producer settings that honour the partitioning contract,
 // for a reason or a report to quote.
 const FixPartitioner = "key = subject, murmur2 partitioner: librdkafka (kcat, confluent-kafka-*, node-rdkafka) partitioner=murmur2_random; " +
-	"Java clients: the default; franz-go: kgo.StickyKeyPartitioner(nil) (its default); kafka-go: &kafka.Murmur2Balancer{}"
+	"Java clients: the default; franz-go: its default partitioner (murmur2 on keys; also kgo.StickyKeyPartitioner(nil)); kafka-go: &kafka.Murmur2Balancer{}"
 
 // Layout is what a reader knows of a topic's partitioning history: its partition
 // count now and, for each partition, the time of its first record (zero when the

@@ -57,7 +57,8 @@ func EnsureTopic(ctx context.Context, brokers []string, cfg TopicConfig) (TopicI
 		return TopicInfo{}, fmt.Errorf("eventlog: topic %s: partitions %d and replication factor %d must be positive",
 			cfg.Name, cfg.Partitions, cfg.ReplicationFactor)
 	}
-	client := newClient(brokers)
+	client, closeClient := newOwnedClient(brokers)
+	defer closeClient()
 	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
 		Topic: cfg.Name, NumPartitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor,
 		ConfigEntries: []kafka.ConfigEntry{
@@ -88,36 +89,13 @@ func EnsureTopic(ctx context.Context, brokers []string, cfg TopicConfig) (TopicI
 
 // CheckTopicKeepsHistory refuses a topic whose settings would delete events.
 func CheckTopicKeepsHistory(ctx context.Context, brokers []string, topic string) error {
-	resp, err := newClient(brokers).DescribeConfigs(ctx, &kafka.DescribeConfigsRequest{
-		Resources: []kafka.DescribeConfigRequestResource{{
-			ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
-			ConfigNames: []string{"retention.ms", "retention.bytes", "cleanup.policy"},
-		}},
-	})
+	client, closeClient := newOwnedClient(brokers)
+	defer closeClient()
+	settings, err := topicConfigs(ctx, client, topic, []string{"retention.ms", "retention.bytes", "cleanup.policy"})
 	if err != nil {
-		return fmt.Errorf("eventlog: describe topic %s: %w", topic, err)
+		return err
 	}
-	if len(resp.Resources) != 1 {
-		return fmt.Errorf("eventlog: describe topic %s: %d resources in the answer", topic, len(resp.Resources))
-	}
-	res := resp.Resources[0]
-	if res.Error != nil {
-		return fmt.Errorf("eventlog: describe topic %s: %w", topic, res.Error)
-	}
-	var problems []string
-	for _, c := range res.ConfigEntries {
-		switch c.ConfigName {
-		case "retention.ms", "retention.bytes":
-			if c.ConfigValue != RetentionForever {
-				problems = append(problems, fmt.Sprintf("%s=%s (want %s)", c.ConfigName, c.ConfigValue, RetentionForever))
-			}
-		case "cleanup.policy":
-			if strings.Contains(c.ConfigValue, "compact") {
-				problems = append(problems, fmt.Sprintf("cleanup.policy=%s (want %s)", c.ConfigValue, CleanupDelete))
-			}
-		}
-	}
-	if len(problems) > 0 {
+	if problems := historyProblems(settings); len(problems) > 0 {
 		return fmt.Errorf("eventlog: %w: %s has %s", ErrHistoryAtRisk, topic, strings.Join(problems, ", "))
 	}
 	return nil
@@ -125,49 +103,89 @@ func CheckTopicKeepsHistory(ctx context.Context, brokers []string, topic string)
 
 // Partitions returns the topic's partition count.
 func Partitions(ctx context.Context, brokers []string, topic string) (int, error) {
-	resp, err := newClient(brokers).Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	client, closeClient := newOwnedClient(brokers)
+	defer closeClient()
+	n, err := partitionCount(ctx, client, topic)
 	if err != nil {
-		return 0, fmt.Errorf("eventlog: metadata for %s: %w", topic, err)
+		return 0, fmt.Errorf("eventlog: topic %s: %w", topic, err)
 	}
-	for _, t := range resp.Topics {
-		if t.Name == topic {
-			if t.Error != nil {
-				return 0, fmt.Errorf("eventlog: metadata for %s: %w", topic, t.Error)
-			}
-			return len(t.Partitions), nil
-		}
-	}
-	return 0, fmt.Errorf("eventlog: topic %s: %w", topic, kafka.UnknownTopicOrPartition)
+	return n, nil
 }
 
+// LeaderWaitDefault bounds how long EnsureTopic waits for a topic's partitions to
+// have leaders that accept requests, when its context has no deadline of its own.
+const LeaderWaitDefault = 30 * time.Second
+
+// waitForLeaders waits until every partition of the topic has a leader that serves
+// it, and returns the partition count. Metadata naming a leader is not enough: a
+// broker publishes a new topic's metadata before its replica manager leads the
+// partitions, and a write in that window fails with "Not Leader For Partition" (seen
+// on the first write after EnsureTopic). So each partition is also asked for its
+// offsets, which only its serving leader answers, until all of them answer.
 func waitForLeaders(ctx context.Context, client *kafka.Client, topic string) (int, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, LeaderWaitDefault)
+		defer cancel()
+	}
+	var last error
 	for {
-		resp, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		n, err := servedPartitions(ctx, client, topic)
 		if err == nil {
-			for _, t := range resp.Topics {
-				if t.Name != topic || t.Error != nil || len(t.Partitions) == 0 {
-					continue
-				}
-				led := true
-				for _, p := range t.Partitions {
-					led = led && p.Error == nil && p.Leader.Port != 0
-				}
-				if led {
-					return len(t.Partitions), nil
-				}
-			}
+			return n, nil
 		}
+		last = err
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("eventlog: topic %s has no leader for every partition: %w", topic, errors.Join(ctx.Err(), err))
+			return 0, fmt.Errorf("eventlog: topic %s: not every partition has a serving leader: %w", topic, errors.Join(ctx.Err(), last))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
 
-// newClient returns a kafka-go client with a transport of its own. kafka-go's shared
-// DefaultTransport caches metadata for 6 s, so a topic created a moment ago can look
-// missing to a writer that shares it (seen here: "Unknown Topic Or Partition").
-func newClient(brokers []string) *kafka.Client {
-	return &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+// servedPartitions returns the topic's partition count when every partition has a
+// leader in the metadata and that leader answers for it; else the first problem.
+func servedPartitions(ctx context.Context, client *kafka.Client, topic string) (int, error) {
+	resp, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return 0, err
+	}
+	var parts []kafka.Partition
+	for _, t := range resp.Topics {
+		if t.Name != topic {
+			continue
+		}
+		if t.Error != nil {
+			return 0, t.Error
+		}
+		parts = t.Partitions
+	}
+	if len(parts) == 0 {
+		return 0, fmt.Errorf("no partitions in the metadata yet")
+	}
+	reqs := make([]kafka.OffsetRequest, 0, len(parts))
+	for _, p := range parts {
+		if p.Error != nil {
+			return 0, fmt.Errorf("partition %d: %w", p.ID, p.Error)
+		}
+		if p.Leader.Port == 0 {
+			return 0, fmt.Errorf("partition %d: no leader yet", p.ID)
+		}
+		reqs = append(reqs, kafka.LastOffsetOf(p.ID))
+	}
+	offs, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return 0, err
+	}
+	answered := 0
+	for _, po := range offs.Topics[topic] {
+		if po.Error != nil {
+			return 0, fmt.Errorf("partition %d: %w", po.Partition, po.Error)
+		}
+		answered++
+	}
+	if answered != len(parts) {
+		return 0, fmt.Errorf("%d of %d partitions answered", answered, len(parts))
+	}
+	return len(parts), nil
 }
