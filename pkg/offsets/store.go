@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projector/projector/internal/store"
 )
 
 // Key names one partition of one projection version.
@@ -40,41 +42,25 @@ var ErrFenced = errors.New("partition fenced: another group member owns it")
 
 // Store reads and writes positions in a framework schema.
 type Store struct {
+	schema          string
 	table           string // quoted schema.offsets
 	StaleClaimAfter time.Duration
 }
 
 // NewStore returns a store whose table lives in schema.
 func NewStore(schema string) *Store {
-	return &Store{table: pgx.Identifier{schema, "offsets"}.Sanitize(), StaleClaimAfter: StaleClaimAfterDefault}
+	return &Store{schema: schema, table: pgx.Identifier{schema, "offsets"}.Sanitize(), StaleClaimAfter: StaleClaimAfterDefault}
 }
 
 // Table returns the quoted name of the offsets table.
 func (s *Store) Table() string { return s.table }
 
-// Setup creates the offsets table if it is missing. Instances starting together
-// should serialise it (the runtime holds an advisory lock around its setup).
-func (s *Store) Setup(ctx context.Context, pool Execer) error {
-	schema := s.table[:len(s.table)-len(`."offsets"`)]
-	for _, q := range []string{
-		`CREATE SCHEMA IF NOT EXISTS ` + schema,
-		`CREATE TABLE IF NOT EXISTS ` + s.table + ` (
-			projection  text   NOT NULL,
-			version     int    NOT NULL,
-			topic       text   NOT NULL,
-			partition   int    NOT NULL,
-			next_offset bigint NOT NULL,             -- the next offset to read
-			generation  int    NOT NULL,             -- Kafka group generation of the owner
-			member      text   NOT NULL,             -- Kafka group member id of the owner
-			consumed    bigint NOT NULL DEFAULT 0,   -- events read and settled, for rates in status
-			updated_at  timestamptz NOT NULL DEFAULT now(),
-			PRIMARY KEY (projection, version, topic, partition))`,
-	} {
-		if _, err := pool.Exec(ctx, q); err != nil {
-			return fmt.Errorf("offsets: setup: %w", err)
-		}
-	}
-	return nil
+// Setup applies the framework schema's pending migrations (package internal/store
+// owns the offsets table with the others), under the setup lock, so instances
+// starting together migrate once.
+func (s *Store) Setup(ctx context.Context, db store.Beginner) error {
+	_, err := store.Up(ctx, db, s.schema)
+	return err
 }
 
 // Claim makes owner the holder of the partition and returns the next offset to read

@@ -2,12 +2,14 @@ package projector
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/kafka-go"
@@ -85,32 +87,50 @@ func (r *Runner) prepare(ctx context.Context, msgs []kafka.Message) ([]entry, er
 }
 
 // dedupeWindow is how many of an aggregate's last applied events are remembered,
-// as (sequence, id): the proof that a late copy of one of them is a duplicate. A
-// retried write whose copy lands within this many events of its aggregate is
+// as (sequence, id hash): the proof that a late copy of one of them is a duplicate.
+// A retried write whose copy lands within this many events of its aggregate is
 // recognised and skipped. An event at or below its aggregate's sequence that is not
 // a proven duplicate is never dropped: within the window's reach it is applied
 // (GapWarn) or parked; beyond it, or claiming a sequence another id holds, it parks,
 // without holding its aggregate back, for an operator to retry or skip.
+//
+// Ids are remembered by their 64-bit xxhash, which keeps the window at about 10
+// bytes an event: two different ids of one aggregate, 32 events apart, are taken
+// for one with a probability of about 2^-59.
 const dedupeWindow = 32
 
-// applied is one applied event of an aggregate, kept in its window. It is stored as
-// a JSON pair [sequence, "id"].
+// applied is one applied event of an aggregate, kept in its window.
 type applied struct {
-	Seq uint64
-	ID  string
+	seq  uint64
+	hash uint64 // xxhash of the event id
 }
 
-func (a applied) MarshalJSON() ([]byte, error) { return json.Marshal([]any{a.Seq, a.ID}) }
+func idHash(id string) uint64 { return xxhash.Sum64String(id) }
 
-func (a *applied) UnmarshalJSON(b []byte) error {
-	var pair [2]json.RawMessage
-	if err := json.Unmarshal(b, &pair); err != nil {
-		return err
+// encodeWindow packs a window for its bytea column: per event, the sequence as a
+// uvarint, then the id's hash in 8 bytes, little-endian.
+func encodeWindow(w []applied) []byte {
+	b := make([]byte, 0, len(w)*(binary.MaxVarintLen64+8))
+	for _, a := range w {
+		b = binary.AppendUvarint(b, a.seq)
+		b = binary.LittleEndian.AppendUint64(b, a.hash)
 	}
-	if err := json.Unmarshal(pair[0], &a.Seq); err != nil {
-		return err
+	return b
+}
+
+// decodeWindow unpacks a window. A damaged one decodes as far as it is whole: a
+// window cut short only makes more events park, never one be skipped.
+func decodeWindow(b []byte) []applied {
+	var w []applied
+	for len(b) > 0 {
+		seq, n := binary.Uvarint(b)
+		if n <= 0 || len(b) < n+8 {
+			break
+		}
+		w = append(w, applied{seq: seq, hash: binary.LittleEndian.Uint64(b[n:])})
+		b = b[n+8:]
 	}
-	return json.Unmarshal(pair[1], &a.ID)
+	return w
 }
 
 // aggState is an aggregate's mark: its highest applied sequence, the event that
@@ -137,7 +157,7 @@ func (a aggState) with(seq uint64, id string) aggState {
 	} else {
 		recent = append(recent, old...)
 	}
-	recent = append(recent, applied{Seq: seq, ID: id})
+	recent = append(recent, applied{seq: seq, hash: idHash(id)})
 	if seq > a.seq {
 		a.seq, a.id = seq, id
 	}
@@ -150,22 +170,24 @@ func (a aggState) holds(id string) bool {
 	if id == a.id {
 		return true
 	}
+	h := idHash(id)
 	for i := len(a.recent) - 1; i >= 0; i-- {
-		if a.recent[i].ID == id && a.recent[i] != start {
+		if a.recent[i].hash == h && a.recent[i] != start {
 			return true
 		}
 	}
 	return false
 }
 
-// holder returns the id of the remembered event applied with seq, if any.
+// holder reports whether the window remembers an event applied with seq, and its
+// id when it is the one holding the aggregate's highest sequence.
 func (a aggState) holder(seq uint64) (string, bool) {
 	if seq == a.seq && a.id != "" {
 		return a.id, true
 	}
 	for _, r := range a.recent {
-		if r.Seq == seq && r != start {
-			return r.ID, true
+		if r.seq == seq && r != start {
+			return "", true
 		}
 	}
 	return "", false
@@ -182,8 +204,8 @@ func (a aggState) reaches(seq uint64) bool {
 		if r == start {
 			return true
 		}
-		if !any || r.Seq < lowest {
-			lowest, any = r.Seq, true
+		if !any || r.seq < lowest {
+			lowest, any = r.seq, true
 		}
 	}
 	return any && seq >= lowest
@@ -282,7 +304,12 @@ func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st
 					break // an operator asked for it
 				}
 				if holder, ok := last.holder(seq); ok {
-					parkAlone(e, fmt.Sprintf("sequence conflict: aggregate %q applied event %s at sequence %d; event %s claims the same sequence (a second writer?) at partition %d offset %d; retry it to apply it as well, or skip it",
+					if holder == "" {
+						holder = "another event"
+					} else {
+						holder = "event " + holder
+					}
+					parkAlone(e, fmt.Sprintf("sequence conflict: aggregate %q applied %s at sequence %d; event %s claims the same sequence (a second writer?) at partition %d offset %d; retry it to apply it as well, or skip it",
 						subj, holder, seq, e.ev.ID, p.key.Partition, e.msg.Offset))
 					continue
 				}
@@ -395,16 +422,16 @@ func (r *Runner) begin(ctx context.Context, entries []entry) (pgx.Tx, *txState, 
 	b := &pgx.Batch{}
 	b.Queue(`SET LOCAL search_path TO ` + pgx.Identifier{r.cfg.Projection.Schema()}.Sanitize() + `, public`)
 	if len(subjects) > 0 {
-		b.Queue(`SELECT subject, last_sequence, last_event_id, recent_ids FROM `+r.tables.aggregates+`
+		b.Queue(`SELECT subject, last_sequence, last_event_id, recent FROM `+r.tables.aggregates+`
 			WHERE projection = $1 AND version = $2 AND subject = ANY($3)`, pn, pv, subjects).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var s, id string
 				var seq int64
-				var recent []applied
+				var recent []byte
 				if err := rows.Scan(&s, &seq, &id, &recent); err != nil {
 					return err
 				}
-				st.aggs[s] = aggState{seq: uint64(seq), id: id, recent: recent}
+				st.aggs[s] = aggState{seq: uint64(seq), id: id, recent: decodeWindow(recent)}
 			}
 			return rows.Err()
 		})
@@ -483,30 +510,20 @@ func (r *Runner) queueMarks(w *readmodel.Writer, st *txState) {
 		subj := make([]string, 0, len(st.changed))
 		seqs := make([]int64, 0, len(st.changed))
 		ids := make([]string, 0, len(st.changed))
-		recent := make([][]applied, 0, len(st.changed))
+		recent := make([][]byte, 0, len(st.changed))
 		for s, a := range st.changed {
-			subj, seqs, ids, recent = append(subj, s), append(seqs, int64(a.seq)), append(ids, a.id), append(recent, a.recent)
+			subj, seqs, ids, recent = append(subj, s), append(seqs, int64(a.seq)), append(ids, a.id), append(recent, encodeWindow(a.recent))
 		}
-		w.Exec(`INSERT INTO `+r.tables.aggregates+` (projection, version, subject, last_sequence, last_event_id, recent_ids)
-			SELECT $1, $2, s, q, i, r FROM unnest($3::text[], $4::bigint[], $5::text[], $6::jsonb[]) AS t(s, q, i, r)
+		w.Exec(`INSERT INTO `+r.tables.aggregates+` (projection, version, subject, last_sequence, last_event_id, recent)
+			SELECT $1, $2, s, q, i, r FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bytea[]) AS t(s, q, i, r)
 			ON CONFLICT (projection, version, subject) DO UPDATE
-			   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id, recent_ids = EXCLUDED.recent_ids`,
-			pn, pv, subj, seqs, ids, recentJSON(recent))
+			   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id, recent = EXCLUDED.recent`,
+			pn, pv, subj, seqs, ids, recent)
 	}
 	if len(st.newIDs) > 0 {
 		w.Exec(`INSERT INTO `+r.tables.eventIDs+` (projection, version, event_id)
 			SELECT $1, $2, unnest($3::text[]) ON CONFLICT DO NOTHING`, pn, pv, st.newIDs)
 	}
-}
-
-// recentJSON encodes each aggregate's recent ids as a JSON array for a jsonb[] parameter.
-func recentJSON(recent [][]applied) []string {
-	out := make([]string, len(recent))
-	for i, ids := range recent {
-		b, _ := json.Marshal(ids) // a []string always encodes
-		out[i] = string(b)
-	}
-	return out
 }
 
 func (r *Runner) queueParkInsert(w *readmodel.Writer, p *partition, e *entry) {

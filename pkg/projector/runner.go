@@ -74,34 +74,10 @@ func (r *Runner) Status() Status { return r.status.snapshot() }
 // owns is live (its lag at most ReadyLag: the rule is per partition).
 func (r *Runner) Ready() bool { return r.status.snapshot().Ready }
 
-// Setup creates the framework's tables and runs the projection's migrations. Run
-// calls it; tools that only read may call it alone.
+// Setup applies the framework schema's pending migrations and the projection's
+// (readmodel.Setup, under an advisory lock, so that instances starting together
+// migrate once). Run calls it; tools that only read may call it alone.
 func (r *Runner) Setup(ctx context.Context) error {
-	// Instances starting together would race on CREATE … IF NOT EXISTS (PostgreSQL
-	// can report a unique violation in its catalogue): one at a time, under the
-	// advisory lock readmodel.Setup takes too.
-	conn, err := r.cfg.Pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("projector: setup: %w", err)
-	}
-	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("projector: setup: %w", err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, readmodel.SetupLockKey(r.cfg.Schema)); err != nil {
-		return fmt.Errorf("projector: setup: %w", err)
-	}
-	if err := r.offsets.Setup(ctx, tx); err != nil {
-		return err
-	}
-	if err := r.tables.setup(ctx, tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("projector: setup: %w", err)
-	}
 	return readmodel.Setup(ctx, r.cfg.Pool, r.cfg.Schema, r.cfg.Projection)
 }
 
