@@ -15,11 +15,9 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
-	"github.com/projector/projector/pkg/shred"
 )
 
 type action int
@@ -241,158 +239,107 @@ type txState struct {
 }
 
 // walk settles entries in order: park, skip as duplicate, ignore, or apply through
-// the projection's handler. In careful mode each applied event runs under a
-// savepoint and a failing one parks; otherwise any handler or statement error
-// returns errCareful (or the transient error itself).
+// the projection's handler. judge decides all but the handler's outcome; in careful
+// mode each applied event runs under a savepoint and a failing one parks; otherwise
+// any handler or statement error returns errCareful (or the transient error itself).
 func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st *txState, entries []entry, careful, retry bool, known map[int64]error) (outcome, error) {
 	out := outcome{parkedSubjects: map[string]int64{}}
-	// parkAlone parks an event without holding its aggregate's later events: one whose
-	// sequence the aggregate has passed already.
-	parkAlone := func(e *entry, reason string) {
-		e.act, e.reason, e.behind, e.alone = actPark, withoutPersonal(r.cfg.Projection.Registry(), e.ev, reason), -1, true
-		out.parked++
+	rules := r.rules(p, retry)
+	for i := range entries {
+		e := &entries[i]
+		v := rules.judge(e, st, out.parkedSubjects, p.parked)
+		if v.act == actApply && careful && known[e.msg.Offset] != nil {
+			// Found poisonous in an earlier careful attempt whose rollback failed.
+			v = parkVerdict("handler: "+known[e.msg.Offset].Error(), -1)
+		}
+		if v.act == actApply {
+			reason, err := r.applyOne(ctx, w, e, i, careful)
+			if err != nil {
+				return out, err
+			}
+			if reason != "" {
+				v = parkVerdict(reason, -1)
+			}
+		}
+		r.record(&out, e, v)
+		switch v.act {
+		case actApply, actIgnore:
+			st.mark(e)
+		}
 	}
-	park := func(e *entry, subj, reason string, behind int64) {
-		reason = withoutPersonal(r.cfg.Projection.Registry(), e.ev, reason)
-		e.act, e.reason, e.behind = actPark, reason, behind
+	return out, nil
+}
+
+// record writes an event's verdict on the entry and in the batch's outcome.
+func (r *Runner) record(out *outcome, e *entry, v verdict) {
+	e.act, e.gap, e.stale, e.alone, e.behind = v.act, v.gap, v.stale, v.alone, v.behind
+	e.reason = ""
+	switch v.act {
+	case actApply:
+		out.applied++
+	case actIgnore:
+		out.ignored++
+	case actDuplicate:
+		out.duplicates++
+	case actPark:
+		e.reason = withoutPersonal(r.cfg.Projection.Registry(), e.ev, v.reason)
 		out.parked++
-		if subj != "" {
+		if subj := e.subject(); subj != "" && !v.alone {
 			if _, ok := out.parkedSubjects[subj]; !ok {
 				out.parkedSubjects[subj] = e.msg.Offset
 			}
 		}
 	}
-	for i := range entries {
-		e := &entries[i]
-		e.gap, e.stale, e.alone = false, false, false
+}
+
+// mark records an applied (or ignored) event in the transaction's marks.
+func (st *txState) mark(e *entry) {
+	if e.ev.Sequence > 0 {
 		subj := e.subject()
-		// A forgetting is never held behind a parked event: it purges, idempotently,
-		// whatever the subject's applied events wrote, whatever their order.
-		forgetting := e.ev.Type == shred.TypeSubjectForgotten && e.problem == nil
-		if off, ok := out.parkedSubjects[subj]; ok && subj != "" && !forgetting {
-			park(e, subj, fmt.Sprintf("behind parked event at offset %d", off), off)
-			continue
-		}
-		if off, ok := p.parked[subj]; ok && subj != "" && !retry && !forgetting {
-			park(e, subj, fmt.Sprintf("behind parked event at offset %d", off), off)
-			continue
-		}
-		if e.problem != nil {
-			park(e, subj, e.problem.Error(), -1)
-			continue
-		}
-		if !retry && !forgetting {
-			if reason := r.misrouted(p, e); reason != "" {
-				park(e, subj, reason, -1)
-				continue
-			}
-		}
-		// Duplicates (proven by id), gaps and stale sequences.
-		if seq := e.ev.Sequence; seq > 0 {
-			last := st.aggs[subj]
-			e.prev = last
-			if last.holds(e.ev.ID) {
-				e.act = actDuplicate
-				out.duplicates++
-				continue
-			}
-			switch {
-			case seq <= last.seq:
-				// Not a duplicate: its id is not among the aggregate's applied ones.
-				e.stale = true
-				if retry {
-					break // an operator asked for it
-				}
-				if holder, ok := last.holder(seq); ok {
-					if holder == "" {
-						holder = "another event"
-					} else {
-						holder = "event " + holder
-					}
-					parkAlone(e, fmt.Sprintf("sequence conflict: aggregate %q applied %s at sequence %d; event %s claims the same sequence (a second writer?) at partition %d offset %d; retry it to apply it as well, or skip it",
-						subj, holder, seq, e.ev.ID, p.key.Partition, e.msg.Offset))
-					continue
-				}
-				if !last.reaches(seq) {
-					parkAlone(e, fmt.Sprintf("stale sequence: aggregate %q is at sequence %d (event %s); event %s has sequence %d, older than the last %d events remembered, so it cannot be proven a duplicate or new (partition %d offset %d); retry it to apply it, or skip it",
-						subj, last.seq, last.id, e.ev.ID, seq, dedupeWindow, p.key.Partition, e.msg.Offset))
-					continue
-				}
-				if r.cfg.Gaps == GapHalt {
-					parkAlone(e, fmt.Sprintf("out of order: aggregate %q is at sequence %d (event %s); event %s has sequence %d and was never applied (partition %d offset %d); retry it to apply it",
-						subj, last.seq, last.id, e.ev.ID, seq, p.key.Partition, e.msg.Offset))
-					continue
-				}
-			case seq != last.seq+1:
-				e.gap = true
-				if r.cfg.Gaps == GapHalt {
-					park(e, subj, fmt.Sprintf("sequence gap: expected %d, got %d: aggregate %q at sequence %d (event %s), event %s at partition %d offset %d",
-						last.seq+1, seq, subj, last.seq, last.id, e.ev.ID, p.key.Partition, e.msg.Offset), -1)
-					continue
-				}
-			}
-		} else if st.seenIDs[e.ev.ID] {
-			e.act = actDuplicate
-			out.duplicates++
-			continue
-		}
-		switch {
-		case e.decoded == nil && r.cfg.Unknown == UnknownPark:
-			park(e, subj, fmt.Sprintf("%v: %q", events.ErrUnknownType, e.ev.Type), -1)
-			continue
-		case e.decoded == nil || !r.cfg.Projection.Handles(e.ev.Type):
-			e.act = actIgnore
-			out.ignored++
-		case careful && known[e.msg.Offset] != nil:
-			// Found poisonous in an earlier careful attempt whose rollback failed.
-			park(e, subj, "handler: "+known[e.msg.Offset].Error(), -1)
-			continue
-		default:
-			sp := fmt.Sprintf("projector_event_%d", i)
-			if careful {
-				// The savepoint goes in its own round trip, so that a handler statement
-				// pgx fails to prepare or encode cannot take the savepoint with it.
-				w.Exec("SAVEPOINT " + sp)
-				if err := w.Flush(ctx); err != nil {
-					return out, err
-				}
-			}
-			err := r.cfg.Projection.Apply(ctx, w, *e.decoded)
-			if careful && err == nil {
-				err = w.Flush(ctx)
-			}
-			if err != nil {
-				if readmodel.IsTransient(err) || ctx.Err() != nil {
-					return out, err
-				}
-				if !careful {
-					return out, errCareful
-				}
-				w.Discard() // what the failing handler queued must not run
-				w.Exec("ROLLBACK TO SAVEPOINT " + sp)
-				if ferr := w.Flush(ctx); ferr != nil {
-					// The transaction cannot go on (pgx may have closed the connection
-					// on an encoding error): remember the event and start over.
-					return out, &poisonError{offset: e.msg.Offset, err: err}
-				}
-				park(e, subj, "handler: "+err.Error(), -1)
-				continue
-			}
-			if careful {
-				w.Exec("RELEASE SAVEPOINT " + sp)
-			}
-			e.act = actApply
-			out.applied++
-		}
-		if e.ev.Sequence > 0 {
-			a := st.aggs[subj].with(e.ev.Sequence, e.ev.ID)
-			st.aggs[subj], st.changed[subj] = a, a
-		} else {
-			st.seenIDs[e.ev.ID] = true
-			st.newIDs = append(st.newIDs, e.ev.ID)
+		a := st.aggs[subj].with(e.ev.Sequence, e.ev.ID)
+		st.aggs[subj], st.changed[subj] = a, a
+		return
+	}
+	st.seenIDs[e.ev.ID] = true
+	st.newIDs = append(st.newIDs, e.ev.ID)
+}
+
+// applyOne runs an event's handler. In careful mode it runs under a savepoint, and
+// a permanent failure is rolled back to it and returned as the reason to park.
+func (r *Runner) applyOne(ctx context.Context, w *readmodel.Writer, e *entry, i int, careful bool) (string, error) {
+	sp := fmt.Sprintf("projector_event_%d", i)
+	if careful {
+		// The savepoint goes in its own round trip, so that a handler statement
+		// pgx fails to prepare or encode cannot take the savepoint with it.
+		w.Exec("SAVEPOINT " + sp)
+		if err := w.Flush(ctx); err != nil {
+			return "", err
 		}
 	}
-	return out, nil
+	err := r.cfg.Projection.Apply(ctx, w, *e.decoded)
+	if careful && err == nil {
+		err = w.Flush(ctx)
+	}
+	if err == nil {
+		if careful {
+			w.Exec("RELEASE SAVEPOINT " + sp)
+		}
+		return "", nil
+	}
+	if readmodel.IsTransient(err) || ctx.Err() != nil {
+		return "", err
+	}
+	if !careful {
+		return "", errCareful
+	}
+	w.Discard() // what the failing handler queued must not run
+	w.Exec("ROLLBACK TO SAVEPOINT " + sp)
+	if ferr := w.Flush(ctx); ferr != nil {
+		// The transaction cannot go on (pgx may have closed the connection on an
+		// encoding error): remember the event and start over.
+		return "", &poisonError{offset: e.msg.Offset, err: err}
+	}
+	return "handler: " + err.Error(), nil
 }
 
 // begin opens a batch transaction: the projection's search path, then the sequence
@@ -454,27 +401,6 @@ func (r *Runner) begin(ctx context.Context, entries []entry) (pgx.Tx, *txState, 
 		return nil, nil, err
 	}
 	return tx, st, nil
-}
-
-// misrouted returns why a record breaks the partitioning contract (key = subject,
-// murmur2 mod the partition count), or "" when it keeps it. Records without a key
-// are never misrouted.
-func (r *Runner) misrouted(p *partition, e *entry) string {
-	key := e.msg.Key
-	if len(key) == 0 {
-		return ""
-	}
-	if e.ev.Subject != "" && string(key) != e.ev.Subject {
-		return fmt.Sprintf("misrouted: event %s has key %q but subject %q at partition %d offset %d; the contract is key = subject (fix the producer: %s)",
-			text(e.ev.ID), text(string(key)), text(e.ev.Subject), p.key.Partition, e.msg.Offset, eventlog.FixPartitioner)
-	}
-	if p.layout == nil {
-		return ""
-	}
-	if m, ok := p.layout.Check(p.key.Partition, key, e.msg.Time); !ok {
-		return fmt.Sprintf("event %s of aggregate %q at partition %d offset %d is %v", text(e.ev.ID), text(string(key)), p.key.Partition, e.msg.Offset, m)
-	}
-	return ""
 }
 
 // report logs and counts, once per event, what a committed batch applied out of the
