@@ -213,13 +213,17 @@ func (r *Runner) stopWhenReached(ctx context.Context, stop context.CancelFunc) {
 		case <-t.C:
 		}
 		// The read model and every effect's watermark must have got there.
-		names := []string{r.cfg.Projection.Name()}
+		lists := []func() ([]offsets.Position, error){func() ([]offsets.Position, error) {
+			return r.offsets.List(ctx, r.cfg.Pool, r.cfg.Projection.Name(), r.cfg.Projection.Version())
+		}}
 		for _, eff := range r.cfg.Effects {
-			names = append(names, EffectKey(r.cfg.Projection.Name(), r.cfg.Projection.Version(), eff.Name(), r.cfg.Topic, 0).Projection)
+			lists = append(lists, func() ([]offsets.Position, error) {
+				return r.offsets.ListEffect(ctx, r.cfg.Pool, eff.Name(), r.cfg.Projection.Name(), r.cfg.Projection.Version())
+			})
 		}
 		done := true
-		for _, name := range names {
-			pos, err := r.offsets.List(ctx, r.cfg.Pool, name, r.cfg.Projection.Version())
+		for _, list := range lists {
+			pos, err := list()
 			if err != nil {
 				done = false
 				break

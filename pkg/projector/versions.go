@@ -200,9 +200,8 @@ func (v Versions) Drop(ctx context.Context, version int) error {
 	}
 	stmts := []string{
 		`DROP SCHEMA IF EXISTS ` + pgx.Identifier{fmt.Sprintf("%s_v%d", v.Projection, version)}.Sanitize() + ` CASCADE`,
-		`DELETE FROM ` + fw + `.offsets WHERE (projection = $1 OR left(projection, length($1) + 4) = $1 || '/fx/') AND version = $2`,
 	}
-	for _, t := range []string{"aggregates", "event_ids", "parked", "migrations", "parked_effects", "effect_starts"} {
+	for _, t := range []string{"offsets", "effect_offsets", "aggregates", "event_ids", "parked", "migrations", "parked_effects", "effect_starts"} {
 		stmts = append(stmts, `DELETE FROM `+fw+`.`+t+` WHERE projection = $1 AND version = $2`)
 	}
 	for i, s := range stmts {
