@@ -92,8 +92,16 @@ with_lock() {
   )
 }
 
-# stackctl CMD: the servers' side (internal/servers), from this checkout.
-stackctl() { (cd "$here" && go run ./internal/stackctl "$@"); }
+# stackctl CMD: the servers' side (internal/servers), built from this checkout into
+# a folder of this call's own (go run would add "exit status 1" to `status`).
+stackctl() {
+  local bin rc=0
+  bin=$(mktemp -d)
+  (cd "$here" && go build -o "$bin/stackctl" ./internal/stackctl) || { rm -rf "$bin"; die "go build ./internal/stackctl failed"; }
+  "$bin/stackctl" "$@" || rc=$?
+  rm -rf "$bin"
+  return $rc
+}
 
 # ---------------------------------------------------------------- installs
 

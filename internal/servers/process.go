@@ -29,9 +29,23 @@ func StartProcess(name string, cmd *exec.Cmd, logPath string) (*Process, error) 
 }
 
 // StartDetached runs cmd in a session of its own, so that it outlives the caller
-// and a terminal's Ctrl-C; otherwise as StartProcess.
+// and a terminal's Ctrl-C; otherwise as StartProcess. It inherits no descriptor
+// but its log: one its caller inherited (a make jobserver's pipe, a caller's
+// lock, a pipe someone reads to its end) would stay open as long as it runs.
 func StartDetached(name string, cmd *exec.Cmd, logPath string) (*Process, error) {
+	closeInherited()
 	return start(name, cmd, logPath, true)
+}
+
+// closeInherited marks every descriptor above stderr close-on-exec (Go marks its
+// own; these came from the process's parent).
+func closeInherited() {
+	entries, _ := os.ReadDir("/proc/self/fd")
+	for _, e := range entries {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			syscall.CloseOnExec(fd)
+		}
+	}
 }
 
 func start(name string, cmd *exec.Cmd, logPath string, detach bool) (*Process, error) {
