@@ -109,8 +109,12 @@ func (p *Process) Kill() {
 	<-p.done
 }
 
+// ErrKilled says a process ignored its stop signal and was killed.
+var ErrKilled = errors.New("killed")
+
 // Stop sends sig (after SIGCONT) and waits up to d for the exit, then kills. It
-// returns the exit error (nil on a clean exit) or an error saying it had to kill.
+// returns the exit error (nil on a clean exit), or ErrKilled wrapped when it had
+// to kill.
 func (p *Process) Stop(sig syscall.Signal, d time.Duration) error {
 	if !p.Alive() {
 		return p.err
@@ -122,8 +126,23 @@ func (p *Process) Stop(sig syscall.Signal, d time.Duration) error {
 		return p.err
 	case <-time.After(d):
 		p.Kill()
-		return fmt.Errorf("%s ignored %v for %v: killed", p.Name, sig, d)
+		return fmt.Errorf("%s ignored %s for %v: %w", p.Name, SignalName(sig), d, ErrKilled)
 	}
+}
+
+// SignalName is a stop signal's name, SIGTERM say.
+func SignalName(sig syscall.Signal) string {
+	switch sig {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGQUIT:
+		return "SIGQUIT"
+	case syscall.SIGKILL:
+		return "SIGKILL"
+	}
+	return "signal " + strconv.Itoa(int(sig))
 }
 
 // Term is Stop with SIGTERM.

@@ -248,7 +248,7 @@ func (s Stack) Down(ctx context.Context) error {
 		if pid, ok := s.Pid(srv); ok {
 			s.Logf("stopping %s (pid %d)", name, pid)
 			if stopPid(ctx, pid, srv.Pattern(), srv.StopSignal(), stopGrace(name)) {
-				s.Logf("%s (pid %d) ignored %v for %v; killed it", name, pid, srv.StopSignal(), stopGrace(name))
+				s.Logf("%s (pid %d) ignored %s for %v; killed it", name, pid, SignalName(srv.StopSignal()), stopGrace(name))
 			}
 		}
 		if err := os.Remove(s.pidFile(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
