@@ -1,15 +1,16 @@
 package servers
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Redis is a redis-server (7 or newer) from Debian's packages.
@@ -99,9 +100,26 @@ func (r Redis) Command(ctx context.Context) (*exec.Cmd, error) {
 	return exec.CommandContext(ctx, "redis-server", r.Args()...), nil
 }
 
-// Ready sends PING.
+// Ready sends PING and wants PONG, over a plain connection (a client's pool
+// would log every refused dial while the server starts).
 func (r Redis) Ready(ctx context.Context) error {
-	c := redis.NewClient(&redis.Options{Addr: r.Addr(), MaxRetries: -1})
-	defer func() { _ = c.Close() }()
-	return c.Ping(ctx).Err()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", r.Addr())
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	if strings.TrimSpace(line) != "+PONG" {
+		return fmt.Errorf("redis: PING answered %q", strings.TrimSpace(line))
+	}
+	return nil
 }
