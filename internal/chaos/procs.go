@@ -56,7 +56,9 @@ func Tail(path string, n int) string { return servers.Tail(path, n) }
 func FreePort(ctx context.Context, host string) (int, error) { return servers.FreePort(ctx, host) }
 
 // PortOpen reports whether something accepts connections on host:port.
-func PortOpen(ctx context.Context, host string, port int) bool { return servers.PortOpen(ctx, host, port) }
+func PortOpen(ctx context.Context, host string, port int) bool {
+	return servers.PortOpen(ctx, host, port)
+}
 
 // WaitFor polls cond every 50 ms until it holds or d passes.
 func WaitFor(ctx context.Context, d time.Duration, what string, cond func() bool) error {
