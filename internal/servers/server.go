@@ -77,7 +77,11 @@ func WaitReady(ctx context.Context, s Server, p *Process, timeout time.Duration)
 			return nil
 		}
 		if !p.Alive() {
-			return fmt.Errorf("%s exited while starting (%v); the end of %s:\n%s", s.Name(), p.Err(), p.Log, Tail(p.Log, 20))
+			exit := p.Err()
+			if exit == nil {
+				exit = errors.New("exit status 0")
+			}
+			return fmt.Errorf("%s exited while starting (%w); the end of %s:\n%s", s.Name(), exit, p.Log, Tail(p.Log, 20))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s did not answer within %v: %w; the end of %s:\n%s", s.Name(), timeout, err, p.Log, Tail(p.Log, 20))
