@@ -39,6 +39,7 @@ func privateStack(t *testing.T) (Stack, []string) {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "projector-stack-test-")
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	// As root, PostgreSQL runs as its own user, which must reach its folder.
 	require.NoError(t, os.Chmod(dir, 0o755))
 	s := Stack{StateDir: dir}
@@ -80,7 +81,6 @@ func TestStackUpTwiceAtOnce(t *testing.T) {
 		if err != nil {
 			t.Errorf("stack.sh down: %v\n%s", err, out)
 		}
-		_ = os.RemoveAll(s.StateDir)
 	})
 
 	outs := make([]string, 2)
