@@ -155,9 +155,11 @@ func (s Stack) Up(ctx context.Context) error {
 	if err := os.MkdirAll(s.StateDir, 0o755); err != nil {
 		return err
 	}
-	// PostgreSQL's OS user must reach its folder inside.
-	if err := os.Chmod(s.StateDir, 0o755); err != nil {
-		return err
+	// As root, PostgreSQL's OS user must reach its folder inside.
+	if os.Geteuid() == 0 {
+		if err := os.Chmod(s.StateDir, 0o755); err != nil {
+			return err
+		}
 	}
 	unlock, err := lockFile(ctx, filepath.Join(s.StateDir, "lock"), s.Logf)
 	if err != nil {
