@@ -35,6 +35,7 @@ Commands:
   snapshot   create, list, show, restore, prune and scrub snapshots of the read model
   versions   blue/green: list versions, activate one (stable views switch), drop one
   replay     rebuild the read model as of a time or offsets into another schema
+  migrate    apply the framework schema's numbered migrations, or show where a database stands
 
 The example's events carry personal data (a user's email and name), encrypted per
 user: run, replay, snapshot restore and scrub need the master key (--master-key,
@@ -66,6 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 		"run": runRun, "status": runStatus, "dlq": runDLQ, "snapshot": runSnapshot, "versions": runVersions, "replay": runReplay,
+		"migrate": runMigrate,
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {

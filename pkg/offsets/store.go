@@ -4,22 +4,31 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projector/projector/internal/store"
 )
 
-// Key names one partition of one projection version.
+// Key names one partition of one projection version: the read model's position, or,
+// with Effect set, that effect's watermark (a table of its own).
 type Key struct {
 	Projection string
 	Version    int
 	Topic      string
 	Partition  int
+	Effect     string // "" for the read model
 }
 
 func (k Key) String() string {
+	if k.Effect != "" {
+		return fmt.Sprintf("%s_v%d effect %s/%s/%d", k.Projection, k.Version, k.Effect, k.Topic, k.Partition)
+	}
 	return fmt.Sprintf("%s_v%d/%s/%d", k.Projection, k.Version, k.Topic, k.Partition)
 }
 
@@ -40,41 +49,50 @@ var ErrFenced = errors.New("partition fenced: another group member owns it")
 
 // Store reads and writes positions in a framework schema.
 type Store struct {
+	schema          string
 	table           string // quoted schema.offsets
+	effects         string // quoted schema.effect_offsets
 	StaleClaimAfter time.Duration
 }
 
-// NewStore returns a store whose table lives in schema.
+// NewStore returns a store whose tables live in schema.
 func NewStore(schema string) *Store {
-	return &Store{table: pgx.Identifier{schema, "offsets"}.Sanitize(), StaleClaimAfter: StaleClaimAfterDefault}
+	return &Store{schema: schema, table: pgx.Identifier{schema, "offsets"}.Sanitize(),
+		effects: pgx.Identifier{schema, "effect_offsets"}.Sanitize(), StaleClaimAfter: StaleClaimAfterDefault}
 }
 
-// Table returns the quoted name of the offsets table.
-func (s *Store) Table() string { return s.table }
-
-// Setup creates the offsets table if it is missing. Instances starting together
-// should serialise it (the runtime holds an advisory lock around its setup).
-func (s *Store) Setup(ctx context.Context, pool Execer) error {
-	schema := s.table[:len(s.table)-len(`."offsets"`)]
-	for _, q := range []string{
-		`CREATE SCHEMA IF NOT EXISTS ` + schema,
-		`CREATE TABLE IF NOT EXISTS ` + s.table + ` (
-			projection  text   NOT NULL,
-			version     int    NOT NULL,
-			topic       text   NOT NULL,
-			partition   int    NOT NULL,
-			next_offset bigint NOT NULL,             -- the next offset to read
-			generation  int    NOT NULL,             -- Kafka group generation of the owner
-			member      text   NOT NULL,             -- Kafka group member id of the owner
-			consumed    bigint NOT NULL DEFAULT 0,   -- events read and settled, for rates in status
-			updated_at  timestamptz NOT NULL DEFAULT now(),
-			PRIMARY KEY (projection, version, topic, partition))`,
-	} {
-		if _, err := pool.Exec(ctx, q); err != nil {
-			return fmt.Errorf("offsets: setup: %w", err)
-		}
+// place returns where k's row lives: its table, its key columns, the condition that
+// matches it (parameters $1…), and the condition's arguments. Further parameters
+// are numbered from len(args)+1.
+func (s *Store) place(k Key) (table, cols, match string, args []any) {
+	if k.Effect != "" {
+		return s.effects, "effect, projection, version, topic, partition",
+			"effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5",
+			[]any{k.Effect, k.Projection, k.Version, k.Topic, k.Partition}
 	}
-	return nil
+	return s.table, "projection, version, topic, partition",
+		"projection = $1 AND version = $2 AND topic = $3 AND partition = $4",
+		[]any{k.Projection, k.Version, k.Topic, k.Partition}
+}
+
+// params renders "$from, $from+1, … " for n parameters.
+func params(from, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", from+i)
+	}
+	return b.String()
+}
+
+// Setup applies the framework schema's pending migrations (package internal/store
+// owns the offsets table with the others), under the setup lock, so instances
+// starting together migrate once.
+func (s *Store) Setup(ctx context.Context, db store.Beginner) error {
+	_, err := store.Up(ctx, db, s.schema)
+	return err
 }
 
 // Claim makes owner the holder of the partition and returns the next offset to read
@@ -82,15 +100,17 @@ func (s *Store) Setup(ctx context.Context, pool Execer) error {
 // owner's, or when the stored claim is stale; otherwise it returns ErrFenced. A claim
 // waits for an in-flight batch of the previous owner to commit or roll back.
 func (s *Store) Claim(ctx context.Context, db Querier, k Key, owner Owner) (int64, error) {
+	table, cols, _, args := s.place(k)
+	n := len(args)
 	var next int64
 	err := db.QueryRow(ctx, `
-		INSERT INTO `+s.table+` AS o (projection, version, topic, partition, next_offset, generation, member)
-		VALUES ($1, $2, $3, $4, 0, $5, $6)
-		ON CONFLICT (projection, version, topic, partition) DO UPDATE
+		INSERT INTO `+table+` AS o (`+cols+`, next_offset, generation, member)
+		VALUES (`+params(1, n)+`, 0, $`+strconv.Itoa(n+1)+`, $`+strconv.Itoa(n+2)+`)
+		ON CONFLICT (`+cols+`) DO UPDATE
 		   SET generation = EXCLUDED.generation, member = EXCLUDED.member, updated_at = now()
-		 WHERE o.generation <= EXCLUDED.generation OR o.updated_at < now() - $7::interval
+		 WHERE o.generation <= EXCLUDED.generation OR o.updated_at < now() - $`+strconv.Itoa(n+3)+`::interval
 		RETURNING next_offset`,
-		k.Projection, k.Version, k.Topic, k.Partition, owner.Generation, owner.Member, s.StaleClaimAfter.String(),
+		append(args, owner.Generation, owner.Member, s.StaleClaimAfter.String())...,
 	).Scan(&next)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, fmt.Errorf("offsets: claim %s: %w", k, ErrFenced)
@@ -104,9 +124,11 @@ func (s *Store) Claim(ctx context.Context, db Querier, k Key, owner Owner) (int6
 // Touch refreshes an owner's claim, so that an owner whose partition is idle is not
 // taken for stale. It is a no-op when another owner holds the partition.
 func (s *Store) Touch(ctx context.Context, db Execer, k Key, owner Owner) error {
-	_, err := db.Exec(ctx, `UPDATE `+s.table+` SET updated_at = now()
-		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND generation = $5 AND member = $6`,
-		k.Projection, k.Version, k.Topic, k.Partition, owner.Generation, owner.Member)
+	table, _, match, args := s.place(k)
+	n := len(args)
+	_, err := db.Exec(ctx, `UPDATE `+table+` SET updated_at = now()
+		WHERE `+match+` AND generation = $`+strconv.Itoa(n+1)+` AND member = $`+strconv.Itoa(n+2),
+		append(args, owner.Generation, owner.Member)...)
 	if err != nil {
 		return fmt.Errorf("offsets: touch %s: %w", k, err)
 	}
@@ -128,11 +150,14 @@ type Querier interface {
 // batch transaction; it must report exactly one row affected, or the worker has been
 // fenced and the transaction must roll back.
 func (s *Store) AdvanceSQL(k Key, owner Owner, expected, next, consumed int64) (string, []any) {
-	return `UPDATE ` + s.table + `
-		   SET next_offset = $7, consumed = consumed + $8, updated_at = now()
-		 WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4
-		   AND generation = $5 AND member = $6 AND next_offset = $9`,
-		[]any{k.Projection, k.Version, k.Topic, k.Partition, owner.Generation, owner.Member, next, consumed, expected}
+	table, _, match, args := s.place(k)
+	n := len(args)
+	p := func(i int) string { return "$" + strconv.Itoa(n+i) }
+	return `UPDATE ` + table + `
+		   SET next_offset = ` + p(3) + `, consumed = consumed + ` + p(4) + `, updated_at = now()
+		 WHERE ` + match + `
+		   AND generation = ` + p(1) + ` AND member = ` + p(2) + ` AND next_offset = ` + p(5),
+		append(args, owner.Generation, owner.Member, next, consumed, expected)
 }
 
 // Position is one stored partition position.
@@ -145,17 +170,28 @@ type Position struct {
 	UpdatedAt  time.Time
 }
 
-// List returns the stored positions of a projection version, by topic and partition.
+// List returns the stored positions of a projection version's read model, by topic
+// and partition.
 func (s *Store) List(ctx context.Context, pool *pgxpool.Pool, projection string, version int) ([]Position, error) {
+	return s.list(ctx, pool, s.table, "", `projection = $1 AND version = $2`, projection, version)
+}
+
+// ListEffect returns the stored watermarks of one effect of a projection version, by
+// topic and partition.
+func (s *Store) ListEffect(ctx context.Context, pool *pgxpool.Pool, effect, projection string, version int) ([]Position, error) {
+	return s.list(ctx, pool, s.effects, effect, `projection = $1 AND version = $2 AND effect = $3`, projection, version, effect)
+}
+
+func (s *Store) list(ctx context.Context, pool *pgxpool.Pool, table, effect, match string, args ...any) ([]Position, error) {
 	rows, err := pool.Query(ctx, `SELECT projection, version, topic, partition, next_offset, generation, member, consumed, updated_at
-		FROM `+s.table+` WHERE projection = $1 AND version = $2 ORDER BY topic, partition`, projection, version)
+		FROM `+table+` WHERE `+match+` ORDER BY topic, partition`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("offsets: list: %w", err)
 	}
 	defer rows.Close()
 	var out []Position
 	for rows.Next() {
-		var p Position
+		p := Position{Key: Key{Effect: effect}}
 		if err := rows.Scan(&p.Projection, &p.Version, &p.Topic, &p.Partition, &p.Next, &p.Generation, &p.Member, &p.Consumed, &p.UpdatedAt); err != nil {
 			return nil, err
 		}
@@ -164,12 +200,23 @@ func (s *Store) List(ctx context.Context, pool *pgxpool.Pool, projection string,
 	return out, rows.Err()
 }
 
+// Forget deletes every stored position of a projection version: its read model's and
+// its effects'.
+func (s *Store) Forget(ctx context.Context, db Execer, projection string, version int) error {
+	for _, t := range []string{s.table, s.effects} {
+		if _, err := db.Exec(ctx, `DELETE FROM `+t+` WHERE projection = $1 AND version = $2`, projection, version); err != nil {
+			return fmt.Errorf("offsets: forget %s_v%d: %w", projection, version, err)
+		}
+	}
+	return nil
+}
+
 // Get returns one stored position; ok is false when none is stored.
 func (s *Store) Get(ctx context.Context, db Querier, k Key) (p Position, ok bool, err error) {
 	p.Key = k
-	err = db.QueryRow(ctx, `SELECT next_offset, generation, member, consumed, updated_at FROM `+s.table+`
-		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4`,
-		k.Projection, k.Version, k.Topic, k.Partition).Scan(&p.Next, &p.Generation, &p.Member, &p.Consumed, &p.UpdatedAt)
+	table, _, match, args := s.place(k)
+	err = db.QueryRow(ctx, `SELECT next_offset, generation, member, consumed, updated_at FROM `+table+`
+		WHERE `+match, args...).Scan(&p.Next, &p.Generation, &p.Member, &p.Consumed, &p.UpdatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, false, nil
 	}

@@ -12,13 +12,21 @@ import (
 
 func TestClaimAndAdvanceAreFenced(t *testing.T) {
 	t.Parallel()
+	for _, effect := range []string{"", "welcome_email"} {
+		t.Run("effect="+effect, func(t *testing.T) { claimAndAdvance(t, effect) })
+	}
+}
+
+// claimAndAdvance runs the fencing checks on a read model's position, or on an
+// effect's watermark (a table of its own).
+func claimAndAdvance(t *testing.T, effect string) {
 	pool, schema := testenv.Postgres(t)
 	ctx := context.Background()
 	s := offsets.NewStore(schema)
 	if err := s.Setup(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
-	k := offsets.Key{Projection: "users", Version: 1, Topic: "t", Partition: 3}
+	k := offsets.Key{Projection: "users", Version: 1, Topic: "t", Partition: 3, Effect: effect}
 	a := offsets.Owner{Generation: 5, Member: "a"}
 	b := offsets.Owner{Generation: 6, Member: "b"}
 

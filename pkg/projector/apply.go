@@ -2,22 +2,22 @@ package projector
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
-	"github.com/projector/projector/pkg/shred"
 )
 
 type action int
@@ -85,32 +85,50 @@ func (r *Runner) prepare(ctx context.Context, msgs []kafka.Message) ([]entry, er
 }
 
 // dedupeWindow is how many of an aggregate's last applied events are remembered,
-// as (sequence, id): the proof that a late copy of one of them is a duplicate. A
-// retried write whose copy lands within this many events of its aggregate is
+// as (sequence, id hash): the proof that a late copy of one of them is a duplicate.
+// A retried write whose copy lands within this many events of its aggregate is
 // recognised and skipped. An event at or below its aggregate's sequence that is not
 // a proven duplicate is never dropped: within the window's reach it is applied
 // (GapWarn) or parked; beyond it, or claiming a sequence another id holds, it parks,
 // without holding its aggregate back, for an operator to retry or skip.
+//
+// Ids are remembered by their 64-bit xxhash, which keeps the window at about 10
+// bytes an event: two different ids of one aggregate, 32 events apart, are taken
+// for one with a probability of about 2^-59.
 const dedupeWindow = 32
 
-// applied is one applied event of an aggregate, kept in its window. It is stored as
-// a JSON pair [sequence, "id"].
+// applied is one applied event of an aggregate, kept in its window.
 type applied struct {
-	Seq uint64
-	ID  string
+	seq  uint64
+	hash uint64 // xxhash of the event id
 }
 
-func (a applied) MarshalJSON() ([]byte, error) { return json.Marshal([]any{a.Seq, a.ID}) }
+func idHash(id string) uint64 { return xxhash.Sum64String(id) }
 
-func (a *applied) UnmarshalJSON(b []byte) error {
-	var pair [2]json.RawMessage
-	if err := json.Unmarshal(b, &pair); err != nil {
-		return err
+// encodeWindow packs a window for its bytea column: per event, the sequence as a
+// uvarint, then the id's hash in 8 bytes, little-endian.
+func encodeWindow(w []applied) []byte {
+	b := make([]byte, 0, len(w)*(binary.MaxVarintLen64+8))
+	for _, a := range w {
+		b = binary.AppendUvarint(b, a.seq)
+		b = binary.LittleEndian.AppendUint64(b, a.hash)
 	}
-	if err := json.Unmarshal(pair[0], &a.Seq); err != nil {
-		return err
+	return b
+}
+
+// decodeWindow unpacks a window. A damaged one decodes as far as it is whole: a
+// window cut short only makes more events park, never one be skipped.
+func decodeWindow(b []byte) []applied {
+	var w []applied
+	for len(b) > 0 {
+		seq, n := binary.Uvarint(b)
+		if n <= 0 || len(b) < n+8 {
+			break
+		}
+		w = append(w, applied{seq: seq, hash: binary.LittleEndian.Uint64(b[n:])})
+		b = b[n+8:]
 	}
-	return json.Unmarshal(pair[1], &a.ID)
+	return w
 }
 
 // aggState is an aggregate's mark: its highest applied sequence, the event that
@@ -137,7 +155,7 @@ func (a aggState) with(seq uint64, id string) aggState {
 	} else {
 		recent = append(recent, old...)
 	}
-	recent = append(recent, applied{Seq: seq, ID: id})
+	recent = append(recent, applied{seq: seq, hash: idHash(id)})
 	if seq > a.seq {
 		a.seq, a.id = seq, id
 	}
@@ -150,22 +168,24 @@ func (a aggState) holds(id string) bool {
 	if id == a.id {
 		return true
 	}
+	h := idHash(id)
 	for i := len(a.recent) - 1; i >= 0; i-- {
-		if a.recent[i].ID == id && a.recent[i] != start {
+		if a.recent[i].hash == h && a.recent[i] != start {
 			return true
 		}
 	}
 	return false
 }
 
-// holder returns the id of the remembered event applied with seq, if any.
+// holder reports whether the window remembers an event applied with seq, and its
+// id when it is the one holding the aggregate's highest sequence.
 func (a aggState) holder(seq uint64) (string, bool) {
 	if seq == a.seq && a.id != "" {
 		return a.id, true
 	}
 	for _, r := range a.recent {
-		if r.Seq == seq && r != start {
-			return r.ID, true
+		if r.seq == seq && r != start {
+			return "", true
 		}
 	}
 	return "", false
@@ -182,8 +202,8 @@ func (a aggState) reaches(seq uint64) bool {
 		if r == start {
 			return true
 		}
-		if !any || r.Seq < lowest {
-			lowest, any = r.Seq, true
+		if !any || r.seq < lowest {
+			lowest, any = r.seq, true
 		}
 	}
 	return any && seq >= lowest
@@ -219,153 +239,107 @@ type txState struct {
 }
 
 // walk settles entries in order: park, skip as duplicate, ignore, or apply through
-// the projection's handler. In careful mode each applied event runs under a
-// savepoint and a failing one parks; otherwise any handler or statement error
-// returns errCareful (or the transient error itself).
+// the projection's handler. judge decides all but the handler's outcome; in careful
+// mode each applied event runs under a savepoint and a failing one parks; otherwise
+// any handler or statement error returns errCareful (or the transient error itself).
 func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st *txState, entries []entry, careful, retry bool, known map[int64]error) (outcome, error) {
 	out := outcome{parkedSubjects: map[string]int64{}}
-	// parkAlone parks an event without holding its aggregate's later events: one whose
-	// sequence the aggregate has passed already.
-	parkAlone := func(e *entry, reason string) {
-		e.act, e.reason, e.behind, e.alone = actPark, withoutPersonal(r.cfg.Projection.Registry(), e.ev, reason), -1, true
-		out.parked++
+	rules := r.rules(p, retry)
+	for i := range entries {
+		e := &entries[i]
+		v := rules.judge(e, st, out.parkedSubjects, p.parked)
+		if v.act == actApply && careful && known[e.msg.Offset] != nil {
+			// Found poisonous in an earlier careful attempt whose rollback failed.
+			v = parkVerdict("handler: "+known[e.msg.Offset].Error(), -1)
+		}
+		if v.act == actApply {
+			reason, err := r.applyOne(ctx, w, e, i, careful)
+			if err != nil {
+				return out, err
+			}
+			if reason != "" {
+				v = parkVerdict(reason, -1)
+			}
+		}
+		r.record(&out, e, v)
+		switch v.act {
+		case actApply, actIgnore:
+			st.mark(e)
+		}
 	}
-	park := func(e *entry, subj, reason string, behind int64) {
-		reason = withoutPersonal(r.cfg.Projection.Registry(), e.ev, reason)
-		e.act, e.reason, e.behind = actPark, reason, behind
+	return out, nil
+}
+
+// record writes an event's verdict on the entry and in the batch's outcome.
+func (r *Runner) record(out *outcome, e *entry, v verdict) {
+	e.act, e.gap, e.stale, e.alone, e.behind = v.act, v.gap, v.stale, v.alone, v.behind
+	e.reason = ""
+	switch v.act {
+	case actApply:
+		out.applied++
+	case actIgnore:
+		out.ignored++
+	case actDuplicate:
+		out.duplicates++
+	case actPark:
+		e.reason = withoutPersonal(r.cfg.Projection.Registry(), e.ev, v.reason)
 		out.parked++
-		if subj != "" {
+		if subj := e.subject(); subj != "" && !v.alone {
 			if _, ok := out.parkedSubjects[subj]; !ok {
 				out.parkedSubjects[subj] = e.msg.Offset
 			}
 		}
 	}
-	for i := range entries {
-		e := &entries[i]
-		e.gap, e.stale, e.alone = false, false, false
+}
+
+// mark records an applied (or ignored) event in the transaction's marks.
+func (st *txState) mark(e *entry) {
+	if e.ev.Sequence > 0 {
 		subj := e.subject()
-		// A forgetting is never held behind a parked event: it purges, idempotently,
-		// whatever the subject's applied events wrote, whatever their order.
-		forgetting := e.ev.Type == shred.TypeSubjectForgotten && e.problem == nil
-		if off, ok := out.parkedSubjects[subj]; ok && subj != "" && !forgetting {
-			park(e, subj, fmt.Sprintf("behind parked event at offset %d", off), off)
-			continue
-		}
-		if off, ok := p.parked[subj]; ok && subj != "" && !retry && !forgetting {
-			park(e, subj, fmt.Sprintf("behind parked event at offset %d", off), off)
-			continue
-		}
-		if e.problem != nil {
-			park(e, subj, e.problem.Error(), -1)
-			continue
-		}
-		if !retry && !forgetting {
-			if reason := r.misrouted(p, e); reason != "" {
-				park(e, subj, reason, -1)
-				continue
-			}
-		}
-		// Duplicates (proven by id), gaps and stale sequences.
-		if seq := e.ev.Sequence; seq > 0 {
-			last := st.aggs[subj]
-			e.prev = last
-			if last.holds(e.ev.ID) {
-				e.act = actDuplicate
-				out.duplicates++
-				continue
-			}
-			switch {
-			case seq <= last.seq:
-				// Not a duplicate: its id is not among the aggregate's applied ones.
-				e.stale = true
-				if retry {
-					break // an operator asked for it
-				}
-				if holder, ok := last.holder(seq); ok {
-					parkAlone(e, fmt.Sprintf("sequence conflict: aggregate %q applied event %s at sequence %d; event %s claims the same sequence (a second writer?) at partition %d offset %d; retry it to apply it as well, or skip it",
-						subj, holder, seq, e.ev.ID, p.key.Partition, e.msg.Offset))
-					continue
-				}
-				if !last.reaches(seq) {
-					parkAlone(e, fmt.Sprintf("stale sequence: aggregate %q is at sequence %d (event %s); event %s has sequence %d, older than the last %d events remembered, so it cannot be proven a duplicate or new (partition %d offset %d); retry it to apply it, or skip it",
-						subj, last.seq, last.id, e.ev.ID, seq, dedupeWindow, p.key.Partition, e.msg.Offset))
-					continue
-				}
-				if r.cfg.Gaps == GapHalt {
-					parkAlone(e, fmt.Sprintf("out of order: aggregate %q is at sequence %d (event %s); event %s has sequence %d and was never applied (partition %d offset %d); retry it to apply it",
-						subj, last.seq, last.id, e.ev.ID, seq, p.key.Partition, e.msg.Offset))
-					continue
-				}
-			case seq != last.seq+1:
-				e.gap = true
-				if r.cfg.Gaps == GapHalt {
-					park(e, subj, fmt.Sprintf("sequence gap: expected %d, got %d: aggregate %q at sequence %d (event %s), event %s at partition %d offset %d",
-						last.seq+1, seq, subj, last.seq, last.id, e.ev.ID, p.key.Partition, e.msg.Offset), -1)
-					continue
-				}
-			}
-		} else if st.seenIDs[e.ev.ID] {
-			e.act = actDuplicate
-			out.duplicates++
-			continue
-		}
-		switch {
-		case e.decoded == nil && r.cfg.Unknown == UnknownPark:
-			park(e, subj, fmt.Sprintf("%v: %q", events.ErrUnknownType, e.ev.Type), -1)
-			continue
-		case e.decoded == nil || !r.cfg.Projection.Handles(e.ev.Type):
-			e.act = actIgnore
-			out.ignored++
-		case careful && known[e.msg.Offset] != nil:
-			// Found poisonous in an earlier careful attempt whose rollback failed.
-			park(e, subj, "handler: "+known[e.msg.Offset].Error(), -1)
-			continue
-		default:
-			sp := fmt.Sprintf("projector_event_%d", i)
-			if careful {
-				// The savepoint goes in its own round trip, so that a handler statement
-				// pgx fails to prepare or encode cannot take the savepoint with it.
-				w.Exec("SAVEPOINT " + sp)
-				if err := w.Flush(ctx); err != nil {
-					return out, err
-				}
-			}
-			err := r.cfg.Projection.Apply(ctx, w, *e.decoded)
-			if careful && err == nil {
-				err = w.Flush(ctx)
-			}
-			if err != nil {
-				if readmodel.IsTransient(err) || ctx.Err() != nil {
-					return out, err
-				}
-				if !careful {
-					return out, errCareful
-				}
-				w.Discard() // what the failing handler queued must not run
-				w.Exec("ROLLBACK TO SAVEPOINT " + sp)
-				if ferr := w.Flush(ctx); ferr != nil {
-					// The transaction cannot go on (pgx may have closed the connection
-					// on an encoding error): remember the event and start over.
-					return out, &poisonError{offset: e.msg.Offset, err: err}
-				}
-				park(e, subj, "handler: "+err.Error(), -1)
-				continue
-			}
-			if careful {
-				w.Exec("RELEASE SAVEPOINT " + sp)
-			}
-			e.act = actApply
-			out.applied++
-		}
-		if e.ev.Sequence > 0 {
-			a := st.aggs[subj].with(e.ev.Sequence, e.ev.ID)
-			st.aggs[subj], st.changed[subj] = a, a
-		} else {
-			st.seenIDs[e.ev.ID] = true
-			st.newIDs = append(st.newIDs, e.ev.ID)
+		a := st.aggs[subj].with(e.ev.Sequence, e.ev.ID)
+		st.aggs[subj], st.changed[subj] = a, a
+		return
+	}
+	st.seenIDs[e.ev.ID] = true
+	st.newIDs = append(st.newIDs, e.ev.ID)
+}
+
+// applyOne runs an event's handler. In careful mode it runs under a savepoint, and
+// a permanent failure is rolled back to it and returned as the reason to park.
+func (r *Runner) applyOne(ctx context.Context, w *readmodel.Writer, e *entry, i int, careful bool) (string, error) {
+	sp := fmt.Sprintf("projector_event_%d", i)
+	if careful {
+		// The savepoint goes in its own round trip, so that a handler statement
+		// pgx fails to prepare or encode cannot take the savepoint with it.
+		w.Exec("SAVEPOINT " + sp)
+		if err := w.Flush(ctx); err != nil {
+			return "", err
 		}
 	}
-	return out, nil
+	err := r.cfg.Projection.Apply(ctx, w, *e.decoded)
+	if careful && err == nil {
+		err = w.Flush(ctx)
+	}
+	if err == nil {
+		if careful {
+			w.Exec("RELEASE SAVEPOINT " + sp)
+		}
+		return "", nil
+	}
+	if readmodel.IsTransient(err) || ctx.Err() != nil {
+		return "", err
+	}
+	if !careful {
+		return "", errCareful
+	}
+	w.Discard() // what the failing handler queued must not run
+	w.Exec("ROLLBACK TO SAVEPOINT " + sp)
+	if ferr := w.Flush(ctx); ferr != nil {
+		// The transaction cannot go on (pgx may have closed the connection on an
+		// encoding error): remember the event and start over.
+		return "", &poisonError{offset: e.msg.Offset, err: err}
+	}
+	return "handler: " + err.Error(), nil
 }
 
 // begin opens a batch transaction: the projection's search path, then the sequence
@@ -395,16 +369,16 @@ func (r *Runner) begin(ctx context.Context, entries []entry) (pgx.Tx, *txState, 
 	b := &pgx.Batch{}
 	b.Queue(`SET LOCAL search_path TO ` + pgx.Identifier{r.cfg.Projection.Schema()}.Sanitize() + `, public`)
 	if len(subjects) > 0 {
-		b.Queue(`SELECT subject, last_sequence, last_event_id, recent_ids FROM `+r.tables.aggregates+`
+		b.Queue(`SELECT subject, last_sequence, last_event_id, recent FROM `+r.tables.aggregates+`
 			WHERE projection = $1 AND version = $2 AND subject = ANY($3)`, pn, pv, subjects).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var s, id string
 				var seq int64
-				var recent []applied
+				var recent []byte
 				if err := rows.Scan(&s, &seq, &id, &recent); err != nil {
 					return err
 				}
-				st.aggs[s] = aggState{seq: uint64(seq), id: id, recent: recent}
+				st.aggs[s] = aggState{seq: uint64(seq), id: id, recent: decodeWindow(recent)}
 			}
 			return rows.Err()
 		})
@@ -427,27 +401,6 @@ func (r *Runner) begin(ctx context.Context, entries []entry) (pgx.Tx, *txState, 
 		return nil, nil, err
 	}
 	return tx, st, nil
-}
-
-// misrouted returns why a record breaks the partitioning contract (key = subject,
-// murmur2 mod the partition count), or "" when it keeps it. Records without a key
-// are never misrouted.
-func (r *Runner) misrouted(p *partition, e *entry) string {
-	key := e.msg.Key
-	if len(key) == 0 {
-		return ""
-	}
-	if e.ev.Subject != "" && string(key) != e.ev.Subject {
-		return fmt.Sprintf("misrouted: event %s has key %q but subject %q at partition %d offset %d; the contract is key = subject (fix the producer: %s)",
-			text(e.ev.ID), text(string(key)), text(e.ev.Subject), p.key.Partition, e.msg.Offset, eventlog.FixPartitioner)
-	}
-	if p.layout == nil {
-		return ""
-	}
-	if m, ok := p.layout.Check(p.key.Partition, key, e.msg.Time); !ok {
-		return fmt.Sprintf("event %s of aggregate %q at partition %d offset %d is %v", text(e.ev.ID), text(string(key)), p.key.Partition, e.msg.Offset, m)
-	}
-	return ""
 }
 
 // report logs and counts, once per event, what a committed batch applied out of the
@@ -483,30 +436,20 @@ func (r *Runner) queueMarks(w *readmodel.Writer, st *txState) {
 		subj := make([]string, 0, len(st.changed))
 		seqs := make([]int64, 0, len(st.changed))
 		ids := make([]string, 0, len(st.changed))
-		recent := make([][]applied, 0, len(st.changed))
+		recent := make([][]byte, 0, len(st.changed))
 		for s, a := range st.changed {
-			subj, seqs, ids, recent = append(subj, s), append(seqs, int64(a.seq)), append(ids, a.id), append(recent, a.recent)
+			subj, seqs, ids, recent = append(subj, s), append(seqs, int64(a.seq)), append(ids, a.id), append(recent, encodeWindow(a.recent))
 		}
-		w.Exec(`INSERT INTO `+r.tables.aggregates+` (projection, version, subject, last_sequence, last_event_id, recent_ids)
-			SELECT $1, $2, s, q, i, r FROM unnest($3::text[], $4::bigint[], $5::text[], $6::jsonb[]) AS t(s, q, i, r)
+		w.Exec(`INSERT INTO `+r.tables.aggregates+` (projection, version, subject, last_sequence, last_event_id, recent)
+			SELECT $1, $2, s, q, i, r FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bytea[]) AS t(s, q, i, r)
 			ON CONFLICT (projection, version, subject) DO UPDATE
-			   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id, recent_ids = EXCLUDED.recent_ids`,
-			pn, pv, subj, seqs, ids, recentJSON(recent))
+			   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id, recent = EXCLUDED.recent`,
+			pn, pv, subj, seqs, ids, recent)
 	}
 	if len(st.newIDs) > 0 {
 		w.Exec(`INSERT INTO `+r.tables.eventIDs+` (projection, version, event_id)
 			SELECT $1, $2, unnest($3::text[]) ON CONFLICT DO NOTHING`, pn, pv, st.newIDs)
 	}
-}
-
-// recentJSON encodes each aggregate's recent ids as a JSON array for a jsonb[] parameter.
-func recentJSON(recent [][]applied) []string {
-	out := make([]string, len(recent))
-	for i, ids := range recent {
-		b, _ := json.Marshal(ids) // a []string always encodes
-		out[i] = string(b)
-	}
-	return out
 }
 
 func (r *Runner) queueParkInsert(w *readmodel.Writer, p *partition, e *entry) {

@@ -15,10 +15,14 @@
 // # Duplicates
 //
 // kafka-go producers retry without idempotence, so one event can sit at two offsets.
-// An event whose sequence is at or below its aggregate's last applied sequence is a
-// duplicate; events without a sequence are deduplicated by id. A gap in an
-// aggregate's sequence is reported, and GapPolicy chooses to warn or to halt the
-// aggregate (park it).
+// An event is skipped as a duplicate only when its id was applied: among its
+// aggregate's last 32 applied events, or, without a sequence, ever. Anything else is
+// applied or parked with a reason, never dropped: a gap is applied and reported, or
+// parks the aggregate (GapPolicy); a sequence at or below the aggregate's with a new
+// id is applied and reported, or parks alone where it cannot be proven new; a keyed
+// record on a partition its key does not hash to (murmur2) parks, naming the
+// expected partition and the producer setting that fixes it. docs/ordering.md has
+// the whole table.
 //
 // # Errors
 //

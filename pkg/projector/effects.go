@@ -23,15 +23,15 @@ import (
 // Effects run after their event's read-model transaction has committed: an effect
 // worker per partition and effect follows the read model's stored position and never
 // passes it, so an email never announces what the read model does not show yet. Its
-// own position — the effect's durable watermark — is a fenced offsets row
-// ("NAME/fx/EFFECT"), advanced only once a batch's effects are done or parked. No
+// own position — the effect's durable watermark — is a fenced row of its own
+// (offsets.Key with Effect set), advanced only once a batch's effects are done or parked. No
 // crash point loses an effect: a crash before the watermark moves re-reads the
 // events, and the ledger (or, if Redis lost its data, one more run with the same key)
 // settles them.
 
 // EffectKey returns the offsets key of an effect's watermark on one partition.
 func EffectKey(projection string, version int, effect, topic string, partition int) offsets.Key {
-	return offsets.Key{Projection: projection + "/fx/" + effect, Version: version, Topic: topic, Partition: partition}
+	return offsets.Key{Projection: projection, Version: version, Topic: topic, Partition: partition, Effect: effect}
 }
 
 // fxItem is one event's run of one effect.

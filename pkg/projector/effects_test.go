@@ -14,6 +14,7 @@ import (
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/sideeffects"
@@ -115,7 +116,7 @@ func (w *mailWorld) assertOncePerRegistration(t *testing.T) (resent map[string]i
 // waitEffects waits until the effect's watermark reaches the end of every partition.
 func (w *mailWorld) waitEffects(t *testing.T, pool *pgxpool.Pool, schema string, p *readmodel.Projection, timeout time.Duration) {
 	t.Helper()
-	waitStored(t, timeout, pool, schema, p.Name()+"/fx/"+domain.WelcomeEmailEffect, p.Version(), w.f.topic, w.f.endOffsets())
+	waitStored(t, timeout, pool, schema, offsets.Key{Projection: p.Name(), Version: p.Version(), Topic: w.f.topic, Effect: domain.WelcomeEmailEffect}, w.f.endOffsets())
 }
 
 func TestWelcomeMailOncePerUserAcrossRebalanceReplayRebuildAndASecondService(t *testing.T) {
@@ -212,17 +213,12 @@ func TestRedisDataLossResendsNothingBelowTheWatermarkAndOnlyWithTheSameKey(t *te
 
 	watermarks := func() map[int]int64 {
 		out := map[int]int64{}
-		rows, err := f.pool.Query(context.Background(), `SELECT partition, next_offset FROM `+pgx.Identifier{f.schema, "offsets"}.Sanitize()+
-			` WHERE projection = $1`, p.Name()+"/fx/"+domain.WelcomeEmailEffect)
+		marks, err := offsets.NewStore(f.schema).ListEffect(context.Background(), f.pool, domain.WelcomeEmailEffect, p.Name(), p.Version())
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var part int
-			var n int64
-			_ = rows.Scan(&part, &n)
-			out[part] = n
+		for _, m := range marks {
+			out[m.Partition] = m.Next
 		}
 		return out
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/sideeffects"
@@ -108,22 +109,26 @@ func fileTraces(t *testing.T, dir string, needles ...needle) map[string]int {
 
 // waitStored waits until the offsets stored in fw for name (a projection, or an
 // effect's watermark) at version reach end.
-func waitStored(t *testing.T, timeout time.Duration, pool *pgxpool.Pool, fw, name string, version int, topic string, end map[int]int64) {
+func waitStored(t *testing.T, timeout time.Duration, pool *pgxpool.Pool, fw string, k offsets.Key, end map[int]int64) {
 	t.Helper()
-	waitFor(t, timeout, "offsets of "+name+" in "+fw+" to reach the log end", func() bool {
-		rows, err := pool.Query(context.Background(), `SELECT partition, next_offset FROM `+pgx.Identifier{fw, "offsets"}.Sanitize()+`
-			WHERE projection = $1 AND version = $2 AND topic = $3`, name, version, topic)
+	store := offsets.NewStore(fw)
+	waitFor(t, timeout, "positions of "+k.String()+" in "+fw+" to reach the log end", func() bool {
+		var pos []offsets.Position
+		var err error
+		if k.Effect != "" {
+			pos, err = store.ListEffect(context.Background(), pool, k.Effect, k.Projection, k.Version)
+		} else {
+			pos, err = store.List(context.Background(), pool, k.Projection, k.Version)
+		}
 		if err != nil {
 			return false
 		}
 		got := map[int]int64{}
-		for rows.Next() {
-			var part int
-			var n int64
-			_ = rows.Scan(&part, &n)
-			got[part] = n
+		for _, p := range pos {
+			if p.Topic == k.Topic {
+				got[p.Partition] = p.Next
+			}
 		}
-		rows.Close()
 		for part, e := range end {
 			if e > 0 && got[part] < e {
 				return false
@@ -374,7 +379,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 	}
 	assertTraces(t, f.pool, []string{bootProj.Schema(), bootFW}, false, gone...)
 	_, stopBoot := f.start(bootCfg)
-	waitStored(t, 2*time.Minute, f.pool, bootFW, bootProj.Name(), bootProj.Version(), f.topic, f.endOffsets())
+	waitStored(t, 2*time.Minute, f.pool, bootFW, offsets.Key{Projection: bootProj.Name(), Version: bootProj.Version(), Topic: f.topic}, f.endOffsets())
 	stopBoot()
 	equalsWant(bootProj.Schema(), want)
 	assertTraces(t, f.pool, []string{bootProj.Schema(), bootFW}, false, gone...)

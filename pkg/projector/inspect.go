@@ -93,7 +93,7 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 	}
 	st := Status{Projection: in.Projection, Version: in.Version, Topic: in.Topic, Ready: true, ReadyLag: readyLag, ReadyRule: ReadyRule}
 	for _, eff := range in.Effects {
-		marks, err := store.List(ctx, in.Pool, EffectKey(in.Projection, in.Version, eff, in.Topic, 0).Projection, in.Version)
+		marks, err := store.ListEffect(ctx, in.Pool, eff, in.Projection, in.Version)
 		if err != nil {
 			return Status{}, err
 		}

@@ -38,7 +38,7 @@ func newMetrics(reg prometheus.Registerer, projection string, version int, topic
 		resolved: prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_parked_resolved_total", ConstLabels: labels,
 			Help: "Parked events applied on retry."}),
 		effects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "projector_effects_total", ConstLabels: labels,
-			Help: "Effect runs by effect and outcome: fired, suppressed_ledger, suppressed_horizon, retried, parked, lease_lost."},
+			Help: "Effect runs by effect and outcome: fired, suppressed_ledger, suppressed_horizon, skipped_forgotten, retried, parked, lease_lost."},
 			[]string{"effect", "outcome"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "projector_partition_lag", ConstLabels: labels,
 			Help: "Events between the stored position and the partition's end, per partition owned here."}, []string{"partition"}),

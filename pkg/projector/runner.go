@@ -74,34 +74,10 @@ func (r *Runner) Status() Status { return r.status.snapshot() }
 // owns is live (its lag at most ReadyLag: the rule is per partition).
 func (r *Runner) Ready() bool { return r.status.snapshot().Ready }
 
-// Setup creates the framework's tables and runs the projection's migrations. Run
-// calls it; tools that only read may call it alone.
+// Setup applies the framework schema's pending migrations and the projection's
+// (readmodel.Setup, under an advisory lock, so that instances starting together
+// migrate once). Run calls it; tools that only read may call it alone.
 func (r *Runner) Setup(ctx context.Context) error {
-	// Instances starting together would race on CREATE … IF NOT EXISTS (PostgreSQL
-	// can report a unique violation in its catalogue): one at a time, under the
-	// advisory lock readmodel.Setup takes too.
-	conn, err := r.cfg.Pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("projector: setup: %w", err)
-	}
-	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("projector: setup: %w", err)
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, readmodel.SetupLockKey(r.cfg.Schema)); err != nil {
-		return fmt.Errorf("projector: setup: %w", err)
-	}
-	if err := r.offsets.Setup(ctx, tx); err != nil {
-		return err
-	}
-	if err := r.tables.setup(ctx, tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("projector: setup: %w", err)
-	}
 	return readmodel.Setup(ctx, r.cfg.Pool, r.cfg.Schema, r.cfg.Projection)
 }
 
@@ -237,13 +213,17 @@ func (r *Runner) stopWhenReached(ctx context.Context, stop context.CancelFunc) {
 		case <-t.C:
 		}
 		// The read model and every effect's watermark must have got there.
-		names := []string{r.cfg.Projection.Name()}
+		lists := []func() ([]offsets.Position, error){func() ([]offsets.Position, error) {
+			return r.offsets.List(ctx, r.cfg.Pool, r.cfg.Projection.Name(), r.cfg.Projection.Version())
+		}}
 		for _, eff := range r.cfg.Effects {
-			names = append(names, EffectKey(r.cfg.Projection.Name(), r.cfg.Projection.Version(), eff.Name(), r.cfg.Topic, 0).Projection)
+			lists = append(lists, func() ([]offsets.Position, error) {
+				return r.offsets.ListEffect(ctx, r.cfg.Pool, eff.Name(), r.cfg.Projection.Name(), r.cfg.Projection.Version())
+			})
 		}
 		done := true
-		for _, name := range names {
-			pos, err := r.offsets.List(ctx, r.cfg.Pool, name, r.cfg.Projection.Version())
+		for _, list := range lists {
+			pos, err := list()
 			if err != nil {
 				done = false
 				break

@@ -126,9 +126,13 @@ func (s *snapshotter) take(ctx context.Context, owner bool) error {
 }
 
 func (s *snapshotter) consumed(ctx context.Context) (int64, error) {
+	pos, err := s.r.offsets.List(ctx, s.r.cfg.Pool, s.r.cfg.Projection.Name(), s.r.cfg.Projection.Version())
 	var n int64
-	err := s.r.cfg.Pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+s.r.offsets.Table()+`
-		WHERE projection = $1 AND version = $2 AND topic = $3`, s.r.cfg.Projection.Name(), s.r.cfg.Projection.Version(), s.r.cfg.Topic).Scan(&n)
+	for _, p := range pos {
+		if p.Topic == s.r.cfg.Topic {
+			n += p.Next
+		}
+	}
 	return n, err
 }
 

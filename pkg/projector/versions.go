@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/readmodel"
 )
 
@@ -44,15 +45,6 @@ func (v Versions) fw() string {
 		return readmodel.FrameworkSchemaDefault
 	}
 	return v.Schema
-}
-
-func (v Versions) setup(ctx context.Context, tx pgx.Tx) error {
-	fw := pgx.Identifier{v.fw()}.Sanitize()
-	_, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+fw+`.active_versions (
-		projection   text PRIMARY KEY,
-		version      int  NOT NULL,
-		activated_at timestamptz NOT NULL DEFAULT now())`)
-	return err
 }
 
 // List returns the versions that have migrated, and which one is active.
@@ -112,7 +104,7 @@ func (v Versions) activate(ctx context.Context, version int) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "projector:activate:"+v.Projection); err != nil {
 		return err
 	}
-	if err := v.setup(ctx, tx); err != nil {
+	if _, err := store.Up(ctx, tx, v.fw()); err != nil { // a savepoint in tx, under the setup lock
 		return err
 	}
 	rows, err := tx.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename`, src)
@@ -198,7 +190,7 @@ func (v Versions) Drop(ctx context.Context, version int) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "projector:activate:"+v.Projection); err != nil {
 		return err
 	}
-	if err := v.setup(ctx, tx); err != nil {
+	if _, err := store.Up(ctx, tx, v.fw()); err != nil { // a savepoint in tx, under the setup lock
 		return err
 	}
 	var active int
@@ -208,9 +200,8 @@ func (v Versions) Drop(ctx context.Context, version int) error {
 	}
 	stmts := []string{
 		`DROP SCHEMA IF EXISTS ` + pgx.Identifier{fmt.Sprintf("%s_v%d", v.Projection, version)}.Sanitize() + ` CASCADE`,
-		`DELETE FROM ` + fw + `.offsets WHERE (projection = $1 OR left(projection, length($1) + 4) = $1 || '/fx/') AND version = $2`,
 	}
-	for _, t := range []string{"aggregates", "event_ids", "parked", "migrations", "parked_effects", "effect_starts"} {
+	for _, t := range []string{"offsets", "effect_offsets", "aggregates", "event_ids", "parked", "migrations", "parked_effects", "effect_starts"} {
 		stmts = append(stmts, `DELETE FROM `+fw+`.`+t+` WHERE projection = $1 AND version = $2`)
 	}
 	for i, s := range stmts {

@@ -8,15 +8,18 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projector/projector/internal/store"
 )
 
 // FrameworkSchemaDefault is the schema of the framework's own tables (offsets,
 // migrations, parked events), unless configured otherwise.
 const FrameworkSchemaDefault = "projector"
 
-// Setup creates the projection's schema and the framework's migrations table, and
-// applies the projection's pending migration steps in one transaction, under an
-// advisory lock so that instances starting together migrate once. It refuses to
+// Setup applies the framework schema's pending migrations (package internal/store),
+// creates the projection's schema and applies the projection's pending migration
+// steps, in one transaction, under an advisory lock so that instances starting
+// together migrate once. It refuses to
 // start when an applied step's text has changed since it was applied.
 func Setup(ctx context.Context, pool *pgxpool.Pool, frameworkSchema string, p *Projection) error {
 	fw := pgx.Identifier{frameworkSchema}.Sanitize()
@@ -25,24 +28,14 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, frameworkSchema string, p *P
 		return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, SetupLockKey(frameworkSchema)); err != nil {
+	if err := store.Lock(ctx, tx, frameworkSchema); err != nil {
 		return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
 	}
-	stmts := []string{
-		`CREATE SCHEMA IF NOT EXISTS ` + fw,
-		`CREATE SCHEMA IF NOT EXISTS ` + pgx.Identifier{p.Schema()}.Sanitize(),
-		`CREATE TABLE IF NOT EXISTS ` + fw + `.migrations (
-			projection text NOT NULL,
-			version    int  NOT NULL,
-			step       int  NOT NULL,
-			checksum   text NOT NULL,
-			applied_at timestamptz NOT NULL DEFAULT now(),
-			PRIMARY KEY (projection, version, step))`,
+	if _, err := store.Migrate(ctx, tx, frameworkSchema); err != nil {
+		return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
 	}
-	for _, s := range stmts {
-		if _, err := tx.Exec(ctx, s); err != nil {
-			return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
-		}
+	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{p.Schema()}.Sanitize()); err != nil {
+		return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
 	}
 	applied := map[int]string{}
 	rows, err := tx.Query(ctx, `SELECT step, checksum FROM `+fw+`.migrations WHERE projection = $1 AND version = $2`, p.name, p.version)
@@ -86,10 +79,6 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, frameworkSchema string, p *P
 	}
 	return tx.Commit(ctx)
 }
-
-// SetupLockKey names the advisory lock under which schemas and tables of one
-// framework schema are created, so that instances starting together do not race.
-func SetupLockKey(frameworkSchema string) string { return "projector:setup:" + frameworkSchema }
 
 func checksum(s string) string {
 	h := sha256.Sum256([]byte(s))

@@ -163,7 +163,7 @@ func Take(ctx context.Context, src Source, store Store) (*Manifest, error) {
 		` ORDER BY subject) TO STDOUT (FORMAT binary)`
 	// The ids of each aggregate's last applied events: a restored read model still
 	// recognises a late copy of one of them as a duplicate, as a full replay would.
-	copies["_recent_ids"] = `COPY (SELECT subject, recent_ids FROM ` + fw + `.aggregates` + where +
+	copies["_recent"] = `COPY (SELECT subject, recent FROM ` + fw + `.aggregates` + where +
 		` ORDER BY subject) TO STDOUT (FORMAT binary)`
 	copies["_event_ids"] = `COPY (SELECT event_id FROM ` + fw + `.event_ids` + where + ` ORDER BY event_id) TO STDOUT (FORMAT binary)`
 	// Open parked events travel too: a restored read model must park later events of
@@ -392,14 +392,14 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 				p.Name(), p.Version()); err != nil {
 				return m, err
 			}
-		case "_recent_ids": // absent from snapshots taken before it existed
-			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE restore_recent_ids (subject text, recent_ids jsonb) ON COMMIT DROP`); err != nil {
+		case "_recent": // absent from snapshots taken before it existed
+			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE restore_recent (subject text, recent bytea) ON COMMIT DROP`); err != nil {
 				return m, err
 			}
-			if err := copyIn(t.Name, `COPY restore_recent_ids FROM STDIN (FORMAT binary)`); err != nil {
+			if err := copyIn(t.Name, `COPY restore_recent FROM STDIN (FORMAT binary)`); err != nil {
 				return m, err
 			}
-			if _, err := tx.Exec(ctx, `UPDATE `+fw+`.aggregates a SET recent_ids = r.recent_ids FROM restore_recent_ids r
+			if _, err := tx.Exec(ctx, `UPDATE `+fw+`.aggregates a SET recent = r.recent FROM restore_recent r
 				WHERE a.projection = $1 AND a.version = $2 AND a.subject = r.subject`, p.Name(), p.Version()); err != nil {
 				return m, err
 			}
