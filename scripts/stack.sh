@@ -17,6 +17,12 @@
 #   PROJECTOR_NO_BROWSER=1   skip installing Chromium (used by the status page's test)
 #
 # `up` is idempotent: a server already running under this state folder is left alone.
+# Two at once take turns: installs hold a lock in the cache folder, and starting or
+# stopping the servers one in the state folder (so a second `up` finds them running).
+#
+# This script installs the binaries. The servers' configuration — one description of
+# each, shared with the tests' and the chaos suite's private servers — and starting,
+# checking and stopping them live in internal/servers, run here as internal/stackctl.
 set -euo pipefail
 
 : "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
@@ -25,15 +31,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE_DIR=${PROJECTOR_CACHE_DIR:-$HOME/.cache/projector}
 STATE_DIR=${PROJECTOR_STATE_DIR:-/tmp/projector-stack-$(id -u)}
 KAFKA_VERSION=${KAFKA_VERSION:-4.1.1}
-KAFKA_PORT=${KAFKA_PORT:-19092}
-KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-19093}
-KAFKA_HEAP=${KAFKA_HEAP:-512m}
-REDIS_PORT=${REDIS_PORT:-16379}
-PG_PORT=${PG_PORT:-15432}
-SMTP_PORT=${SMTP_PORT:-11025}
-MAILPIT_HTTP_PORT=${MAILPIT_HTTP_PORT:-18025}
 MAILPIT_VERSION=${MAILPIT_VERSION:-v1.33.1}
 PG_USER_OS=${PG_USER_OS:-projector-pg}
+# The ports and KAFKA_HEAP reach internal/stackctl as they are; its defaults are
+# internal/servers' Stack…Default constants, the ones listed above.
+export PROJECTOR_CACHE_DIR=$CACHE_DIR PROJECTOR_STATE_DIR=$STATE_DIR KAFKA_VERSION PG_USER_OS
 # Kafka 4.1 depends on slf4j-api 1.7, so its log4j2 binding is log4j-slf4j-impl (not -slf4j2-).
 LOG4J_VERSION=2.24.3
 
@@ -68,60 +70,40 @@ apt_install() {
   fi
   log "apt-get install $*"
   local rc=0
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 || rc=$?
+  # Another stack's install (with another cache folder) may hold dpkg's lock: wait.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o DPkg::Lock::Timeout=600 "$@" >&2 || rc=$?
   [ $placed -eq 1 ] && as_root rm -f $policy
   [ $rc -eq 0 ] || die "apt-get install $* failed (exit $rc)"
 }
 
-# pid_alive FILE PATTERN: the pid in FILE runs and its command line contains PATTERN
-# (so a pid reused by another program is never mistaken for ours).
-pid_alive() {
-  local file=$1 pattern=$2 pid
-  [ -s "$file" ] || return 1
-  pid=$(head -n1 "$file")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | grep -q -- "$pattern"
+# with_lock FILE CMD...: run CMD holding an exclusive lock on FILE, waiting (and
+# saying so) while another stack.sh holds it. CMD starts nothing long-lived, so
+# no server ever inherits the lock's descriptor.
+with_lock() {
+  local file=$1; shift
+  (
+    exec 9>"$file"
+    if ! flock -n 9; then
+      log "waiting for another scripts/stack.sh (lock $file)"
+      flock 9
+    fi
+    "$@"
+  )
 }
 
-port_open() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
-
-wait_port() {
-  local name=$1 port=$2 secs=$3 pidfile=$4 pattern=$5 i
-  for ((i = 0; i < secs * 10; i++)); do
-    port_open "$port" && return 0
-    pid_alive "$pidfile" "$pattern" || die "$name exited while starting; see its log: $(logfile_of "$name")"
-    sleep 0.1
-  done
-  die "$name did not open port $port within ${secs}s; see its log: $(logfile_of "$name")"
+# stackctl CMD: the servers' side (internal/servers), built from this checkout into
+# a folder of this call's own (go run would add "exit status 1" to `status`).
+stackctl() {
+  local bin rc=0
+  bin=$(mktemp -d)
+  (cd "$here" && go build -o "$bin/stackctl" ./internal/stackctl) || { rm -rf "$bin"; die "go build ./internal/stackctl failed"; }
+  "$bin/stackctl" "$@" || rc=$?
+  rm -rf "$bin"
+  return $rc
 }
 
-logfile_of() { echo "$STATE_DIR/$1/$1.log"; }
-
-# start_bg NAME CMD...: start a server detached, in its own session, logging to a file.
-start_bg() {
-  local name=$1; shift
-  mkdir -p "$STATE_DIR/$name"
-  setsid "$@" >>"$(logfile_of "$name")" 2>&1 </dev/null &
-  echo $! >"$STATE_DIR/$name/pid"
-}
-
-# stop_pid NAME PATTERN: TERM the recorded pid, wait up to 30 s, then KILL.
-stop_pid() {
-  local name=$1 pattern=$2 file=$STATE_DIR/$1/pid pid i
-  if ! pid_alive "$file" "$pattern"; then rm -f "$file"; return 0; fi
-  pid=$(head -n1 "$file")
-  log "stopping $name (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 300; i++)); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$file"; return 0; }
-    sleep 0.1
-  done
-  log "$name (pid $pid) ignored TERM for 30 s; killing it"
-  kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$file"
-}
-
-# ---------------------------------------------------------------- Kafka
+# ---------------------------------------------------------------- installs
 
 ensure_java() {
   local v
@@ -163,128 +145,32 @@ EOF
   echo "$stamp" >"$KAFKA_LIB/.complete"
 }
 
-kafka_up() {
-  local dir=$STATE_DIR/kafka
-  if pid_alive "$dir/pid" kafka.Kafka; then log "kafka already running (pid $(cat "$dir/pid"))"; return 0; fi
-  ensure_java
-  ensure_kafka_jars
-  mkdir -p "$dir/data"
-  cat >"$dir/server.properties" <<EOF
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$dir/data
-num.partitions=1
-auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=12
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-group.initial.rebalance.delay.ms=0
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-EOF
-  cat >"$dir/log4j2.xml" <<EOF
-<Configuration status="warn">
-  <Appenders><Console name="out" target="SYSTEM_OUT"><PatternLayout pattern="[%d] %p %m (%c)%n"/></Console></Appenders>
-  <Loggers>
-    <Logger name="kafka" level="info"/><Logger name="org.apache.kafka" level="info"/>
-    <Logger name="kafka.request.logger" level="warn"/><Logger name="state.change.logger" level="warn"/>
-    <Root level="warn"><AppenderRef ref="out"/></Root>
-  </Loggers>
-</Configuration>
-EOF
-  local jvm=(-Xms128m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
-    "-Dlog4j2.configurationFile=$dir/log4j2.xml" "-Dkafka.logs.dir=$dir" -cp "$KAFKA_LIB/*")
-  if [ ! -f "$dir/data/meta.properties" ]; then
-    local id
-    id=$(java "${jvm[@]}" kafka.tools.StorageTool random-uuid 2>>"$dir/format.log" | tail -n1)
-    [ -n "$id" ] || die "kafka StorageTool random-uuid failed; see $dir/format.log"
-    if ! java "${jvm[@]}" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >>"$dir/format.log" 2>&1; then
-      tail -n 20 "$dir/format.log" >&2
-      die "kafka storage format failed; see $dir/format.log"
-    fi
-  fi
-  log "starting kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
-  start_bg kafka java "${jvm[@]}" kafka.Kafka "$dir/server.properties"
-  wait_port kafka "$KAFKA_PORT" 120 "$dir/pid" kafka.Kafka
-}
-
-# ---------------------------------------------------------------- Redis
-
-redis_up() {
-  local dir=$STATE_DIR/redis
-  if pid_alive "$dir/pid" redis-server; then log "redis already running (pid $(cat "$dir/pid"))"; return 0; fi
+ensure_redis() {
   command -v redis-server >/dev/null 2>&1 || apt_install redis-server
   local major
   major=$(redis-server --version | sed -n 's/.* v=\([0-9]*\).*/\1/p')
   [ "${major:-0}" -ge 7 ] || die "redis-server $(redis-server --version) is older than 7"
-  mkdir -p "$dir"
-  log "starting redis on 127.0.0.1:$REDIS_PORT"
-  start_bg redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" \
-    --appendonly yes --appendfsync everysec --save "" --protected-mode yes --daemonize no
-  wait_port redis "$REDIS_PORT" 30 "$dir/pid" redis-server
 }
-
-# ---------------------------------------------------------------- PostgreSQL
 
 pg_bindir() {
   local d
   for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-    [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }
+    [ -x "$d/initdb" ] && [ -x "$d/postgres" ] && { echo "$d"; return 0; }
   done
   return 1
 }
 
-pg_run() { # run a PostgreSQL binary as the non-root OS user
-  if [ "$(id -u)" -eq 0 ]; then runuser -u "$PG_USER_OS" -- "$@"; else "$@"; fi
-}
-
-pg_up() {
-  local dir=$STATE_DIR/postgres bin
-  if pid_alive "$dir/pid" postgres; then log "postgres already running (pid $(cat "$dir/pid"))"; return 0; fi
-  bin=$(pg_bindir) || { apt_install postgresql; bin=$(pg_bindir) || die "no PostgreSQL binaries after install"; }
+ensure_postgres() {
+  pg_bindir >/dev/null || { apt_install postgresql; pg_bindir >/dev/null || die "no PostgreSQL binaries after install"; }
   command -v psql >/dev/null 2>&1 || apt_install postgresql-client
-  mkdir -p "$dir"
-  if [ "$(id -u)" -eq 0 ]; then
-    id -u "$PG_USER_OS" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER_OS"
-    chmod 755 "$STATE_DIR"
-    chown -R "$PG_USER_OS" "$dir"
+  # PostgreSQL refuses to run as root: as root, the stack runs it as this user.
+  if [ "$(id -u)" -eq 0 ] && ! id -u "$PG_USER_OS" >/dev/null 2>&1; then
+    useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER_OS"
   fi
-  if [ ! -f "$dir/data/PG_VERSION" ]; then
-    log "initdb $dir/data"
-    pg_run "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
-      { tail -n 20 "$dir/initdb.log" >&2; die "initdb failed; see $dir/initdb.log"; }
-  fi
-  log "starting postgres ($("$bin/postgres" --version)) on 127.0.0.1:$PG_PORT"
-  rm -f "$dir/postgres.log"
-  pg_run "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start \
-    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $dir -c max_connections=200 -c fsync=on -c shared_buffers=128MB" >&2 ||
-    { tail -n 20 "$dir/postgres.log" >&2; die "postgres did not start; see $dir/postgres.log"; }
-  head -n1 "$dir/data/postmaster.pid" >"$dir/pid"
-  wait_port postgres "$PG_PORT" 30 "$dir/pid" postgres
 }
 
-pg_down() {
-  local dir=$STATE_DIR/postgres bin
-  pid_alive "$dir/pid" postgres || { rm -f "$dir/pid"; return 0; }
-  if bin=$(pg_bindir); then
-    log "stopping postgres (pid $(cat "$dir/pid"))"
-    pg_run "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >&2 && { rm -f "$dir/pid"; return 0; }
-  fi
-  stop_pid postgres postgres
-}
-
-# ---------------------------------------------------------------- Mailpit
-
-mailpit_up() {
-  local dir=$STATE_DIR/mailpit bin=$BIN_DIR/mailpit
-  if pid_alive "$dir/pid" mailpit; then log "mailpit already running (pid $(cat "$dir/pid"))"; return 0; fi
+ensure_mailpit() {
+  local bin=$BIN_DIR/mailpit
   # A stamp records the installed version: 'mailpit version' reports "dev" for a
   # go-installed build, and looks for newer releases over the network.
   if [ ! -x "$bin" ] || [ "$(cat "$bin.version" 2>/dev/null)" != "$MAILPIT_VERSION" ]; then
@@ -293,44 +179,6 @@ mailpit_up() {
     GOBIN=$BIN_DIR go install "github.com/axllent/mailpit@$MAILPIT_VERSION" >&2 || die "go install mailpit failed"
     echo "$MAILPIT_VERSION" >"$bin.version"
   fi
-  mkdir -p "$dir"
-  log "starting mailpit: smtp 127.0.0.1:$SMTP_PORT, http 127.0.0.1:$MAILPIT_HTTP_PORT"
-  start_bg mailpit "$bin" --smtp "127.0.0.1:$SMTP_PORT" --listen "127.0.0.1:$MAILPIT_HTTP_PORT" \
-    --database "$dir/mailpit.db" --max 0 --disable-version-check --smtp-disable-rdns
-  wait_port mailpit "$MAILPIT_HTTP_PORT" 30 "$dir/pid" mailpit
-  wait_port mailpit "$SMTP_PORT" 30 "$dir/pid" mailpit
-}
-
-# ---------------------------------------------------------------- the whole
-
-# The development master key of the personal-data key store (crypto-shredding): made
-# once, kept beside the PostgreSQL data it protects (a new database gets a new key).
-master_key() {
-  local f=$STATE_DIR/postgres/master.key
-  if [ ! -s "$f" ]; then
-    (umask 077 && head -c 32 /dev/urandom | base64 >"$f")
-  fi
-  cat "$f"
-}
-
-write_env() {
-  local key
-  key=$(master_key)
-  cat >"$ENV_FILE" <<EOF
-export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
-export DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable
-export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
-export SMTP_ADDR=127.0.0.1:$SMTP_PORT
-export MAILPIT_URL=http://127.0.0.1:$MAILPIT_HTTP_PORT
-export PROJECTOR_MASTER_KEY=$key
-EOF
-}
-
-probe() {
-  # The real check: Kafka metadata and a topic created, PostgreSQL answers a query,
-  # Redis answers PING, Mailpit's API answers. Done in Go with the project's own clients.
-  # shellcheck disable=SC1090
-  (. "$ENV_FILE" && cd "$here" && go run ./internal/stackprobe)
 }
 
 # The status page's test loads it in headless Chromium (Debian's package).
@@ -350,41 +198,36 @@ ensure_kcat() {
   command -v kcat >/dev/null 2>&1 || apt_install kcat
 }
 
-cmd_up() {
-  local t0=$SECONDS
-  mkdir -p "$STATE_DIR" "$CACHE_DIR"
-  # Prepare installs first (they may prompt apt once), then start the servers.
-  kafka_up
-  redis_up
-  pg_up
-  mailpit_up
+install_all() {
+  ensure_java
+  ensure_kafka_jars
+  ensure_redis
+  ensure_postgres
+  ensure_mailpit
   ensure_browser
   ensure_iproute
   ensure_kcat
-  write_env
+}
+
+# ---------------------------------------------------------------- the whole
+
+probe() {
+  # The real check: Kafka metadata and a topic created, PostgreSQL answers a query,
+  # Redis answers PING, Mailpit's API answers. Done in Go with the project's own clients.
+  # shellcheck disable=SC1090
+  (. "$ENV_FILE" && cd "$here" && go run ./internal/stackprobe)
+}
+
+cmd_up() {
+  local t0=$SECONDS
+  mkdir -p "$STATE_DIR" "$CACHE_DIR"
+  command -v flock >/dev/null 2>&1 || apt_install util-linux
+  # Installs first (they may prompt apt once), one stack.sh at a time per cache folder;
+  # then the servers, under the state folder's lock, which stackctl takes.
+  with_lock "$CACHE_DIR/install.lock" install_all
+  stackctl up || die "the stack did not start (scripts/stack.sh logs)"
   probe || die "the stack started but did not answer the probe (scripts/stack.sh logs)"
   log "up in $((SECONDS - t0))s; endpoints in $ENV_FILE"
-}
-
-cmd_down() {
-  stop_pid mailpit mailpit
-  pg_down
-  stop_pid redis redis-server
-  stop_pid kafka kafka.Kafka
-}
-
-cmd_status() {
-  local name pattern rc=0
-  for pair in kafka:kafka.Kafka redis:redis-server postgres:postgres mailpit:mailpit; do
-    name=${pair%%:*} pattern=${pair#*:}
-    if pid_alive "$STATE_DIR/$name/pid" "$pattern"; then
-      printf '%-9s running  pid %s\n' "$name" "$(head -n1 "$STATE_DIR/$name/pid")"
-    else
-      printf '%-9s stopped\n' "$name"; rc=1
-    fi
-  done
-  [ -f "$ENV_FILE" ] && cat "$ENV_FILE"
-  return $rc
 }
 
 cmd_env() {
@@ -392,21 +235,12 @@ cmd_env() {
   cat "$ENV_FILE"
 }
 
-cmd_logs() {
-  local name
-  for name in kafka redis postgres mailpit; do
-    local f=$STATE_DIR/$name/$name.log
-    [ -f "$f" ] && { echo "== $f"; tail -n "${LINES_TAIL:-30}" "$f"; }
-  done
-  return 0
-}
-
 case "${1:-}" in
   up) cmd_up ;;
-  down) cmd_down ;;
-  status) cmd_status ;;
+  down) stackctl down ;;
+  status) stackctl status ;;
   env) cmd_env ;;
-  logs) cmd_logs ;;
+  logs) stackctl logs ;;
   probe) probe ;;
-  *) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -6,18 +6,20 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/projector/projector/internal/servers"
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/shred"
 )
 
 // No Docker engine runs on the machines that build this project, so docker-compose.yml
 // is checked here against what the code and scripts/stack.sh use: the same images,
-// ports and environment names.
+// ports, broker settings and environment names.
 
 type composeFile struct {
 	Services map[string]struct {
@@ -44,7 +46,8 @@ func readCompose(t *testing.T) composeFile {
 	return c
 }
 
-// stackDefaults reads `NAME=${NAME:-value}` defaults from scripts/stack.sh.
+// stackDefaults reads `NAME=${NAME:-value}` defaults from scripts/stack.sh (the
+// versions it installs), and adds the ports internal/servers gives the stack.
 func stackDefaults(t *testing.T) map[string]string {
 	t.Helper()
 	raw, err := os.ReadFile("../../scripts/stack.sh")
@@ -55,6 +58,17 @@ func stackDefaults(t *testing.T) map[string]string {
 	re := regexp.MustCompile(`(?m)^([A-Z_]+)=\$\{[A-Z_]+:-([^}]*)\}`)
 	for _, m := range re.FindAllStringSubmatch(string(raw), -1) {
 		out[m[1]] = m[2]
+	}
+	for name, port := range map[string]int{
+		"KAFKA_PORT": servers.StackKafkaPortDefault, "KAFKA_CONTROLLER_PORT": servers.StackKafkaControllerPortDefault,
+		"REDIS_PORT": servers.StackRedisPortDefault, "PG_PORT": servers.StackPGPortDefault,
+		"SMTP_PORT": servers.StackSMTPPortDefault, "MAILPIT_HTTP_PORT": servers.StackMailpitHTTPPortDefault,
+	} {
+		out[name] = strconv.Itoa(port)
+		// The script's help lists the defaults: it must tell the truth.
+		if !strings.Contains(string(raw), name+" "+out[name]) {
+			t.Errorf("scripts/stack.sh's help does not say %s %s", name, out[name])
+		}
 	}
 	return out
 }
@@ -86,8 +100,8 @@ func TestComposeMatchesStackAndCode(t *testing.T) {
 			t.Errorf("%s has no healthcheck", svc)
 		}
 	}
-	if tag := strings.SplitN(testenv.KafkaImage, ":", 2)[1]; tag != def["KAFKA_VERSION"] {
-		t.Errorf("Kafka image %s but scripts/stack.sh runs %s", testenv.KafkaImage, def["KAFKA_VERSION"])
+	if tag := strings.SplitN(testenv.KafkaImage, ":", 2)[1]; tag != def["KAFKA_VERSION"] || tag != servers.KafkaVersionDefault {
+		t.Errorf("Kafka image %s but scripts/stack.sh installs %s and internal/servers runs %s", testenv.KafkaImage, def["KAFKA_VERSION"], servers.KafkaVersionDefault)
 	}
 	if tag := strings.SplitN(testenv.MailpitImage, ":", 2)[1]; tag != def["MAILPIT_VERSION"] {
 		t.Errorf("Mailpit image %s but scripts/stack.sh installs %s", testenv.MailpitImage, def["MAILPIT_VERSION"])
@@ -116,8 +130,12 @@ func TestComposeMatchesStackAndCode(t *testing.T) {
 	if adv := c.Services["kafka"].Environment["KAFKA_ADVERTISED_LISTENERS"]; !strings.Contains(adv, "127.0.0.1:"+def["KAFKA_PORT"]) {
 		t.Errorf("kafka advertises %q, not the published 127.0.0.1:%s", adv, def["KAFKA_PORT"])
 	}
-	if v := c.Services["kafka"].Environment["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]; v != "false" {
-		t.Errorf("kafka auto topic creation %q, want false as in scripts/stack.sh", v)
+	// The broker settings every Kafka of the project shares (internal/servers).
+	for _, set := range servers.KafkaSettings() {
+		name := servers.KafkaContainerVar(set.Key)
+		if v := c.Services["kafka"].Environment[name]; v != set.Value {
+			t.Errorf("kafka sets %s=%q, internal/servers.KafkaSettings has %s=%s", name, v, set.Key, set.Value)
+		}
 	}
 
 	known := []string{testenv.EnvKafkaBrokers, testenv.EnvDatabaseURL, testenv.EnvRedisURL, testenv.EnvSMTPAddr, testenv.EnvMailpitURL, shred.MasterKeyEnv}
@@ -177,13 +195,10 @@ func commandSource(t *testing.T, name string) string {
 
 func TestStackWritesTheEnvironmentTestsRead(t *testing.T) {
 	t.Parallel()
-	raw, err := os.ReadFile("../../scripts/stack.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{testenv.EnvKafkaBrokers, testenv.EnvDatabaseURL, testenv.EnvRedisURL, testenv.EnvSMTPAddr, testenv.EnvMailpitURL} {
-		if !strings.Contains(string(raw), "export "+k+"=") {
-			t.Errorf("scripts/stack.sh does not write %s to its env file", k)
+	env := servers.Stack{}.Env(shred.NewMasterKey())
+	for _, k := range []string{testenv.EnvKafkaBrokers, testenv.EnvDatabaseURL, testenv.EnvRedisURL, testenv.EnvSMTPAddr, testenv.EnvMailpitURL, shred.MasterKeyEnv} {
+		if !strings.Contains(env, "export "+k+"=") {
+			t.Errorf("the stack's env file does not set %s:\n%s", k, env)
 		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
+
+	"github.com/projector/projector/internal/servers"
 )
 
 // Images started when no stack is named in the environment; docker-compose.yml uses
@@ -75,6 +77,22 @@ func startContainers(ctx context.Context) (*Stack, error) {
 	return s, nil
 }
 
+// kafkaContainerEnv is the container's configuration: internal/servers'
+// KafkaSettings, which every Kafka of the project shares, plus the container's
+// listeners (the advertised one is set by the start script below).
+func kafkaContainerEnv() map[string]string {
+	env := servers.KafkaContainerEnv()
+	for k, v := range map[string]string{
+		"KAFKA_LISTENERS":                      "PLAINTEXT://:9092,CONTROLLER://:9093",
+		"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+		"KAFKA_CONTROLLER_QUORUM_VOTERS":       "1@localhost:9093",
+		"KAFKA_HEAP_OPTS":                      "-Xms128m -Xmx" + servers.KafkaHeapDefault,
+	} {
+		env[k] = v
+	}
+	return env
+}
+
 // startKafka runs apache/kafka in KRaft combined mode. The client listener must
 // advertise the host's mapped port, known only once the container runs, so the
 // entrypoint waits for a start script copied in after the port is mapped.
@@ -82,19 +100,7 @@ func startKafka(ctx context.Context) (string, error) {
 	const script = "/tmp/projector-start.sh"
 	c, err := testcontainers.Run(ctx, KafkaImage,
 		testcontainers.WithExposedPorts("9092/tcp"),
-		testcontainers.WithEnv(map[string]string{
-			"KAFKA_NODE_ID":                                  "1",
-			"KAFKA_PROCESS_ROLES":                            "broker,controller",
-			"KAFKA_LISTENERS":                                "PLAINTEXT://:9092,CONTROLLER://:9093",
-			"KAFKA_CONTROLLER_LISTENER_NAMES":                "CONTROLLER",
-			"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP":           "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-			"KAFKA_CONTROLLER_QUORUM_VOTERS":                 "1@localhost:9093",
-			"KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR":         "1",
-			"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
-			"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":            "1",
-			"KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS":         "0",
-			"KAFKA_AUTO_CREATE_TOPICS_ENABLE":                "false",
-		}),
+		testcontainers.WithEnv(kafkaContainerEnv()),
 		testcontainers.WithEntrypoint("sh", "-c",
 			"while [ ! -f "+script+" ]; do sleep 0.1; done; exec sh "+script))
 	if err != nil {

@@ -2,91 +2,80 @@ package testenv
 
 import (
 	"context"
-	"fmt"
-	"net"
+	"errors"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
-	"sort"
-	"strconv"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/projector/projector/internal/servers"
 )
 
 // PrivatePostgres is a PostgreSQL server of one test's own, for faults that would
 // disturb other tests on the shared server: stopping it, restarting it.
 type PrivatePostgres struct {
 	URL  string
-	bin  string
-	dir  string
-	port int
+	srv  servers.Postgres
+	proc *servers.Process
 	tb   testing.TB
 }
 
-// NewPrivatePostgres initialises and starts a PostgreSQL server in a temporary folder,
-// with the binaries the stack script uses, as the unprivileged user it uses when run
-// as root (PG_USER_OS, default projector-pg). It is stopped when the test ends.
+// NewPrivatePostgres initialises and starts a PostgreSQL server in a temporary
+// folder: internal/servers' description, Lifetime Private, with the binaries the
+// stack script installs, as the unprivileged user it uses when run as root
+// (PG_USER_OS, default projector-pg). It is stopped when the test ends.
 func NewPrivatePostgres(tb testing.TB) *PrivatePostgres {
 	tb.Helper()
 	Get(tb) // the same skip/fail rule as the rest of the stack
-	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	if len(bins) == 0 {
-		tb.Fatal("no PostgreSQL binaries under /usr/lib/postgresql: run scripts/stack.sh up")
-	}
-	sort.Strings(bins)
-	bin := filepath.Dir(bins[len(bins)-1])
+	// Not tb.TempDir: PostgreSQL's OS user must reach the folder.
 	dir, err := os.MkdirTemp("", "projector-pg-")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	pg := &PrivatePostgres{bin: bin, dir: dir, port: freePort(tb), tb: tb}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup(pgUser())
-		if err != nil {
-			tb.Fatalf("user %s (made by scripts/stack.sh up): %v", pgUser(), err)
-		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chown(dir, uid, gid); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	pg.run("initdb", "-D", filepath.Join(dir, "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+	pg := &PrivatePostgres{srv: servers.Postgres{Port: freePort(tb), Dir: dir}, tb: tb}
 	tb.Cleanup(func() {
-		_ = pg.pgctl("stop", "-m", "immediate")
+		if pg.proc != nil {
+			_ = pg.proc.Stop(syscall.SIGQUIT, time.Minute) // immediate: nothing to keep
+		}
 		_ = os.RemoveAll(dir)
 	})
-	pg.Start()
-	pg.URL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", pg.port)
-	return pg
-}
-
-func pgUser() string {
-	if u := os.Getenv("PG_USER_OS"); u != "" {
-		return u
+	if err := pg.srv.Check(); err != nil {
+		tb.Fatal(err)
 	}
-	return "projector-pg"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := pg.srv.Prepare(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	pg.Start()
+	pg.URL = pg.srv.URL()
+	return pg
 }
 
 // Start starts the server and waits until it accepts connections.
 func (pg *PrivatePostgres) Start() {
 	pg.tb.Helper()
-	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off", pg.port, pg.dir)
-	if err := pg.pgctl("start", "-w", "-t", "60", "-l", filepath.Join(pg.dir, "log"), "-o", opts); err != nil {
-		log, _ := os.ReadFile(filepath.Join(pg.dir, "log"))
-		pg.tb.Fatalf("start private PostgreSQL: %v\n%s", err, log)
-	}
+	pg.proc = startPrivate(pg.tb, pg.srv, filepath.Join(pg.srv.Dir, "log"), time.Minute)
 }
 
 // Stop stops the server: mode "fast" (clients are told it shuts down) or
 // "immediate" (as a crash).
 func (pg *PrivatePostgres) Stop(mode string) {
 	pg.tb.Helper()
-	if err := pg.pgctl("stop", "-w", "-m", mode); err != nil {
+	sig, err := servers.PGStopSignal(mode)
+	if err != nil {
+		pg.tb.Fatal(err)
+	}
+	if pg.proc == nil {
+		pg.tb.Fatal("stop private PostgreSQL: not running")
+	}
+	if err := pg.proc.Stop(sig, time.Minute); errors.Is(err, servers.ErrKilled) {
 		pg.tb.Fatalf("stop private PostgreSQL: %v", err)
 	}
+	pg.proc = nil
 }
 
 // Pool returns a pool on the private server, closed when the test ends.
@@ -100,31 +89,11 @@ func (pg *PrivatePostgres) Pool() *pgxpool.Pool {
 	return pool
 }
 
-func (pg *PrivatePostgres) pgctl(args ...string) error {
-	return pg.command("pg_ctl", append([]string{"-D", filepath.Join(pg.dir, "data")}, args...)...).Run()
-}
-
-func (pg *PrivatePostgres) run(name string, args ...string) {
-	pg.tb.Helper()
-	if out, err := pg.command(name, args...).CombinedOutput(); err != nil {
-		pg.tb.Fatalf("%s: %v\n%s", name, err, out)
-	}
-}
-
-func (pg *PrivatePostgres) command(name string, args ...string) *exec.Cmd {
-	path := filepath.Join(pg.bin, name)
-	if os.Geteuid() == 0 {
-		return exec.CommandContext(context.Background(), "runuser", append([]string{"-u", pgUser(), "--", path}, args...)...)
-	}
-	return exec.CommandContext(context.Background(), path, args...)
-}
-
 func freePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
+	port, err := servers.FreePort(context.Background(), "127.0.0.1")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }

@@ -7,14 +7,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/projector/projector/internal/servers"
 )
 
 // PrivateRedis is a Redis server of one test's own, for faults that would disturb
@@ -22,19 +21,19 @@ import (
 type PrivateRedis struct {
 	Client *redis.Client
 	tb     testing.TB
-	port   int
-	dir    string
-	cmd    *exec.Cmd
+	srv    servers.Redis
+	proc   *servers.Process
 }
 
-// NewPrivateRedis starts redis-server (the stack's binary) on a free loopback port,
-// without persistence; it is stopped when the test ends.
+// NewPrivateRedis starts redis-server (the stack's binary, internal/servers'
+// description, Lifetime Private: no persistence) on a free loopback port; it is
+// stopped when the test ends.
 func NewPrivateRedis(tb testing.TB) *PrivateRedis {
 	tb.Helper()
 	Get(tb)
-	r := &PrivateRedis{tb: tb, port: freePort(tb), dir: tb.TempDir()}
+	r := &PrivateRedis{tb: tb, srv: servers.Redis{Port: freePort(tb), Dir: tb.TempDir()}}
 	r.Start()
-	r.Client = redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(r.port)})
+	r.Client = redis.NewClient(&redis.Options{Addr: r.srv.Addr()})
 	tb.Cleanup(func() {
 		_ = r.Client.Close()
 		r.Kill()
@@ -45,22 +44,14 @@ func NewPrivateRedis(tb testing.TB) *PrivateRedis {
 // Start starts the server (again) and waits for PING.
 func (r *PrivateRedis) Start() {
 	r.tb.Helper()
-	r.cmd = exec.CommandContext(context.Background(), "redis-server", "--bind", "127.0.0.1", "--port", strconv.Itoa(r.port),
-		"--dir", r.dir, "--save", "", "--appendonly", "no")
-	if err := r.cmd.Start(); err != nil {
-		r.tb.Fatalf("redis-server: %v (run scripts/stack.sh up)", err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(r.port)})
-	defer func() { _ = c.Close() }()
-	waitUntil(r.tb, 30*time.Second, "private redis", func() bool { return c.Ping(context.Background()).Err() == nil })
+	r.proc = startPrivate(r.tb, r.srv, filepath.Join(r.srv.Dir, "redis.log"), 30*time.Second)
 }
 
 // Kill ends the server with SIGKILL, by pid: without persistence it comes back empty.
 func (r *PrivateRedis) Kill() {
-	if r.cmd != nil && r.cmd.Process != nil {
-		_ = r.cmd.Process.Kill()
-		_ = r.cmd.Wait()
-		r.cmd = nil
+	if r.proc != nil {
+		r.proc.Kill()
+		r.proc = nil
 	}
 }
 
@@ -68,11 +59,9 @@ func (r *PrivateRedis) Kill() {
 // made to refuse every recipient.
 type PrivateMailpit struct {
 	Mailpit
-	tb       testing.TB
-	smtpPort int
-	httpPort int
-	args     []string
-	cmd      *exec.Cmd
+	tb   testing.TB
+	srv  servers.Mailpit
+	proc *servers.Process
 }
 
 // NewPrivateMailpit starts the stack's Mailpit binary on free loopback ports, with
@@ -81,53 +70,43 @@ type PrivateMailpit struct {
 func NewPrivateMailpit(tb testing.TB, args ...string) *PrivateMailpit {
 	tb.Helper()
 	Get(tb)
-	m := &PrivateMailpit{tb: tb, smtpPort: freePort(tb), httpPort: freePort(tb), args: args}
-	m.SMTPAddr = "127.0.0.1:" + strconv.Itoa(m.smtpPort)
-	m.APIURL = "http://127.0.0.1:" + strconv.Itoa(m.httpPort)
+	m := &PrivateMailpit{tb: tb, srv: servers.Mailpit{SMTPPort: freePort(tb), HTTPPort: freePort(tb), Extra: args}}
+	m.SMTPAddr = m.srv.SMTPAddr()
+	m.APIURL = m.srv.APIURL()
 	m.Start()
 	tb.Cleanup(m.Stop)
 	return m
 }
 
-func mailpitBinary(tb testing.TB) string {
-	cache := os.Getenv("PROJECTOR_CACHE_DIR")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "projector")
-	}
-	bin := filepath.Join(cache, "bin", "mailpit")
-	if _, err := os.Stat(bin); err != nil {
-		tb.Fatalf("mailpit binary: %v (run scripts/stack.sh up)", err)
-	}
-	return bin
-}
-
-// Start starts the server and waits for its API.
+// Start starts the server with an empty mailbox and waits for its API.
 func (m *PrivateMailpit) Start() {
 	m.tb.Helper()
-	args := append([]string{"--smtp", m.SMTPAddr, "--listen", "127.0.0.1:" + strconv.Itoa(m.httpPort),
-		"--disable-version-check", "--smtp-disable-rdns", "--database", filepath.Join(m.tb.TempDir(), "mailpit.db")}, m.args...)
-	m.cmd = exec.CommandContext(context.Background(), mailpitBinary(m.tb), args...)
-	if err := m.cmd.Start(); err != nil {
-		m.tb.Fatal(err)
-	}
-	waitUntil(m.tb, 30*time.Second, "private mailpit", func() bool {
-		resp, err := httpGet(m.APIURL + "/api/v1/info")
-		if err != nil {
-			return false
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	m.srv.Dir = m.tb.TempDir()
+	m.proc = startPrivate(m.tb, m.srv, filepath.Join(m.srv.Dir, "mailpit.log"), 30*time.Second)
 }
 
 // Stop stops the server by pid. Its mailbox goes with it.
 func (m *PrivateMailpit) Stop() {
-	if m.cmd != nil && m.cmd.Process != nil {
-		_ = m.cmd.Process.Kill()
-		_ = m.cmd.Wait()
-		m.cmd = nil
+	if m.proc != nil {
+		m.proc.Kill()
+		m.proc = nil
 	}
+}
+
+// startPrivate starts a private server and waits until it answers, or fails the
+// test with the end of its log.
+func startPrivate(tb testing.TB, srv servers.Server, logPath string, timeout time.Duration) *servers.Process {
+	tb.Helper()
+	if err := srv.Check(); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Minute)
+	defer cancel()
+	p, err := servers.Start(ctx, srv, logPath, timeout)
+	if err != nil {
+		tb.Fatalf("private %s: %v", srv.Name(), err)
+	}
+	return p
 }
 
 // Message is a mail as Mailpit's API lists it.
@@ -164,17 +143,6 @@ func (m Mailpit) Messages(tb testing.TB, to string) []Message {
 		if len(body.Messages) == 0 || start >= body.Total {
 			return out
 		}
-	}
-}
-
-func waitUntil(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s did not come up within %v", what, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
