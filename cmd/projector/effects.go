@@ -43,7 +43,7 @@ func (x *effectFlags) register(f *cli.Flags) {
 	f.String(&x.namespace, "ledger-namespace", "PROJECTOR_LEDGER_NAMESPACE", sideeffects.NamespaceDefault, "ledger key prefix: services sharing it share their effects' ledger")
 	f.Duration(&x.retention, "ledger-retention", "PROJECTOR_LEDGER_RETENTION", sideeffects.RetentionDefault, "how long the ledger remembers a done effect")
 	f.Duration(&x.lease, "effect-lease", "PROJECTOR_EFFECT_LEASE", sideeffects.LeaseDefault, "how long a run holds its key before another instance may take over")
-	f.Duration(&x.horizon, "effect-horizon", "PROJECTOR_EFFECT_HORIZON", 0, "an effect starting with no watermark fires only for events newer than this (0: the ledger retention)")
+	f.Duration(&x.horizon, "effect-horizon", "PROJECTOR_EFFECT_HORIZON", 0, "effects fire only for events newer than this, counted back from when the effect started on the partition (0: the ledger retention); a restart with another value moves it for the events not passed yet")
 	f.Int(&x.concurrency, "effect-concurrency", "PROJECTOR_EFFECT_CONCURRENCY", projector.EffectConcurrencyDefault, "runs of one effect at once per partition")
 	f.Int(&x.attempts, "effect-attempts", "PROJECTOR_EFFECT_ATTEMPTS", projector.EffectMaxAttemptsDefault, "a run that fails this often parks")
 	f.Int(&x.batch, "effect-batch", "PROJECTOR_EFFECT_BATCH", projector.EffectBatchSizeDefault,
