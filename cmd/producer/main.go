@@ -86,7 +86,11 @@ func usageErr(err error) error {
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		_, _ = fmt.Fprint(stderr, usage)
+		return usageErr(errors.New("no command given"))
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		_, _ = fmt.Fprint(stdout, usage)
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
@@ -337,5 +339,47 @@ func TestServeRefusesToStartWithoutTokens(t *testing.T) {
 	_, err := runCmd(t, "", "serve", "--brokers", "127.0.0.1:1")
 	if err == nil || !strings.Contains(err.Error(), "PRODUCER_TOKENS") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// With no command, producer prints its usage to standard error and exits 2 (the
+// exit status of bad usage); --help is not an error.
+func TestNoCommandPrintsUsageToStderrAndExits2(t *testing.T) {
+	t.Parallel()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), nil, strings.NewReader(""), &out, &errOut)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != exitUsage || out.Len() != 0 || !strings.Contains(errOut.String(), "Usage: producer COMMAND") {
+		t.Fatalf("run with no arguments: err %v, stdout %q, stderr %q; want exit 2 and the usage on stderr", err, out.String(), errOut.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"--help"}, strings.NewReader(""), &out, &errOut); err != nil || !strings.Contains(out.String(), "Usage: producer COMMAND") {
+		t.Fatalf("--help: %v\n%s", err, out.String())
+	}
+}
+
+// Every command's --help lists its flags; topic's lists both subcommands'.
+func TestEveryCommandsHelpListsItsFlags(t *testing.T) {
+	t.Parallel()
+	for cmd, want := range map[string][]string{
+		"send":     {"--brokers", "--type", "--subject"},
+		"import":   {"--brokers", "--dry-run", "--chunk"},
+		"generate": {"--brokers", "--events", "--seed"},
+		"serve":    {"--brokers", "--listen"},
+		"forget":   {"--brokers", "--reason"},
+		"keygen":   {"Flags: none."},
+		"check":    {"--brokers", "--from", "--deep"},
+		"topic":    {"Flags of every topic subcommand:", "--brokers", "--json", "More flags of topic create:", "--partitions", "--replication-factor"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), []string{cmd, "--help"}, strings.NewReader(""), &out, &out)
+		if err != nil && !errors.Is(err, cli.ErrHelp) {
+			t.Errorf("%s --help: %v", cmd, err)
+		}
+		for _, w := range want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%s --help lacks %q:\n%s", cmd, w, out.String())
+			}
+		}
 	}
 }

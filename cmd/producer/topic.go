@@ -30,7 +30,10 @@ settings in docs/producing.md.`
 
 func runTopic(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		_, _ = fmt.Fprintln(stdout, topicUsage)
+		cli.PrintSubcommandHelp(stdout, "topic", topicUsage, []string{"create", "describe"}, func(sub string, f *cli.Flags) {
+			var o topicOptions
+			o.define(sub, f)
+		})
 		if len(args) == 0 {
 			return usageErr(errors.New("topic needs a subcommand: create or describe"))
 		}
@@ -59,51 +62,64 @@ func topicName(f *cli.Flags, fallback, cmd string) (string, error) {
 	return "", fmt.Errorf("topic %s takes one argument, the topic; got %d: %s", cmd, len(f.Args()), strings.Join(f.Args(), " "))
 }
 
+// topicOptions are the flags of topic create and topic describe.
+type topicOptions struct {
+	brokers, topic          string
+	partitions, replication int
+	asJSON                  bool
+}
+
+func (o *topicOptions) define(sub string, f *cli.Flags) {
+	f.String(&o.brokers, "brokers", "KAFKA_BROKERS", BrokersDefault, "Kafka brokers, comma-separated host:port")
+	f.String(&o.topic, "topic", "PROJECTOR_TOPIC", TopicDefault, "the topic, when not given as the argument")
+	if sub == "create" {
+		f.Int(&o.partitions, "partitions", "PROJECTOR_PARTITIONS", 0, fmt.Sprintf("partitions (0: %d for a new topic, any for an existing one)", eventlog.PartitionsDefault))
+		f.Int(&o.replication, "replication-factor", "", eventlog.ReplicationFactorDefault, "replicas of each partition")
+		f.Bool(&o.asJSON, "json", "", false, "write the topic's description as JSON")
+	} else {
+		f.Bool(&o.asJSON, "json", "", false, "write the description as JSON")
+	}
+}
+
 func runTopicCreate(ctx context.Context, args []string, stdout io.Writer) error {
-	var brokers, topic string
-	var partitions, replication int
-	var asJSON bool
+	var o topicOptions
 	f := cli.NewFlags("topic create", `producer topic create TOPIC: create an event topic that keeps its full history
 (retention.ms=-1, retention.bytes=-1, cleanup.policy=delete) and return once every
 partition's leader serves it. An existing topic is checked, not changed: it is
 refused if its settings would delete or compact events, or if it has another
 partition count than --partitions asks for.`)
-	f.String(&brokers, "brokers", "KAFKA_BROKERS", BrokersDefault, "Kafka brokers, comma-separated host:port")
-	f.String(&topic, "topic", "PROJECTOR_TOPIC", TopicDefault, "the topic, when not given as the argument")
-	f.Int(&partitions, "partitions", "PROJECTOR_PARTITIONS", 0, fmt.Sprintf("partitions (0: %d for a new topic, any for an existing one)", eventlog.PartitionsDefault))
-	f.Int(&replication, "replication-factor", "", eventlog.ReplicationFactorDefault, "replicas of each partition")
-	f.Bool(&asJSON, "json", "", false, "write the topic's description as JSON")
+	o.define("create", f)
 	if err := f.Parse(args, stdout); err != nil {
 		return usageErr(err)
 	}
-	name, err := topicName(f, topic, "create")
+	name, err := topicName(f, o.topic, "create")
 	if err != nil {
 		return usageErr(err)
 	}
-	bs := cli.SplitList(brokers)
+	bs := cli.SplitList(o.brokers)
 	switch {
 	case len(bs) == 0:
 		return usageErr(errors.New("--brokers (KAFKA_BROKERS) is empty"))
-	case partitions < 0:
-		return usageErr(fmt.Errorf("--partitions %d: must be at least 1 (or 0 for the default)", partitions))
-	case replication < 1:
-		return usageErr(fmt.Errorf("--replication-factor %d: must be at least 1", replication))
+	case o.partitions < 0:
+		return usageErr(fmt.Errorf("--partitions %d: must be at least 1 (or 0 for the default)", o.partitions))
+	case o.replication < 1:
+		return usageErr(fmt.Errorf("--replication-factor %d: must be at least 1", o.replication))
 	}
 	tctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	info, err := eventlog.EnsureTopic(tctx, bs, eventlog.TopicConfig{Name: name, Partitions: partitions, ReplicationFactor: replication})
+	info, err := eventlog.EnsureTopic(tctx, bs, eventlog.TopicConfig{Name: name, Partitions: o.partitions, ReplicationFactor: o.replication})
 	if err != nil {
 		return err
 	}
-	if !info.Created && partitions > 0 && info.Partitions != partitions {
+	if !info.Created && o.partitions > 0 && info.Partitions != o.partitions {
 		return fmt.Errorf("topic %s exists with %d partitions, not %d: it was left as it is (more partitions move keys to other partitions; the log doctor accepts history written before the change)",
-			name, info.Partitions, partitions)
+			name, info.Partitions, o.partitions)
 	}
 	d, err := eventlog.DescribeTopic(ctx, bs, name)
 	if err != nil {
 		return err
 	}
-	if asJSON {
+	if o.asJSON {
 		return printJSON(stdout, d)
 	}
 	verb := "created:"
@@ -115,24 +131,21 @@ partition count than --partitions asks for.`)
 }
 
 func runTopicDescribe(ctx context.Context, args []string, stdout io.Writer) error {
-	var brokers, topic string
-	var asJSON bool
+	var o topicOptions
 	f := cli.NewFlags("topic describe", `producer topic describe TOPIC: the topic's partitions (leader, replicas,
 in-sync replicas, log start and end offsets, first record time) and its
 retention and cleanup settings, and whether it keeps its full history. Exit
 status 1 when it does not: a topic that deletes or compacts events cannot be the
 source of truth.`)
-	f.String(&brokers, "brokers", "KAFKA_BROKERS", BrokersDefault, "Kafka brokers, comma-separated host:port")
-	f.String(&topic, "topic", "PROJECTOR_TOPIC", TopicDefault, "the topic, when not given as the argument")
-	f.Bool(&asJSON, "json", "", false, "write the description as JSON")
+	o.define("describe", f)
 	if err := f.Parse(args, stdout); err != nil {
 		return usageErr(err)
 	}
-	name, err := topicName(f, topic, "describe")
+	name, err := topicName(f, o.topic, "describe")
 	if err != nil {
 		return usageErr(err)
 	}
-	bs := cli.SplitList(brokers)
+	bs := cli.SplitList(o.brokers)
 	if len(bs) == 0 {
 		return usageErr(errors.New("--brokers (KAFKA_BROKERS) is empty"))
 	}
@@ -140,7 +153,7 @@ source of truth.`)
 	if err != nil {
 		return err
 	}
-	if asJSON {
+	if o.asJSON {
 		err = printJSON(stdout, d)
 	} else {
 		err = writeDescription(stdout, d)

@@ -29,28 +29,31 @@ owns the partition, within a second; nothing happens while no projector runs.
 `
 
 func runDLQ(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	sub, err := subcommand("dlq", dlqUsage, args, stdout, "list", "retry", "skip")
-	if sub == "" {
-		return err
-	}
 	var c common
 	var asJSON, all, effects bool
 	var subjects, effect, ids string
-	f := cli.NewFlags("dlq "+sub, dlqUsage)
-	c.register(f)
-	switch sub {
-	case "list":
-		f.Bool(&asJSON, "json", "", false, "print JSON")
-		f.Bool(&all, "all", "", false, "include resolved ones")
-		f.Bool(&effects, "effects", "", false, "list parked effect runs instead of parked events")
-	case "retry":
-		f.String(&subjects, "subjects", "", "", "aggregates (subjects) to retry, comma-separated")
-		f.Bool(&all, "all", "", false, "retry every parked aggregate")
-		f.Bool(&effects, "effects", "", false, "retry parked effect runs instead of parked events")
-		f.String(&effect, "effect", "", "", "with --effects: only this effect")
-	case "skip":
-		f.String(&ids, "ids", "", "", "ids of parked events to skip, comma-separated (see dlq list)")
+	define := func(sub string, f *cli.Flags) {
+		c.register(f)
+		switch sub {
+		case "list":
+			f.Bool(&asJSON, "json", "", false, "print JSON")
+			f.Bool(&all, "all", "", false, "include resolved ones")
+			f.Bool(&effects, "effects", "", false, "list parked effect runs instead of parked events")
+		case "retry":
+			f.String(&subjects, "subjects", "", "", "aggregates (subjects) to retry, comma-separated")
+			f.Bool(&all, "all", "", false, "retry every parked aggregate")
+			f.Bool(&effects, "effects", "", false, "retry parked effect runs instead of parked events")
+			f.String(&effect, "effect", "", "", "with --effects: only this effect")
+		case "skip":
+			f.String(&ids, "ids", "", "", "ids of parked events to skip, comma-separated (see dlq list)")
+		}
 	}
+	sub, err := subcommand("dlq", dlqUsage, args, stdout, define, "list", "retry", "skip")
+	if sub == "" {
+		return err
+	}
+	f := cli.NewFlags("dlq "+sub, dlqUsage)
+	define(sub, f)
 	if err := f.Parse(args[1:], stdout); err != nil {
 		return err
 	}

@@ -43,6 +43,9 @@ PROJECTOR_MASTER_KEY); a forgotten user's fields read as "[forgotten]".
 
 'projector COMMAND --help' lists a command's flags, each with its default and its
 environment variable.
+
+Exit status: 0 on success, 1 on failure, 2 on bad usage (no command, or an
+unknown one), 3 from status while the projection is not ready or has never run.
 `
 
 func main() {
@@ -50,10 +53,14 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	var code exitCode
+	var bad *usageError
 	switch {
 	case err == nil, errors.Is(err, cli.ErrHelp):
 	case errors.As(err, &code):
 		os.Exit(int(code))
+	case errors.As(err, &bad):
+		fmt.Fprintln(os.Stderr, "projector:", err)
+		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "projector:", err)
 		os.Exit(1)
@@ -61,7 +68,12 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		// No command is bad usage: the usage goes to standard error, exit status 2.
+		_, _ = fmt.Fprint(stderr, usage)
+		return exitCode(2)
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		_, _ = fmt.Fprint(stdout, usage)
 		return nil
 	}
@@ -71,10 +83,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cmd, ok := cmds[args[0]]
 	if !ok {
-		return fmt.Errorf("unknown command %q (see projector --help)", args[0])
+		return &usageError{fmt.Errorf("unknown command %q (see projector --help)", args[0])}
 	}
 	return cmd(ctx, args[1:], stdout, stderr)
 }
+
+// usageError is bad usage: exit status 2.
+type usageError struct{ error }
+
+func (e *usageError) Unwrap() error { return e.error }
 
 // Defaults shared by the commands.
 const (
@@ -212,11 +229,12 @@ func positive(name string, d time.Duration) error {
 }
 
 // subcommand picks a command's subcommand from args: with none, or -h/--help, it
-// prints usage and returns "" (with an error when none was given); an unknown one is
-// an error naming the choices.
-func subcommand(cmd, usage string, args []string, stdout io.Writer, valid ...string) (string, error) {
+// prints usage with every subcommand's flags (define defines SUB's flags) and
+// returns "" (with an error when none was given); an unknown one is an error naming
+// the choices.
+func subcommand(cmd, usage string, args []string, stdout io.Writer, define func(sub string, f *cli.Flags), valid ...string) (string, error) {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		_, _ = fmt.Fprint(stdout, usage)
+		cli.PrintSubcommandHelp(stdout, cmd, usage, valid, define)
 		if len(args) == 0 {
 			return "", fmt.Errorf("%s takes a subcommand: %s", cmd, strings.Join(valid, ", "))
 		}

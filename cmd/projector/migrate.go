@@ -24,17 +24,20 @@ migration this build does not know is refused: an older build against a newer sc
 `
 
 func runMigrate(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	sub, err := subcommand("migrate", migrateUsage, args, stdout, "up", "status")
+	var c common
+	var asJSON bool
+	define := func(sub string, f *cli.Flags) {
+		c.register(f)
+		if sub == "status" {
+			f.Bool(&asJSON, "json", "", false, "print JSON")
+		}
+	}
+	sub, err := subcommand("migrate", migrateUsage, args, stdout, define, "up", "status")
 	if sub == "" {
 		return err
 	}
-	var c common
-	var asJSON bool
 	f := cli.NewFlags("migrate "+sub, migrateUsage)
-	c.register(f)
-	if sub == "status" {
-		f.Bool(&asJSON, "json", "", false, "print JSON")
-	}
+	define(sub, f)
 	if err := f.Parse(args[1:], stdout); err != nil {
 		return err
 	}

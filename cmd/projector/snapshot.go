@@ -61,23 +61,26 @@ Every restore also purges every forgotten subject, so even a stale copy restores
 `
 
 func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	sub, err := subcommand("snapshot", snapshotUsage, args, stdout, "create", "list", "show", "restore", "prune", "scrub")
-	if sub == "" {
-		return err
-	}
 	var c common
 	var dir string
 	var asJSON bool
 	var keep int
-	f := cli.NewFlags("snapshot "+sub, snapshotUsage)
-	c.register(f)
-	f.String(&dir, "snapshot-dir", "PROJECTOR_SNAPSHOT_DIR", snapshotDirDefault(), "folder of the snapshot store")
-	switch sub {
-	case "list":
-		f.Bool(&asJSON, "json", "", false, "print JSON")
-	case "prune":
-		f.Int(&keep, "keep", "", 3, "snapshots to keep")
+	define := func(sub string, f *cli.Flags) {
+		c.register(f)
+		f.String(&dir, "snapshot-dir", "PROJECTOR_SNAPSHOT_DIR", snapshotDirDefault(), "folder of the snapshot store")
+		switch sub {
+		case "list":
+			f.Bool(&asJSON, "json", "", false, "print JSON")
+		case "prune":
+			f.Int(&keep, "keep", "", 3, "snapshots to keep")
+		}
 	}
+	sub, err := subcommand("snapshot", snapshotUsage, args, stdout, define, "create", "list", "show", "restore", "prune", "scrub")
+	if sub == "" {
+		return err
+	}
+	f := cli.NewFlags("snapshot "+sub, snapshotUsage)
+	define(sub, f)
 	if err := f.Parse(args[1:], stdout); err != nil {
 		return err
 	}

@@ -24,17 +24,20 @@ in one transaction. Drop the old version when you no longer need it.
 `
 
 func runVersions(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	sub, err := subcommand("versions", versionsUsage, args, stdout, "list", "activate", "drop")
+	var c common
+	var asJSON bool
+	define := func(sub string, f *cli.Flags) {
+		c.register(f)
+		if sub == "list" {
+			f.Bool(&asJSON, "json", "", false, "print JSON")
+		}
+	}
+	sub, err := subcommand("versions", versionsUsage, args, stdout, define, "list", "activate", "drop")
 	if sub == "" {
 		return err
 	}
-	var c common
-	var asJSON bool
 	f := cli.NewFlags("versions "+sub, versionsUsage)
-	c.register(f)
-	if sub == "list" {
-		f.Bool(&asJSON, "json", "", false, "print JSON")
-	}
+	define(sub, f)
 	if err := f.Parse(args[1:], stdout); err != nil {
 		return err
 	}

@@ -133,8 +133,28 @@ func (f *Flags) Args() []string { return f.args }
 
 // PrintHelp writes the usage text and every flag with its default and variable.
 func (f *Flags) PrintHelp(out io.Writer) {
-	_, _ = fmt.Fprint(out, strings.TrimRight(f.usage, "\n")+"\n\nFlags:\n")
+	_, _ = fmt.Fprint(out, strings.TrimRight(f.usage, "\n")+"\n\n")
+	if len(f.Names()) == 0 {
+		_, _ = fmt.Fprintln(out, "Flags: none.")
+		return
+	}
+	_, _ = fmt.Fprintln(out, "Flags:")
+	f.PrintFlags(out, nil)
+}
+
+// Names returns the flags' names, sorted.
+func (f *Flags) Names() []string {
+	var names []string
+	f.fs.VisitAll(func(fl *flag.Flag) { names = append(names, fl.Name) })
+	return names
+}
+
+// PrintFlags writes every flag not in skip with its usage, default and variable.
+func (f *Flags) PrintFlags(out io.Writer, skip map[string]bool) {
 	f.fs.VisitAll(func(fl *flag.Flag) {
+		if skip[fl.Name] {
+			return
+		}
 		kind, usage := flag.UnquoteUsage(fl)
 		head := "  --" + fl.Name
 		if kind != "" {
@@ -146,6 +166,48 @@ func (f *Flags) PrintHelp(out io.Writer) {
 		}
 		_, _ = fmt.Fprintf(out, "%s\n      %s (default %s)\n", head, usage, def)
 	})
+}
+
+// PrintSubcommandHelp writes the help of a command with subcommands (cmd SUB
+// [flags]): the usage text, the flags every subcommand takes, then each
+// subcommand's own. define defines SUB's flags on a flag set.
+func PrintSubcommandHelp(out io.Writer, cmd, usage string, subs []string, define func(sub string, f *Flags)) {
+	_, _ = fmt.Fprint(out, strings.TrimRight(usage, "\n")+"\n")
+	if len(subs) == 0 {
+		return
+	}
+	sets := make([]*Flags, len(subs))
+	count := map[string]int{}
+	for i, sub := range subs {
+		sets[i] = NewFlags(cmd+" "+sub, "")
+		define(sub, sets[i])
+		for _, n := range sets[i].Names() {
+			count[n]++
+		}
+	}
+	shared, own := map[string]bool{}, map[string]bool{}
+	for n, c := range count {
+		shared[n], own[n] = c == len(subs), c != len(subs)
+	}
+	_, _ = fmt.Fprintf(out, "\nFlags of every %s subcommand:\n", cmd)
+	sets[0].PrintFlags(out, own)
+	for i, sub := range subs {
+		if !hasOwn(sets[i], shared) {
+			continue
+		}
+		_, _ = fmt.Fprintf(out, "\nMore flags of %s %s:\n", cmd, sub)
+		sets[i].PrintFlags(out, shared)
+	}
+}
+
+// hasOwn reports whether f has a flag not in shared.
+func hasOwn(f *Flags, shared map[string]bool) bool {
+	for _, name := range f.Names() {
+		if !shared[name] {
+			return true
+		}
+	}
+	return false
 }
 
 // NewLogger builds the zap logger for a command: JSON lines, or a console encoder
