@@ -29,7 +29,8 @@ func runImport(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 Lines are validated before they are sent, in chunks. At the first bad line the
 events before it are sent, nothing after it is, and the error names the line; the
 summary says exactly which lines were sent. --dry-run validates the whole input
-and sends nothing.`)
+and sends nothing: it reports every bad line (its number and what is wrong) and
+exits 1 when there is any.`)
 	c.register(f)
 	f.Bool(&dryRun, "dry-run", "", false, "validate every line, send nothing")
 	f.Int(&chunk, "chunk", "", importChunkDefault, "events validated, then sent, together")
@@ -61,7 +62,7 @@ and sends nothing.`)
 		defer func() { _ = p.Close() }()
 		pub = p
 	}
-	imp := importer{pub: pub, out: stderr, progress: cli.IsTerminal(os.Stderr), start: time.Now()}
+	imp := importer{pub: pub, out: stderr, report: stdout, progress: cli.IsTerminal(os.Stderr), start: time.Now()}
 	err := imp.run(ctx, in, chunk)
 	imp.summary(stdout, dryRun, err)
 	return err
@@ -78,6 +79,22 @@ type importer struct {
 	lastAttempted int   // when a send failed: the last line of the chunk it was sending
 	failed        []int // when a send failed: the lines of that chunk not acknowledged
 	valid         int   // lines validated
+	bad           int   // --dry-run: bad lines, each reported to report
+	report        io.Writer
+}
+
+// badLine handles a line that cannot be sent: a dry run reports it and goes on (it
+// returns nil); a real import stops there, sending the events before it first.
+func (im *importer) badLine(lineNo int, err error, flush func() error) error {
+	if im.pub == nil {
+		im.bad++
+		_, _ = fmt.Fprintf(im.report, "line %d: %v\n", lineNo, err)
+		return nil
+	}
+	if ferr := flush(); ferr != nil {
+		return ferr
+	}
+	return fmt.Errorf("line %d: %w", lineNo, err)
 }
 
 func (im *importer) run(ctx context.Context, in io.Reader, chunk int) error {
@@ -112,9 +129,21 @@ func (im *importer) run(ctx context.Context, in io.Reader, chunk int) error {
 	for {
 		line, err := readLine(r)
 		if errors.Is(err, io.EOF) && line == nil {
-			return flush()
+			if err := flush(); err != nil {
+				return err
+			}
+			if im.bad > 0 {
+				return fmt.Errorf("%d bad lines of %d", im.bad, lineNo)
+			}
+			return nil
 		}
 		lineNo++
+		if errors.Is(err, errLineTooLong) {
+			if err := im.badLine(lineNo, err, flush); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			if ferr := flush(); ferr != nil {
 				return ferr
@@ -126,10 +155,10 @@ func (im *importer) run(ctx context.Context, in io.Reader, chunk int) error {
 		}
 		e, perr := events.ParseStructured(line)
 		if perr != nil {
-			if ferr := flush(); ferr != nil {
-				return ferr
+			if err := im.badLine(lineNo, perr, flush); err != nil {
+				return err
 			}
-			return fmt.Errorf("line %d: %w", lineNo, perr)
+			continue
 		}
 		im.valid++
 		batch = append(batch, e)
@@ -142,6 +171,8 @@ func (im *importer) run(ctx context.Context, in io.Reader, chunk int) error {
 	}
 }
 
+var errLineTooLong = fmt.Errorf("line longer than %d bytes", maxLineBytes)
+
 // readLine returns one line without its newline; a line longer than maxLineBytes is an error.
 func readLine(r *bufio.Reader) ([]byte, error) {
 	var line []byte
@@ -152,7 +183,7 @@ func readLine(r *bufio.Reader) ([]byte, error) {
 			for isPrefix && err == nil { // skip the rest of the line
 				_, isPrefix, err = r.ReadLine()
 			}
-			return []byte{}, fmt.Errorf("line longer than %d bytes", maxLineBytes)
+			return []byte{}, errLineTooLong
 		}
 		if err != nil {
 			if len(line) > 0 && errors.Is(err, io.EOF) {
@@ -179,10 +210,12 @@ func (im *importer) summary(out io.Writer, dryRun bool, err error) {
 		_, _ = fmt.Fprintln(im.out)
 	}
 	switch {
-	case dryRun && err == nil:
+	case dryRun && im.bad == 0 && err == nil:
 		_, _ = fmt.Fprintf(out, "import: %d events valid; nothing sent (--dry-run)\n", im.valid)
+	case dryRun && im.bad > 0:
+		_, _ = fmt.Fprintf(out, "import: %d events valid, %d lines bad (listed above); nothing sent (--dry-run)\n", im.valid, im.bad)
 	case dryRun:
-		_, _ = fmt.Fprintf(out, "import: %d events valid before the bad line; nothing sent (--dry-run)\n", im.valid)
+		_, _ = fmt.Fprintf(out, "import: %d events valid before the input failed; nothing sent (--dry-run)\n", im.valid)
 	case err == nil:
 		_, _ = fmt.Fprintf(out, "import: sent %d events in %.1fs\n", im.sent, time.Since(im.start).Seconds())
 	case len(im.failed) > 0:

@@ -383,3 +383,37 @@ func TestEveryCommandsHelpListsItsFlags(t *testing.T) {
 		}
 	}
 }
+
+// --dry-run validates the whole input: it reports every bad line, with its number
+// and what is wrong, and fails when there is any. It never reaches Kafka.
+func TestImportDryRunReportsEveryBadLine(t *testing.T) {
+	t.Parallel()
+	good := func(i int) string {
+		b, _ := json.Marshal(events.Event{ID: fmt.Sprintf("dry-%d", i), Source: "t", Type: "UserDeleted", Subject: fmt.Sprintf("user-%d", i), Data: json.RawMessage(`{}`)})
+		return string(b)
+	}
+	input := strings.Join([]string{
+		good(1),
+		`{"id":"dry-2","source":"t","type":"UserDeleted","data":{}}`, // line 2: no subject
+		good(3),
+		`not json`, // line 4
+		"",         // blank lines are skipped, not bad
+		`{"id":"dry-6","source":"t","type":"UserDeleted","subject":"user-6","data":{}` + strings.Repeat(" ", maxLineBytes) + `}`, // line 6: too long
+		good(7),
+	}, "\n") + "\n"
+	out, err := runCmd(t, input, "import", "--brokers", "127.0.0.1:1", "--topic", "never-created", "--dry-run", "-")
+	if err == nil || !strings.Contains(err.Error(), "3 bad lines") {
+		t.Fatalf("err = %v, want 3 bad lines counted\n%s", err, out)
+	}
+	for _, want := range []string{"line 2: ", "subject", "line 4: ", "line 6: line longer than", "3 events valid, 3 lines bad", "nothing sent"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run output lacks %q:\n%s", want, out)
+		}
+	}
+	for _, wrong := range []string{"line 1:", "line 3:", "line 5:", "line 7:"} {
+		if strings.Contains(out, wrong) {
+			t.Errorf("dry run reports a good line (%q):\n%s", wrong, out)
+		}
+	}
+	t.Logf("producer import --dry-run:\n%s", out)
+}
