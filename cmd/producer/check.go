@@ -101,7 +101,7 @@ MiB). A duplicate beyond the window is located by a second pass.`)
 	rep, err := doctor.Scan(ctx, cfg)
 	bar.clear()
 	if err != nil {
-		return &exitError{code: exitScanFailed, err: err}
+		return &exitError{code: exitScanFailed, err: kafkaErr(cfg.Brokers, err)}
 	}
 	if asJSON {
 		err = printJSON(stdout, rep)

@@ -11,7 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/projector/projector/internal/cli"
-	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/shred"
 )
 
@@ -40,7 +39,7 @@ func checkSubject(subject string) error {
 // forgetSubject deletes the subject's keys for good, then publishes SubjectForgotten
 // on the subject's partition. Both steps are idempotent: after a failure, forget
 // again (the event is published again; handlers purge idempotently).
-func forgetSubject(ctx context.Context, keys shred.KeyStore, pub *eventlog.Publisher, source, subject, reason string) (forgetResult, error) {
+func forgetSubject(ctx context.Context, keys shred.KeyStore, pub publisher, source, subject, reason string) (forgetResult, error) {
 	if err := checkSubject(subject); err != nil {
 		return forgetResult{}, err
 	}
@@ -85,7 +84,7 @@ Needs the master key and the key store's database. Prints what it did as JSON.`)
 		return err
 	}
 	defer func() { _ = pub.Close() }()
-	res, err := forgetSubject(ctx, pub.keys, pub.Publisher, c.source, f.Args()[0], reason)
+	res, err := forgetSubject(ctx, pub.keys, pub.kafka, c.source, f.Args()[0], reason)
 	if err != nil {
 		return err
 	}

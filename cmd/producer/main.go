@@ -170,12 +170,12 @@ func (c *common) open(ctx context.Context) (*outlet, *zap.Logger, error) {
 	if err != nil {
 		_ = pub.Close()
 		closePool()
-		return nil, nil, err
+		return nil, nil, kafkaErr(brokers, err)
 	}
 	if info.Created {
 		log.Info("created topic", zap.String("topic", info.Name), zap.Int("partitions", info.Partitions))
 	}
-	o := &outlet{Publisher: pub, pool: pool, reg: registry(), plaintext: c.personal.plaintext}
+	o := &outlet{Publisher: pub, kafka: kafkaPublisher{Publisher: pub, brokers: brokers}, pool: pool, reg: registry(), plaintext: c.personal.plaintext}
 	if keys != nil {
 		o.keys = keys
 	}

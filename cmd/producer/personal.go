@@ -47,17 +47,43 @@ func (p *personal) openKeys(ctx context.Context) (*shred.PGKeys, *pgxpool.Pool, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("--database-url (DATABASE_URL): %w", err)
 	}
+	where := "database " + cli.DatabaseAddr(p.databaseURL) + " (--database-url, DATABASE_URL)"
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, nil, fmt.Errorf("key store: %s: %w", where, err)
+	}
 	keys, err := shred.OpenPG(ctx, pool, master, shred.PGOptions{Schema: p.keySchema})
 	if err != nil {
 		pool.Close()
-		return nil, nil, fmt.Errorf("key store: %w", err)
+		return nil, nil, fmt.Errorf("key store (schema %s, %s): %w", p.keySchema, where, err)
 	}
 	return keys, pool, nil
+}
+
+// kafkaPublisher is a publisher whose errors name the brokers it writes to.
+type kafkaPublisher struct {
+	*eventlog.Publisher
+	brokers []string
+}
+
+// Publish publishes the events; an error names the brokers.
+func (p kafkaPublisher) Publish(ctx context.Context, evs ...events.Event) ([]eventlog.Result, error) {
+	res, err := p.Publisher.Publish(ctx, evs...)
+	if err != nil {
+		err = kafkaErr(p.brokers, err)
+	}
+	return res, err
+}
+
+// kafkaErr says which brokers an error of Kafka's came from.
+func kafkaErr(brokers []string, err error) error {
+	return fmt.Errorf("kafka at %s (--brokers, KAFKA_BROKERS): %w", strings.Join(brokers, ","), err)
 }
 
 // outlet publishes events, encrypting their personal fields first.
 type outlet struct {
 	*eventlog.Publisher
+	kafka     kafkaPublisher // the Publisher, its errors naming the brokers
 	keys      shred.KeyStore // nil: no master key
 	pool      *pgxpool.Pool
 	reg       *events.Registry
@@ -109,7 +135,7 @@ func (o *outlet) Publish(ctx context.Context, evs ...events.Event) ([]eventlog.R
 	if err != nil {
 		return nil, err
 	}
-	return o.Publisher.Publish(ctx, sealed...)
+	return o.kafka.Publish(ctx, sealed...)
 }
 
 // Close closes the publisher and the key store's pool.

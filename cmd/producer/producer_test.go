@@ -417,3 +417,27 @@ func TestImportDryRunReportsEveryBadLine(t *testing.T) {
 	}
 	t.Logf("producer import --dry-run:\n%s", out)
 }
+
+// A failure names what failed and where: the brokers, or the key store's database.
+// Nothing here reaches a real server.
+func TestErrorsNameTheBrokersAndTheDatabase(t *testing.T) {
+	t.Parallel()
+	const dead = "127.0.0.1:1"
+	for _, args := range [][]string{
+		{"send", "--type", "UserDeleted", "--subject", "u-1", "--data", "{}", "--plaintext-personal-data"},
+		{"generate", "--events", "10", "--plaintext-personal-data"},
+		{"check", "trips-unreachable"},
+		{"topic", "create", "trips-unreachable"},
+		{"topic", "describe", "trips-unreachable"},
+	} {
+		out, err := runCmd(t, "", append(args, "--brokers", dead, "--topic", "trips-unreachable")...)
+		if err == nil || !strings.Contains(err.Error(), "kafka at "+dead+" (--brokers") {
+			t.Errorf("producer %s with Kafka unreachable: err %v, want the brokers named\n%s", args[0], err, out)
+		}
+	}
+	_, err := runCmd(t, "", "send", "--type", "UserDeleted", "--subject", "u-1", "--brokers", dead, "--master-key", shred.NewMasterKey(),
+		"--database-url", "postgres://postgres:secret@"+dead+"/keys")
+	if err == nil || !strings.Contains(err.Error(), "key store: database "+dead+"/keys (--database-url") || strings.Contains(err.Error(), "secret") {
+		t.Errorf("producer send with the key store's database unreachable: err %v, want the database named (and no password)", err)
+	}
+}

@@ -92,15 +92,17 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writ
 	var forget func(ctx context.Context, subject, reason string) (forgetResult, error)
 	if pub.keys != nil {
 		forget = func(ctx context.Context, subject, reason string) (forgetResult, error) {
-			return forgetSubject(ctx, pub.keys, pub.Publisher, c.source, subject, reason)
+			return forgetSubject(ctx, pub.keys, pub.kafka, c.source, subject, reason)
 		}
 	}
 	h := newIngest(ingestConfig{
 		Forget: forget,
 		Tokens: toks, MaxBody: int64(maxBody), PublishTimeout: timeout, Logger: log,
 		Ready: func(ctx context.Context) error {
-			_, err := eventlog.Partitions(ctx, brokers, c.topic)
-			return err
+			if _, err := eventlog.Partitions(ctx, brokers, c.topic); err != nil {
+				return kafkaErr(brokers, err)
+			}
+			return nil
 		},
 	}, pub)
 
@@ -209,7 +211,7 @@ func (h *ingest) readyz(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
 		if err := h.cfg.Ready(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "problem": "kafka: " + err.Error()})
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "problem": err.Error()})
 			return
 		}
 	}

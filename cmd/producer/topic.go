@@ -109,7 +109,7 @@ partition count than --partitions asks for.`)
 	defer cancel()
 	info, err := eventlog.EnsureTopic(tctx, bs, eventlog.TopicConfig{Name: name, Partitions: o.partitions, ReplicationFactor: o.replication})
 	if err != nil {
-		return err
+		return kafkaErr(bs, err)
 	}
 	if !info.Created && o.partitions > 0 && info.Partitions != o.partitions {
 		return fmt.Errorf("topic %s exists with %d partitions, not %d: it was left as it is (more partitions move keys to other partitions; the log doctor accepts history written before the change)",
@@ -117,7 +117,7 @@ partition count than --partitions asks for.`)
 	}
 	d, err := eventlog.DescribeTopic(ctx, bs, name)
 	if err != nil {
-		return err
+		return kafkaErr(bs, err)
 	}
 	if o.asJSON {
 		return printJSON(stdout, d)
@@ -151,7 +151,7 @@ source of truth.`)
 	}
 	d, err := eventlog.DescribeTopic(ctx, bs, name)
 	if err != nil {
-		return err
+		return kafkaErr(bs, err)
 	}
 	if o.asJSON {
 		err = printJSON(stdout, d)

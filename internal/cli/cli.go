@@ -7,11 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -244,4 +247,14 @@ func SplitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// DatabaseAddr names a PostgreSQL URL's server and database (host:port/database),
+// without its credentials, for messages that say where a failure happened.
+func DatabaseAddr(rawURL string) string {
+	cfg, err := pgconn.ParseConfig(rawURL)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))) + "/" + cfg.Database
 }

@@ -52,3 +52,32 @@ func TestHelpShowsDefaultsAndVariables(t *testing.T) {
 		}
 	}
 }
+
+func TestDatabaseAddrNamesServerAndDatabaseWithoutCredentials(t *testing.T) {
+	for url, want := range map[string]string{
+		"postgres://postgres:secret@127.0.0.1:15432/demo?sslmode=disable": "127.0.0.1:15432/demo",
+		"postgres://db.example.test/orders":                               "db.example.test:5432/orders",
+		"::nonsense":                                                      "(unparsable URL)",
+	} {
+		if got := DatabaseAddr(url); got != want || strings.Contains(got, "secret") {
+			t.Errorf("DatabaseAddr(%q) = %q, want %q", url, got, want)
+		}
+	}
+}
+
+func TestSubcommandHelpListsSharedThenOwnFlags(t *testing.T) {
+	var out bytes.Buffer
+	PrintSubcommandHelp(&out, "thing", "thing a|b: does things", []string{"a", "b"}, func(sub string, f *Flags) {
+		var s string
+		var n int
+		f.String(&s, "topic", "T_TOPIC", "users", "the topic")
+		if sub == "b" {
+			f.Int(&n, "keep", "", 3, "how many")
+		}
+	})
+	got := out.String()
+	shared, own := strings.Index(got, "Flags of every thing subcommand:\n  --topic"), strings.Index(got, "More flags of thing b:\n  --keep")
+	if shared < 0 || own < shared || strings.Contains(got, "More flags of thing a") || strings.Count(got, "--topic") != 1 {
+		t.Fatalf("help:\n%s", got)
+	}
+}
