@@ -112,6 +112,34 @@ type common struct {
 	masterKey   string
 	keySchema   string
 	keyDB       string
+
+	// reach connects to a database at start: run waits for it (startup.reach); nil
+	// means one attempt, whose failure is the error.
+	reach func(ctx context.Context, what string, ping func(context.Context) error) error
+}
+
+// reachDB makes sure the database answers, naming it in the error.
+func (c *common) reachDB(ctx context.Context, what string, ping func(context.Context) error) error {
+	if c.reach != nil {
+		return c.reach(ctx, what, ping)
+	}
+	if err := ping(ctx); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// databaseName names the read model's database in messages: where it is, and the setting.
+func (c *common) databaseName() string {
+	return "database " + cli.DatabaseAddr(c.databaseURL) + " (--database-url, DATABASE_URL)"
+}
+
+// keyDatabaseName names the key store's database in messages.
+func (c *common) keyDatabaseName() string {
+	if c.keyDB == "" {
+		return c.databaseName()
+	}
+	return "database " + cli.DatabaseAddr(c.keyDB) + " (--key-database-url, PROJECTOR_KEY_DATABASE_URL)"
 }
 
 func (c *common) register(f *cli.Flags) {
@@ -147,10 +175,13 @@ func (c *common) keys(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Proj
 		if pool, err = pgxpool.New(ctx, c.keyDB); err != nil {
 			return nil, fmt.Errorf("--key-database-url (PROJECTOR_KEY_DATABASE_URL): %w", err)
 		}
+		if err := c.reachDB(ctx, "the key store's "+c.keyDatabaseName(), pool.Ping); err != nil {
+			return nil, err
+		}
 	}
 	keys, err := shred.OpenPG(ctx, pool, master, shred.PGOptions{Schema: c.keySchema})
 	if err != nil {
-		return nil, fmt.Errorf("key store: %w", err)
+		return nil, fmt.Errorf("key store (schema %s in %s): %w", c.keySchema, c.keyDatabaseName(), err)
 	}
 	return keys, nil
 }
@@ -168,8 +199,23 @@ func (c *common) forgotten(ctx context.Context, pool *pgxpool.Pool) (_ projector
 	return shred.PGForgotten{Pool: kp, Schema: c.keySchema}, kp.Close, nil
 }
 
-// open validates the common settings and connects to PostgreSQL.
+// open validates the common settings and connects to PostgreSQL: a database that
+// does not answer is an error that names it (run waits for it instead).
 func (c *common) open(ctx context.Context) (*pgxpool.Pool, *readmodel.Projection, error) {
+	pool, p, err := c.openPool(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.reachDB(ctx, c.databaseName(), pool.Ping); err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return pool, p, nil
+}
+
+// openPool validates the common settings and makes the read model's pool, which
+// connects on first use.
+func (c *common) openPool(ctx context.Context) (*pgxpool.Pool, *readmodel.Projection, error) {
 	if len(cli.SplitList(c.brokers)) == 0 {
 		return nil, nil, errors.New("--brokers (KAFKA_BROKERS) is empty")
 	}

@@ -41,6 +41,10 @@ It also warns while any snapshot in --snapshot-dir may still hold data of a forg
 subject (JSON: snapshots_holding_forgotten, by id): a running 'projector run' with
 that folder rewrites them by itself; the warning does not change the exit status.
 
+A projection version that has never run against this database (no stored
+positions; the framework schema may not even exist yet) is reported as such, every
+partition "not started", and status exits 3. status only reads: it creates nothing.
+
 Exits 0 when ready, 3 otherwise.`)
 	c.register(f)
 	f.Bool(&asJSON, "json", "", false, "print JSON")
@@ -68,9 +72,11 @@ Exits 0 when ready, 3 otherwise.`)
 		return err
 	}
 	rep := statusReport{Status: st}
-	rep.SnapshotsHoldingForgotten, err = snapshotsHoldingForgotten(ctx, &c, pool, proj, snapDir)
-	if err != nil {
-		rep.SnapshotCheck = fmt.Sprintf("cannot tell which snapshots in %s hold forgotten subjects' data: %v", snapDir, err)
+	if !st.NeverRun {
+		rep.SnapshotsHoldingForgotten, err = snapshotsHoldingForgotten(ctx, &c, pool, proj, snapDir)
+		if err != nil {
+			rep.SnapshotCheck = fmt.Sprintf("cannot tell which snapshots in %s hold forgotten subjects' data: %v", snapDir, err)
+		}
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -126,7 +132,16 @@ func writeStatus(w io.Writer, st projector.Status) {
 		}
 	}
 	verdict := fmt.Sprintf("ready: every partition's lag is at most %d", st.ReadyLag)
-	if !st.Ready {
+	switch {
+	case st.NeverRun:
+		var end int64
+		for _, p := range st.Partitions {
+			end += p.HighWater
+		}
+		_, _ = fmt.Fprintf(w, "projection %s v%d on topic %s: NEVER RUN: no stored positions in this database; "+
+			"'projector run' builds it from offset zero (%d events in the log).\n", st.Projection, st.Version, st.Topic, end)
+		return
+	case !st.Ready:
 		verdict = fmt.Sprintf("NOT READY: %d of %d partitions are not live", behind, len(st.Partitions))
 	}
 	_, _ = fmt.Fprintf(w, "projection %s v%d on topic %s: %s\n", st.Projection, st.Version, st.Topic, verdict)
@@ -146,8 +161,8 @@ func writeStatus(w io.Writer, st projector.Status) {
 		_, _ = fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%.0f\t%s\t%d\t\n", p.Partition, p.State, p.Next, p.HighWater, p.Lag, cmp, p.EventsPerSec, eta, p.Parked)
 	}
 	_ = tw.Flush()
-	for eff, lag := range st.EffectLag {
-		_, _ = fmt.Fprintf(w, "\neffect %s: %d events behind the log end\n", eff, lag)
+	for _, e := range st.StoredEffects {
+		_, _ = fmt.Fprintf(w, "\neffect %s: watermark at %d, %d events behind the log end, %d parked runs\n", e.Effect, e.Position, e.Lag, e.Parked)
 	}
 }
 

@@ -360,6 +360,26 @@ func (q *DLQ) Counts(ctx context.Context) (map[int]int, error) {
 	return out, rows.Err()
 }
 
+// EffectCounts returns the number of parked effect runs not resolved, per effect.
+func (q *DLQ) EffectCounts(ctx context.Context) (map[string]int, error) {
+	rows, err := q.pool.Query(ctx, `SELECT effect, count(*) FROM `+q.tables.parkedEffects+`
+		WHERE projection = $1 AND version = $2 AND state <> 'resolved' GROUP BY effect`, q.projection, q.version)
+	if err != nil {
+		return nil, fmt.Errorf("dlq: count effects: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var effect string
+		var n int
+		if err := rows.Scan(&effect, &n); err != nil {
+			return nil, err
+		}
+		out[effect] = n
+	}
+	return out, rows.Err()
+}
+
 // RequestRetry asks the running workers to retry the parked events of the given
 // aggregates (all parked aggregates when subjects is empty). Every open parked event
 // of a chosen aggregate is marked, so its events are retried together, in order.

@@ -3,11 +3,14 @@ package projector
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
@@ -32,6 +35,10 @@ type Inspection struct {
 // With an Interval it samples twice to measure events/s and the ETA. Each
 // partition's state is decided here, from its stored position and its log end, by
 // the Inspection's ReadyLag (see ReadyRule), whatever any instance believes.
+//
+// Inspect only reads: a database where the framework schema does not exist yet,
+// or where the projection version has no stored position, is reported with
+// NeverRun set and every partition "not started".
 func Inspect(ctx context.Context, in Inspection) (Status, error) {
 	if in.Schema == "" {
 		in.Schema = readmodel.FrameworkSchemaDefault
@@ -40,27 +47,38 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 		return Status{}, fmt.Errorf("projector: inspect: ReadyLag %d: must not be negative (ReadyLagZero asks for 0)", in.ReadyLag)
 	}
 	readyLag := effectiveReadyLag(in.ReadyLag)
+	framework, err := frameworkExists(ctx, in.Pool, in.Schema)
+	if err != nil {
+		return Status{}, err
+	}
 	store := offsets.NewStore(in.Schema)
-	first, err := store.List(ctx, in.Pool, in.Projection, in.Version)
+	list := func() ([]offsets.Position, error) {
+		if !framework {
+			return nil, nil
+		}
+		return store.List(ctx, in.Pool, in.Projection, in.Version)
+	}
+	first, err := list()
 	if err != nil {
 		return Status{}, err
 	}
 	var second []offsets.Position
-	if in.Interval > 0 {
+	if in.Interval > 0 && framework {
 		select {
 		case <-ctx.Done():
 			return Status{}, ctx.Err()
 		case <-time.After(in.Interval):
 		}
-		if second, err = store.List(ctx, in.Pool, in.Projection, in.Version); err != nil {
+		if second, err = list(); err != nil {
 			return Status{}, err
 		}
 	} else {
 		second = first
 	}
+	kafkaAt := "Kafka at " + strings.Join(in.Brokers, ",")
 	n, err := eventlog.Partitions(ctx, in.Brokers, in.Topic)
 	if err != nil {
-		return Status{}, err
+		return Status{}, fmt.Errorf("projector: inspect: %s: %w", kafkaAt, err)
 	}
 	var reqs []kafka.OffsetRequest
 	for p := range n {
@@ -69,15 +87,23 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 	client := &kafka.Client{Addr: kafka.TCP(in.Brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
 	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{in.Topic: reqs}})
 	if err != nil {
-		return Status{}, fmt.Errorf("projector: list offsets of %s: %w", in.Topic, err)
+		return Status{}, fmt.Errorf("projector: list offsets of %s on %s: %w", in.Topic, kafkaAt, err)
 	}
 	ends := map[int]int64{}
 	for _, po := range resp.Topics[in.Topic] {
 		ends[po.Partition] = po.LastOffset
 	}
-	parked, err := NewDLQ(in.Pool, in.Schema, in.Projection, in.Version).Counts(ctx)
-	if err != nil {
-		return Status{}, err
+	parked, parkedEffects := map[int]int{}, map[string]int{}
+	if framework {
+		dlq := NewDLQ(in.Pool, in.Schema, in.Projection, in.Version)
+		if parked, err = dlq.Counts(ctx); err != nil {
+			return Status{}, err
+		}
+		if len(in.Effects) > 0 {
+			if parkedEffects, err = dlq.EffectCounts(ctx); err != nil {
+				return Status{}, err
+			}
+		}
 	}
 	before := map[int]offsets.Position{}
 	for _, p := range first {
@@ -91,28 +117,34 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 			after[p.Partition] = p
 		}
 	}
-	st := Status{Projection: in.Projection, Version: in.Version, Topic: in.Topic, Ready: true, ReadyLag: readyLag, ReadyRule: ReadyRule}
+	st := Status{Projection: in.Projection, Version: in.Version, Topic: in.Topic, Ready: true, ReadyLag: readyLag, ReadyRule: ReadyRule,
+		NeverRun: len(after) == 0}
 	for _, eff := range in.Effects {
-		marks, err := store.ListEffect(ctx, in.Pool, eff, in.Projection, in.Version)
-		if err != nil {
-			return Status{}, err
+		var marks []offsets.Position
+		if framework {
+			if marks, err = store.ListEffect(ctx, in.Pool, eff, in.Projection, in.Version); err != nil {
+				return Status{}, err
+			}
 		}
-		at := map[int]int64{}
+		es := EffectStatus{Effect: eff, Watermarks: map[int]int64{}, Parked: int64(parkedEffects[eff])}
 		for _, m := range marks {
 			if m.Topic == in.Topic {
-				at[m.Partition] = m.Next
+				es.Watermarks[m.Partition] = m.Next
 			}
+		}
+		for p := range n {
+			es.Position += es.Watermarks[p]
+			es.Lag += max(0, ends[p]-es.Watermarks[p])
 		}
 		if st.EffectLag == nil {
 			st.EffectLag = map[string]int64{}
 		}
-		for p := range n {
-			st.EffectLag[eff] += max(0, ends[p]-at[p])
-		}
+		st.EffectLag[eff] = es.Lag
+		st.StoredEffects = append(st.StoredEffects, es)
 	}
 	for p := range n {
 		pos := after[p]
-		ps := PartitionStatus{Topic: in.Topic, Partition: p, Next: pos.Next, HighWater: ends[p], Parked: int64(parked[p])}
+		ps := PartitionStatus{Topic: in.Topic, Partition: p, Next: pos.Next, HighWater: ends[p], Parked: int64(parked[p]), Consumed: pos.Consumed}
 		ps.Lag = max(0, ends[p]-pos.Next)
 		if in.Interval > 0 {
 			ps.EventsPerSec = float64(pos.Consumed-before[p].Consumed) / in.Interval.Seconds()
@@ -134,7 +166,45 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 		st.Lag += ps.Lag
 		st.Partitions = append(st.Partitions, ps)
 	}
+	if st.NeverRun {
+		st.Ready = false
+	}
 	return st, nil
+}
+
+// frameworkExists reports whether the framework schema has been set up (its
+// migrations applied), without creating anything. One with migrations missing is
+// an error saying how to apply them.
+func frameworkExists(ctx context.Context, pool *pgxpool.Pool, schema string) (bool, error) {
+	states, err := store.Status(ctx, pool, schema)
+	if err != nil {
+		return false, fmt.Errorf("projector: inspect: %w", err)
+	}
+	var applied, pending []int
+	for _, s := range states {
+		switch {
+		case s.AppliedAt != nil:
+			applied = append(applied, s.Version)
+		case !s.Unknown:
+			pending = append(pending, s.Version)
+		}
+	}
+	if len(applied) == 0 {
+		// No migration recorded: nothing was ever set up here, unless an older build
+		// made the tables before migrations were numbered.
+		var legacy bool
+		if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgx.Identifier{schema, "offsets"}.Sanitize()).Scan(&legacy); err != nil {
+			return false, fmt.Errorf("projector: inspect: %w", err)
+		}
+		if legacy {
+			return false, fmt.Errorf("projector: inspect: the framework schema %s predates numbered migrations: 'projector migrate up' (or any 'projector run') brings it up to date", schema)
+		}
+		return false, nil
+	}
+	if len(pending) > 0 {
+		return false, fmt.Errorf("projector: inspect: the framework schema %s lacks migrations %v: 'projector migrate up' (or any 'projector run') applies them", schema, pending)
+	}
+	return true, nil
 }
 
 // LogStarts returns each partition's first offset: what the log still holds.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -333,22 +334,45 @@ func (r *Runner) progressLoop(ctx context.Context) func() {
 	return func() { <-done }
 }
 
+// waitForTopic waits until the topic's partitions are known: Kafka reachable, the
+// topic created. Until then it warns on every attempt, every few seconds, naming the
+// brokers and the error, and Status().Waiting says the same.
 func (r *Runner) waitForTopic(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
-		n, err := eventlog.Partitions(ctx, r.cfg.Brokers, r.cfg.Topic)
+		actx, cancel := context.WithTimeout(ctx, topicAttemptTimeout)
+		n, err := eventlog.Partitions(actx, r.cfg.Brokers, r.cfg.Topic)
+		cancel()
 		if err == nil && n > 0 {
+			r.status.wait("")
+			if attempt > 0 {
+				r.log.Info("the topic answers: starting", zap.String("topic", r.cfg.Topic), zap.Int("attempts", attempt+1))
+			}
 			return nil
 		}
-		if attempt == 0 {
-			r.log.Info("waiting for the topic", zap.String("topic", r.cfg.Topic), zap.Error(err))
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
+		if err == nil {
+			err = errors.New("the topic has no partitions")
+		}
+		brokers := strings.Join(r.cfg.Brokers, ",")
+		r.status.wait(fmt.Sprintf("topic %s on Kafka at %s: %v", r.cfg.Topic, brokers, err))
+		r.log.Warn("waiting for the topic: Kafka unreachable or the topic missing; retrying",
+			zap.String("brokers", brokers), zap.String("topic", r.cfg.Topic), zap.Int("attempt", attempt+1),
+			zap.Duration("every", topicRetryEvery), zap.Error(err))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(2 * time.Second):
+		case <-time.After(topicRetryEvery):
 		}
 	}
 }
+
+// How waitForTopic retries: a bound on each attempt, and the pause between two.
+const (
+	topicAttemptTimeout = 5 * time.Second
+	topicRetryEvery     = 2 * time.Second
+)
 
 // analyzeLoop refreshes the planner's statistics while a partition catches up.
 // Tables a replay fills from empty keep the statistics of an empty table until

@@ -27,9 +27,12 @@ type PartitionStatus struct {
 	EventsPerSec float64 `json:"events_per_sec"`
 	ETASeconds   float64 `json:"eta_seconds"`
 	Applied      int64   `json:"applied"`
-	Duplicates   int64   `json:"duplicates"`
-	Parked       int64   `json:"parked"`
-	Waiting      string  `json:"waiting,omitempty"` // the transient error being retried, if any
+	// Consumed counts the events read and settled (applied, duplicates, skipped,
+	// parked) at the stored position, over every instance and restart (Inspect only).
+	Consumed   int64  `json:"consumed,omitempty"`
+	Duplicates int64  `json:"duplicates"`
+	Parked     int64  `json:"parked"`
+	Waiting    string `json:"waiting,omitempty"` // the transient error being retried, if any
 }
 
 // Status is what this instance does.
@@ -41,19 +44,38 @@ type Status struct {
 	Member     string `json:"member,omitempty"`
 	Generation int32  `json:"generation"`
 	Joined     bool   `json:"joined"`
-	Ready      bool   `json:"ready"`
-	Lag        int64  `json:"lag"` // the sum over the partitions, for information: readiness is per partition
+	// Waiting says what the instance waits for before it can consume — Kafka
+	// unreachable, the topic missing — with the last error; empty when it does not wait.
+	Waiting string `json:"waiting,omitempty"`
+	Ready   bool   `json:"ready"`
+	Lag     int64  `json:"lag"` // the sum over the partitions, for information: readiness is per partition
 	// ReadyLag is the lag a live partition may have, and ReadyRule how readiness
 	// follows from it (ReadyRule: per partition).
 	ReadyLag   int64             `json:"ready_lag"`
 	ReadyRule  string            `json:"ready_rule"`
 	Partitions []PartitionStatus `json:"partitions"`
+	// NeverRun is set when the projection version has no stored position on the
+	// topic: it has never run against this database (Inspect only).
+	NeverRun bool `json:"never_run,omitempty"`
 	// EffectLag is, per effect, the events between its watermark and the log end
 	// (Inspect only).
 	EffectLag map[string]int64 `json:"effect_lag,omitempty"`
+	// StoredEffects is each effect's stored state, in the order asked (Inspect only).
+	StoredEffects []EffectStatus `json:"stored_effects,omitempty"`
 	// Effects counts this instance's effect runs per effect and outcome (fired,
 	// suppressed_ledger, suppressed_horizon, retried, parked, lease_lost).
 	Effects map[string]map[string]int64 `json:"effects,omitempty"`
+}
+
+// EffectStatus is one effect's stored state: its durable watermark per partition
+// (events below it never fire again), how far it trails the log end, and its open
+// parked runs.
+type EffectStatus struct {
+	Effect     string        `json:"effect"`
+	Watermarks map[int]int64 `json:"watermarks"` // per partition: the next offset the effect considers
+	Position   int64         `json:"position"`   // the watermarks summed over the partitions
+	Lag        int64         `json:"lag"`        // events between the watermarks and the log end
+	Parked     int64         `json:"parked"`     // parked runs not resolved (see DLQ.ListEffects)
 }
 
 type statusBoard struct {
@@ -105,6 +127,13 @@ func (b *statusBoard) joined(gen int32, member string, assigned []int) {
 			delete(b.parts, p)
 		}
 	}
+}
+
+// wait records what the instance waits for ("" once it does not).
+func (b *statusBoard) wait(why string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.base.Waiting = why
 }
 
 func (b *statusBoard) left() {
