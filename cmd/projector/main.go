@@ -158,15 +158,9 @@ func (c *common) register(f *cli.Flags) {
 // keys opens the personal-data key store. A projection whose events carry personal
 // data needs it, and a wrong master key is refused here, at start.
 func (c *common) keys(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Projection) (shred.KeyStore, error) {
-	if c.masterKey == "" {
-		if p.Registry().HasPersonalData() {
-			return nil, fmt.Errorf("the projection's events carry personal data, encrypted per subject: %w", shred.ErrNoMasterKey)
-		}
-		return nil, nil
-	}
-	master, err := shred.ParseMasterKey(c.masterKey)
-	if err != nil {
-		return nil, fmt.Errorf("--master-key (%s): %w", shred.MasterKeyEnv, err)
+	master, err := c.master(p)
+	if err != nil || master == nil {
+		return nil, err
 	}
 	if c.keyDB != "" {
 		// The key store is shared infrastructure, like the log: a service with a
@@ -184,6 +178,22 @@ func (c *common) keys(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Proj
 		return nil, fmt.Errorf("key store (schema %s in %s): %w", c.keySchema, c.keyDatabaseName(), err)
 	}
 	return keys, nil
+}
+
+// master checks the master key without a database: nil when none is set and the
+// projection needs none.
+func (c *common) master(p *readmodel.Projection) ([]byte, error) {
+	if c.masterKey == "" {
+		if p.Registry().HasPersonalData() {
+			return nil, fmt.Errorf("the projection's events carry personal data, encrypted per subject: %w", shred.ErrNoMasterKey)
+		}
+		return nil, nil
+	}
+	master, err := shred.ParseMasterKey(c.masterKey)
+	if err != nil {
+		return nil, fmt.Errorf("--master-key (%s): %w", shred.MasterKeyEnv, err)
+	}
+	return master, nil
 }
 
 // forgotten reads the key store's record of forgotten subjects, without the master

@@ -160,7 +160,7 @@ func TestMasterKeyIsRefusedAtStart(t *testing.T) {
 	for _, c := range []struct{ args, want string }{
 		{"run --master-key=", "PROJECTOR_MASTER_KEY"},
 		{"run --master-key=tooshort", "32 bytes"},
-		{"run --master-key=" + shred.NewMasterKey(), "does not open this key store"},
+		{"run --listen=127.0.0.1:0 --master-key=" + shred.NewMasterKey(), "does not open this key store"},
 		{"replay --until 0:1 --into x --master-key=" + shred.NewMasterKey(), "does not open this key store"},
 		{"snapshot scrub --master-key=", "PROJECTOR_MASTER_KEY"},
 	} {

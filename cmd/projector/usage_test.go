@@ -45,7 +45,7 @@ func TestEveryCommandsHelpListsItsFlags(t *testing.T) {
 	t.Parallel()
 	common := []string{"--brokers", "--topic", "--database-url", "--projection", "--schema", "env KAFKA_BROKERS"}
 	for cmd, own := range map[string][]string{
-		"run":      {"--listen", "--effects"},
+		"run":      {"--listen", "--effects", "--startup-timeout", "PROJECTOR_STARTUP_TIMEOUT"},
 		"status":   {"--ready-lag", "--json", "--interval"},
 		"dlq":      {"More flags of dlq list:", "--all", "More flags of dlq retry:", "--subjects", "--effect string", "More flags of dlq skip:", "--ids"},
 		"snapshot": {"Flags of every snapshot subcommand:", "--snapshot-dir", "More flags of snapshot list:", "--json", "More flags of snapshot prune:", "--keep"},

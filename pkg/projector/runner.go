@@ -359,7 +359,7 @@ func (r *Runner) waitForTopic(ctx context.Context) error {
 		r.status.wait(fmt.Sprintf("topic %s on Kafka at %s: %v", r.cfg.Topic, brokers, err))
 		r.log.Warn("waiting for the topic: Kafka unreachable or the topic missing; retrying",
 			zap.String("brokers", brokers), zap.String("topic", r.cfg.Topic), zap.Int("attempt", attempt+1),
-			zap.Duration("every", topicRetryEvery), zap.Error(err))
+			zap.String("every", topicRetryEvery.String()), zap.Error(err))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

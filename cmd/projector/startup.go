@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/projector/projector/pkg/projector"
+)
+
+// How run retries a server it cannot reach at start: a bound on each attempt, and
+// the pause between two (each failed attempt logs a warning).
+const (
+	reachAttemptTimeout = 5 * time.Second
+	reachRetryEvery     = 3 * time.Second
+)
+
+// startup is what run waits for before it consumes: the read model's database, the
+// key store's, then (the runner's part) the topic on Kafka. Until the API takes
+// over it answers every HTTP request, /healthz included, with 503 and what it waits
+// for. With a timeout (--startup-timeout) it gives up when still waiting then.
+type startup struct {
+	log     *zap.Logger
+	timeout time.Duration // 0: wait forever
+	began   time.Time
+
+	mu      sync.Mutex
+	waiting string       // what start waits for, and the last error
+	api     http.Handler // set once the runner exists
+}
+
+func newStartup(log *zap.Logger, timeout time.Duration) *startup {
+	return &startup{log: log, timeout: timeout, began: time.Now(), waiting: "starting"}
+}
+
+// ServeHTTP hands requests to the API once it is set; before, it answers 503 with
+// what start waits for.
+func (s *startup) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	api, waiting := s.api, s.waiting
+	s.mu.Unlock()
+	if api != nil {
+		api.ServeHTTP(w, r)
+		return
+	}
+	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "waiting": waiting})
+}
+
+// serve hands HTTP over to the API.
+func (s *startup) serve(api http.Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.api, s.waiting = api, ""
+}
+
+func (s *startup) wait(why string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.waiting = why
+}
+
+// expired reports whether the startup timeout has passed.
+func (s *startup) expired() bool { return s.timeout > 0 && time.Since(s.began) >= s.timeout }
+
+// giveUp is the error of a start that waited longer than --startup-timeout.
+func (s *startup) giveUp(why string) error {
+	return fmt.Errorf("gave up after --startup-timeout %v (PROJECTOR_STARTUP_TIMEOUT): still waiting for %s", s.timeout, why)
+}
+
+// reach calls ping until it succeeds. Each failure logs a warning naming what and the
+// error, and /healthz says the same; past the startup timeout the failure is returned.
+func (s *startup) reach(ctx context.Context, what string, ping func(context.Context) error) error {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, reachAttemptTimeout)
+		err := ping(actx)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				s.log.Info("reached "+what, zap.Int("attempts", attempt))
+			}
+			s.wait("")
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		why := what + ": " + err.Error()
+		s.wait(why)
+		if s.expired() {
+			return s.giveUp(why)
+		}
+		s.log.Warn("waiting for "+what+": unreachable; retrying", zap.Int("attempt", attempt),
+			zap.String("every", reachRetryEvery.String()), zap.Error(err))
+		pause := reachRetryEvery
+		if s.timeout > 0 { // the last attempt comes at the timeout, not after it
+			pause = min(pause, max(0, s.timeout-time.Since(s.began)))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(pause):
+		}
+	}
+}
+
+// watch cancels the run, with the reason as its cause, when the runner still waits
+// for Kafka past the startup timeout. It returns once the runner has joined its
+// group or ctx ends. Without a timeout it returns at once.
+func (s *startup) watch(ctx context.Context, r *projector.Runner, cancel context.CancelCauseFunc) {
+	if s.timeout <= 0 {
+		return
+	}
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := r.Status()
+		if st.Joined {
+			return
+		}
+		if st.Waiting != "" && s.expired() {
+			cancel(s.giveUp(st.Waiting))
+			return
+		}
+	}
+}
+
+// errGaveUp reports whether err is the run ending because start took too long.
+func gaveUp(ctx context.Context) error {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return nil
+}
