@@ -11,6 +11,7 @@ import (
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/shred"
 )
 
 // status on a projection that never ran says so plainly and exits 3 (not ready),
@@ -51,5 +52,34 @@ func TestStatusOfAProjectionThatNeverRanSaysSo(t *testing.T) {
 	}
 	if schemas != 0 || tables != 0 {
 		t.Fatalf("status created %d schemas named %s and %d tables in %s: it must only read", schemas, missing, tables, empty)
+	}
+}
+
+// A failure names what failed and where: the read model's database, the key store's
+// database (and only that one is called the key store's), the brokers.
+func TestErrorsNameWhatFailedAndWhere(t *testing.T) {
+	t.Parallel()
+	const dead = "127.0.0.1:1"
+	_, schema := testenv.Postgres(t)
+	db := testenv.Get(t).DatabaseURL
+	for _, c := range []struct {
+		args      []string
+		want, not string
+	}{
+		{[]string{"status", "--database-url", "postgres://postgres:secret@" + dead + "/readmodel"},
+			"database " + dead + "/readmodel (--database-url, DATABASE_URL): failed to connect", "key store"},
+		{[]string{"dlq", "list", "--database-url", "postgres://postgres@" + dead + "/readmodel"},
+			"database " + dead + "/readmodel (--database-url, DATABASE_URL)", "key store"},
+		{[]string{"status", "--database-url", db, "--schema", schema, "--brokers", dead, "--topic", "trips-unreachable"},
+			"Kafka at " + dead, "key store"},
+		{[]string{"replay", "--until", "0:1", "--into", "nowhere", "--database-url", db, "--schema", schema, "--master-key", shred.NewMasterKey(),
+			"--key-database-url", "postgres://postgres@" + dead + "/keys"},
+			"the key store's database " + dead + "/keys (--key-database-url, PROJECTOR_KEY_DATABASE_URL)", "secret"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), append(c.args, "--log-level=error"), &out, &out)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), c.not) || strings.Contains(err.Error(), "secret") {
+			t.Errorf("%s: err %v\nwant %q named, and not %q", strings.Join(c.args[:1], " "), err, c.want, c.not)
+		}
 	}
 }
