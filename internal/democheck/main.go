@@ -33,7 +33,7 @@ import (
 )
 
 func main() {
-	var brokers, topic, dbURL, schema, until, prefix, mailpit, noTrace, snapDir string
+	var brokers, topic, dbURL, schema, until, prefix, mailpit, noTrace, snapDir, killedAt, framework, between string
 	flag.StringVar(&brokers, "brokers", os.Getenv("KAFKA_BROKERS"), "Kafka brokers")
 	flag.StringVar(&topic, "topic", "", "topic")
 	flag.StringVar(&dbURL, "database-url", os.Getenv("DATABASE_URL"), "PostgreSQL URL")
@@ -43,9 +43,17 @@ func main() {
 	flag.StringVar(&mailpit, "mailpit", os.Getenv("MAILPIT_URL"), "Mailpit API base URL")
 	flag.StringVar(&noTrace, "no-trace", "", "personal data (comma-separated) that must be nowhere: not in the log's bytes, the schema's tables or --snapshot-dir's files")
 	flag.StringVar(&snapDir, "snapshot-dir", "", "with --no-trace: a snapshot folder to search")
+	flag.StringVar(&killedAt, "killed-at", "", "check that this projection's stored position (version 1) is within --between of the log: where a kill landed")
+	flag.StringVar(&framework, "framework-schema", "projector", "with --killed-at: the framework schema holding the positions")
+	flag.StringVar(&between, "between", "10,90", "with --killed-at: the bounds, in percent of the log, strictly between which the position must be")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	err := run(ctx, strings.Split(brokers, ","), topic, dbURL, schema, until, prefix, mailpit)
+	var err error
+	if killedAt != "" {
+		err = checkKill(ctx, strings.Split(brokers, ","), topic, dbURL, framework, killedAt, between)
+	} else {
+		err = run(ctx, strings.Split(brokers, ","), topic, dbURL, schema, until, prefix, mailpit)
+	}
 	if err == nil && noTrace != "" {
 		err = checkNoTrace(ctx, strings.Split(brokers, ","), topic, dbURL, schema, snapDir, strings.Split(noTrace, ","))
 	}
@@ -132,6 +140,70 @@ func run(ctx context.Context, brokers []string, topic, dbURL, schema, until, pre
 		fmt.Println()
 	}
 	return nil
+}
+
+// checkKill reads where a projection stands (its stored positions, summed over the
+// partitions) and the log's end, and checks the position is strictly between the
+// bounds (in percent of the log): a kill at 0% or at the end proves nothing.
+func checkKill(ctx context.Context, brokers []string, topic, dbURL, framework, projection, between string) error {
+	lo, hi, err := parseBetween(between)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	var at int64
+	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+pgx.Identifier{framework, "offsets"}.Sanitize()+`
+		WHERE projection = $1 AND version = 1 AND topic = $2`, projection, topic).Scan(&at); err != nil {
+		return err
+	}
+	st, err := projector.LogStarts(ctx, brokers, topic)
+	if err != nil {
+		return err
+	}
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
+	var reqs []kafka.OffsetRequest
+	for p := range st {
+		reqs = append(reqs, kafka.LastOffsetOf(p))
+	}
+	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return err
+	}
+	var end int64
+	for _, po := range resp.Topics[topic] {
+		end += po.LastOffset
+	}
+	verdict, err := judgeKill(at, end, lo, hi)
+	fmt.Println("check:", verdict)
+	return err
+}
+
+// judgeKill says where a kill landed, and fails unless it is strictly between lo%
+// and hi% of the log.
+func judgeKill(at, end int64, lo, hi float64) (string, error) {
+	pct := 0.0
+	if end > 0 {
+		pct = 100 * float64(at) / float64(end)
+	}
+	verdict := fmt.Sprintf("killed at %d of %d events (%.1f%%)", at, end, pct)
+	if end == 0 || pct <= lo || pct >= hi {
+		return verdict, fmt.Errorf("%s: not strictly between %g%% and %g%% of the log, so the kill proves nothing", verdict, lo, hi)
+	}
+	return verdict + fmt.Sprintf(": mid-replay, between %g%% and %g%% of the log", lo, hi), nil
+}
+
+func parseBetween(s string) (lo, hi float64, err error) {
+	a, b, ok := strings.Cut(s, ",")
+	lo, err1 := strconv.ParseFloat(a, 64)
+	hi, err2 := strconv.ParseFloat(b, 64)
+	if !ok || err1 != nil || err2 != nil || lo < 0 || hi > 100 || lo >= hi {
+		return 0, 0, fmt.Errorf("--between %q: want LOW,HIGH percent, 0 <= LOW < HIGH <= 100", s)
+	}
+	return lo, hi, nil
 }
 
 func parseUntil(s string) (map[int]int64, error) {
