@@ -343,7 +343,7 @@ func (r *Runner) waitForTopic(ctx context.Context) error {
 		n, err := eventlog.Partitions(actx, r.cfg.Brokers, r.cfg.Topic)
 		cancel()
 		if err == nil && n > 0 {
-			r.status.wait("")
+			r.status.reachedTopic()
 			if attempt > 0 {
 				r.log.Info("the topic answers: starting", zap.String("topic", r.cfg.Topic), zap.Int("attempts", attempt+1))
 			}

@@ -44,8 +44,9 @@ type Status struct {
 	Member     string `json:"member,omitempty"`
 	Generation int32  `json:"generation"`
 	Joined     bool   `json:"joined"`
-	// Waiting says what the instance waits for before it can consume — Kafka
-	// unreachable, the topic missing — with the last error; empty when it does not wait.
+	// Waiting says what the instance waits for before it can consume — Kafka not
+	// reached yet, unreachable, the topic missing — with the last error; empty once
+	// Run has found the topic.
 	Waiting string `json:"waiting,omitempty"`
 	Ready   bool   `json:"ready"`
 	Lag     int64  `json:"lag"` // the sum over the partitions, for information: readiness is per partition
@@ -80,6 +81,7 @@ type EffectStatus struct {
 
 type statusBoard struct {
 	mu      sync.Mutex
+	reached bool // Run has found the topic on Kafka
 	base    Status
 	parts   map[int]*partStatus
 	effects map[string]map[string]int64
@@ -129,11 +131,18 @@ func (b *statusBoard) joined(gen int32, member string, assigned []int) {
 	}
 }
 
-// wait records what the instance waits for ("" once it does not).
+// wait records what the instance waits for, with the last error.
 func (b *statusBoard) wait(why string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.base.Waiting = why
+}
+
+// reachedTopic records that Run found the topic: it waits for nothing more.
+func (b *statusBoard) reachedTopic() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reached, b.base.Waiting = true, ""
 }
 
 func (b *statusBoard) left() {
@@ -158,7 +167,11 @@ func (b *statusBoard) snapshot() Status {
 			}
 		}
 	}
+	reached := b.reached
 	b.mu.Unlock()
+	if !reached && s.Waiting == "" {
+		s.Waiting = "topic " + s.Topic + " on Kafka: not reached yet"
+	}
 	s.Ready = s.Joined
 	for _, p := range parts {
 		p.mu.Lock()
