@@ -134,7 +134,7 @@ func (s *startup) watch(ctx context.Context, r *projector.Runner, cancel context
 	}
 }
 
-// errGaveUp reports whether err is the run ending because start took too long.
+// gaveUp returns why ctx was cancelled when watch gave up on start, else nil.
 func gaveUp(ctx context.Context) error {
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
