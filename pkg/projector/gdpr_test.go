@@ -110,7 +110,7 @@ func fileTraces(t *testing.T, dir string, needles ...needle) map[string]int {
 // effect's watermark) at version reach end.
 func waitStored(t *testing.T, timeout time.Duration, pool *pgxpool.Pool, fw, name string, version int, topic string, end map[int]int64) {
 	t.Helper()
-	waitFor(t, timeout, "offsets of "+name+" in "+fw+" to reach the log end", func() bool {
+	testenv.WaitFor(t, timeout, "offsets of "+name+" in "+fw+" to reach the log end", func() bool {
 		rows, err := pool.Query(context.Background(), `SELECT partition, next_offset FROM `+pgx.Identifier{fw, "offsets"}.Sanitize()+`
 			WHERE projection = $1 AND version = $2 AND topic = $3`, name, version, topic)
 		if err != nil {
@@ -240,7 +240,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 
 	forget(userA)
 	f.waitCaughtUp(p1, 2*time.Minute)
-	waitFor(t, time.Minute, "the runner to rewrite the snapshot without A", func() bool {
+	testenv.WaitFor(t, time.Minute, "the runner to rewrite the snapshot without A", func() bool {
 		fs, err := keys.Forgotten(ctx, time.Time{})
 		ms, lerr := store.List(ctx, p1.Name(), 1)
 		// The count follows the rewrite's end, a moment after its manifest appears.
@@ -545,7 +545,7 @@ func TestForgettingWithoutItsEventIsPurgedAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.start(cfg)
-	waitFor(t, time.Minute, "the purge at start", func() bool {
+	testenv.WaitFor(t, time.Minute, "the purge at start", func() bool {
 		var n int
 		_ = f.pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{p.Schema(), "users"}.Sanitize()+` WHERE email = $1`, shred.Redacted).Scan(&n)
 		return n == 1
