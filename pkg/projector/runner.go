@@ -50,11 +50,15 @@ func New(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With(zap.String("projection", cfg.Projection.Name()), zap.Int("version", cfg.Projection.Version()))
+	m, err := newMetrics(cfg.Registerer, cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic)
+	if err != nil {
+		return nil, err
+	}
 	r := &Runner{
 		cfg: cfg, log: log,
 		offsets: offsets.NewStore(cfg.Schema),
 		tables:  newTables(cfg.Schema),
-		metrics: newMetrics(cfg.Registerer, cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic),
+		metrics: m,
 		status: &statusBoard{parts: map[int]*partStatus{}, base: Status{
 			Projection: cfg.Projection.Name(), Version: cfg.Projection.Version(), Topic: cfg.Topic, Group: cfg.GroupID,
 			ReadyLag: effectiveReadyLag(cfg.ReadyLag), ReadyRule: ReadyRule,
