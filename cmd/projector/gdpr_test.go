@@ -86,8 +86,9 @@ func historyTopic(t *testing.T, partitions int) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		client := &kafka.Client{Addr: kafka.TCP(testenv.Kafka(t)...), Transport: &kafka.Transport{}}
-		_, _ = client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
+		client := eventlog.NewClient(testenv.Kafka(t))
+		defer client.Close()
+		_, _ = client.Kafka().DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
 	})
 	return name
 }

@@ -130,7 +130,9 @@ func (k *Kafka) ready(ctx context.Context) bool {
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	c := &kafka.Client{Addr: kafka.TCP(k.Brokers()...), Transport: &kafka.Transport{}}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	c := &kafka.Client{Addr: kafka.TCP(k.Brokers()...), Transport: tr}
 	m, err := c.Metadata(cctx, &kafka.MetadataRequest{})
 	return err == nil && len(m.Brokers) > 0 && m.Controller.ID >= 0
 }
