@@ -15,6 +15,9 @@ const ClientTimeoutDefault = 10 * time.Second
 // topic administration: one per process, or per projector.Runner, closed on exit.
 // It is safe for concurrent use.
 //
+// Partitions answers from the transport's metadata, which kafka-go refreshes every
+// few seconds; ReadLayout and DescribeTopic read it afresh (see refresh).
+//
 // It owns a kafka-go Transport. Each connection pool of a Transport runs a goroutine
 // that refreshes the cluster's metadata until the Transport's connections are closed,
 // and nothing else closes them: a Transport made per call and dropped leaves its
@@ -53,6 +56,13 @@ func (c *Client) Kafka() *kafka.Client { return c.kc }
 // keep their connection until they finish, then it closes. A request after Close
 // connects again, and needs another Close.
 func (c *Client) Close() { c.tr.CloseIdleConnections() }
+
+// refresh makes the next request read the cluster's metadata afresh. kafka-go's
+// transport answers metadata requests from a cache it refreshes in the background
+// (every MetadataTTL, 6 s by default), so a partition count read from it can lag a
+// topic that just grew. Requests in flight finish on the connections they have; the
+// next one opens new connections whose metadata is read first.
+func (c *Client) refresh() { c.tr.CloseIdleConnections() }
 
 // withClient runs fn over a Client it closes: the package functions' one-shot form.
 func withClient[T any](brokers []string, fn func(c *Client) (T, error)) (T, error) {

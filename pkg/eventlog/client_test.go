@@ -69,3 +69,48 @@ func TestClientsLeaveNoGoroutineBehind(t *testing.T) {
 	c.Close()
 	require.NoError(t, goleak.Find(current), "a Client used after Close, then closed again")
 }
+
+// A long-lived Client's transport answers metadata from a cache that kafka-go
+// refreshes every few seconds. A layout must not miss partitions added meanwhile: it
+// decides which partition a key belongs to, and a count too small takes correctly
+// routed records for misrouted ones. ReadLayout and DescribeTopic read afresh.
+func TestClientSeesPartitionsAddedAMomentAgo(t *testing.T) {
+	t.Parallel()
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// layoutOf reads the layout once the broker serves every partition: a topic's
+	// metadata names leaders a moment before they answer (Not Leader For Partition).
+	layoutOf := func(read func() (eventlog.Layout, error)) eventlog.Layout {
+		var l eventlog.Layout
+		testenv.WaitFor(t, 30*time.Second, "every partition's leader to answer", func() bool {
+			var err error
+			l, err = read()
+			return err == nil
+		})
+		return l
+	}
+	c := eventlog.NewClient(brokers)
+	defer c.Close()
+	require.Equal(t, 2, layoutOf(func() (eventlog.Layout, error) { return c.ReadLayout(ctx, topic) }).Partitions)
+
+	resp, err := c.Kafka().CreatePartitions(ctx, &kafka.CreatePartitionsRequest{
+		Topics: []kafka.TopicPartitionsConfig{{Name: topic, Count: 4}}})
+	require.NoError(t, err)
+	for _, e := range resp.Errors {
+		require.NoError(t, e)
+	}
+	// The broker itself takes a moment to show the new partitions: wait until a new
+	// client sees all four served. The long-lived one must see them at once.
+	testenv.WaitFor(t, 30*time.Second, "the broker to serve four partitions", func() bool {
+		l, err := eventlog.ReadLayout(ctx, brokers, topic)
+		return err == nil && l.Partitions == 4
+	})
+	l, err := c.ReadLayout(ctx, topic)
+	require.NoError(t, err)
+	require.Equal(t, 4, l.Partitions, "the long-lived client's layout right after the topic grew")
+	d, err := c.DescribeTopic(ctx, topic)
+	require.NoError(t, err)
+	require.Len(t, d.Partitions, 4, "the long-lived client's description right after the topic grew")
+}

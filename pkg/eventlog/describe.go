@@ -60,11 +60,13 @@ func DescribeTopic(ctx context.Context, brokers []string, topic string) (TopicDe
 
 // DescribeTopic reads a topic's partitions (leaders, replicas, in-sync replicas,
 // offsets, first record times) and its retention and cleanup settings, and says
-// whether it keeps its history.
+// whether it keeps its history. It reads the topic's metadata afresh, not from the
+// Client's cache.
 func (c *Client) DescribeTopic(ctx context.Context, topic string) (TopicDescription, error) {
 	if topic == "" {
 		return TopicDescription{}, errors.New("eventlog: describe topic: name is empty")
 	}
+	c.refresh()
 	client := c.kc
 	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {

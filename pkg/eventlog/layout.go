@@ -27,11 +27,14 @@ func ReadLayout(ctx context.Context, brokers []string, topic string) (Layout, er
 // ReadLayout reads a topic's Layout: its partition count now and the Kafka time of
 // each partition's first record still in the log (zero for an empty partition). It
 // lists every partition's first and last offset in one request, then reads the first
-// record of the non-empty ones, concurrently.
+// record of the non-empty ones, concurrently. It reads the topic's metadata afresh,
+// not from the Client's cache: a layout that missed partitions added a moment ago
+// would take records routed among all of them for misrouted ones.
 func (c *Client) ReadLayout(ctx context.Context, topic string) (Layout, error) {
 	if topic == "" {
 		return Layout{}, errors.New("eventlog: read layout: topic name is empty")
 	}
+	c.refresh()
 	client := c.kc
 	starts, ends, err := listBounds(ctx, client, topic)
 	if err != nil {

@@ -115,7 +115,8 @@ func Partitions(ctx context.Context, brokers []string, topic string) (int, error
 	return withClient(brokers, func(c *Client) (int, error) { return c.Partitions(ctx, topic) })
 }
 
-// Partitions returns the topic's partition count.
+// Partitions returns the topic's partition count, from the Client's metadata: a
+// partition added in the last few seconds may be missing (ReadLayout reads afresh).
 func (c *Client) Partitions(ctx context.Context, topic string) (int, error) {
 	n, err := partitionCount(ctx, c.kc, topic)
 	if err != nil {
