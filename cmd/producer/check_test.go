@@ -168,6 +168,12 @@ func TestTopicCreateAndDescribe(t *testing.T) {
 	resp, err := c.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: risky, NumPartitions: 2, ReplicationFactor: 1}}})
 	require.NoError(t, err)
 	require.NoError(t, resp.Errors[risky])
+	// Made without EnsureTopic, which waits for this: a topic's metadata names its
+	// leaders a moment before they serve it (Not Leader For Partition).
+	testenv.WaitFor(t, 30*time.Second, "the new topic's leaders to serve it", func() bool {
+		_, err := eventlog.ReadLayout(context.Background(), brokers, risky)
+		return err == nil
+	})
 	out, err = runCmd(t, "", "topic", "describe", risky, brokersFlag(t))
 	require.ErrorIs(t, err, eventlog.ErrHistoryAtRisk)
 	require.Contains(t, out, "DOES NOT keep its history: retention.ms=604800000 (want -1)")
