@@ -88,7 +88,9 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writ
 		return err
 	}
 	defer func() { _ = pub.Close() }()
-	brokers := cli.SplitList(c.brokers)
+	// One client for the readiness probe, for the life of the server.
+	kc := eventlog.NewClient(cli.SplitList(c.brokers))
+	defer kc.Close()
 	var forget func(ctx context.Context, subject, reason string) (forgetResult, error)
 	if pub.keys != nil {
 		forget = func(ctx context.Context, subject, reason string) (forgetResult, error) {
@@ -99,7 +101,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writ
 		Forget: forget,
 		Tokens: toks, MaxBody: int64(maxBody), PublishTimeout: timeout, Logger: log,
 		Ready: func(ctx context.Context) error {
-			_, err := eventlog.Partitions(ctx, brokers, c.topic)
+			_, err := kc.Partitions(ctx, c.topic)
 			return err
 		},
 	}, pub)

@@ -63,7 +63,7 @@ func TestStatusPageInHeadlessChromium(t *testing.T) {
 		n, _ := strconv.ParseInt(strings.ReplaceAll(m[1], ",", ""), 10, 64)
 		return n
 	}
-	waitFor(t, time.Minute, "the replay to start", func() bool { return f.progress() > 1000 })
+	testenv.WaitFor(t, time.Minute, "the replay to start", func() bool { return f.progress() > 1000 })
 	first := applied()
 	second := applied()
 	t.Logf("the page showed %d, then %d events applied", first, second)
