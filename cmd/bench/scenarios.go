@@ -33,6 +33,7 @@ import (
 type env struct {
 	c       config
 	brokers []string
+	kafka   *eventlog.Client // the run's topic administration; closed when run returns
 	admin   *pgxpool.Pool
 	topic   string
 	ends    map[int]int64
@@ -42,6 +43,8 @@ type env struct {
 func run(ctx context.Context, c config) (Result, error) {
 	start := time.Now()
 	e := &env{c: c, brokers: cli.SplitList(c.brokers), topic: fmt.Sprintf("bench.users.%d.s%d.p%d", c.events, c.seed, c.partitions)}
+	e.kafka = eventlog.NewClient(e.brokers)
+	defer e.kafka.Close()
 	var err error
 	if e.admin, err = pgxpool.New(ctx, c.databaseURL); err != nil {
 		return Result{}, err
@@ -83,7 +86,7 @@ func run(ctx context.Context, c config) (Result, error) {
 
 // ensureLog generates the log once; a topic of that name already full is reused.
 func (e *env) ensureLog(ctx context.Context) error {
-	if _, err := eventlog.EnsureTopic(ctx, e.brokers, eventlog.TopicConfig{Name: e.topic, Partitions: e.c.partitions}); err != nil {
+	if _, err := e.kafka.EnsureTopic(ctx, eventlog.TopicConfig{Name: e.topic, Partitions: e.c.partitions}); err != nil {
 		return err
 	}
 	ends, err := e.endOffsets(ctx, e.topic)
@@ -351,25 +354,32 @@ func (e *env) eachPartition(ctx context.Context, topic string, upTo map[int]int6
 		if end <= starts[part] {
 			continue
 		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: topic, Partition: part, MaxBytes: 16 << 20,
-			MaxWait: 100 * time.Millisecond, QueueCapacity: 5000})
-		if err := r.SetOffset(starts[part]); err != nil {
+		if err := e.readPartition(ctx, topic, part, starts[part], end, fn); err != nil {
 			return err
 		}
-		for {
-			m, err := r.FetchMessage(ctx)
-			if err != nil {
-				_ = r.Close()
-				return err
-			}
-			fn(m)
-			if m.Offset >= end-1 {
-				break
-			}
-		}
-		_ = r.Close()
 	}
 	return nil
+}
+
+// readPartition calls fn for each message of a partition from start up to end, over
+// a reader it closes.
+func (e *env) readPartition(ctx context.Context, topic string, part int, start, end int64, fn func(kafka.Message)) error {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: topic, Partition: part, MaxBytes: 16 << 20,
+		MaxWait: 100 * time.Millisecond, QueueCapacity: 5000})
+	defer func() { _ = r.Close() }()
+	if err := r.SetOffset(start); err != nil {
+		return err
+	}
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			return err
+		}
+		fn(m)
+		if m.Offset >= end-1 {
+			return nil
+		}
+	}
 }
 
 // rawConsume is the ceiling of reading: kafka-go partition readers, all partitions at
@@ -602,11 +612,11 @@ func (e *env) bootstrap(ctx context.Context, replaySeconds float64) (Bootstrap, 
 func (e *env) live(ctx context.Context) (Live, error) {
 	l := Live{Rate: e.c.liveRate, Seconds: e.c.liveSeconds}
 	topic := fmt.Sprintf("bench.live.%d", time.Now().UnixNano())
-	if _, err := eventlog.EnsureTopic(ctx, e.brokers, eventlog.TopicConfig{Name: topic, Partitions: e.c.partitions}); err != nil {
+	if _, err := e.kafka.EnsureTopic(ctx, eventlog.TopicConfig{Name: topic, Partitions: e.c.partitions}); err != nil {
 		return l, err
 	}
 	defer func() {
-		_, _ = (&kafka.Client{Addr: kafka.TCP(e.brokers...)}).DeleteTopics(context.WithoutCancel(ctx), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+		_, _ = e.kafka.Kafka().DeleteTopics(context.WithoutCancel(ctx), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
 	}()
 	pool, err := e.database(ctx, "live")
 	if err != nil {

@@ -164,12 +164,16 @@ func TestTopicCreateAndDescribe(t *testing.T) {
 	// A topic made elsewhere with a week's retention: described, flagged, refused.
 	risky := testenv.UniqueName(t)
 	defer deleteTopics(t, risky)
-	tr := &kafka.Transport{}
-	defer tr.CloseIdleConnections()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: testenv.Transport(t)}
 	resp, err := c.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: risky, NumPartitions: 2, ReplicationFactor: 1}}})
 	require.NoError(t, err)
 	require.NoError(t, resp.Errors[risky])
+	// Made without EnsureTopic, which waits for this: a topic's metadata names its
+	// leaders a moment before they serve it (Not Leader For Partition).
+	testenv.WaitFor(t, 30*time.Second, "the new topic's leaders to serve it", func() bool {
+		_, err := eventlog.ReadLayout(context.Background(), brokers, risky)
+		return err == nil
+	})
 	out, err = runCmd(t, "", "topic", "describe", risky, brokersFlag(t))
 	require.ErrorIs(t, err, eventlog.ErrHistoryAtRisk)
 	require.Contains(t, out, "DOES NOT keep its history: retention.ms=604800000 (want -1)")
@@ -192,10 +196,9 @@ func historyTopic(t *testing.T, partitions int) string {
 }
 
 func deleteTopics(t *testing.T, names ...string) {
-	tr := &kafka.Transport{}
-	defer tr.CloseIdleConnections()
-	c := &kafka.Client{Addr: kafka.TCP(testenv.Kafka(t)...), Transport: tr}
-	_, _ = c.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: names})
+	c := eventlog.NewClient(testenv.Kafka(t))
+	defer c.Close()
+	_, _ = c.Kafka().DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: names})
 }
 
 // kcat runs kcat (Debian's package; scripts/stack.sh installs it) with stdin.

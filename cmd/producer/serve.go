@@ -88,7 +88,10 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writ
 		return err
 	}
 	defer func() { _ = pub.Close() }()
+	// One client for the readiness probe, for the life of the server.
 	brokers := cli.SplitList(c.brokers)
+	kc := eventlog.NewClient(brokers)
+	defer kc.Close()
 	var forget func(ctx context.Context, subject, reason string) (forgetResult, error)
 	if pub.keys != nil {
 		forget = func(ctx context.Context, subject, reason string) (forgetResult, error) {
@@ -99,7 +102,7 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writ
 		Forget: forget,
 		Tokens: toks, MaxBody: int64(maxBody), PublishTimeout: timeout, Logger: log,
 		Ready: func(ctx context.Context) error {
-			if _, err := eventlog.Partitions(ctx, brokers, c.topic); err != nil {
+			if _, err := kc.Partitions(ctx, c.topic); err != nil {
 				return kafkaErr(brokers, err)
 			}
 			return nil

@@ -86,8 +86,9 @@ func historyTopic(t *testing.T, partitions int) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		client := &kafka.Client{Addr: kafka.TCP(testenv.Kafka(t)...), Transport: &kafka.Transport{}}
-		_, _ = client.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
+		client := eventlog.NewClient(testenv.Kafka(t))
+		defer client.Close()
+		_, _ = client.Kafka().DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
 	})
 	return name
 }
@@ -172,7 +173,7 @@ func TestForgottenUserLeavesEverySnapshotWithoutAnOperatorStep(t *testing.T) {
 	f.producer("generate", "--events", "3000", "--users", "300", "--seed", "18", "--prefix", prefix, "--start", "now")
 	dir := t.TempDir()
 	run := f.start("run", "--snapshot-dir", dir) // no --snapshot-every*, no --snapshot-on
-	waitFor(t, 2*time.Minute, "the run to catch up", func() bool { return f.progress() >= 3000 })
+	testenv.WaitFor(t, 2*time.Minute, "the run to catch up", func() bool { return f.progress() >= 3000 })
 
 	// Three users with their email in the read model: two to forget, one control.
 	rows, err := f.pool.Query(context.Background(), `SELECT user_id, email FROM `+pgx.Identifier{f.projection.Schema()}.Sanitize()+
@@ -210,7 +211,7 @@ func TestForgottenUserLeavesEverySnapshotWithoutAnOperatorStep(t *testing.T) {
 	// 1. Forgotten while the run is going: no operator step, no snapshot policy.
 	f.producer("forget", victim.id, "--reason", "test")
 	forgotAt := time.Now()
-	waitFor(t, 10*time.Second, "the victim's email gone from the snapshot folder and the read model", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the victim's email gone from the snapshot folder and the read model", func() bool {
 		return len(filesHolding(t, dir, victim.email)) == 0 && f.rowsHolding(victim.email) == 0
 	})
 	t.Logf("forgotten user's email gone from the snapshot folder and the read model %v after `producer forget`", time.Since(forgotAt).Round(10*time.Millisecond))
@@ -254,7 +255,7 @@ func TestForgottenUserLeavesEverySnapshotWithoutAnOperatorStep(t *testing.T) {
 	}
 	started := time.Now()
 	run = f.start("run2", "--snapshot-dir", dir)
-	waitFor(t, 10*time.Second, "the second user's email gone from the snapshot folder and the read model", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "the second user's email gone from the snapshot folder and the read model", func() bool {
 		return len(filesHolding(t, dir, later.email)) == 0 && f.rowsHolding(later.email) == 0
 	})
 	t.Logf("a forgetting while no run was going: gone %v after the run started", time.Since(started).Round(10*time.Millisecond))
@@ -266,7 +267,7 @@ func TestForgottenUserLeavesEverySnapshotWithoutAnOperatorStep(t *testing.T) {
 	if len(filesHolding(t, dir, control.email)) == 0 || f.rowsHolding(control.email) == 0 {
 		t.Fatal("the control user's email is gone")
 	}
-	waitFor(t, 10*time.Second, "status --ready-lag 0 to pass without a warning", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "status --ready-lag 0 to pass without a warning", func() bool {
 		out, err = f.projector("status", "--snapshot-dir", dir, "--interval", "0", "--ready-lag", "0")
 		return err == nil && !strings.Contains(out, "warning:")
 	})

@@ -170,11 +170,15 @@ func (c *common) keys(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Proj
 			return nil, fmt.Errorf("--key-database-url (PROJECTOR_KEY_DATABASE_URL): %w", err)
 		}
 		if err := c.reachDB(ctx, "the key store's "+c.keyDatabaseName(), pool.Ping); err != nil {
+			pool.Close()
 			return nil, err
 		}
 	}
 	keys, err := shred.OpenPG(ctx, pool, master, shred.PGOptions{Schema: c.keySchema})
 	if err != nil {
+		if c.keyDB != "" {
+			pool.Close()
+		}
 		return nil, fmt.Errorf("key store (schema %s in %s): %w", c.keySchema, c.keyDatabaseName(), err)
 	}
 	return keys, nil

@@ -66,7 +66,7 @@ func TestStatusPageInHeadlessChromium(t *testing.T) {
 		n, _ := strconv.ParseInt(strings.ReplaceAll(m[1], ",", ""), 10, 64)
 		return n
 	}
-	waitFor(t, time.Minute, "the replay to start", func() bool { return f.progress() > 1000 })
+	testenv.WaitFor(t, time.Minute, "the replay to start", func() bool { return f.progress() > 1000 })
 	first := applied()
 	second := applied()
 	t.Logf("the page showed %d, then %d events applied", first, second)
@@ -120,12 +120,12 @@ func TestStatusPageShowsStoredTotalsAndEffectsAfterARestart(t *testing.T) {
 		}
 	}
 	addr, stop := f.runInProcess(fx...)
-	waitFor(t, 2*time.Minute, "the read model and the effect at the log end", caughtUp(addr))
+	testenv.WaitFor(t, 2*time.Minute, "the read model and the effect at the log end", caughtUp(addr))
 	stop()
 
 	addr, stop = f.runInProcess(fx...)
 	defer stop()
-	waitFor(t, time.Minute, "the restarted instance to report the stored status", caughtUp(addr))
+	testenv.WaitFor(t, time.Minute, "the restarted instance to report the stored status", caughtUp(addr))
 	st := stored(addr)
 	var consumed int64
 	for _, p := range st.Partitions {

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/snapshot"
@@ -133,6 +134,11 @@ the folder). 'snapshot list' and 'status' show the snapshots still waiting.`)
 		return err
 	}
 
+	// One Kafka client for the stored status the page asks every 2 s, closed after
+	// the HTTP server.
+	kc := eventlog.NewClient(cli.SplitList(c.brokers))
+	defer kc.Close()
+
 	// HTTP first, so that /healthz says what start waits for.
 	start := newStartup(log, startupTimeout)
 	c.reach = start.reach
@@ -187,7 +193,7 @@ the folder). 'snapshot list' and 'status' show the snapshots still waiting.`)
 			return err
 		}
 		start.serve(newAPI(runner, pool, proj, reg, projector.Inspection{
-			Pool: pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers), Topic: c.topic,
+			Pool: pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers), Client: kc, Topic: c.topic,
 			Projection: proj.Name(), Version: proj.Version(), ReadyLag: readyLagSetting(readyLag), Effects: effectNames(fx.names),
 		}))
 		runCtx, cancel := context.WithCancelCause(ctx)

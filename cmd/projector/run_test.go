@@ -61,9 +61,9 @@ func TestRunServesReadinessStatusAndQueries(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&m)
 		return resp.StatusCode, m
 	}
-	waitFor(t, time.Minute, "/readyz to answer 200", func() bool { code, _ := get("/readyz"); return code == 200 })
+	testenv.WaitFor(t, time.Minute, "/readyz to answer 200", func() bool { code, _ := get("/readyz"); return code == 200 })
 	// Ready means lag under --ready-lag; the queries below want the whole log applied.
-	waitFor(t, time.Minute, "lag 0", func() bool { _, st := get("/status"); return st != nil && st["lag"] == float64(0) })
+	testenv.WaitFor(t, time.Minute, "lag 0", func() bool { _, st := get("/status"); return st != nil && st["lag"] == float64(0) })
 	code, stats := get("/v1/stats")
 	if code != 200 || stats["users"] == nil {
 		t.Fatalf("/v1/stats: %d %v", code, stats)
@@ -110,7 +110,7 @@ func TestStatusAppliesTheReadyLagItIsGiven(t *testing.T) {
 	}
 	f.publish(g, 1000)
 	_, stop := f.runInProcess()
-	waitFor(t, time.Minute, "the first 1000 events applied", func() bool { return f.progress() >= 1000 })
+	testenv.WaitFor(t, time.Minute, "the first 1000 events applied", func() bool { return f.progress() >= 1000 })
 	stop()
 	f.publish(g, 2000) // every partition now has a stored position, and lag behind it
 	status := func(extra ...string) (string, error) {
@@ -144,7 +144,7 @@ func TestStatusAppliesTheReadyLagItIsGiven(t *testing.T) {
 	}
 	// Caught up: ready by the strictest rule.
 	_, stop = f.runInProcess()
-	waitFor(t, time.Minute, "every event applied", func() bool { return f.progress() >= 3000 })
+	testenv.WaitFor(t, time.Minute, "every event applied", func() bool { return f.progress() >= 3000 })
 	if out, err := status("--ready-lag", "0"); err != nil || !strings.Contains(out, "ready: every partition's lag is at most 0") {
 		t.Fatalf("status --ready-lag 0 once caught up: %v\n%s", err, out)
 	}

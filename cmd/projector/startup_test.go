@@ -20,6 +20,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/eventlog"
 )
 
 // freeAddr returns a loopback address no one listens on now.
@@ -110,7 +111,7 @@ func TestRunWaitingForItsServersWarnsAndHealthzSaysWhy(t *testing.T) {
 		t.Parallel()
 		addr := freeAddr(t)
 		cmd, out := startRun(t, "--listen", addr, "--database-url", "postgres://postgres:secret@"+dead+"/nowhere")
-		waitFor(t, 30*time.Second, "two warnings naming the database", func() bool { return warnings(out, "database "+dead+"/nowhere") >= 2 })
+		testenv.WaitFor(t, 30*time.Second, "two warnings naming the database", func() bool { return warnings(out, "database "+dead+"/nowhere") >= 2 })
 		code, body := healthz(addr)
 		if code != http.StatusServiceUnavailable || !strings.Contains(body["waiting"], "database "+dead+"/nowhere (--database-url") ||
 			!strings.Contains(body["waiting"], "connection refused") || strings.Contains(out.String(), "secret") {
@@ -125,7 +126,7 @@ func TestRunWaitingForItsServersWarnsAndHealthzSaysWhy(t *testing.T) {
 		addr := freeAddr(t)
 		cmd, out := startRun(t, "--listen", addr, "--brokers", dead, "--topic", "trips-unreachable",
 			"--database-url", testenv.Get(t).DatabaseURL, "--schema", schema, "--projection", projection)
-		waitFor(t, 30*time.Second, "two warnings naming the broker", func() bool { return warnings(out, `"brokers":"`+dead+`"`) >= 2 })
+		testenv.WaitFor(t, 30*time.Second, "two warnings naming the broker", func() bool { return warnings(out, `"brokers":"`+dead+`"`) >= 2 })
 		code, body := healthz(addr)
 		if code != http.StatusServiceUnavailable || !strings.Contains(body["waiting"], "topic trips-unreachable on Kafka at "+dead) {
 			t.Fatalf("/healthz with Kafka unreachable: %d %v\n%s", code, body, out.String())
@@ -139,13 +140,14 @@ func TestRunWaitingForItsServersWarnsAndHealthzSaysWhy(t *testing.T) {
 		topic := testenv.UniqueName(t)
 		brokers := testenv.Kafka(t)
 		t.Cleanup(func() {
-			c := &kafka.Client{Addr: kafka.TCP(brokers...)}
-			_, _ = c.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+			kc := eventlog.NewClient(brokers)
+			defer kc.Close()
+			_, _ = kc.Kafka().DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
 		})
 		addr := freeAddr(t)
 		cmd, out := startRun(t, "--listen", addr, "--brokers", strings.Join(brokers, ","), "--topic", topic,
 			"--database-url", testenv.Get(t).DatabaseURL, "--schema", schema, "--projection", projection)
-		waitFor(t, 30*time.Second, "/healthz to say it waits for the topic", func() bool {
+		testenv.WaitFor(t, 30*time.Second, "/healthz to say it waits for the topic", func() bool {
 			code, body := healthz(addr)
 			return code == http.StatusServiceUnavailable && strings.Contains(body["waiting"], "topic "+topic)
 		})
@@ -154,7 +156,7 @@ func TestRunWaitingForItsServersWarnsAndHealthzSaysWhy(t *testing.T) {
 		if err := testenv.CreateTopic(ctx, brokers, topic, 2); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 30*time.Second, "/healthz 200 once the topic exists", func() bool { code, _ := healthz(addr); return code == http.StatusOK })
+		testenv.WaitFor(t, 30*time.Second, "/healthz 200 once the topic exists", func() bool { code, _ := healthz(addr); return code == http.StatusOK })
 		stopClean(t, cmd, out)
 	})
 }

@@ -266,7 +266,11 @@ func (e *Env) LogEnd(ctx context.Context) int64 {
 func (e *Env) ends(ctx context.Context) (map[int]int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c := &kafka.Client{Addr: kafka.TCP(e.S.Kafka.Brokers()...), Transport: &kafka.Transport{}}
+	// A client per call, closed: the broker under test is killed and restarted, and
+	// each poll starts from a fresh connection.
+	kc := eventlog.NewClient(e.S.Kafka.Brokers())
+	defer kc.Close()
+	c := kc.Kafka()
 	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
 	for p := range e.Partitions {
 		req.Topics[e.Topic] = append(req.Topics[e.Topic], kafka.LastOffsetOf(p))

@@ -157,8 +157,12 @@ func poisonInput(ctx context.Context, t *T) (Expect, error) {
 	header(&m, "ce_subject", "bad\xffsubject")
 	add("invalid UTF-8 in an attribute", "utf-8", m)
 
+	// A transport of the writer's own (kafka-go's DefaultTransport would keep its pools
+	// for the life of the process), closed after the writer, which leaves it open.
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{Addr: kafka.TCP(t.S.Kafka.Brokers()...), Topic: t.Topic, Balancer: &kafka.Murmur2Balancer{},
-		RequiredAcks: kafka.RequireAll, BatchBytes: 4 << 20, BatchTimeout: time.Millisecond, MaxAttempts: 3}
+		RequiredAcks: kafka.RequireAll, BatchBytes: 4 << 20, BatchTimeout: time.Millisecond, MaxAttempts: 3, Transport: tr}
 	defer func() { _ = w.Close() }()
 	expectParked := map[string]bool{}
 	reasons := map[string]poison{}

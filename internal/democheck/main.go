@@ -164,12 +164,13 @@ func checkKill(ctx context.Context, brokers []string, topic, dbURL, framework, p
 	if err != nil {
 		return err
 	}
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
+	client := eventlog.NewClient(brokers)
+	defer client.Close()
 	var reqs []kafka.OffsetRequest
 	for p := range st {
 		reqs = append(reqs, kafka.LastOffsetOf(p))
 	}
-	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	resp, err := client.Kafka().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
 	if err != nil {
 		return err
 	}
@@ -229,12 +230,13 @@ func readLog(ctx context.Context, brokers []string, topic string, upTo map[int]i
 	if err != nil {
 		return nil, err
 	}
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
+	client := eventlog.NewClient(brokers)
+	defer client.Close()
 	var reqs []kafka.OffsetRequest
 	for p := range st {
 		reqs = append(reqs, kafka.LastOffsetOf(p))
 	}
-	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	resp, err := client.Kafka().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
 	if err != nil {
 		return nil, err
 	}
@@ -247,29 +249,39 @@ func readLog(ctx context.Context, brokers []string, topic string, upTo map[int]i
 		if end <= st[po.Partition] {
 			continue
 		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: po.Partition, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
-		if err := r.SetOffset(st[po.Partition]); err != nil {
-			return nil, err
-		}
-		for {
-			m, err := r.FetchMessage(ctx)
-			if err != nil {
-				_ = r.Close()
-				return nil, err
-			}
+		err := readPartition(ctx, brokers, topic, po.Partition, st[po.Partition], end, func(m kafka.Message) {
 			if raw != nil {
 				raw(m)
 			}
 			if e, err := eventlog.FromMessage(m); err == nil {
 				out = append(out, e)
 			}
-			if m.Offset >= end-1 {
-				break
-			}
+		})
+		if err != nil {
+			return nil, err
 		}
-		_ = r.Close()
 	}
 	return out, nil
+}
+
+// readPartition calls fn for each message of a partition from start up to end, over
+// a reader it closes.
+func readPartition(ctx context.Context, brokers []string, topic string, part int, start, end int64, fn func(kafka.Message)) error {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: part, MaxBytes: 16 << 20, MaxWait: 100 * time.Millisecond})
+	defer func() { _ = r.Close() }()
+	if err := r.SetOffset(start); err != nil {
+		return err
+	}
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			return err
+		}
+		fn(m)
+		if m.Offset >= end-1 {
+			return nil
+		}
+	}
 }
 
 func mails(ctx context.Context, api, to string) (map[string]bool, int, error) {

@@ -99,13 +99,16 @@ func dialController(ctx context.Context, brokers []string) (*kafka.Conn, error) 
 }
 
 // ReadAll returns every message of a topic up to each partition's current end,
-// partition by partition in offset order.
+// partition by partition in offset order. Its client and readers are closed before it
+// returns.
 func ReadAll(tb testing.TB, topic string) []kafka.Message {
 	tb.Helper()
 	brokers := Kafka(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
 	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil || len(meta.Topics) != 1 || meta.Topics[0].Error != nil {
 		tb.Fatalf("metadata for %s: %v %+v", topic, err, meta)
@@ -129,21 +132,28 @@ func ReadAll(tb testing.TB, topic string) []kafka.Message {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		if end == 0 {
-			continue
-		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p.ID, MaxBytes: 8 << 20, MaxWait: 50 * time.Millisecond})
-		for {
-			m, err := r.ReadMessage(ctx)
-			if err != nil {
-				tb.Fatalf("read %s/%d: %v", topic, p.ID, err)
-			}
-			out = append(out, m)
-			if m.Offset >= end-1 {
-				break
-			}
-		}
-		_ = r.Close()
+		out = append(out, readPartition(ctx, tb, brokers, topic, p.ID, end)...)
 	}
 	return out
+}
+
+// readPartition reads a partition from its start up to end, over a reader it closes.
+func readPartition(ctx context.Context, tb testing.TB, brokers []string, topic string, part int, end int64) []kafka.Message {
+	tb.Helper()
+	if end == 0 {
+		return nil
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: part, MaxBytes: 8 << 20, MaxWait: 50 * time.Millisecond})
+	defer func() { _ = r.Close() }()
+	var out []kafka.Message
+	for {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			tb.Fatalf("read %s/%d: %v", topic, part, err)
+		}
+		out = append(out, m)
+		if m.Offset >= end-1 {
+			return out
+		}
+	}
 }

@@ -153,6 +153,7 @@ func httpGet(url string) (*http.Response, error) {
 		cancel()
 		return nil, err
 	}
+	req.Close = true // no idle keep-alive connection (and its goroutines) left behind for goleak
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		cancel()

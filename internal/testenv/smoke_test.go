@@ -27,7 +27,7 @@ func TestKafkaIsApacheKafka4(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	client := testenv.KafkaClient(t)
 	resp, err := client.ApiVersions(ctx, &kafka.ApiVersionsRequest{})
 	if err != nil {
 		t.Fatalf("ApiVersions: %v", err)
@@ -64,8 +64,9 @@ func TestKafkaProduceConsumeThroughGroup(t *testing.T) {
 		Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
 		// Not kafka-go's shared DefaultTransport: its metadata cache (6 s) may predate
-		// the topic, and the write then fails with Unknown Topic Or Partition.
-		Transport: &kafka.Transport{},
+		// the topic, and the write then fails with Unknown Topic Or Partition. Writer.Close
+		// leaves a given transport open: this one closes when the test ends.
+		Transport: testenv.Transport(t),
 	}
 	defer func() { _ = w.Close() }()
 	const n = 30
@@ -163,7 +164,12 @@ func TestMailpitReceivesSMTP(t *testing.T) {
 		t.Fatalf("send over SMTP: %v", err)
 	}
 	q := mp.APIURL + "/api/v1/search?query=" + url.QueryEscape("to:"+to)
-	resp, err := http.Get(q)
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, q, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Close = true // no idle keep-alive connection (and its goroutines) left behind
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("search API: %v", err)
 	}

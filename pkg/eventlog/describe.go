@@ -53,15 +53,21 @@ type TopicSetting struct {
 	Default bool   `json:"default"` // the broker's default, not set on the topic
 }
 
+// DescribeTopic is Client.DescribeTopic over a Client it closes before returning.
+func DescribeTopic(ctx context.Context, brokers []string, topic string) (TopicDescription, error) {
+	return withClient(brokers, func(c *Client) (TopicDescription, error) { return c.DescribeTopic(ctx, topic) })
+}
+
 // DescribeTopic reads a topic's partitions (leaders, replicas, in-sync replicas,
 // offsets, first record times) and its retention and cleanup settings, and says
-// whether it keeps its history. It uses one client and closes it.
-func DescribeTopic(ctx context.Context, brokers []string, topic string) (TopicDescription, error) {
+// whether it keeps its history. It reads the topic's metadata afresh, not from the
+// Client's cache.
+func (c *Client) DescribeTopic(ctx context.Context, topic string) (TopicDescription, error) {
 	if topic == "" {
 		return TopicDescription{}, errors.New("eventlog: describe topic: name is empty")
 	}
-	client, closeClient := newOwnedClient(brokers)
-	defer closeClient()
+	c.refresh()
+	client := c.kc
 	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return TopicDescription{}, fmt.Errorf("eventlog: describe topic %s: %w", topic, err)

@@ -44,9 +44,7 @@ func TestDescribeTopic(t *testing.T) {
 	require.True(t, settings["message.timestamp.type"].Default)
 
 	risky := testenv.UniqueName(t)
-	tr := &kafka.Transport{}
-	defer tr.CloseIdleConnections()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}
+	c := testenv.KafkaClient(t)
 	resp, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: risky, NumPartitions: 1, ReplicationFactor: 1,
 		ConfigEntries: []kafka.ConfigEntry{{ConfigName: "cleanup.policy", ConfigValue: "compact,delete"}}}}})
 	require.NoError(t, err)

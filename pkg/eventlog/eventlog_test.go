@@ -95,7 +95,7 @@ func writeRaw(t *testing.T, topic string, m kafka.Message) kafka.Message {
 	t.Helper()
 	var done kafka.Message
 	w := &kafka.Writer{Addr: kafka.TCP(testenv.Kafka(t)...), Topic: topic, Balancer: &kafka.Murmur2Balancer{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{},
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, Transport: testenv.Transport(t),
 		Completion: func(ms []kafka.Message, err error) {
 			if err == nil {
 				done = ms[0]
@@ -235,6 +235,7 @@ func TestEnsureTopicKeepsHistory(t *testing.T) {
 	brokers := testenv.Kafka(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	c := testenv.KafkaClient(t)
 	name := testenv.UniqueName(t)
 	info, err := eventlog.EnsureTopic(ctx, brokers, eventlog.TopicConfig{Name: name, Partitions: 6})
 	if err != nil {
@@ -257,7 +258,6 @@ func TestEnsureTopicKeepsHistory(t *testing.T) {
 		{ConfigName: "retention.bytes", ConfigValue: "1073741824"},
 	} {
 		risky := testenv.UniqueName(t)
-		c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
 		resp, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
 			Topic: risky, NumPartitions: 1, ReplicationFactor: 1, ConfigEntries: []kafka.ConfigEntry{bad}}}})
 		if err != nil || resp.Errors[risky] != nil {
@@ -269,7 +269,6 @@ func TestEnsureTopicKeepsHistory(t *testing.T) {
 		}
 		_, _ = c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{risky}})
 	}
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
 	_, _ = c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{name}})
 }
 

@@ -15,20 +15,27 @@ import (
 // than this still comes back whole (the broker returns at least one batch).
 const layoutFetchBytes = 64 << 10
 
-// ReadLayout reads a topic's Layout: its partition count now and the Kafka time of
-// each partition's first record still in the log (zero for an empty partition). It
-// lists every partition's first and last offset in one request, then reads the first
-// record of the non-empty ones, concurrently, over one client whose connections it
-// closes before returning.
+// ReadLayout reads a topic's Layout over a Client it closes before returning; see
+// Client.ReadLayout.
 func ReadLayout(ctx context.Context, brokers []string, topic string) (Layout, error) {
 	if len(brokers) == 0 {
 		return Layout{}, errors.New("eventlog: read layout: no brokers")
 	}
+	return withClient(brokers, func(c *Client) (Layout, error) { return c.ReadLayout(ctx, topic) })
+}
+
+// ReadLayout reads a topic's Layout: its partition count now and the Kafka time of
+// each partition's first record still in the log (zero for an empty partition). It
+// lists every partition's first and last offset in one request, then reads the first
+// record of the non-empty ones, concurrently. It reads the topic's metadata afresh,
+// not from the Client's cache: a layout that missed partitions added a moment ago
+// would take records routed among all of them for misrouted ones.
+func (c *Client) ReadLayout(ctx context.Context, topic string) (Layout, error) {
 	if topic == "" {
 		return Layout{}, errors.New("eventlog: read layout: topic name is empty")
 	}
-	client, closeClient := newOwnedClient(brokers)
-	defer closeClient()
+	c.refresh()
+	client := c.kc
 	starts, ends, err := listBounds(ctx, client, topic)
 	if err != nil {
 		return Layout{}, fmt.Errorf("eventlog: read layout of %s: %w", topic, err)
@@ -142,14 +149,4 @@ func firstRecordTime(ctx context.Context, client *kafka.Client, topic string, pa
 		from = next
 	}
 	return time.Time{}, nil
-}
-
-// newOwnedClient returns a client over a transport of its own, and the function that
-// closes the transport's connections (and so ends its goroutines). A transport of its
-// own also because kafka-go's shared DefaultTransport caches metadata for 6 s, so a
-// topic created a moment ago can look missing to a writer that shares it (seen here:
-// "Unknown Topic Or Partition").
-func newOwnedClient(brokers []string) (*kafka.Client, func()) {
-	tr := &kafka.Transport{}
-	return &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}, tr.CloseIdleConnections
 }

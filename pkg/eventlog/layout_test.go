@@ -18,11 +18,13 @@ import (
 )
 
 // writeTo writes messages to the partitions their keys name ("0", "1", …), with the
-// times they carry, through a writer it closes.
+// times they carry, through a writer and a transport it closes.
 func writeTo(t *testing.T, topic string, msgs ...kafka.Message) {
 	t.Helper()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{Addr: kafka.TCP(testenv.Kafka(t)...), Topic: topic, RequiredAcks: kafka.RequireAll,
-		BatchTimeout: time.Millisecond, Transport: &kafka.Transport{},
+		BatchTimeout: time.Millisecond, Transport: tr,
 		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int {
 			p, _ := strconv.Atoi(string(m.Key))
 			return p
@@ -89,8 +91,7 @@ func TestEnsureTopicReturnsOnceLeadersServe(t *testing.T) {
 
 func deleteTopic(t *testing.T, name string) {
 	t.Helper()
-	tr := &kafka.Transport{}
-	defer tr.CloseIdleConnections()
-	c := &kafka.Client{Addr: kafka.TCP(testenv.Kafka(t)...), Transport: tr}
-	_, _ = c.DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{name}})
+	c := eventlog.NewClient(testenv.Kafka(t))
+	defer c.Close()
+	_, _ = c.Kafka().DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{name}})
 }

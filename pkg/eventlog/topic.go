@@ -40,10 +40,15 @@ type TopicInfo struct {
 	Created    bool // false when the topic already existed
 }
 
+// EnsureTopic is Client.EnsureTopic over a Client it closes before returning.
+func EnsureTopic(ctx context.Context, brokers []string, cfg TopicConfig) (TopicInfo, error) {
+	return withClient(brokers, func(c *Client) (TopicInfo, error) { return c.EnsureTopic(ctx, cfg) })
+}
+
 // EnsureTopic creates the topic with retention.ms=-1, retention.bytes=-1 and
 // cleanup.policy=delete, or checks an existing one: a topic whose retention is finite
 // or whose cleanup policy compacts is refused with ErrHistoryAtRisk, naming the setting.
-func EnsureTopic(ctx context.Context, brokers []string, cfg TopicConfig) (TopicInfo, error) {
+func (c *Client) EnsureTopic(ctx context.Context, cfg TopicConfig) (TopicInfo, error) {
 	if cfg.Name == "" {
 		return TopicInfo{}, errors.New("eventlog: topic name is empty")
 	}
@@ -57,8 +62,7 @@ func EnsureTopic(ctx context.Context, brokers []string, cfg TopicConfig) (TopicI
 		return TopicInfo{}, fmt.Errorf("eventlog: topic %s: partitions %d and replication factor %d must be positive",
 			cfg.Name, cfg.Partitions, cfg.ReplicationFactor)
 	}
-	client, closeClient := newOwnedClient(brokers)
-	defer closeClient()
+	client := c.kc
 	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
 		Topic: cfg.Name, NumPartitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor,
 		ConfigEntries: []kafka.ConfigEntry{
@@ -76,7 +80,7 @@ func EnsureTopic(ctx context.Context, brokers []string, cfg TopicConfig) (TopicI
 			return TopicInfo{}, fmt.Errorf("eventlog: create topic %s: %w", cfg.Name, terr)
 		}
 		created = false
-		if err := CheckTopicKeepsHistory(ctx, brokers, cfg.Name); err != nil {
+		if err := c.CheckTopicKeepsHistory(ctx, cfg.Name); err != nil {
 			return TopicInfo{}, err
 		}
 	}
@@ -87,11 +91,16 @@ func EnsureTopic(ctx context.Context, brokers []string, cfg TopicConfig) (TopicI
 	return TopicInfo{Name: cfg.Name, Partitions: n, Created: created}, nil
 }
 
-// CheckTopicKeepsHistory refuses a topic whose settings would delete events.
+// CheckTopicKeepsHistory is Client.CheckTopicKeepsHistory over a Client it closes
+// before returning.
 func CheckTopicKeepsHistory(ctx context.Context, brokers []string, topic string) error {
-	client, closeClient := newOwnedClient(brokers)
-	defer closeClient()
-	settings, err := topicConfigs(ctx, client, topic, []string{"retention.ms", "retention.bytes", "cleanup.policy"})
+	_, err := withClient(brokers, func(c *Client) (struct{}, error) { return struct{}{}, c.CheckTopicKeepsHistory(ctx, topic) })
+	return err
+}
+
+// CheckTopicKeepsHistory refuses a topic whose settings would delete events.
+func (c *Client) CheckTopicKeepsHistory(ctx context.Context, topic string) error {
+	settings, err := topicConfigs(ctx, c.kc, topic, []string{"retention.ms", "retention.bytes", "cleanup.policy"})
 	if err != nil {
 		return err
 	}
@@ -101,11 +110,15 @@ func CheckTopicKeepsHistory(ctx context.Context, brokers []string, topic string)
 	return nil
 }
 
-// Partitions returns the topic's partition count.
+// Partitions is Client.Partitions over a Client it closes before returning.
 func Partitions(ctx context.Context, brokers []string, topic string) (int, error) {
-	client, closeClient := newOwnedClient(brokers)
-	defer closeClient()
-	n, err := partitionCount(ctx, client, topic)
+	return withClient(brokers, func(c *Client) (int, error) { return c.Partitions(ctx, topic) })
+}
+
+// Partitions returns the topic's partition count, from the Client's metadata: a
+// partition added in the last few seconds may be missing (ReadLayout reads afresh).
+func (c *Client) Partitions(ctx context.Context, topic string) (int, error) {
+	n, err := partitionCount(ctx, c.kc, topic)
 	if err != nil {
 		return 0, fmt.Errorf("eventlog: topic %s: %w", topic, err)
 	}

@@ -124,7 +124,7 @@ func BenchmarkEffects(b *testing.B) {
 			cfg.Effects, cfg.Ledger = []*sideeffects.Effect{eff}, ledger
 			start := time.Now()
 			_, stop := f.start(cfg)
-			waitFor(b, 5*time.Minute, "every effect run", func() bool { return runs.Load() >= n })
+			testenv.WaitFor(b, 5*time.Minute, "every effect run", func() bool { return runs.Load() >= n })
 			secs := time.Since(start).Seconds()
 			stop()
 			batches := float64(n) / float64(projector.EffectBatchSizeDefault)

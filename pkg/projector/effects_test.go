@@ -133,10 +133,10 @@ func TestWelcomeMailOncePerUserAcrossRebalanceReplayRebuildAndASecondService(t *
 	// First run: instances join and leave while mails go out.
 	p := f.domainProjection()
 	_, stopA := f.start(w.config(t, p))
-	waitFor(t, time.Minute, "the first mails", func() bool { return len(w.mails(t)) > 50 })
+	testenv.WaitFor(t, time.Minute, "the first mails", func() bool { return len(w.mails(t)) > 50 })
 	_, stopB := f.start(w.config(t, p))
 	_, stopC := f.start(w.config(t, p))
-	waitFor(t, time.Minute, "more mails", func() bool { return len(w.mails(t)) > len(w.regs)/3 })
+	testenv.WaitFor(t, time.Minute, "more mails", func() bool { return len(w.mails(t)) > len(w.regs)/3 })
 	stopA()
 	f.waitCaughtUp(p, 2*time.Minute)
 	w.waitEffects(t, f.pool, f.schema, p, 2*time.Minute)
@@ -229,7 +229,7 @@ func TestRedisDataLossResendsNothingBelowTheWatermarkAndOnlyWithTheSameKey(t *te
 	for round := 0; round < 4; round++ {
 		_, stop := f.start(cfg)
 		target := (round + 1) * len(w.regs) / 5
-		waitFor(t, time.Minute, "mails to go out", func() bool { return len(w.mails(t)) > target })
+		testenv.WaitFor(t, time.Minute, "mails to go out", func() bool { return len(w.mails(t)) > target })
 		stop()
 		lossAt = append(lossAt, watermarks())
 		if round%2 == 0 {
@@ -321,7 +321,7 @@ func TestRefusingMailServerParksTheEffectAndRetrySendsIt(t *testing.T) {
 	if n, err := dlq.RequestEffectRetry(context.Background(), ""); err != nil || int(n) != len(w.regs) {
 		t.Fatalf("retry marked %d (%v)", n, err)
 	}
-	waitFor(t, time.Minute, "parked effects to resolve", func() bool {
+	testenv.WaitFor(t, time.Minute, "parked effects to resolve", func() bool {
 		ps, err := dlq.ListEffects(context.Background(), false)
 		return err == nil && len(ps) == 0
 	})

@@ -112,7 +112,7 @@ func fileTraces(t *testing.T, dir string, needles ...needle) map[string]int {
 func waitStored(t *testing.T, timeout time.Duration, pool *pgxpool.Pool, fw string, k offsets.Key, end map[int]int64) {
 	t.Helper()
 	store := offsets.NewStore(fw)
-	waitFor(t, timeout, "positions of "+k.String()+" in "+fw+" to reach the log end", func() bool {
+	testenv.WaitFor(t, timeout, "positions of "+k.String()+" in "+fw+" to reach the log end", func() bool {
 		var pos []offsets.Position
 		var err error
 		if k.Effect != "" {
@@ -245,7 +245,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 
 	forget(userA)
 	f.waitCaughtUp(p1, 2*time.Minute)
-	waitFor(t, time.Minute, "the runner to rewrite the snapshot without A", func() bool {
+	testenv.WaitFor(t, time.Minute, "the runner to rewrite the snapshot without A", func() bool {
 		fs, err := keys.Forgotten(ctx, time.Time{})
 		ms, lerr := store.List(ctx, p1.Name(), 1)
 		// The count follows the rewrite's end, a moment after its manifest appears.
@@ -550,7 +550,7 @@ func TestForgettingWithoutItsEventIsPurgedAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.start(cfg)
-	waitFor(t, time.Minute, "the purge at start", func() bool {
+	testenv.WaitFor(t, time.Minute, "the purge at start", func() bool {
 		var n int
 		_ = f.pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{p.Schema(), "users"}.Sanitize()+` WHERE email = $1`, shred.Redacted).Scan(&n)
 		return n == 1

@@ -130,25 +130,14 @@ func (f *fixture) start(cfg projector.Config) (*projector.Runner, func()) {
 	return r, stop
 }
 
-// waitFor polls cond until it holds or the timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // endOffsets returns each partition's end offset.
 func (f *fixture) endOffsets() map[int]int64 {
 	f.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	brokers := testenv.Kafka(f.t)
-	n, err := eventlog.Partitions(ctx, brokers, f.topic)
+	c := eventlog.NewClient(testenv.Kafka(f.t))
+	defer c.Close()
+	n, err := c.Partitions(ctx, f.topic)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -156,8 +145,7 @@ func (f *fixture) endOffsets() map[int]int64 {
 	for p := range n {
 		reqs = append(reqs, kafka.LastOffsetOf(p))
 	}
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Transport: &kafka.Transport{}}
-	resp, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{f.topic: reqs}})
+	resp, err := c.Kafka().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{f.topic: reqs}})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -193,7 +181,7 @@ func (f *fixture) stored(p *readmodel.Projection) map[int]int64 {
 func (f *fixture) waitCaughtUp(p *readmodel.Projection, timeout time.Duration) {
 	f.t.Helper()
 	end := f.endOffsets()
-	waitFor(f.t, timeout, "stored offsets to reach the log end", func() bool {
+	testenv.WaitFor(f.t, timeout, "stored offsets to reach the log end", func() bool {
 		st := f.stored(p)
 		for part, e := range end {
 			if e > 0 && st[part] < e {

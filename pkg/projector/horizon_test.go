@@ -53,7 +53,7 @@ func TestEffectHorizonChangeAppliesToEventsNotPassedYet(t *testing.T) {
 	if len(want) == 0 {
 		t.Fatal("the second workload registered nobody")
 	}
-	waitFor(t, 30*time.Second, "a mail per registration not passed yet", func() bool { return len(w.mails(t)) >= len(want) })
+	testenv.WaitFor(t, 30*time.Second, "a mail per registration not passed yet", func() bool { return len(w.mails(t)) >= len(want) })
 	for _, m := range w.mails(t) {
 		if old[m.MessageID] {
 			t.Fatalf("mail %s for an event below the watermark: the wider horizon ran it again", m.MessageID)

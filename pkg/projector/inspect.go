@@ -20,9 +20,13 @@ import (
 // PostgreSQL and Kafka — rather than from a running instance, so it sees every
 // instance's partitions and works while none runs.
 type Inspection struct {
-	Pool       *pgxpool.Pool
-	Schema     string // framework schema; default readmodel.FrameworkSchemaDefault
-	Brokers    []string
+	Pool    *pgxpool.Pool
+	Schema  string // framework schema; default readmodel.FrameworkSchemaDefault
+	Brokers []string
+	// Client, when set, is used instead of Brokers and left open: a caller that
+	// inspects again and again (the Runner waiting to activate) keeps one. Without
+	// it, Inspect opens a client over Brokers and closes it before returning.
+	Client     *eventlog.Client
 	Topic      string
 	Projection string
 	Version    int
@@ -75,8 +79,16 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 	} else {
 		second = first
 	}
-	kafkaAt := "Kafka at " + strings.Join(in.Brokers, ",")
-	n, err := eventlog.Partitions(ctx, in.Brokers, in.Topic)
+	kafkaAt := "Kafka"
+	if len(in.Brokers) > 0 {
+		kafkaAt += " at " + strings.Join(in.Brokers, ",")
+	}
+	kc := in.Client
+	if kc == nil {
+		kc = eventlog.NewClient(in.Brokers)
+		defer kc.Close()
+	}
+	n, err := kc.Partitions(ctx, in.Topic)
 	if err != nil {
 		return Status{}, fmt.Errorf("projector: inspect: %s: %w", kafkaAt, err)
 	}
@@ -84,8 +96,7 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 	for p := range n {
 		reqs = append(reqs, kafka.LastOffsetOf(p))
 	}
-	client := &kafka.Client{Addr: kafka.TCP(in.Brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
-	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{in.Topic: reqs}})
+	resp, err := kc.Kafka().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{in.Topic: reqs}})
 	if err != nil {
 		return Status{}, fmt.Errorf("projector: list offsets of %s on %s: %w", in.Topic, kafkaAt, err)
 	}
@@ -207,9 +218,16 @@ func frameworkExists(ctx context.Context, pool *pgxpool.Pool, schema string) (bo
 	return true, nil
 }
 
-// LogStarts returns each partition's first offset: what the log still holds.
+// LogStarts returns each partition's first offset: what the log still holds. It asks
+// over a client it closes before returning.
 func LogStarts(ctx context.Context, brokers []string, topic string) (map[int]int64, error) {
-	n, err := eventlog.Partitions(ctx, brokers, topic)
+	kc := eventlog.NewClient(brokers)
+	defer kc.Close()
+	return logStarts(ctx, kc, topic)
+}
+
+func logStarts(ctx context.Context, kc *eventlog.Client, topic string) (map[int]int64, error) {
+	n, err := kc.Partitions(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -217,8 +235,7 @@ func LogStarts(ctx context.Context, brokers []string, topic string) (map[int]int
 	for p := range n {
 		reqs = append(reqs, kafka.FirstOffsetOf(p))
 	}
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
-	resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	resp, err := kc.Kafka().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
 	if err != nil {
 		return nil, fmt.Errorf("projector: list offsets of %s: %w", topic, err)
 	}

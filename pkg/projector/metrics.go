@@ -1,6 +1,8 @@
 package projector
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -20,7 +22,12 @@ type metrics struct {
 	effects    *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, projection string, version int, topic string) *metrics {
+// newMetrics makes the Runner's collectors and registers them with reg, when there
+// is one. A Registerer that already holds the same collectors — another Runner of the
+// same projection version and topic in this process — keeps its own, and this Runner
+// counts into them: the series are the projection's, not the Runner's. Any other
+// refusal (a collector of the same name with other help or labels) is returned.
+func newMetrics(reg prometheus.Registerer, projection string, version int, topic string) (*metrics, error) {
 	labels := prometheus.Labels{"projection": projection, "version": strconv.Itoa(version), "topic": topic}
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "projector_events_total", ConstLabels: labels,
@@ -45,10 +52,32 @@ func newMetrics(reg prometheus.Registerer, projection string, version int, topic
 		offset: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "projector_partition_offset", ConstLabels: labels,
 			Help: "The stored next offset, per partition owned here."}, []string{"partition"}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.events, m.batches, m.transient, m.fenced, m.gaps, m.outOfOrder, m.resolved, m.lag, m.offset, m.effects)
+	if reg == nil {
+		return m, nil
 	}
-	return m
+	err := errors.Join(reuse(reg, &m.events), reuse(reg, &m.batches), reuse(reg, &m.transient), reuse(reg, &m.fenced),
+		reuse(reg, &m.gaps), reuse(reg, &m.outOfOrder), reuse(reg, &m.resolved), reuse(reg, &m.lag), reuse(reg, &m.offset),
+		reuse(reg, &m.effects))
+	if err != nil {
+		return nil, fmt.Errorf("projector: Config.Registerer: %w", err)
+	}
+	return m, nil
+}
+
+// reuse registers *c, or, when reg already holds an equal collector, points *c at
+// that one.
+func reuse[C prometheus.Collector](reg prometheus.Registerer, c *C) error {
+	err := reg.Register(*c)
+	var are prometheus.AlreadyRegisteredError
+	if !errors.As(err, &are) {
+		return err
+	}
+	existing, ok := are.ExistingCollector.(C)
+	if !ok {
+		return fmt.Errorf("%w, as a collector of another type", err)
+	}
+	*c = existing
+	return nil
 }
 
 func (m *metrics) observe(out outcome, d time.Duration) {

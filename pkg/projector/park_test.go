@@ -120,7 +120,7 @@ func TestPoisonParksItsAggregateOnlyAndRetryDrainsInOrder(t *testing.T) {
 	// d's first event cannot be decoded (its data is not JSON); written raw, as a
 	// foreign client might.
 	w := &kafka.Writer{Addr: kafka.TCP(testenv.Kafka(t)...), Topic: f.topic, Balancer: &kafka.Murmur2Balancer{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, Transport: testenv.Transport(t)}
 	err = w.WriteMessages(context.Background(), kafka.Message{Key: []byte("d"), Value: []byte("{not json"), Headers: []kafka.Header{
 		{Key: "ce_id", Value: []byte("d-1")}, {Key: "ce_source", Value: []byte("t")}, {Key: "ce_type", Value: []byte("Noted")},
 		{Key: "ce_subject", Value: []byte("d")}, {Key: "ce_sequence", Value: []byte("1")}, {Key: "content-type", Value: []byte("application/json")}}})
@@ -170,7 +170,7 @@ func TestPoisonParksItsAggregateOnlyAndRetryDrainsInOrder(t *testing.T) {
 	if err != nil || n != 10 {
 		t.Fatalf("retry marked %d (%v), want 10", n, err)
 	}
-	waitFor(t, 30*time.Second, "retries to settle", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "retries to settle", func() bool {
 		ps, err := dlq.List(context.Background(), false)
 		if err != nil {
 			return false

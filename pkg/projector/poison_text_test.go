@@ -23,7 +23,7 @@ func TestSubjectOrIDWithInvalidUTF8ParksAndTheRunnerGoesOn(t *testing.T) {
 	p := notesProjection(t, f, &failHandler)
 	cfg := f.config(p)
 	w := &kafka.Writer{Addr: kafka.TCP(testenv.Kafka(t)...), Topic: f.topic, Balancer: &kafka.Murmur2Balancer{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, Transport: &kafka.Transport{}}
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, Transport: testenv.Transport(t)}
 	msg := func(key, id, subject, seq string) kafka.Message {
 		h := []kafka.Header{{Key: "ce_id", Value: []byte(id)}, {Key: "ce_source", Value: []byte("t")}, {Key: "ce_type", Value: []byte("Noted")},
 			{Key: "content-type", Value: []byte("application/json")}}

@@ -64,8 +64,8 @@ func TestKafkaGroupOffsetsAreAnAdvisoryCopy(t *testing.T) {
 	f.start(cfg)
 	f.waitCaughtUp(p, time.Minute)
 	stored := f.stored(p)
-	client := &kafka.Client{Addr: kafka.TCP(testenv.Kafka(t)...), Transport: &kafka.Transport{}}
-	waitFor(t, 30*time.Second, "the group's committed offsets to match the stored ones", func() bool {
+	client := testenv.KafkaClient(t)
+	testenv.WaitFor(t, 30*time.Second, "the group's committed offsets to match the stored ones", func() bool {
 		resp, err := client.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: cfg.GroupID,
 			Topics: map[string][]int{f.topic: {0, 1}}})
 		if err != nil {
@@ -116,7 +116,7 @@ func TestRetryOrdersBySequenceAndSkipReleasesAnAggregate(t *testing.T) {
 	if n, err := dlq.RequestRetry(context.Background(), nil); err != nil || n != 4 {
 		t.Fatalf("retry: %d %v", n, err)
 	}
-	waitFor(t, 30*time.Second, "the aggregates to drain", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the aggregates to drain", func() bool {
 		ps, err := dlq.List(context.Background(), false)
 		return err == nil && len(ps) == 0
 	})

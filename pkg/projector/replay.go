@@ -43,13 +43,20 @@ type ReplayResult struct {
 }
 
 // UntilOffsets turns a time into per-partition offsets: for each partition, the first
-// offset whose Kafka timestamp is at or after t (the end when there is none).
+// offset whose Kafka timestamp is at or after t (the end when there is none). It asks
+// over a client it closes before returning.
 func UntilOffsets(ctx context.Context, brokers []string, topic string, t time.Time) (map[int]int64, error) {
-	n, err := eventlog.Partitions(ctx, brokers, topic)
+	kc := eventlog.NewClient(brokers)
+	defer kc.Close()
+	return untilOffsets(ctx, kc, topic, t)
+}
+
+func untilOffsets(ctx context.Context, kc *eventlog.Client, topic string, t time.Time) (map[int]int64, error) {
+	n, err := kc.Partitions(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	client := kc.Kafka()
 	var byTime, ends []kafka.OffsetRequest
 	for p := range n {
 		byTime = append(byTime, kafka.TimeOffsetOf(p, t))
@@ -88,15 +95,18 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 	if pit.Logger == nil {
 		pit.Logger = zap.NewNop()
 	}
+	// One client for the replay's own questions; the Runner below has its own.
+	kc := eventlog.NewClient(pit.Brokers)
+	defer kc.Close()
 	until := pit.Until
 	if until == nil {
 		var err error
-		if until, err = UntilOffsets(ctx, pit.Brokers, pit.Topic, pit.UntilTime); err != nil {
+		if until, err = untilOffsets(ctx, kc, pit.Topic, pit.UntilTime); err != nil {
 			return ReplayResult{}, err
 		}
 	}
 	// A point past the log's end would never be reached: clamp it.
-	ends, err := UntilOffsets(ctx, pit.Brokers, pit.Topic, time.Now().Add(24*time.Hour))
+	ends, err := untilOffsets(ctx, kc, pit.Topic, time.Now().Add(24*time.Hour))
 	if err != nil {
 		return ReplayResult{}, err
 	}
@@ -141,7 +151,7 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 			return true
 		}
 		m, err := snapshot.RestoreNewest(ctx, pit.Store, fits, snapshot.Target{Pool: pit.Pool, Schema: fw, Projection: proj, Topic: pit.Topic,
-			LogStart: func(ctx context.Context) (map[int]int64, error) { return LogStarts(ctx, pit.Brokers, pit.Topic) }})
+			LogStart: func(ctx context.Context) (map[int]int64, error) { return logStarts(ctx, kc, pit.Topic) }})
 		switch {
 		case errors.Is(err, snapshot.ErrNotFound): // none fits: replay from offset zero
 		case err != nil:

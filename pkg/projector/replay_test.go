@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projector"
 )
@@ -33,7 +34,7 @@ func TestReplayFromZeroThenLiveEqualsFold(t *testing.T) {
 
 	f.waitCaughtUp(p, 2*time.Minute)
 	f.assertEqualsFold(p)
-	waitFor(t, 10*time.Second, "readiness", r.Ready)
+	testenv.WaitFor(t, 10*time.Second, "readiness", r.Ready)
 	st := r.Status()
 	var dups int64
 	for _, ps := range st.Partitions {

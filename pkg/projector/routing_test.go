@@ -21,12 +21,9 @@ import (
 func writeTo(t *testing.T, topic string, pick func(kafka.Message, int) int, msgs ...kafka.Message) {
 	t.Helper()
 	w := &kafka.Writer{Addr: kafka.TCP(testenv.Kafka(t)...), Topic: topic, RequiredAcks: kafka.RequireAll,
-		BatchTimeout: time.Millisecond, Transport: &kafka.Transport{},
+		BatchTimeout: time.Millisecond, Transport: testenv.Transport(t),
 		Balancer: kafka.BalancerFunc(func(m kafka.Message, parts ...int) int { return pick(m, len(parts)) })}
-	defer func() {
-		_ = w.Close()
-		w.Transport.(*kafka.Transport).CloseIdleConnections()
-	}()
+	defer func() { _ = w.Close() }()
 	if err := w.WriteMessages(context.Background(), msgs...); err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +119,7 @@ func TestMisroutedEventsParkNamingTheFixAndNoneIsADuplicate(t *testing.T) {
 	if n, err := dlq.RequestRetry(context.Background(), []string{"a"}); err != nil || n != 2 {
 		t.Fatalf("retry: %d %v", n, err)
 	}
-	waitFor(t, 30*time.Second, "the retried events to apply", func() bool {
+	testenv.WaitFor(t, 30*time.Second, "the retried events to apply", func() bool {
 		return equal(appliedSeqs(t, f, p)["a"], []int64{1, 2, 4, 6, 3, 5})
 	})
 }

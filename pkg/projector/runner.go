@@ -21,14 +21,14 @@ import (
 
 // Runner builds one projection version from one topic and keeps it current.
 type Runner struct {
-	cfg       Config
-	log       *zap.Logger
-	offsets   *offsets.Store
-	tables    tables
-	metrics   *metrics
-	status    *statusBoard
-	transport *kafka.Transport
-	readyLag  int64 // the lag a live partition may have (Config.ReadyLag resolved)
+	cfg      Config
+	log      *zap.Logger
+	offsets  *offsets.Store
+	tables   tables
+	metrics  *metrics
+	status   *statusBoard
+	client   *eventlog.Client // metadata and offsets; its connections close when Run returns
+	readyLag int64            // the lag a live partition may have (Config.ReadyLag resolved)
 
 	snaps   *snapshotter
 	scrubs  *scrubber
@@ -51,17 +51,21 @@ func New(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With(zap.String("projection", cfg.Projection.Name()), zap.Int("version", cfg.Projection.Version()))
+	m, err := newMetrics(cfg.Registerer, cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic)
+	if err != nil {
+		return nil, err
+	}
 	r := &Runner{
 		cfg: cfg, log: log,
 		offsets: offsets.NewStore(cfg.Schema),
 		tables:  newTables(cfg.Schema),
-		metrics: newMetrics(cfg.Registerer, cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic),
+		metrics: m,
 		status: &statusBoard{parts: map[int]*partStatus{}, base: Status{
 			Projection: cfg.Projection.Name(), Version: cfg.Projection.Version(), Topic: cfg.Topic, Group: cfg.GroupID,
 			ReadyLag: effectiveReadyLag(cfg.ReadyLag), ReadyRule: ReadyRule,
 		}},
-		transport: &kafka.Transport{},
-		readyLag:  effectiveReadyLag(cfg.ReadyLag),
+		client:   eventlog.NewClient(cfg.Brokers),
+		readyLag: effectiveReadyLag(cfg.ReadyLag),
 	}
 	r.snaps = newSnapshotter(r, cfg.Snapshots)
 	r.scrubs = newScrubber(r)
@@ -84,8 +88,12 @@ func (r *Runner) Setup(ctx context.Context) error {
 
 // Run sets up, joins the consumer group and runs a worker per assigned partition
 // until ctx ends, then leaves the group; an in-flight batch gets DrainTimeout to
-// commit. It returns nil after a clean stop, or the error that stopped it.
+// commit. It returns nil after a clean stop, or the error that stopped it. Every
+// goroutine it started and every Kafka connection it opened is closed by then.
 func (r *Runner) Run(ctx context.Context) error {
+	// Deferred first, so it runs last: after the group is closed, which waits for
+	// every worker of the generation.
+	defer r.client.Close()
 	if err := r.Setup(ctx); err != nil {
 		return err
 	}
@@ -123,7 +131,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		defer func() { cancel(); <-scrubbed }()
 	}
 	if r.cfg.StopAt != nil {
-		go r.stopWhenReached(runCtx, cancel)
+		reached := make(chan struct{})
+		go func() { defer close(reached); r.stopWhenReached(runCtx, cancel) }()
+		defer func() { cancel(); <-reached }()
 	}
 	for {
 		gen, err := group.Next(runCtx)
@@ -340,7 +350,7 @@ func (r *Runner) progressLoop(ctx context.Context) func() {
 func (r *Runner) waitForTopic(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, topicAttemptTimeout)
-		n, err := eventlog.Partitions(actx, r.cfg.Brokers, r.cfg.Topic)
+		n, err := r.client.Partitions(actx, r.cfg.Topic)
 		cancel()
 		if err == nil && n > 0 {
 			r.status.reachedTopic()

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/internal/testenv"
 )
 
 func TestInstancesJoiningAndLeavingEqualFold(t *testing.T) {
@@ -43,15 +44,15 @@ func TestInstancesJoiningAndLeavingEqualFold(t *testing.T) {
 		}
 	}
 	stop0 := start(0)
-	waitFor(t, time.Minute, "first progress", progress(3000))
+	testenv.WaitFor(t, time.Minute, "first progress", progress(3000))
 	stop1 := start(1) // joins: partitions move
 	_ = start(2)      // joins
 	f.generate(gen, 5000)
-	waitFor(t, time.Minute, "more progress", progress(12000))
+	testenv.WaitFor(t, time.Minute, "more progress", progress(12000))
 	stop0() // leaves cleanly mid-stream
 	_ = start(3)
 	f.generate(gen, 5000)
-	waitFor(t, time.Minute, "more progress", progress(25000))
+	testenv.WaitFor(t, time.Minute, "more progress", progress(25000))
 	stop1()
 	f.waitCaughtUp(p, 2*time.Minute)
 	stopWatch()

@@ -33,7 +33,7 @@ func TestPostgresDownMidReplayWaitsParksNothingAndCompletes(t *testing.T) {
 	cfg.Registerer = reg
 	f.start(cfg)
 
-	waitFor(t, time.Minute, "the replay to start", func() bool {
+	testenv.WaitFor(t, time.Minute, "the replay to start", func() bool {
 		var sum int64
 		for _, n := range f.stored(p) {
 			sum += n

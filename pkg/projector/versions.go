@@ -233,7 +233,7 @@ func (r *Runner) activateLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		st, err := Inspect(ctx, Inspection{Pool: r.cfg.Pool, Schema: r.cfg.Schema, Brokers: r.cfg.Brokers, Topic: r.cfg.Topic,
+		st, err := Inspect(ctx, Inspection{Pool: r.cfg.Pool, Schema: r.cfg.Schema, Client: r.client, Topic: r.cfg.Topic,
 			Projection: r.cfg.Projection.Name(), Version: r.cfg.Projection.Version(), ReadyLag: r.cfg.ReadyLag})
 		if err != nil || !st.Ready {
 			continue

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/projector"
 )
 
@@ -44,7 +45,7 @@ func TestBlueGreenSwitchIsSeamlessForReaders(t *testing.T) {
 		}
 		return 0
 	}
-	waitFor(t, time.Minute, "version 1 to go live and be activated", func() bool { return active() == 1 })
+	testenv.WaitFor(t, time.Minute, "version 1 to go live and be activated", func() bool { return active() == 1 })
 
 	// The reader: its own connection, the stable views only, in a loop.
 	var queries, failures atomic.Int64
@@ -85,7 +86,7 @@ func TestBlueGreenSwitchIsSeamlessForReaders(t *testing.T) {
 	cfg2.ActivateWhenLive = true
 	cfg2.GroupID += "-v2"
 	f.start(cfg2)
-	waitFor(t, 2*time.Minute, "version 2 to go live and be activated", func() bool { return active() == 2 })
+	testenv.WaitFor(t, 2*time.Minute, "version 2 to go live and be activated", func() bool { return active() == 2 })
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
 	<-done

@@ -427,7 +427,7 @@ func (r *Runner) layout(ctx context.Context, gen int32) (*eventlog.Layout, error
 		return r.topicLayout, nil
 	}
 	for attempt := 0; ; attempt++ {
-		l, err := eventlog.ReadLayout(ctx, r.cfg.Brokers, r.cfg.Topic)
+		l, err := r.client.ReadLayout(ctx, r.cfg.Topic)
 		if err == nil {
 			r.topicLayout, r.layoutGen = &l, gen
 			return &l, nil
@@ -448,7 +448,7 @@ func (r *Runner) layout(ctx context.Context, gen int32) (*eventlog.Layout, error
 
 // bounds returns a partition's first offset and its end (the high-water mark).
 func (r *Runner) bounds(ctx context.Context, part int) (first, last int64, err error) {
-	client := &kafka.Client{Addr: kafka.TCP(r.cfg.Brokers...), Timeout: 10 * time.Second, Transport: r.transport}
+	client := r.client.Kafka()
 	for attempt := 0; ; attempt++ {
 		resp, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
 			r.cfg.Topic: {kafka.FirstOffsetOf(part), kafka.LastOffsetOf(part)},

@@ -6,10 +6,16 @@
 // exactly as the runtime runs them (typed decoding with upcasting, statements queued
 // on a Writer and sent in one round trip, one transaction per Apply). Offsets,
 // deduplication and parking are the runtime's and are tested there.
+//
+// Each harness works in scratch schemas of its own, with names no one else uses, and
+// drops only those: tests can run in parallel, and against a database that holds the
+// projection's real read model, which the harness never touches.
 package projectortest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"testing"
 
@@ -20,52 +26,71 @@ import (
 	"github.com/projector/projector/pkg/readmodel"
 )
 
-// Harness applies events to one projection in a PostgreSQL database.
+// Harness applies events to one projection in scratch schemas of its own.
 type Harness struct {
 	pool *pgxpool.Pool
-	db   *pgxpool.Pool // search_path = the projection's schema
-	p    *readmodel.Projection
-	fw   string
+	db   *pgxpool.Pool         // search_path = the scratch schema
+	p    *readmodel.Projection // the projection, in the scratch schema
+	fw   string                // the scratch schema of the migration bookkeeping
 }
 
-// Open runs the projection's migrations into its schema (name_vN) and returns a
-// harness. The framework's migration bookkeeping goes into schema fw
-// ("projector_test" when empty). Close drops both.
-func Open(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Projection, fw string) (*Harness, error) {
-	if fw == "" {
-		fw = "projector_test"
+// Open creates a scratch schema with a name of its own, runs the projection's
+// migrations into it and returns a harness; the framework's migration bookkeeping
+// goes into a second scratch schema. Close drops those two and nothing else: pointed
+// at a database that holds the projection's real read model (NAME_vN), the harness
+// neither reads nor changes it.
+func Open(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Projection) (*Harness, error) {
+	var b [5]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("projectortest: scratch schema name: %w", err)
 	}
-	if err := readmodel.Setup(ctx, pool, fw, p); err != nil {
+	base := p.Schema()
+	if len(base) > 32 {
+		base = base[:32]
+	}
+	scratch := "ptest_" + base + "_" + hex.EncodeToString(b[:])
+	h := &Harness{pool: pool, p: p.InSchema(scratch), fw: scratch + "_fw"}
+	if err := readmodel.Setup(ctx, pool, h.fw, h.p); err != nil {
+		_ = h.drop(ctx)
 		return nil, err
 	}
 	cfg := pool.Config().Copy()
-	cfg.ConnConfig.RuntimeParams["search_path"] = p.Schema() + ", public"
+	cfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{scratch}.Sanitize() + ", public"
 	db, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
+		_ = h.drop(ctx)
 		return nil, err
 	}
-	return &Harness{pool: pool, db: db, p: p, fw: fw}, nil
+	h.db = db
+	return h, nil
 }
 
 // New is Open for tests: it fails the test on error and closes at cleanup.
 func New(tb testing.TB, pool *pgxpool.Pool, p *readmodel.Projection) *Harness {
 	tb.Helper()
-	h, err := Open(context.Background(), pool, p, "projector_test_"+p.Name())
+	h, err := Open(context.Background(), pool, p)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { _ = h.Close(context.Background()) })
+	tb.Cleanup(func() {
+		if err := h.Close(context.Background()); err != nil {
+			tb.Errorf("projectortest: close: %v", err)
+		}
+	})
 	return h
 }
 
-// Close drops the projection's schema and the harness's framework schema.
+// Schema returns the scratch schema the projection's tables live in.
+func (h *Harness) Schema() string { return h.p.Schema() }
+
+// Close closes the DB pool and drops the harness's two scratch schemas.
 func (h *Harness) Close(ctx context.Context) error {
 	h.db.Close()
-	_, err := h.pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{h.p.Schema()}.Sanitize()+" CASCADE")
-	if err != nil {
-		return err
-	}
-	_, err = h.pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{h.fw}.Sanitize()+" CASCADE")
+	return h.drop(ctx)
+}
+
+func (h *Harness) drop(ctx context.Context) error {
+	_, err := h.pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{h.p.Schema()}.Sanitize()+", "+pgx.Identifier{h.fw}.Sanitize()+" CASCADE")
 	return err
 }
 
@@ -100,6 +125,6 @@ func (h *Harness) Apply(ctx context.Context, evs ...events.Event) error {
 	return tx.Commit(ctx)
 }
 
-// DB returns a pool whose connections have the projection's schema first on the
-// search path, for assertions with unqualified table names.
+// DB returns a pool whose connections have the scratch schema first on the search
+// path, for assertions with unqualified table names.
 func (h *Harness) DB() *pgxpool.Pool { return h.db }

@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	framework "github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/readmodel"
 )
 
@@ -107,30 +108,17 @@ func Take(ctx context.Context, src Source, store Store) (*Manifest, error) {
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
 	p := src.Projection
-	fw := pgx.Identifier{src.fw()}.Sanitize()
 	m := &Manifest{Projection: p.Name(), Version: p.Version(), SchemaHash: p.SchemaHash(), Topic: src.Topic,
 		Offsets: map[int]int64{}, CreatedAt: time.Now().UTC()}
-	rows, err := tx.Query(ctx, `SELECT partition, next_offset FROM `+fw+`.offsets WHERE projection = $1 AND version = $2 AND topic = $3`,
-		p.Name(), p.Version(), src.Topic)
+	m.Offsets, err = framework.Positions(ctx, tx, src.fw(), p.Name(), p.Version(), src.Topic)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot: offsets: %w", err)
+		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	for rows.Next() {
-		var part int
-		var next int64
-		if err := rows.Scan(&part, &next); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		m.Offsets[part] = next
+	for _, next := range m.Offsets {
 		m.Events += next
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
 	var tables []string
-	rows, err = tx.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename`, p.Schema())
+	rows, err := tx.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename`, p.Schema())
 	if err != nil {
 		return nil, err
 	}
@@ -157,19 +145,9 @@ func Take(ctx context.Context, src Source, store Store) (*Manifest, error) {
 	for _, t := range tables {
 		copies[t] = `COPY ` + pgx.Identifier{p.Schema(), t}.Sanitize() + ` TO STDOUT (FORMAT binary)`
 	}
-	lit := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
-	where := ` WHERE projection = ` + lit(p.Name()) + ` AND version = ` + fmt.Sprint(p.Version())
-	copies["_aggregates"] = `COPY (SELECT subject, last_sequence, last_event_id FROM ` + fw + `.aggregates` + where +
-		` ORDER BY subject) TO STDOUT (FORMAT binary)`
-	// The ids of each aggregate's last applied events: a restored read model still
-	// recognises a late copy of one of them as a duplicate, as a full replay would.
-	copies["_recent"] = `COPY (SELECT subject, recent FROM ` + fw + `.aggregates` + where +
-		` ORDER BY subject) TO STDOUT (FORMAT binary)`
-	copies["_event_ids"] = `COPY (SELECT event_id FROM ` + fw + `.event_ids` + where + ` ORDER BY event_id) TO STDOUT (FORMAT binary)`
-	// Open parked events travel too: a restored read model must park later events of
-	// their aggregates, as a full replay would, and an operator can still retry them.
-	copies["_parked"] = `COPY (SELECT ` + parkedColumns + ` FROM ` + fw + `.parked` + where +
-		` AND state <> 'resolved' ORDER BY topic, partition, "offset") TO STDOUT (FORMAT binary)`
+	for name, sql := range framework.SnapshotCopies(src.fw(), p.Name(), p.Version()) {
+		copies[name] = sql
+	}
 	names := make([]string, 0, len(copies))
 	for n := range copies {
 		names = append(names, n)
@@ -331,7 +309,6 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 	if err != nil {
 		return m, err
 	}
-	fw := pgx.Identifier{fwName}.Sanitize()
 	tx, err := dst.Pool.Begin(ctx)
 	if err != nil {
 		return m, err
@@ -341,16 +318,15 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "projector:restore:"+fwName+":"+p.Schema()); err != nil {
 		return m, err
 	}
-	var stored int
-	if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+fw+`.offsets WHERE projection = $1 AND version = $2 AND next_offset > 0`,
-		p.Name(), p.Version()).Scan(&stored); err != nil {
+	stored, err := framework.HasPositions(ctx, tx, fwName, p.Name(), p.Version())
+	if err != nil {
 		return m, fmt.Errorf("snapshot: the framework's tables are missing (start the runtime's setup first): %w", err)
 	}
-	if stored > 0 {
+	if stored {
 		return m, fmt.Errorf("snapshot: %w: %s_v%d already has stored offsets in schema %s", ErrNotEmpty, p.Name(), p.Version(), fwName)
 	}
 	for _, t := range m.Tables {
-		if strings.HasPrefix(t.Name, "_") {
+		if framework.IsFrameworkFile(t.Name) {
 			continue
 		}
 		var n int64
@@ -361,83 +337,11 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 			return m, fmt.Errorf("snapshot: %w: table %s.%s holds %d rows", ErrNotEmpty, p.Schema(), t.Name, n)
 		}
 	}
-	copyIn := func(name, sql string) error {
-		r, err := open(name)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = r.Close() }()
-		_, err = tx.Conn().PgConn().CopyFrom(ctx, r, sql)
-		if err != nil {
-			return fmt.Errorf("restore %s: %w", name, err)
-		}
-		return nil
+	if err := restoreFiles(ctx, tx, m, open, dst, fwName); err != nil {
+		return m, err
 	}
-	for _, t := range m.Tables {
-		began := time.Now()
-		if dst.Progress != nil {
-			defer func(t Table) { dst.Progress(t.Name, t.Rows, t.Bytes, time.Since(began)) }(t)
-		}
-		switch t.Name {
-		case "_aggregates":
-			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE restore_aggregates (subject text, last_sequence bigint, last_event_id text) ON COMMIT DROP`); err != nil {
-				return m, err
-			}
-			if err := copyIn(t.Name, `COPY restore_aggregates FROM STDIN (FORMAT binary)`); err != nil {
-				return m, err
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO `+fw+`.aggregates (projection, version, subject, last_sequence, last_event_id)
-				SELECT $1, $2, subject, last_sequence, last_event_id FROM restore_aggregates
-				ON CONFLICT (projection, version, subject) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id`,
-				p.Name(), p.Version()); err != nil {
-				return m, err
-			}
-		case "_recent": // absent from snapshots taken before it existed
-			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE restore_recent (subject text, recent bytea) ON COMMIT DROP`); err != nil {
-				return m, err
-			}
-			if err := copyIn(t.Name, `COPY restore_recent FROM STDIN (FORMAT binary)`); err != nil {
-				return m, err
-			}
-			if _, err := tx.Exec(ctx, `UPDATE `+fw+`.aggregates a SET recent = r.recent FROM restore_recent r
-				WHERE a.projection = $1 AND a.version = $2 AND a.subject = r.subject`, p.Name(), p.Version()); err != nil {
-				return m, err
-			}
-		case "_parked":
-			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE restore_parked ON COMMIT DROP AS SELECT `+parkedColumns+` FROM `+fw+`.parked WITH NO DATA`); err != nil {
-				return m, err
-			}
-			if err := copyIn(t.Name, `COPY restore_parked FROM STDIN (FORMAT binary)`); err != nil {
-				return m, err
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO `+fw+`.parked (projection, version, `+parkedColumns+`)
-				SELECT $1, $2, `+parkedColumns+` FROM restore_parked ON CONFLICT DO NOTHING`, p.Name(), p.Version()); err != nil {
-				return m, err
-			}
-		case "_event_ids":
-			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE restore_event_ids (event_id text) ON COMMIT DROP`); err != nil {
-				return m, err
-			}
-			if err := copyIn(t.Name, `COPY restore_event_ids FROM STDIN (FORMAT binary)`); err != nil {
-				return m, err
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO `+fw+`.event_ids (projection, version, event_id)
-				SELECT $1, $2, event_id FROM restore_event_ids ON CONFLICT DO NOTHING`, p.Name(), p.Version()); err != nil {
-				return m, err
-			}
-		default:
-			if err := copyIn(t.Name, `COPY `+pgx.Identifier{p.Schema(), t.Name}.Sanitize()+` FROM STDIN (FORMAT binary)`); err != nil {
-				return m, err
-			}
-		}
-	}
-	for part, next := range m.Offsets {
-		if _, err := tx.Exec(ctx, `INSERT INTO `+fw+`.offsets (projection, version, topic, partition, next_offset, generation, member, consumed)
-			VALUES ($1, $2, $3, $4, $5, -1, '', $5)
-			ON CONFLICT (projection, version, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, consumed = EXCLUDED.consumed`,
-			p.Name(), p.Version(), dst.Topic, part, next); err != nil {
-			return m, err
-		}
+	if err := framework.RestorePositions(ctx, tx, fwName, p.Name(), p.Version(), dst.Topic, m.Offsets); err != nil {
+		return m, err
 	}
 	// Sequences behind serial columns continue after the restored rows.
 	if _, err := tx.Exec(ctx, `DO $$ DECLARE r record; BEGIN
@@ -454,7 +358,30 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 	return m, tx.Commit(ctx)
 }
 
-// parkedColumns are the parked events' columns a snapshot carries.
-const parkedColumns = `topic, partition, "offset", subject, event_id, event_type, error, behind, attempts, state, parked_at, updated_at, msg_key, msg_value, msg_headers`
+// restoreFiles loads a snapshot's files in name order: the framework's rows through
+// the store, the projection's tables straight into their schema.
+func restoreFiles(ctx context.Context, tx pgx.Tx, m Manifest, open func(string) (io.ReadCloser, error), dst Target, fwName string) error {
+	p := dst.Projection
+	for _, t := range m.Tables {
+		began := time.Now()
+		r, err := open(t.Name)
+		if err != nil {
+			return err
+		}
+		if framework.IsFrameworkFile(t.Name) {
+			err = framework.RestoreFile(ctx, tx, fwName, p.Name(), p.Version(), t.Name, r)
+		} else if _, err = tx.Conn().PgConn().CopyFrom(ctx, r, `COPY `+pgx.Identifier{p.Schema(), t.Name}.Sanitize()+` FROM STDIN (FORMAT binary)`); err != nil {
+			err = fmt.Errorf("restore %s: %w", t.Name, err)
+		}
+		_ = r.Close()
+		if err != nil {
+			return err
+		}
+		if dst.Progress != nil {
+			dst.Progress(t.Name, t.Rows, t.Bytes, time.Since(began))
+		}
+	}
+	return nil
+}
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

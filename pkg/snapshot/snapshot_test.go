@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,18 +97,20 @@ func (w *world) runUntilCaughtUp(r *projector.Runner, pool *pgxpool.Pool, p *rea
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		st, err := projector.Inspect(context.Background(), projector.Inspection{Pool: pool, Brokers: testenv.Kafka(w.t),
+	kc := eventlog.NewClient(testenv.Kafka(w.t))
+	defer kc.Close()
+	var st projector.Status
+	var err error
+	defer func() {
+		if w.t.Failed() {
+			w.t.Logf("last status: %+v, error: %v", st, err)
+		}
+	}()
+	testenv.WaitFor(w.t, 3*time.Minute, "the replay to catch up", func() bool {
+		st, err = projector.Inspect(context.Background(), projector.Inspection{Pool: pool, Client: kc,
 			Topic: w.topic, Projection: p.Name(), Version: p.Version(), ReadyLag: -1})
-		if err == nil && st.Lag == 0 && allStarted(st) {
-			break
-		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("not caught up after 3 minutes: %+v %v", st, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil && st.Lag == 0 && allStarted(st)
+	})
 	took := time.Since(start)
 	cancel()
 	if err := <-done; err != nil {
@@ -322,17 +325,10 @@ func TestPolicySnapshotsTakenWhileEventsFlowAreConsistent(t *testing.T) {
 			w.publish(3000)
 			time.Sleep(300 * time.Millisecond)
 		}
-		deadline := time.Now().Add(2 * time.Minute)
-		for {
+		testenv.WaitFor(t, 2*time.Minute, fmt.Sprintf("sync=%v: three snapshots", sync), func() bool {
 			ms, _ := store.List(context.Background(), p.Name(), p.Version())
-			if len(ms) >= 3 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("sync=%v: %d snapshots after 2 minutes", sync, len(ms))
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return len(ms) >= 3
+		})
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)

@@ -138,11 +138,13 @@ func Scan(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, err
 	}
 	started := time.Now()
-	layout, err := eventlog.ReadLayout(ctx, cfg.Brokers, cfg.Topic)
+	client := eventlog.NewClient(cfg.Brokers)
+	defer client.Close()
+	layout, err := client.ReadLayout(ctx, cfg.Topic)
 	if err != nil {
 		return nil, fmt.Errorf("doctor: %w", err)
 	}
-	ranges, err := resolveRanges(ctx, cfg, layout.Partitions)
+	ranges, err := resolveRanges(ctx, client.Kafka(), cfg, layout.Partitions)
 	if err != nil {
 		return nil, fmt.Errorf("doctor: topic %s: %w", cfg.Topic, err)
 	}
@@ -338,7 +340,7 @@ func dialLeader(ctx context.Context, brokers []string, topic string, part int) (
 }
 
 // resolveRanges turns the configuration into each partition's offsets to read.
-func resolveRanges(ctx context.Context, cfg Config, partitions int) ([]*partRange, error) {
+func resolveRanges(ctx context.Context, client *kafka.Client, cfg Config, partitions int) ([]*partRange, error) {
 	parts := cfg.Partitions
 	if len(parts) == 0 {
 		for p := range partitions {
@@ -363,9 +365,6 @@ func resolveRanges(ctx context.Context, cfg Config, partitions int) ([]*partRang
 			}
 		}
 	}
-	tr := &kafka.Transport{}
-	defer tr.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Timeout: 10 * time.Second, Transport: tr}
 	starts, err := listOffsets(ctx, client, cfg.Topic, parts, kafka.FirstOffset)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,137 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// What a snapshot carries of the framework's rows, file by file (package snapshot
+// writes and reads the files; the store says what is in them).
+const (
+	// FileAggregates: each aggregate's sequence mark.
+	FileAggregates = "_aggregates"
+	// FileRecent: each aggregate's dedupe window, so that a restored read model still
+	// recognises a late copy of a recent event, as a full replay would. Absent from
+	// snapshots taken before it existed.
+	FileRecent = "_recent"
+	// FileEventIDs: ids of applied events without a sequence.
+	FileEventIDs = "_event_ids"
+	// FileParked: open parked events. A restored read model must park later events of
+	// their aggregates, as a full replay would, and an operator can still retry them.
+	FileParked = "_parked"
+)
+
+// parkedColumns are the parked events' columns a snapshot carries.
+const parkedColumns = `topic, partition, "offset", subject, event_id, event_type, error, behind, attempts, state, parked_at, updated_at, msg_key, msg_value, msg_headers`
+
+// IsFrameworkFile reports whether a snapshot file holds framework rows (its name
+// starts with "_"), not a projection table.
+func IsFrameworkFile(name string) bool { return strings.HasPrefix(name, "_") }
+
+// SnapshotCopies returns, by file name, the COPY … TO STDOUT statements that export
+// one projection version's framework rows, in binary format, ordered so that the
+// same rows give the same bytes.
+func SnapshotCopies(schema, projection string, version int) map[string]string {
+	q := pgx.Identifier{schema}.Sanitize()
+	where := ` WHERE projection = ` + quote(projection) + ` AND version = ` + fmt.Sprint(version)
+	bin := ` TO STDOUT (FORMAT binary)`
+	return map[string]string{
+		FileAggregates: `COPY (SELECT subject, last_sequence, last_event_id FROM ` + q + `.aggregates` + where + ` ORDER BY subject)` + bin,
+		FileRecent:     `COPY (SELECT subject, recent FROM ` + q + `.aggregates` + where + ` ORDER BY subject)` + bin,
+		FileEventIDs:   `COPY (SELECT event_id FROM ` + q + `.event_ids` + where + ` ORDER BY event_id)` + bin,
+		FileParked: `COPY (SELECT ` + parkedColumns + ` FROM ` + q + `.parked` + where +
+			` AND state <> 'resolved' ORDER BY topic, partition, "offset")` + bin,
+	}
+}
+
+// restoreSteps are, per framework file, the staging table it is copied into and the
+// statement that merges it ($1 projection, $2 version).
+func restoreSteps(q string) map[string][2]string {
+	return map[string][2]string{
+		FileAggregates: {`CREATE TEMP TABLE restore_aggregates (subject text, last_sequence bigint, last_event_id text) ON COMMIT DROP`,
+			`INSERT INTO ` + q + `.aggregates (projection, version, subject, last_sequence, last_event_id)
+			 SELECT $1, $2, subject, last_sequence, last_event_id FROM restore_aggregates
+			 ON CONFLICT (projection, version, subject) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id`},
+		FileRecent: {`CREATE TEMP TABLE restore_recent (subject text, recent bytea) ON COMMIT DROP`,
+			`UPDATE ` + q + `.aggregates a SET recent = r.recent FROM restore_recent r
+			  WHERE a.projection = $1 AND a.version = $2 AND a.subject = r.subject`},
+		FileEventIDs: {`CREATE TEMP TABLE restore_event_ids (event_id text) ON COMMIT DROP`,
+			`INSERT INTO ` + q + `.event_ids (projection, version, event_id)
+			 SELECT $1, $2, event_id FROM restore_event_ids ON CONFLICT DO NOTHING`},
+		FileParked: {`CREATE TEMP TABLE restore_parked ON COMMIT DROP AS SELECT ` + parkedColumns + ` FROM ` + q + `.parked WITH NO DATA`,
+			`INSERT INTO ` + q + `.parked (projection, version, ` + parkedColumns + `)
+			 SELECT $1, $2, ` + parkedColumns + ` FROM restore_parked ON CONFLICT DO NOTHING`},
+	}
+}
+
+// RestoreFile loads one framework file of a snapshot into tx. Files must be restored
+// in name order (the aggregates before their windows). An unknown framework file is
+// an error: a snapshot from a newer build.
+func RestoreFile(ctx context.Context, tx pgx.Tx, schema, projection string, version int, name string, r io.Reader) error {
+	step, ok := restoreSteps(pgx.Identifier{schema}.Sanitize())[name]
+	if !ok {
+		return fmt.Errorf("store: snapshot file %s is unknown to this build", name)
+	}
+	if _, err := tx.Exec(ctx, step[0]); err != nil {
+		return fmt.Errorf("store: restore %s: %w", name, err)
+	}
+	staging := strings.Fields(step[0])[3] // CREATE TEMP TABLE <name>
+	if _, err := tx.Conn().PgConn().CopyFrom(ctx, r, `COPY `+staging+` FROM STDIN (FORMAT binary)`); err != nil {
+		return fmt.Errorf("store: restore %s: %w", name, err)
+	}
+	if _, err := tx.Exec(ctx, step[1], projection, version); err != nil {
+		return fmt.Errorf("store: restore %s: %w", name, err)
+	}
+	return nil
+}
+
+// Positions returns a projection version's stored read-model positions on topic,
+// by partition, as tx sees them.
+func Positions(ctx context.Context, tx pgx.Tx, schema, projection string, version int, topic string) (map[int]int64, error) {
+	rows, err := tx.Query(ctx, `SELECT partition, next_offset FROM `+pgx.Identifier{schema, "offsets"}.Sanitize()+`
+		WHERE projection = $1 AND version = $2 AND topic = $3`, projection, version, topic)
+	if err != nil {
+		return nil, fmt.Errorf("store: positions: %w", err)
+	}
+	out := map[int]int64{}
+	defer rows.Close()
+	for rows.Next() {
+		var part int
+		var next int64
+		if err := rows.Scan(&part, &next); err != nil {
+			return nil, err
+		}
+		out[part] = next
+	}
+	return out, rows.Err()
+}
+
+// HasPositions reports whether a projection version has applied anything (a stored
+// position past zero): a snapshot is restored only into an empty one.
+func HasPositions(ctx context.Context, tx pgx.Tx, schema, projection string, version int) (bool, error) {
+	var n int
+	err := tx.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{schema, "offsets"}.Sanitize()+`
+		WHERE projection = $1 AND version = $2 AND next_offset > 0`, projection, version).Scan(&n)
+	return n > 0, err
+}
+
+// RestorePositions stores a restored projection version's positions on topic: no
+// owner yet (generation -1), so that the first claim takes them.
+func RestorePositions(ctx context.Context, tx pgx.Tx, schema, projection string, version int, topic string, next map[int]int64) error {
+	q := pgx.Identifier{schema, "offsets"}.Sanitize()
+	for part, n := range next {
+		if _, err := tx.Exec(ctx, `INSERT INTO `+q+` (projection, version, topic, partition, next_offset, generation, member, consumed)
+			VALUES ($1, $2, $3, $4, $5, -1, '', $5)
+			ON CONFLICT (projection, version, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, consumed = EXCLUDED.consumed`,
+			projection, version, topic, part, n); err != nil {
+			return fmt.Errorf("store: restore positions: %w", err)
+		}
+	}
+	return nil
+}
+
+func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
