@@ -32,6 +32,7 @@ type LedgerConfig struct {
 type Ledger struct {
 	cfg        LedgerConfig
 	roundTrips atomic.Int64
+	marks      markQueue // MarkDone and Release wait here for their flush
 }
 
 // NewLedger validates cfg and returns a ledger.
@@ -129,10 +130,16 @@ func (l *Ledger) Reserve(ctx context.Context, keys []string) ([]Reservation, err
 	return out, nil
 }
 
-// markScript sets the key to done only if the caller still holds it.
+// markScript sets the key to done only if the caller still holds it. A key the
+// caller already marked (ARGV[4] is its done prefix: a retried mark whose answer was
+// lost) counts as marked.
 const markScript = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+if v and string.sub(v, 1, string.len(ARGV[4])) == ARGV[4] then
   return 1
 end
 return 0`
@@ -158,11 +165,10 @@ func (l *Ledger) Settle(ctx context.Context, done, release []Reservation) (marke
 	marks := make([]*redis.Cmd, len(done))
 	now := time.Now().Unix()
 	for i, r := range done {
-		marks[i] = pipe.Eval(ctx, markScript, []string{l.redisKey(r.Key)},
-			leasePrefix+r.token, fmt.Sprintf("%s%s:%d", donePrefix, r.token, now), l.cfg.Retention.Milliseconds())
+		marks[i] = l.queueMark(ctx, pipe, r, now)
 	}
 	for _, r := range release {
-		pipe.Eval(ctx, releaseScript, []string{l.redisKey(r.Key)}, leasePrefix+r.token)
+		l.queueRelease(ctx, pipe, r)
 	}
 	l.roundTrips.Add(1)
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -177,6 +183,16 @@ func (l *Ledger) Settle(ctx context.Context, done, release []Reservation) (marke
 		marked[i] = n == 1
 	}
 	return marked, nil
+}
+
+func (l *Ledger) queueMark(ctx context.Context, pipe redis.Pipeliner, r Reservation, now int64) *redis.Cmd {
+	done := donePrefix + r.token + ":"
+	return pipe.Eval(ctx, markScript, []string{l.redisKey(r.Key)},
+		leasePrefix+r.token, fmt.Sprintf("%s%d", done, now), l.cfg.Retention.Milliseconds(), done)
+}
+
+func (l *Ledger) queueRelease(ctx context.Context, pipe redis.Pipeliner, r Reservation) *redis.Cmd {
+	return pipe.Eval(ctx, releaseScript, []string{l.redisKey(r.Key)}, leasePrefix+r.token)
 }
 
 func newToken() string {
