@@ -35,6 +35,17 @@ func (r *Runner) runPartition(ctx context.Context, gen *kafka.Generation, part i
 	return g.Wait()
 }
 
+// waitingForEffects shows on the partition's status that its worker waits for the
+// partition's effects to take a committed batch (the feed is full).
+func (p *partition) waitingForEffects(waiting bool) {
+	p.status.set(func(s *PartitionStatus) {
+		s.Waiting = ""
+		if waiting {
+			s.Waiting = "the partition's effects: they run behind the read model, which waits for them while they make progress"
+		}
+	})
+}
+
 // dispatcher runs every effect of one partition: one lane per effect.
 type dispatcher struct {
 	r      *Runner
@@ -61,6 +72,7 @@ func (r *Runner) dispatchEffects(ctx context.Context, gen *kafka.Generation, par
 		if err != nil {
 			return err
 		}
+		ln.feed = feed
 		d.lanes = append(d.lanes, ln)
 	}
 	if err := d.checkLogStart(ctx); err != nil {
@@ -295,16 +307,11 @@ func (r *Runner) effectsReactTo(eventType string) bool {
 	return false
 }
 
-// effectsDecode reports whether an effect that decodes with the projection's
-// registry reacts to the event type: entries decode those once for every lane.
+// effectsDecode reports whether events of the type are decoded (with the
+// projection's registry) for the effects, once for every lane: the types the
+// projection knows and an effect reacts to.
 func (r *Runner) effectsDecode(eventType string) bool {
-	reg := r.cfg.Projection.Registry()
-	for _, eff := range r.cfg.Effects {
-		if eff.Registry() == reg && eff.ReactsTo(eventType) {
-			return reg.Known(eventType)
-		}
-	}
-	return false
+	return r.cfg.Projection.Registry().Known(eventType) && r.effectsReactTo(eventType)
 }
 
 // opens reports whether the worker opens an event type's personal data: the read

@@ -1,26 +1,38 @@
 package projector
 
-import "sync"
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// fxStallAfter is how long the partition's effects may go without finishing a run
+// or a batch, while the feed is full, before the read model stops waiting for them.
+const fxStallAfter = time.Second
 
 // fxFeed hands a partition's committed batches from its read-model worker to its
 // effect dispatcher, in process: the events were read from Kafka and decrypted once,
 // for the read model, and the effects run on the same entries.
 //
-// The feed is bounded and never makes the read model wait: a batch that finds the
-// queue full is not queued, the feed turns off, and the dispatcher reads the events
-// it missed from the log instead — once for all of the partition's effects — until
-// it has caught up with the read model, when the feed turns on again. A mail server
-// that is down thus holds back the effects, never the read model, and memory stays
-// bounded by the queue.
+// The feed is bounded (capacity entries). When it is full the worker waits for room
+// — back-pressure: effects slower than the read model slow it down to their pace,
+// and the log is still read once — but only while the effects make progress. Effects
+// that finish nothing for fxStallAfter (a mail server or Redis down) do not hold the
+// read model: the feed turns off, the worker goes on, and the dispatcher later reads
+// what it missed from the log itself — once for all the partition's effects — until
+// it has caught up with the read model, when the feed turns on again.
 type fxFeed struct {
 	mu        sync.Mutex
-	committed int64     // the read model's stored position; -1 until its worker claimed the partition
-	on        bool      // batches are queued, contiguous from end's value when it turned on
-	end       int64     // when on: where the next batch must start to be queued
-	queue     []fxBatch // committed batches, contiguous, not yet taken
-	queued    int       // entries in queue
-	capacity  int       // the most entries queued
+	committed int64        // the read model's stored position; -1 until its worker claimed the partition
+	on        bool         // batches are queued, contiguous from end's value when it turned on
+	end       int64        // when on: where the next batch must start to be queued
+	queue     []fxBatch    // committed batches, contiguous, not yet taken
+	queued    int          // entries in queue
+	capacity  int          // the most entries queued (a larger batch is queued alone)
+	progress  atomic.Int64 // when (unix ns) the effects last finished a run or a batch, or took from the feed
 	wake      chan struct{}
+	room      chan struct{}
 }
 
 // fxBatch is a committed batch: its entries and the positions before and after it.
@@ -30,12 +42,14 @@ type fxBatch struct {
 }
 
 func newFxFeed(capacity int) *fxFeed {
-	return &fxFeed{committed: -1, capacity: capacity, wake: make(chan struct{}, 1)}
+	f := &fxFeed{committed: -1, capacity: capacity, wake: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+	f.progressed()
+	return f
 }
 
-func (f *fxFeed) signal() {
+func signal(c chan struct{}) {
 	select {
-	case f.wake <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -49,30 +63,59 @@ func (f *fxFeed) claimed(next int64) {
 	f.mu.Lock()
 	f.committed, f.on, f.queue, f.queued = next, false, nil, 0
 	f.mu.Unlock()
-	f.signal()
+	signal(f.wake)
 }
 
 // publish records a committed batch that moved the stored position from from to
-// next. Its entries are queued when the feed is on, the batch continues the queue,
-// and there is room; otherwise the feed turns off and the dispatcher reads the log.
-// No entries (a position that moved without a batch of this worker's) turn it off.
-func (f *fxFeed) publish(from, next int64, entries []entry) {
+// next, and queues its entries when the feed is on and the batch continues the
+// queue. A full queue is waited for while the effects make progress (waiting says
+// so meanwhile); when they stall, or ctx ends, the feed turns off instead. No
+// entries (a position that moved without a batch of this worker's) turn it off.
+func (f *fxFeed) publish(ctx context.Context, from, next int64, entries []entry, waiting func(bool)) {
 	if f == nil {
 		return
 	}
+	defer signal(f.wake)
 	f.mu.Lock()
-	f.committed = max(f.committed, next)
-	if f.on {
-		if len(entries) > 0 && from == f.end && f.queued+len(entries) <= f.capacity {
-			f.queue = append(f.queue, fxBatch{from: from, next: next, entries: entries})
-			f.queued += len(entries)
-			f.end = next
-		} else {
+	defer f.mu.Unlock()
+	// The position moves once the batch is queued, or the feed off: the dispatcher
+	// must not read from the log what is about to be handed to it.
+	defer func() { f.committed = max(f.committed, next) }()
+	if !f.on || len(entries) == 0 || from != f.end {
+		f.on = false
+		return
+	}
+	for f.queued > 0 && f.queued+len(entries) > f.capacity {
+		stalled := time.Since(time.Unix(0, f.progress.Load()))
+		if stalled >= fxStallAfter || ctx.Err() != nil {
 			f.on = false
+			return
+		}
+		f.mu.Unlock()
+		waiting(true)
+		t := time.NewTimer(fxStallAfter - stalled)
+		select {
+		case <-f.room:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		waiting(false)
+		f.mu.Lock()
+		if !f.on {
+			return
 		}
 	}
-	f.mu.Unlock()
-	f.signal()
+	f.queue = append(f.queue, fxBatch{from: from, next: next, entries: entries})
+	f.queued += len(entries)
+	f.end = next
+}
+
+// progressed records that the effects finished something: a full feed is waited for.
+func (f *fxFeed) progressed() {
+	if f != nil {
+		f.progress.Store(time.Now().UnixNano())
+	}
 }
 
 // take returns the work for a dispatcher whose effects have run everything below
@@ -83,6 +126,8 @@ func (f *fxFeed) publish(from, next int64, entries []entry) {
 func (f *fxFeed) take(pos int64) (batches []fxBatch, readUpTo int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer signal(f.room)
+	f.progressed()
 	for len(f.queue) > 0 && f.queue[0].next <= pos {
 		f.queued -= len(f.queue[0].entries)
 		f.queue = f.queue[1:]

@@ -75,8 +75,8 @@ type fxLane struct {
 	eff     *sideeffects.Effect
 	p       *partition // p.key names the effect; p.status is the effect's row on the status board
 	horizon time.Time  // events older than this are suppressed
-	sameReg bool       // the effect decodes with the projection's registry: the entries' decoded values serve
 	wrote   time.Time  // the claim's last write
+	feed    *fxFeed    // told of each finished run, so that the read model waits for the lane while it moves
 }
 
 // claimLane claims an effect's watermark on a partition and reads its horizon.
@@ -92,7 +92,7 @@ func (r *Runner) claimLane(ctx context.Context, owner offsets.Owner, part int, e
 	if err := r.claim(ctx, p); err != nil {
 		return nil, err
 	}
-	ln := &fxLane{eff: eff, p: p, sameReg: eff.Registry() == r.cfg.Projection.Registry(), wrote: time.Now()}
+	ln := &fxLane{eff: eff, p: p, wrote: time.Now()}
 	if err := r.retry(ctx, p, "effect start", func(ctx context.Context) error {
 		var err error
 		ln.horizon, err = r.effectStart(ctx, p, eff, part)
@@ -150,6 +150,7 @@ func (r *Runner) effectBatch(genCtx context.Context, ln *fxLane, entries []entry
 		return err
 	}
 	p.next, ln.wrote = max(p.next, next), time.Now()
+	ln.feed.progressed()
 	p.status.set(func(s *PartitionStatus) {
 		s.Next, s.Lag = p.next, max(0, s.HighWater-p.next)
 	})
@@ -204,10 +205,10 @@ func (r *Runner) effectItems(ln *fxLane, entries []entry) (items []*fxItem, cons
 }
 
 // decode returns the entry's event as the effect's registry decodes it: the
-// worker's decoding when the registries are one, else the effect's own (of the
-// event the worker already decrypted).
+// worker's decoding when the effect takes it as it is (see Effect.Accepts), else the
+// effect's own, of the event the worker already decrypted.
 func (ln *fxLane) decode(e *entry) (events.Decoded, error) {
-	if ln.sameReg && e.decoded != nil {
+	if e.decoded != nil && ln.eff.Accepts(*e.decoded) {
 		return *e.decoded, nil
 	}
 	return ln.eff.Registry().Decode(e.ev)
@@ -245,40 +246,58 @@ func (r *Runner) runEffects(ctx context.Context, ln *fxLane, items []*fxItem) er
 }
 
 // runChunks reserves items' keys EffectBatchSize at a time (one Redis round trip
-// each) and starts the acquired runs as slots free up; the next chunk is reserved
-// once the last one's runs have all started. It returns the items whose keys another
-// holder has, after every run it started has finished.
+// each), a chunk ahead of the runs, and starts the acquired runs as slots free up.
+// It returns the items whose keys another holder has, once every run it started has
+// finished.
 func (r *Runner) runChunks(ctx context.Context, ln *fxLane, items []*fxItem) (held []*fxItem, err error) {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.cfg.EffectConcurrency)
-	for i := 0; i < len(items) && gctx.Err() == nil; i += r.cfg.EffectBatchSize {
-		chunk := items[i:min(i+r.cfg.EffectBatchSize, len(items))]
-		keys := make([]string, len(chunk))
-		for j, it := range chunk {
-			keys[j] = it.key
+	type reserved struct {
+		chunk []*fxItem
+		res   []sideeffects.Reservation
+	}
+	runs, rctx := errgroup.WithContext(ctx)
+	runs.SetLimit(r.cfg.EffectConcurrency)
+	ahead := make(chan reserved) // the next chunk, reserved while the runs of this one start
+	reserving, pctx := errgroup.WithContext(rctx)
+	reserving.Go(func() error {
+		defer close(ahead)
+		for i := 0; i < len(items); i += r.cfg.EffectBatchSize {
+			chunk := items[i:min(i+r.cfg.EffectBatchSize, len(items))]
+			keys := make([]string, len(chunk))
+			for j, it := range chunk {
+				keys[j] = it.key
+			}
+			var res []sideeffects.Reservation
+			if err := r.retry(pctx, ln.p, "ledger reserve", func(ctx context.Context) error {
+				var err error
+				res, err = r.cfg.Ledger.Reserve(ctx, keys)
+				return r.redisTransient(err)
+			}); err != nil {
+				return err
+			}
+			select {
+			case ahead <- reserved{chunk, res}:
+			case <-pctx.Done():
+				return pctx.Err()
+			}
 		}
-		var res []sideeffects.Reservation
-		if err := r.retry(gctx, ln.p, "ledger reserve", func(ctx context.Context) error {
-			var err error
-			res, err = r.cfg.Ledger.Reserve(ctx, keys)
-			return r.redisTransient(err)
-		}); err != nil {
-			return nil, errors.Join(err, g.Wait())
-		}
-		for j, it := range chunk {
-			it.res = res[j]
-			switch res[j].State {
+		return nil
+	})
+	for rv := range ahead {
+		for j, it := range rv.chunk {
+			it.res = rv.res[j]
+			switch it.res.State {
 			case sideeffects.Done:
 				it.outcome = FxSuppressedLedger
 				r.countEffect(ln, FxSuppressedLedger)
 			case sideeffects.Held:
 				held = append(held, it)
 			default:
-				g.Go(func() error { return r.runOne(gctx, ln, it) })
+				runs.Go(func() error { return r.runOne(rctx, ln, it) })
 			}
 		}
 	}
-	return held, g.Wait()
+	err = runs.Wait()
+	return held, errors.Join(err, reserving.Wait())
 }
 
 // runOne runs an acquired item, retried with backoff on transient failures up to
@@ -291,6 +310,7 @@ func (r *Runner) runOne(ctx context.Context, ln *fxLane, it *fxItem) error {
 	if err := r.fire(ctx, ln, it); err != nil {
 		return err // stopping: unsettled; the lease lets the next owner retry
 	}
+	defer ln.feed.progressed()
 	if it.outcome != FxFired {
 		return r.retry(ctx, p, "ledger release", func(ctx context.Context) error {
 			return r.redisTransient(r.cfg.Ledger.Release(ctx, it.res))

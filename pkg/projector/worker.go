@@ -321,7 +321,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 		return err
 	}
 	if resynced { // the stored position already covers the batch
-		p.fx.publish(from, p.next, nil)
+		p.fx.publish(ctx, from, p.next, nil, nil)
 		p.status.batch(p.next, msgs[len(msgs)-1].HighWaterMark, outcome{}, r.readyLag, p.log)
 		return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
 	}
@@ -339,7 +339,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	r.report(p, entries)
 	last := msgs[len(msgs)-1]
 	p.next = last.Offset + 1
-	p.fx.publish(from, p.next, entries) // committed: the effects may run
+	p.fx.publish(ctx, from, p.next, entries, p.waitingForEffects) // committed: the effects may run
 	r.metrics.observe(out, time.Since(start))
 	p.status.batch(p.next, last.HighWaterMark, out, r.readyLag, p.log)
 	r.observePartition(p)

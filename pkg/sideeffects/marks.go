@@ -11,15 +11,16 @@ import (
 
 // Marking runs done one by one, as each finishes, costs no round trip each: the
 // ledger gathers the marks and releases of all its callers into pipelined flushes,
-// as a database gathers commits. A flush goes out as soon as a mark arrives and no
-// flush is on the wire; marks arriving meanwhile go together in the next one. A mark
-// thus waits about one or two round trips, with no timer, and under load a flush
-// carries many marks.
+// as a database gathers commits. A flush goes out as soon as a mark arrives, unless
+// markFlushesOnTheWire flushes are out already; marks arriving meanwhile go
+// together in the next one. A mark thus waits about one round trip, with no timer,
+// and under load a flush carries many marks.
 
 // Flush limits.
 const (
-	markFlushMax     = 512              // the most marks in one pipelined flush
-	markFlushTimeout = 10 * time.Second // how long one flush may take before its marks fail (and are retried by their callers)
+	markFlushMax         = 512              // the most marks in one pipelined flush
+	markFlushesOnTheWire = 2                // flushes out at once: while one waits for Redis, the next gathers and goes
+	markFlushTimeout     = 10 * time.Second // how long one flush may take before its marks fail (and are retried by their callers)
 )
 
 // pendingMark is one caller's mark or release, waiting for its flush.
@@ -31,13 +32,13 @@ type pendingMark struct {
 	settled chan struct{} // closed once Redis answered, or the flush failed
 }
 
-// markQueue holds the marks waiting for a flush. While it is not empty exactly one
-// goroutine flushes it; that goroutine ends when the queue is empty, so an idle
-// ledger runs none.
+// markQueue holds the marks waiting for a flush. While it is not empty, up to
+// markFlushesOnTheWire goroutines flush it; each ends when it finds the queue
+// empty, so an idle ledger runs none.
 type markQueue struct {
 	mu       sync.Mutex
 	pending  []*pendingMark
-	flushing bool
+	flushing int // goroutines flushing
 }
 
 // MarkDone marks r's key done — compare-and-set on r's token, kept for the
@@ -63,8 +64,8 @@ func (l *Ledger) settleOne(ctx context.Context, r Reservation, release bool) (bo
 	q := &l.marks
 	q.mu.Lock()
 	q.pending = append(q.pending, m)
-	if !q.flushing {
-		q.flushing = true
+	if q.flushing < markFlushesOnTheWire {
+		q.flushing++
 		go l.flushMarks(context.WithoutCancel(ctx))
 	}
 	q.mu.Unlock()
@@ -84,7 +85,8 @@ func (l *Ledger) flushMarks(ctx context.Context) {
 		q.mu.Lock()
 		n := min(len(q.pending), markFlushMax)
 		if n == 0 {
-			q.flushing, q.pending = false, nil
+			q.flushing--
+			q.pending = nil
 			q.mu.Unlock()
 			return
 		}
