@@ -1,6 +1,7 @@
 package projector
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -221,16 +222,16 @@ func (r *Runner) runEffects(ctx context.Context, ln *fxLane, items []*fxItem) er
 	pending := items
 	backoff := 50 * time.Millisecond
 	for len(pending) > 0 {
-		held, err := r.runChunks(ctx, ln, pending)
+		held, again, err := r.runChunks(ctx, ln, pending)
 		if err != nil {
 			return err
 		}
+		pending = append(again, held...)
+		if len(held) == 0 {
+			continue
+		}
 		// Keys held by another holder: wait for it to finish, or for its lease to
 		// expire (a holder that crashed), then try them again.
-		pending = held
-		if len(pending) == 0 {
-			break
-		}
 		ln.p.status.set(func(s *PartitionStatus) {
 			s.Waiting = fmt.Sprintf("%d runs wait for keys another holder reserved (its lease: %v)", len(held), r.cfg.Ledger.Lease())
 		})
@@ -246,58 +247,70 @@ func (r *Runner) runEffects(ctx context.Context, ln *fxLane, items []*fxItem) er
 }
 
 // runChunks reserves items' keys EffectBatchSize at a time (one Redis round trip
-// each), a chunk ahead of the runs, and starts the acquired runs as slots free up.
-// It returns the items whose keys another holder has, once every run it started has
-// finished.
-func (r *Runner) runChunks(ctx context.Context, ln *fxLane, items []*fxItem) (held []*fxItem, err error) {
-	type reserved struct {
-		chunk []*fxItem
-		res   []sideeffects.Reservation
-	}
-	runs, rctx := errgroup.WithContext(ctx)
-	runs.SetLimit(r.cfg.EffectConcurrency)
-	ahead := make(chan reserved) // the next chunk, reserved while the runs of this one start
-	reserving, pctx := errgroup.WithContext(rctx)
-	reserving.Go(func() error {
-		defer close(ahead)
-		for i := 0; i < len(items); i += r.cfg.EffectBatchSize {
-			chunk := items[i:min(i+r.cfg.EffectBatchSize, len(items))]
-			keys := make([]string, len(chunk))
-			for j, it := range chunk {
-				keys[j] = it.key
-			}
-			var res []sideeffects.Reservation
-			if err := r.retry(pctx, ln.p, "ledger reserve", func(ctx context.Context) error {
-				var err error
-				res, err = r.cfg.Ledger.Reserve(ctx, keys)
-				return r.redisTransient(err)
-			}); err != nil {
-				return err
-			}
-			select {
-			case ahead <- reserved{chunk, res}:
-			case <-pctx.Done():
-				return pctx.Err()
-			}
+// each) and starts the acquired runs as slots free up; the next chunk is reserved
+// once this one's runs have all started. A run holds its slot until its key is
+// settled in the ledger, so at most EffectConcurrency runs are started and not
+// marked done. No run starts on a reservation older than half its lease (slow runs
+// before it): those keys are given back and returned in again, to be reserved
+// afresh. It returns, once every run it started has finished, the items whose
+// keys another holder has, and those.
+func (r *Runner) runChunks(ctx context.Context, ln *fxLane, items []*fxItem) (held, again []*fxItem, err error) {
+	g, gctx := errgroup.WithContext(ctx)
+	slots := make(chan struct{}, r.cfg.EffectConcurrency)
+	fresh := r.cfg.Ledger.Lease() / 2
+	for i := 0; i < len(items) && gctx.Err() == nil; i += r.cfg.EffectBatchSize {
+		chunk := items[i:min(i+r.cfg.EffectBatchSize, len(items))]
+		keys := make([]string, len(chunk))
+		for j, it := range chunk {
+			keys[j] = it.key
 		}
-		return nil
-	})
-	for rv := range ahead {
-		for j, it := range rv.chunk {
-			it.res = rv.res[j]
+		var res []sideeffects.Reservation
+		if err := r.retry(gctx, ln.p, "ledger reserve", func(ctx context.Context) error {
+			var err error
+			res, err = r.cfg.Ledger.Reserve(ctx, keys)
+			return r.redisTransient(err)
+		}); err != nil {
+			return nil, nil, errors.Join(err, g.Wait())
+		}
+		reserved := time.Now()
+		for j, it := range chunk {
+			it.res = res[j]
 			switch it.res.State {
 			case sideeffects.Done:
 				it.outcome = FxSuppressedLedger
 				r.countEffect(ln, FxSuppressedLedger)
+				continue
 			case sideeffects.Held:
 				held = append(held, it)
-			default:
-				runs.Go(func() error { return r.runOne(rctx, ln, it) })
+				continue
 			}
+			select {
+			case slots <- struct{}{}:
+			case <-gctx.Done():
+				return nil, nil, cmp.Or(g.Wait(), ctx.Err())
+			}
+			if time.Since(reserved) > fresh {
+				<-slots
+				again = append(again, it)
+				g.Go(func() error {
+					return r.retry(gctx, ln.p, "ledger release", func(ctx context.Context) error {
+						return r.redisTransient(r.cfg.Ledger.Release(ctx, it.res))
+					})
+				})
+				continue
+			}
+			g.Go(func() error {
+				defer func() { <-slots }()
+				return r.runOne(gctx, ln, it)
+			})
 		}
 	}
-	err = runs.Wait()
-	return held, errors.Join(err, reserving.Wait())
+	// Stopped before every item was reserved and run: an error, never a nil that
+	// would let the watermark pass items that did not run.
+	if err := cmp.Or(g.Wait(), ctx.Err()); err != nil {
+		return nil, nil, err
+	}
+	return held, again, nil
 }
 
 // runOne runs an acquired item, retried with backoff on transient failures up to
