@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -226,7 +227,7 @@ func (r *Runner) runEffects(ctx context.Context, ln *fxLane, items []*fxItem) er
 		if err != nil {
 			return err
 		}
-		pending = append(again, held...)
+		pending = slices.Concat(again, held)
 		if len(held) == 0 {
 			continue
 		}
