@@ -26,6 +26,7 @@ func (r *Runner) runPartition(ctx context.Context, gen *kafka.Generation, part i
 	feed := newFxFeed(fxFeedBatches * r.cfg.BatchSize)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
+		defer feed.stop()
 		if err := r.dispatchEffects(gctx, gen, part, feed); err != nil {
 			return fmt.Errorf("effects: %w", err)
 		}

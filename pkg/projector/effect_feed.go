@@ -31,6 +31,7 @@ type fxFeed struct {
 	queued    int          // entries in queue
 	capacity  int          // the most entries queued (a larger batch is queued alone)
 	progress  atomic.Int64 // when (unix ns) the effects last finished a run or a batch, or took from the feed
+	stopped   bool         // the dispatcher stopped: nothing is queued any more
 	wake      chan struct{}
 	room      chan struct{}
 }
@@ -81,7 +82,7 @@ func (f *fxFeed) publish(ctx context.Context, from, next int64, entries []entry,
 	// The position moves once the batch is queued, or the feed off: the dispatcher
 	// must not read from the log what is about to be handed to it.
 	defer func() { f.committed = max(f.committed, next) }()
-	if !f.on || len(entries) == 0 || from != f.end {
+	if !f.on || f.stopped || len(entries) == 0 || from != f.end {
 		f.on = false
 		return
 	}
@@ -109,6 +110,15 @@ func (f *fxFeed) publish(ctx context.Context, from, next int64, entries []entry,
 	f.queue = append(f.queue, fxBatch{from: from, next: next, entries: entries})
 	f.queued += len(entries)
 	f.end = next
+}
+
+// stop turns the feed off for good: the dispatcher has stopped, and the worker must
+// not wait for it.
+func (f *fxFeed) stop() {
+	f.mu.Lock()
+	f.stopped, f.on, f.queue, f.queued = true, false, nil, 0
+	f.mu.Unlock()
+	signal(f.room)
 }
 
 // progressed records that the effects finished something: a full feed is waited for.
@@ -143,7 +153,7 @@ func (f *fxFeed) take(pos int64) (batches []fxBatch, readUpTo int64) {
 	if f.committed > pos {
 		return nil, f.committed
 	}
-	if !f.on && f.committed >= 0 {
+	if !f.on && !f.stopped && f.committed >= 0 {
 		f.on, f.end = true, f.committed
 	}
 	return nil, 0

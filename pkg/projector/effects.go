@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -247,71 +248,121 @@ func (r *Runner) runEffects(ctx context.Context, ln *fxLane, items []*fxItem) er
 	return nil
 }
 
+// fxRun is an acquired item handed to a worker, with when its key was reserved.
+type fxRun struct {
+	it       *fxItem
+	reserved time.Time
+}
+
 // runChunks reserves items' keys EffectBatchSize at a time (one Redis round trip
-// each) and starts the acquired runs as slots free up; the next chunk is reserved
-// once this one's runs have all started. A run holds its slot until its key is
-// settled in the ledger, so at most EffectConcurrency runs are started and not
-// marked done. No run starts on a reservation older than half its lease (slow runs
-// before it): those keys are given back and returned in again, to be reserved
-// afresh. It returns, once every run it started has finished, the items whose
-// keys another holder has, and those.
+// each, a chunk ahead) and hands the acquired runs to EffectConcurrency workers. A
+// worker takes its next run only once its last one's key is settled in the ledger,
+// so at most EffectConcurrency runs are started and not marked done. It returns,
+// once every run it handed out has finished, the items whose keys another holder
+// has, and the items to reserve afresh (see runWorker).
 func (r *Runner) runChunks(ctx context.Context, ln *fxLane, items []*fxItem) (held, again []*fxItem, err error) {
 	g, gctx := errgroup.WithContext(ctx)
-	slots := make(chan struct{}, r.cfg.EffectConcurrency)
-	fresh := r.cfg.Ledger.Lease() / 2
-	for i := 0; i < len(items) && gctx.Err() == nil; i += r.cfg.EffectBatchSize {
-		chunk := items[i:min(i+r.cfg.EffectBatchSize, len(items))]
-		keys := make([]string, len(chunk))
-		for j, it := range chunk {
-			keys[j] = it.key
+	runs := make(chan fxRun)
+	var mu sync.Mutex // guards again
+	stale := func(it *fxItem) {
+		mu.Lock()
+		again = append(again, it)
+		mu.Unlock()
+	}
+	for range r.cfg.EffectConcurrency {
+		g.Go(func() error { return r.runWorker(gctx, ln, runs, stale) })
+	}
+	err = r.handOut(gctx, ln, items, runs, &held)
+	close(runs)
+	// Stopped before every item was reserved and run: an error, never a nil that
+	// would let the watermark pass items that did not run.
+	if err := cmp.Or(g.Wait(), err, ctx.Err()); err != nil {
+		return nil, nil, err
+	}
+	return held, again, nil
+}
+
+// handOut reserves items' keys a chunk at a time, the next chunk while this one's
+// runs are handed out, and hands each acquired item to a worker; keys done already
+// are counted, keys another holder has go to held. It returns an error when it
+// stopped before the end.
+func (r *Runner) handOut(ctx context.Context, ln *fxLane, items []*fxItem, runs chan<- fxRun, held *[]*fxItem) error {
+	type chunk struct {
+		items    []*fxItem
+		res      []sideeffects.Reservation
+		reserved time.Time
+	}
+	ahead := make(chan chunk) // the next chunk, reserved while this one is handed out
+	reserving, pctx := errgroup.WithContext(ctx)
+	reserving.Go(func() error {
+		defer close(ahead)
+		for i := 0; i < len(items); i += r.cfg.EffectBatchSize {
+			c := chunk{items: items[i:min(i+r.cfg.EffectBatchSize, len(items))]}
+			keys := make([]string, len(c.items))
+			for j, it := range c.items {
+				keys[j] = it.key
+			}
+			if err := r.retry(pctx, ln.p, "ledger reserve", func(ctx context.Context) error {
+				var err error
+				c.res, err = r.cfg.Ledger.Reserve(ctx, keys)
+				return r.redisTransient(err)
+			}); err != nil {
+				return err
+			}
+			c.reserved = time.Now()
+			select {
+			case ahead <- c:
+			case <-pctx.Done():
+				return pctx.Err()
+			}
 		}
-		var res []sideeffects.Reservation
-		if err := r.retry(gctx, ln.p, "ledger reserve", func(ctx context.Context) error {
-			var err error
-			res, err = r.cfg.Ledger.Reserve(ctx, keys)
-			return r.redisTransient(err)
-		}); err != nil {
-			return nil, nil, errors.Join(err, g.Wait())
-		}
-		reserved := time.Now()
-		for j, it := range chunk {
-			it.res = res[j]
+		return nil
+	})
+	var stopped error
+	for c := range ahead {
+		for j, it := range c.items {
+			if stopped != nil {
+				break
+			}
+			it.res = c.res[j]
 			switch it.res.State {
 			case sideeffects.Done:
 				it.outcome = FxSuppressedLedger
 				r.countEffect(ln, FxSuppressedLedger)
-				continue
 			case sideeffects.Held:
-				held = append(held, it)
-				continue
+				*held = append(*held, it)
+			default:
+				select {
+				case runs <- fxRun{it, c.reserved}:
+				case <-ctx.Done():
+					stopped = ctx.Err()
+				}
 			}
-			select {
-			case slots <- struct{}{}:
-			case <-gctx.Done():
-				return nil, nil, cmp.Or(g.Wait(), ctx.Err())
-			}
-			if time.Since(reserved) > fresh {
-				<-slots
-				again = append(again, it)
-				g.Go(func() error {
-					return r.retry(gctx, ln.p, "ledger release", func(ctx context.Context) error {
-						return r.redisTransient(r.cfg.Ledger.Release(ctx, it.res))
-					})
-				})
-				continue
-			}
-			g.Go(func() error {
-				defer func() { <-slots }()
-				return r.runOne(gctx, ln, it)
-			})
 		}
 	}
-	// Stopped before every item was reserved and run: an error, never a nil that
-	// would let the watermark pass items that did not run.
-	if err := cmp.Or(g.Wait(), ctx.Err()); err != nil {
-		return nil, nil, err
+	return cmp.Or(stopped, reserving.Wait())
+}
+
+// runWorker runs the runs it is handed, one at a time, each settled before the
+// next. No run starts on a reservation older than half its lease (slow runs before
+// it): its key is given back and the item goes to stale, to be reserved afresh.
+func (r *Runner) runWorker(ctx context.Context, ln *fxLane, runs <-chan fxRun, stale func(*fxItem)) error {
+	fresh := r.cfg.Ledger.Lease() / 2
+	for rn := range runs {
+		if time.Since(rn.reserved) <= fresh {
+			if err := r.runOne(ctx, ln, rn.it); err != nil {
+				return err
+			}
+			continue
+		}
+		stale(rn.it)
+		if err := r.retry(ctx, ln.p, "ledger release", func(ctx context.Context) error {
+			return r.redisTransient(r.cfg.Ledger.Release(ctx, rn.it.res))
+		}); err != nil {
+			return err
+		}
 	}
-	return held, again, nil
+	return nil
 }
 
 // runOne runs an acquired item, retried with backoff on transient failures up to
@@ -382,7 +433,7 @@ func (r *Runner) fire(ctx context.Context, ln *fxLane, it *fxItem) error {
 			p.log.Info("effect failed; retrying", zap.String("key", it.key), zap.String("error", msg))
 		}
 		p.status.set(func(s *PartitionStatus) {
-			s.Waiting = fmt.Sprintf("the effect's downstream: a run failed %d times, retrying: %s", it.attempts, msg)
+			s.Waiting = fmt.Sprintf("the effect's downstream: attempt %d of a run failed, retrying: %s", it.attempts, msg)
 		})
 		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
 		select {

@@ -393,6 +393,8 @@ func (r *Runner) retry(ctx context.Context, p *partition, what string, fn func(c
 		if err == nil {
 			if attempt > 1 {
 				p.log.Info("recovered", zap.String("op", what), zap.Int("attempts", attempt))
+				// What it waited on shows until it recovered, the attempts included.
+				p.status.set(func(s *PartitionStatus) { s.Waiting = "" })
 			}
 			return nil
 		}
@@ -414,7 +416,6 @@ func (r *Runner) retry(ctx context.Context, p *partition, what string, fn func(c
 		case <-time.After(backoff + jitter):
 		}
 		backoff = min(2*backoff, r.cfg.RetryBackoffMax)
-		p.status.set(func(s *PartitionStatus) { s.Waiting = "" })
 	}
 }
 
