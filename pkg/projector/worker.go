@@ -78,6 +78,12 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int, feed
 
 	lastRetryPoll, lastTouch := time.Now(), time.Now()
 	for {
+		if r.cfg.StopAt != nil && p.next >= r.cfg.StopAt[part] {
+			if err := r.waitAtStop(ctx, p, rd); err != nil || ctx.Err() != nil {
+				return err
+			}
+			continue
+		}
 		msgs, err := rd.readBatch(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -129,6 +135,21 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int, feed
 			}
 		}
 	}
+}
+
+// waitAtStop is a bounded run's partition that got to its end: it reads no further
+// (it read, and dropped, the rest of the log, a core's worth while other partitions
+// and the effects caught up) and waits, its claim kept fresh, for the run to end.
+func (r *Runner) waitAtStop(ctx context.Context, p *partition, rd *partitionReader) error {
+	rd.close()
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(r.offsets.StaleClaimAfter / 4):
+	}
+	return r.retry(ctx, p, "refresh claim", func(ctx context.Context) error {
+		return r.offsets.Touch(ctx, r.cfg.Pool, p.key, p.owner)
+	})
 }
 
 // beyondStop reports whether offset lies past a bounded run's end.
