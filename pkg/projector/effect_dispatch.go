@@ -54,7 +54,6 @@ type dispatcher struct {
 	lanes  []*fxLane
 	feed   *fxFeed
 	reader *partitionReader // reads the log where the feed does not reach; open only meanwhile
-	log    *zap.Logger
 }
 
 // dispatchEffects claims the partition's effect watermarks, then runs the effects
@@ -62,7 +61,7 @@ type dispatcher struct {
 func (r *Runner) dispatchEffects(ctx context.Context, gen *kafka.Generation, part int, feed *fxFeed) error {
 	owner := offsets.Owner{Generation: gen.ID, Member: gen.MemberID}
 	log := r.log.With(zap.Int("partition", part), zap.Int32("generation", gen.ID))
-	d := &dispatcher{r: r, part: part, feed: feed, log: log}
+	d := &dispatcher{r: r, part: part, feed: feed}
 	defer func() {
 		for _, ln := range d.lanes {
 			ln.p.status.set(func(s *PartitionStatus) { s.State, s.InFlight = StateReleased, 0 })
