@@ -48,10 +48,12 @@
 // commits, never ahead of it. A dispatcher per partition runs every effect over the
 // batches the partition's worker commits, handed over in process, already decrypted
 // and decoded: the log is read once however many effects there are. The hand-over is
-// bounded; while the effects make progress the worker waits for room (the read
-// model slows to their pace), and when they stall — a mail server or Redis down, a
-// second without a finished run — it goes on, and the dispatcher later reads what it
-// missed from the log, once for all effects, up to the read model's position.
+// bounded. While a partition replays history and its effects make progress, the
+// worker waits for room (the replay slows to the effects' pace); when they stall — a
+// mail server or Redis down, a second without a finished run — or the partition is
+// live (readiness must not hang on a mail server), it goes on, and the dispatcher
+// later reads what it missed from the log, once for all effects, up to the read
+// model's position.
 //
 // Keys are reserved in the Redis ledger a chunk at a time; each run is marked done
 // as it finishes, in pipelined flushes shared with the other runs' marks, and holds

@@ -36,15 +36,25 @@ func (r *Runner) runPartition(ctx context.Context, gen *kafka.Generation, part i
 	return g.Wait()
 }
 
-// waitingForEffects shows on the partition's status that its worker waits for the
-// partition's effects to take a committed batch (the feed is full).
-func (p *partition) waitingForEffects(waiting bool) {
-	p.status.set(func(s *PartitionStatus) {
-		s.Waiting = ""
-		if waiting {
-			s.Waiting = "the partition's effects: they run behind the read model, which waits for them while they make progress"
-		}
-	})
+// effectsWait returns how the worker waits for the partition's effects when they
+// have not taken the last batches yet: while the partition replays history, it waits
+// for them (the log is read once) and says so on its status; live (its lag within
+// ReadyLag), it does not wait at all (nil) — the read model stays fresh, and the
+// effects read what they missed from the log.
+func (p *partition) effectsWait() func(waiting bool) {
+	live := false
+	p.status.set(func(s *PartitionStatus) { live = s.State == StateLive })
+	if live {
+		return nil
+	}
+	return func(waiting bool) {
+		p.status.set(func(s *PartitionStatus) {
+			s.Waiting = ""
+			if waiting {
+				s.Waiting = "the partition's effects: while it replays, the read model waits for them to take what it committed"
+			}
+		})
+	}
 }
 
 // dispatcher runs every effect of one partition: one lane per effect.

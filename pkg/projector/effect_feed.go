@@ -15,13 +15,15 @@ const fxStallAfter = time.Second
 // effect dispatcher, in process: the events were read from Kafka and decrypted once,
 // for the read model, and the effects run on the same entries.
 //
-// The feed is bounded (capacity entries). When it is full the worker waits for room
-// — back-pressure: effects slower than the read model slow it down to their pace,
-// and the log is still read once — but only while the effects make progress. Effects
-// that finish nothing for fxStallAfter (a mail server or Redis down) do not hold the
-// read model: the feed turns off, the worker goes on, and the dispatcher later reads
-// what it missed from the log itself — once for all the partition's effects — until
-// it has caught up with the read model, when the feed turns on again.
+// The feed is bounded (capacity entries). When it is full while the partition
+// replays history, the worker waits for room — back-pressure: effects slower than
+// the replay slow it to their pace, and the log is still read once — but only while
+// the effects make progress. Effects that finish nothing for fxStallAfter (a mail
+// server or Redis down) do not hold the read model, nor do effects behind a live
+// partition (its lag within ReadyLag: readiness must not hang on a mail server): the
+// feed turns off, the worker goes on, and the dispatcher later reads what it missed
+// from the log itself — once for all the partition's effects — until it has caught
+// up with the read model, when the feed turns on again.
 type fxFeed struct {
 	mu        sync.Mutex
 	committed int64        // the read model's stored position; -1 until its worker claimed the partition
@@ -69,9 +71,10 @@ func (f *fxFeed) claimed(next int64) {
 
 // publish records a committed batch that moved the stored position from from to
 // next, and queues its entries when the feed is on and the batch continues the
-// queue. A full queue is waited for while the effects make progress (waiting says
-// so meanwhile); when they stall, or ctx ends, the feed turns off instead. No
-// entries (a position that moved without a batch of this worker's) turn it off.
+// queue. A full queue is waited for while the effects make progress, when waiting is
+// not nil (it says so meanwhile); when they stall, or ctx ends, or waiting is nil,
+// the feed turns off instead. No entries (a position that moved without a batch of
+// this worker's) turn it off.
 func (f *fxFeed) publish(ctx context.Context, from, next int64, entries []entry, waiting func(bool)) {
 	if f == nil {
 		return
@@ -88,7 +91,7 @@ func (f *fxFeed) publish(ctx context.Context, from, next int64, entries []entry,
 	}
 	for f.queued > 0 && f.queued+len(entries) > f.capacity {
 		stalled := time.Since(time.Unix(0, f.progress.Load()))
-		if stalled >= fxStallAfter || ctx.Err() != nil {
+		if waiting == nil || stalled >= fxStallAfter || ctx.Err() != nil {
 			f.on = false
 			return
 		}

@@ -360,9 +360,9 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	r.report(p, entries)
 	last := msgs[len(msgs)-1]
 	p.next = last.Offset + 1
-	p.fx.publish(ctx, from, p.next, entries, p.waitingForEffects) // committed: the effects may run
 	r.metrics.observe(out, time.Since(start))
 	p.status.batch(p.next, last.HighWaterMark, out, r.readyLag, p.log)
+	p.fx.publish(ctx, from, p.next, entries, p.effectsWait()) // committed: the effects may run
 	r.observePartition(p)
 	if r.scrubs != nil {
 		r.scrubs.saw(entries)
