@@ -830,12 +830,20 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
+	var runErr error
+	stopped := false // the bounded run may end (every watermark at its end) before this loop looks again
 	for runs.Load() < fx.Events {
 		select {
-		case err := <-done:
-			cancel()
-			return fx, fmt.Errorf("runner stopped at %d of %d runs: %w", runs.Load(), fx.Events, err)
+		case runErr = <-done:
+			stopped = true
 		case <-time.After(50 * time.Millisecond):
+		}
+		if stopped {
+			if runErr != nil || runs.Load() < fx.Events {
+				cancel()
+				return fx, fmt.Errorf("runner stopped at %d of %d runs: %w", runs.Load(), fx.Events, runErr)
+			}
+			break
 		}
 		if time.Since(start) > 10*time.Minute {
 			cancel()
@@ -844,8 +852,11 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 	}
 	secs := time.Since(start).Seconds()
 	cancel()
-	if err := <-done; err != nil {
-		return fx, err
+	if !stopped {
+		runErr = <-done
+	}
+	if runErr != nil {
+		return fx, runErr
 	}
 	fx.PerSec = float64(fx.Events) / secs
 	batches := 0.0

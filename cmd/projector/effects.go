@@ -44,10 +44,11 @@ func (x *effectFlags) register(f *cli.Flags) {
 	f.Duration(&x.retention, "ledger-retention", "PROJECTOR_LEDGER_RETENTION", sideeffects.RetentionDefault, "how long the ledger remembers a done effect")
 	f.Duration(&x.lease, "effect-lease", "PROJECTOR_EFFECT_LEASE", sideeffects.LeaseDefault, "how long a run holds its key before another instance may take over")
 	f.Duration(&x.horizon, "effect-horizon", "PROJECTOR_EFFECT_HORIZON", 0, "effects fire only for events newer than this, counted back from when the effect started on the partition (0: the ledger retention); a restart with another value moves it for the events not passed yet")
-	f.Int(&x.concurrency, "effect-concurrency", "PROJECTOR_EFFECT_CONCURRENCY", projector.EffectConcurrencyDefault, "runs of one effect at once per partition")
+	f.Int(&x.concurrency, "effect-concurrency", "PROJECTOR_EFFECT_CONCURRENCY", projector.EffectConcurrencyDefault,
+		"runs of one effect at once per partition: also the most a crash can run again (with the same keys)")
 	f.Int(&x.attempts, "effect-attempts", "PROJECTOR_EFFECT_ATTEMPTS", projector.EffectMaxAttemptsDefault, "a run that fails this often parks")
 	f.Int(&x.batch, "effect-batch", "PROJECTOR_EFFECT_BATCH", projector.EffectBatchSizeDefault,
-		"runs reserved and settled together: two Redis round trips each; a crash re-runs at most these, with the same keys")
+		"keys reserved together, in one Redis round trip; each run is marked done as it finishes, so a crash re-runs at most the runs in flight (--effect-concurrency per partition), with the same keys")
 }
 
 // open builds the configured effects and their ledger; close releases the Redis client.

@@ -33,7 +33,8 @@ const (
 type entry struct {
 	msg     kafka.Message
 	ev      events.Event
-	decoded *events.Decoded // nil when the type is not registered
+	decoded *events.Decoded // nil when the type is not registered (or not decoded for effects)
+	unread  error           // the record's own problem: not an event, or its personal data unreadable
 	problem error           // a permanent problem found while decoding
 	act     action
 	reason  string // why it parks
@@ -54,10 +55,17 @@ func (e *entry) subject() string {
 
 // prepare decodes a batch's messages: the CPU part, done before the transaction.
 // Personal data is decrypted here, with one key store lookup for the batch; the
-// error is that lookup's (transient).
+// error is that lookup's (transient). The effects run on the same entries once the
+// batch committed, so the types they react to are opened too.
 func (r *Runner) prepare(ctx context.Context, msgs []kafka.Message) ([]entry, error) {
+	return r.prepareFor(ctx, msgs, r.opens, r.cfg.Projection.Registry().Known)
+}
+
+// prepareFor reads msgs as entries, opening the personal data of the types open
+// says and decoding (with the projection's registry) the types decode says.
+func (r *Runner) prepareFor(ctx context.Context, msgs []kafka.Message, open, decode func(string) bool) ([]entry, error) {
 	reg := r.cfg.Projection.Registry()
-	envs, err := r.readEnvelopes(ctx, reg, msgs, reg.Known)
+	envs, err := r.readEnvelopes(ctx, reg, msgs, open)
 	if err != nil {
 		return nil, err
 	}
@@ -68,8 +76,9 @@ func (r *Runner) prepare(ctx context.Context, msgs []kafka.Message) ([]entry, er
 		e.ev = ev
 		switch {
 		case err != nil:
+			e.unread = err
 			e.problem = fmt.Errorf("undecodable: %w", err)
-		case !reg.Known(ev.Type):
+		case !decode(ev.Type):
 			// Unknown types are settled by policy in walk; the envelope still counts.
 		default:
 			d, err := reg.Decode(ev)

@@ -116,13 +116,17 @@ type Config struct {
 	// than this (default: the ledger's retention).
 	EffectHorizon time.Duration
 	// EffectConcurrency bounds the runs of one effect on one partition at once
-	// (default EffectConcurrencyDefault).
+	// (default EffectConcurrencyDefault). A run holds its place until the ledger
+	// has it marked done, so it is also the most runs of an effect that a crash can
+	// run again on a partition (with the same keys).
 	EffectConcurrency int
 	// EffectMaxAttempts: a run that fails this often parks (default EffectMaxAttemptsDefault).
 	EffectMaxAttempts int
-	// EffectBatchSize is the most runs reserved, run and settled together (default
-	// EffectBatchSizeDefault): each such batch costs two Redis round trips, and a
-	// crash re-runs, with the same keys, at most the runs of the batch in flight.
+	// EffectBatchSize is the most keys reserved in the ledger together, in one Redis
+	// round trip (default EffectBatchSizeDefault). Each run is marked done on its
+	// own as it finishes (pipelined with the others' marks), so the batch does not
+	// widen what a crash re-runs; reserved runs that had not started wait, after a
+	// crash, for their lease to expire.
 	EffectBatchSize int
 
 	// Snapshots, when set, are taken by the instance that owns partition 0 (count and

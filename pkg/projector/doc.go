@@ -42,6 +42,27 @@
 // owns is live; Inspect decides the same for every partition from what is stored.
 // The total lag is reported, never used.
 //
+// # Effects
+//
+// Effects (package sideeffects) run after their events' read-model transaction
+// commits, never ahead of it. A dispatcher per partition runs every effect over the
+// batches the partition's worker commits, handed over in process, already decrypted
+// and decoded: the log is read once however many effects there are. The hand-over is
+// bounded. While a partition replays history and its effects make progress, the
+// worker waits for room (the replay slows to the effects' pace); when they stall — a
+// mail server or Redis down, a second without a finished run — or the partition is
+// live (readiness must not hang on a mail server), it goes on, and the dispatcher
+// later reads what it missed from the log, once for all effects, up to the read
+// model's position.
+//
+// Keys are reserved in the Redis ledger a chunk at a time; each run is marked done
+// as it finishes, in pipelined flushes shared with the other runs' marks, and holds
+// its slot (EffectConcurrency per effect and partition) until Redis has the mark. A
+// crash therefore runs again, with the same keys, at most EffectConcurrency runs per
+// effect and partition: those in flight. Each effect's durable watermark advances
+// once a batch's runs are done or parked. Status.EffectPartitions shows each
+// effect's state, watermark, runs in flight, and what it waits on.
+//
 // # Forgotten subjects
 //
 // With Keys, a runner purges every forgotten subject from the read model at start,

@@ -1,11 +1,14 @@
 package projector
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,14 +23,27 @@ import (
 	"github.com/projector/projector/pkg/sideeffects"
 )
 
-// Effects run after their event's read-model transaction has committed: an effect
-// worker per partition and effect follows the read model's stored position and never
-// passes it, so an email never announces what the read model does not show yet. Its
-// own position — the effect's durable watermark — is a fenced row of its own
-// (offsets.Key with Effect set), advanced only once a batch's effects are done or parked. No
-// crash point loses an effect: a crash before the watermark moves re-reads the
-// events, and the ledger (or, if Redis lost its data, one more run with the same key)
-// settles them.
+// Effects run after their event's read-model transaction has committed, and never
+// pass it, so an email never announces what the read model does not show yet. A
+// dispatcher per partition, beside the partition's worker, runs every effect of the
+// projection over the batches the worker commits, handed over in process with their
+// events already decrypted and decoded (fxFeed): the log is read once, however many
+// effects there are. Where the feed does not reach — a fresh claim whose watermarks
+// are behind the read model, or a feed that overflowed while the effects were slower
+// than the read model — the dispatcher reads the missing events from the log
+// itself, once for all the partition's effects, up to the read model's position.
+//
+// An effect's position on a partition — its durable watermark — is a fenced row of
+// its own (offsets.Key with Effect set), advanced once a batch's runs are done or
+// parked. Runs reserve their keys in the ledger a chunk (EffectBatchSize) at a time,
+// and each run is marked done as soon as it finishes, in the ledger's pipelined
+// flushes; its slot (EffectConcurrency per effect and partition) is given back only
+// once Redis holds the mark. So at any moment at most EffectConcurrency runs of an
+// effect on a partition have run, or may have, without being marked done: all that a
+// crash can run again, with the same keys. Reserved runs that had not started wait,
+// after a crash, for their lease to expire, and then run once. A crash before the
+// watermark moves re-reads the batch; the ledger (or, if Redis lost its data, one
+// more run with the same key) settles it.
 
 // EffectKey returns the offsets key of an effect's watermark on one partition.
 func EffectKey(projection string, version int, effect, topic string, partition int) offsets.Key {
@@ -57,104 +73,375 @@ const (
 	FxForgotten        = "skipped_forgotten" // the subject's personal data is shredded
 )
 
-func (r *Runner) workEffect(ctx context.Context, gen *kafka.Generation, part int, eff *sideeffects.Effect) error {
+// fxLane is one effect on one partition: its watermark (p.next), horizon and status.
+type fxLane struct {
+	eff     *sideeffects.Effect
+	p       *partition // p.key names the effect; p.status is the effect's row on the status board
+	horizon time.Time  // events older than this are suppressed
+	wrote   time.Time  // the claim's last write
+	feed    *fxFeed    // told of each finished run, so that the read model waits for the lane while it moves
+}
+
+// claimLane claims an effect's watermark on a partition and reads its horizon.
+func (r *Runner) claimLane(ctx context.Context, owner offsets.Owner, part int, eff *sideeffects.Effect, log *zap.Logger) (*fxLane, error) {
+	st := r.status.effectPartition(eff.Name(), part)
+	st.set(func(s *PartitionStatus) { s.State, s.Waiting, s.InFlight = StateClaiming, "", 0 })
 	p := &partition{
 		key:    EffectKey(r.cfg.Projection.Name(), r.cfg.Projection.Version(), eff.Name(), r.cfg.Topic, part),
-		owner:  offsets.Owner{Generation: gen.ID, Member: gen.MemberID},
-		status: &partStatus{},
-		log:    r.log.With(zap.Int("partition", part), zap.String("effect", eff.Name()), zap.Int32("generation", gen.ID)),
+		owner:  owner,
+		status: st,
+		log:    log.With(zap.String("effect", eff.Name())),
 	}
-	readModel := r.status.partition(part)
 	if err := r.claim(ctx, p); err != nil {
-		return err
+		return nil, err
 	}
-	var horizonFrom time.Time
+	ln := &fxLane{eff: eff, p: p, wrote: time.Now()}
 	if err := r.retry(ctx, p, "effect start", func(ctx context.Context) error {
 		var err error
-		horizonFrom, err = r.effectStart(ctx, p, eff, part)
+		ln.horizon, err = r.effectStart(ctx, p, eff, part)
 		return err
 	}); err != nil {
+		return nil, err
+	}
+	st.set(func(s *PartitionStatus) { s.Next = p.next })
+	p.log.Debug("effect claimed", zap.Int64("watermark", p.next), zap.Time("horizon_from", ln.horizon))
+	return ln, nil
+}
+
+// effectBatch runs an effect over a batch's entries at or above its watermark, up
+// to next: it picks the runs (decoded, within the horizon, subjects not
+// forgotten), runs them (runEffects), then advances the watermark to next with the
+// parked runs in one PostgreSQL transaction.
+func (r *Runner) effectBatch(genCtx context.Context, ln *fxLane, entries []entry, next int64) error {
+	ctx, cancel := drainContext(genCtx, r.cfg.DrainTimeout)
+	defer cancel()
+	p := ln.p
+	items, consumed := r.effectItems(ln, entries)
+	var runnable []*fxItem
+	for _, it := range items {
+		if it.outcome == "" {
+			runnable = append(runnable, it)
+		}
+	}
+	if err := r.runEffects(ctx, ln, runnable); err != nil {
 		return err
 	}
-	first, _, err := r.bounds(ctx, part)
+	err := r.retry(ctx, p, "advance effect watermark", func(ctx context.Context) error {
+		tx, err := r.cfg.Pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		w := readmodel.NewWriter(tx)
+		r.queueAdvance(w, p, next, consumed)
+		for _, it := range items {
+			if it.outcome == FxParked {
+				r.queueEffectPark(w, p, ln.eff, it)
+			}
+		}
+		if err := w.Flush(ctx); err != nil {
+			if errors.Is(err, offsets.ErrFenced) {
+				if ok, rerr := r.resync(ctx, p, next); ok || rerr != nil {
+					return rerr
+				}
+			}
+			return err
+		}
+		return tx.Commit(ctx)
+	})
 	if err != nil {
 		return err
 	}
-	if p.next < first {
-		p.log.Warn("the effect's watermark is below the log start; events before it are gone", zap.Int64("watermark", p.next), zap.Int64("log_start", first))
-		if err := r.retry(ctx, p, "move watermark to the log start", func(ctx context.Context) error {
-			sql, args := r.offsets.AdvanceSQL(p.key, p.owner, p.next, first, 0)
-			tag, err := r.cfg.Pool.Exec(ctx, sql, args...)
-			if err == nil && tag.RowsAffected() != 1 {
-				return offsets.ErrFenced
-			}
+	p.next, ln.wrote = max(p.next, next), time.Now()
+	ln.feed.progressed()
+	p.status.set(func(s *PartitionStatus) {
+		s.Next, s.Lag = p.next, max(0, s.HighWater-p.next)
+	})
+	return nil
+}
+
+// effectItems picks an effect's runs from entries at or above its watermark, and
+// counts those entries. Undecodable events park the run; events older than the
+// horizon and forgotten subjects' events are counted, never run.
+func (r *Runner) effectItems(ln *fxLane, entries []entry) (items []*fxItem, consumed int64) {
+	eff := ln.eff
+	for i := range entries {
+		e := &entries[i]
+		if e.msg.Offset < ln.p.next {
+			continue
+		}
+		consumed++
+		ev, err := e.ev, e.unread
+		var pe *shred.Error
+		if (err != nil && !errors.As(err, &pe)) || !eff.ReactsTo(ev.Type) {
+			continue // undecodable events park in the read model; they fire nothing
+		}
+		var d events.Decoded
+		if err == nil {
+			d, err = ln.decode(e)
+		}
+		if err != nil {
+			// The read model parks it too; the effect is parked, not lost, and a retry
+			// after a fix (a newer build knowing the schema) runs it.
+			items = append(items, &fxItem{msg: e.msg, dec: events.Decoded{Event: ev}, key: sideeffects.Key(eff.Name(), ev.ID),
+				outcome: FxParked, err: fmt.Errorf("undecodable: %w", err)})
+			r.countEffect(ln, FxParked)
+			continue
+		}
+		if len(d.Redacted) > 0 {
+			// The subject is forgotten: nobody is left to act for, and the fields the
+			// effect needs are gone. Counted, never run.
+			r.countEffect(ln, FxForgotten)
+			continue
+		}
+		when := ev.Time
+		if when.IsZero() {
+			when = e.msg.Time // CloudEvents time is optional: the log's timestamp stands in
+		}
+		if when.Before(ln.horizon) {
+			r.countEffect(ln, FxSuppressedHorzn)
+			continue
+		}
+		items = append(items, &fxItem{msg: e.msg, dec: d, key: sideeffects.Key(eff.Name(), ev.ID)})
+	}
+	return items, consumed
+}
+
+// decode returns the entry's event as the effect's registry decodes it: the
+// worker's decoding when the effect takes it as it is (see Effect.Accepts), else the
+// effect's own, of the event the worker already decrypted.
+func (ln *fxLane) decode(e *entry) (events.Decoded, error) {
+	if e.decoded != nil && ln.eff.Accepts(*e.decoded) {
+		return *e.decoded, nil
+	}
+	return ln.eff.Registry().Decode(e.ev)
+}
+
+// runEffects runs items: their keys reserved a chunk at a time, at most
+// EffectConcurrency at once, each marked done (or, parking, released) as it
+// finishes. Keys another holder has are tried again once its lease may have ended.
+func (r *Runner) runEffects(ctx context.Context, ln *fxLane, items []*fxItem) error {
+	pending := items
+	backoff := 50 * time.Millisecond
+	for len(pending) > 0 {
+		held, again, err := r.runChunks(ctx, ln, pending)
+		if err != nil {
 			return err
+		}
+		pending = slices.Concat(again, held)
+		if len(held) == 0 {
+			continue
+		}
+		// Keys held by another holder: wait for it to finish, or for its lease to
+		// expire (a holder that crashed), then try them again.
+		ln.p.status.set(func(s *PartitionStatus) {
+			s.Waiting = fmt.Sprintf("%d runs wait for keys another holder reserved (its lease: %v)", len(held), r.cfg.Ledger.Lease())
+		})
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		ln.p.status.set(func(s *PartitionStatus) { s.Waiting = "" })
+		backoff = min(2*backoff, max(r.cfg.Ledger.Lease()/4, 50*time.Millisecond))
+	}
+	return nil
+}
+
+// fxRun is an acquired item handed to a worker, with when its key was reserved.
+type fxRun struct {
+	it       *fxItem
+	reserved time.Time
+}
+
+// runChunks reserves items' keys EffectBatchSize at a time (one Redis round trip
+// each, a chunk ahead) and hands the acquired runs to EffectConcurrency workers. A
+// worker takes its next run only once its last one's key is settled in the ledger,
+// so at most EffectConcurrency runs are started and not marked done. It returns,
+// once every run it handed out has finished, the items whose keys another holder
+// has, and the items to reserve afresh (see runWorker).
+func (r *Runner) runChunks(ctx context.Context, ln *fxLane, items []*fxItem) (held, again []*fxItem, err error) {
+	g, gctx := errgroup.WithContext(ctx)
+	runs := make(chan fxRun)
+	var mu sync.Mutex // guards again
+	stale := func(it *fxItem) {
+		mu.Lock()
+		again = append(again, it)
+		mu.Unlock()
+	}
+	for range r.cfg.EffectConcurrency {
+		g.Go(func() error { return r.runWorker(gctx, ln, runs, stale) })
+	}
+	err = r.handOut(gctx, ln, items, runs, &held)
+	close(runs)
+	// Stopped before every item was reserved and run: an error, never a nil that
+	// would let the watermark pass items that did not run.
+	if err := cmp.Or(g.Wait(), err, ctx.Err()); err != nil {
+		return nil, nil, err
+	}
+	return held, again, nil
+}
+
+// handOut reserves items' keys a chunk at a time, the next chunk while this one's
+// runs are handed out, and hands each acquired item to a worker; keys done already
+// are counted, keys another holder has go to held. It returns an error when it
+// stopped before the end.
+func (r *Runner) handOut(ctx context.Context, ln *fxLane, items []*fxItem, runs chan<- fxRun, held *[]*fxItem) error {
+	type chunk struct {
+		items    []*fxItem
+		res      []sideeffects.Reservation
+		reserved time.Time
+	}
+	ahead := make(chan chunk) // the next chunk, reserved while this one is handed out
+	reserving, pctx := errgroup.WithContext(ctx)
+	reserving.Go(func() error {
+		defer close(ahead)
+		for i := 0; i < len(items); i += r.cfg.EffectBatchSize {
+			c := chunk{items: items[i:min(i+r.cfg.EffectBatchSize, len(items))]}
+			keys := make([]string, len(c.items))
+			for j, it := range c.items {
+				keys[j] = it.key
+			}
+			if err := r.retry(pctx, ln.p, "ledger reserve", func(ctx context.Context) error {
+				var err error
+				c.res, err = r.cfg.Ledger.Reserve(ctx, keys)
+				return r.redisTransient(err)
+			}); err != nil {
+				return err
+			}
+			c.reserved = time.Now()
+			select {
+			case ahead <- c:
+			case <-pctx.Done():
+				return pctx.Err()
+			}
+		}
+		return nil
+	})
+	var stopped error
+	for c := range ahead {
+		for j, it := range c.items {
+			if stopped != nil {
+				break
+			}
+			it.res = c.res[j]
+			switch it.res.State {
+			case sideeffects.Done:
+				it.outcome = FxSuppressedLedger
+				r.countEffect(ln, FxSuppressedLedger)
+			case sideeffects.Held:
+				*held = append(*held, it)
+			default:
+				select {
+				case runs <- fxRun{it, c.reserved}:
+				case <-ctx.Done():
+					stopped = ctx.Err()
+				}
+			}
+		}
+	}
+	return cmp.Or(stopped, reserving.Wait())
+}
+
+// runWorker runs the runs it is handed, one at a time, each settled before the
+// next. No run starts on a reservation older than half its lease (slow runs before
+// it): its key is given back and the item goes to stale, to be reserved afresh.
+func (r *Runner) runWorker(ctx context.Context, ln *fxLane, runs <-chan fxRun, stale func(*fxItem)) error {
+	fresh := r.cfg.Ledger.Lease() / 2
+	for rn := range runs {
+		if time.Since(rn.reserved) <= fresh {
+			if err := r.runOne(ctx, ln, rn.it); err != nil {
+				return err
+			}
+			continue
+		}
+		stale(rn.it)
+		if err := r.retry(ctx, ln.p, "ledger release", func(ctx context.Context) error {
+			return r.redisTransient(r.cfg.Ledger.Release(ctx, rn.it.res))
 		}); err != nil {
 			return err
 		}
-		p.next = first
 	}
-	p.log.Debug("effect claimed", zap.Int64("watermark", p.next), zap.Time("horizon_from", horizonFrom))
-	rd := r.newPartitionReader(p)
-	defer rd.close()
-	var held []kafka.Message // read ahead of the read model: they wait
-	lastRetryPoll, lastTouch := time.Now(), time.Now()
+	return nil
+}
+
+// runOne runs an acquired item, retried with backoff on transient failures up to
+// EffectMaxAttempts, and settles its key in the ledger before returning — its slot
+// is held until Redis has the mark.
+func (r *Runner) runOne(ctx context.Context, ln *fxLane, it *fxItem) error {
+	p := ln.p
+	p.status.set(func(s *PartitionStatus) { s.InFlight++ })
+	defer p.status.set(func(s *PartitionStatus) { s.InFlight-- })
+	if err := r.fire(ctx, ln, it); err != nil {
+		return err // stopping: unsettled; the lease lets the next owner retry
+	}
+	defer ln.feed.progressed()
+	if it.outcome != FxFired {
+		return r.retry(ctx, p, "ledger release", func(ctx context.Context) error {
+			return r.redisTransient(r.cfg.Ledger.Release(ctx, it.res))
+		})
+	}
+	var marked bool
+	if err := r.retry(ctx, p, "ledger mark done", func(ctx context.Context) error {
+		var err error
+		marked, err = r.cfg.Ledger.MarkDone(ctx, it.res)
+		return r.redisTransient(err)
+	}); err != nil {
+		return err
+	}
+	if !marked {
+		r.countEffect(ln, FxLeaseLost)
+		p.log.Warn("the effect outlived its lease: another holder may run it too, with the same key",
+			zap.String("key", it.key), zap.Int64("offset", it.msg.Offset), zap.Duration("lease", r.cfg.Ledger.Lease()))
+	}
+	return nil
+}
+
+// fire runs the effect's function for it until it succeeds (FxFired), fails
+// permanently or EffectMaxAttempts times (FxParked), or ctx ends (the error). A
+// failing run shows on the status board as what the effect waits on.
+func (r *Runner) fire(ctx context.Context, ln *fxLane, it *fxItem) error {
+	eff, p := ln.eff, ln.p
+	backoff := r.cfg.RetryBackoffMin
 	for {
-		if ctx.Err() != nil {
+		it.attempts++
+		err := eff.Fire(ctx, sideeffects.Run{Effect: eff.Name(), Key: it.key, Attempt: it.attempts}, it.dec)
+		if err == nil {
+			it.outcome = FxFired
+			r.countEffect(ln, FxFired)
+			if it.attempts > 1 { // the downstream system answers again
+				p.status.set(func(s *PartitionStatus) { s.Waiting = "" })
+			}
 			return nil
 		}
-		limit := readModel.committed()
-		var batch []kafka.Message
-		if len(held) > 0 && held[0].Offset < limit {
-			n := 0
-			for n < len(held) && held[n].Offset < limit && n < r.cfg.BatchSize {
-				n++
-			}
-			batch, held = append([]kafka.Message(nil), held[:n]...), held[n:]
-		} else if len(held) == 0 {
-			msgs, err := rd.readBatch(ctx)
-			if ctx.Err() != nil {
-				return nil
-			}
-			if err != nil {
-				continue // logged; the reader starts over at the watermark
-			}
-			if len(msgs) == 0 && time.Since(lastTouch) >= r.offsets.StaleClaimAfter/4 {
-				lastTouch = time.Now()
-				if err := r.retry(ctx, p, "refresh claim", func(ctx context.Context) error {
-					return r.offsets.Touch(ctx, r.cfg.Pool, p.key, p.owner)
-				}); err != nil {
-					return err
-				}
-			}
-			for _, m := range msgs {
-				switch {
-				case m.Offset < p.next: // stale
-				case m.Offset < limit && len(held) == 0:
-					batch = append(batch, m)
-				default:
-					held = append(held, m)
-				}
-			}
-		} else {
-			select { // wait for the read model to commit further
-			case <-ctx.Done():
-				return nil
-			case <-time.After(20 * time.Millisecond):
-			}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
-		if len(batch) > 0 {
-			lastTouch = time.Now()
-			if err := r.effectBatch(ctx, p, eff, horizonFrom, batch); err != nil {
-				return err
+		msg := withoutPersonal(eff.Registry(), it.dec.Event, err.Error())
+		if sideeffects.IsPermanent(err) || it.attempts >= r.cfg.EffectMaxAttempts {
+			it.outcome, it.err = FxParked, errors.New(msg)
+			r.countEffect(ln, FxParked)
+			p.log.Warn("effect parked", zap.String("key", it.key), zap.Int64("offset", it.msg.Offset),
+				zap.String("event_id", it.dec.ID), zap.Int("attempts", it.attempts), zap.String("error", msg))
+			if it.attempts > 1 {
+				p.status.set(func(s *PartitionStatus) { s.Waiting = "" })
 			}
+			return nil
 		}
-		if time.Since(lastRetryPoll) >= r.cfg.RetryPoll {
-			lastRetryPoll = time.Now()
-			if err := r.retryParkedEffects(ctx, p, eff); err != nil {
-				return err
-			}
+		r.countEffect(ln, FxRetried)
+		if it.attempts == 1 {
+			p.log.Info("effect failed; retrying", zap.String("key", it.key), zap.String("error", msg))
 		}
+		p.status.set(func(s *PartitionStatus) {
+			s.Waiting = fmt.Sprintf("the effect's downstream: attempt %d of a run failed, retrying: %s", it.attempts, msg)
+		})
+		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff + jitter):
+		}
+		backoff = min(2*backoff, r.cfg.RetryBackoffMax)
 	}
 }
 
@@ -197,212 +484,6 @@ func (r *Runner) effectStart(ctx context.Context, p *partition, eff *sideeffects
 	return from, err
 }
 
-// effectBatch runs one batch of an effect: decode and filter, reserve every key in
-// one Redis round trip, run the acquired ones (bounded concurrency, retries with
-// backoff), settle in one round trip, then advance the watermark with the parked
-// effects in one PostgreSQL transaction.
-func (r *Runner) effectBatch(genCtx context.Context, p *partition, eff *sideeffects.Effect, horizonFrom time.Time, msgs []kafka.Message) error {
-	ctx, cancel := drainContext(genCtx, r.cfg.DrainTimeout)
-	defer cancel()
-	var items []*fxItem
-	envs, err := r.effectEnvelopes(ctx, p, eff, msgs)
-	if err != nil {
-		return err
-	}
-	for i, m := range msgs {
-		ev, err := envs[i].ev, envs[i].problem
-		var pe *shred.Error
-		if (err != nil && !errors.As(err, &pe)) || !eff.ReactsTo(ev.Type) {
-			continue // undecodable events park in the read model; they fire nothing
-		}
-		var d events.Decoded
-		if err == nil {
-			d, err = eff.Registry().Decode(ev)
-		}
-		if err != nil {
-			// The read model parks it too; the effect is parked, not lost, and a retry
-			// after a fix (a newer build knowing the schema) runs it.
-			items = append(items, &fxItem{msg: m, dec: events.Decoded{Event: ev}, key: sideeffects.Key(eff.Name(), ev.ID),
-				outcome: FxParked, err: fmt.Errorf("undecodable: %w", err)})
-			r.countEffect(eff.Name(), FxParked)
-			continue
-		}
-		if len(d.Redacted) > 0 {
-			// The subject is forgotten: nobody is left to act for, and the fields the
-			// effect needs are gone. Counted, never run.
-			r.countEffect(eff.Name(), FxForgotten)
-			continue
-		}
-		when := ev.Time
-		if when.IsZero() {
-			when = m.Time // CloudEvents time is optional: the log's timestamp stands in
-		}
-		if when.Before(horizonFrom) {
-			r.countEffect(eff.Name(), FxSuppressedHorzn)
-			continue
-		}
-		items = append(items, &fxItem{msg: m, dec: d, key: sideeffects.Key(eff.Name(), ev.ID)})
-	}
-	var runnable []*fxItem
-	for _, it := range items {
-		if it.outcome == "" {
-			runnable = append(runnable, it)
-		}
-	}
-	for i := 0; i < len(runnable); i += r.cfg.EffectBatchSize {
-		if err := r.runEffects(ctx, p, eff, runnable[i:min(i+r.cfg.EffectBatchSize, len(runnable))]); err != nil {
-			return err
-		}
-	}
-	next := msgs[len(msgs)-1].Offset + 1
-	err = r.retry(ctx, p, "advance effect watermark", func(ctx context.Context) error {
-		tx, err := r.cfg.Pool.Begin(ctx)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = tx.Rollback(ctx) }()
-		w := readmodel.NewWriter(tx)
-		r.queueAdvance(w, p, next, int64(len(msgs)))
-		for _, it := range items {
-			if it.outcome == FxParked {
-				r.queueEffectPark(w, p, eff, it)
-			}
-		}
-		if err := w.Flush(ctx); err != nil {
-			if errors.Is(err, offsets.ErrFenced) {
-				if ok, rerr := r.resync(ctx, p, next); ok || rerr != nil {
-					return rerr
-				}
-			}
-			return err
-		}
-		return tx.Commit(ctx)
-	})
-	if err != nil {
-		return err
-	}
-	p.next = max(p.next, next)
-	return nil
-}
-
-// runEffects reserves, runs and settles items, setting each one's outcome.
-func (r *Runner) runEffects(ctx context.Context, p *partition, eff *sideeffects.Effect, items []*fxItem) error {
-	pending := items
-	backoff := 50 * time.Millisecond
-	for len(pending) > 0 {
-		keys := make([]string, len(pending))
-		for i, it := range pending {
-			keys[i] = it.key
-		}
-		var res []sideeffects.Reservation
-		err := r.retry(ctx, p, "ledger reserve", func(ctx context.Context) error {
-			var err error
-			res, err = r.cfg.Ledger.Reserve(ctx, keys)
-			return r.redisTransient(err)
-		})
-		if err != nil {
-			return err
-		}
-		var acquired, held []*fxItem
-		for i, it := range pending {
-			it.res = res[i]
-			switch res[i].State {
-			case sideeffects.Done:
-				it.outcome = FxSuppressedLedger
-				r.countEffect(eff.Name(), FxSuppressedLedger)
-			case sideeffects.Held:
-				held = append(held, it)
-			default:
-				acquired = append(acquired, it)
-			}
-		}
-		if err := r.fire(ctx, p, eff, acquired); err != nil {
-			return err
-		}
-		var done, release []sideeffects.Reservation
-		var doneItems []*fxItem
-		for _, it := range acquired {
-			if it.outcome == FxFired {
-				done, doneItems = append(done, it.res), append(doneItems, it)
-			} else {
-				release = append(release, it.res)
-			}
-		}
-		var marked []bool
-		err = r.retry(ctx, p, "ledger settle", func(ctx context.Context) error {
-			var err error
-			marked, err = r.cfg.Ledger.Settle(ctx, done, release)
-			return r.redisTransient(err)
-		})
-		if err != nil {
-			return err
-		}
-		for i, ok := range marked {
-			if !ok {
-				r.countEffect(eff.Name(), FxLeaseLost)
-				p.log.Warn("the effect outlived its lease: another holder may run it too, with the same key",
-					zap.String("key", doneItems[i].key), zap.Int64("offset", doneItems[i].msg.Offset), zap.Duration("lease", r.cfg.Ledger.Lease()))
-			}
-		}
-		// Keys held by another holder: wait for it to finish, or for its lease to
-		// expire (a holder that crashed), then try them again.
-		pending = held
-		if len(pending) > 0 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, max(r.cfg.Ledger.Lease()/4, 50*time.Millisecond))
-		}
-	}
-	return nil
-}
-
-// fire runs the acquired items, at most EffectConcurrency at once, each retried with
-// backoff on transient failures up to EffectMaxAttempts.
-func (r *Runner) fire(ctx context.Context, p *partition, eff *sideeffects.Effect, items []*fxItem) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.cfg.EffectConcurrency)
-	for _, it := range items {
-		g.Go(func() error {
-			backoff := r.cfg.RetryBackoffMin
-			for {
-				it.attempts++
-				err := eff.Fire(gctx, sideeffects.Run{Effect: eff.Name(), Key: it.key, Attempt: it.attempts}, it.dec)
-				if err == nil {
-					it.outcome = FxFired
-					r.countEffect(eff.Name(), FxFired)
-					return nil
-				}
-				if gctx.Err() != nil {
-					return gctx.Err() // stopping: unsettled; the lease lets the next owner retry
-				}
-				msg := withoutPersonal(eff.Registry(), it.dec.Event, err.Error())
-				if sideeffects.IsPermanent(err) || it.attempts >= r.cfg.EffectMaxAttempts {
-					it.outcome, it.err = FxParked, errors.New(msg)
-					r.countEffect(eff.Name(), FxParked)
-					p.log.Warn("effect parked", zap.String("key", it.key), zap.Int64("offset", it.msg.Offset),
-						zap.String("event_id", it.dec.ID), zap.Int("attempts", it.attempts), zap.String("error", msg))
-					return nil
-				}
-				r.countEffect(eff.Name(), FxRetried)
-				if it.attempts == 1 {
-					p.log.Info("effect failed; retrying", zap.String("key", it.key), zap.String("error", msg))
-				}
-				jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
-				select {
-				case <-gctx.Done():
-					return gctx.Err()
-				case <-time.After(backoff + jitter):
-				}
-				backoff = min(2*backoff, r.cfg.RetryBackoffMax)
-			}
-		})
-	}
-	return g.Wait()
-}
-
 // redisTransient marks Redis errors transient: the ledger is retried, never skipped.
 func (r *Runner) redisTransient(err error) error {
 	if err == nil || errors.Is(err, context.Canceled) {
@@ -423,31 +504,10 @@ func (r *Runner) queueEffectPark(w *readmodel.Writer, p *partition, eff *sideeff
 		text(it.dec.ID), text(it.dec.Type), it.key, text(it.err.Error()), it.attempts, it.msg.Key, it.msg.Value, headers)
 }
 
-// retryParkedEffects runs the partition's parked effects an operator asked to retry.
-func (r *Runner) retryParkedEffects(ctx context.Context, p *partition, eff *sideeffects.Effect) error {
-	var items []*fxItem
-	err := r.retry(ctx, p, "load effect retries", func(ctx context.Context) error {
-		rows, err := r.cfg.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+r.tables.parkedEffects+`
-			WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5 AND state = 'retry'
-			ORDER BY "offset"`, eff.Name(), r.cfg.Projection.Name(), r.cfg.Projection.Version(), r.cfg.Topic, p.key.Partition)
-		if err != nil {
-			return err
-		}
-		items, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fxItem, error) {
-			it := &fxItem{}
-			var headers []byte
-			if err := row.Scan(&it.parkID, &it.msg.Offset, &it.msg.Key, &it.msg.Value, &headers); err != nil {
-				return nil, err
-			}
-			if len(headers) > 0 {
-				if err := json.Unmarshal(headers, &it.msg.Headers); err != nil {
-					return nil, err
-				}
-			}
-			return it, nil
-		})
-		return err
-	})
+// retryParkedEffects runs the lane's parked runs an operator asked to retry.
+func (r *Runner) retryParkedEffects(ctx context.Context, ln *fxLane) error {
+	p, eff := ln.p, ln.eff
+	items, err := r.loadEffectRetries(ctx, ln)
 	if err != nil || len(items) == 0 {
 		return err
 	}
@@ -471,7 +531,7 @@ func (r *Runner) retryParkedEffects(ctx context.Context, p *partition, eff *side
 		}
 		if len(it.dec.Redacted) > 0 {
 			it.outcome = FxForgotten
-			r.countEffect(eff.Name(), FxForgotten)
+			r.countEffect(ln, FxForgotten)
 			continue
 		}
 		it.key = sideeffects.Key(eff.Name(), ev.ID)
@@ -479,10 +539,8 @@ func (r *Runner) retryParkedEffects(ctx context.Context, p *partition, eff *side
 	}
 	dctx, cancel := drainContext(ctx, r.cfg.DrainTimeout)
 	defer cancel()
-	for i := 0; i < len(ready); i += r.cfg.EffectBatchSize {
-		if err := r.runEffects(dctx, p, eff, ready[i:min(i+r.cfg.EffectBatchSize, len(ready))]); err != nil {
-			return err
-		}
+	if err := r.runEffects(dctx, ln, ready); err != nil {
+		return err
 	}
 	resolved := 0
 	err = r.retry(dctx, p, "settle effect retries", func(ctx context.Context) error {
@@ -505,10 +563,41 @@ func (r *Runner) retryParkedEffects(ctx context.Context, p *partition, eff *side
 	return err
 }
 
+// loadEffectRetries returns the lane's parked runs an operator asked to retry.
+func (r *Runner) loadEffectRetries(ctx context.Context, ln *fxLane) ([]*fxItem, error) {
+	var items []*fxItem
+	err := r.retry(ctx, ln.p, "load effect retries", func(ctx context.Context) error {
+		rows, err := r.cfg.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+r.tables.parkedEffects+`
+			WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5 AND state = 'retry'
+			ORDER BY "offset"`, ln.eff.Name(), r.cfg.Projection.Name(), r.cfg.Projection.Version(), r.cfg.Topic, ln.p.key.Partition)
+		if err != nil {
+			return err
+		}
+		items, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fxItem, error) {
+			it := &fxItem{}
+			var headers []byte
+			if err := row.Scan(&it.parkID, &it.msg.Offset, &it.msg.Key, &it.msg.Value, &headers); err != nil {
+				return nil, err
+			}
+			if len(headers) > 0 {
+				if err := json.Unmarshal(headers, &it.msg.Headers); err != nil {
+					return nil, err
+				}
+			}
+			return it, nil
+		})
+		return err
+	})
+	return items, err
+}
+
 // countEffect counts an effect run's outcome in metrics and status.
-func (r *Runner) countEffect(effect, outcome string) {
-	r.metrics.effects.WithLabelValues(effect, outcome).Inc()
-	r.status.countEffect(effect, outcome, 1)
+func (r *Runner) countEffect(ln *fxLane, outcome string) {
+	r.metrics.effects.WithLabelValues(ln.eff.Name(), outcome).Inc()
+	r.status.countEffect(ln.eff.Name(), outcome, 1)
+	if outcome == FxParked {
+		ln.p.status.set(func(s *PartitionStatus) { s.Parked++ })
+	}
 }
 
 // effectEnvelopes reads an effect's messages as events, their personal data opened,

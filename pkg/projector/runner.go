@@ -174,14 +174,7 @@ func (r *Runner) startGeneration(gen *kafka.Generation) {
 	r.status.joined(gen.ID, gen.MemberID, parts)
 	r.log.Info("joined generation", zap.Int32("generation", gen.ID), zap.String("member", gen.MemberID), zap.Ints("partitions", parts))
 	for _, p := range parts {
-		gen.Start(func(ctx context.Context) { r.settle(ctx, fmt.Sprintf("partition %d", p), r.work(ctx, gen, p)) })
-	}
-	for _, p := range parts {
-		for _, eff := range r.cfg.Effects {
-			gen.Start(func(ctx context.Context) {
-				r.settle(ctx, fmt.Sprintf("effect %s partition %d", eff.Name(), p), r.workEffect(ctx, gen, p, eff))
-			})
-		}
+		gen.Start(func(ctx context.Context) { r.settle(ctx, fmt.Sprintf("partition %d", p), r.runPartition(ctx, gen, p)) })
 	}
 	if len(parts) > 0 {
 		gen.Start(func(ctx context.Context) { r.commitLoop(ctx, gen, parts) })

@@ -14,6 +14,12 @@ const (
 	StateReplaying = "replaying" // catching up: its lag above ReadyLag
 	StateLive      = "live"      // its lag at most ReadyLag
 	StateReleased  = "released"  // no longer owned by this instance
+
+	// StateCatchingUp is an effect's, on a partition, while it reads from the log
+	// what the read model committed before the effect caught up with it (after a
+	// claim, or when the effect fell behind); it turns live when it runs on the
+	// read model's batches as they commit.
+	StateCatchingUp = "catching-up"
 )
 
 // PartitionStatus is one partition's progress as this instance sees it.
@@ -32,7 +38,16 @@ type PartitionStatus struct {
 	Consumed   int64  `json:"consumed,omitempty"`
 	Duplicates int64  `json:"duplicates"`
 	Parked     int64  `json:"parked"`
-	Waiting    string `json:"waiting,omitempty"` // the transient error being retried, if any
+	Waiting    string `json:"waiting,omitempty"` // what it waits on: the transient error being retried, if any
+
+	// Effect names the effect, in Status.EffectPartitions; there Next is the
+	// effect's watermark, HighWater the read model's stored position, Lag the events
+	// between them, Parked the runs parked, and Waiting what the effect waits on:
+	// Redis, the downstream system (its last error), or keys another holder has.
+	Effect string `json:"effect,omitempty"`
+	// InFlight counts an effect's runs started and not yet settled in the ledger:
+	// at most the effect concurrency, and all that a crash now could run twice.
+	InFlight int `json:"in_flight,omitempty"`
 }
 
 // Status is what this instance does.
@@ -66,6 +81,9 @@ type Status struct {
 	// Effects counts this instance's effect runs per effect and outcome (fired,
 	// suppressed_ledger, suppressed_horizon, retried, parked, lease_lost).
 	Effects map[string]map[string]int64 `json:"effects,omitempty"`
+	// EffectPartitions is each effect's progress on each partition this instance
+	// owns, by effect and partition (see PartitionStatus.Effect).
+	EffectPartitions []PartitionStatus `json:"effect_partitions,omitempty"`
 }
 
 // EffectStatus is one effect's stored state: its durable watermark per partition
@@ -84,7 +102,30 @@ type statusBoard struct {
 	reached bool // Run has found the topic on Kafka
 	base    Status
 	parts   map[int]*partStatus
+	fxParts map[fxPart]*partStatus
 	effects map[string]map[string]int64
+}
+
+// fxPart names an effect on a partition.
+type fxPart struct {
+	effect    string
+	partition int
+}
+
+// effectPartition returns the status of an effect on a partition.
+func (b *statusBoard) effectPartition(effect string, p int) *partStatus {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fxParts == nil {
+		b.fxParts = map[fxPart]*partStatus{}
+	}
+	k := fxPart{effect, p}
+	ps, ok := b.fxParts[k]
+	if !ok {
+		ps = &partStatus{s: PartitionStatus{Topic: b.base.Topic, Partition: p, Effect: effect}}
+		b.fxParts[k] = ps
+	}
+	return ps
 }
 
 func (b *statusBoard) countEffect(effect, outcome string, n int64) {
@@ -129,6 +170,11 @@ func (b *statusBoard) joined(gen int32, member string, assigned []int) {
 			delete(b.parts, p)
 		}
 	}
+	for k := range b.fxParts {
+		if !keep[k.partition] {
+			delete(b.fxParts, k)
+		}
+	}
 }
 
 // wait records what the instance waits for, with the last error.
@@ -158,6 +204,10 @@ func (b *statusBoard) snapshot() Status {
 	for _, p := range b.parts {
 		parts = append(parts, p)
 	}
+	fxParts := make([]*partStatus, 0, len(b.fxParts))
+	for _, p := range b.fxParts {
+		fxParts = append(fxParts, p)
+	}
 	if len(b.effects) > 0 {
 		s.Effects = map[string]map[string]int64{}
 		for e, m := range b.effects {
@@ -184,6 +234,15 @@ func (b *statusBoard) snapshot() Status {
 		}
 	}
 	sort.Slice(s.Partitions, func(i, j int) bool { return s.Partitions[i].Partition < s.Partitions[j].Partition })
+	for _, p := range fxParts {
+		p.mu.Lock()
+		s.EffectPartitions = append(s.EffectPartitions, p.s)
+		p.mu.Unlock()
+	}
+	sort.Slice(s.EffectPartitions, func(i, j int) bool {
+		a, b := s.EffectPartitions[i], s.EffectPartitions[j]
+		return a.Effect < b.Effect || a.Effect == b.Effect && a.Partition < b.Partition
+	})
 	return s
 }
 
@@ -219,16 +278,6 @@ func (p *partStatus) batch(next, highWater int64, out outcome, readyLag int64, l
 	} else {
 		s.State = StateReplaying
 	}
-}
-
-// committed returns the read model's stored next offset as this instance knows it.
-func (p *partStatus) committed() int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.s.State == StateClaiming {
-		return 0
-	}
-	return p.s.Next
 }
 
 // idle records that no message arrived: the reader is at the end of the partition.

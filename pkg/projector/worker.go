@@ -25,21 +25,23 @@ type partition struct {
 	layout *eventlog.Layout // the topic's partitioning history, to find misrouted records
 	status *partStatus
 	log    *zap.Logger
+	fx     *fxFeed // where committed batches go to the partition's effects; nil without effects
 }
 
 // ErrHistoryGone is returned when a stored offset lies below the partition's first
 // offset: events the read model never saw were deleted from the log.
 var ErrHistoryGone = errors.New("stored offset is below the log start: events were deleted before this read model applied them")
 
-// work runs one partition for one generation: claim, read, apply, until the
-// generation ends (ctx) or the partition is fenced. A nil return means the
-// generation ended.
-func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) error {
+// work runs one partition's read model for one generation: claim, read, apply,
+// until the generation ends (ctx) or the partition is fenced, handing each committed
+// batch to feed (nil: no effects). A nil return means the generation ended.
+func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int, feed *fxFeed) error {
 	p := &partition{
 		key:    offsets.Key{Projection: r.cfg.Projection.Name(), Version: r.cfg.Projection.Version(), Topic: r.cfg.Topic, Partition: part},
 		owner:  offsets.Owner{Generation: gen.ID, Member: gen.MemberID},
 		status: r.status.partition(part),
 		log:    r.log.With(zap.Int("partition", part), zap.Int32("generation", gen.ID)),
+		fx:     feed,
 	}
 	p.status.set(func(s *PartitionStatus) { s.State = StateClaiming })
 	defer p.status.set(func(s *PartitionStatus) { s.State = StateReleased })
@@ -47,6 +49,7 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 	if err := r.claim(ctx, p); err != nil {
 		return err
 	}
+	p.fx.claimed(p.next)
 	if err := r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) }); err != nil {
 		return err
 	}
@@ -75,6 +78,12 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 
 	lastRetryPoll, lastTouch := time.Now(), time.Now()
 	for {
+		if r.cfg.StopAt != nil && p.next >= r.cfg.StopAt[part] {
+			if err := r.waitAtStop(ctx, p, rd); err != nil || ctx.Err() != nil {
+				return err
+			}
+			continue
+		}
 		msgs, err := rd.readBatch(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -126,6 +135,21 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int) erro
 			}
 		}
 	}
+}
+
+// waitAtStop is a bounded run's partition that got to its end: it reads no further
+// (it read, and dropped, the rest of the log, a core's worth while other partitions
+// and the effects caught up) and waits, its claim kept fresh, for the run to end.
+func (r *Runner) waitAtStop(ctx context.Context, p *partition, rd *partitionReader) error {
+	rd.close()
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(r.offsets.StaleClaimAfter / 4):
+	}
+	return r.retry(ctx, p, "refresh claim", func(ctx context.Context) error {
+		return r.offsets.Touch(ctx, r.cfg.Pool, p.key, p.owner)
+	})
 }
 
 // beyondStop reports whether offset lies past a bounded run's end.
@@ -219,6 +243,13 @@ func (pr *partitionReader) readBatch(ctx context.Context) ([]kafka.Message, erro
 		pr.fails = 0
 		return msgs, err
 	}
+	pr.failed(ctx, err)
+	return nil, err
+}
+
+// failed logs a read error, closes the reader (the next read reopens it at the
+// position) and waits a little longer after each failure in a row.
+func (pr *partitionReader) failed(ctx context.Context, err error) {
 	pr.fails++
 	pr.r.metrics.transient.Inc()
 	if pr.fails == 1 || pr.fails%10 == 0 {
@@ -229,7 +260,6 @@ func (pr *partitionReader) readBatch(ctx context.Context) ([]kafka.Message, erro
 	case <-ctx.Done():
 	case <-time.After(min(time.Duration(pr.fails)*250*time.Millisecond, 5*time.Second)):
 	}
-	return nil, err
 }
 
 // readBatch waits up to a second for a first message, then gathers more until the
@@ -268,7 +298,7 @@ func (r *Runner) readBatch(ctx context.Context, reader *kafka.Reader) ([]kafka.M
 // backoff until it succeeds or the partition is lost. An in-flight batch is given
 // DrainTimeout to finish when the generation ends.
 func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.Message) error {
-	start := time.Now()
+	start, from := time.Now(), p.next
 	ctx, cancel := drainContext(genCtx, r.cfg.DrainTimeout)
 	defer cancel()
 	var entries []entry
@@ -312,6 +342,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 		return err
 	}
 	if resynced { // the stored position already covers the batch
+		p.fx.publish(ctx, from, p.next, nil, nil)
 		p.status.batch(p.next, msgs[len(msgs)-1].HighWaterMark, outcome{}, r.readyLag, p.log)
 		return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
 	}
@@ -331,6 +362,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	p.next = last.Offset + 1
 	r.metrics.observe(out, time.Since(start))
 	p.status.batch(p.next, last.HighWaterMark, out, r.readyLag, p.log)
+	p.fx.publish(ctx, from, p.next, entries, p.effectsWait()) // committed: the effects may run
 	r.observePartition(p)
 	if r.scrubs != nil {
 		r.scrubs.saw(entries)
@@ -382,6 +414,8 @@ func (r *Runner) retry(ctx context.Context, p *partition, what string, fn func(c
 		if err == nil {
 			if attempt > 1 {
 				p.log.Info("recovered", zap.String("op", what), zap.Int("attempts", attempt))
+				// What it waited on shows until it recovered, the attempts included.
+				p.status.set(func(s *PartitionStatus) { s.Waiting = "" })
 			}
 			return nil
 		}
@@ -403,7 +437,6 @@ func (r *Runner) retry(ctx context.Context, p *partition, what string, fn func(c
 		case <-time.After(backoff + jitter):
 		}
 		backoff = min(2*backoff, r.cfg.RetryBackoffMax)
-		p.status.set(func(s *PartitionStatus) { s.Waiting = "" })
 	}
 }
 

@@ -10,8 +10,11 @@
 //     SET key token NX PX lease; after success it is marked done by compare-and-set
 //     on the token, kept for the retention. A holder whose lease expired cannot mark
 //     it. The ledger is shared by every instance, projection version and service
-//     that names the same effect under the same namespace. A batch costs two round
-//     trips: one to reserve, one to mark.
+//     that names the same effect under the same namespace. Keys are reserved a
+//     batch at a time, in one round trip; each run is marked done as it finishes
+//     (MarkDone), in a pipelined flush shared with every mark that arrives
+//     meanwhile, so that after a crash only the runs that were in flight are
+//     unmarked.
 //  2. The durable watermark: per effect and partition, a fenced position in
 //     PostgreSQL (package offsets), advanced only after the batch's effects are done
 //     or parked. Events below it are never read for the effect again, even if Redis

@@ -26,6 +26,7 @@ type Effect struct {
 	name     string
 	registry *events.Registry
 	fns      map[string]func(ctx context.Context, run Run, d events.Decoded) error
+	takes    map[string]reflect.Type // the Go type each event type's function takes
 }
 
 var validName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,47}$`)
@@ -39,7 +40,8 @@ func Define(name string, registry *events.Registry) (*Effect, error) {
 	if registry == nil {
 		return nil, fmt.Errorf("sideeffects: effect %s: registry is nil", name)
 	}
-	return &Effect{name: name, registry: registry, fns: map[string]func(context.Context, Run, events.Decoded) error{}}, nil
+	return &Effect{name: name, registry: registry, fns: map[string]func(context.Context, Run, events.Decoded) error{},
+		takes: map[string]reflect.Type{}}, nil
 }
 
 // On makes the effect react to the event type registered for T with fn. It panics
@@ -52,6 +54,7 @@ func On[T any](e *Effect, fn func(ctx context.Context, run Run, ev events.Event,
 	if _, dup := e.fns[name]; dup {
 		panic(fmt.Sprintf("sideeffects: %s reacts to %s twice", e.name, name))
 	}
+	e.takes[name] = reflect.TypeFor[T]()
 	e.fns[name] = func(ctx context.Context, run Run, d events.Decoded) error {
 		v, ok := d.Value.(T)
 		if !ok {
@@ -81,6 +84,19 @@ func (e *Effect) Types() []string {
 func (e *Effect) ReactsTo(eventType string) bool {
 	_, ok := e.fns[eventType]
 	return ok
+}
+
+// Accepts reports whether d, decoded by another registry (a projection's), is what
+// the effect's function for its type takes as it is: a value of the same Go type, at
+// the schema version the effect's registry decodes that type to. The runtime then
+// hands d over instead of decoding the event again.
+func (e *Effect) Accepts(d events.Decoded) bool {
+	t, ok := e.takes[d.Type]
+	if !ok || d.Value == nil || reflect.TypeOf(d.Value) != t {
+		return false
+	}
+	v, ok := e.registry.SchemaVersion(d.Type)
+	return ok && v == d.SchemaVersion
 }
 
 // Fire runs the effect's function for a decoded event.

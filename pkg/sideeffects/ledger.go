@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -30,8 +31,11 @@ type LedgerConfig struct {
 
 // Ledger is the Redis idempotency ledger. It is safe for concurrent use.
 type Ledger struct {
-	cfg        LedgerConfig
-	roundTrips atomic.Int64
+	cfg         LedgerConfig
+	roundTrips  atomic.Int64
+	marks       markQueue // MarkDone and Release wait here for their flush
+	tokenPrefix string    // random, this ledger's: reservation tokens are it and a count
+	tokens      atomic.Uint64
 }
 
 // NewLedger validates cfg and returns a ledger.
@@ -51,7 +55,9 @@ func NewLedger(cfg LedgerConfig) (*Ledger, error) {
 	if cfg.Lease < time.Millisecond || cfg.Retention < cfg.Lease {
 		return nil, fmt.Errorf("sideeffects: ledger lease %v must be at least 1ms and retention %v at least the lease", cfg.Lease, cfg.Retention)
 	}
-	return &Ledger{cfg: cfg}, nil
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return &Ledger{cfg: cfg, tokenPrefix: hex.EncodeToString(b[:]) + "-"}, nil
 }
 
 // Lease returns the reservation lease.
@@ -90,38 +96,35 @@ func (l *Ledger) redisKey(key string) string { return l.cfg.Namespace + ":fx:" +
 
 const leasePrefix, donePrefix = "lease:", "done:"
 
-// Reserve tries to take every key in one round trip: SET NX PX lease, and a GET to
-// tell a done key from one held by another.
+// Reserve tries to take every key in one round trip: SET key NX PX lease GET, one
+// command a key (Redis 7.0 or later), whose answer — the value it found — tells a
+// free key from a done one or one another holds.
 func (l *Ledger) Reserve(ctx context.Context, keys []string) ([]Reservation, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
 	out := make([]Reservation, len(keys))
-	sets := make([]*redis.BoolCmd, len(keys))
-	gets := make([]*redis.StringCmd, len(keys))
+	sets := make([]*redis.StatusCmd, len(keys))
 	pipe := l.cfg.Client.Pipeline()
 	for i, k := range keys {
-		out[i] = Reservation{Key: k, token: newToken()}
-		sets[i] = pipe.SetNX(ctx, l.redisKey(k), leasePrefix+out[i].token, l.cfg.Lease)
-		gets[i] = pipe.Get(ctx, l.redisKey(k))
+		out[i] = Reservation{Key: k, token: l.newToken()}
+		sets[i] = pipe.SetArgs(ctx, l.redisKey(k), leasePrefix+out[i].token, redis.SetArgs{Mode: "NX", TTL: l.cfg.Lease, Get: true})
 	}
 	l.roundTrips.Add(1)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("sideeffects: ledger reserve: %w", err)
 	}
 	for i := range out {
-		ok, err := sets[i].Result()
-		if err != nil {
-			return nil, fmt.Errorf("sideeffects: ledger reserve: %w", err)
-		}
-		v, _ := gets[i].Result()
+		v, err := sets[i].Result()
 		switch {
-		case ok, v == leasePrefix+out[i].token: // the second: a retried pipeline found its own SET
+		case errors.Is(err, redis.Nil): // nothing was there: set
+			out[i].State = Acquired
+		case err != nil:
+			return nil, fmt.Errorf("sideeffects: ledger reserve: %w", err)
+		case v == leasePrefix+out[i].token: // a retried pipeline found its own SET
 			out[i].State = Acquired
 		case strings.HasPrefix(v, donePrefix):
 			out[i].State = Done
-		case v == "": // expired between SET and GET: try again next time
-			out[i].State = Held
 		default:
 			out[i].State = Held
 		}
@@ -129,10 +132,16 @@ func (l *Ledger) Reserve(ctx context.Context, keys []string) ([]Reservation, err
 	return out, nil
 }
 
-// markScript sets the key to done only if the caller still holds it.
+// markScript sets the key to done only if the caller still holds it. A key the
+// caller already marked (ARGV[4] is its done prefix: a retried mark whose answer was
+// lost) counts as marked.
 const markScript = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+if v and string.sub(v, 1, string.len(ARGV[4])) == ARGV[4] then
   return 1
 end
 return 0`
@@ -158,11 +167,10 @@ func (l *Ledger) Settle(ctx context.Context, done, release []Reservation) (marke
 	marks := make([]*redis.Cmd, len(done))
 	now := time.Now().Unix()
 	for i, r := range done {
-		marks[i] = pipe.Eval(ctx, markScript, []string{l.redisKey(r.Key)},
-			leasePrefix+r.token, fmt.Sprintf("%s%s:%d", donePrefix, r.token, now), l.cfg.Retention.Milliseconds())
+		marks[i] = l.queueMark(ctx, pipe, r, now)
 	}
 	for _, r := range release {
-		pipe.Eval(ctx, releaseScript, []string{l.redisKey(r.Key)}, leasePrefix+r.token)
+		l.queueRelease(ctx, pipe, r)
 	}
 	l.roundTrips.Add(1)
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -179,8 +187,18 @@ func (l *Ledger) Settle(ctx context.Context, done, release []Reservation) (marke
 	return marked, nil
 }
 
-func newToken() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+func (l *Ledger) queueMark(ctx context.Context, pipe redis.Pipeliner, r Reservation, now int64) *redis.Cmd {
+	done := donePrefix + r.token + ":"
+	return pipe.Eval(ctx, markScript, []string{l.redisKey(r.Key)},
+		leasePrefix+r.token, fmt.Sprintf("%s%d", done, now), l.cfg.Retention.Milliseconds(), done)
+}
+
+func (l *Ledger) queueRelease(ctx context.Context, pipe redis.Pipeliner, r Reservation) *redis.Cmd {
+	return pipe.Eval(ctx, releaseScript, []string{l.redisKey(r.Key)}, leasePrefix+r.token)
+}
+
+// newToken returns a token no other reservation has: the ledger's random prefix
+// and a count.
+func (l *Ledger) newToken() string {
+	return l.tokenPrefix + strconv.FormatUint(l.tokens.Add(1), 36)
 }

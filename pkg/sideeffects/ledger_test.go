@@ -138,3 +138,67 @@ func TestKeyIsStableAndNamed(t *testing.T) {
 		t.Fatal("different effect or event gave the same key")
 	}
 }
+
+// Runs finishing one by one are marked done one by one, and the marks of runs
+// finishing together share pipelined flushes.
+func TestMarkDoneFlushesMarksTogetherAndIsIdempotentForItsHolder(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t, time.Minute)
+	ctx := context.Background()
+	var keys []string
+	for i := range 200 {
+		keys = append(keys, sideeffects.Key("welcome_email", fmt.Sprint("mark-", i)))
+	}
+	res, err := l.Reserve(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := l.RoundTrips()
+	var wg sync.WaitGroup
+	for i, r := range res {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%10 == 9 { // parks: released
+				if err := l.Release(ctx, r); err != nil {
+					t.Error(err)
+				}
+				return
+			}
+			marked, err := l.MarkDone(ctx, r)
+			if err != nil || !marked {
+				t.Errorf("mark %d: %v %v", i, marked, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := l.RoundTrips() - before; n >= 200 {
+		t.Fatalf("%d round trips for 200 marks and releases made at once: they were not flushed together", n)
+	} else {
+		t.Logf("200 marks and releases at once: %d round trips", n)
+	}
+	again, err := l.Reserve(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range again {
+		want := sideeffects.Done
+		if i%10 == 9 {
+			want = sideeffects.Acquired
+		}
+		if r.State != want {
+			t.Fatalf("key %d after its mark: %v, want %v", i, r.State, want)
+		}
+	}
+	// A mark retried after its answer was lost is still the holder's.
+	if marked, err := l.MarkDone(ctx, res[0]); err != nil || !marked {
+		t.Fatalf("a second mark by the holder: %v %v, want marked", marked, err)
+	}
+	// Another holder's token cannot mark a key a first holder took over.
+	if marked, err := l.MarkDone(ctx, again[9]); err != nil || !marked {
+		t.Fatalf("mark of a released key by its new holder: %v %v", marked, err)
+	}
+	if marked, err := l.MarkDone(ctx, res[9]); err != nil || marked {
+		t.Fatalf("mark by the holder that released the key: %v %v, want not marked", marked, err)
+	}
+}
