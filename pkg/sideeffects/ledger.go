@@ -132,12 +132,15 @@ func (l *Ledger) Reserve(ctx context.Context, keys []string) ([]Reservation, err
 	return out, nil
 }
 
-// markScript sets the key to done only if the caller still holds it. A key the
-// caller already marked (ARGV[4] is its done prefix: a retried mark whose answer was
-// lost) counts as marked.
+// markScript sets the key to done if the caller still holds it, or if nobody does:
+// a run that outlived its lease, whose key no other holder took meanwhile, was the
+// only run, and leaving its key free would let the next owner — after a crash, say —
+// run it again. A key the caller already marked (ARGV[4] is its done prefix: a
+// retried mark whose answer was lost) counts as marked. A key another holder took
+// or marked is left alone.
 const markScript = `
 local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
+if v == ARGV[1] or v == false then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   return 1
 end
@@ -156,7 +159,8 @@ return 0`
 // Settle marks done the reservations in done and releases those in release, in one
 // round trip, each by compare-and-set on the caller's token. marked[i] is false when
 // done[i]'s lease had expired and another holder took the key: the caller must not
-// believe it alone ran the effect.
+// believe it alone ran the effect. A key whose lease expired and that nobody took
+// is marked.
 func (l *Ledger) Settle(ctx context.Context, done, release []Reservation) (marked []bool, err error) {
 	if len(done) == 0 && len(release) == 0 {
 		return nil, nil

@@ -202,3 +202,28 @@ func TestMarkDoneFlushesMarksTogetherAndIsIdempotentForItsHolder(t *testing.T) {
 		t.Fatalf("mark by the holder that released the key: %v %v, want not marked", marked, err)
 	}
 }
+
+// A run that outlived its lease, with no other holder meanwhile, still marks its key
+// done: otherwise the next owner (after a crash, a rebalance) would run it again.
+func TestMarkAfterAnExpiredLeaseNobodyTookMarksTheKey(t *testing.T) {
+	t.Parallel()
+	l := newLedger(t, 100*time.Millisecond)
+	ctx := context.Background()
+	keys := []string{sideeffects.Key("welcome_email", "late-1"), sideeffects.Key("welcome_email", "late-2")}
+	res, err := l.Reserve(ctx, keys)
+	if err != nil || res[0].State != sideeffects.Acquired || res[1].State != sideeffects.Acquired {
+		t.Fatalf("reserve: %v %v", res, err)
+	}
+	time.Sleep(300 * time.Millisecond) // both leases end; nobody takes the keys
+	if marked, err := l.MarkDone(ctx, res[0]); err != nil || !marked {
+		t.Fatalf("late mark of a key nobody took: %v %v, want marked", marked, err)
+	}
+	marked, err := l.Settle(ctx, res[1:], nil)
+	if err != nil || !marked[0] {
+		t.Fatalf("late settle of a key nobody took: %v %v, want marked", marked, err)
+	}
+	again, err := l.Reserve(ctx, keys)
+	if err != nil || again[0].State != sideeffects.Done || again[1].State != sideeffects.Done {
+		t.Fatalf("after the late marks: %v %v, want both done", again, err)
+	}
+}

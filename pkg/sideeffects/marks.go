@@ -45,6 +45,7 @@ type markQueue struct {
 // retention — in the next pipelined flush, shared with every other caller's marks,
 // and returns once Redis answered. marked is false when r's lease had expired and
 // another holder took the key: the caller must not believe it alone ran the effect.
+// A key whose lease expired and that nobody took is marked: this run was the only one.
 // Marking a key the caller already marked (a retry after a lost answer) reports it
 // marked. When ctx ends first, MarkDone returns ctx's error; the mark may still be
 // made.
