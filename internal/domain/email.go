@@ -85,7 +85,11 @@ func (m Mailer) Send(ctx context.Context, to, subject, messageID, body string) e
 	if err := w.Close(); err != nil {
 		return classify(err)
 	}
-	return classify(c.Quit())
+	// The server accepted the message (250 after DATA): it is sent. A QUIT that fails
+	// now (a timeout, a dropped connection) must not fail the run, whose retry would
+	// send it a second time.
+	_ = c.Quit()
+	return nil
 }
 
 func classify(err error) error {
