@@ -124,12 +124,18 @@ func (d *dispatcher) loop(ctx context.Context) error {
 			case <-poll.C:
 			}
 		}
+		if errors.Is(err, errStopping) {
+			return nil // the generation ended; the runs in flight finished and were marked
+		}
 		if err != nil {
 			return err
 		}
 		if time.Since(lastPoll) >= r.cfg.RetryPoll {
 			lastPoll = time.Now()
 			if err := d.housekeep(ctx); err != nil {
+				if errors.Is(err, errStopping) {
+					return nil
+				}
 				return err
 			}
 		}

@@ -123,7 +123,7 @@ func (r *Runner) effectBatch(genCtx context.Context, ln *fxLane, entries []entry
 			runnable = append(runnable, it)
 		}
 	}
-	if err := r.runEffects(ctx, ln, runnable); err != nil {
+	if err := r.runEffects(ctx, genCtx.Done(), ln, runnable); err != nil {
 		return err
 	}
 	err := r.retry(ctx, p, "advance effect watermark", func(ctx context.Context) error {
@@ -220,11 +220,16 @@ func (ln *fxLane) decode(e *entry) (events.Decoded, error) {
 // runEffects runs items: their keys reserved a chunk at a time, at most
 // EffectConcurrency at once, each marked done (or, parking, released) as it
 // finishes. Keys another holder has are tried again once its lease may have ended.
-func (r *Runner) runEffects(ctx context.Context, ln *fxLane, items []*fxItem) error {
+// Once stop is closed (the partition's generation ended: a rebalance, a stop) no run
+// starts: the runs in flight finish and are marked within ctx (the drain), the keys
+// reserved for runs not started are given back, and runEffects returns errStopping —
+// so that a graceful handover re-runs nothing, where a drain cut short by its
+// deadline in mid-send would leave sent runs unmarked for the next owner to run again.
+func (r *Runner) runEffects(ctx context.Context, stop <-chan struct{}, ln *fxLane, items []*fxItem) error {
 	pending := items
 	backoff := 50 * time.Millisecond
 	for len(pending) > 0 {
-		held, again, err := r.runChunks(ctx, ln, pending)
+		held, again, err := r.runChunks(ctx, stop, ln, pending)
 		if err != nil {
 			return err
 		}
@@ -240,6 +245,8 @@ func (r *Runner) runEffects(ctx context.Context, ln *fxLane, items []*fxItem) er
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-stop:
+			return errStopping
 		case <-time.After(backoff):
 		}
 		ln.p.status.set(func(s *PartitionStatus) { s.Waiting = "" })
@@ -260,7 +267,7 @@ type fxRun struct {
 // so at most EffectConcurrency runs are started and not marked done. It returns,
 // once every run it handed out has finished, the items whose keys another holder
 // has, and the items to reserve afresh (see runWorker).
-func (r *Runner) runChunks(ctx context.Context, ln *fxLane, items []*fxItem) (held, again []*fxItem, err error) {
+func (r *Runner) runChunks(ctx context.Context, stop <-chan struct{}, ln *fxLane, items []*fxItem) (held, again []*fxItem, err error) {
 	g, gctx := errgroup.WithContext(ctx)
 	runs := make(chan fxRun)
 	var mu sync.Mutex // guards again
@@ -272,7 +279,7 @@ func (r *Runner) runChunks(ctx context.Context, ln *fxLane, items []*fxItem) (he
 	for range r.cfg.EffectConcurrency {
 		g.Go(func() error { return r.runWorker(gctx, ln, runs, stale) })
 	}
-	err = r.handOut(gctx, ln, items, runs, &held)
+	err = r.handOut(gctx, stop, ln, items, runs, &held)
 	close(runs)
 	// Stopped before every item was reserved and run: an error, never a nil that
 	// would let the watermark pass items that did not run.
@@ -285,8 +292,9 @@ func (r *Runner) runChunks(ctx context.Context, ln *fxLane, items []*fxItem) (he
 // handOut reserves items' keys a chunk at a time, the next chunk while this one's
 // runs are handed out, and hands each acquired item to a worker; keys done already
 // are counted, keys another holder has go to held. It returns an error when it
-// stopped before the end.
-func (r *Runner) handOut(ctx context.Context, ln *fxLane, items []*fxItem, runs chan<- fxRun, held *[]*fxItem) error {
+// stopped before the end; stopped by stop, it gives back the keys it reserved for
+// runs it did not hand out.
+func (r *Runner) handOut(ctx context.Context, stop <-chan struct{}, ln *fxLane, items []*fxItem, runs chan<- fxRun, held *[]*fxItem) error {
 	type chunk struct {
 		items    []*fxItem
 		res      []sideeffects.Reservation
@@ -314,6 +322,9 @@ func (r *Runner) handOut(ctx context.Context, ln *fxLane, items []*fxItem, runs 
 			case ahead <- c:
 			case <-pctx.Done():
 				return pctx.Err()
+			case <-stop:
+				r.giveBack(ctx, ln, c.res)
+				return errStopping
 			}
 		}
 		return nil
@@ -322,6 +333,9 @@ func (r *Runner) handOut(ctx context.Context, ln *fxLane, items []*fxItem, runs 
 	for c := range ahead {
 		for j, it := range c.items {
 			if stopped != nil {
+				if stopped == errStopping { //nolint:errorlint // our own sentinel, never wrapped
+					r.giveBack(ctx, ln, c.res[j:])
+				}
 				break
 			}
 			it.res = c.res[j]
@@ -336,11 +350,32 @@ func (r *Runner) handOut(ctx context.Context, ln *fxLane, items []*fxItem, runs 
 				case runs <- fxRun{it, c.reserved}:
 				case <-ctx.Done():
 					stopped = ctx.Err()
+				case <-stop:
+					stopped = errStopping
+					r.giveBack(ctx, ln, c.res[j:j+1])
 				}
 			}
 		}
 	}
 	return cmp.Or(stopped, reserving.Wait())
+}
+
+// errStopping ends an effect batch whose generation ended: its runs in flight
+// finished and were marked, and none other started; the watermark stays.
+var errStopping = errors.New("stopping: the partition's generation ended")
+
+// giveBack releases the acquired keys among res, in one round trip, best effort: a
+// key not given back is free again when its lease ends.
+func (r *Runner) giveBack(ctx context.Context, ln *fxLane, res []sideeffects.Reservation) {
+	var mine []sideeffects.Reservation
+	for _, x := range res {
+		if x.State == sideeffects.Acquired {
+			mine = append(mine, x)
+		}
+	}
+	if _, err := r.cfg.Ledger.Settle(ctx, nil, mine); err != nil {
+		ln.p.log.Info("stopping: keys reserved for runs not started stay held until their lease ends", zap.Int("keys", len(mine)), zap.Error(err))
+	}
 }
 
 // runWorker runs the runs it is handed, one at a time, each settled before the
@@ -539,7 +574,7 @@ func (r *Runner) retryParkedEffects(ctx context.Context, ln *fxLane) error {
 	}
 	dctx, cancel := drainContext(ctx, r.cfg.DrainTimeout)
 	defer cancel()
-	if err := r.runEffects(dctx, ln, ready); err != nil {
+	if err := r.runEffects(dctx, ctx.Done(), ln, ready); err != nil {
 		return err
 	}
 	resolved := 0

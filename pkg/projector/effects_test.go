@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"sync"
 	"testing"
 	"time"
 
@@ -328,4 +329,67 @@ func TestRefusingMailServerParksTheEffectAndRetrySendsIt(t *testing.T) {
 	if resent := w.assertOncePerRegistration(t); len(resent) != 0 {
 		t.Fatalf("%d mails sent twice on retry", len(resent))
 	}
+}
+
+// A graceful stop in the middle of an effect batch starts no new run: the runs in
+// flight finish and are marked within the drain, the keys reserved for the rest are
+// given back, and the next owner runs each of those once — nothing twice. (Before,
+// the stopping runner went on through its batch until the drain's deadline cut a
+// send in mid-flight, unmarked, for the next owner to run again.)
+func TestGracefulStopMidBatchRunsNothingTwice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: run without -short")
+	}
+	t.Parallel()
+	f := newFixture(t, 2)
+	rc, _ := testenv.Redis(t)
+	w := newMailWorld(t, f, rc, testenv.MailpitServer(t), 30*time.Second)
+	w.publish(t, 3, 300, 1200)
+
+	var mu sync.Mutex
+	runs := map[string]int{}
+	eff, err := sideeffects.Define("slow_count", domain.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sideeffects.On(eff, func(ctx context.Context, run sideeffects.Run, _ events.Event, _ domain.UserRegistered) error {
+		mu.Lock()
+		runs[run.Key]++
+		mu.Unlock()
+		select { // a send that takes 150 ms, cut short if its context ends
+		case <-time.After(150 * time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	p := f.domainProjection()
+	cfg := w.config(t, p)
+	cfg.Effects = []*sideeffects.Effect{eff}
+	cfg.EffectConcurrency = 2
+	cfg.DrainTimeout = 400 * time.Millisecond // enough for the runs in flight, not for a batch
+	total := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(runs)
+	}
+	_, stop := f.start(cfg)
+	testenv.WaitFor(t, time.Minute, "the first runs", func() bool { return total() >= 30 })
+	stop()
+	stoppedAt := total()
+	if stoppedAt >= len(w.regs) {
+		t.Fatalf("every run had finished before the stop (%d): the test did not test", stoppedAt)
+	}
+	_, stop = f.start(cfg)
+	testenv.WaitFor(t, 2*time.Minute, "every registration's run", func() bool { return total() >= len(w.regs) })
+	waitStored(t, 2*time.Minute, f.pool, f.schema, offsets.Key{Projection: p.Name(), Version: p.Version(), Topic: f.topic, Effect: "slow_count"}, f.endOffsets())
+	stop()
+	mu.Lock()
+	defer mu.Unlock()
+	for k, n := range runs {
+		if n > 1 {
+			t.Errorf("key %s ran %d times across a graceful stop", k, n)
+		}
+	}
+	t.Logf("stopped after %d of %d runs", stoppedAt, len(w.regs))
 }
