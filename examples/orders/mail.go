@@ -36,7 +36,7 @@ func ShippedMail(reg *events.Registry, d service.Deps) (*sideeffects.Effect, err
 		if err != nil {
 			return fmt.Errorf("order %s: %w", v.OrderID, err) // transient: retried
 		}
-		body := fmt.Sprintf("Hello %s,\r\n\r\nyour %s is on its way with %s to:\r\n%s\r\n", name, item, v.Carrier, address)
+		body := fmt.Sprintf("Hello %s,\r\n\r\nyour order %s (%s) is on its way with %s to:\r\n%s\r\n", name, v.OrderID, item, v.Carrier, address)
 		return d.Mailer.Send(ctx, email, "Order "+v.OrderID+" shipped", sideeffects.MessageID(run.Key), body)
 	})
 	return e, nil
