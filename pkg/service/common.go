@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -180,4 +182,41 @@ func (c *common) openPool(ctx context.Context) (*pgxpool.Pool, *readmodel.Projec
 		return nil, nil, fmt.Errorf("--database-url (DATABASE_URL): %w", err)
 	}
 	return pool, p, nil
+}
+
+const readyLagUsage = "per partition: a partition is live when its lag (log end minus stored position) is at most this; ready when every partition is live (0: only at the log end)"
+
+func checkReadyLag(n int) error {
+	if n < 0 {
+		return fmt.Errorf("--ready-lag (PROJECTOR_READY_LAG) %d: must not be negative", n)
+	}
+	return nil
+}
+
+// readyLagSetting maps --ready-lag to projector's setting, where zero means the
+// default and ReadyLagZero means 0.
+func readyLagSetting(n int) int64 {
+	if n == 0 {
+		return projector.ReadyLagZero
+	}
+	return int64(n)
+}
+
+func effectNames(s string) []string {
+	names := cli.SplitList(s)
+	if len(names) == 1 && names[0] == "none" {
+		return nil
+	}
+	return names
+}
+
+func snapshotDirDefault() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "projector", "snapshots")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "snapshots"
+	}
+	return filepath.Join(home, ".local", "share", "projector", "snapshots")
 }

@@ -2,13 +2,10 @@ package service
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
-	"strings"
-	"text/tabwriter"
 
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/pkg/projector"
@@ -139,30 +136,4 @@ func (d *dlqCmd) list(ctx context.Context, q *projector.DLQ, stdout io.Writer) e
 		func(p projector.Parked) string {
 			return fmt.Sprintf("%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s", p.ID, p.Partition, p.Offset, p.Subject, p.EventType, p.State, p.Attempts, short(p.Error))
 		})
-}
-
-// writeList prints items as indented JSON, or as a table under header, a row each.
-func writeList[T any](w io.Writer, asJSON bool, items []T, header string, row func(T) string) error {
-	if asJSON {
-		return writeIndented(w, items)
-	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	_, _ = fmt.Fprintln(tw, header)
-	for _, it := range items {
-		_, _ = fmt.Fprintln(tw, row(it))
-	}
-	return tw.Flush()
-}
-
-func short(msg string) string {
-	if len(msg) > 100 {
-		msg = msg[:100] + "…"
-	}
-	return strings.ReplaceAll(msg, "\n", " ")
-}
-
-func writeIndented(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,17 +17,6 @@ import (
 	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/snapshot"
 )
-
-func snapshotDirDefault() string {
-	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
-		return filepath.Join(d, "projector", "snapshots")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "snapshots"
-	}
-	return filepath.Join(home, ".local", "share", "projector", "snapshots")
-}
 
 const snapshotUsage = `{{.Name}} snapshot create|list|show|restore|prune|scrub: consistent snapshots of the
 read model (its tables and the offsets they correspond to, one REPEATABLE READ

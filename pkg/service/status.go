@@ -169,29 +169,3 @@ func writeStatus(w io.Writer, st projector.Status, name string) {
 		_, _ = fmt.Fprintf(w, "\neffect %s: watermark at %d, %d events behind the log end, %d parked runs\n", e.Effect, e.Position, e.Lag, e.Parked)
 	}
 }
-
-const readyLagUsage = "per partition: a partition is live when its lag (log end minus stored position) is at most this; ready when every partition is live (0: only at the log end)"
-
-func checkReadyLag(n int) error {
-	if n < 0 {
-		return fmt.Errorf("--ready-lag (PROJECTOR_READY_LAG) %d: must not be negative", n)
-	}
-	return nil
-}
-
-// readyLagSetting maps --ready-lag to projector's setting, where zero means the
-// default and ReadyLagZero means 0.
-func readyLagSetting(n int) int64 {
-	if n == 0 {
-		return projector.ReadyLagZero
-	}
-	return int64(n)
-}
-
-func effectNames(s string) []string {
-	names := cli.SplitList(s)
-	if len(names) == 1 && names[0] == "none" {
-		return nil
-	}
-	return names
-}
