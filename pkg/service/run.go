@@ -26,10 +26,10 @@ import (
 // ListenDefault is the default of --listen.
 const ListenDefault = "127.0.0.1:18080"
 
-const runHelp = `{{.Name}} run: build the read model{{.About}} from the log — from offset zero
-for a new projection version, from its stored offsets otherwise — then keep it
-current. Several instances with the same --group share the partitions. Stops on
-SIGINT or SIGTERM, finishing the batch in flight within --drain-timeout.
+const runHelp = `{{.Name}} run: build the read model from the log — from offset zero for a new
+projection version, from its stored offsets otherwise — then keep it current.
+Several instances with the same --group share the partitions. Stops on SIGINT or
+SIGTERM, finishing the batch in flight within --drain-timeout.{{.About}}
 
 Start: run waits for the read model's database (and the key store's), then for the
 topic on Kafka, warning every few seconds with the address and the error while one
@@ -71,7 +71,7 @@ the folder). 'snapshot list' and 'status' show the snapshots still waiting.`
 func (s *service) runHelp() string {
 	about, routes, effects := "", "", "  none\n"
 	if s.About != "" {
-		about = " (" + s.About + ")"
+		about = "\nThe read model: " + s.About + "."
 	}
 	for _, r := range s.RoutesHelp {
 		routes += "  " + r + "\n"

@@ -181,7 +181,7 @@ func (s *service) effectNames() string {
 	return strings.Join(names, ",")
 }
 
-const usageTemplate = `{{.Name}} builds a read model in PostgreSQL from the event log and serves it{{.About}}.
+const usageTemplate = `{{.Name}} builds a read model in PostgreSQL from the event log and serves it.{{.About}}
 
 Usage: {{.Name}} COMMAND [flags]
 
@@ -208,7 +208,7 @@ unknown one), 3 from status while the projection is not ready or has never run.
 func (s *service) usage() string {
 	about := ""
 	if s.About != "" {
-		about = ": " + s.About
+		about = "\nThe read model: " + s.About + "."
 	}
 	return strings.NewReplacer("{{.Name}}", s.name, "{{.About}}", about).Replace(usageTemplate)
 }

@@ -49,7 +49,7 @@ func parcels() Config {
 func TestDefaultsComeFromTheConfig(t *testing.T) {
 	t.Parallel()
 	for cmd, want := range map[string][]string{
-		"run":    {"parcels run: build the read model (parcels sent)", `--topic string`, "(default parcels.events)", "(default parcels)", "(default parcel_mail)", "GET /v1/parcels", "parcel_mail", "a mail per parcel"},
+		"run":    {"parcels run: build the read model from the log", "The read model: parcels sent.", `--topic string`, "(default parcels.events)", "(default parcels)", "(default parcel_mail)", "GET /v1/parcels", "parcel_mail", "a mail per parcel"},
 		"status": {"parcels status:", "(default parcels.events)", "(default parcel_mail)"},
 		"dlq":    {"parcels dlq list", "(default parcels)"},
 	} {
