@@ -86,7 +86,7 @@ func Main(cfg Config) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := Run(ctx, cfg, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	os.Exit(exitStatus(cfg.name(), err, os.Stderr))
+	os.Exit(exitStatus(cfg.commandName(), err, os.Stderr))
 }
 
 // exitStatus is the process's exit status for err, which it prints when it says
@@ -142,7 +142,7 @@ type service struct {
 }
 
 func newService(cfg Config) (*service, error) {
-	s := &service{Config: cfg, name: cfg.name()}
+	s := &service{Config: cfg, name: cfg.commandName()}
 	if s.MailFrom == "" {
 		s.MailFrom = MailFromDefault
 	}
@@ -162,7 +162,7 @@ func newService(cfg Config) (*service, error) {
 	return s, nil
 }
 
-func (c Config) name() string {
+func (c Config) commandName() string {
 	if c.Name != "" {
 		return c.Name
 	}
