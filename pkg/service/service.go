@@ -44,7 +44,7 @@ type Config struct {
 	Effects []Effect
 	// Routes mounts the service's own HTTP routes beside the status page, /metrics,
 	// /healthz, /readyz and /status (nil: none). It is called once, when run starts
-	// serving its API.
+	// serving its API; a pattern that clashes with those panics then, as ServeMux does.
 	Routes func(mux *http.ServeMux, rm ReadModel)
 	// RoutesHelp lists Routes for 'run --help', a line each, e.g.
 	// "GET /v1/orders/{id}   one order".
