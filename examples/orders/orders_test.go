@@ -83,6 +83,23 @@ func TestOrdersServiceEqualsTheFoldAndMailsOncePerShippedOrder(t *testing.T) {
 	got.firstShipped = want.firstShipped
 	require.Equal(t, want, got, "the read model differs from the fold of the events")
 	w.assertOneMailPerShippedOrder(t, want)
+
+	// The operator's commands work on the service's own projection.
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dlq", "list"}, "no parked events"},
+		{[]string{"versions", "list"}, w.projection + "_v1"},
+		{[]string{"snapshot", "create", "--snapshot-dir", dir}, "snapshot "},
+		{[]string{"snapshot", "list", "--snapshot-dir", dir}, fmt.Sprint(len(evs))},
+		{[]string{"migrate", "status"}, "0001"},
+	} {
+		out, err := exec.Command(binary, append(c.args, w.flags()...)...).CombinedOutput()
+		require.NoError(t, err, "orders %v:\n%s", c.args, out)
+		require.Contains(t, string(out), c.want, "orders %v", c.args)
+	}
 }
 
 // world is one test's topic, schemas, ledger namespace and mail domain.
