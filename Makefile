@@ -43,12 +43,12 @@ $(GOLANGCI):
 	GOBIN=$(CACHE_DIR)/bin $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VER)
 	@mv $(CACHE_DIR)/bin/golangci-lint $(GOLANGCI)
 
-lint: $(GOLANGCI) ## gofmt check, go vet, golangci-lint (pinned) with .golangci.yml, the docs' relative links
+lint: $(GOLANGCI) ## gofmt check, go vet, golangci-lint (pinned) with .golangci.yml, the docs' relative links, the tutorial's code blocks against examples/orders
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GOLANGCI) run ./...
 	bash -n $(STACK) scripts/*.sh .ci/run
-	$(GO) test -count=1 -run TestDocsLinksResolve ./internal/doclinks/
+	$(GO) test -count=1 -run 'TestDocsLinksResolve|TestTutorialExcerptsAreTheExamplesSource' ./internal/doclinks/
 
 bench: stack-up ## the benchmark program: replay, bootstrap, live latency, effects, each beside its baseline; writes bench/results/
 	@$(WITH_STACK) $(GO) run ./cmd/bench $(BENCH_FLAGS)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/service"
 )
 
 var (
@@ -245,7 +246,7 @@ func TestForgottenUserLeavesEverySnapshotWithoutAnOperatorStep(t *testing.T) {
 		t.Fatalf("snapshot list with a snapshot to scrub: %v\n%s", err, out)
 	}
 	t.Logf("snapshot list, a forgetting after the snapshots, no run going:\n%s", out)
-	var st statusReport
+	var st service.StatusReport
 	out, err = f.projector("status", "--snapshot-dir", dir, "--interval", "0", "--json")
 	if jerr := json.Unmarshal([]byte(out), &st); jerr != nil || len(st.SnapshotsHoldingForgotten) == 0 {
 		t.Fatalf("status --json: %v %v\n%s", err, jerr, out)

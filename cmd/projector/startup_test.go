@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -58,6 +59,9 @@ func startRun(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
 	var out syncBuffer
 	cmd := exec.Command(binary, append([]string{"run", "--progress=false", "--effects", "none"}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
+	if os.Getenv("PROJECTOR_MASTER_KEY") == "" { // no stack: any well-formed key gets run past the check
+		cmd.Env = append(os.Environ(), "PROJECTOR_MASTER_KEY="+strings.Repeat("ab", 32))
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -161,7 +161,7 @@ func TestComposeMatchesStackAndCode(t *testing.T) {
 		src := commandSource(t, svc)
 		for k := range s.Environment {
 			if !slices.Contains(known, k) && !strings.Contains(src, `"`+k+`"`) {
-				t.Errorf("%s sets %s, which cmd/%s does not read", svc, k, svc)
+				t.Errorf("%s sets %s, which cmd/%s (and pkg/service) does not read", svc, k, svc)
 			}
 		}
 	}
@@ -172,12 +172,20 @@ func TestComposeMatchesStackAndCode(t *testing.T) {
 	}
 }
 
-// commandSource returns the Go source of cmd/NAME, where its settings' variables are named.
+// commandSource returns the Go source of cmd/NAME, where its settings' variables are
+// named, and of pkg/service for the commands built on it.
 func commandSource(t *testing.T, name string) string {
 	t.Helper()
 	files, err := filepath.Glob("../../cmd/" + name + "/*.go")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if name == "projector" {
+		lib, err := filepath.Glob("../../pkg/service/*.go")
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, lib...)
 	}
 	var sb strings.Builder
 	for _, f := range files {

@@ -440,7 +440,8 @@ func (r *Runner) fire(ctx context.Context, ln *fxLane, it *fxItem) error {
 	backoff := r.cfg.RetryBackoffMin
 	for {
 		it.attempts++
-		err := eff.Fire(ctx, sideeffects.Run{Effect: eff.Name(), Key: it.key, Attempt: it.attempts}, it.dec)
+		err := eff.Fire(ctx, sideeffects.Run{Effect: eff.Name(), Key: it.key, Attempt: it.attempts,
+			ReadModel: sideeffects.NewReadModel(r.cfg.Pool, r.cfg.Projection.Schema())}, it.dec)
 		if err == nil {
 			it.outcome = FxFired
 			r.countEffect(ln, FxFired)

@@ -18,6 +18,10 @@ type Run struct {
 	Effect  string // the effect's name
 	Key     string // the idempotency key: the same for every run of this effect on this event
 	Attempt int    // 1 for the first run in this process, 2 for its first retry, …
+
+	// ReadModel reads the projection's read model, read-only: as of the event's
+	// commit or later (see ReadModel). Nil where a run has no read model.
+	ReadModel *ReadModel
 }
 
 // Effect is a named reaction to event types. Declare it once at start with Define

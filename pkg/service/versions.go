@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -10,21 +10,21 @@ import (
 	"github.com/projector/projector/pkg/projector"
 )
 
-const versionsUsage = `projector versions list|activate|drop: blue/green read models.
+const versionsUsage = `{{.Name}} versions list|activate|drop: blue/green read models.
 
 Each version of a projection lives in its own schema (NAME_v1, NAME_v2); readers
 query the stable views in schema NAME, which point at the active version. Run a new
-version beside the serving one ('projector run --version 2 --group …'); when it is
+version beside the serving one ('{{.Name}} run --version 2 --group …'); when it is
 live, activate it ('run --activate-when-live' does it by itself): every view switches
 in one transaction. Drop the old version when you no longer need it.
 
-  projector versions list [--json]
-  projector versions activate N
-  projector versions drop N          refuses the active version
+  {{.Name}} versions list [--json]
+  {{.Name}} versions activate N
+  {{.Name}} versions drop N          refuses the active version
 `
 
-func runVersions(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	var c common
+func (s *service) runVersions(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	c := s.common()
 	var asJSON bool
 	define := func(sub string, f *cli.Flags) {
 		c.register(f)
@@ -32,11 +32,11 @@ func runVersions(ctx context.Context, args []string, stdout, _ io.Writer) error 
 			f.Bool(&asJSON, "json", "", false, "print JSON")
 		}
 	}
-	sub, err := subcommand("versions", versionsUsage, args, stdout, define, "list", "activate", "drop")
+	sub, err := subcommand("versions", s.text(versionsUsage), args, stdout, define, "list", "activate", "drop")
 	if sub == "" {
 		return err
 	}
-	f := cli.NewFlags("versions "+sub, versionsUsage)
+	f := cli.NewFlags("versions "+sub, s.text(versionsUsage))
 	define(sub, f)
 	if err := f.Parse(args[1:], stdout); err != nil {
 		return err

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"fmt"
@@ -7,7 +7,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/projector/projector/internal/cli"
-	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/sideeffects"
@@ -15,7 +14,6 @@ import (
 
 // Defaults of the effect settings.
 const (
-	EffectsDefault  = domain.WelcomeEmailEffect
 	RedisURLDefault = "redis://127.0.0.1:16379/0"
 	SMTPAddrDefault = "127.0.0.1:11025"
 	MailFromDefault = "welcome@projector.invalid"
@@ -35,11 +33,11 @@ type effectFlags struct {
 	batch       int
 }
 
-func (x *effectFlags) register(f *cli.Flags) {
-	f.String(&x.names, "effects", "PROJECTOR_EFFECTS", EffectsDefault, "effects to run, comma-separated, or none")
+func (x *effectFlags) register(f *cli.Flags, s *service) {
+	f.String(&x.names, "effects", "PROJECTOR_EFFECTS", s.effectNames(), "effects to run, comma-separated, or none")
 	f.String(&x.redisURL, "redis-url", "REDIS_URL", RedisURLDefault, "Redis URL of the idempotency ledger")
 	f.String(&x.smtpAddr, "smtp-addr", "SMTP_ADDR", SMTPAddrDefault, "SMTP server host:port for mail effects")
-	f.String(&x.mailFrom, "mail-from", "PROJECTOR_MAIL_FROM", MailFromDefault, "sender of mail effects")
+	f.String(&x.mailFrom, "mail-from", "PROJECTOR_MAIL_FROM", s.MailFrom, "sender of mail effects")
 	f.String(&x.namespace, "ledger-namespace", "PROJECTOR_LEDGER_NAMESPACE", sideeffects.NamespaceDefault, "ledger key prefix: services sharing it share their effects' ledger")
 	f.Duration(&x.retention, "ledger-retention", "PROJECTOR_LEDGER_RETENTION", sideeffects.RetentionDefault, "how long the ledger remembers a done effect")
 	f.Duration(&x.lease, "effect-lease", "PROJECTOR_EFFECT_LEASE", sideeffects.LeaseDefault, "how long a run holds its key before another instance may take over")
@@ -52,27 +50,18 @@ func (x *effectFlags) register(f *cli.Flags) {
 }
 
 // open builds the configured effects and their ledger; close releases the Redis client.
-func (x *effectFlags) open(p *readmodel.Projection) ([]*sideeffects.Effect, *sideeffects.Ledger, func(), error) {
-	names := cli.SplitList(x.names)
-	if len(names) == 0 || (len(names) == 1 && names[0] == "none") {
+func (x *effectFlags) open(s *service, p *readmodel.Projection) ([]*sideeffects.Effect, *sideeffects.Ledger, func(), error) {
+	names := effectNames(x.names)
+	if len(names) == 0 {
 		return nil, nil, func() {}, nil
 	}
 	if x.concurrency < 1 || x.attempts < 1 || x.batch < 1 || x.horizon < 0 {
 		return nil, nil, nil, fmt.Errorf("--effect-concurrency %d and --effect-attempts %d must be at least 1, --effect-horizon %v not negative",
 			x.concurrency, x.attempts, x.horizon)
 	}
-	var effects []*sideeffects.Effect
-	for _, n := range names {
-		switch n {
-		case domain.WelcomeEmailEffect:
-			e, err := domain.WelcomeEmail(p.Registry(), domain.Mailer{Addr: x.smtpAddr, From: x.mailFrom})
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			effects = append(effects, e)
-		default:
-			return nil, nil, nil, fmt.Errorf("--effects (PROJECTOR_EFFECTS): unknown effect %q (known: %s, or none)", n, domain.WelcomeEmailEffect)
-		}
+	effects, err := s.buildEffects(names, p, Deps{Mailer: sideeffects.Mailer{Addr: x.smtpAddr, From: x.mailFrom}})
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	opts, err := redis.ParseURL(x.redisURL)
 	if err != nil {
@@ -85,4 +74,29 @@ func (x *effectFlags) open(p *readmodel.Projection) ([]*sideeffects.Effect, *sid
 		return nil, nil, nil, fmt.Errorf("--effect-lease/--ledger-retention: %w", err)
 	}
 	return effects, ledger, func() { _ = client.Close() }, nil
+}
+
+// buildEffects builds the effects named, each on the projection's registry.
+func (s *service) buildEffects(names []string, p *readmodel.Projection, d Deps) ([]*sideeffects.Effect, error) {
+	var effects []*sideeffects.Effect
+	for _, n := range names {
+		i := -1
+		for j, e := range s.Effects {
+			if e.Name == n {
+				i = j
+			}
+		}
+		if i < 0 {
+			return nil, fmt.Errorf("--effects (PROJECTOR_EFFECTS): unknown effect %q (known: %s, or none)", n, s.effectNames())
+		}
+		e, err := s.Effects[i].New(p.Registry(), d)
+		if err != nil {
+			return nil, fmt.Errorf("effect %s: %w", n, err)
+		}
+		if e.Name() != n {
+			return nil, fmt.Errorf("effect %s: its New defined an effect named %q", n, e.Name())
+		}
+		effects = append(effects, e)
+	}
+	return effects, nil
 }

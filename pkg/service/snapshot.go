@@ -1,12 +1,10 @@
-package main
+package service
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,183 +18,188 @@ import (
 	"github.com/projector/projector/pkg/snapshot"
 )
 
-func snapshotDirDefault() string {
-	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
-		return filepath.Join(d, "projector", "snapshots")
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "snapshots"
-	}
-	return filepath.Join(home, ".local", "share", "projector", "snapshots")
-}
-
-const snapshotUsage = `projector snapshot create|list|show|restore|prune|scrub: consistent snapshots of the
+const snapshotUsage = `{{.Name}} snapshot create|list|show|restore|prune|scrub: consistent snapshots of the
 read model (its tables and the offsets they correspond to, one REPEATABLE READ
 transaction, binary COPY per table, a manifest with row counts and SHA-256 checksums)
 in a folder (--snapshot-dir).
 
-  projector snapshot create
-  projector snapshot list [--json]         with, per snapshot, how many forgotten
+  {{.Name}} snapshot create
+  {{.Name}} snapshot list [--json]         with, per snapshot, how many forgotten
                                            subjects' data it may still hold
-  projector snapshot show ID|latest
-  projector snapshot restore ID|latest     into an empty read model; verifies the
+  {{.Name}} snapshot show ID|latest
+  {{.Name}} snapshot restore ID|latest     into an empty read model; verifies the
                                            checksum, the schema hash and the log start
-  projector snapshot prune --keep K
-  projector snapshot scrub                 rewrite now the snapshots that may hold data
+  {{.Name}} snapshot prune --keep K
+  {{.Name}} snapshot scrub                 rewrite now the snapshots that may hold data
                                            of forgotten subjects (run does it by itself)
 
-'projector run --bootstrap latest|ID' restores before it consumes, when the read model
-is empty; 'projector run --snapshot-every-events N' (and the other --snapshot-* flags)
+'{{.Name}} run --bootstrap latest|ID' restores before it consumes, when the read model
+is empty; '{{.Name}} run --snapshot-every-events N' (and the other --snapshot-* flags)
 takes them as it goes.
 
 Forgotten subjects: a snapshot holds the read model as it was, personal data
 included. Only a rewrite proves one clean: restored into a scratch schema, every
 subject forgotten since it was taken purged, taken again (same offsets and creation
 time, a new id; "scrubbed_through" in its manifest) and the old one deleted. Any
-'projector run' with this --snapshot-dir does that by itself, whoever wrote the
+'{{.Name}} run' with this --snapshot-dir does that by itself, whoever wrote the
 snapshots: at start, within a second of applying a SubjectForgotten, and every
 --scrub-every; 'snapshot list' and 'status' show the snapshots still waiting for it.
 Every restore also purges every forgotten subject, so even a stale copy restores clean.
 `
 
-func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	var c common
-	var dir string
-	var asJSON bool
-	var keep int
-	define := func(sub string, f *cli.Flags) {
-		c.register(f)
-		f.String(&dir, "snapshot-dir", "PROJECTOR_SNAPSHOT_DIR", snapshotDirDefault(), "folder of the snapshot store")
-		switch sub {
-		case "list":
-			f.Bool(&asJSON, "json", "", false, "print JSON")
-		case "prune":
-			f.Int(&keep, "keep", "", 3, "snapshots to keep")
-		}
+// snapCmd is one 'snapshot': its settings, then what it opened.
+type snapCmd struct {
+	svc    *service
+	c      *common
+	dir    string
+	asJSON bool
+	keep   int
+
+	pool  *pgxpool.Pool
+	proj  *readmodel.Projection
+	store snapshot.FolderStore
+	args  []string
+}
+
+func (sc *snapCmd) define(sub string, f *cli.Flags) {
+	sc.c.register(f)
+	f.String(&sc.dir, "snapshot-dir", "PROJECTOR_SNAPSHOT_DIR", snapshotDirDefault(), "folder of the snapshot store")
+	switch sub {
+	case "list":
+		f.Bool(&sc.asJSON, "json", "", false, "print JSON")
+	case "prune":
+		f.Int(&sc.keep, "keep", "", 3, "snapshots to keep")
 	}
-	sub, err := subcommand("snapshot", snapshotUsage, args, stdout, define, "create", "list", "show", "restore", "prune", "scrub")
+}
+
+func (s *service) runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	sc := &snapCmd{svc: s, c: s.common()}
+	sub, err := subcommand("snapshot", s.text(snapshotUsage), args, stdout, sc.define, "create", "list", "show", "restore", "prune", "scrub")
 	if sub == "" {
 		return err
 	}
-	f := cli.NewFlags("snapshot "+sub, snapshotUsage)
-	define(sub, f)
+	f := cli.NewFlags("snapshot "+sub, s.text(snapshotUsage))
+	sc.define(sub, f)
 	if err := f.Parse(args[1:], stdout); err != nil {
 		return err
 	}
-	pool, proj, err := c.open(ctx)
+	if sc.pool, sc.proj, err = sc.c.open(ctx); err != nil {
+		return err
+	}
+	defer sc.pool.Close()
+	sc.store, sc.args = snapshot.FolderStore{Dir: sc.dir}, f.Args()
+	subs := map[string]func(context.Context, io.Writer) error{
+		"create": sc.create, "list": sc.list, "show": sc.show, "restore": sc.restore, "scrub": sc.scrub, "prune": sc.prune,
+	}
+	return subs[sub](ctx, stdout)
+}
+
+// arg is the one argument: an id, or latest resolved to the newest's id.
+func (sc *snapCmd) arg(ctx context.Context, sub string) (string, error) {
+	if len(sc.args) != 1 {
+		return "", fmt.Errorf("snapshot %s takes one argument: an id or latest", sub)
+	}
+	if sc.args[0] == "latest" {
+		return snapshot.Latest(ctx, sc.store, sc.proj)
+	}
+	return sc.args[0], nil
+}
+
+func (sc *snapCmd) create(ctx context.Context, stdout io.Writer) error {
+	if err := setupFramework(ctx, sc.c, sc.pool, sc.proj); err != nil {
+		return err
+	}
+	m, err := snapshot.Take(ctx, snapshot.Source{Pool: sc.pool, Schema: sc.c.schema, Projection: sc.proj, Topic: sc.c.topic,
+		Progress: tableProgress(stdout, "wrote")}, sc.store)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store := snapshot.FolderStore{Dir: dir}
-	arg := func() (string, error) {
-		if len(f.Args()) != 1 {
-			return "", fmt.Errorf("snapshot %s takes one argument: an id or latest", sub)
-		}
-		if f.Args()[0] == "latest" {
-			return snapshot.Latest(ctx, store, proj)
-		}
-		return f.Args()[0], nil
-	}
-	switch sub {
-	case "create":
-		if err := setupFramework(ctx, &c, pool, proj); err != nil {
-			return err
-		}
-		m, err := snapshot.Take(ctx, snapshot.Source{Pool: pool, Schema: c.schema, Projection: proj, Topic: c.topic,
-			Progress: tableProgress(stdout, "wrote")}, store)
-		if err != nil {
-			return err
-		}
-		_, _ = fmt.Fprintf(stdout, "snapshot %s: %d events, %d bytes, in %s\n", m.ID, m.Events, m.Bytes, dir)
-		return nil
-	case "list":
-		ms, err := store.List(ctx, proj.Name(), proj.Version())
-		if err != nil {
-			return err
-		}
-		forgotten, closeKeys, err := c.forgotten(ctx, pool)
-		if err != nil {
-			return err
-		}
-		defer closeKeys()
-		held, err := projector.ForgottenInSnapshots(ctx, store, proj, forgotten)
-		if err != nil {
-			return err
-		}
-		items := make([]listedSnapshot, len(ms))
-		waiting := 0
-		for i, m := range ms {
-			items[i] = listedSnapshot{Manifest: m, ForgottenSubjects: held[m.ID]}
-			if held[m.ID] > 0 {
-				waiting++
-			}
-		}
-		err = writeList(stdout, asJSON, items, "ID\tCREATED\tEVENTS\tBYTES\tSCRUBBED THROUGH\tMAY HOLD FORGOTTEN", func(m listedSnapshot) string {
-			through, may := "-", "no"
-			if !m.ScrubbedThrough.IsZero() {
-				through = m.ScrubbedThrough.Format(time.RFC3339)
-			}
-			switch {
-			case m.ForgottenSubjects == 1:
-				may = "1 subject"
-			case m.ForgottenSubjects > 1:
-				may = fmt.Sprintf("%d subjects", m.ForgottenSubjects)
-			}
-			return fmt.Sprintf("%s\t%s\t%d\t%d\t%s\t%s", m.ID, m.CreatedAt.Format(time.RFC3339), m.Events, m.Bytes, through, may)
-		})
-		if err == nil && !asJSON && waiting > 0 {
-			_, _ = fmt.Fprintf(stdout, "\n%s\n", scrubAdvice(waiting, dir))
-		}
+	_, _ = fmt.Fprintf(stdout, "snapshot %s: %d events, %d bytes, in %s\n", m.ID, m.Events, m.Bytes, sc.dir)
+	return nil
+}
+
+func (sc *snapCmd) list(ctx context.Context, stdout io.Writer) error {
+	ms, err := sc.store.List(ctx, sc.proj.Name(), sc.proj.Version())
+	if err != nil {
 		return err
-	case "show":
-		id, err := arg()
-		if err != nil {
-			return err
-		}
-		m, err := snapshot.Verify(ctx, store, proj, id)
-		if err != nil {
-			return err
-		}
-		return writeIndented(stdout, m)
-	case "restore":
-		if len(f.Args()) != 1 {
-			return errors.New("snapshot restore takes one argument: an id or latest")
-		}
-		id := f.Args()[0] // latest is resolved under the store's lock
-		keys, err := c.keys(ctx, pool, proj)
-		if err != nil {
-			return err
-		}
-		m, err := restoreSnapshot(ctx, &c, pool, proj, store, id, keys, tableProgress(stdout, "loaded"))
-		if err != nil {
-			return err
-		}
-		_, _ = fmt.Fprintf(stdout, "restored %s: %d events; consuming resumes at its offsets\n", m.ID, m.Events)
-		return nil
-	case "scrub":
-		keys, err := c.keys(ctx, pool, proj)
-		if err != nil {
-			return err
-		}
-		if keys == nil {
-			return fmt.Errorf("snapshot scrub: %w", shred.ErrNoMasterKey)
-		}
-		done, err := projector.ScrubSnapshots(ctx, projector.Scrub{Pool: pool, Store: store, Projection: proj, Topic: c.topic, Keys: keys})
-		if errors.Is(err, projector.ErrScrubBusy) {
-			return fmt.Errorf("snapshot scrub: %w (a running 'projector run' with this --snapshot-dir, most likely): try again when it is done", err)
-		}
-		for _, d := range done {
-			_, _ = fmt.Fprintf(stdout, "rewrote %s as %s (%d forgotten subjects purged) in %s\n", d.Old, d.New, d.Subjects, d.Took.Round(time.Millisecond))
-		}
-		if err != nil {
-			return err
-		}
-		_, _ = fmt.Fprintf(stdout, "scrubbed %d snapshots\n", len(done))
-		return nil
 	}
-	gone, err := snapshot.Prune(ctx, store, proj.Name(), proj.Version(), keep)
+	forgotten, closeKeys, err := sc.c.forgotten(ctx, sc.pool)
+	if err != nil {
+		return err
+	}
+	defer closeKeys()
+	held, err := projector.ForgottenInSnapshots(ctx, sc.store, sc.proj, forgotten)
+	if err != nil {
+		return err
+	}
+	items := make([]listedSnapshot, len(ms))
+	waiting := 0
+	for i, m := range ms {
+		items[i] = listedSnapshot{Manifest: m, ForgottenSubjects: held[m.ID]}
+		if held[m.ID] > 0 {
+			waiting++
+		}
+	}
+	err = writeList(stdout, sc.asJSON, items, "ID\tCREATED\tEVENTS\tBYTES\tSCRUBBED THROUGH\tMAY HOLD FORGOTTEN", listedSnapshot.row)
+	if err == nil && !sc.asJSON && waiting > 0 {
+		_, _ = fmt.Fprintf(stdout, "\n%s\n", sc.svc.scrubAdvice(waiting, sc.dir))
+	}
+	return err
+}
+
+func (sc *snapCmd) show(ctx context.Context, stdout io.Writer) error {
+	id, err := sc.arg(ctx, "show")
+	if err != nil {
+		return err
+	}
+	m, err := snapshot.Verify(ctx, sc.store, sc.proj, id)
+	if err != nil {
+		return err
+	}
+	return writeIndented(stdout, m)
+}
+
+func (sc *snapCmd) restore(ctx context.Context, stdout io.Writer) error {
+	if len(sc.args) != 1 {
+		return errors.New("snapshot restore takes one argument: an id or latest")
+	}
+	id := sc.args[0] // latest is resolved under the store's lock
+	keys, err := sc.c.keys(ctx, sc.pool, sc.proj)
+	if err != nil {
+		return err
+	}
+	m, err := restoreSnapshot(ctx, sc.c, sc.pool, sc.proj, sc.store, id, keys, tableProgress(stdout, "loaded"))
+	if err != nil {
+		return err
+	}
+	_, _ = fmt.Fprintf(stdout, "restored %s: %d events; consuming resumes at its offsets\n", m.ID, m.Events)
+	return nil
+}
+
+func (sc *snapCmd) scrub(ctx context.Context, stdout io.Writer) error {
+	keys, err := sc.c.keys(ctx, sc.pool, sc.proj)
+	if err != nil {
+		return err
+	}
+	if keys == nil {
+		return fmt.Errorf("snapshot scrub: %w", shred.ErrNoMasterKey)
+	}
+	done, err := projector.ScrubSnapshots(ctx, projector.Scrub{Pool: sc.pool, Store: sc.store, Projection: sc.proj, Topic: sc.c.topic, Keys: keys})
+	if errors.Is(err, projector.ErrScrubBusy) {
+		return fmt.Errorf("snapshot scrub: %w (a running '%s run' with this --snapshot-dir, most likely): try again when it is done", err, sc.svc.name)
+	}
+	for _, d := range done {
+		_, _ = fmt.Fprintf(stdout, "rewrote %s as %s (%d forgotten subjects purged) in %s\n", d.Old, d.New, d.Subjects, d.Took.Round(time.Millisecond))
+	}
+	if err != nil {
+		return err
+	}
+	_, _ = fmt.Fprintf(stdout, "scrubbed %d snapshots\n", len(done))
+	return nil
+}
+
+func (sc *snapCmd) prune(ctx context.Context, stdout io.Writer) error {
+	gone, err := snapshot.Prune(ctx, sc.store, sc.proj.Name(), sc.proj.Version(), sc.keep)
 	if err != nil {
 		return err
 	}
@@ -211,10 +214,25 @@ type listedSnapshot struct {
 	ForgottenSubjects int `json:"forgotten_subjects"`
 }
 
+// row is the snapshot's line in the table 'snapshot list' prints.
+func (m listedSnapshot) row() string {
+	through, may := "-", "no"
+	if !m.ScrubbedThrough.IsZero() {
+		through = m.ScrubbedThrough.Format(time.RFC3339)
+	}
+	switch {
+	case m.ForgottenSubjects == 1:
+		may = "1 subject"
+	case m.ForgottenSubjects > 1:
+		may = fmt.Sprintf("%d subjects", m.ForgottenSubjects)
+	}
+	return fmt.Sprintf("%s\t%s\t%d\t%d\t%s\t%s", m.ID, m.CreatedAt.Format(time.RFC3339), m.Events, m.Bytes, through, may)
+}
+
 // scrubAdvice says what happens to snapshots that may hold forgotten subjects' data.
-func scrubAdvice(n int, dir string) string {
-	return fmt.Sprintf("%d snapshot(s) in %s may still hold data of forgotten subjects: a running 'projector run --snapshot-dir %s'\n"+
-		"rewrites them without it (at start, after applying a SubjectForgotten, and every --scrub-every); 'projector snapshot scrub' does it now.", n, dir, dir)
+func (s *service) scrubAdvice(n int, dir string) string {
+	return fmt.Sprintf("%d snapshot(s) in %s may still hold data of forgotten subjects: a running '%s run --snapshot-dir %s'\n"+
+		"rewrites them without it (at start, after applying a SubjectForgotten, and every --scrub-every); '%s snapshot scrub' does it now.", n, dir, s.name, dir, s.name)
 }
 
 // setupFramework creates the framework's tables and runs the migrations.

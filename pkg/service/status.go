@@ -1,8 +1,7 @@
-package main
+package service
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -19,13 +18,7 @@ import (
 	"github.com/projector/projector/pkg/snapshot"
 )
 
-func runStatus(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	var c common
-	var asJSON bool
-	var interval time.Duration
-	var readyLag int
-	var effects, snapDir string
-	f := cli.NewFlags("status", `projector status: where the projection stands, per partition — stored position,
+const statusHelp = `{{.Name}} status: where the projection stands, per partition — stored position,
 log end, lag, state, events/s and ETA (measured over --interval), parked events.
 Read from PostgreSQL and Kafka, so it covers every instance and works while none runs.
 
@@ -38,19 +31,27 @@ log end by at most the batch in flight. --ready-lag 0 asks for every event appli
 The report states the rule it used, and each partition's lag against it.
 
 It also warns while any snapshot in --snapshot-dir may still hold data of a forgotten
-subject (JSON: snapshots_holding_forgotten, by id): a running 'projector run' with
+subject (JSON: snapshots_holding_forgotten, by id): a running '{{.Name}} run' with
 that folder rewrites them by itself; the warning does not change the exit status.
 
 A projection version that has never run against this database (no stored
 positions; the framework schema may not even exist yet) is reported as such, every
 partition "not started", and status exits 3. status only reads: it creates nothing.
 
-Exits 0 when ready, 3 otherwise.`)
+Exits 0 when ready, 3 otherwise.`
+
+func (s *service) runStatus(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	c := s.common()
+	var asJSON bool
+	var interval time.Duration
+	var readyLag int
+	var effects, snapDir string
+	f := cli.NewFlags("status", s.text(statusHelp))
 	c.register(f)
 	f.Bool(&asJSON, "json", "", false, "print JSON")
 	f.Duration(&interval, "interval", "", time.Second, "sampling interval for events/s (0: none)")
 	f.Int(&readyLag, "ready-lag", "PROJECTOR_READY_LAG", projector.ReadyLagDefault, readyLagUsage)
-	f.String(&effects, "effects", "PROJECTOR_EFFECTS", EffectsDefault, "effects whose watermarks to report, comma-separated, or none")
+	f.String(&effects, "effects", "PROJECTOR_EFFECTS", s.effectNames(), "effects whose watermarks to report, comma-separated, or none")
 	f.String(&snapDir, "snapshot-dir", "PROJECTOR_SNAPSHOT_DIR", snapshotDirDefault(), "folder of the snapshot store, checked for snapshots that may hold forgotten subjects' data")
 	if err := f.Parse(args, stdout); err != nil {
 		return err
@@ -71,38 +72,41 @@ Exits 0 when ready, 3 otherwise.`)
 	if err != nil {
 		return err
 	}
-	rep := statusReport{Status: st}
+	rep := StatusReport{Status: st}
 	if !st.NeverRun {
-		rep.SnapshotsHoldingForgotten, err = snapshotsHoldingForgotten(ctx, &c, pool, proj, snapDir)
+		rep.SnapshotsHoldingForgotten, err = snapshotsHoldingForgotten(ctx, c, pool, proj, snapDir)
 		if err != nil {
 			rep.SnapshotCheck = fmt.Sprintf("cannot tell which snapshots in %s hold forgotten subjects' data: %v", snapDir, err)
 		}
 	}
-	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			return err
-		}
-	} else {
-		writeStatus(stdout, st)
-		switch {
-		case rep.SnapshotCheck != "":
-			_, _ = fmt.Fprintf(stdout, "\nwarning: %s\n", rep.SnapshotCheck)
-		case len(rep.SnapshotsHoldingForgotten) > 0:
-			ids := slices.Sorted(maps.Keys(rep.SnapshotsHoldingForgotten))
-			_, _ = fmt.Fprintf(stdout, "\nwarning: %s\n  %s\n", scrubAdvice(len(ids), snapDir), strings.Join(ids, "\n  "))
-		}
+	if err := s.writeReport(stdout, rep, asJSON, snapDir); err != nil {
+		return err
 	}
 	if !st.Ready {
-		return exitCode(3)
+		return ExitCode(3)
 	}
 	return nil
 }
 
-// statusReport is what status prints as JSON: the status, and the snapshots that may
+// writeReport prints the status as JSON, or as text with the snapshots' warning.
+func (s *service) writeReport(stdout io.Writer, rep StatusReport, asJSON bool, snapDir string) error {
+	if asJSON {
+		return writeIndented(stdout, rep)
+	}
+	writeStatus(stdout, rep.Status, s.name)
+	switch {
+	case rep.SnapshotCheck != "":
+		_, _ = fmt.Fprintf(stdout, "\nwarning: %s\n", rep.SnapshotCheck)
+	case len(rep.SnapshotsHoldingForgotten) > 0:
+		ids := slices.Sorted(maps.Keys(rep.SnapshotsHoldingForgotten))
+		_, _ = fmt.Fprintf(stdout, "\nwarning: %s\n  %s\n", s.scrubAdvice(len(ids), snapDir), strings.Join(ids, "\n  "))
+	}
+	return nil
+}
+
+// StatusReport is what status prints as JSON: the status, and the snapshots that may
 // still hold forgotten subjects' data (id: how many subjects).
-type statusReport struct {
+type StatusReport struct {
 	projector.Status
 	SnapshotsHoldingForgotten map[string]int `json:"snapshots_holding_forgotten,omitempty"`
 	SnapshotCheck             string         `json:"snapshot_check_error,omitempty"`
@@ -124,7 +128,7 @@ func snapshotsHoldingForgotten(ctx context.Context, c *common, pool *pgxpool.Poo
 
 // writeStatus prints the status as text: the verdict with the rule it follows, then
 // a line per partition with its lag against that rule.
-func writeStatus(w io.Writer, st projector.Status) {
+func writeStatus(w io.Writer, st projector.Status, name string) {
 	behind := 0
 	for _, p := range st.Partitions {
 		if p.State != projector.StateLive {
@@ -139,7 +143,7 @@ func writeStatus(w io.Writer, st projector.Status) {
 			end += p.HighWater
 		}
 		_, _ = fmt.Fprintf(w, "projection %s v%d on topic %s: NEVER RUN: no stored positions in this database; "+
-			"'projector run' builds it from offset zero (%d events in the log).\n", st.Projection, st.Version, st.Topic, end)
+			"'%s run' builds it from offset zero (%d events in the log).\n", st.Projection, st.Version, st.Topic, name, end)
 		return
 	case !st.Ready:
 		verdict = fmt.Sprintf("NOT READY: %d of %d partitions are not live", behind, len(st.Partitions))
@@ -164,35 +168,4 @@ func writeStatus(w io.Writer, st projector.Status) {
 	for _, e := range st.StoredEffects {
 		_, _ = fmt.Fprintf(w, "\neffect %s: watermark at %d, %d events behind the log end, %d parked runs\n", e.Effect, e.Position, e.Lag, e.Parked)
 	}
-}
-
-const readyLagUsage = "per partition: a partition is live when its lag (log end minus stored position) is at most this; ready when every partition is live (0: only at the log end)"
-
-func checkReadyLag(n int) error {
-	if n < 0 {
-		return fmt.Errorf("--ready-lag (PROJECTOR_READY_LAG) %d: must not be negative", n)
-	}
-	return nil
-}
-
-// readyLagSetting maps --ready-lag to projector's setting, where zero means the
-// default and ReadyLagZero means 0.
-func readyLagSetting(n int) int64 {
-	if n == 0 {
-		return projector.ReadyLagZero
-	}
-	return int64(n)
-}
-
-// exitCode is an error that only sets the process's exit status.
-type exitCode int
-
-func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
-
-func effectNames(s string) []string {
-	names := cli.SplitList(s)
-	if len(names) == 1 && names[0] == "none" {
-		return nil
-	}
-	return names
 }

@@ -1,4 +1,4 @@
-package domain
+package sideeffects_test
 
 import (
 	"bufio"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/projector/projector/pkg/sideeffects"
 )
 
 // fakeSMTP answers one session on loopback: it accepts the message, then drops the
@@ -70,7 +72,7 @@ func fakeSMTP(t *testing.T, dropOnQuit bool) (addr string, got chan string) {
 func TestSendAcceptedMessageIsSentEvenIfQuitFails(t *testing.T) {
 	for _, drop := range []bool{false, true} {
 		addr, got := fakeSMTP(t, drop)
-		m := Mailer{Addr: addr, From: "from@projector.test", Timeout: 5 * time.Second}
+		m := sideeffects.Mailer{Addr: addr, From: "from@projector.test", Timeout: 5 * time.Second}
 		if err := m.Send(context.Background(), "to@projector.test", "hi", "k@projector.invalid", "body"); err != nil {
 			t.Fatalf("QUIT dropped %v: Send returned %v for a message the server accepted", drop, err)
 		}

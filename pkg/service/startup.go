@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -48,7 +48,7 @@ func (s *startup) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		api.ServeHTTP(w, r)
 		return
 	}
-	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "waiting": waiting})
+	WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "waiting": waiting})
 }
 
 // serve hands HTTP over to the API.

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"github.com/projector/projector/internal/store"
 )
 
-const migrateUsage = `projector migrate up|status: the framework schema's numbered migrations.
+const migrateUsage = `{{.Name}} migrate up|status: the framework schema's numbered migrations.
 
 The framework's tables (offsets, sequence marks, parked events, effect starts,
 migrations, active versions) live in one schema (--schema, default projector) and
@@ -19,12 +19,12 @@ pending ones by itself, under an advisory lock; 'migrate up' does it ahead of a
 deployment, and 'migrate status' shows where a database stands. A database with a
 migration this build does not know is refused: an older build against a newer schema.
 
-  projector migrate up
-  projector migrate status [--json]
+  {{.Name}} migrate up
+  {{.Name}} migrate status [--json]
 `
 
-func runMigrate(ctx context.Context, args []string, stdout, _ io.Writer) error {
-	var c common
+func (s *service) runMigrate(ctx context.Context, args []string, stdout, _ io.Writer) error {
+	c := s.common()
 	var asJSON bool
 	define := func(sub string, f *cli.Flags) {
 		c.register(f)
@@ -32,11 +32,11 @@ func runMigrate(ctx context.Context, args []string, stdout, _ io.Writer) error {
 			f.Bool(&asJSON, "json", "", false, "print JSON")
 		}
 	}
-	sub, err := subcommand("migrate", migrateUsage, args, stdout, define, "up", "status")
+	sub, err := subcommand("migrate", s.text(migrateUsage), args, stdout, define, "up", "status")
 	if sub == "" {
 		return err
 	}
-	f := cli.NewFlags("migrate "+sub, migrateUsage)
+	f := cli.NewFlags("migrate "+sub, s.text(migrateUsage))
 	define(sub, f)
 	if err := f.Parse(args[1:], stdout); err != nil {
 		return err
