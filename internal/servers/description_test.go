@@ -140,7 +140,7 @@ func TestMailpitKeepsEveryMessage(t *testing.T) {
 	t.Parallel()
 	m := Mailpit{SMTPPort: 1, HTTPPort: 2, Dir: "/m", Binary: "/bin/mailpit", Extra: []string{"--x"}}
 	args := m.Args()
-	require.Equal(t, "0", args[slices.Index(args, "--max")+1])
+	require.Equal(t, "200000", args[slices.Index(args, "--max")+1])
 	require.Equal(t, "--x", args[len(args)-1])
 	require.Equal(t, "127.0.0.1:1", m.SMTPAddr())
 	require.Equal(t, "http://127.0.0.1:2", m.APIURL())

@@ -64,12 +64,14 @@ func (m Mailpit) APIURL() string {
 	return "http://" + hostPort(m.Host, m.HTTPPort)
 }
 
-// Args are mailpit's arguments. --max 0 keeps every message (the default keeps
-// the newest 500, and a test counting deliveries must see them all).
+// Args are mailpit's arguments. --max keeps the newest 200,000 messages (the default
+// keeps 500, and a test counting deliveries must see them all — a run of the suite
+// sends some tens of thousands); with no bound, the shared stack's store grew past
+// 180,000 messages in a day of runs and a search took over 10 s.
 func (m Mailpit) Args() []string {
 	m = m.withDefaults()
 	return append([]string{"--smtp", m.SMTPAddr(), "--listen", hostPort(m.Host, m.HTTPPort),
-		"--database", filepath.Join(m.Dir, "mailpit.db"), "--max", "0",
+		"--database", filepath.Join(m.Dir, "mailpit.db"), "--max", "200000",
 		"--disable-version-check", "--smtp-disable-rdns"}, m.Extra...)
 }
 

@@ -147,7 +147,8 @@ func (m Mailpit) Messages(tb testing.TB, to string) []Message {
 }
 
 func httpGet(url string) (*http.Response, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// A loaded machine's Mailpit, searching a large store, can take several seconds.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		cancel()
