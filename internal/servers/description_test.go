@@ -136,7 +136,7 @@ func TestRedisFollowsLifetimeAndHost(t *testing.T) {
 	require.Equal(t, "no", arg(Redis{Host: "10.0.0.1", Port: 7, Dir: "/r"}.Args(), "--protected-mode"))
 }
 
-func TestMailpitKeepsEveryMessage(t *testing.T) {
+func TestMailpitKeepsTheNewest200000Messages(t *testing.T) {
 	t.Parallel()
 	m := Mailpit{SMTPPort: 1, HTTPPort: 2, Dir: "/m", Binary: "/bin/mailpit", Extra: []string{"--x"}}
 	args := m.Args()
