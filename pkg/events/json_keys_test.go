@@ -76,3 +76,36 @@ func TestDuplicateKeysManyMembersAndEscapes(t *testing.T) {
 		t.Fatalf("escapes in keys and braces in strings: %v", err)
 	}
 }
+
+// Decoding keeps encoding/json's meaning (names matched case-insensitively) while
+// it checks, in the same pass, what encoding/json lets through.
+func TestDecodeKeepsEncodingJSONMeaning(t *testing.T) {
+	t.Parallel()
+	reg := events.NewRegistry()
+	events.Register[withFields](reg, "WithFields")
+	ev := func(data string) events.Event {
+		return events.Event{ID: "1", Source: "t", Type: "WithFields", Subject: "s", Data: []byte(data)}
+	}
+	d, err := reg.Decode(ev(`{"NAME":"a","other":[1,{"x":null}]}`))
+	if v, _ := events.As[withFields](d); err != nil || v.Name != "a" {
+		t.Fatalf("a member named in another case: %+v, %v", d.Value, err)
+	}
+	for data, want := range map[string]error{
+		`{"name":"a","Name":"b"}`:        events.ErrDuplicateKey, // both would fill Name: the last would win
+		`{"name":"a","x":{"y":1,"y":2}}`: events.ErrDuplicateKey,
+		"{\"name\":\"\xff\"}":            events.ErrInvalidUTF8,
+		`{"name":"a\u0000"}`:             events.ErrNULCharacter,
+		`{"name":"a"} {}`:                events.ErrInvalidJSON,
+		`{"name":1}`:                     events.ErrInvalidJSON,
+		`{"name":"\ud800"}`:              events.ErrInvalidJSON, // a lone surrogate: PostgreSQL's jsonb refuses it too
+	} {
+		if _, err := reg.Decode(ev(data)); !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", data, err, want)
+		}
+		if (want != events.ErrInvalidJSON || data == `{"name":"a"} {}`) && data != `{"name":"a","Name":"b"}` {
+			if err := events.CheckJSON([]byte(data)); err == nil {
+				t.Errorf("CheckJSON(%s) accepted it", data)
+			}
+		}
+	}
+}
