@@ -3,12 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
-	"strings"
-	"sync/atomic"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/projector/projector/internal/orders"
 	"github.com/projector/projector/pkg/projector"
@@ -26,10 +23,11 @@ type Shared struct {
 	Seconds      float64 `json:"seconds"`
 	EventsPerSec float64 `json:"events_per_sec"`
 	// Deadlocks is what PostgreSQL counted in the run's database
-	// (pg_stat_database.deadlocks); Retries the runner's retries of a batch that
-	// failed with 40P01, from its log.
+	// (pg_stat_database.deadlocks): each one failed a batch's transaction, which
+	// the runner retried; Retries is the runner's count of transient errors
+	// retried (projector_transient_errors_total), deadlocks and any other.
 	Deadlocks     int64   `json:"deadlocks"`
-	Retries       int64   `json:"deadlock_retries"`
+	Retries       int64   `json:"retries"`
 	RatioToReplay float64 `json:"ratio_to_replay"`
 	Verified      bool    `json:"verified_against_fold"`
 }
@@ -60,10 +58,10 @@ func (e *env) shared(ctx context.Context, replayPerSec float64) (Shared, error) 
 	if err != nil {
 		return s, err
 	}
-	var retries atomic.Int64
+	metrics := prometheus.NewRegistry()
 	cfg := e.runnerConfig(pool, p)
 	cfg.Topic = topic
-	cfg.Logger = zap.New(&deadlockCounter{n: &retries})
+	cfg.Registerer = metrics
 	before, err := e.deadlocks(ctx, db)
 	if err != nil {
 		return s, err
@@ -79,7 +77,9 @@ func (e *env) shared(ctx context.Context, replayPerSec float64) (Shared, error) 
 	if replayPerSec > 0 {
 		s.RatioToReplay = s.EventsPerSec / replayPerSec
 	}
-	s.Retries = retries.Load()
+	if s.Retries, err = counter(metrics, "projector_transient_errors_total"); err != nil {
+		return s, err
+	}
 	start = time.Now()
 	evs, err := e.readLog(ctx, topic, nil)
 	if err != nil {
@@ -105,7 +105,7 @@ func (e *env) shared(ctx context.Context, replayPerSec float64) (Shared, error) 
 		return s, err
 	}
 	s.Deadlocks = after - before
-	logf("shared rows: %d events in %.1f s (%.0f events/s), %d deadlocks, %d deadlock retries",
+	logf("shared rows: %d events in %.1f s (%.0f events/s), %d deadlocks, %d retries",
 		s.Events, s.Seconds, s.EventsPerSec, s.Deadlocks, s.Retries)
 	return s, nil
 }
@@ -120,25 +120,19 @@ func (e *env) deadlocks(ctx context.Context, db string) (int64, error) {
 	return n, err
 }
 
-// deadlockCounter is a zap core that counts the runner's warnings whose error is a
-// deadlock (SQLSTATE 40P01) and writes nothing.
-type deadlockCounter struct{ n *atomic.Int64 }
-
-func (c *deadlockCounter) Enabled(l zapcore.Level) bool      { return l >= zapcore.WarnLevel }
-func (c *deadlockCounter) With([]zapcore.Field) zapcore.Core { return c }
-func (c *deadlockCounter) Sync() error                       { return nil }
-func (c *deadlockCounter) Check(ent zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if c.Enabled(ent.Level) {
-		return ce.AddCore(ent, c)
+// counter sums the counter called name in reg.
+func counter(reg *prometheus.Registry, name string) (int64, error) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0, err
 	}
-	return ce
-}
-
-func (c *deadlockCounter) Write(_ zapcore.Entry, fields []zapcore.Field) error {
-	for _, f := range fields {
-		if err, ok := f.Interface.(error); ok && f.Type == zapcore.ErrorType && strings.Contains(err.Error(), "40P01") {
-			c.n.Add(1)
+	var n float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				n += m.GetCounter().GetValue()
+			}
 		}
 	}
-	return nil
+	return int64(n), nil
 }
