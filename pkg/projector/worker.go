@@ -208,6 +208,11 @@ type partitionReader struct {
 	fails  int
 }
 
+// readerMaxBytes bounds one fetch of a partition reader: a few batches of the
+// example's events, and above the broker's default message.max.bytes (1 MiB) so
+// the largest record still fits.
+const readerMaxBytes = 2 << 20
+
 func (r *Runner) newPartitionReader(p *partition) *partitionReader {
 	return &partitionReader{r: r, p: p}
 }
@@ -215,8 +220,11 @@ func (r *Runner) newPartitionReader(p *partition) *partitionReader {
 func (pr *partitionReader) open() error {
 	pr.reader = kafka.NewReader(kafka.ReaderConfig{
 		Brokers: pr.r.cfg.Brokers, Topic: pr.r.cfg.Topic, Partition: pr.p.key.Partition,
-		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
-		QueueCapacity: max(100, 2*pr.r.cfg.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
+		// Memory: a partition holds at most QueueCapacity messages read ahead (one
+		// batch's worth) and a fetch of at most MaxBytes; with the batch being
+		// applied, that bounds a partition's share of the process.
+		MinBytes: 1, MaxBytes: readerMaxBytes, MaxWait: 250 * time.Millisecond,
+		QueueCapacity: max(100, pr.r.cfg.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
 		MaxAttempts: 10,
 		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) { pr.p.log.Sugar().Debugf("kafka reader: "+f, a...) }),
 	})
