@@ -151,7 +151,7 @@ func main() {
 	f.IntVar(&c.events, "events", 1_000_000, "events in the log")
 	f.IntVar(&c.partitions, "partitions", 12, "partitions")
 	f.IntVar(&c.runs, "runs", 3, "replay runs (the median is reported)")
-	f.IntVar(&c.naiveSample, "naive-sample", 5_000, "events the naive consumer is timed on (it runs at a few hundred a second)")
+	f.IntVar(&c.naiveSample, "naive-sample", 2_000, "events the naive consumer is timed on (it runs at 80 to a few hundred a second)")
 	f.IntVar(&c.liveSeconds, "live-seconds", 60, "live latency: seconds of steady traffic")
 	f.IntVar(&c.liveRate, "live-rate", 2000, "live latency: events per second")
 	f.IntVar(&c.effects, "effects", 100_000, "effect-bearing events")
