@@ -208,11 +208,6 @@ type partitionReader struct {
 	fails  int
 }
 
-// readerMaxBytes bounds one fetch of a partition reader. Measured: at 2 MiB the
-// effects' tests sent mails twice across rebalances (effects outlived their leases),
-// so it stays at 16 MiB until that is understood.
-const readerMaxBytes = 16 << 20
-
 func (r *Runner) newPartitionReader(p *partition) *partitionReader {
 	return &partitionReader{r: r, p: p}
 }
@@ -220,10 +215,8 @@ func (r *Runner) newPartitionReader(p *partition) *partitionReader {
 func (pr *partitionReader) open() error {
 	pr.reader = kafka.NewReader(kafka.ReaderConfig{
 		Brokers: pr.r.cfg.Brokers, Topic: pr.r.cfg.Topic, Partition: pr.p.key.Partition,
-		// Memory: a partition holds at most QueueCapacity messages read ahead (one
-		// batch's worth) beside the batch being applied.
-		MinBytes: 1, MaxBytes: readerMaxBytes, MaxWait: 250 * time.Millisecond,
-		QueueCapacity: max(100, pr.r.cfg.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
+		QueueCapacity: max(100, 2*pr.r.cfg.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
 		MaxAttempts: 10,
 		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) { pr.p.log.Sugar().Debugf("kafka reader: "+f, a...) }),
 	})
