@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/internal/domain"
@@ -38,6 +41,15 @@ type env struct {
 	topic   string
 	ends    map[int]int64
 	dbs     []string
+	phases  []Phase
+	fold    *domain.State // the fold of the bench log, once computed
+}
+
+// mark records that the phase name, begun at start, has ended, and logs its time.
+func (e *env) mark(name string, start time.Time) {
+	d := time.Since(start).Seconds()
+	e.phases = append(e.phases, Phase{Name: name, Seconds: d})
+	logf("phase %s: %.1f s", name, d)
 }
 
 func run(ctx context.Context, c config) (Result, error) {
@@ -52,91 +64,92 @@ func run(ctx context.Context, c config) (Result, error) {
 	defer e.admin.Close()
 	defer e.dropDatabases(context.WithoutCancel(ctx))
 	res := Result{Started: start.UTC(), Machine: machine(ctx, c)}
+	t := time.Now()
 	if err := e.ensureLog(ctx); err != nil {
 		return res, err
+	}
+	e.mark("generate or reuse the log", t)
+	if c.setupOnly {
+		return res, nil
 	}
 	if c.wants("replay") || c.wants("bootstrap") {
 		if res.Replay, res.Series, err = e.replay(ctx); err != nil {
 			return res, fmt.Errorf("replay: %w", err)
 		}
 	}
-	if c.wants("bootstrap") {
-		if res.Bootstrap, err = e.bootstrap(ctx, res.Replay.Seconds); err != nil {
-			return res, fmt.Errorf("bootstrap: %w", err)
-		}
+	steps := []struct {
+		name string
+		fn   func() error
+	}{
+		{"bootstrap", func() (err error) { res.Bootstrap, err = e.bootstrap(ctx, res.Replay.Seconds); return err }},
+		{"live", func() (err error) { res.Live, err = e.live(ctx); return err }},
+		{"effects", func() (err error) { res.Effects, err = e.effects(ctx); return err }},
+		{"doctor", func() (err error) { res.Doctor, err = e.doctor(ctx); return err }},
+		{"shared", func() (err error) { res.Shared, err = e.shared(ctx, res.Replay.EventsPerSec); return err }},
 	}
-	if c.wants("live") {
-		if res.Live, err = e.live(ctx); err != nil {
-			return res, fmt.Errorf("live: %w", err)
+	for _, s := range steps {
+		if s.name == "live" {
+			e.fold = nil // the checks that need it are done: its memory is not the next scenarios'
 		}
-	}
-	if c.wants("effects") {
-		if res.Effects, err = e.effects(ctx); err != nil {
-			return res, fmt.Errorf("effects: %w", err)
+		if !c.wants(s.name) {
+			continue
 		}
-	}
-	if c.wants("doctor") {
-		if res.Doctor, err = e.doctor(ctx); err != nil {
-			return res, fmt.Errorf("doctor: %w", err)
+		t := time.Now()
+		if err := s.fn(); err != nil {
+			return res, fmt.Errorf("%s: %w", s.name, err)
 		}
+		e.mark(s.name, t)
 	}
 	res.Seconds = time.Since(start).Seconds()
+	res.Phases = e.phases
 	return res, nil
 }
 
 // ensureLog generates the log once; a topic of that name already full is reused.
 func (e *env) ensureLog(ctx context.Context) error {
-	if _, err := e.kafka.EnsureTopic(ctx, eventlog.TopicConfig{Name: e.topic, Partitions: e.c.partitions}); err != nil {
-		return err
-	}
-	ends, err := e.endOffsets(ctx, e.topic)
-	if err != nil {
-		return err
-	}
-	var have int64
-	for _, n := range ends {
-		have += n
-	}
-	if have >= int64(e.c.events) {
-		e.ends = ends
-		logf("reusing %s: %d events", e.topic, have)
-		return nil
-	}
-	if have > 0 {
-		return fmt.Errorf("topic %s holds %d events, not %d: delete it", e.topic, have, e.c.events)
-	}
-	logf("generating %d events into %s", e.c.events, e.topic)
 	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: e.c.seed, Users: 20000})
 	if err != nil {
 		return err
 	}
-	pub, err := eventlog.NewPublisher(eventlog.PublisherConfig{Brokers: e.brokers, Topic: e.topic})
+	e.ends, err = e.ensureTopic(ctx, e.topic, e.c.events, g.Next)
+	return err
+}
+
+// ensureTopic creates topic, waiting until every partition's leader serves, and fills
+// it with n events from next; a topic of that name already full is reused. It
+// returns the partitions' end offsets.
+func (e *env) ensureTopic(ctx context.Context, topic string, n int, next func() events.Event) (map[int]int64, error) {
+	if _, err := e.kafka.EnsureTopic(ctx, eventlog.TopicConfig{Name: topic, Partitions: e.c.partitions}); err != nil {
+		return nil, err
+	}
+	ends, err := e.endOffsets(ctx, topic)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if have := sum(ends); have >= int64(n) {
+		logf("reusing %s: %d events", topic, have)
+		return ends, nil
+	} else if have > 0 {
+		return nil, fmt.Errorf("topic %s holds %d events, not %d: delete it", topic, have, n)
+	}
+	logf("generating %d events into %s", n, topic)
+	pub, err := eventlog.NewPublisher(eventlog.PublisherConfig{Brokers: e.brokers, Topic: topic})
+	if err != nil {
+		return nil, err
 	}
 	defer func() { _ = pub.Close() }()
-	for sent := 0; sent < e.c.events; {
-		n := min(12000, e.c.events-sent)
-		batch := make([]events.Event, n)
+	for sent := 0; sent < n; {
+		batch := make([]events.Event, min(12000, n-sent))
 		for i := range batch {
-			batch[i] = g.Next()
+			batch[i] = next()
 		}
-		// A topic created a moment ago may still be settling its leaders.
-		for attempt := 1; ; attempt++ {
-			_, err := pub.Publish(ctx, batch...)
-			if err == nil {
-				break
-			}
-			if attempt == 10 {
-				return err
-			}
-			logf("publish: %v; retrying", err)
-			time.Sleep(time.Second)
+		// EnsureTopic waited for the leaders: an error here is not a topic settling.
+		if _, err := pub.Publish(ctx, batch...); err != nil {
+			return nil, fmt.Errorf("publish to %s: %w", topic, err)
 		}
-		sent += n
+		sent += len(batch)
 	}
-	e.ends, err = e.endOffsets(ctx, e.topic)
-	return err
+	return e.endOffsets(ctx, topic)
 }
 
 func (e *env) endOffsets(ctx context.Context, topic string) (map[int]int64, error) {
@@ -185,10 +198,14 @@ func runUntil(ctx context.Context, cfg projector.Config, ends map[int]int64, sam
 		total += n
 	}
 	var took time.Duration
-	for {
+	stored := func() (int64, error) {
 		var sum int64
 		err := cfg.Pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+pgx.Identifier{schemaOr(cfg.Schema), "offsets"}.Sanitize()+
 			` WHERE projection = $1 AND version = $2 AND topic = $3`, cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic).Scan(&sum)
+		return sum, err
+	}
+	for {
+		sum, err := stored()
 		if err == nil && sample != nil {
 			sample(time.Since(start), sum)
 		}
@@ -199,6 +216,14 @@ func runUntil(ctx context.Context, cfg projector.Config, ends map[int]int64, sam
 		select {
 		case err := <-done:
 			cancel()
+			if err == nil {
+				// A bounded run (StopAt) ends by itself once it got there, maybe
+				// between two looks.
+				if sum, serr := stored(); serr == nil && sum >= total {
+					return time.Since(start), nil
+				}
+				return 0, errors.New("runner stopped before the end")
+			}
 			return 0, fmt.Errorf("runner stopped: %w", err)
 		case <-ctx.Done():
 			cancel()
@@ -253,6 +278,7 @@ func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
 				return rp, nil, err
 			}
 		}
+		runStart := time.Now()
 		var pts []Point
 		var lastT time.Duration
 		var lastN int64
@@ -272,6 +298,7 @@ func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
 		rp.Runs = append(rp.Runs, took.Seconds())
 		series = append(series, pts)
 		logf("replay run %d: %.1f s (%.0f events/s)", i+1, took.Seconds(), float64(rp.Events)/took.Seconds())
+		e.mark(fmt.Sprintf("replay: run %d (setup, replay)", i+1), runStart)
 	}
 	rp.Seconds = median(rp.Runs)
 	rp.EventsPerSec = float64(rp.Events) / rp.Seconds
@@ -282,11 +309,8 @@ func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
 		}
 	}
 	// After the timed part: the read model must equal an independent fold.
-	evs, err := e.readLog(ctx, e.topic, nil)
-	if err != nil {
-		return rp, nil, err
-	}
-	want, err := domain.Fold(domain.Registry(), evs)
+	t := time.Now()
+	want, err := e.logFold(ctx)
 	if err != nil {
 		return rp, nil, err
 	}
@@ -298,20 +322,45 @@ func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
 		return rp, nil, fmt.Errorf("the replayed read model differs from the fold: %s", d)
 	}
 	rp.Verified = true
+	e.mark("replay: read the log, fold, compare", t)
+	t = time.Now()
 	if rp.RawConsumePerSec, err = e.rawConsume(ctx); err != nil {
 		return rp, nil, err
 	}
+	e.mark("replay: raw consumption baseline", t)
+	t = time.Now()
 	if rp.CopyRows, rp.CopyRowsPerSec, err = e.copyCeiling(ctx, pools[med]); err != nil {
 		return rp, nil, err
 	}
+	e.mark("replay: COPY baseline", t)
+	t = time.Now()
 	rp.NaiveSample = int64(min(e.c.naiveSample, int(rp.Events)))
 	if rp.NaiveEventsPerSec, err = e.naive(ctx, int(rp.NaiveSample)); err != nil {
 		return rp, nil, err
 	}
+	e.mark("replay: naive consumer baseline", t)
 	rp.RatioToCopy = rp.EventsPerSec / rp.CopyRowsPerSec
 	rp.RatioToNaive = rp.EventsPerSec / rp.NaiveEventsPerSec
 	rp.RatioToRawConsume = rp.EventsPerSec / rp.RawConsumePerSec
 	return rp, series[med], nil
+}
+
+// logFold is the independent fold of the whole bench log, computed once (reading
+// and folding a million events takes about a minute here) for every check.
+func (e *env) logFold(ctx context.Context) (domain.State, error) {
+	if e.fold != nil {
+		return *e.fold, nil
+	}
+	evs, err := e.readLog(ctx, e.topic, nil)
+	if err != nil {
+		return domain.State{}, err
+	}
+	want, err := domain.Fold(domain.Registry(), evs)
+	if err != nil {
+		return domain.State{}, err
+	}
+	e.fold = &want
+	return want, nil
 }
 
 func sum(m map[int]int64) int64 {
@@ -322,23 +371,28 @@ func sum(m map[int]int64) int64 {
 	return n
 }
 
-// readLog reads (and decodes) the topic, up to upTo when given.
+// readLog reads (and decodes) the topic, up to upTo when given: the partitions
+// at once, each in its order, one partition after the other in the result.
 func (e *env) readLog(ctx context.Context, topic string, upTo map[int]int64) ([]events.Event, error) {
-	var out []events.Event
 	var mu sync.Mutex
-	err := e.eachPartition(ctx, topic, upTo, func(m kafka.Message) {
+	parts := map[int][]events.Event{}
+	err := e.eachPartition(ctx, topic, upTo, func(part int, m kafka.Message) {
 		if ev, err := eventlog.FromMessage(m); err == nil {
 			mu.Lock()
-			out = append(out, ev)
+			parts[part] = append(parts[part], ev)
 			mu.Unlock()
 		}
 	})
+	var out []events.Event
+	for _, part := range slices.Sorted(maps.Keys(parts)) {
+		out = append(out, parts[part]...)
+	}
 	return out, err
 }
 
-// eachPartition reads every partition from its start to its end (or upTo), one after
-// the other, calling fn for each message.
-func (e *env) eachPartition(ctx context.Context, topic string, upTo map[int]int64, fn func(kafka.Message)) error {
+// eachPartition reads every partition from its start to its end (or upTo), all at
+// once, calling fn for each message, in order within a partition.
+func (e *env) eachPartition(ctx context.Context, topic string, upTo map[int]int64, fn func(part int, m kafka.Message)) error {
 	starts, err := projector.LogStarts(ctx, e.brokers, topic)
 	if err != nil {
 		return err
@@ -347,6 +401,7 @@ func (e *env) eachPartition(ctx context.Context, topic string, upTo map[int]int6
 	if err != nil {
 		return err
 	}
+	g, gctx := errgroup.WithContext(ctx)
 	for part, end := range ends {
 		if upTo != nil {
 			end = min(end, upTo[part])
@@ -354,11 +409,11 @@ func (e *env) eachPartition(ctx context.Context, topic string, upTo map[int]int6
 		if end <= starts[part] {
 			continue
 		}
-		if err := e.readPartition(ctx, topic, part, starts[part], end, fn); err != nil {
-			return err
-		}
+		g.Go(func() error {
+			return e.readPartition(gctx, topic, part, starts[part], end, func(m kafka.Message) { fn(part, m) })
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 // readPartition calls fn for each message of a partition from start up to end, over
@@ -587,11 +642,7 @@ func (e *env) bootstrap(ctx context.Context, replaySeconds float64) (Bootstrap, 
 	b.CatchUpSeconds = catch.Seconds()
 	b.Seconds = b.RestoreSeconds + b.CatchUpSeconds
 	b.RatioToReplay = b.Seconds / replaySeconds
-	evs, err := e.readLog(ctx, e.topic, nil)
-	if err != nil {
-		return b, err
-	}
-	want, err := domain.Fold(domain.Registry(), evs)
+	want, err := e.logFold(ctx)
 	if err != nil {
 		return b, err
 	}

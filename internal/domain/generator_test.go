@@ -105,3 +105,35 @@ func BenchmarkGeneratorNext(b *testing.B) {
 		g.Next()
 	}
 }
+
+// BenchmarkDecodeRecord measures what the projector does to each record of the
+// example domain before a handler sees it: read the envelope (events.Decode) and
+// decode the data to its Go type (Registry.Decode). Reported per event.
+func BenchmarkDecodeRecord(b *testing.B) {
+	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	recs := make([]events.Record, 4096)
+	var size int
+	for i := range recs {
+		if recs[i], err = events.Encode(g.Next()); err != nil {
+			b.Fatal(err)
+		}
+		size += len(recs[i].Value)
+	}
+	reg := domain.Registry()
+	b.SetBytes(int64(size / len(recs)))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		e, err := events.Decode(recs[i%len(recs)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := reg.Decode(e); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}

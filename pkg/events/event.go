@@ -1,7 +1,6 @@
 package events
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -103,29 +102,6 @@ func (e *Event) Validate() error {
 		}
 	}
 	return nil
-}
-
-// CheckJSON reports whether b is acceptable JSON data: valid UTF-8 (checked before
-// decoding, since Go's decoder silently replaces invalid bytes), no NUL character (raw
-// or escaped as \u0000: PostgreSQL text refuses it), syntactically valid JSON, and no
-// object naming a member twice (ErrDuplicateKey).
-// Empty data is accepted: an event may carry none.
-func CheckJSON(b []byte) error {
-	if len(b) == 0 {
-		return nil
-	}
-	if !utf8.Valid(b) {
-		return ErrInvalidUTF8
-	}
-	if bytes.IndexByte(b, 0) >= 0 || bytes.Contains(b, []byte(`\u0000`)) {
-		return ErrNULCharacter
-	}
-	if !json.Valid(b) {
-		var v any
-		err := json.Unmarshal(b, &v)
-		return fmt.Errorf("%w: %w", ErrInvalidJSON, err)
-	}
-	return checkDuplicateKeys(b)
 }
 
 func checkText(s string) error {

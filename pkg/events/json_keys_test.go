@@ -76,3 +76,39 @@ func TestDuplicateKeysManyMembersAndEscapes(t *testing.T) {
 		t.Fatalf("escapes in keys and braces in strings: %v", err)
 	}
 }
+
+// Decoding keeps encoding/json's meaning (names matched case-insensitively) while
+// it checks, in the same pass, what encoding/json lets through.
+func TestDecodeKeepsEncodingJSONMeaning(t *testing.T) {
+	t.Parallel()
+	reg := events.NewRegistry()
+	events.Register[withFields](reg, "WithFields")
+	ev := func(data string) events.Event {
+		return events.Event{ID: "1", Source: "t", Type: "WithFields", Subject: "s", Data: []byte(data)}
+	}
+	d, err := reg.Decode(ev(`{"NAME":"a","other":[1,{"x":null}]}`))
+	if v, _ := events.As[withFields](d); err != nil || v.Name != "a" {
+		t.Fatalf("a member named in another case: %+v, %v", d.Value, err)
+	}
+	for _, tc := range []struct {
+		data string
+		want error
+		// syntax: CheckJSON, which knows no Go type, refuses it too
+		syntax bool
+	}{
+		{`{"name":"a","Name":"b"}`, events.ErrDuplicateKey, false}, // both would fill Name: the last would win
+		{`{"name":"a","x":{"y":1,"y":2}}`, events.ErrDuplicateKey, true},
+		{"{\"name\":\"\xff\"}", events.ErrInvalidUTF8, true},
+		{`{"name":"a\u0000"}`, events.ErrNULCharacter, true},
+		{`{"name":"a"} {}`, events.ErrInvalidJSON, true},
+		{`{"name":1}`, events.ErrInvalidJSON, false},
+		{`{"name":"\ud800"}`, events.ErrInvalidJSON, true}, // a lone surrogate: PostgreSQL's jsonb refuses it too
+	} {
+		if _, err := reg.Decode(ev(tc.data)); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.data, err, tc.want)
+		}
+		if err := events.CheckJSON([]byte(tc.data)); tc.syntax && !errors.Is(err, tc.want) {
+			t.Errorf("CheckJSON(%s): %v, want %v", tc.data, err, tc.want)
+		}
+	}
+}

@@ -77,13 +77,13 @@ func Encode(e Event) (Record, error) {
 // The event is validated; the error names the field.
 func Decode(r Record) (Event, error) {
 	var ct string
-	ce := map[string]string{}
+	var ce attributes
 	for _, h := range r.Headers {
-		switch k := strings.ToLower(h.Key); {
-		case k == HeaderContentType:
+		switch k := h.Key; {
+		case k == HeaderContentType || strings.EqualFold(k, HeaderContentType):
 			ct = string(h.Value)
-		case strings.HasPrefix(k, HeaderPrefix):
-			ce[strings.TrimPrefix(k, HeaderPrefix)] = string(h.Value)
+		case len(k) > len(HeaderPrefix) && strings.EqualFold(k[:len(HeaderPrefix)], HeaderPrefix):
+			ce.set(k[len(HeaderPrefix):], h.Value)
 		}
 	}
 	var e Event
@@ -91,7 +91,7 @@ func Decode(r Record) (Event, error) {
 	if mt, _, _ := strings.Cut(ct, ";"); strings.EqualFold(strings.TrimSpace(mt), ContentTypeStructured) {
 		e, err = ParseStructured(r.Value)
 	} else {
-		e, err = fromAttributes(ce, ct, r.Value)
+		e, err = ce.event(ct, r.Value)
 	}
 	if err != nil {
 		return Event{}, err
@@ -102,20 +102,69 @@ func Decode(r Record) (Event, error) {
 	return e, e.Validate()
 }
 
-func fromAttributes(ce map[string]string, contentType string, data []byte) (Event, error) {
-	if v, ok := ce["specversion"]; ok && v != SpecVersion {
-		return Event{}, &ValidationError{Field: "specversion", Err: fmt.Errorf("%w: %q, want %q", ErrInvalidAttribute, v, SpecVersion)}
+// attributes are the ce_* headers of a record in binary content mode, by name
+// without the prefix; a header given twice keeps its last value.
+type attributes struct {
+	specversion                                      string
+	hasSpecversion                                   bool
+	id, source, typ, subject, time, sequence, schema string
+	correlationid, causationid, traceparent          string
+	encryption, keyid, encryptedfields               string
+}
+
+// set records header name (without the prefix, in any case) with value.
+func (a *attributes) set(name string, value []byte) {
+	var dst *string
+	switch strings.ToLower(name) { // no allocation when already lower case
+	case "specversion":
+		a.specversion, a.hasSpecversion = string(value), true
+		return
+	case "id":
+		dst = &a.id
+	case "source":
+		dst = &a.source
+	case "type":
+		dst = &a.typ
+	case "subject":
+		dst = &a.subject
+	case "time":
+		dst = &a.time
+	case "sequence":
+		dst = &a.sequence
+	case "schemaversion":
+		dst = &a.schema
+	case "correlationid":
+		dst = &a.correlationid
+	case "causationid":
+		dst = &a.causationid
+	case "traceparent":
+		dst = &a.traceparent
+	case "encryption":
+		dst = &a.encryption
+	case "keyid":
+		dst = &a.keyid
+	case "encryptedfields":
+		dst = &a.encryptedfields
+	default:
+		return // an extension this package does not know
+	}
+	*dst = string(value)
+}
+
+func (a *attributes) event(contentType string, data []byte) (Event, error) {
+	if a.hasSpecversion && a.specversion != SpecVersion {
+		return Event{}, &ValidationError{Field: "specversion", Err: fmt.Errorf("%w: %q, want %q", ErrInvalidAttribute, a.specversion, SpecVersion)}
 	}
 	e := Event{
-		ID: ce["id"], Source: ce["source"], Type: ce["type"], Subject: ce["subject"],
-		DataContentType: contentType, CorrelationID: ce["correlationid"],
-		CausationID: ce["causationid"], TraceParent: ce["traceparent"],
-		Encryption: ce["encryption"], KeyID: ce["keyid"], EncryptedFields: splitFields(ce["encryptedfields"]),
+		ID: a.id, Source: a.source, Type: a.typ, Subject: a.subject,
+		DataContentType: contentType, CorrelationID: a.correlationid,
+		CausationID: a.causationid, TraceParent: a.traceparent,
+		Encryption: a.encryption, KeyID: a.keyid, EncryptedFields: splitFields(a.encryptedfields),
 	}
 	if len(data) > 0 {
 		e.Data = json.RawMessage(data)
 	}
-	if err := e.setExtensions(ce["time"], ce["sequence"], ce["schemaversion"]); err != nil {
+	if err := e.setExtensions(a.time, a.sequence, a.schema); err != nil {
 		return Event{}, err
 	}
 	return e, nil

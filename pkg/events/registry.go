@@ -2,6 +2,7 @@ package events
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -103,7 +104,7 @@ func Register[T any](r *Registry, name string, opts ...TypeOption) {
 			}
 			return v, nil
 		}
-		if err := json.Unmarshal(data, &v); err != nil {
+		if err := decodeJSON(data, &v); err != nil {
 			return nil, err
 		}
 		return v, nil
@@ -203,8 +204,12 @@ func (r *Registry) Decode(e Event) (Decoded, error) {
 	if !isJSON(e.ContentType()) {
 		return Decoded{}, &ValidationError{Field: "datacontenttype", Err: fmt.Errorf("%w: %q", ErrUnsupportedMedia, e.ContentType())}
 	}
-	if err := CheckJSON(e.Data); err != nil {
-		return Decoded{}, &ValidationError{Field: "data", Err: err}
+	// The data is checked as it is decoded, in one pass; only what must read it
+	// before (the encryption refusal, an upcaster) checks it first.
+	if e.Encrypted() || e.Schema() < ti.version {
+		if err := CheckJSON(e.Data); err != nil {
+			return Decoded{}, &ValidationError{Field: "data", Err: err}
+		}
 	}
 	if e.Encrypted() {
 		return Decoded{}, &ValidationError{Field: "encryption", Err: fmt.Errorf("%w: fields %v under key %s", ErrEncrypted, e.EncryptedFields, e.KeyID)}
@@ -215,7 +220,10 @@ func (r *Registry) Decode(e Event) (Decoded, error) {
 	}
 	v, err := ti.decode(data)
 	if err != nil {
-		return Decoded{}, &ValidationError{Field: "data", Err: fmt.Errorf("%w: %s as %v: %w", ErrInvalidJSON, e.Type, ti.goType, err)}
+		if errors.Is(err, ErrInvalidJSON) {
+			err = fmt.Errorf("%s as %v: %w", e.Type, ti.goType, err)
+		}
+		return Decoded{}, &ValidationError{Field: "data", Err: err}
 	}
 	out := e
 	out.Data = data

@@ -1,0 +1,69 @@
+package orders_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/projector/projector/internal/orders"
+	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/projectortest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func generate(t *testing.T, n int) []events.Event {
+	t.Helper()
+	g, err := orders.NewGenerator(1, 50)
+	require.NoError(t, err)
+	evs := make([]events.Event, n)
+	for i := range evs {
+		evs[i] = g.Next()
+	}
+	return evs
+}
+
+// The fold keeps per-customer totals equal to the sum of their open orders.
+func TestFoldTotalsAreTheOpenOrders(t *testing.T) {
+	t.Parallel()
+	s, err := orders.Fold(generate(t, 5000))
+	require.NoError(t, err)
+	want := map[string]orders.Customer{}
+	cancelled := 0
+	for _, o := range s.Orders {
+		if o.Cancelled {
+			cancelled++
+			continue
+		}
+		c := want[o.CustomerID]
+		c.Orders++
+		c.TotalCents += o.AmountCents
+		want[o.CustomerID] = c
+	}
+	require.NotZero(t, cancelled, "the workload cancels some orders")
+	for id, c := range s.Customers {
+		require.Equal(t, want[id], c, "customer %s", id)
+	}
+}
+
+// The Exec handlers build what the fold says, applied in log order.
+func TestHandlersEqualTheFold(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Postgres(t)
+	p, err := orders.NewProjection("orders_test", 1)
+	require.NoError(t, err)
+	h := projectortest.New(t, pool, p)
+	evs := generate(t, 1500)
+	ctx := context.Background()
+	require.NoError(t, h.Apply(ctx, evs...))
+	got, err := orders.Load(ctx, h.DB(), h.Schema())
+	require.NoError(t, err)
+	want, err := orders.Fold(evs)
+	require.NoError(t, err)
+	require.Empty(t, orders.Diff(want, got, 5))
+}
