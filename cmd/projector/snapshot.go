@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
@@ -121,7 +122,7 @@ func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error 
 			return err
 		}
 		defer closeKeys()
-		held, err := projector.ForgottenInSnapshots(ctx, store, proj, forgotten)
+		held, err := forget.InSnapshots(ctx, store, proj, forgotten)
 		if err != nil {
 			return err
 		}
@@ -183,8 +184,8 @@ func runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error 
 		if keys == nil {
 			return fmt.Errorf("snapshot scrub: %w", shred.ErrNoMasterKey)
 		}
-		done, err := projector.ScrubSnapshots(ctx, projector.Scrub{Pool: pool, Store: store, Projection: proj, Topic: c.topic, Keys: keys})
-		if errors.Is(err, projector.ErrScrubBusy) {
+		done, err := forget.ScrubSnapshots(ctx, forget.Scrub{Pool: pool, Store: store, Projection: proj, Topic: c.topic, Keys: keys})
+		if errors.Is(err, forget.ErrScrubBusy) {
 			return fmt.Errorf("snapshot scrub: %w (a running 'projector run' with this --snapshot-dir, most likely): try again when it is done", err)
 		}
 		for _, d := range done {
@@ -249,7 +250,7 @@ func restoreSnapshot(ctx context.Context, c *common, pool *pgxpool.Pool, proj *r
 	if err != nil {
 		return m, err
 	}
-	_, err = projector.PurgeForgotten(ctx, pool, proj, keys, time.Time{})
+	_, err = forget.Purge(ctx, pool, proj, keys, time.Time{})
 	return m, err
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/snapshot"
@@ -114,7 +115,7 @@ func snapshotsHoldingForgotten(ctx context.Context, c *common, pool *pgxpool.Poo
 		return nil, err
 	}
 	defer done()
-	held, err := projector.ForgottenInSnapshots(ctx, snapshot.FolderStore{Dir: dir}, proj, forgotten)
+	held, err := forget.InSnapshots(ctx, snapshot.FolderStore{Dir: dir}, proj, forgotten)
 	if err != nil {
 		return nil, err
 	}

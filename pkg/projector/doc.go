@@ -68,6 +68,6 @@
 // With Keys, a runner purges every forgotten subject from the read model at start,
 // and its SubjectForgotten handler does as each forgetting is read. It also keeps its
 // snapshot stores (Config.ScrubStore, and the policy's) free of forgotten subjects'
-// data, whoever wrote the snapshots: ScrubSnapshots at start, after applying a
-// SubjectForgotten, and every ScrubEvery. ForgottenInSnapshots says what still waits.
+// data, whoever wrote the snapshots: forget.ScrubSnapshots at start, after applying a
+// SubjectForgotten, and every ScrubEvery. forget.InSnapshots says what still waits.
 package projector

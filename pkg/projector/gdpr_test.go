@@ -18,6 +18,7 @@ import (
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/shred"
@@ -200,7 +201,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 	}
 	gone := append(needlesOf(userA), needlesOf(userC)...)
 	kept := needlesOf(userB)
-	forget := func(u domain.User) {
+	forgetUser := func(u domain.User) {
 		t.Helper()
 		fg, err := keys.Forget(ctx, u.UserID)
 		if err != nil {
@@ -214,7 +215,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 	}
 
 	// C is forgotten before any projector ran: its welcome mail must never go.
-	forget(userC)
+	forgetUser(userC)
 	beforeA := f.endOffsets()
 
 	p1 := f.domainProjection()
@@ -243,7 +244,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 		t.Fatalf("the stale copy: %v %v", ms, err)
 	}
 
-	forget(userA)
+	forgetUser(userA)
 	f.waitCaughtUp(p1, 2*time.Minute)
 	testenv.WaitFor(t, time.Minute, "the runner to rewrite the snapshot without A", func() bool {
 		fs, err := keys.Forgotten(ctx, time.Time{})
@@ -374,7 +375,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 	if _, err := snapshot.Restore(ctx, stale, m1.ID, snapshot.Target{Pool: f.pool, Schema: bootFW, Projection: bootProj, Topic: f.topic}); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := projector.PurgeForgotten(ctx, f.pool, bootProj, keys, time.Time{}); err != nil || n != 2 {
+	if n, err := forget.Purge(ctx, f.pool, bootProj, keys, time.Time{}); err != nil || n != 2 {
 		t.Fatalf("purge after restore: %d subjects, %v; want 2", n, err)
 	}
 	assertTraces(t, f.pool, []string{bootProj.Schema(), bootFW}, false, gone...)

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/snapshot"
@@ -157,7 +158,7 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 		case err != nil:
 			return res, err
 		default:
-			if _, err := PurgeForgotten(ctx, pit.Pool, proj, pit.Keys, time.Time{}); err != nil {
+			if _, err := forget.Purge(ctx, pit.Pool, proj, pit.Keys, time.Time{}); err != nil {
 				return res, err
 			}
 			res.Snapshot, from = m.ID, m.Events

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
 )
@@ -102,7 +103,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	// A forgetting whose SubjectForgotten was never published (the producer failed
 	// after deleting the key), or is still far behind in the log, is purged now.
-	if n, err := PurgeForgotten(ctx, r.cfg.Pool, r.cfg.Projection, r.cfg.Keys, time.Time{}); err != nil {
+	if n, err := forget.Purge(ctx, r.cfg.Pool, r.cfg.Projection, r.cfg.Keys, time.Time{}); err != nil {
 		r.log.Warn("purging forgotten subjects at start failed; their SubjectForgotten events will", zap.Error(err))
 	} else if n > 0 {
 		r.log.Info("purged forgotten subjects", zap.Int("subjects", n))
