@@ -22,6 +22,7 @@ import (
 
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projector"
@@ -140,7 +141,7 @@ func (e *env) ensureLog(ctx context.Context) error {
 }
 
 func (e *env) endOffsets(ctx context.Context, topic string) (map[int]int64, error) {
-	return projector.UntilOffsets(ctx, e.brokers, topic, time.Now().Add(24*time.Hour))
+	return admin.UntilOffsets(ctx, e.brokers, topic, time.Now().Add(24*time.Hour))
 }
 
 // database creates a database of its own for one run; all are dropped at the end.
@@ -339,7 +340,7 @@ func (e *env) readLog(ctx context.Context, topic string, upTo map[int]int64) ([]
 // eachPartition reads every partition from its start to its end (or upTo), one after
 // the other, calling fn for each message.
 func (e *env) eachPartition(ctx context.Context, topic string, upTo map[int]int64, fn func(kafka.Message)) error {
-	starts, err := projector.LogStarts(ctx, e.brokers, topic)
+	starts, err := admin.LogStarts(ctx, e.brokers, topic)
 	if err != nil {
 		return err
 	}

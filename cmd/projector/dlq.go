@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/projector/projector/internal/cli"
-	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/admin"
 )
 
 const dlqUsage = `projector dlq list|retry|skip: parked events and parked effect runs.
@@ -62,7 +62,7 @@ func runDLQ(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		return err
 	}
 	defer pool.Close()
-	q := projector.NewDLQ(pool, c.schema, proj.Name(), proj.Version())
+	q := admin.NewDLQ(pool, c.schema, proj.Name(), proj.Version())
 	switch sub {
 	case "retry":
 		var n int64
@@ -104,7 +104,7 @@ func runDLQ(ctx context.Context, args []string, stdout, _ io.Writer) error {
 			return err
 		}
 		return writeList(stdout, asJSON, parked, "ID\tEFFECT\tPARTITION\tOFFSET\tEVENT\tSTATE\tATTEMPTS\tERROR",
-			func(p projector.ParkedEffect) string {
+			func(p admin.ParkedEffect) string {
 				return fmt.Sprintf("%d\t%s\t%d\t%d\t%s\t%s\t%d\t%s", p.ID, p.Effect, p.Partition, p.Offset, p.EventID, p.State, p.Attempts, short(p.Error))
 			})
 	}
@@ -117,7 +117,7 @@ func runDLQ(ctx context.Context, args []string, stdout, _ io.Writer) error {
 		return nil
 	}
 	return writeList(stdout, asJSON, parked, "ID\tPARTITION\tOFFSET\tSUBJECT\tTYPE\tSTATE\tATTEMPTS\tERROR",
-		func(p projector.Parked) string {
+		func(p admin.Parked) string {
 			return fmt.Sprintf("%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s", p.ID, p.Partition, p.Offset, p.Subject, p.EventType, p.State, p.Attempts, short(p.Error))
 		})
 }

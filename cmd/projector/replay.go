@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/snapshot"
 )
@@ -37,7 +38,7 @@ Effects never fire in a replay. Drop the schema (and SCHEMA_projector) when done
 	if until == "" || into == "" {
 		return errors.New("replay needs --until and --into")
 	}
-	pit := projector.PointInTime{Brokers: cli.SplitList(c.brokers), Topic: c.topic, Into: into, Store: snapshot.FolderStore{Dir: dir}}
+	pit := admin.PointInTime{Brokers: cli.SplitList(c.brokers), Topic: c.topic, Into: into, Store: snapshot.FolderStore{Dir: dir}}
 	if strings.Contains(until, ":") && !strings.Contains(until, "T") {
 		pit.Until = map[int]int64{}
 		for _, pair := range cli.SplitList(until) {
@@ -78,7 +79,7 @@ Effects never fire in a replay. Drop the schema (and SCHEMA_projector) when done
 		}
 	}
 	start := time.Now()
-	res, err := projector.ReplayUntil(ctx, pit)
+	res, err := admin.ReplayUntil(ctx, pit)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
@@ -192,7 +193,7 @@ the folder). 'snapshot list' and 'status' show the snapshots still waiting.`)
 		if err != nil {
 			return err
 		}
-		start.serve(newAPI(runner, pool, proj, reg, projector.Inspection{
+		start.serve(newAPI(runner, pool, proj, reg, admin.Inspection{
 			Pool: pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers), Client: kc, Topic: c.topic,
 			Projection: proj.Name(), Version: proj.Version(), ReadyLag: readyLagSetting(readyLag), Effects: effectNames(fx.names),
 		}))
@@ -269,7 +270,7 @@ type api struct {
 
 // newAPI serves the runner's status, its metrics and the read model. stored asks
 // where the projection stands in PostgreSQL and Kafka, for every instance.
-func newAPI(r *projector.Runner, pool *pgxpool.Pool, p *readmodel.Projection, reg *prometheus.Registry, stored projector.Inspection) http.Handler {
+func newAPI(r *projector.Runner, pool *pgxpool.Pool, p *readmodel.Projection, reg *prometheus.Registry, stored admin.Inspection) http.Handler {
 	a := &api{runner: r, pool: pool, schema: pgx.Identifier{p.Schema()}.Sanitize(), mux: http.NewServeMux(), stored: storedStatus{in: stored}}
 	a.mux.HandleFunc("GET /{$}", a.page)
 	a.mux.HandleFunc("GET /healthz", a.healthz)
@@ -297,7 +298,7 @@ func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {
 // positions, consumed totals, the effects' watermarks and parked runs — asked of
 // PostgreSQL and Kafka at most every storedMaxAge, whatever the page's refresh rate.
 type storedStatus struct {
-	in projector.Inspection
+	in admin.Inspection
 
 	mu  sync.Mutex
 	at  time.Time
@@ -312,7 +313,7 @@ func (s *storedStatus) get(ctx context.Context) (projector.Status, error) {
 	defer s.mu.Unlock()
 	if time.Since(s.at) >= storedMaxAge {
 		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		s.st, s.err = projector.Inspect(ictx, s.in)
+		s.st, s.err = admin.Inspect(ictx, s.in)
 		cancel()
 		s.at = time.Now()
 	}

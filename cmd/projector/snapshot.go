@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
@@ -237,7 +238,7 @@ func restoreSnapshot(ctx context.Context, c *common, pool *pgxpool.Pool, proj *r
 	}
 	brokers := cli.SplitList(c.brokers)
 	dst := snapshot.Target{Pool: pool, Schema: c.schema, Projection: proj, Topic: c.topic,
-		LogStart: func(ctx context.Context) (map[int]int64, error) { return projector.LogStarts(ctx, brokers, c.topic) },
+		LogStart: func(ctx context.Context) (map[int]int64, error) { return admin.LogStarts(ctx, brokers, c.topic) },
 		Progress: progress}
 	var m snapshot.Manifest
 	var err error
@@ -301,7 +302,7 @@ func (s *snapshotFlags) open(ctx context.Context, c *common, pool *pgxpool.Pool,
 		if err := setupFramework(ctx, c, pool, proj); err != nil {
 			return nil, err
 		}
-		pos, err := projector.Inspect(ctx, projector.Inspection{Pool: pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers),
+		pos, err := admin.Inspect(ctx, admin.Inspection{Pool: pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers),
 			Topic: c.topic, Projection: proj.Name(), Version: proj.Version()})
 		if err != nil {
 			return nil, err

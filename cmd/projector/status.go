@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
@@ -64,7 +65,7 @@ Exits 0 when ready, 3 otherwise.`)
 		return err
 	}
 	defer pool.Close()
-	st, err := projector.Inspect(ctx, projector.Inspection{
+	st, err := admin.Inspect(ctx, admin.Inspection{
 		Pool: pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers), Topic: c.topic,
 		Projection: proj.Name(), Version: proj.Version(), ReadyLag: readyLagSetting(readyLag), Interval: interval,
 		Effects: effectNames(effects),

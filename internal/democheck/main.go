@@ -25,9 +25,9 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
-	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/sideeffects"
 )
@@ -160,7 +160,7 @@ func checkKill(ctx context.Context, brokers []string, topic, dbURL, framework, p
 		WHERE projection = $1 AND version = 1 AND topic = $2`, projection, topic).Scan(&at); err != nil {
 		return err
 	}
-	st, err := projector.LogStarts(ctx, brokers, topic)
+	st, err := admin.LogStarts(ctx, brokers, topic)
 	if err != nil {
 		return err
 	}
@@ -226,7 +226,7 @@ func parseUntil(s string) (map[int]int64, error) {
 
 // readLog reads the log up to upTo (nil: its end); raw, when set, sees every message.
 func readLog(ctx context.Context, brokers []string, topic string, upTo map[int]int64, raw func(kafka.Message)) ([]events.Event, error) {
-	st, err := projector.LogStarts(ctx, brokers, topic)
+	st, err := admin.LogStarts(ctx, brokers, topic)
 	if err != nil {
 		return nil, err
 	}

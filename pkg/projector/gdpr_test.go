@@ -16,6 +16,7 @@ import (
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/forget"
@@ -391,7 +392,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 	t.Cleanup(func() {
 		_, _ = f.pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{into}.Sanitize()+" CASCADE; DROP SCHEMA IF EXISTS "+pgx.Identifier{into + "_projector"}.Sanitize()+" CASCADE")
 	})
-	res, err := projector.ReplayUntil(ctx, projector.PointInTime{Pool: f.pool, Brokers: testenv.Kafka(t), Topic: f.topic,
+	res, err := admin.ReplayUntil(ctx, admin.PointInTime{Pool: f.pool, Brokers: testenv.Kafka(t), Topic: f.topic,
 		Projection: p1, Into: into, Until: beforeA, Store: store, Keys: keys})
 	if err != nil {
 		t.Fatal(err)
@@ -442,7 +443,7 @@ func TestTamperedPersonalDataParksWithAClearReason(t *testing.T) {
 	cfg.Keys = keys
 	f.start(cfg)
 	f.waitCaughtUp(p, time.Minute)
-	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
+	parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,7 +469,7 @@ func TestTamperedPersonalDataParksWithAClearReason(t *testing.T) {
 	p2 := f.domainProjection()
 	f.start(f.config(p2))
 	f.waitCaughtUp(p2, time.Minute)
-	parked, err = projector.NewDLQ(f.pool, f.schema, p2.Name(), p2.Version()).List(ctx, false)
+	parked, err = admin.NewDLQ(f.pool, f.schema, p2.Name(), p2.Version()).List(ctx, false)
 	if err != nil || len(parked) != 3 || !bytes.Contains([]byte(parked[0].Error), []byte("no key store")) {
 		t.Fatalf("without keys: %+v %v", parked, err)
 	}
@@ -513,7 +514,7 @@ func TestForgettingIsNotHeldBehindAParkedEvent(t *testing.T) {
 	f.publish(ev)
 	f.waitCaughtUp(p, time.Minute)
 	assertTraces(t, f.pool, []string{p.Schema(), f.schema}, false, needle{"x's email", "x@held.example.test"}, needle{"x's name", "Held X"})
-	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
+	parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
 	if err != nil || len(parked) != 1 || parked[0].EventID != poison.ID {
 		t.Fatalf("parked %+v %v: want the poison event only", parked, err)
 	}
@@ -582,7 +583,7 @@ func TestAKeyFromAnotherStoreParksInsteadOfRedacting(t *testing.T) {
 	cfg.Keys = otherKeys
 	f.start(cfg)
 	f.waitCaughtUp(p, time.Minute)
-	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
+	parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
 	if err != nil || len(parked) != 1 || !bytes.Contains([]byte(parked[0].Error), []byte("neither held nor forgotten")) ||
 		!bytes.Contains([]byte(parked[0].Error), []byte(evs[0].KeyID)) {
 		t.Fatalf("parked %+v %v: want the event parked naming the unknown key", parked, err)

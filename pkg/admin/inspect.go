@@ -1,4 +1,4 @@
-package projector
+package admin
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/offsets"
+	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 )
 
@@ -24,13 +25,13 @@ type Inspection struct {
 	Schema  string // framework schema; default readmodel.FrameworkSchemaDefault
 	Brokers []string
 	// Client, when set, is used instead of Brokers and left open: a caller that
-	// inspects again and again (the Runner waiting to activate) keeps one. Without
+	// inspects again and again (a status page) keeps one. Without
 	// it, Inspect opens a client over Brokers and closes it before returning.
 	Client     *eventlog.Client
 	Topic      string
 	Projection string
 	Version    int
-	ReadyLag   int64         // per partition, as Config.ReadyLag: default ReadyLagDefault; ReadyLagZero for 0
+	ReadyLag   int64         // per partition, as Config.ReadyLag: default projector.ReadyLagDefault; projector.ReadyLagZero for 0
 	Interval   time.Duration // sampling interval for rates; 0 = no rates
 	Effects    []string      // effect names whose watermarks to report
 }
@@ -38,22 +39,22 @@ type Inspection struct {
 // Inspect returns the status of every partition of the topic for the projection.
 // With an Interval it samples twice to measure events/s and the ETA. Each
 // partition's state is decided here, from its stored position and its log end, by
-// the Inspection's ReadyLag (see ReadyRule), whatever any instance believes.
+// the Inspection's ReadyLag (see projector.ReadyRule), whatever any instance believes.
 //
 // Inspect only reads: a database where the framework schema does not exist yet,
 // or where the projection version has no stored position, is reported with
 // NeverRun set and every partition "not started".
-func Inspect(ctx context.Context, in Inspection) (Status, error) {
+func Inspect(ctx context.Context, in Inspection) (projector.Status, error) {
 	if in.Schema == "" {
 		in.Schema = readmodel.FrameworkSchemaDefault
 	}
-	if in.ReadyLag < 0 && in.ReadyLag != ReadyLagZero {
-		return Status{}, fmt.Errorf("projector: inspect: ReadyLag %d: must not be negative (ReadyLagZero asks for 0)", in.ReadyLag)
+	if in.ReadyLag < 0 && in.ReadyLag != projector.ReadyLagZero {
+		return projector.Status{}, fmt.Errorf("projector: inspect: ReadyLag %d: must not be negative (projector.ReadyLagZero asks for 0)", in.ReadyLag)
 	}
-	readyLag := effectiveReadyLag(in.ReadyLag)
+	readyLag := readyLagOf(in.ReadyLag)
 	framework, err := frameworkExists(ctx, in.Pool, in.Schema)
 	if err != nil {
-		return Status{}, err
+		return projector.Status{}, err
 	}
 	store := offsets.NewStore(in.Schema)
 	list := func() ([]offsets.Position, error) {
@@ -64,17 +65,17 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 	}
 	first, err := list()
 	if err != nil {
-		return Status{}, err
+		return projector.Status{}, err
 	}
 	var second []offsets.Position
 	if in.Interval > 0 && framework {
 		select {
 		case <-ctx.Done():
-			return Status{}, ctx.Err()
+			return projector.Status{}, ctx.Err()
 		case <-time.After(in.Interval):
 		}
 		if second, err = list(); err != nil {
-			return Status{}, err
+			return projector.Status{}, err
 		}
 	} else {
 		second = first
@@ -90,7 +91,7 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 	}
 	n, err := kc.Partitions(ctx, in.Topic)
 	if err != nil {
-		return Status{}, fmt.Errorf("projector: inspect: %s: %w", kafkaAt, err)
+		return projector.Status{}, fmt.Errorf("projector: inspect: %s: %w", kafkaAt, err)
 	}
 	var reqs []kafka.OffsetRequest
 	for p := range n {
@@ -98,7 +99,7 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 	}
 	resp, err := kc.Kafka().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{in.Topic: reqs}})
 	if err != nil {
-		return Status{}, fmt.Errorf("projector: list offsets of %s on %s: %w", in.Topic, kafkaAt, err)
+		return projector.Status{}, fmt.Errorf("projector: list offsets of %s on %s: %w", in.Topic, kafkaAt, err)
 	}
 	ends := map[int]int64{}
 	for _, po := range resp.Topics[in.Topic] {
@@ -108,11 +109,11 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 	if framework {
 		dlq := NewDLQ(in.Pool, in.Schema, in.Projection, in.Version)
 		if parked, err = dlq.Counts(ctx); err != nil {
-			return Status{}, err
+			return projector.Status{}, err
 		}
 		if len(in.Effects) > 0 {
 			if parkedEffects, err = dlq.EffectCounts(ctx); err != nil {
-				return Status{}, err
+				return projector.Status{}, err
 			}
 		}
 	}
@@ -128,16 +129,16 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 			after[p.Partition] = p
 		}
 	}
-	st := Status{Projection: in.Projection, Version: in.Version, Topic: in.Topic, Ready: true, ReadyLag: readyLag, ReadyRule: ReadyRule,
+	st := projector.Status{Projection: in.Projection, Version: in.Version, Topic: in.Topic, Ready: true, ReadyLag: readyLag, ReadyRule: projector.ReadyRule,
 		NeverRun: len(after) == 0}
 	for _, eff := range in.Effects {
 		var marks []offsets.Position
 		if framework {
 			if marks, err = store.ListEffect(ctx, in.Pool, eff, in.Projection, in.Version); err != nil {
-				return Status{}, err
+				return projector.Status{}, err
 			}
 		}
-		es := EffectStatus{Effect: eff, Watermarks: map[int]int64{}, Parked: int64(parkedEffects[eff])}
+		es := projector.EffectStatus{Effect: eff, Watermarks: map[int]int64{}, Parked: int64(parkedEffects[eff])}
 		for _, m := range marks {
 			if m.Topic == in.Topic {
 				es.Watermarks[m.Partition] = m.Next
@@ -155,7 +156,7 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 	}
 	for p := range n {
 		pos := after[p]
-		ps := PartitionStatus{Topic: in.Topic, Partition: p, Next: pos.Next, HighWater: ends[p], Parked: int64(parked[p]), Consumed: pos.Consumed}
+		ps := projector.PartitionStatus{Topic: in.Topic, Partition: p, Next: pos.Next, HighWater: ends[p], Parked: int64(parked[p]), Consumed: pos.Consumed}
 		ps.Lag = max(0, ends[p]-pos.Next)
 		if in.Interval > 0 {
 			ps.EventsPerSec = float64(pos.Consumed-before[p].Consumed) / in.Interval.Seconds()
@@ -167,11 +168,11 @@ func Inspect(ctx context.Context, in Inspection) (Status, error) {
 		case pos.Member == "" && ends[p] > 0:
 			ps.State = "not started"
 		case ps.Lag <= readyLag:
-			ps.State = StateLive
+			ps.State = projector.StateLive
 		default:
-			ps.State = StateReplaying
+			ps.State = projector.StateReplaying
 		}
-		if ps.State != StateLive {
+		if ps.State != projector.StateLive {
 			st.Ready = false
 		}
 		st.Lag += ps.Lag
@@ -247,4 +248,15 @@ func logStarts(ctx context.Context, kc *eventlog.Client, topic string) (map[int]
 		out[po.Partition] = po.FirstOffset
 	}
 	return out, nil
+}
+
+// readyLagOf turns a ReadyLag setting into the lag it allows, as projector.Config does.
+func readyLagOf(v int64) int64 {
+	switch v {
+	case 0:
+		return projector.ReadyLagDefault
+	case projector.ReadyLagZero:
+		return 0
+	}
+	return v
 }

@@ -1,4 +1,4 @@
-package projector
+package admin
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/forget"
+	"github.com/projector/projector/pkg/offsets"
+	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/snapshot"
@@ -32,7 +34,7 @@ type PointInTime struct {
 	Logger     *zap.Logger
 	// Started, when set, is called with the runner once the replay starts (after any
 	// snapshot is restored): a caller can draw progress from its Status.
-	Started func(ctx context.Context, r *Runner) (stop func())
+	Started func(ctx context.Context, r *projector.Runner) (stop func())
 }
 
 // ReplayResult says how a point-in-time replay was built.
@@ -122,7 +124,7 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 	}
 	proj := pit.Projection.InSchema(pit.Into)
 	fw := pit.Into + "_projector"
-	r, err := New(Config{Brokers: pit.Brokers, Topic: pit.Topic, Projection: proj, Pool: pit.Pool, Schema: fw,
+	r, err := projector.New(projector.Config{Brokers: pit.Brokers, Topic: pit.Topic, Projection: proj, Pool: pit.Pool, Schema: fw,
 		GroupID: fmt.Sprintf("projector.replay.%s.%d", pit.Into, time.Now().UnixNano()), Logger: pit.Logger, StopAt: until, Keys: pit.Keys,
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond})
 	if err != nil {
@@ -131,7 +133,7 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 	if err := r.Setup(ctx); err != nil {
 		return res, err
 	}
-	stored, err := r.offsets.List(ctx, pit.Pool, proj.Name(), proj.Version())
+	stored, err := offsets.NewStore(fw).List(ctx, pit.Pool, proj.Name(), proj.Version())
 	if err != nil {
 		return res, err
 	}
