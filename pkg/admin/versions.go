@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projector/projector/internal/retry"
 	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/readmodel"
 )
@@ -68,18 +69,14 @@ func (v Versions) List(ctx context.Context) ([]VersionInfo, error) {
 // and tries again on timeout: a reader holding one view while waiting for another
 // would otherwise deadlock with the switch, and PostgreSQL might cancel the reader.
 func (v Versions) Activate(ctx context.Context, version int) error {
-	for attempt := 1; ; attempt++ {
-		err := store.Activate(ctx, v.Pool, v.fw(), v.Projection, version)
-		if err == nil || !store.IsLockTimeout(err) || attempt >= 200 {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(attempt%10) * 10 * time.Millisecond):
-		}
-	}
+	return activateRetry.Do(ctx, retry.Hooks{Retryable: store.IsLockTimeout, Attempts: 200}, func(ctx context.Context) error {
+		return store.Activate(ctx, v.Pool, v.fw(), v.Projection, version)
+	})
 }
+
+// activateRetry waits for readers' locks on the views: short waits, a reader's
+// query being short.
+var activateRetry = retry.Policy{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond}
 
 // Drop deletes a version that is not active: its schema and the framework's rows
 // for it (offsets, sequence marks, ids, parked events, migrations, effect watermarks).
