@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
@@ -20,7 +21,7 @@ import (
 func (r *Runner) loadParked(ctx context.Context, p *partition) error {
 	rows, err := r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state <> 'resolved' AND subject <> '' AND holds
-		GROUP BY subject`, p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
+		GROUP BY subject`, p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
 	if err != nil {
 		return err
 	}
@@ -64,7 +65,7 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 		}
 	}
 	var resolved, still, held int
-	dctx, cancel := drainContext(ctx, r.cfg.DrainTimeout)
+	dctx, cancel := lane.DrainContext(ctx, r.cfg.DrainTimeout)
 	defer cancel()
 	known := map[int64]error{}
 	err = r.retry(dctx, p, "retry parked", func(ctx context.Context) error {
@@ -74,7 +75,7 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 		}
 		defer func() { _ = tx.Rollback(ctx) }()
 		w := readmodel.NewWriter(tx)
-		r.queueAdvance(w, p, p.next, 0) // no advance: proves the partition is still ours
+		r.queueAdvance(w, p, p.Next, 0) // no advance: proves the partition is still ours
 		if err := w.Flush(ctx); err != nil {
 			return err
 		}
@@ -125,7 +126,7 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 		return err
 	}
 	r.report(p, entries)
-	p.log.Info("retried parked events", zap.Int("resolved", resolved), zap.Int("still_parked", still+held))
+	p.Log.Info("retried parked events", zap.Int("resolved", resolved), zap.Int("still_parked", still+held))
 	r.metrics.resolved.Add(float64(resolved))
 	return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
 }
@@ -157,7 +158,7 @@ func orderBySequence(entries []entry) {
 func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
 	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, msg_key, msg_value, msg_headers FROM `+r.tables.parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'skip'`,
-		p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
+		p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
 	if err != nil {
 		return 0, err
 	}
@@ -185,7 +186,7 @@ func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
 	w := readmodel.NewWriter(tx)
-	r.queueAdvance(w, p, p.next, 0) // still ours
+	r.queueAdvance(w, p, p.Next, 0) // still ours
 	for _, s := range skips {
 		w.Exec(`UPDATE `+r.tables.parked+` SET state = 'resolved', error = 'skipped by operator: ' || error, updated_at = now()
 			WHERE id = $1`, s.id)
@@ -195,7 +196,7 @@ func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
 				ON CONFLICT (projection, version, subject) DO UPDATE
 				   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id
 				 WHERE `+r.tables.aggregates+`.last_sequence < EXCLUDED.last_sequence`,
-				p.key.Projection, p.key.Version, text(ev.Subject), int64(ev.Sequence), text(ev.ID))
+				p.Key.Projection, p.Key.Version, text(ev.Subject), int64(ev.Sequence), text(ev.ID))
 		}
 	}
 	if err := w.Flush(ctx); err != nil {
@@ -204,7 +205,7 @@ func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
 	if err := tx.Commit(ctx); err != nil {
 		return 0, err
 	}
-	p.log.Info("skipped parked events on an operator's request", zap.Int("events", len(skips)))
+	p.Log.Info("skipped parked events on an operator's request", zap.Int("events", len(skips)))
 	return len(skips), nil
 }
 
@@ -230,7 +231,7 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[st
 	}
 	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+r.tables.parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'retry'
-		ORDER BY "offset"`, p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
+		ORDER BY "offset"`, p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -250,7 +251,7 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[st
 				return nil, nil, fmt.Errorf("parked event %d: headers: %w", id, err)
 			}
 		}
-		m.Topic, m.Partition = p.key.Topic, p.key.Partition
+		m.Topic, m.Partition = p.Key.Topic, p.Key.Partition
 		msgs, ids = append(msgs, m), append(ids, id)
 	}
 	rows.Close()
@@ -260,7 +261,7 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[st
 	open := map[string]int64{}
 	rows, err = r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'parked' AND holds
-		GROUP BY subject`, p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
+		GROUP BY subject`, p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
 	if err != nil {
 		return nil, nil, err
 	}
