@@ -47,7 +47,7 @@ func TestDo(t *testing.T) {
 			t.Parallel()
 			calls, failed, recovered := 0, 0, 0
 			err := p.Do(context.Background(), retry.Hooks{
-				Retryable: func(err error) bool { return err != permanent },
+				Retryable: func(err error) bool { return !errors.Is(err, permanent) },
 				Failed:    func(int, error) { failed++ },
 				Recovered: func(int) { recovered++ },
 				Attempts:  tt.attempts,

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/projector/projector/internal/retry"
 	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/offsets"
@@ -51,35 +52,102 @@ func Inspect(ctx context.Context, in Inspection) (projector.Status, error) {
 	if in.ReadyLag < 0 && in.ReadyLag != projector.ReadyLagZero {
 		return projector.Status{}, fmt.Errorf("projector: inspect: ReadyLag %d: must not be negative (projector.ReadyLagZero asks for 0)", in.ReadyLag)
 	}
-	readyLag := readyLagOf(in.ReadyLag)
 	framework, err := frameworkExists(ctx, in.Pool, in.Schema)
 	if err != nil {
 		return projector.Status{}, err
 	}
-	store := offsets.NewStore(in.Schema)
-	list := func() ([]offsets.Position, error) {
-		if !framework {
-			return nil, nil
+	var db stored
+	if framework {
+		if db, err = readStored(ctx, in); err != nil {
+			return projector.Status{}, err
 		}
-		return store.List(ctx, in.Pool, in.Projection, in.Version)
 	}
-	first, err := list()
+	n, ends, err := logEnds(ctx, in)
 	if err != nil {
 		return projector.Status{}, err
 	}
-	var second []offsets.Position
-	if in.Interval > 0 && framework {
-		select {
-		case <-ctx.Done():
-			return projector.Status{}, ctx.Err()
-		case <-time.After(in.Interval):
-		}
-		if second, err = list(); err != nil {
-			return projector.Status{}, err
-		}
-	} else {
-		second = first
+	st := projector.Status{Projection: in.Projection, Version: in.Version, Topic: in.Topic, Ready: true,
+		ReadyLag: readyLagOf(in.ReadyLag), ReadyRule: projector.ReadyRule, NeverRun: len(db.after) == 0}
+	for _, eff := range in.Effects {
+		addEffect(&st, in, eff, n, ends, db)
 	}
+	for p := range n {
+		addPartition(&st, in, p, ends[p], db)
+	}
+	if st.NeverRun {
+		st.Ready = false
+	}
+	return st, nil
+}
+
+// stored is what Inspect reads from the framework schema.
+type stored struct {
+	before, after map[int]offsets.Position // per partition, Interval apart
+	parked        map[int]int              // open parked events per partition
+	parkedEffects map[string]int           // open parked runs per effect
+	marks         map[string]map[int]int64 // effect watermarks per effect and partition
+}
+
+// readStored reads the positions (twice, Interval apart, for rates), the parked
+// counts and the effects' watermarks.
+func readStored(ctx context.Context, in Inspection) (stored, error) {
+	store := offsets.NewStore(in.Schema)
+	db := stored{marks: map[string]map[int]int64{}}
+	var err error
+	if db.before, err = positions(ctx, store, in); err != nil {
+		return db, err
+	}
+	db.after = db.before
+	if in.Interval > 0 {
+		if err := retry.Sleep(ctx, in.Interval); err != nil {
+			return db, err
+		}
+		if db.after, err = positions(ctx, store, in); err != nil {
+			return db, err
+		}
+	}
+	dlq := NewDLQ(in.Pool, in.Schema, in.Projection, in.Version)
+	if db.parked, err = dlq.Counts(ctx); err != nil {
+		return db, err
+	}
+	if len(in.Effects) == 0 {
+		return db, nil
+	}
+	if db.parkedEffects, err = dlq.EffectCounts(ctx); err != nil {
+		return db, err
+	}
+	for _, eff := range in.Effects {
+		marks, err := store.ListEffect(ctx, in.Pool, eff, in.Projection, in.Version)
+		if err != nil {
+			return db, err
+		}
+		db.marks[eff] = map[int]int64{}
+		for _, m := range marks {
+			if m.Topic == in.Topic {
+				db.marks[eff][m.Partition] = m.Next
+			}
+		}
+	}
+	return db, nil
+}
+
+// positions returns the stored positions on the inspected topic, by partition.
+func positions(ctx context.Context, store *offsets.Store, in Inspection) (map[int]offsets.Position, error) {
+	list, err := store.List(ctx, in.Pool, in.Projection, in.Version)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]offsets.Position{}
+	for _, p := range list {
+		if p.Topic == in.Topic {
+			out[p.Partition] = p
+		}
+	}
+	return out, nil
+}
+
+// logEnds returns the topic's partition count and each partition's end.
+func logEnds(ctx context.Context, in Inspection) (int, map[int]int64, error) {
 	kafkaAt := "Kafka"
 	if len(in.Brokers) > 0 {
 		kafkaAt += " at " + strings.Join(in.Brokers, ",")
@@ -91,7 +159,7 @@ func Inspect(ctx context.Context, in Inspection) (projector.Status, error) {
 	}
 	n, err := kc.Partitions(ctx, in.Topic)
 	if err != nil {
-		return projector.Status{}, fmt.Errorf("projector: inspect: %s: %w", kafkaAt, err)
+		return 0, nil, fmt.Errorf("projector: inspect: %s: %w", kafkaAt, err)
 	}
 	var reqs []kafka.OffsetRequest
 	for p := range n {
@@ -99,89 +167,57 @@ func Inspect(ctx context.Context, in Inspection) (projector.Status, error) {
 	}
 	resp, err := kc.Kafka().ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{in.Topic: reqs}})
 	if err != nil {
-		return projector.Status{}, fmt.Errorf("projector: list offsets of %s on %s: %w", in.Topic, kafkaAt, err)
+		return 0, nil, fmt.Errorf("projector: list offsets of %s on %s: %w", in.Topic, kafkaAt, err)
 	}
 	ends := map[int]int64{}
 	for _, po := range resp.Topics[in.Topic] {
 		ends[po.Partition] = po.LastOffset
 	}
-	parked, parkedEffects := map[int]int{}, map[string]int{}
-	if framework {
-		dlq := NewDLQ(in.Pool, in.Schema, in.Projection, in.Version)
-		if parked, err = dlq.Counts(ctx); err != nil {
-			return projector.Status{}, err
-		}
-		if len(in.Effects) > 0 {
-			if parkedEffects, err = dlq.EffectCounts(ctx); err != nil {
-				return projector.Status{}, err
-			}
-		}
-	}
-	before := map[int]offsets.Position{}
-	for _, p := range first {
-		if p.Topic == in.Topic {
-			before[p.Partition] = p
-		}
-	}
-	after := map[int]offsets.Position{}
-	for _, p := range second {
-		if p.Topic == in.Topic {
-			after[p.Partition] = p
-		}
-	}
-	st := projector.Status{Projection: in.Projection, Version: in.Version, Topic: in.Topic, Ready: true, ReadyLag: readyLag, ReadyRule: projector.ReadyRule,
-		NeverRun: len(after) == 0}
-	for _, eff := range in.Effects {
-		var marks []offsets.Position
-		if framework {
-			if marks, err = store.ListEffect(ctx, in.Pool, eff, in.Projection, in.Version); err != nil {
-				return projector.Status{}, err
-			}
-		}
-		es := projector.EffectStatus{Effect: eff, Watermarks: map[int]int64{}, Parked: int64(parkedEffects[eff])}
-		for _, m := range marks {
-			if m.Topic == in.Topic {
-				es.Watermarks[m.Partition] = m.Next
-			}
-		}
-		for p := range n {
-			es.Position += es.Watermarks[p]
-			es.Lag += max(0, ends[p]-es.Watermarks[p])
-		}
-		if st.EffectLag == nil {
-			st.EffectLag = map[string]int64{}
-		}
-		st.EffectLag[eff] = es.Lag
-		st.StoredEffects = append(st.StoredEffects, es)
+	return n, ends, nil
+}
+
+// addEffect adds an effect's stored state to st.
+func addEffect(st *projector.Status, in Inspection, eff string, n int, ends map[int]int64, db stored) {
+	es := projector.EffectStatus{Effect: eff, Watermarks: map[int]int64{}, Parked: int64(db.parkedEffects[eff])}
+	for p, next := range db.marks[eff] {
+		es.Watermarks[p] = next
 	}
 	for p := range n {
-		pos := after[p]
-		ps := projector.PartitionStatus{Topic: in.Topic, Partition: p, Next: pos.Next, HighWater: ends[p], Parked: int64(parked[p]), Consumed: pos.Consumed}
-		ps.Lag = max(0, ends[p]-pos.Next)
-		if in.Interval > 0 {
-			ps.EventsPerSec = float64(pos.Consumed-before[p].Consumed) / in.Interval.Seconds()
-			if ps.EventsPerSec > 0 {
-				ps.ETASeconds = float64(ps.Lag) / ps.EventsPerSec
-			}
-		}
-		switch {
-		case pos.Member == "" && ends[p] > 0:
-			ps.State = "not started"
-		case ps.Lag <= readyLag:
-			ps.State = projector.StateLive
-		default:
-			ps.State = projector.StateReplaying
-		}
-		if ps.State != projector.StateLive {
-			st.Ready = false
-		}
-		st.Lag += ps.Lag
-		st.Partitions = append(st.Partitions, ps)
+		es.Position += es.Watermarks[p]
+		es.Lag += max(0, ends[p]-es.Watermarks[p])
 	}
-	if st.NeverRun {
+	if st.EffectLag == nil {
+		st.EffectLag = map[string]int64{}
+	}
+	st.EffectLag[eff] = es.Lag
+	st.StoredEffects = append(st.StoredEffects, es)
+}
+
+// addPartition adds a partition's state to st, decided by its stored position and
+// its log end.
+func addPartition(st *projector.Status, in Inspection, p int, end int64, db stored) {
+	pos := db.after[p]
+	ps := projector.PartitionStatus{Topic: in.Topic, Partition: p, Next: pos.Next, HighWater: end, Parked: int64(db.parked[p]), Consumed: pos.Consumed}
+	ps.Lag = max(0, end-pos.Next)
+	if in.Interval > 0 {
+		ps.EventsPerSec = float64(pos.Consumed-db.before[p].Consumed) / in.Interval.Seconds()
+		if ps.EventsPerSec > 0 {
+			ps.ETASeconds = float64(ps.Lag) / ps.EventsPerSec
+		}
+	}
+	switch {
+	case pos.Member == "" && end > 0:
+		ps.State = "not started"
+	case ps.Lag <= st.ReadyLag:
+		ps.State = projector.StateLive
+	default:
+		ps.State = projector.StateReplaying
+	}
+	if ps.State != projector.StateLive {
 		st.Ready = false
 	}
-	return st, nil
+	st.Lag += ps.Lag
+	st.Partitions = append(st.Partitions, ps)
 }
 
 // frameworkExists reports whether the framework schema has been set up (its

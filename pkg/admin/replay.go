@@ -88,6 +88,27 @@ func untilOffsets(ctx context.Context, kc *eventlog.Client, topic string, t time
 	return out, nil
 }
 
+// pointOffsets returns the point of a replay as offsets, per partition, clamped to
+// the log's end: a point past it would never be reached.
+func pointOffsets(ctx context.Context, kc *eventlog.Client, pit PointInTime) (map[int]int64, error) {
+	until := pit.Until
+	if until == nil {
+		var err error
+		if until, err = untilOffsets(ctx, kc, pit.Topic, pit.UntilTime); err != nil {
+			return nil, err
+		}
+	}
+	ends, err := untilOffsets(ctx, kc, pit.Topic, time.Now().Add(24*time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	clamped := map[int]int64{}
+	for part, end := range ends {
+		clamped[part] = min(until[part], end)
+	}
+	return clamped, nil
+}
+
 // ReplayUntil builds the read model as it was at the point: it restores the newest
 // snapshot whose offsets are all at or before the point (if a store is given and one
 // exists), then replays each partition up to the point, into pit.Into.
@@ -101,23 +122,10 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 	// One client for the replay's own questions; the Runner below has its own.
 	kc := eventlog.NewClient(pit.Brokers)
 	defer kc.Close()
-	until := pit.Until
-	if until == nil {
-		var err error
-		if until, err = untilOffsets(ctx, kc, pit.Topic, pit.UntilTime); err != nil {
-			return ReplayResult{}, err
-		}
-	}
-	// A point past the log's end would never be reached: clamp it.
-	ends, err := untilOffsets(ctx, kc, pit.Topic, time.Now().Add(24*time.Hour))
+	until, err := pointOffsets(ctx, kc, pit)
 	if err != nil {
 		return ReplayResult{}, err
 	}
-	clamped := map[int]int64{}
-	for part, end := range ends {
-		clamped[part] = min(until[part], end)
-	}
-	until = clamped
 	res := ReplayResult{Until: until}
 	for _, o := range until {
 		res.Events += o

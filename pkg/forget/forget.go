@@ -149,51 +149,24 @@ func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 	if s.Keys == nil || !s.Projection.Handles(shred.TypeSubjectForgotten) {
 		return nil, nil
 	}
-	pending, err := InSnapshots(ctx, s.Store, s.Projection, s.Keys)
-	if err != nil {
+	if due, err := scrubDue(ctx, s); err != nil || !due {
 		return nil, err
-	}
-	left, err := scratchSchemas(ctx, s.Pool, s.Projection)
-	if err != nil {
-		return nil, err
-	}
-	due := len(left) > 0
-	for _, n := range pending {
-		due = due || n > 0
-	}
-	if !due {
-		return nil, nil
 	}
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Release()
-	lock := fmt.Sprintf("projector:scrub:%s:%d", s.Projection.Name(), s.Projection.Version())
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, lock).Scan(&got); err != nil {
+	unlock, err := lockScrub(ctx, conn, s)
+	if err != nil {
 		return nil, err
 	}
-	if !got {
-		return nil, ErrScrubBusy
-	}
-	defer func() {
-		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, lock)
-	}()
-	if l, ok := s.Store.(snapshot.Locker); ok {
-		unlock, err := l.TryLock(ctx, s.Projection.Name(), s.Projection.Version())
-		if errors.Is(err, snapshot.ErrLocked) {
-			return nil, ErrScrubBusy
-		}
-		if err != nil {
-			return nil, err
-		}
-		defer unlock()
+	defer unlock()
+	left, err := scratchSchemas(ctx, s.Pool, s.Projection)
+	if err != nil {
+		return nil, err
 	}
 	// Scratch schemas a killed scrub left behind hold a restored, unpurged copy.
-	if left, err = scratchSchemas(ctx, s.Pool, s.Projection); err != nil {
-		return nil, err
-	}
 	for _, sc := range left {
 		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{sc}.Sanitize()+" CASCADE"); err != nil {
 			return nil, err
@@ -235,6 +208,52 @@ func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 		out = append(out, sc)
 	}
 	return out, errors.Join(errs...)
+}
+
+// scrubDue reports whether a scrub has anything to do: a snapshot that may hold a
+// forgotten subject's data, or a scratch schema a stopped scrub left.
+func scrubDue(ctx context.Context, s Scrub) (bool, error) {
+	pending, err := InSnapshots(ctx, s.Store, s.Projection, s.Keys)
+	if err != nil {
+		return false, err
+	}
+	left, err := scratchSchemas(ctx, s.Pool, s.Projection)
+	if err != nil {
+		return false, err
+	}
+	due := len(left) > 0
+	for _, n := range pending {
+		due = due || n > 0
+	}
+	return due, nil
+}
+
+// lockScrub takes the scrub's locks, the database's and the store's, or returns
+// ErrScrubBusy; unlock releases both.
+func lockScrub(ctx context.Context, conn *pgxpool.Conn, s Scrub) (unlock func(), err error) {
+	lock := fmt.Sprintf("projector:scrub:%s:%d", s.Projection.Name(), s.Projection.Version())
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, lock).Scan(&got); err != nil {
+		return nil, err
+	}
+	if !got {
+		return nil, ErrScrubBusy
+	}
+	release := func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, lock)
+	}
+	if l, ok := s.Store.(snapshot.Locker); ok {
+		unlock, err := l.TryLock(ctx, s.Projection.Name(), s.Projection.Version())
+		if err != nil {
+			release()
+			if errors.Is(err, snapshot.ErrLocked) {
+				return nil, ErrScrubBusy
+			}
+			return nil, err
+		}
+		return func() { unlock(); release() }, nil
+	}
+	return release, nil
 }
 
 func scratchSchemas(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Projection) ([]string, error) {

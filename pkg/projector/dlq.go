@@ -79,23 +79,8 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 		if err := w.Flush(ctx); err != nil {
 			return err
 		}
-		// Events behind an older event that stays parked are not retried out of order.
 		var ready []entry
-		held = 0
-		for i := range entries {
-			e := entries[i]
-			if off, ok := open[e.subject()]; ok && off < e.msg.Offset {
-				e.act, e.reason, e.behind = actPark, fmt.Sprintf("behind parked event at offset %d", off), off
-				w.Exec(`UPDATE `+r.tables.parked+` SET state = 'parked', updated_at = now() WHERE id = $1`, e.parkID)
-				held++
-				continue
-			}
-			ready = append(ready, e)
-		}
-		for i := range ready {
-			ready[i].act, ready[i].reason, ready[i].behind = actApply, "", -1
-		}
-		orderBySequence(ready)
+		ready, held = r.holdBehind(w, entries, open)
 		if _, err := r.walk(ctx, w, p, st, ready, true, true, known); err != nil {
 			var pe *poisonError
 			if errors.As(err, &pe) {
@@ -105,18 +90,7 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 			return err
 		}
 		r.queueMarks(w, st)
-		resolved, still = 0, 0
-		for i := range ready {
-			e := &ready[i]
-			if e.act == actPark {
-				still++
-				w.Exec(`UPDATE `+r.tables.parked+` SET state = 'parked', error = $2, behind = $3, attempts = attempts + 1, updated_at = now() WHERE id = $1`,
-					e.parkID, e.reason, nullable(e.behind))
-			} else {
-				resolved++
-				w.Exec(`UPDATE `+r.tables.parked+` SET state = 'resolved', updated_at = now() WHERE id = $1`, e.parkID)
-			}
-		}
+		resolved, still = r.settleRetried(w, ready)
 		if err := w.Flush(ctx); err != nil {
 			return err
 		}
@@ -129,6 +103,44 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 	p.Log.Info("retried parked events", zap.Int("resolved", resolved), zap.Int("still_parked", still+held))
 	r.metrics.resolved.Add(float64(resolved))
 	return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
+}
+
+// holdBehind queues the retried events behind an older event that stays parked
+// back to parked — they are not retried out of order — and returns the others,
+// ready to apply, in each aggregate's sequence order, and how many it held.
+func (r *Runner) holdBehind(w *readmodel.Writer, entries []entry, open map[string]int64) (ready []entry, held int) {
+	for i := range entries {
+		e := entries[i]
+		if off, ok := open[e.subject()]; ok && off < e.msg.Offset {
+			e.act, e.reason, e.behind = actPark, fmt.Sprintf("behind parked event at offset %d", off), off
+			w.Exec(`UPDATE `+r.tables.parked+` SET state = 'parked', updated_at = now() WHERE id = $1`, e.parkID)
+			held++
+			continue
+		}
+		ready = append(ready, e)
+	}
+	for i := range ready {
+		ready[i].act, ready[i].reason, ready[i].behind = actApply, "", -1
+	}
+	orderBySequence(ready)
+	return ready, held
+}
+
+// settleRetried queues each retried event's new state: resolved when it applied,
+// parked again (with its new reason) when not. It returns how many of each.
+func (r *Runner) settleRetried(w *readmodel.Writer, ready []entry) (resolved, still int) {
+	for i := range ready {
+		e := &ready[i]
+		if e.act == actPark {
+			still++
+			w.Exec(`UPDATE `+r.tables.parked+` SET state = 'parked', error = $2, behind = $3, attempts = attempts + 1, updated_at = now() WHERE id = $1`,
+				e.parkID, e.reason, nullable(e.behind))
+		} else {
+			resolved++
+			w.Exec(`UPDATE `+r.tables.parked+` SET state = 'resolved', updated_at = now() WHERE id = $1`, e.parkID)
+		}
+	}
+	return resolved, still
 }
 
 // orderBySequence puts each aggregate's retried events in sequence order (events

@@ -42,33 +42,9 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int, feed
 	p.Status.Set(func(s *PartitionStatus) { s.State = StateClaiming })
 	defer p.Status.Set(func(s *PartitionStatus) { s.State = StateReleased })
 
-	if err := r.env.Claim(ctx, &p.Lane); err != nil {
+	if err := r.takeOver(ctx, p, gen.ID); err != nil {
 		return err
 	}
-	p.fx.Claimed(p.Next)
-	if err := r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) }); err != nil {
-		return err
-	}
-	first, last, err := r.bounds(ctx, part)
-	if err != nil {
-		return err
-	}
-	if err := checkBounds(part, p.Next, first, last); err != nil {
-		return err
-	}
-	if p.layout, err = r.layout(ctx, gen.ID); err != nil {
-		return err
-	}
-	p.Status.Set(func(s *PartitionStatus) {
-		s.Next, s.HighWater = p.Next, last
-		s.Lag = max(0, last-p.Next)
-		s.State = StateReplaying
-		if s.Lag <= r.readyLag {
-			s.State = StateLive
-		}
-	})
-	p.Log.Info("partition claimed", zap.Int64("next_offset", p.Next), zap.Int64("high_water", last), zap.Int("parked_aggregates", len(p.parked)))
-
 	rd := r.env.NewReader(&p.Lane)
 	defer rd.Close()
 
@@ -87,24 +63,9 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int, feed
 		if err != nil {
 			continue // the reader logged it and starts over at p.Next
 		}
-		// A reader may hand back records below the stored position (kafka-go #1398
-		// after a rebalance, or a resync after an unknown commit): drop them.
-		kept := msgs[:0]
-		for _, m := range msgs {
-			if m.Offset >= p.Next && !r.beyondStop(part, m.Offset) {
-				kept = append(kept, m)
-			}
-		}
-		if len(kept) > 0 && kept[0].Offset > p.Next {
-			// kafka-go moves to the log start by itself on "offset out of range":
-			// never skip events silently.
-			first, last, err := r.bounds(ctx, part)
-			if err != nil {
-				return err
-			}
-			if err := checkBounds(part, p.Next, first, last); err != nil {
-				return err
-			}
+		kept, err := r.keep(ctx, p, msgs)
+		if err != nil {
+			return err
 		}
 		if len(kept) > 0 {
 			lastTouch = time.Now()
@@ -112,14 +73,8 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int, feed
 				return err
 			}
 		} else if len(msgs) == 0 {
-			recordIdle(p.Status, p.Next)
-			r.observePartition(p)
-			if time.Since(lastTouch) >= r.offsets.StaleClaimAfter/4 {
-				// An idle owner keeps its claim fresh, so it is never taken for stale.
-				lastTouch = time.Now()
-				if err := r.env.Touch(ctx, &p.Lane); err != nil {
-					return err
-				}
+			if err := r.idle(ctx, p, &lastTouch); err != nil {
+				return err
 			}
 		}
 		if time.Since(lastRetryPoll) >= r.cfg.RetryPoll {
@@ -131,13 +86,85 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int, feed
 	}
 }
 
+// takeOver claims the partition, loads its parked aggregates and checks its
+// stored position against the log before the worker reads.
+func (r *Runner) takeOver(ctx context.Context, p *partition, gen int32) error {
+	if err := r.env.Claim(ctx, &p.Lane); err != nil {
+		return err
+	}
+	p.fx.Claimed(p.Next)
+	if err := r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) }); err != nil {
+		return err
+	}
+	first, last, err := r.bounds(ctx, p.Key.Partition)
+	if err != nil {
+		return err
+	}
+	if err := checkBounds(p.Key.Partition, p.Next, first, last); err != nil {
+		return err
+	}
+	if p.layout, err = r.layout(ctx, gen); err != nil {
+		return err
+	}
+	p.Status.Set(func(s *PartitionStatus) {
+		s.Next, s.HighWater = p.Next, last
+		s.Lag = max(0, last-p.Next)
+		s.State = StateReplaying
+		if s.Lag <= r.readyLag {
+			s.State = StateLive
+		}
+	})
+	p.Log.Info("partition claimed", zap.Int64("next_offset", p.Next), zap.Int64("high_water", last), zap.Int("parked_aggregates", len(p.parked)))
+
+	return nil
+}
+
+// keep returns the messages of a read to apply: a reader may hand back records
+// below the stored position (kafka-go #1398 after a rebalance, or a resync after an
+// unknown commit), or past a bounded run's end, which it drops. A first record
+// beyond the position is refused unless the log still holds the position: kafka-go
+// moves to the log start by itself on "offset out of range", and events are never
+// skipped silently.
+func (r *Runner) keep(ctx context.Context, p *partition, msgs []kafka.Message) ([]kafka.Message, error) {
+	part := p.Key.Partition
+	kept := msgs[:0]
+	for _, m := range msgs {
+		if m.Offset >= p.Next && !r.beyondStop(part, m.Offset) {
+			kept = append(kept, m)
+		}
+	}
+	if len(kept) > 0 && kept[0].Offset > p.Next {
+		first, last, err := r.bounds(ctx, part)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkBounds(part, p.Next, first, last); err != nil {
+			return nil, err
+		}
+	}
+	return kept, nil
+}
+
+// idle records a read that found nothing: the partition is at its end. An idle
+// owner keeps its claim fresh, so it is never taken for stale.
+func (r *Runner) idle(ctx context.Context, p *partition, lastTouch *time.Time) error {
+	recordIdle(p.Status, p.Next)
+	r.observePartition(p)
+	if time.Since(*lastTouch) < r.offsets.StaleClaimAfter/4 {
+		return nil
+	}
+	*lastTouch = time.Now()
+	return r.env.Touch(ctx, &p.Lane)
+}
+
 // waitAtStop is a bounded run's partition that got to its end: it reads no further
 // (it read, and dropped, the rest of the log, a core's worth while other partitions
 // and the effects caught up) and waits, its claim kept fresh, for the run to end.
 func (r *Runner) waitAtStop(ctx context.Context, p *partition, rd *lane.Reader) error {
 	rd.Close()
-	if retry.Sleep(ctx, r.offsets.StaleClaimAfter/4) != nil {
-		return nil
+	_ = retry.Sleep(ctx, r.offsets.StaleClaimAfter/4)
+	if ctx.Err() != nil {
+		return nil // the run ended
 	}
 	return r.env.Touch(ctx, &p.Lane)
 }
