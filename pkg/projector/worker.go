@@ -12,7 +12,6 @@ import (
 
 	"github.com/projector/projector/internal/effects"
 	"github.com/projector/projector/internal/lane"
-	"github.com/projector/projector/internal/retry"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/offsets"
 )
@@ -162,9 +161,12 @@ func (r *Runner) idle(ctx context.Context, p *partition, lastTouch *time.Time) e
 // and the effects caught up) and waits, its claim kept fresh, for the run to end.
 func (r *Runner) waitAtStop(ctx context.Context, p *partition, rd *lane.Reader) error {
 	rd.Close()
-	_ = retry.Sleep(ctx, r.offsets.StaleClaimAfter/4)
-	if ctx.Err() != nil {
+	t := time.NewTimer(r.offsets.StaleClaimAfter / 4)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
 		return nil // the run ended
+	case <-t.C:
 	}
 	return r.env.Touch(ctx, &p.Lane)
 }
