@@ -25,6 +25,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
@@ -172,7 +173,7 @@ func checkKill(ctx context.Context, brokers []string, topic, dbURL, framework, p
 	}
 	defer func() { _ = conn.Close(ctx) }()
 	var at int64
-	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+pgx.Identifier{framework, "offsets"}.Sanitize()+`
+	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+store.TablesIn(framework).Offsets+`
 		WHERE projection = $1 AND version = 1 AND topic = $2`, projection, topic).Scan(&at); err != nil {
 		return err
 	}

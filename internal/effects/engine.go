@@ -5,13 +5,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/internal/retry"
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/sideeffects"
@@ -56,19 +56,12 @@ type Entry struct {
 type Engine struct {
 	cfg    Config
 	env    *lane.Env
-	tables tables
+	tables store.Tables
 }
 
 // New returns the engine of cfg's effects over the lanes of env.
 func New(cfg Config, env *lane.Env) *Engine {
-	q := func(t string) string { return pgx.Identifier{cfg.Schema, t}.Sanitize() }
-	return &Engine{cfg: cfg, env: env, tables: tables{effectStarts: q("effect_starts"), parkedEffects: q("parked_effects")}}
-}
-
-// tables holds the quoted names of the engine's tables in the framework schema.
-type tables struct {
-	effectStarts  string // when each effect started on each partition: its horizon
-	parkedEffects string // parked effect runs
+	return &Engine{cfg: cfg, env: env, tables: store.TablesIn(cfg.Schema)}
 }
 
 // NewFeed returns the feed from a partition's worker to its dispatcher.

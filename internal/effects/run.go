@@ -426,15 +426,15 @@ func (e *Engine) effectStart(ctx context.Context, p *lane.Lane, eff *sideeffects
 	var from time.Time
 	horizon := e.cfg.Horizon.String()
 	args := []any{eff.Name(), e.cfg.Projection.Name(), e.cfg.Projection.Version(), e.env.Topic, part, horizon}
-	if _, err := e.env.Pool.Exec(ctx, `INSERT INTO `+e.tables.effectStarts+` (effect, projection, version, topic, partition, horizon_from, horizon)
+	if _, err := e.env.Pool.Exec(ctx, `INSERT INTO `+e.tables.EffectStarts+` (effect, projection, version, topic, partition, horizon_from, horizon)
 		VALUES ($1, $2, $3, $4, $5, now() - $6::interval, $6::interval) ON CONFLICT DO NOTHING`, args...); err != nil {
 		return from, err
 	}
 	var was *string
 	err := e.env.Pool.QueryRow(ctx, `WITH old AS (
-			SELECT horizon FROM `+e.tables.effectStarts+`
+			SELECT horizon FROM `+e.tables.EffectStarts+`
 			 WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5)
-		UPDATE `+e.tables.effectStarts+` s SET horizon_from = s.started_at - $6::interval, horizon = $6::interval
+		UPDATE `+e.tables.EffectStarts+` s SET horizon_from = s.started_at - $6::interval, horizon = $6::interval
 		  FROM old
 		 WHERE s.effect = $1 AND s.projection = $2 AND s.version = $3 AND s.topic = $4 AND s.partition = $5
 		   AND s.horizon IS DISTINCT FROM $6::interval
@@ -451,7 +451,7 @@ func (e *Engine) effectStart(ctx context.Context, p *lane.Lane, eff *sideeffects
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return from, err
 	}
-	err = e.env.Pool.QueryRow(ctx, `SELECT horizon_from FROM `+e.tables.effectStarts+`
+	err = e.env.Pool.QueryRow(ctx, `SELECT horizon_from FROM `+e.tables.EffectStarts+`
 		WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5`, args[:5]...).Scan(&from)
 	return from, err
 }
@@ -466,12 +466,12 @@ func (e *Engine) redisTransient(err error) error {
 
 func (e *Engine) queueEffectPark(w *readmodel.Writer, p *lane.Lane, eff *sideeffects.Effect, it *fxItem) {
 	headers, _ := json.Marshal(it.msg.Headers)
-	w.Exec(`INSERT INTO `+e.tables.parkedEffects+` (effect, projection, version, topic, partition, "offset", event_id, event_type,
+	w.Exec(`INSERT INTO `+e.tables.ParkedEffects+` (effect, projection, version, topic, partition, "offset", event_id, event_type,
 			idempotency_key, error, attempts, msg_key, msg_value, msg_headers)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 		ON CONFLICT (effect, projection, version, topic, partition, "offset") DO UPDATE
 		   SET state = 'parked', error = EXCLUDED.error,
-		       attempts = `+e.tables.parkedEffects+`.attempts + EXCLUDED.attempts, updated_at = now()`,
+		       attempts = `+e.tables.ParkedEffects+`.attempts + EXCLUDED.attempts, updated_at = now()`,
 		eff.Name(), e.cfg.Projection.Name(), e.cfg.Projection.Version(), e.env.Topic, p.Key.Partition, it.msg.Offset,
 		text(it.dec.ID), text(it.dec.Type), it.key, text(it.err.Error()), it.attempts, it.msg.Key, it.msg.Value, headers)
 }
@@ -520,11 +520,11 @@ func (e *Engine) retryParkedEffects(ctx context.Context, ln *fxLane) error {
 		resolved = 0
 		for _, it := range items {
 			if it.outcome == Parked {
-				b.Queue(`UPDATE `+e.tables.parkedEffects+` SET state = 'parked', error = $2, attempts = attempts + $3, updated_at = now() WHERE id = $1`,
+				b.Queue(`UPDATE `+e.tables.ParkedEffects+` SET state = 'parked', error = $2, attempts = attempts + $3, updated_at = now() WHERE id = $1`,
 					it.parkID, text(it.err.Error()), it.attempts)
 			} else {
 				resolved++
-				b.Queue(`UPDATE `+e.tables.parkedEffects+` SET state = 'resolved', updated_at = now() WHERE id = $1`, it.parkID)
+				b.Queue(`UPDATE `+e.tables.ParkedEffects+` SET state = 'resolved', updated_at = now() WHERE id = $1`, it.parkID)
 			}
 		}
 		return e.env.Pool.SendBatch(ctx, b).Close()
@@ -539,7 +539,7 @@ func (e *Engine) retryParkedEffects(ctx context.Context, ln *fxLane) error {
 func (e *Engine) loadEffectRetries(ctx context.Context, ln *fxLane) ([]*fxItem, error) {
 	var items []*fxItem
 	err := e.env.Do(ctx, ln.p, "load effect retries", func(ctx context.Context) error {
-		rows, err := e.env.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+e.tables.parkedEffects+`
+		rows, err := e.env.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+e.tables.ParkedEffects+`
 			WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5 AND state = 'retry'
 			ORDER BY "offset"`, ln.eff.Name(), e.cfg.Projection.Name(), e.cfg.Projection.Version(), e.env.Topic, ln.p.Key.Partition)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/readmodel"
 )
 
@@ -43,7 +44,8 @@ func NewDLQ(pool *pgxpool.Pool, schema, projection string, version int) *DLQ {
 	if schema == "" {
 		schema = readmodel.FrameworkSchemaDefault
 	}
-	return &DLQ{pool: pool, parked: pgx.Identifier{schema, "parked"}.Sanitize(), effects: pgx.Identifier{schema, "parked_effects"}.Sanitize(),
+	t := store.TablesIn(schema)
+	return &DLQ{pool: pool, parked: t.Parked, effects: t.ParkedEffects,
 		projection: projection, version: version}
 }
 

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
@@ -241,7 +240,7 @@ func frameworkExists(ctx context.Context, pool *pgxpool.Pool, schema string) (bo
 		// No migration recorded: nothing was ever set up here, unless an older build
 		// made the tables before migrations were numbered.
 		var legacy bool
-		if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, pgx.Identifier{schema, "offsets"}.Sanitize()).Scan(&legacy); err != nil {
+		if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, store.TablesIn(schema).Offsets).Scan(&legacy); err != nil {
 			return false, fmt.Errorf("projector: inspect: %w", err)
 		}
 		if legacy {

@@ -378,7 +378,7 @@ func (r *Runner) begin(ctx context.Context, entries []entry) (pgx.Tx, *txState, 
 	b := &pgx.Batch{}
 	b.Queue(`SET LOCAL search_path TO ` + pgx.Identifier{r.cfg.Projection.Schema()}.Sanitize() + `, public`)
 	if len(subjects) > 0 {
-		b.Queue(`SELECT subject, last_sequence, last_event_id, recent FROM `+r.tables.aggregates+`
+		b.Queue(`SELECT subject, last_sequence, last_event_id, recent FROM `+r.tables.Aggregates+`
 			WHERE projection = $1 AND version = $2 AND subject = ANY($3)`, pn, pv, subjects).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var s, id string
@@ -393,7 +393,7 @@ func (r *Runner) begin(ctx context.Context, entries []entry) (pgx.Tx, *txState, 
 		})
 	}
 	if len(ids) > 0 {
-		b.Queue(`SELECT event_id FROM `+r.tables.eventIDs+` WHERE projection = $1 AND version = $2 AND event_id = ANY($3)`,
+		b.Queue(`SELECT event_id FROM `+r.tables.EventIDs+` WHERE projection = $1 AND version = $2 AND event_id = ANY($3)`,
 			pn, pv, ids).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var id string
@@ -449,14 +449,14 @@ func (r *Runner) queueMarks(w *readmodel.Writer, st *txState) {
 		for s, a := range st.changed {
 			subj, seqs, ids, recent = append(subj, s), append(seqs, int64(a.seq)), append(ids, a.id), append(recent, encodeWindow(a.recent))
 		}
-		w.Exec(`INSERT INTO `+r.tables.aggregates+` (projection, version, subject, last_sequence, last_event_id, recent)
+		w.Exec(`INSERT INTO `+r.tables.Aggregates+` (projection, version, subject, last_sequence, last_event_id, recent)
 			SELECT $1, $2, s, q, i, r FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bytea[]) AS t(s, q, i, r)
 			ON CONFLICT (projection, version, subject) DO UPDATE
 			   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id, recent = EXCLUDED.recent`,
 			pn, pv, subj, seqs, ids, recent)
 	}
 	if len(st.newIDs) > 0 {
-		w.Exec(`INSERT INTO `+r.tables.eventIDs+` (projection, version, event_id)
+		w.Exec(`INSERT INTO `+r.tables.EventIDs+` (projection, version, event_id)
 			SELECT $1, $2, unnest($3::text[]) ON CONFLICT DO NOTHING`, pn, pv, st.newIDs)
 	}
 }
@@ -467,12 +467,12 @@ func (r *Runner) queueParkInsert(w *readmodel.Writer, p *partition, e *entry) {
 	if e.behind >= 0 {
 		behind = &e.behind
 	}
-	w.Exec(`INSERT INTO `+r.tables.parked+` (projection, version, topic, partition, "offset", subject, event_id, event_type,
+	w.Exec(`INSERT INTO `+r.tables.Parked+` (projection, version, topic, partition, "offset", subject, event_id, event_type,
 			error, behind, msg_key, msg_value, msg_headers, holds)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 		ON CONFLICT (projection, version, topic, partition, "offset") DO UPDATE
 		   SET state = 'parked', error = EXCLUDED.error, behind = EXCLUDED.behind, holds = EXCLUDED.holds,
-		       attempts = `+r.tables.parked+`.attempts + 1, updated_at = now()`,
+		       attempts = `+r.tables.Parked+`.attempts + 1, updated_at = now()`,
 		p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition, e.msg.Offset, text(e.subject()), text(e.ev.ID), text(e.ev.Type),
 		text(e.reason), behind, e.msg.Key, e.msg.Value, headers, !e.alone)
 }

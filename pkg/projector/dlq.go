@@ -19,7 +19,7 @@ import (
 
 // loadParked reads which aggregates of the partition have open parked events.
 func (r *Runner) loadParked(ctx context.Context, p *partition) error {
-	rows, err := r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.parked+`
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.Parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state <> 'resolved' AND subject <> '' AND holds
 		GROUP BY subject`, p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
 	if err != nil {
@@ -113,7 +113,7 @@ func (r *Runner) holdBehind(w *readmodel.Writer, entries []entry, open map[strin
 		e := entries[i]
 		if off, ok := open[e.subject()]; ok && off < e.msg.Offset {
 			e.act, e.reason, e.behind = actPark, fmt.Sprintf("behind parked event at offset %d", off), off
-			w.Exec(`UPDATE `+r.tables.parked+` SET state = 'parked', updated_at = now() WHERE id = $1`, e.parkID)
+			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'parked', updated_at = now() WHERE id = $1`, e.parkID)
 			held++
 			continue
 		}
@@ -133,11 +133,11 @@ func (r *Runner) settleRetried(w *readmodel.Writer, ready []entry) (resolved, st
 		e := &ready[i]
 		if e.act == actPark {
 			still++
-			w.Exec(`UPDATE `+r.tables.parked+` SET state = 'parked', error = $2, behind = $3, attempts = attempts + 1, updated_at = now() WHERE id = $1`,
+			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'parked', error = $2, behind = $3, attempts = attempts + 1, updated_at = now() WHERE id = $1`,
 				e.parkID, e.reason, nullable(e.behind))
 		} else {
 			resolved++
-			w.Exec(`UPDATE `+r.tables.parked+` SET state = 'resolved', updated_at = now() WHERE id = $1`, e.parkID)
+			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'resolved', updated_at = now() WHERE id = $1`, e.parkID)
 		}
 	}
 	return resolved, still
@@ -168,7 +168,7 @@ func orderBySequence(entries []entry) {
 
 // applySkips resolves the partition's parked events an operator asked to skip.
 func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
-	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, msg_key, msg_value, msg_headers FROM `+r.tables.parked+`
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, msg_key, msg_value, msg_headers FROM `+r.tables.Parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'skip'`,
 		p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
 	if err != nil {
@@ -200,14 +200,14 @@ func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
 	w := readmodel.NewWriter(tx)
 	r.queueAdvance(w, p, p.Next, 0) // still ours
 	for _, s := range skips {
-		w.Exec(`UPDATE `+r.tables.parked+` SET state = 'resolved', error = 'skipped by operator: ' || error, updated_at = now()
+		w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'resolved', error = 'skipped by operator: ' || error, updated_at = now()
 			WHERE id = $1`, s.id)
 		if ev, err := eventlog.FromMessage(s.msg); err == nil && ev.Sequence > 0 {
-			w.Exec(`INSERT INTO `+r.tables.aggregates+` (projection, version, subject, last_sequence, last_event_id)
+			w.Exec(`INSERT INTO `+r.tables.Aggregates+` (projection, version, subject, last_sequence, last_event_id)
 				VALUES ($1, $2, $3, $4, $5)
 				ON CONFLICT (projection, version, subject) DO UPDATE
 				   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id
-				 WHERE `+r.tables.aggregates+`.last_sequence < EXCLUDED.last_sequence`,
+				 WHERE `+r.tables.Aggregates+`.last_sequence < EXCLUDED.last_sequence`,
 				p.Key.Projection, p.Key.Version, text(ev.Subject), int64(ev.Sequence), text(ev.ID))
 		}
 	}
@@ -241,7 +241,7 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[st
 			return nil, nil, err
 		}
 	}
-	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+r.tables.parked+`
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+r.tables.Parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'retry'
 		ORDER BY "offset"`, p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
 	if err != nil {
@@ -271,7 +271,7 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[st
 		return nil, nil, err
 	}
 	open := map[string]int64{}
-	rows, err = r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.parked+`
+	rows, err = r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.Parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'parked' AND holds
 		GROUP BY subject`, p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/projector/projector/internal/effects"
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/internal/retry"
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/offsets"
@@ -30,7 +31,7 @@ type Runner struct {
 	offsets  *offsets.Store
 	env      *lane.Env       // what the read model's and the effects' lanes share
 	fx       *effects.Engine // the effects; nil without
-	tables   tables
+	tables   store.Tables
 	metrics  *metrics
 	status   *statusBoard
 	client   *eventlog.Client // metadata and offsets; its connections close when Run returns
@@ -64,7 +65,7 @@ func New(cfg Config) (*Runner, error) {
 	r := &Runner{
 		cfg: cfg, log: log,
 		offsets: offsets.NewStore(cfg.Schema),
-		tables:  newTables(cfg.Schema),
+		tables:  store.TablesIn(cfg.Schema),
 		metrics: m,
 		status: &statusBoard{parts: map[int]*lane.Row{}, base: Status{
 			Projection: cfg.Projection.Name(), Version: cfg.Projection.Version(), Topic: cfg.Topic, Group: cfg.GroupID,
@@ -403,7 +404,7 @@ func (r *Runner) analyzeLoop(ctx context.Context) {
 		if !replaying {
 			continue
 		}
-		tables := []string{r.tables.aggregates, r.tables.eventIDs}
+		tables := []string{r.tables.Aggregates, r.tables.EventIDs}
 		rows, err := r.cfg.Pool.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = $1`, r.cfg.Projection.Schema())
 		if err != nil {
 			continue
