@@ -25,6 +25,7 @@ import (
 
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projector"
@@ -153,7 +154,7 @@ func (e *env) ensureTopic(ctx context.Context, topic string, n int, next func() 
 }
 
 func (e *env) endOffsets(ctx context.Context, topic string) (map[int]int64, error) {
-	return projector.UntilOffsets(ctx, e.brokers, topic, time.Now().Add(24*time.Hour))
+	return admin.UntilOffsets(ctx, e.brokers, topic, time.Now().Add(24*time.Hour))
 }
 
 // database creates a database of its own for one run; all are dropped at the end.
@@ -393,7 +394,7 @@ func (e *env) readLog(ctx context.Context, topic string, upTo map[int]int64) ([]
 // eachPartition reads every partition from its start to its end (or upTo), all at
 // once, calling fn for each message, in order within a partition.
 func (e *env) eachPartition(ctx context.Context, topic string, upTo map[int]int64, fn func(part int, m kafka.Message)) error {
-	starts, err := projector.LogStarts(ctx, e.brokers, topic)
+	starts, err := admin.LogStarts(ctx, e.brokers, topic)
 	if err != nil {
 		return err
 	}

@@ -49,24 +49,9 @@ func run() error {
 		*seed = binary.LittleEndian.Uint64(b[:]) >> 16
 	}
 	fmt.Printf("chaos: seed %d, profile %s (rerun with SEED=%d)\n", *seed, p.Name, *seed)
-	var scenarios []chaos.Scenario
-	var want []int
-	if *only != "" {
-		for _, s := range strings.Split(*only, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(s))
-			if err != nil {
-				return fmt.Errorf("--only %q: %w", *only, err)
-			}
-			want = append(want, n)
-		}
-	}
-	for _, s := range chaos.All() {
-		if len(want) == 0 || slices.Contains(want, s.N) {
-			scenarios = append(scenarios, s)
-		}
-	}
-	if len(scenarios) == 0 {
-		return fmt.Errorf("--only %q selects no scenario", *only)
+	scenarios, err := selectScenarios(*only)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
@@ -115,6 +100,31 @@ func run() error {
 	}
 	fmt.Println("chaos: every scenario passed")
 	return nil
+}
+
+// selectScenarios returns the scenarios --only names (comma-separated numbers),
+// or all of them.
+func selectScenarios(only string) ([]chaos.Scenario, error) {
+	var want []int
+	if only != "" {
+		for _, s := range strings.Split(only, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil {
+				return nil, fmt.Errorf("--only %q: %w", only, err)
+			}
+			want = append(want, n)
+		}
+	}
+	var scenarios []chaos.Scenario
+	for _, s := range chaos.All() {
+		if len(want) == 0 || slices.Contains(want, s.N) {
+			scenarios = append(scenarios, s)
+		}
+	}
+	if len(scenarios) == 0 {
+		return nil, fmt.Errorf("--only %q selects no scenario", only)
+	}
+	return scenarios, nil
 }
 
 // pruneData removes the servers' data (Kafka logs, PostgreSQL clusters, Mailpit

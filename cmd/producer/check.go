@@ -24,11 +24,8 @@ const (
 	exitScanFailed = 3 // the scan could not be done
 )
 
-func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
-	var brokers, topic, parts, from, to, since, until string
-	var asJSON, skipData, deep bool
-	var limit, maxFindings, window, concurrency int
-	f := cli.NewFlags("check", `producer check [TOPIC]: the log doctor. Scans the topic (default --topic), or a
+// checkUsage is check's help.
+const checkUsage = `producer check [TOPIC]: the log doctor. Scans the topic (default --topic), or a
 range of it, and reports every record that would make a read model differ from
 the fold of the log:
 
@@ -64,7 +61,13 @@ its baseline.
 
 Memory: each aggregate keeps its last --window event ids; every id also goes
 into one set of 64-bit hashes, 11 to 22 bytes a record (10 million records: 128
-MiB). A duplicate beyond the window is located by a second pass.`)
+MiB). A duplicate beyond the window is located by a second pass.`
+
+func runCheck(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+	var brokers, topic, parts, from, to, since, until string
+	var asJSON, skipData, deep bool
+	var limit, maxFindings, window, concurrency int
+	f := cli.NewFlags("check", checkUsage)
 	f.String(&brokers, "brokers", "KAFKA_BROKERS", BrokersDefault, "Kafka brokers, comma-separated host:port")
 	f.String(&topic, "topic", "PROJECTOR_TOPIC", TopicDefault, "the event topic, when not given as the argument")
 	f.String(&parts, "partition", "", "", "only these partitions, comma-separated; empty: all")

@@ -21,6 +21,13 @@ const (
 	generateChunkDefault  = 12000
 )
 
+// generateUsage is generate's help.
+const generateUsage = `producer generate: publish a deterministic workload of the example domain
+(UserRegistered, UserChangedPassword, UserPublishedAnArticle, ArticleDeleted,
+UserDeleted), with per-aggregate sequence numbers. The same --seed, --users,
+--start and --step give the same events — ids, data, times and order.
+Prints a JSON summary: events, seconds, events/s.`
+
 func runGenerate(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 	var c common
 	var users, n, chunk int
@@ -28,11 +35,7 @@ func runGenerate(ctx context.Context, args []string, _ io.Reader, stdout, stderr
 	var rate float64
 	var start, prefix string
 	var step time.Duration
-	f := cli.NewFlags("generate", `producer generate: publish a deterministic workload of the example domain
-(UserRegistered, UserChangedPassword, UserPublishedAnArticle, ArticleDeleted,
-UserDeleted), with per-aggregate sequence numbers. The same --seed, --users,
---start and --step give the same events — ids, data, times and order.
-Prints a JSON summary: events, seconds, events/s.`)
+	f := cli.NewFlags("generate", generateUsage)
 	c.register(f)
 	f.Int(&users, "users", "", domain.UsersDefault, "user slots (aggregates)")
 	f.Int(&n, "events", "", generateEventsDefault, "events to publish")
@@ -74,23 +77,7 @@ Prints a JSON summary: events, seconds, events/s.`)
 	// chunk overlaps the broker's acknowledgement of this one.
 	chunks := make(chan []events.Event, 2)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		defer close(chunks)
-		for left := n; left > 0; {
-			k := min(chunk, left)
-			b := make([]events.Event, k)
-			for i := range b {
-				b[i] = gen.Next()
-			}
-			left -= k
-			select {
-			case chunks <- b:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-		}
-		return nil
-	})
+	g.Go(func() error { return generateChunks(gctx, gen, n, chunk, chunks) })
 	began := time.Now()
 	sent := 0
 	progress := cli.IsTerminal(os.Stderr)
@@ -103,15 +90,8 @@ Prints a JSON summary: events, seconds, events/s.`)
 			if progress {
 				_, _ = fmt.Fprintf(stderr, "\rgenerate: %d/%d events (%.0f/s)   ", sent, n, float64(sent)/time.Since(began).Seconds())
 			}
-			if rate > 0 {
-				due := began.Add(time.Duration(float64(sent) / rate * float64(time.Second)))
-				if d := time.Until(due); d > 0 {
-					select {
-					case <-time.After(d):
-					case <-gctx.Done():
-						return gctx.Err()
-					}
-				}
+			if err := pace(gctx, began, sent, rate); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -129,3 +109,43 @@ Prints a JSON summary: events, seconds, events/s.`)
 }
 
 func round(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+
+// generateChunks sends n events of gen to chunks, chunk at a time, and closes it.
+func generateChunks(ctx context.Context, gen *domain.Generator, n, chunk int, chunks chan<- []events.Event) error {
+	defer close(chunks)
+	for left := n; left > 0; {
+		k := min(chunk, left)
+		b := make([]events.Event, k)
+		for i := range b {
+			b[i] = gen.Next()
+		}
+		left -= k
+		select {
+		case chunks <- b:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// pace waits until sent events are due at rate per second from began (rate 0: as
+// fast as possible).
+func pace(ctx context.Context, began time.Time, sent int, rate float64) error {
+	if rate <= 0 {
+		return nil
+	}
+	due := began.Add(time.Duration(float64(sent) / rate * float64(time.Second)))
+	d := time.Until(due)
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

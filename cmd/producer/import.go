@@ -99,33 +99,9 @@ func (im *importer) badLine(lineNo int, err error, flush func() error) error {
 
 func (im *importer) run(ctx context.Context, in io.Reader, chunk int) error {
 	r := bufio.NewReaderSize(in, 64<<10)
-	var batch []events.Event
-	var lines []int
+	b := &importBatch{}
 	lineNo := 0
-	flush := func() error {
-		if len(batch) == 0 || im.pub == nil {
-			batch, lines = batch[:0], lines[:0]
-			return nil
-		}
-		res, err := im.pub.Publish(ctx, batch...)
-		if err != nil {
-			// Count what landed, name what did not; the failure ends the import.
-			im.lastAttempted = lines[len(lines)-1]
-			for i, rr := range res {
-				if rr.Err != nil {
-					im.failed = append(im.failed, lines[i])
-				} else {
-					im.sent++
-				}
-			}
-			return err
-		}
-		im.sent += len(batch)
-		im.lastSent = lines[len(lines)-1]
-		batch, lines = batch[:0], lines[:0]
-		im.tick()
-		return nil
-	}
+	flush := func() error { return im.flush(ctx, b) }
 	for {
 		line, err := readLine(r)
 		if errors.Is(err, io.EOF) && line == nil {
@@ -161,14 +137,46 @@ func (im *importer) run(ctx context.Context, in io.Reader, chunk int) error {
 			continue
 		}
 		im.valid++
-		batch = append(batch, e)
-		lines = append(lines, lineNo)
-		if len(batch) >= chunk {
+		b.events = append(b.events, e)
+		b.lines = append(b.lines, lineNo)
+		if len(b.events) >= chunk {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// importBatch is the events read and not yet published, with their line numbers.
+type importBatch struct {
+	events []events.Event
+	lines  []int
+}
+
+// flush publishes the batch. On a failure it counts what landed and names what did
+// not; the failure ends the import.
+func (im *importer) flush(ctx context.Context, b *importBatch) error {
+	if len(b.events) == 0 || im.pub == nil {
+		b.events, b.lines = b.events[:0], b.lines[:0]
+		return nil
+	}
+	res, err := im.pub.Publish(ctx, b.events...)
+	if err != nil {
+		im.lastAttempted = b.lines[len(b.lines)-1]
+		for i, rr := range res {
+			if rr.Err != nil {
+				im.failed = append(im.failed, b.lines[i])
+			} else {
+				im.sent++
+			}
+		}
+		return err
+	}
+	im.sent += len(b.events)
+	im.lastSent = b.lines[len(b.lines)-1]
+	b.events, b.lines = b.events[:0], b.lines[:0]
+	im.tick()
+	return nil
 }
 
 var errLineTooLong = fmt.Errorf("line longer than %d bytes", maxLineBytes)

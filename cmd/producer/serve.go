@@ -35,13 +35,8 @@ const (
 	shutdownTimeout       = 10 * time.Second
 )
 
-func runServe(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writer) error {
-	var c common
-	var listen, tokens, tokensFile string
-	var anonymous bool
-	var maxBody int
-	var timeout time.Duration
-	f := cli.NewFlags("serve", `producer serve: the HTTP ingest API.
+// serveUsage is serve's help.
+const serveUsage = `producer serve: the HTTP ingest API.
 
   POST /v1/events   one event or a batch; bearer-token auth
                     Content-Type application/cloudevents+json (one event),
@@ -58,7 +53,15 @@ func runServe(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writ
                     "partition","offset"}
   GET /healthz      the process answers
   GET /readyz       Kafka answers for the topic
-  GET /metrics      Prometheus metrics`)
+  GET /metrics      Prometheus metrics`
+
+func runServe(ctx context.Context, args []string, _ io.Reader, stdout, _ io.Writer) error {
+	var c common
+	var listen, tokens, tokensFile string
+	var anonymous bool
+	var maxBody int
+	var timeout time.Duration
+	f := cli.NewFlags("serve", serveUsage)
 	c.register(f)
 	f.String(&listen, "listen", "PRODUCER_LISTEN", listenDefault, "HTTP listen address")
 	f.String(&tokens, "tokens", "PRODUCER_TOKENS", "", "accepted bearer tokens, comma-separated")

@@ -17,6 +17,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projector"
@@ -117,8 +118,8 @@ func (e *Env) Setup(ctx context.Context) error {
 		   VALUES (NEW.projection, NEW.partition, NEW.member, NEW.generation, CASE WHEN TG_OP = 'UPDATE' THEN OLD.next_offset END, NEW.next_offset);
 		   RETURN NEW;
 		 END $$`,
-		`DROP TRIGGER IF EXISTS chaos_audit ON ` + fw + `.offsets`,
-		`CREATE TRIGGER chaos_audit AFTER INSERT OR UPDATE ON ` + fw + `.offsets FOR EACH ROW EXECUTE FUNCTION ` + fw + `.chaos_audit_offsets()`,
+		`DROP TRIGGER IF EXISTS chaos_audit ON ` + store.TablesIn(e.Schema).Offsets,
+		`CREATE TRIGGER chaos_audit AFTER INSERT OR UPDATE ON ` + store.TablesIn(e.Schema).Offsets + ` FOR EACH ROW EXECUTE FUNCTION ` + fw + `.chaos_audit_offsets()`,
 	} {
 		if _, err := e.Pool.Exec(ctx, q); err != nil {
 			return fmt.Errorf("audit trigger: %w", err)
@@ -242,7 +243,7 @@ func (e *Env) Progress(ctx context.Context) int64 {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	var sum int64
-	err := e.Pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+pgx.Identifier{e.Schema}.Sanitize()+`.offsets
+	err := e.Pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+store.TablesIn(e.Schema).Offsets+`
 		WHERE projection = $1`, e.Name).Scan(&sum)
 	if err != nil {
 		return -1
@@ -349,7 +350,7 @@ func (e *Env) Observe(ctx context.Context) (Observed, error) {
 	}
 	fw := pgx.Identifier{e.Schema}.Sanitize()
 	obs.Stored = map[int]int64{}
-	rows, err := e.Pool.Query(ctx, `SELECT partition, next_offset FROM `+fw+`.offsets WHERE projection = $1 AND topic = $2`, e.Name, e.Topic)
+	rows, err := e.Pool.Query(ctx, `SELECT partition, next_offset FROM `+store.TablesIn(e.Schema).Offsets+` WHERE projection = $1 AND topic = $2`, e.Name, e.Topic)
 	if err != nil {
 		return obs, err
 	}
@@ -362,7 +363,7 @@ func (e *Env) Observe(ctx context.Context) (Observed, error) {
 		obs.Stored[p] = n
 	}
 	rows.Close()
-	rows, err = e.Pool.Query(ctx, `SELECT partition, "offset", event_id, subject, error FROM `+fw+`.parked WHERE projection = $1 AND state <> 'resolved'`, e.Name)
+	rows, err = e.Pool.Query(ctx, `SELECT partition, "offset", event_id, subject, error FROM `+store.TablesIn(e.Schema).Parked+` WHERE projection = $1 AND state <> 'resolved'`, e.Name)
 	if err != nil {
 		return obs, err
 	}
@@ -384,7 +385,7 @@ func (e *Env) Observe(ctx context.Context) (Observed, error) {
 	if err != nil {
 		return obs, err
 	}
-	rows, err = e.Pool.Query(ctx, `SELECT idempotency_key, event_id, error FROM `+fw+`.parked_effects WHERE projection = $1 AND state = 'parked'`, e.Name)
+	rows, err = e.Pool.Query(ctx, `SELECT idempotency_key, event_id, error FROM `+store.TablesIn(e.Schema).ParkedEffects+` WHERE projection = $1 AND state = 'parked'`, e.Name)
 	if err != nil {
 		return obs, err
 	}
@@ -405,7 +406,7 @@ func (e *Env) Observe(ctx context.Context) (Observed, error) {
 // Owners returns each partition's stored owner (member id).
 func (e *Env) Owners(ctx context.Context) map[int]string {
 	out := map[int]string{}
-	rows, err := e.Pool.Query(ctx, `SELECT partition, member FROM `+pgx.Identifier{e.Schema}.Sanitize()+`.offsets WHERE projection = $1`, e.Name)
+	rows, err := e.Pool.Query(ctx, `SELECT partition, member FROM `+store.TablesIn(e.Schema).Offsets+` WHERE projection = $1`, e.Name)
 	if err != nil {
 		return out
 	}

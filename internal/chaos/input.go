@@ -124,38 +124,7 @@ func poisonInput(ctx context.Context, t *T) (Expect, error) {
 		return Expect{}, err
 	}
 	subj := func(i int) string { return t.Name + "poison" + strconv.Itoa(i) }
-	reg := func(i int) kafka.Message { return rawMessage(registered(subj(i), t.Name)) }
-	var ps []poison
-	add := func(what, reason string, m kafka.Message) { ps = append(ps, poison{what, reason, m}) }
-	m := reg(0)
-	m.Value = []byte(`{"user_id": "` + subj(0) + `", "email": `)
-	add("bad JSON", "json", m)
-	m = reg(1)
-	m.Value = []byte(`{"user_id":"` + subj(1) + `","email":"x@` + t.Name + `.example.test","name":"Ren` + "\xe9" + `e"}`)
-	add("invalid UTF-8", "utf-8", m)
-	m = reg(2)
-	m.Value = []byte(`{"user_id":"` + subj(2) + `","email":"x@` + t.Name + `.example.test","name":"a\u0000b"}`)
-	add("NUL character (escaped)", "nul", m)
-	m = reg(3)
-	m.Value = []byte("{\"user_id\":\"" + subj(3) + "\",\"email\":\"x@" + t.Name + ".example.test\",\"name\":\"a\x00b\"}")
-	add("NUL character (raw)", "nul", m)
-	m = reg(4)
-	header(&m, "ce_type", "UserTeleported")
-	add("unknown type", "unknown", m)
-	m = reg(5)
-	header(&m, "ce_schemaversion", "99")
-	add("schema version from the future", "schema", m)
-	m = kafka.Message{Key: []byte(subj(6))}
-	add("null value, no headers", "", m)
-	m = reg(7)
-	m.Value = nil
-	add("null value with headers", "missing", m)
-	m = reg(8)
-	m.Value = []byte(`{"user_id":"` + subj(8) + `","email":"x@` + t.Name + `.example.test","name":"First","name":"Second"}`)
-	add("duplicate JSON keys", "duplicate", m)
-	m = reg(9)
-	header(&m, "ce_subject", "bad\xffsubject")
-	add("invalid UTF-8 in an attribute", "utf-8", m)
+	ps := poisons(t, subj)
 
 	// A transport of the writer's own (kafka-go's DefaultTransport would keep its pools
 	// for the life of the process), closed after the writer, which leaves it open.
@@ -199,32 +168,74 @@ func poisonInput(ctx context.Context, t *T) (Expect, error) {
 	t.R.Note("%d poison messages (%s), each followed by a valid event of its aggregate; a valid %d KiB event near the broker's limit",
 		len(ps), whats(ps), (len(body)+200)>>10)
 	exp := Expect{Effects: true, ParkedSubjects: expectParked, MustParkSubjects: expectParked}
-	exp.Extra = func(obs Observed) []Check {
-		var bad []string
-		seen := map[string]bool{}
-		for _, r := range obs.Parked {
-			pz, ok := reasons[r.Subject]
-			if !ok || strings.Contains(r.Error, "behind parked") {
-				continue
-			}
-			seen[r.Subject] = true
-			if !strings.Contains(strings.ToLower(r.Error), pz.reason) {
-				bad = append(bad, fmt.Sprintf("%s parked as %q (want it to say %q)", pz.what, r.Error, pz.reason))
-			}
-		}
-		for s, pz := range reasons {
-			if !seen[s] {
-				bad = append(bad, pz.what+" not parked")
-			}
-		}
-		_, bigApplied := obs.ReadModel.Articles[big+"-a1"]
-		if !bigApplied {
-			bad = append(bad, "the near-limit event was not applied")
-		}
-		return []Check{{"poison parked with a clear reason", len(bad) == 0,
-			fmt.Sprintf("%d kinds of poison; near-limit event applied: %v%s", len(ps), bigApplied, examples(bad))}}
-	}
+	exp.Extra = func(obs Observed) []Check { return poisonChecks(obs, ps, reasons, big) }
 	return exp, t.settle(ctx, p)
+}
+
+// poisons returns the poison messages poisonInput writes, one per subject i.
+func poisons(t *T, subj func(int) string) []poison {
+	var ps []poison
+	reg := func(i int) kafka.Message { return rawMessage(registered(subj(i), t.Name)) }
+	add := func(what, reason string, m kafka.Message) { ps = append(ps, poison{what, reason, m}) }
+	m := reg(0)
+	m.Value = []byte(`{"user_id": "` + subj(0) + `", "email": `)
+	add("bad JSON", "json", m)
+	m = reg(1)
+	m.Value = []byte(`{"user_id":"` + subj(1) + `","email":"x@` + t.Name + `.example.test","name":"Ren` + "\xe9" + `e"}`)
+	add("invalid UTF-8", "utf-8", m)
+	m = reg(2)
+	m.Value = []byte(`{"user_id":"` + subj(2) + `","email":"x@` + t.Name + `.example.test","name":"a\u0000b"}`)
+	add("NUL character (escaped)", "nul", m)
+	m = reg(3)
+	m.Value = []byte("{\"user_id\":\"" + subj(3) + "\",\"email\":\"x@" + t.Name + ".example.test\",\"name\":\"a\x00b\"}")
+	add("NUL character (raw)", "nul", m)
+	m = reg(4)
+	header(&m, "ce_type", "UserTeleported")
+	add("unknown type", "unknown", m)
+	m = reg(5)
+	header(&m, "ce_schemaversion", "99")
+	add("schema version from the future", "schema", m)
+	m = kafka.Message{Key: []byte(subj(6))}
+	add("null value, no headers", "", m)
+	m = reg(7)
+	m.Value = nil
+	add("null value with headers", "missing", m)
+	m = reg(8)
+	m.Value = []byte(`{"user_id":"` + subj(8) + `","email":"x@` + t.Name + `.example.test","name":"First","name":"Second"}`)
+	add("duplicate JSON keys", "duplicate", m)
+	m = reg(9)
+	header(&m, "ce_subject", "bad\xffsubject")
+	add("invalid UTF-8 in an attribute", "utf-8", m)
+
+	return ps
+}
+
+// poisonChecks checks that every poison parked, saying why, and that the near-limit
+// event was applied.
+func poisonChecks(obs Observed, ps []poison, reasons map[string]poison, big string) []Check {
+	var bad []string
+	seen := map[string]bool{}
+	for _, r := range obs.Parked {
+		pz, ok := reasons[r.Subject]
+		if !ok || strings.Contains(r.Error, "behind parked") {
+			continue
+		}
+		seen[r.Subject] = true
+		if !strings.Contains(strings.ToLower(r.Error), pz.reason) {
+			bad = append(bad, fmt.Sprintf("%s parked as %q (want it to say %q)", pz.what, r.Error, pz.reason))
+		}
+	}
+	for s, pz := range reasons {
+		if !seen[s] {
+			bad = append(bad, pz.what+" not parked")
+		}
+	}
+	_, bigApplied := obs.ReadModel.Articles[big+"-a1"]
+	if !bigApplied {
+		bad = append(bad, "the near-limit event was not applied")
+	}
+	return []Check{{"poison parked with a clear reason", len(bad) == 0,
+		fmt.Sprintf("%d kinds of poison; near-limit event applied: %v%s", len(ps), bigApplied, examples(bad))}}
 }
 
 func whats(ps []poison) string {

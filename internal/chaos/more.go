@@ -143,34 +143,75 @@ func httpIngest(ctx context.Context, t *T) (Expect, error) {
 	if err != nil {
 		return Expect{}, err
 	}
-	client := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1200, MaxConnsPerHost: 1200}}
-	post := func(tok, ctype string, body []byte) (int, []byte, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/events", bytes.NewReader(body))
-		if err != nil {
-			return 0, nil, err
-		}
-		req.Header.Set("Content-Type", ctype)
-		if tok != "" {
-			req.Header.Set("Authorization", "Bearer "+tok)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		defer func() { _ = resp.Body.Close() }()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b, nil
+	ic := &ingest{t: t, base: base, token: token,
+		client: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1200, MaxConnsPerHost: 1200}}}
+	refused, bad := ic.refusals(ctx)
+	clients, dur := 1000, 8*time.Second
+	if t.P.Full {
+		dur = 30 * time.Second
 	}
-	ceJSON := func(e events.Event) []byte {
-		b, _ := json.Marshal(map[string]any{"specversion": "1.0", "id": e.ID, "source": e.Source, "type": e.Type, "subject": e.Subject,
-			"time": e.Time.Format(time.RFC3339Nano), "sequence": strconv.FormatUint(e.Sequence, 10), "datacontenttype": "application/json", "data": e.Data})
-		return b
+	ok202, other, errs := ic.load(ctx, clients, dur)
+	t.R.Note("%d clients for %v: %d accepted (202), %d other answers, %d transport errors; %.0f accepted/s", clients, dur, ok202, other, errs, float64(ok202)/dur.Seconds())
+	if err := srv.Term(30 * time.Second); err != nil {
+		bad = append(bad, fmt.Sprintf("producer exit: %v", err))
 	}
-	// The refusals.
-	var refused []string
-	var bad []string
+	exp := Expect{Effects: true}
+	exp.Extra = func(obs Observed) []Check {
+		inLog := map[string]bool{}
+		for _, r := range obs.Log {
+			inLog[r.Event.ID] = true
+		}
+		var pub []string
+		for _, id := range refused {
+			if inLog[id] {
+				pub = append(pub, id)
+			}
+		}
+		return []Check{{"refused requests answered right, never published", len(bad) == 0 && len(pub) == 0,
+			fmt.Sprintf("%d refusals (401 no token, 401 wrong token, 413, 400 malformed, 400 invalid, 400 duplicate keys): %d answered wrong%s, %d published%s", len(refused), len(bad), examples(bad), len(pub), examples(pub))},
+			{"load: requests accepted", ok202 > int64(clients), fmt.Sprintf("%d accepted", ok202)}}
+	}
+	return exp, t.settle(ctx, p)
+}
+
+// ingest posts events to the producer's HTTP API.
+type ingest struct {
+	t      *T
+	client *http.Client
+	base   string
+	token  string
+}
+
+func (ic *ingest) post(ctx context.Context, tok, ctype string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ic.base+"/v1/events", bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", ctype)
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := ic.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, nil
+}
+
+func ceJSON(e events.Event) []byte {
+	b, _ := json.Marshal(map[string]any{"specversion": "1.0", "id": e.ID, "source": e.Source, "type": e.Type, "subject": e.Subject,
+		"time": e.Time.Format(time.RFC3339Nano), "sequence": strconv.FormatUint(e.Sequence, 10), "datacontenttype": "application/json", "data": e.Data})
+	return b
+}
+
+// refusals sends requests the API must refuse; it returns their event ids and what
+// was answered wrong.
+func (ic *ingest) refusals(ctx context.Context) (refused, bad []string) {
+	t, token := ic.t, ic.token
 	try := func(what string, want int, tok string, body []byte, id string) {
-		code, resp, err := post(tok, "application/cloudevents+json", body)
+		code, resp, err := ic.post(ctx, tok, "application/cloudevents+json", body)
 		refused = append(refused, id)
 		t.Hist.Record(Attempt{EventID: id, Outcome: Failed, Offset: -1, At: time.Now(), Err: what})
 		if err != nil || code != want {
@@ -191,13 +232,13 @@ func httpIngest(ctx context.Context, t *T) (Expect, error) {
 	dup := ceJSON(e)
 	dup = append(dup[:len(dup)-1], []byte(`,"subject":"`+t.Name+`other"}`)...)
 	try("duplicate JSON keys", 400, token, dup, e.ID)
+	return refused, bad
+}
 
-	// The load.
-	clients, dur := 1000, 8*time.Second
-	if t.P.Full {
-		dur = 30 * time.Second
-	}
-	var ok202, other, errs atomic.Int64
+// load runs clients, each posting its own aggregate's events in sequence for dur,
+// and returns how many were accepted, answered otherwise, and failed in transport.
+func (ic *ingest) load(ctx context.Context, clients int, dur time.Duration) (ok202, other, errs int64) {
+	var n ingestCounts
 	loadCtx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -205,68 +246,61 @@ func httpIngest(ctx context.Context, t *T) (Expect, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			subject := fmt.Sprintf("%sh%04d", t.Name, c)
-			for seq := uint64(1); loadCtx.Err() == nil; seq++ {
-				ev := registered(subject, t.Name)
-				if seq > 1 {
-					ev = passwordChanged(subject, seq)
-				}
-				body := ceJSON(ev)
-				for attempt := 0; ; attempt++ {
-					code, resp, err := post(token, "application/cloudevents+json", body)
-					a := Attempt{EventID: ev.ID, Subject: subject, Outcome: Unknown, Offset: -1, At: time.Now()}
-					if err == nil && code == 202 {
-						var r struct {
-							Results []struct {
-								ID        string `json:"id"`
-								Partition int    `json:"partition"`
-								Offset    int64  `json:"offset"`
-							} `json:"results"`
-						}
-						if json.Unmarshal(resp, &r) == nil && len(r.Results) == 1 && r.Results[0].ID == ev.ID {
-							a.Outcome, a.Partition, a.Offset = OK, r.Results[0].Partition, r.Results[0].Offset
-						}
-						t.Hist.Record(a)
-						ok202.Add(1)
-						break
-					}
-					if err != nil {
-						a.Err = err.Error()
-						errs.Add(1)
-					} else {
-						a.Err = fmt.Sprintf("%d %.100s", code, resp)
-						other.Add(1)
-					}
-					t.Hist.Record(a)
-					if attempt == 3 || ctx.Err() != nil {
-						return // this client stops: its next sequence would be a gap
-					}
-				}
-			}
+			ic.runClient(ctx, loadCtx, fmt.Sprintf("%sh%04d", ic.t.Name, c), &n)
 		}()
 	}
 	wg.Wait()
-	t.R.Note("%d clients for %v: %d accepted (202), %d other answers, %d transport errors; %.0f accepted/s", clients, dur, ok202.Load(), other.Load(), errs.Load(), float64(ok202.Load())/dur.Seconds())
-	if err := srv.Term(30 * time.Second); err != nil {
-		bad = append(bad, fmt.Sprintf("producer exit: %v", err))
-	}
-	exp := Expect{Effects: true}
-	exp.Extra = func(obs Observed) []Check {
-		inLog := map[string]bool{}
-		for _, r := range obs.Log {
-			inLog[r.Event.ID] = true
+	return n.ok202.Load(), n.other.Load(), n.errs.Load()
+}
+
+type ingestCounts struct{ ok202, other, errs atomic.Int64 }
+
+// runClient posts one aggregate's events, in sequence, until loadCtx ends; a client
+// whose event fails four times stops (its next sequence would be a gap).
+func (ic *ingest) runClient(ctx, loadCtx context.Context, subject string, n *ingestCounts) {
+	for seq := uint64(1); loadCtx.Err() == nil; seq++ {
+		ev := registered(subject, ic.t.Name)
+		if seq > 1 {
+			ev = passwordChanged(subject, seq)
 		}
-		var pub []string
-		for _, id := range refused {
-			if inLog[id] {
-				pub = append(pub, id)
+		if !ic.postOne(ctx, subject, ev, n) {
+			return
+		}
+	}
+}
+
+// postOne posts ev, up to four times, recording each attempt; it reports whether
+// it was accepted.
+func (ic *ingest) postOne(ctx context.Context, subject string, ev events.Event, n *ingestCounts) bool {
+	body := ceJSON(ev)
+	for attempt := 0; attempt < 4 && ctx.Err() == nil; attempt++ {
+		code, resp, err := ic.post(ctx, ic.token, "application/cloudevents+json", body)
+		a := Attempt{EventID: ev.ID, Subject: subject, Outcome: Unknown, Offset: -1, At: time.Now()}
+		if err == nil && code == 202 {
+			var r struct {
+				Results []struct {
+					ID        string `json:"id"`
+					Partition int    `json:"partition"`
+					Offset    int64  `json:"offset"`
+				} `json:"results"`
 			}
+			if json.Unmarshal(resp, &r) == nil && len(r.Results) == 1 && r.Results[0].ID == ev.ID {
+				a.Outcome, a.Partition, a.Offset = OK, r.Results[0].Partition, r.Results[0].Offset
+			}
+			ic.t.Hist.Record(a)
+			n.ok202.Add(1)
+			return true
 		}
-		return []Check{{"refused requests answered right, never published", len(bad) == 0 && len(pub) == 0,
-			fmt.Sprintf("%d refusals (401 no token, 401 wrong token, 413, 400 malformed, 400 invalid, 400 duplicate keys): %d answered wrong%s, %d published%s", len(refused), len(bad), examples(bad), len(pub), examples(pub))},
-			{"load: requests accepted", ok202.Load() > int64(clients), fmt.Sprintf("%d accepted", ok202.Load())}}
+		if err != nil {
+			a.Err = err.Error()
+			n.errs.Add(1)
+		} else {
+			a.Err = fmt.Sprintf("%d %.100s", code, resp)
+			n.other.Add(1)
+		}
+		ic.t.Hist.Record(a)
 	}
-	return exp, t.settle(ctx, p)
+	return false
 }
 
 // 10. A network cut: the projector runs in its own network namespace, the servers

@@ -221,34 +221,55 @@ func FoldLog(reg *events.Registry, obs Observed) (Fold, error) {
 	return f, err
 }
 
-// Verify runs every invariant on what was observed, with the history of attempts.
-func Verify(reg *events.Registry, hist []Attempt, obs Observed, exp Expect) []Check {
-	var out []Check
-	f, err := FoldLog(reg, obs)
-	if err != nil {
-		return append(out, Check{"fold", false, err.Error()})
+// checkParking checks that every undecodable record is parked, and every parked
+// one has a reason and belongs to an aggregate the scenario poisoned.
+func checkParking(f *Fold, obs Observed, exp Expect, parkedSubj map[string]bool) Check {
+	var bad []string
+	for _, r := range f.Unparked {
+		bad = append(bad, fmt.Sprintf("%d/%d undecodable (%v) but not parked", r.Partition, r.Offset, r.DecodeErr))
 	}
+	for _, p := range obs.Parked {
+		if strings.TrimSpace(p.Error) == "" {
+			bad = append(bad, fmt.Sprintf("%d/%d parked without a reason", p.Partition, p.Offset))
+		}
+		// A late copy of an applied event, too far behind its aggregate to be proven a
+		// duplicate, parks with its reason: recorded, not lost, and not poison.
+		lateCopy := strings.HasPrefix(p.Error, "stale sequence:") && f.Applied[p.EventID]
+		if !exp.ParkedSubjects[p.Subject] && !lateCopy {
+			bad = append(bad, fmt.Sprintf("%d/%d (%s) parked: %s", p.Partition, p.Offset, p.Subject, p.Error))
+		}
+	}
+	for s := range exp.MustParkSubjects {
+		if !parkedSubj[s] {
+			bad = append(bad, fmt.Sprintf("aggregate %q was not parked", s))
+		}
+	}
+	return Check{"parked only poison, with reasons", len(bad) == 0, fmt.Sprintf("%d parked%s", len(obs.Parked), examples(bad))}
+}
 
-	// Lag zero: every record of the log is settled.
-	out = append(out, Check{"lag zero", f.Pending == 0,
-		fmt.Sprintf("%d records in the log, %d settled below the stored offsets, %d pending", len(obs.Log), f.Settled, f.Pending)})
+// checkNoFFFD checks that nothing in the read model carries a replacement
+// character: no silent U+FFFD.
+func checkNoFFFD(obs Observed) Check {
+	var fffd []string
+	for id, u := range obs.ReadModel.Users {
+		if strings.ContainsRune(u.Name+u.Email+u.UserID, utf8.RuneError) {
+			fffd = append(fffd, "user "+id)
+		}
+	}
+	for id, a := range obs.ReadModel.Articles {
+		if strings.ContainsRune(a.Title+a.Body+a.ArticleID, utf8.RuneError) {
+			fffd = append(fffd, "article "+id)
+		}
+	}
+	return Check{"no U+FFFD in the read model", len(fffd) == 0, fmt.Sprintf("%d rows with U+FFFD%s", len(fffd), examples(fffd))}
+}
 
-	// The read model equals the fold.
-	d := domain.Diff(f.State, obs.ReadModel, 5)
-	out = append(out, Check{"read model = fold", d == "",
-		fmt.Sprintf("fold of %d applied events (%d id-duplicates dropped, %d stale sequences applied): %d users, %d articles; %s",
-			len(f.Applied), f.Dups, f.Stale, len(f.State.Users), len(f.State.Articles), orStr(d, "equal"))})
-
-	// Nothing acknowledged is lost: each ok attempt is in the log at its offset,
-	// settled, and applied or parked.
+// checkNoneLost checks that nothing acknowledged is lost: each ok attempt is in the
+// log at its offset, settled, and applied or parked.
+func checkNoneLost(f *Fold, hist []Attempt, obs Observed, parkedIDs map[string]bool) Check {
 	byPlace := map[[2]int64]Record{}
 	for _, r := range obs.Log {
 		byPlace[[2]int64{int64(r.Partition), r.Offset}] = r
-	}
-	parkedIDs, parkedSubj := map[string]bool{}, map[string]bool{}
-	for _, p := range obs.Parked {
-		parkedIDs[p.EventID] = true
-		parkedSubj[p.Subject] = true
 	}
 	var acked, lost, unknownLanded int
 	var lostEx []string
@@ -275,51 +296,43 @@ func Verify(reg *events.Registry, hist []Attempt, obs Observed, exp Expect) []Ch
 			}
 		}
 	}
-	out = append(out, Check{"no acked event lost", lost == 0,
-		fmt.Sprintf("%d acked, %d lost%s; %d failed/unknown attempts landed anyway", acked, lost, examples(lostEx), unknownLanded)})
+	return Check{"no acked event lost", lost == 0,
+		fmt.Sprintf("%d acked, %d lost%s; %d failed/unknown attempts landed anyway", acked, lost, examples(lostEx), unknownLanded)}
+}
 
-	// Parking: every undecodable record is parked, every parked one has a reason and
-	// belongs to an aggregate the scenario poisoned.
-	var bad []string
-	for _, r := range f.Unparked {
-		bad = append(bad, fmt.Sprintf("%d/%d undecodable (%v) but not parked", r.Partition, r.Offset, r.DecodeErr))
+// Verify runs every invariant on what was observed, with the history of attempts.
+func Verify(reg *events.Registry, hist []Attempt, obs Observed, exp Expect) []Check {
+	var out []Check
+	f, err := FoldLog(reg, obs)
+	if err != nil {
+		return append(out, Check{"fold", false, err.Error()})
 	}
+
+	// Lag zero: every record of the log is settled.
+	out = append(out, Check{"lag zero", f.Pending == 0,
+		fmt.Sprintf("%d records in the log, %d settled below the stored offsets, %d pending", len(obs.Log), f.Settled, f.Pending)})
+
+	// The read model equals the fold.
+	d := domain.Diff(f.State, obs.ReadModel, 5)
+	out = append(out, Check{"read model = fold", d == "",
+		fmt.Sprintf("fold of %d applied events (%d id-duplicates dropped, %d stale sequences applied): %d users, %d articles; %s",
+			len(f.Applied), f.Dups, f.Stale, len(f.State.Users), len(f.State.Articles), orStr(d, "equal"))})
+
+	parkedIDs, parkedSubj := map[string]bool{}, map[string]bool{}
 	for _, p := range obs.Parked {
-		if strings.TrimSpace(p.Error) == "" {
-			bad = append(bad, fmt.Sprintf("%d/%d parked without a reason", p.Partition, p.Offset))
-		}
-		// A late copy of an applied event, too far behind its aggregate to be proven a
-		// duplicate, parks with its reason: recorded, not lost, and not poison.
-		lateCopy := strings.HasPrefix(p.Error, "stale sequence:") && f.Applied[p.EventID]
-		if !exp.ParkedSubjects[p.Subject] && !lateCopy {
-			bad = append(bad, fmt.Sprintf("%d/%d (%s) parked: %s", p.Partition, p.Offset, p.Subject, p.Error))
-		}
+		parkedIDs[p.EventID] = true
+		parkedSubj[p.Subject] = true
 	}
-	for s := range exp.MustParkSubjects {
-		if !parkedSubj[s] {
-			bad = append(bad, fmt.Sprintf("aggregate %q was not parked", s))
-		}
-	}
-	out = append(out, Check{"parked only poison, with reasons", len(bad) == 0, fmt.Sprintf("%d parked%s", len(obs.Parked), examples(bad))})
+	out = append(out, checkNoneLost(&f, hist, obs, parkedIDs))
+
+	out = append(out, checkParking(&f, obs, exp, parkedSubj))
 
 	// Offsets never decrease; a fenced member never commits.
 	back, stale, ex := AuditViolations(obs.Audit)
 	out = append(out, Check{"offsets never decrease", back == 0, fmt.Sprintf("%d offset writes audited, %d went back%s", len(obs.Audit), back, examples(filter(ex, "back")))})
 	out = append(out, Check{"fenced member never commits", stale == 0, fmt.Sprintf("%d writes by an older generation%s", stale, examples(filter(ex, "generation")))})
 
-	// No silent U+FFFD: nothing in the read model carries a replacement character.
-	var fffd []string
-	for id, u := range obs.ReadModel.Users {
-		if strings.ContainsRune(u.Name+u.Email+u.UserID, utf8.RuneError) {
-			fffd = append(fffd, "user "+id)
-		}
-	}
-	for id, a := range obs.ReadModel.Articles {
-		if strings.ContainsRune(a.Title+a.Body+a.ArticleID, utf8.RuneError) {
-			fffd = append(fffd, "article "+id)
-		}
-	}
-	out = append(out, Check{"no U+FFFD in the read model", len(fffd) == 0, fmt.Sprintf("%d rows with U+FFFD%s", len(fffd), examples(fffd))})
+	out = append(out, checkNoFFFD(obs))
 	if exp.Extra != nil {
 		out = append(out, exp.Extra(obs)...)
 	}

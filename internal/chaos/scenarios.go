@@ -337,85 +337,104 @@ func postgresFaults(ctx context.Context, t *T) (Expect, error) {
 	if err != nil {
 		return Expect{}, err
 	}
+	for _, fault := range []func(context.Context, *T, *Proc, *domain.Generator) error{pgCrash, pgReadOnly, pgDiskFull} {
+		if err := fault(ctx, t, p, g); err != nil {
+			return Expect{}, err
+		}
+	}
+	return Expect{Effects: true}, t.settle(ctx, p)
+}
+
+// pgCrash stops PostgreSQL with -m immediate mid-transaction, for 3 s.
+func pgCrash(ctx context.Context, t *T, p *Proc, _ *domain.Generator) error {
 	pg := t.S.PG
-	// a. crash mid-transaction
 	if err := t.waitProgress(ctx, 0.25, t.P.Events); err != nil {
-		return Expect{}, err
+		return err
 	}
 	at := t.Progress(ctx)
 	if err := pg.Stop(ctx, "immediate"); err != nil {
-		return Expect{}, err
+		return err
 	}
 	t.R.Kills++
 	_ = Sleep(ctx, 3*time.Second)
 	if err := pg.Start(ctx); err != nil {
-		return Expect{}, err
+		return err
 	}
 	if err := alive(p); err != nil {
-		return Expect{}, err
+		return err
 	}
 	if err := t.catchUp(ctx, fmt.Sprintf("pg_ctl stop -m immediate at %d, down 3s", at)); err != nil {
-		return Expect{}, err
+		return err
 	}
-	// b. read-only
+	return nil
+}
+
+// pgReadOnly turns PostgreSQL read-only while events arrive: nothing may move.
+func pgReadOnly(ctx context.Context, t *T, p *Proc, g *domain.Generator) error {
+	pg := t.S.PG
 	hold := 15 * time.Second
 	if t.P.Full {
 		hold = time.Minute
 	}
 	if err := pg.Exec(ctx, `ALTER SYSTEM SET default_transaction_read_only = on`, `SELECT pg_reload_conf()`); err != nil {
-		return Expect{}, err
+		return err
 	}
 	_ = Sleep(ctx, time.Second)
 	before := t.Progress(ctx)
 	if err := t.PublishGenerated(ctx, g, 2000); err != nil {
-		return Expect{}, err
+		return err
 	}
 	_ = Sleep(ctx, hold)
 	during := t.Progress(ctx) - before
 	if err := pg.Exec(ctx, `SET default_transaction_read_only = off`, `ALTER SYSTEM RESET default_transaction_read_only`, `SELECT pg_reload_conf()`); err != nil {
-		return Expect{}, err
+		return err
 	}
 	if err := alive(p); err != nil {
-		return Expect{}, err
+		return err
 	}
 	t.R.Note("read-only for %v: the stored offsets moved by %d meanwhile (want 0)", hold, during)
 	if during != 0 {
-		return Expect{}, fmt.Errorf("offsets moved by %d while PostgreSQL was read-only", during)
+		return fmt.Errorf("offsets moved by %d while PostgreSQL was read-only", during)
 	}
 	if err := t.catchUp(ctx, fmt.Sprintf("read-only for %v", hold)); err != nil {
-		return Expect{}, err
+		return err
 	}
-	// c. a full disk
+	return nil
+}
+
+// pgDiskFull fills PostgreSQL's disk for 15 s while events arrive.
+func pgDiskFull(ctx context.Context, t *T, p *Proc, g *domain.Generator) error {
+	pg := t.S.PG
 	filler := pg.dir + "/filler"
 	n, err := fillDisk(filler)
 	if err != nil {
-		return Expect{}, err
+		return err
 	}
-	before = t.Progress(ctx)
+	before := t.Progress(ctx)
 	if err := t.PublishGenerated(ctx, g, 3000); err != nil {
-		return Expect{}, err
+		return err
 	}
 	_ = Sleep(ctx, 15*time.Second)
-	during = t.Progress(ctx) - before
+	during := t.Progress(ctx) - before
 	pgAlive := PortOpen(ctx, pg.Host, pg.Port)
 	if err := removeFile(filler); err != nil {
-		return Expect{}, err
+		return err
 	}
 	t.R.Note("disk full (%d MiB filler on the tmpfs) for 15 s: offsets moved by %d of 3000; PostgreSQL %s", n>>20, during,
 		map[bool]string{true: "kept running", false: "went down (restarted by the suite)"}[pgAlive])
 	if !pgAlive {
 		_ = pg.Stop(ctx, "immediate")
 		if err := pg.Start(ctx); err != nil {
-			return Expect{}, err
+			return err
 		}
 	}
 	if err := alive(p); err != nil {
-		return Expect{}, err
+		return err
 	}
 	if err := t.catchUp(ctx, "disk full for 15 s"); err != nil {
-		return Expect{}, err
+		return err
 	}
-	return Expect{Effects: true}, t.settle(ctx, p)
+	return nil
 }
 
 // 6. Redis FLUSHALL while effects are dispatched, then Redis killed (no AOF) and

@@ -285,13 +285,20 @@ func (s *Suite) runOne(ctx context.Context, sc Scenario) (res Result) {
 	if err != nil {
 		res.Err = err.Error()
 	}
+	s.verdict(ctx, sc, env, dir, exp, &res)
+	return res
+}
+
+// verdict runs the oracle over what the scenario left — even after an error, with
+// its own bound: its checks are the evidence — and fills res.
+func (s *Suite) verdict(ctx context.Context, sc Scenario, env *Env, dir string, exp Expect, res *Result) {
 	// The oracle runs even after an error, with its own bound: its checks are the evidence.
 	octx, ocancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer ocancel()
 	obs, oerr := env.Observe(octx)
 	if oerr != nil {
 		res.Err = strings.TrimSpace(res.Err + "; observe: " + oerr.Error())
-		return res
+		return
 	}
 	writeHistory(dir, env.Hist.Attempts(), obs.Mails)
 	exp.AmbiguousKeys = FailedEffectKeys(dir)
@@ -310,7 +317,6 @@ func (s *Suite) runOne(ctx context.Context, sc Scenario) (res Result) {
 			res.Pass = false
 		}
 	}
-	return res
 }
 
 func distinctCount(xs []string) int {

@@ -25,9 +25,10 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/internal/store"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
-	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/sideeffects"
 )
@@ -74,71 +75,87 @@ func run(ctx context.Context, brokers []string, topic, dbURL, schema, until, pre
 		return err
 	}
 	if schema != "" {
-		pool, err := pgxpool.New(ctx, dbURL)
-		if err != nil {
+		if err := checkFold(ctx, dbURL, schema, evs); err != nil {
 			return err
 		}
-		defer pool.Close()
-		// Personal fields are encrypted in the log: the fold decrypts them with the
-		// key store, as the projector does (forgotten users' fields come redacted).
-		if mk := os.Getenv(shred.MasterKeyEnv); mk != "" {
-			master, err := shred.ParseMasterKey(mk)
-			if err != nil {
-				return err
-			}
-			// The key store is shared: the stack's database, whatever the read model's.
-			keyPool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
-			if err != nil {
-				return err
-			}
-			defer keyPool.Close()
-			keys, err := shred.OpenPG(ctx, keyPool, master, shred.PGOptions{})
-			if err != nil {
-				return err
-			}
-			if err := shred.OpenAll(ctx, keys, evs); err != nil {
-				return err
-			}
-		}
-		want, err := domain.Fold(domain.Registry(), evs)
-		if err != nil {
-			return err
-		}
-		got, err := domain.Load(ctx, pool, schema)
-		if err != nil {
-			return err
-		}
-		if d := domain.Diff(want, got, 5); d != "" {
-			return fmt.Errorf("schema %s differs from the fold of %d events: %s", schema, len(evs), d)
-		}
-		fmt.Printf("check: schema %s equals an independent fold of the log's %d events (%d users, %d articles)\n",
-			schema, len(evs), len(want.Users), len(want.Articles))
 	}
 	if prefix != "" {
-		regs := map[string]bool{}
-		for _, e := range evs {
-			if e.Type == domain.TypeUserRegistered && strings.HasPrefix(e.Subject, prefix) {
-				regs[domain.MessageID(sideeffects.Key(domain.WelcomeEmailEffect, e.ID))] = true
-			}
-		}
-		ids, total, err := mails(ctx, mailpit, "@"+prefix+".example.test")
+		return checkMails(ctx, mailpit, prefix, evs)
+	}
+	return nil
+}
+
+// checkFold checks that the read model in schema equals an independent fold of
+// the log's events.
+func checkFold(ctx context.Context, dbURL, schema string, evs []events.Event) error {
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	// Personal fields are encrypted in the log: the fold decrypts them with the
+	// key store, as the projector does (forgotten users' fields come redacted).
+	if mk := os.Getenv(shred.MasterKeyEnv); mk != "" {
+		master, err := shred.ParseMasterKey(mk)
 		if err != nil {
 			return err
 		}
-		for id := range ids {
-			if !regs[id] {
-				return fmt.Errorf("a mail with Message-ID %s matches no registration", id)
-			}
+		// The key store is shared: the stack's database, whatever the read model's.
+		keyPool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
+		if err != nil {
+			return err
 		}
-		if len(ids) != len(regs) {
-			return fmt.Errorf("%d of %d registered users got their welcome mail", len(ids), len(regs))
+		defer keyPool.Close()
+		keys, err := shred.OpenPG(ctx, keyPool, master, shred.PGOptions{})
+		if err != nil {
+			return err
 		}
-		fmt.Printf("check: %d users registered, %d welcome mails, one per user", len(regs), len(ids))
-		if total > len(ids) {
-			fmt.Printf(" (%d sent again after a crash, each with its first Message-ID)", total-len(ids))
+		if err := shred.OpenAll(ctx, keys, evs); err != nil {
+			return err
 		}
-		fmt.Println()
 	}
+	want, err := domain.Fold(domain.Registry(), evs)
+	if err != nil {
+		return err
+	}
+	got, err := domain.Load(ctx, pool, schema)
+	if err != nil {
+		return err
+	}
+	if d := domain.Diff(want, got, 5); d != "" {
+		return fmt.Errorf("schema %s differs from the fold of %d events: %s", schema, len(evs), d)
+	}
+	fmt.Printf("check: schema %s equals an independent fold of the log's %d events (%d users, %d articles)\n",
+		schema, len(evs), len(want.Users), len(want.Articles))
+	return nil
+}
+
+// checkMails checks that every user registered under prefix got one welcome mail,
+// the Message-ID its registration's idempotency key makes.
+func checkMails(ctx context.Context, mailpit, prefix string, evs []events.Event) error {
+	regs := map[string]bool{}
+	for _, e := range evs {
+		if e.Type == domain.TypeUserRegistered && strings.HasPrefix(e.Subject, prefix) {
+			regs[domain.MessageID(sideeffects.Key(domain.WelcomeEmailEffect, e.ID))] = true
+		}
+	}
+	ids, total, err := mails(ctx, mailpit, "@"+prefix+".example.test")
+	if err != nil {
+		return err
+	}
+	for id := range ids {
+		if !regs[id] {
+			return fmt.Errorf("a mail with Message-ID %s matches no registration", id)
+		}
+	}
+	if len(ids) != len(regs) {
+		return fmt.Errorf("%d of %d registered users got their welcome mail", len(ids), len(regs))
+	}
+	fmt.Printf("check: %d users registered, %d welcome mails, one per user", len(regs), len(ids))
+	if total > len(ids) {
+		fmt.Printf(" (%d sent again after a crash, each with its first Message-ID)", total-len(ids))
+	}
+	fmt.Println()
 	return nil
 }
 
@@ -156,11 +173,11 @@ func checkKill(ctx context.Context, brokers []string, topic, dbURL, framework, p
 	}
 	defer func() { _ = conn.Close(ctx) }()
 	var at int64
-	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+pgx.Identifier{framework, "offsets"}.Sanitize()+`
+	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+store.TablesIn(framework).Offsets+`
 		WHERE projection = $1 AND version = 1 AND topic = $2`, projection, topic).Scan(&at); err != nil {
 		return err
 	}
-	st, err := projector.LogStarts(ctx, brokers, topic)
+	st, err := admin.LogStarts(ctx, brokers, topic)
 	if err != nil {
 		return err
 	}
@@ -226,7 +243,7 @@ func parseUntil(s string) (map[int]int64, error) {
 
 // readLog reads the log up to upTo (nil: its end); raw, when set, sees every message.
 func readLog(ctx context.Context, brokers []string, topic string, upTo map[int]int64, raw func(kafka.Message)) ([]events.Event, error) {
-	st, err := projector.LogStarts(ctx, brokers, topic)
+	st, err := admin.LogStarts(ctx, brokers, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -327,75 +344,19 @@ func mails(ctx context.Context, api, to string) (map[string]bool, int, error) {
 // snapshot folder. The log must hold ciphertext only, the tables and snapshots none.
 func checkNoTrace(ctx context.Context, brokers []string, topic, dbURL, schema, snapDir string, texts []string) error {
 	found := map[string][]string{}
-	msgs := 0
-	if _, err := readLog(ctx, brokers, topic, nil, func(m kafka.Message) {
-		msgs++
-		for _, t := range texts {
-			hit := bytes.Contains(m.Value, []byte(t)) || bytes.Contains(m.Key, []byte(t))
-			for _, h := range m.Headers {
-				hit = hit || bytes.Contains(h.Value, []byte(t))
-			}
-			if hit {
-				found[t] = append(found[t], fmt.Sprintf("the log (partition %d offset %d)", m.Partition, m.Offset))
-			}
-		}
-	}); err != nil {
+	msgs, err := traceInLog(ctx, brokers, topic, texts, found)
+	if err != nil {
 		return err
 	}
 	tables := 0
 	if schema != "" {
-		pool, err := pgxpool.New(ctx, dbURL)
-		if err != nil {
+		if tables, err = traceInTables(ctx, dbURL, schema, texts, found); err != nil {
 			return err
-		}
-		defer pool.Close()
-		rows, err := pool.Query(ctx, `SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN ($1, 'projector')`, schema)
-		if err != nil {
-			return err
-		}
-		var names [][2]string
-		for rows.Next() {
-			var sc, tb string
-			if err := rows.Scan(&sc, &tb); err != nil {
-				rows.Close()
-				return err
-			}
-			names = append(names, [2]string{sc, tb})
-		}
-		rows.Close()
-		for _, n := range names {
-			tables++
-			for _, t := range texts {
-				var c int
-				id := pgx.Identifier{n[0], n[1]}.Sanitize()
-				if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+id+` x WHERE strpos(x::text, $1) > 0`, t).Scan(&c); err != nil {
-					return err
-				}
-				if c > 0 {
-					found[t] = append(found[t], fmt.Sprintf("%s (%d rows)", id, c))
-				}
-			}
 		}
 	}
 	files := 0
 	if snapDir != "" {
-		err := filepath.WalkDir(snapDir, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			files++
-			for _, t := range texts {
-				if bytes.Contains(b, []byte(t)) {
-					found[t] = append(found[t], path)
-				}
-			}
-			return nil
-		})
-		if err != nil {
+		if files, err = traceInFiles(snapDir, texts, found); err != nil {
 			return err
 		}
 	}
@@ -406,4 +367,81 @@ func checkNoTrace(ctx context.Context, brokers []string, topic, dbURL, schema, s
 	}
 	fmt.Printf("check: none of %d pieces of personal data in the log's %d messages, %d tables or %d snapshot files\n", len(texts), msgs, tables, files)
 	return nil
+}
+
+// traceInLog adds to found where each text is in the log's records, and returns how
+// many it read.
+func traceInLog(ctx context.Context, brokers []string, topic string, texts []string, found map[string][]string) (int, error) {
+	msgs := 0
+	_, err := readLog(ctx, brokers, topic, nil, func(m kafka.Message) {
+		msgs++
+		for _, t := range texts {
+			hit := bytes.Contains(m.Value, []byte(t)) || bytes.Contains(m.Key, []byte(t))
+			for _, h := range m.Headers {
+				hit = hit || bytes.Contains(h.Value, []byte(t))
+			}
+			if hit {
+				found[t] = append(found[t], fmt.Sprintf("the log (partition %d offset %d)", m.Partition, m.Offset))
+			}
+		}
+	})
+	return msgs, err
+}
+
+// traceInTables adds to found the tables of schema, and of the framework, with
+// rows holding a text, and returns how many tables it read.
+func traceInTables(ctx context.Context, dbURL, schema string, texts []string, found map[string][]string) (int, error) {
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer pool.Close()
+	rows, err := pool.Query(ctx, `SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN ($1, 'projector')`, schema)
+	if err != nil {
+		return 0, err
+	}
+	names, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) ([2]string, error) {
+		var n [2]string
+		err := row.Scan(&n[0], &n[1])
+		return n, err
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, n := range names {
+		id := pgx.Identifier{n[0], n[1]}.Sanitize()
+		for _, t := range texts {
+			var c int
+			if err := pool.QueryRow(ctx, `SELECT count(*) FROM `+id+` x WHERE strpos(x::text, $1) > 0`, t).Scan(&c); err != nil {
+				return 0, err
+			}
+			if c > 0 {
+				found[t] = append(found[t], fmt.Sprintf("%s (%d rows)", id, c))
+			}
+		}
+	}
+	return len(names), nil
+}
+
+// traceInFiles adds to found the files under dir holding a text, and returns how
+// many it read.
+func traceInFiles(dir string, texts []string, found map[string][]string) (int, error) {
+	files := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, t := range texts {
+			if bytes.Contains(b, []byte(t)) {
+				found[t] = append(found[t], path)
+			}
+		}
+		return nil
+	})
+	return files, err
 }

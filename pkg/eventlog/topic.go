@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/projector/projector/internal/retry"
 )
 
 // Topic settings the log needs: keep every event forever, never compact.
@@ -141,20 +143,21 @@ func waitForLeaders(ctx context.Context, client *kafka.Client, topic string) (in
 		ctx, cancel = context.WithTimeout(ctx, LeaderWaitDefault)
 		defer cancel()
 	}
+	var n int
 	var last error
-	for {
-		n, err := servedPartitions(ctx, client, topic)
-		if err == nil {
-			return n, nil
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("eventlog: topic %s: not every partition has a serving leader: %w", topic, errors.Join(ctx.Err(), last))
-		case <-time.After(50 * time.Millisecond):
-		}
+	err := leaderRetry.Do(ctx, retry.Hooks{Failed: func(_ int, err error) { last = err }}, func(ctx context.Context) error {
+		var err error
+		n, err = servedPartitions(ctx, client, topic)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("eventlog: topic %s: not every partition has a serving leader: %w", topic, errors.Join(err, last))
 	}
+	return n, nil
 }
+
+// leaderRetry asks again and again: a new topic's leaders are there within moments.
+var leaderRetry = retry.Policy{Min: 50 * time.Millisecond, Max: 50 * time.Millisecond, NoJitter: true}
 
 // servedPartitions returns the topic's partition count when every partition has a
 // leader in the metadata and that leader answers for it; else the first problem.

@@ -57,8 +57,8 @@ type Store struct {
 
 // NewStore returns a store whose tables live in schema.
 func NewStore(schema string) *Store {
-	return &Store{schema: schema, table: pgx.Identifier{schema, "offsets"}.Sanitize(),
-		effects: pgx.Identifier{schema, "effect_offsets"}.Sanitize(), StaleClaimAfter: StaleClaimAfterDefault}
+	t := store.TablesIn(schema)
+	return &Store{schema: schema, table: t.Offsets, effects: t.EffectOffsets, StaleClaimAfter: StaleClaimAfterDefault}
 }
 
 // place returns where k's row lives: its table, its key columns, the condition that

@@ -11,10 +11,10 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
@@ -65,14 +65,14 @@ func (r *Runner) prepare(ctx context.Context, msgs []kafka.Message) ([]entry, er
 // says and decoding (with the projection's registry) the types decode says.
 func (r *Runner) prepareFor(ctx context.Context, msgs []kafka.Message, open, decode func(string) bool) ([]entry, error) {
 	reg := r.cfg.Projection.Registry()
-	envs, err := r.readEnvelopes(ctx, reg, msgs, open)
+	envs, err := r.env.ReadEnvelopes(ctx, reg, msgs, open)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]entry, len(msgs))
 	for i, m := range msgs {
 		e := entry{msg: m, behind: -1}
-		ev, err := envs[i].ev, envs[i].problem
+		ev, err := envs[i].Event, envs[i].Problem
 		e.ev = ev
 		switch {
 		case err != nil:
@@ -291,7 +291,7 @@ func (r *Runner) record(out *outcome, e *entry, v verdict) {
 	case actDuplicate:
 		out.duplicates++
 	case actPark:
-		e.reason = withoutPersonal(r.cfg.Projection.Registry(), e.ev, v.reason)
+		e.reason = lane.WithoutPersonal(r.cfg.Projection.Registry(), e.ev, v.reason)
 		out.parked++
 		if subj := e.subject(); subj != "" && !v.alone {
 			if _, ok := out.parkedSubjects[subj]; !ok {
@@ -378,7 +378,7 @@ func (r *Runner) begin(ctx context.Context, entries []entry) (pgx.Tx, *txState, 
 	b := &pgx.Batch{}
 	b.Queue(`SET LOCAL search_path TO ` + pgx.Identifier{r.cfg.Projection.Schema()}.Sanitize() + `, public`)
 	if len(subjects) > 0 {
-		b.Queue(`SELECT subject, last_sequence, last_event_id, recent FROM `+r.tables.aggregates+`
+		b.Queue(`SELECT subject, last_sequence, last_event_id, recent FROM `+r.tables.Aggregates+`
 			WHERE projection = $1 AND version = $2 AND subject = ANY($3)`, pn, pv, subjects).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var s, id string
@@ -393,7 +393,7 @@ func (r *Runner) begin(ctx context.Context, entries []entry) (pgx.Tx, *txState, 
 		})
 	}
 	if len(ids) > 0 {
-		b.Queue(`SELECT event_id FROM `+r.tables.eventIDs+` WHERE projection = $1 AND version = $2 AND event_id = ANY($3)`,
+		b.Queue(`SELECT event_id FROM `+r.tables.EventIDs+` WHERE projection = $1 AND version = $2 AND event_id = ANY($3)`,
 			pn, pv, ids).Query(func(rows pgx.Rows) error {
 			for rows.Next() {
 				var id string
@@ -432,7 +432,7 @@ func (r *Runner) report(p *partition, entries []entry) {
 		if e.stale {
 			msg = "stale sequence: applied an event at or below its aggregate's sequence, whose id was never applied"
 		}
-		p.log.Warn(msg, zap.String("subject", e.subject()), zap.Uint64("aggregate_sequence", e.prev.seq),
+		p.Log.Warn(msg, zap.String("subject", e.subject()), zap.Uint64("aggregate_sequence", e.prev.seq),
 			zap.String("aggregate_event_id", e.prev.id), zap.Uint64("sequence", e.ev.Sequence), zap.String("event_id", e.ev.ID),
 			zap.Int64("offset", e.msg.Offset))
 	}
@@ -449,14 +449,14 @@ func (r *Runner) queueMarks(w *readmodel.Writer, st *txState) {
 		for s, a := range st.changed {
 			subj, seqs, ids, recent = append(subj, s), append(seqs, int64(a.seq)), append(ids, a.id), append(recent, encodeWindow(a.recent))
 		}
-		w.Exec(`INSERT INTO `+r.tables.aggregates+` (projection, version, subject, last_sequence, last_event_id, recent)
+		w.Exec(`INSERT INTO `+r.tables.Aggregates+` (projection, version, subject, last_sequence, last_event_id, recent)
 			SELECT $1, $2, s, q, i, r FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bytea[]) AS t(s, q, i, r)
 			ON CONFLICT (projection, version, subject) DO UPDATE
 			   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id, recent = EXCLUDED.recent`,
 			pn, pv, subj, seqs, ids, recent)
 	}
 	if len(st.newIDs) > 0 {
-		w.Exec(`INSERT INTO `+r.tables.eventIDs+` (projection, version, event_id)
+		w.Exec(`INSERT INTO `+r.tables.EventIDs+` (projection, version, event_id)
 			SELECT $1, $2, unnest($3::text[]) ON CONFLICT DO NOTHING`, pn, pv, st.newIDs)
 	}
 }
@@ -467,13 +467,13 @@ func (r *Runner) queueParkInsert(w *readmodel.Writer, p *partition, e *entry) {
 	if e.behind >= 0 {
 		behind = &e.behind
 	}
-	w.Exec(`INSERT INTO `+r.tables.parked+` (projection, version, topic, partition, "offset", subject, event_id, event_type,
+	w.Exec(`INSERT INTO `+r.tables.Parked+` (projection, version, topic, partition, "offset", subject, event_id, event_type,
 			error, behind, msg_key, msg_value, msg_headers, holds)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 		ON CONFLICT (projection, version, topic, partition, "offset") DO UPDATE
 		   SET state = 'parked', error = EXCLUDED.error, behind = EXCLUDED.behind, holds = EXCLUDED.holds,
-		       attempts = `+r.tables.parked+`.attempts + 1, updated_at = now()`,
-		p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition, e.msg.Offset, text(e.subject()), text(e.ev.ID), text(e.ev.Type),
+		       attempts = `+r.tables.Parked+`.attempts + 1, updated_at = now()`,
+		p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition, e.msg.Offset, text(e.subject()), text(e.ev.ID), text(e.ev.Type),
 		text(e.reason), behind, e.msg.Key, e.msg.Value, headers, !e.alone)
 }
 
@@ -490,13 +490,7 @@ func storable(s string) bool {
 
 // queueAdvance queues the fenced offset write; fenced reports a mismatch.
 func (r *Runner) queueAdvance(w *readmodel.Writer, p *partition, next, consumed int64) {
-	sql, args := r.offsets.AdvanceSQL(p.key, p.owner, p.next, next, consumed)
-	w.ExecCheck(func(ct pgconn.CommandTag) error {
-		if ct.RowsAffected() != 1 {
-			return offsets.ErrFenced
-		}
-		return nil
-	}, sql, args...)
+	r.env.QueueAdvance(w, &p.Lane, next, consumed)
 }
 
 // applyOnce runs one batch in one transaction. It returns errCareful when a

@@ -136,11 +136,11 @@ type Config struct {
 	// ScrubStore is a snapshot store this runner keeps free of forgotten subjects'
 	// data, whoever wrote its snapshots (a nightly job, another service, this
 	// runner's policy): every snapshot of the projection version that may hold some
-	// (ForgottenInSnapshots) is rewritten without it (ScrubSnapshots) at start,
+	// (forget.InSnapshots) is rewritten without it (forget.ScrubSnapshots) at start,
 	// within a second of this runner applying a SubjectForgotten, and every
 	// ScrubEvery. The store of Snapshots is kept clean as well, ScrubStore or not.
 	// Needs Keys (without them nothing is ever decrypted, so nothing to forget).
-	// Instances sharing a store take turns (see ScrubSnapshots).
+	// Instances sharing a store take turns (see forget.ScrubSnapshots).
 	ScrubStore snapshot.Store
 	// ScrubEvery: how often the stores are checked besides (default
 	// ScrubEveryDefault). A check that finds nothing to rewrite costs a read of the

@@ -6,13 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
@@ -20,9 +19,9 @@ import (
 
 // loadParked reads which aggregates of the partition have open parked events.
 func (r *Runner) loadParked(ctx context.Context, p *partition) error {
-	rows, err := r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.parked+`
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.Parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state <> 'resolved' AND subject <> '' AND holds
-		GROUP BY subject`, p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
+		GROUP BY subject`, p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
 	if err != nil {
 		return err
 	}
@@ -66,7 +65,7 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 		}
 	}
 	var resolved, still, held int
-	dctx, cancel := drainContext(ctx, r.cfg.DrainTimeout)
+	dctx, cancel := lane.DrainContext(ctx, r.cfg.DrainTimeout)
 	defer cancel()
 	known := map[int64]error{}
 	err = r.retry(dctx, p, "retry parked", func(ctx context.Context) error {
@@ -76,27 +75,12 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 		}
 		defer func() { _ = tx.Rollback(ctx) }()
 		w := readmodel.NewWriter(tx)
-		r.queueAdvance(w, p, p.next, 0) // no advance: proves the partition is still ours
+		r.queueAdvance(w, p, p.Next, 0) // no advance: proves the partition is still ours
 		if err := w.Flush(ctx); err != nil {
 			return err
 		}
-		// Events behind an older event that stays parked are not retried out of order.
 		var ready []entry
-		held = 0
-		for i := range entries {
-			e := entries[i]
-			if off, ok := open[e.subject()]; ok && off < e.msg.Offset {
-				e.act, e.reason, e.behind = actPark, fmt.Sprintf("behind parked event at offset %d", off), off
-				w.Exec(`UPDATE `+r.tables.parked+` SET state = 'parked', updated_at = now() WHERE id = $1`, e.parkID)
-				held++
-				continue
-			}
-			ready = append(ready, e)
-		}
-		for i := range ready {
-			ready[i].act, ready[i].reason, ready[i].behind = actApply, "", -1
-		}
-		orderBySequence(ready)
+		ready, held = r.holdBehind(w, entries, open)
 		if _, err := r.walk(ctx, w, p, st, ready, true, true, known); err != nil {
 			var pe *poisonError
 			if errors.As(err, &pe) {
@@ -106,18 +90,7 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 			return err
 		}
 		r.queueMarks(w, st)
-		resolved, still = 0, 0
-		for i := range ready {
-			e := &ready[i]
-			if e.act == actPark {
-				still++
-				w.Exec(`UPDATE `+r.tables.parked+` SET state = 'parked', error = $2, behind = $3, attempts = attempts + 1, updated_at = now() WHERE id = $1`,
-					e.parkID, e.reason, nullable(e.behind))
-			} else {
-				resolved++
-				w.Exec(`UPDATE `+r.tables.parked+` SET state = 'resolved', updated_at = now() WHERE id = $1`, e.parkID)
-			}
-		}
+		resolved, still = r.settleRetried(w, ready)
 		if err := w.Flush(ctx); err != nil {
 			return err
 		}
@@ -127,9 +100,47 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 		return err
 	}
 	r.report(p, entries)
-	p.log.Info("retried parked events", zap.Int("resolved", resolved), zap.Int("still_parked", still+held))
+	p.Log.Info("retried parked events", zap.Int("resolved", resolved), zap.Int("still_parked", still+held))
 	r.metrics.resolved.Add(float64(resolved))
 	return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
+}
+
+// holdBehind queues the retried events behind an older event that stays parked
+// back to parked — they are not retried out of order — and returns the others,
+// ready to apply, in each aggregate's sequence order, and how many it held.
+func (r *Runner) holdBehind(w *readmodel.Writer, entries []entry, open map[string]int64) (ready []entry, held int) {
+	for i := range entries {
+		e := entries[i]
+		if off, ok := open[e.subject()]; ok && off < e.msg.Offset {
+			e.act, e.reason, e.behind = actPark, fmt.Sprintf("behind parked event at offset %d", off), off
+			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'parked', updated_at = now() WHERE id = $1`, e.parkID)
+			held++
+			continue
+		}
+		ready = append(ready, e)
+	}
+	for i := range ready {
+		ready[i].act, ready[i].reason, ready[i].behind = actApply, "", -1
+	}
+	orderBySequence(ready)
+	return ready, held
+}
+
+// settleRetried queues each retried event's new state: resolved when it applied,
+// parked again (with its new reason) when not. It returns how many of each.
+func (r *Runner) settleRetried(w *readmodel.Writer, ready []entry) (resolved, still int) {
+	for i := range ready {
+		e := &ready[i]
+		if e.act == actPark {
+			still++
+			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'parked', error = $2, behind = $3, attempts = attempts + 1, updated_at = now() WHERE id = $1`,
+				e.parkID, e.reason, nullable(e.behind))
+		} else {
+			resolved++
+			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'resolved', updated_at = now() WHERE id = $1`, e.parkID)
+		}
+	}
+	return resolved, still
 }
 
 // orderBySequence puts each aggregate's retried events in sequence order (events
@@ -157,9 +168,9 @@ func orderBySequence(entries []entry) {
 
 // applySkips resolves the partition's parked events an operator asked to skip.
 func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
-	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, msg_key, msg_value, msg_headers FROM `+r.tables.parked+`
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, msg_key, msg_value, msg_headers FROM `+r.tables.Parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'skip'`,
-		p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
+		p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
 	if err != nil {
 		return 0, err
 	}
@@ -187,17 +198,17 @@ func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
 	w := readmodel.NewWriter(tx)
-	r.queueAdvance(w, p, p.next, 0) // still ours
+	r.queueAdvance(w, p, p.Next, 0) // still ours
 	for _, s := range skips {
-		w.Exec(`UPDATE `+r.tables.parked+` SET state = 'resolved', error = 'skipped by operator: ' || error, updated_at = now()
+		w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'resolved', error = 'skipped by operator: ' || error, updated_at = now()
 			WHERE id = $1`, s.id)
 		if ev, err := eventlog.FromMessage(s.msg); err == nil && ev.Sequence > 0 {
-			w.Exec(`INSERT INTO `+r.tables.aggregates+` (projection, version, subject, last_sequence, last_event_id)
+			w.Exec(`INSERT INTO `+r.tables.Aggregates+` (projection, version, subject, last_sequence, last_event_id)
 				VALUES ($1, $2, $3, $4, $5)
 				ON CONFLICT (projection, version, subject) DO UPDATE
 				   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id
-				 WHERE `+r.tables.aggregates+`.last_sequence < EXCLUDED.last_sequence`,
-				p.key.Projection, p.key.Version, text(ev.Subject), int64(ev.Sequence), text(ev.ID))
+				 WHERE `+r.tables.Aggregates+`.last_sequence < EXCLUDED.last_sequence`,
+				p.Key.Projection, p.Key.Version, text(ev.Subject), int64(ev.Sequence), text(ev.ID))
 		}
 	}
 	if err := w.Flush(ctx); err != nil {
@@ -206,7 +217,7 @@ func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
 	if err := tx.Commit(ctx); err != nil {
 		return 0, err
 	}
-	p.log.Info("skipped parked events on an operator's request", zap.Int("events", len(skips)))
+	p.Log.Info("skipped parked events on an operator's request", zap.Int("events", len(skips)))
 	return len(skips), nil
 }
 
@@ -230,9 +241,9 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[st
 			return nil, nil, err
 		}
 	}
-	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+r.tables.parked+`
+	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+r.tables.Parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'retry'
-		ORDER BY "offset"`, p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
+		ORDER BY "offset"`, p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -252,7 +263,7 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[st
 				return nil, nil, fmt.Errorf("parked event %d: headers: %w", id, err)
 			}
 		}
-		m.Topic, m.Partition = p.key.Topic, p.key.Partition
+		m.Topic, m.Partition = p.Key.Topic, p.Key.Partition
 		msgs, ids = append(msgs, m), append(ids, id)
 	}
 	rows.Close()
@@ -260,9 +271,9 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[st
 		return nil, nil, err
 	}
 	open := map[string]int64{}
-	rows, err = r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.parked+`
+	rows, err = r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.Parked+`
 		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'parked' AND holds
-		GROUP BY subject`, p.key.Projection, p.key.Version, p.key.Topic, p.key.Partition)
+		GROUP BY subject`, p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -287,167 +298,4 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[st
 		entries[i].parkID = ids[i]
 	}
 	return entries, open, nil
-}
-
-// Parked is one parked event, as listed for operators.
-type Parked struct {
-	ID        int64     `json:"id"`
-	Topic     string    `json:"topic"`
-	Partition int       `json:"partition"`
-	Offset    int64     `json:"offset"`
-	Subject   string    `json:"subject"`
-	EventID   string    `json:"event_id"`
-	EventType string    `json:"event_type"`
-	Error     string    `json:"error"`
-	Behind    *int64    `json:"behind,omitempty"`
-	Attempts  int       `json:"attempts"`
-	State     string    `json:"state"`
-	ParkedAt  time.Time `json:"parked_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-}
-
-// DLQ reads and acts on a projection version's parked events. Operators use it
-// (projector dlq); it needs only the database.
-type DLQ struct {
-	pool       *pgxpool.Pool
-	tables     tables
-	projection string
-	version    int
-}
-
-// NewDLQ returns the parked-event queue of a projection version in the framework schema.
-func NewDLQ(pool *pgxpool.Pool, schema, projection string, version int) *DLQ {
-	if schema == "" {
-		schema = readmodel.FrameworkSchemaDefault
-	}
-	return &DLQ{pool: pool, tables: newTables(schema), projection: projection, version: version}
-}
-
-// List returns parked events (state parked or retry; resolved ones too with all),
-// in partition and offset order.
-func (q *DLQ) List(ctx context.Context, all bool) ([]Parked, error) {
-	rows, err := q.pool.Query(ctx, `SELECT id, topic, partition, "offset", subject, event_id, event_type, error, behind,
-			attempts, state, parked_at, updated_at
-		FROM `+q.tables.parked+` WHERE projection = $1 AND version = $2 AND ($3 OR state <> 'resolved')
-		ORDER BY topic, partition, "offset"`, q.projection, q.version, all)
-	if err != nil {
-		return nil, fmt.Errorf("dlq: list: %w", err)
-	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Parked, error) {
-		var p Parked
-		err := row.Scan(&p.ID, &p.Topic, &p.Partition, &p.Offset, &p.Subject, &p.EventID, &p.EventType, &p.Error, &p.Behind,
-			&p.Attempts, &p.State, &p.ParkedAt, &p.UpdatedAt)
-		return p, err
-	})
-}
-
-// Counts returns the number of open parked events per partition.
-func (q *DLQ) Counts(ctx context.Context) (map[int]int, error) {
-	rows, err := q.pool.Query(ctx, `SELECT partition, count(*) FROM `+q.tables.parked+`
-		WHERE projection = $1 AND version = $2 AND state <> 'resolved' GROUP BY partition`, q.projection, q.version)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[int]int{}
-	for rows.Next() {
-		var p, n int
-		if err := rows.Scan(&p, &n); err != nil {
-			return nil, err
-		}
-		out[p] = n
-	}
-	return out, rows.Err()
-}
-
-// EffectCounts returns the number of parked effect runs not resolved, per effect.
-func (q *DLQ) EffectCounts(ctx context.Context) (map[string]int, error) {
-	rows, err := q.pool.Query(ctx, `SELECT effect, count(*) FROM `+q.tables.parkedEffects+`
-		WHERE projection = $1 AND version = $2 AND state <> 'resolved' GROUP BY effect`, q.projection, q.version)
-	if err != nil {
-		return nil, fmt.Errorf("dlq: count effects: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var effect string
-		var n int
-		if err := rows.Scan(&effect, &n); err != nil {
-			return nil, err
-		}
-		out[effect] = n
-	}
-	return out, rows.Err()
-}
-
-// RequestRetry asks the running workers to retry the parked events of the given
-// aggregates (all parked aggregates when subjects is empty). Every open parked event
-// of a chosen aggregate is marked, so its events are retried together, in order.
-// It returns how many events were marked. The owning worker picks them up within
-// its RetryPoll; nothing happens while no projector runs.
-func (q *DLQ) RequestRetry(ctx context.Context, subjects []string) (int64, error) {
-	tag, err := q.pool.Exec(ctx, `UPDATE `+q.tables.parked+` SET state = 'retry', updated_at = now()
-		WHERE projection = $1 AND version = $2 AND state = 'parked' AND (coalesce(cardinality($3::text[]), 0) = 0 OR subject = ANY($3))`,
-		q.projection, q.version, subjects)
-	if err != nil {
-		return 0, fmt.Errorf("dlq: retry: %w", err)
-	}
-	return tag.RowsAffected(), nil
-}
-
-// RequestSkip asks the running workers to give up on parked events by id: they are
-// marked resolved without being applied ("skipped by operator"), and the events
-// behind them can then be retried. It returns how many were marked.
-func (q *DLQ) RequestSkip(ctx context.Context, ids []int64) (int64, error) {
-	tag, err := q.pool.Exec(ctx, `UPDATE `+q.tables.parked+` SET state = 'skip', updated_at = now()
-		WHERE projection = $1 AND version = $2 AND state IN ('parked', 'retry') AND id = ANY($3)`, q.projection, q.version, ids)
-	if err != nil {
-		return 0, fmt.Errorf("dlq: skip: %w", err)
-	}
-	return tag.RowsAffected(), nil
-}
-
-// ParkedEffect is one parked effect run, as listed for operators.
-type ParkedEffect struct {
-	ID        int64     `json:"id"`
-	Effect    string    `json:"effect"`
-	Topic     string    `json:"topic"`
-	Partition int       `json:"partition"`
-	Offset    int64     `json:"offset"`
-	EventID   string    `json:"event_id"`
-	EventType string    `json:"event_type"`
-	Key       string    `json:"idempotency_key"`
-	Error     string    `json:"error"`
-	Attempts  int       `json:"attempts"`
-	State     string    `json:"state"`
-	ParkedAt  time.Time `json:"parked_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-}
-
-// ListEffects returns parked effect runs (resolved ones too with all).
-func (q *DLQ) ListEffects(ctx context.Context, all bool) ([]ParkedEffect, error) {
-	rows, err := q.pool.Query(ctx, `SELECT id, effect, topic, partition, "offset", event_id, event_type, idempotency_key, error,
-			attempts, state, parked_at, updated_at
-		FROM `+q.tables.parkedEffects+` WHERE projection = $1 AND version = $2 AND ($3 OR state <> 'resolved')
-		ORDER BY effect, topic, partition, "offset"`, q.projection, q.version, all)
-	if err != nil {
-		return nil, fmt.Errorf("dlq: list effects: %w", err)
-	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (ParkedEffect, error) {
-		var p ParkedEffect
-		err := row.Scan(&p.ID, &p.Effect, &p.Topic, &p.Partition, &p.Offset, &p.EventID, &p.EventType, &p.Key, &p.Error,
-			&p.Attempts, &p.State, &p.ParkedAt, &p.UpdatedAt)
-		return p, err
-	})
-}
-
-// RequestEffectRetry asks the running workers to run the parked runs of an effect
-// again ("" for every effect). It returns how many were marked.
-func (q *DLQ) RequestEffectRetry(ctx context.Context, effect string) (int64, error) {
-	tag, err := q.pool.Exec(ctx, `UPDATE `+q.tables.parkedEffects+` SET state = 'retry', updated_at = now()
-		WHERE projection = $1 AND version = $2 AND state = 'parked' AND ($3 = '' OR effect = $3)`, q.projection, q.version, effect)
-	if err != nil {
-		return 0, fmt.Errorf("dlq: retry effects: %w", err)
-	}
-	return tag.RowsAffected(), nil
 }

@@ -45,7 +45,7 @@
 // # Effects
 //
 // Effects (package sideeffects) run after their events' read-model transaction
-// commits, never ahead of it. A dispatcher per partition runs every effect over the
+// commits, never ahead of it; the engine that runs them is internal/effects. A dispatcher per partition runs every effect over the
 // batches the partition's worker commits, handed over in process, already decrypted
 // and decoded: the log is read once however many effects there are. The hand-over is
 // bounded. While a partition replays history and its effects make progress, the
@@ -68,6 +68,26 @@
 // With Keys, a runner purges every forgotten subject from the read model at start,
 // and its SubjectForgotten handler does as each forgetting is read. It also keeps its
 // snapshot stores (Config.ScrubStore, and the policy's) free of forgotten subjects'
-// data, whoever wrote the snapshots: ScrubSnapshots at start, after applying a
-// SubjectForgotten, and every ScrubEvery. ForgottenInSnapshots says what still waits.
+// data, whoever wrote the snapshots: forget.ScrubSnapshots (package forget) at start, after applying a
+// SubjectForgotten, and every ScrubEvery. forget.InSnapshots says what still waits.
+//
+// # The cut
+//
+// This package is the runtime, and the public entry point (New, Config,
+// Runner.Run, Status): group membership (runner.go), the partition worker
+// (worker.go), applying a batch (apply.go) and the decisions on each event
+// (judge.go), parking and retrying parked events (dlq.go), the snapshot policy and
+// scrubbing (snapshots.go, scrubber.go), blue/green activation when live
+// (activate.go), the status board and metrics (status.go, metrics.go), and the
+// hand-over to the effects (effects.go). Beside it:
+//
+//   - internal/lane: what a worker and an effect dispatcher share — a fenced
+//     position on a partition, its claim, the retry policy (internal/retry), the
+//     partition reader, opening personal data, the status row;
+//   - internal/effects: the effect engine, which this package starts per partition;
+//   - internal/store: the framework's tables, their migrations and queries;
+//   - package forget: purging forgotten subjects and scrubbing snapshots, which
+//     the runtime does itself;
+//   - package admin: what operators do from outside (DLQ, versions, inspection,
+//     point-in-time replays); it imports this package, never the reverse.
 package projector

@@ -14,6 +14,7 @@ import (
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/projector"
@@ -303,7 +304,7 @@ func TestRefusingMailServerParksTheEffectAndRetrySendsIt(t *testing.T) {
 	_, stop := f.start(w.config(t, p))
 	f.waitCaughtUp(p, time.Minute)
 	w.waitEffects(t, f.pool, f.schema, p, time.Minute)
-	dlq := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version())
+	dlq := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version())
 	parked, err := dlq.ListEffects(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)

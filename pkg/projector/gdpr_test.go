@@ -16,8 +16,10 @@ import (
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/shred"
@@ -200,7 +202,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 	}
 	gone := append(needlesOf(userA), needlesOf(userC)...)
 	kept := needlesOf(userB)
-	forget := func(u domain.User) {
+	forgetUser := func(u domain.User) {
 		t.Helper()
 		fg, err := keys.Forget(ctx, u.UserID)
 		if err != nil {
@@ -214,7 +216,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 	}
 
 	// C is forgotten before any projector ran: its welcome mail must never go.
-	forget(userC)
+	forgetUser(userC)
 	beforeA := f.endOffsets()
 
 	p1 := f.domainProjection()
@@ -243,7 +245,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 		t.Fatalf("the stale copy: %v %v", ms, err)
 	}
 
-	forget(userA)
+	forgetUser(userA)
 	f.waitCaughtUp(p1, 2*time.Minute)
 	testenv.WaitFor(t, time.Minute, "the runner to rewrite the snapshot without A", func() bool {
 		fs, err := keys.Forgotten(ctx, time.Time{})
@@ -374,7 +376,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 	if _, err := snapshot.Restore(ctx, stale, m1.ID, snapshot.Target{Pool: f.pool, Schema: bootFW, Projection: bootProj, Topic: f.topic}); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := projector.PurgeForgotten(ctx, f.pool, bootProj, keys, time.Time{}); err != nil || n != 2 {
+	if n, err := forget.Purge(ctx, f.pool, bootProj, keys, time.Time{}); err != nil || n != 2 {
 		t.Fatalf("purge after restore: %d subjects, %v; want 2", n, err)
 	}
 	assertTraces(t, f.pool, []string{bootProj.Schema(), bootFW}, false, gone...)
@@ -390,7 +392,7 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 	t.Cleanup(func() {
 		_, _ = f.pool.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{into}.Sanitize()+" CASCADE; DROP SCHEMA IF EXISTS "+pgx.Identifier{into + "_projector"}.Sanitize()+" CASCADE")
 	})
-	res, err := projector.ReplayUntil(ctx, projector.PointInTime{Pool: f.pool, Brokers: testenv.Kafka(t), Topic: f.topic,
+	res, err := admin.ReplayUntil(ctx, admin.PointInTime{Pool: f.pool, Brokers: testenv.Kafka(t), Topic: f.topic,
 		Projection: p1, Into: into, Until: beforeA, Store: store, Keys: keys})
 	if err != nil {
 		t.Fatal(err)
@@ -441,7 +443,7 @@ func TestTamperedPersonalDataParksWithAClearReason(t *testing.T) {
 	cfg.Keys = keys
 	f.start(cfg)
 	f.waitCaughtUp(p, time.Minute)
-	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
+	parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +469,7 @@ func TestTamperedPersonalDataParksWithAClearReason(t *testing.T) {
 	p2 := f.domainProjection()
 	f.start(f.config(p2))
 	f.waitCaughtUp(p2, time.Minute)
-	parked, err = projector.NewDLQ(f.pool, f.schema, p2.Name(), p2.Version()).List(ctx, false)
+	parked, err = admin.NewDLQ(f.pool, f.schema, p2.Name(), p2.Version()).List(ctx, false)
 	if err != nil || len(parked) != 3 || !bytes.Contains([]byte(parked[0].Error), []byte("no key store")) {
 		t.Fatalf("without keys: %+v %v", parked, err)
 	}
@@ -512,7 +514,7 @@ func TestForgettingIsNotHeldBehindAParkedEvent(t *testing.T) {
 	f.publish(ev)
 	f.waitCaughtUp(p, time.Minute)
 	assertTraces(t, f.pool, []string{p.Schema(), f.schema}, false, needle{"x's email", "x@held.example.test"}, needle{"x's name", "Held X"})
-	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
+	parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
 	if err != nil || len(parked) != 1 || parked[0].EventID != poison.ID {
 		t.Fatalf("parked %+v %v: want the poison event only", parked, err)
 	}
@@ -581,7 +583,7 @@ func TestAKeyFromAnotherStoreParksInsteadOfRedacting(t *testing.T) {
 	cfg.Keys = otherKeys
 	f.start(cfg)
 	f.waitCaughtUp(p, time.Minute)
-	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
+	parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(ctx, false)
 	if err != nil || len(parked) != 1 || !bytes.Contains([]byte(parked[0].Error), []byte("neither held nor forgotten")) ||
 		!bytes.Contains([]byte(parked[0].Error), []byte(evs[0].KeyID)) {
 		t.Fatalf("parked %+v %v: want the event parked naming the unknown key", parked, err)

@@ -32,7 +32,7 @@ type rules struct {
 }
 
 func (r *Runner) rules(p *partition, retry bool) rules {
-	return rules{partition: p.key.Partition, layout: p.layout, gaps: r.cfg.Gaps, unknown: r.cfg.Unknown,
+	return rules{partition: p.Key.Partition, layout: p.layout, gaps: r.cfg.Gaps, unknown: r.cfg.Unknown,
 		handles: r.cfg.Projection.Handles, retry: retry}
 }
 

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/projector/projector/internal/testenv"
-	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/admin"
 )
 
 // kcat writes one event in binary mode with librdkafka, as another team's service
@@ -72,7 +72,7 @@ func TestKcatWithTheGoProducer(t *testing.T) {
 		r, _ := f.start(f.config(p))
 		f.waitCaughtUp(p, time.Minute)
 		got := appliedSeqs(t, f, p)
-		parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
+		parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
 		if err != nil {
 			t.Fatal(err)
 		}

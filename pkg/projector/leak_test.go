@@ -9,7 +9,7 @@ import (
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
-	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/admin"
 )
 
 // Regression, issue 16: when Run returns, every goroutine and Kafka connection of the
@@ -27,7 +27,7 @@ func TestRunLeavesNoGoroutineBehind(t *testing.T) {
 	p := f.domainProjection()
 	cfg := f.config(p)
 	cfg.ActivateWhenLive = true
-	versions := projector.Versions{Pool: f.pool, Schema: f.schema, Projection: p.Name()}
+	versions := admin.Versions{Pool: f.pool, Schema: f.schema, Projection: p.Name()}
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
 	_, stop := f.start(cfg)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/projector"
 )
 
@@ -42,7 +43,7 @@ func TestStaleSequencesAreAppliedOrParkedNeverDropped(t *testing.T) {
 		r, _ := f.start(cfg)
 		f.waitCaughtUp(p, time.Minute)
 		got := appliedSeqs(t, f, p)
-		parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
+		parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
 		if err != nil {
 			t.Fatal(err)
 		}

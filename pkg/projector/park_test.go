@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
@@ -99,7 +100,7 @@ func TestPoisonParksItsAggregateOnlyAndRetryDrainsInOrder(t *testing.T) {
 	var failHandler atomic.Bool
 	failHandler.Store(true)
 	p := notesProjection(t, f, &failHandler)
-	dlq := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version())
+	dlq := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version())
 
 	var evs []events.Event
 	for seq := uint64(1); seq <= 5; seq++ {
@@ -141,7 +142,7 @@ func TestPoisonParksItsAggregateOnlyAndRetryDrainsInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bySubject := map[string][]projector.Parked{}
+	bySubject := map[string][]admin.Parked{}
 	for _, pk := range parked {
 		bySubject[pk.Subject] = append(bySubject[pk.Subject], pk)
 	}
@@ -220,7 +221,7 @@ func TestStatementFailingAtPrepareParksOnlyItsEvent(t *testing.T) {
 	if !equal(got["a"], seqs(1, 2)) || !equal(got["c"], seqs(1, 1)) || len(got["b"]) != 0 {
 		t.Fatalf("applied %v: want a 1-2 and c 1 kept, b parked", got)
 	}
-	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
+	parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
 	if err != nil || len(parked) != 2 || !strings.Contains(parked[0].Error, "no_such_column") {
 		t.Fatalf("parked %+v %v", parked, err)
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/projector/projector/internal/testenv"
-	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/admin"
 )
 
 // Found by the reliability suite (scenario 9): an event whose subject (ce_subject, or
@@ -50,7 +50,7 @@ func TestSubjectOrIDWithInvalidUTF8ParksAndTheRunnerGoesOn(t *testing.T) {
 	if got := appliedSeqs(t, f, p); !equal(got["ok"], seqs(1, 2)) {
 		t.Fatalf("applied %v: want ok 1-2", got)
 	}
-	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
+	parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}

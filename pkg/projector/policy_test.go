@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projector"
 )
@@ -29,7 +30,7 @@ func TestGapAndUnknownTypePolicies(t *testing.T) {
 		f.start(cfg)
 		f.waitCaughtUp(p, time.Minute)
 		got := appliedSeqs(t, f, p)
-		parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
+		parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +100,7 @@ func TestRetryOrdersBySequenceAndSkipReleasesAnAggregate(t *testing.T) {
 	cfg.Gaps = projector.GapHalt
 	f.start(cfg)
 	f.waitCaughtUp(p, time.Minute)
-	dlq := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version())
+	dlq := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version())
 	parked, err := dlq.List(context.Background(), false)
 	if err != nil || len(parked) != 5 {
 		t.Fatalf("parked %+v %v, want 5: g's gap and two behind it, h's poison and one behind it", parked, err)

@@ -8,8 +8,8 @@ import (
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/events"
-	"github.com/projector/projector/pkg/projector"
 )
 
 func TestReplayFromZeroThenLiveEqualsFold(t *testing.T) {
@@ -46,7 +46,7 @@ func TestReplayFromZeroThenLiveEqualsFold(t *testing.T) {
 	// A copy within the aggregate's last events is a proven duplicate; one that lands
 	// further behind cannot be proven either way and parks, without holding its
 	// aggregate. Nothing is dropped unrecorded.
-	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
+	parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,9 +11,9 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
-	"github.com/projector/projector/pkg/projector"
 )
 
 // writeTo writes events as they are to one partition each, chosen by pick: a
@@ -90,7 +90,7 @@ func TestMisroutedEventsParkNamingTheFixAndNoneIsADuplicate(t *testing.T) {
 	if dups != 0 {
 		t.Fatalf("%d events counted as duplicates; none is one", dups)
 	}
-	dlq := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version())
+	dlq := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version())
 	parked, err := dlq.List(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,12 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/effects"
+	"github.com/projector/projector/internal/lane"
+	"github.com/projector/projector/internal/retry"
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
 )
@@ -24,7 +29,9 @@ type Runner struct {
 	cfg      Config
 	log      *zap.Logger
 	offsets  *offsets.Store
-	tables   tables
+	env      *lane.Env       // what the read model's and the effects' lanes share
+	fx       *effects.Engine // the effects; nil without
+	tables   store.Tables
 	metrics  *metrics
 	status   *statusBoard
 	client   *eventlog.Client // metadata and offsets; its connections close when Run returns
@@ -58,15 +65,22 @@ func New(cfg Config) (*Runner, error) {
 	r := &Runner{
 		cfg: cfg, log: log,
 		offsets: offsets.NewStore(cfg.Schema),
-		tables:  newTables(cfg.Schema),
+		tables:  store.TablesIn(cfg.Schema),
 		metrics: m,
-		status: &statusBoard{parts: map[int]*partStatus{}, base: Status{
+		status: &statusBoard{parts: map[int]*lane.Row{}, base: Status{
 			Projection: cfg.Projection.Name(), Version: cfg.Projection.Version(), Topic: cfg.Topic, Group: cfg.GroupID,
 			ReadyLag: effectiveReadyLag(cfg.ReadyLag), ReadyRule: ReadyRule,
 		}},
 		client:   eventlog.NewClient(cfg.Brokers),
 		readyLag: effectiveReadyLag(cfg.ReadyLag),
 	}
+	r.env = &lane.Env{
+		Pool: cfg.Pool, Offsets: r.offsets, Client: r.client, Brokers: cfg.Brokers, Topic: cfg.Topic,
+		BatchSize: cfg.BatchSize, BatchTimeout: cfg.BatchTimeout, Keys: cfg.Keys,
+		Retry:     retry.Policy{Min: cfg.RetryBackoffMin, Max: cfg.RetryBackoffMax},
+		Transient: m.transient, Fenced: m.fenced, Log: log,
+	}
+	r.fx = r.newEffects()
 	r.snaps = newSnapshotter(r, cfg.Snapshots)
 	r.scrubs = newScrubber(r)
 	return r, nil
@@ -102,7 +116,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	// A forgetting whose SubjectForgotten was never published (the producer failed
 	// after deleting the key), or is still far behind in the log, is purged now.
-	if n, err := PurgeForgotten(ctx, r.cfg.Pool, r.cfg.Projection, r.cfg.Keys, time.Time{}); err != nil {
+	if n, err := forget.Purge(ctx, r.cfg.Pool, r.cfg.Projection, r.cfg.Keys, time.Time{}); err != nil {
 		r.log.Warn("purging forgotten subjects at start failed; their SubjectForgotten events will", zap.Error(err))
 	} else if n > 0 {
 		r.log.Info("purged forgotten subjects", zap.Int("subjects", n))
@@ -341,41 +355,35 @@ func (r *Runner) progressLoop(ctx context.Context) func() {
 // topic created. Until then it warns on every attempt, every few seconds, naming the
 // brokers and the error, and Status().Waiting says the same.
 func (r *Runner) waitForTopic(ctx context.Context) error {
-	for attempt := 0; ; attempt++ {
+	brokers := strings.Join(r.cfg.Brokers, ",")
+	return topicRetry.Do(ctx, retry.Hooks{
+		Failed: func(attempt int, err error) {
+			r.status.wait(fmt.Sprintf("topic %s on Kafka at %s: %v", r.cfg.Topic, brokers, err))
+			r.log.Warn("waiting for the topic: Kafka unreachable or the topic missing; retrying",
+				zap.String("brokers", brokers), zap.String("topic", r.cfg.Topic), zap.Int("attempt", attempt),
+				zap.String("every", topicRetry.Max.String()), zap.Error(err))
+		},
+		Recovered: func(attempts int) {
+			r.log.Info("the topic answers: starting", zap.String("topic", r.cfg.Topic), zap.Int("attempts", attempts))
+		},
+	}, func(ctx context.Context) error {
 		actx, cancel := context.WithTimeout(ctx, topicAttemptTimeout)
+		defer cancel()
 		n, err := r.client.Partitions(actx, r.cfg.Topic)
-		cancel()
-		if err == nil && n > 0 {
-			r.status.reachedTopic()
-			if attempt > 0 {
-				r.log.Info("the topic answers: starting", zap.String("topic", r.cfg.Topic), zap.Int("attempts", attempt+1))
-			}
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err == nil {
+		if err == nil && n == 0 {
 			err = errors.New("the topic has no partitions")
 		}
-		brokers := strings.Join(r.cfg.Brokers, ",")
-		r.status.wait(fmt.Sprintf("topic %s on Kafka at %s: %v", r.cfg.Topic, brokers, err))
-		r.log.Warn("waiting for the topic: Kafka unreachable or the topic missing; retrying",
-			zap.String("brokers", brokers), zap.String("topic", r.cfg.Topic), zap.Int("attempt", attempt+1),
-			zap.String("every", topicRetryEvery.String()), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(topicRetryEvery):
+		if err == nil {
+			r.status.reachedTopic()
 		}
-	}
+		return err
+	})
 }
 
 // How waitForTopic retries: a bound on each attempt, and the pause between two.
-const (
-	topicAttemptTimeout = 5 * time.Second
-	topicRetryEvery     = 2 * time.Second
-)
+const topicAttemptTimeout = 5 * time.Second
+
+var topicRetry = retry.Policy{Min: 2 * time.Second, Max: 2 * time.Second, NoJitter: true}
 
 // analyzeLoop refreshes the planner's statistics while a partition catches up.
 // Tables a replay fills from empty keep the statistics of an empty table until
@@ -383,12 +391,11 @@ const (
 // sequential scans: measured here, a 100,000-event replay ran at 14–18k events/s
 // with the default autovacuum and 32–40k with statistics kept fresh.
 func (r *Runner) analyzeLoop(ctx context.Context) {
-	delays := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute}
-	for i := 0; ; i++ {
-		select {
-		case <-ctx.Done():
+	// Often at first, when the tables grow fastest, then every minute.
+	every := retry.Policy{Min: time.Second, Max: time.Minute, NoJitter: true}
+	for i := 1; ; i++ {
+		if retry.Sleep(ctx, every.Wait(i)) != nil {
 			return
-		case <-time.After(delays[min(i, len(delays)-1)]):
 		}
 		replaying := false
 		for _, p := range r.status.snapshot().Partitions {
@@ -397,7 +404,7 @@ func (r *Runner) analyzeLoop(ctx context.Context) {
 		if !replaying {
 			continue
 		}
-		tables := []string{r.tables.aggregates, r.tables.eventIDs}
+		tables := []string{r.tables.Aggregates, r.tables.EventIDs}
 		rows, err := r.cfg.Pool.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = $1`, r.cfg.Projection.Schema())
 		if err != nil {
 			continue

@@ -9,13 +9,14 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/snapshot"
 )
 
 // scrubber keeps the runner's snapshot stores free of forgotten subjects' data,
 // whoever wrote the snapshots: it rewrites every snapshot that may hold some
-// (ScrubSnapshots) at start, within half a second of this runner applying a
+// (forget.ScrubSnapshots) at start, within half a second of this runner applying a
 // SubjectForgotten, and every ScrubEvery otherwise — which catches a snapshot
 // written meanwhile by another process and a forgetting another instance applied.
 type scrubber struct {
@@ -81,7 +82,7 @@ func (s *scrubber) saw(entries []entry) {
 }
 
 // loop runs for the whole of Run, whether or not this instance owns partitions:
-// every instance keeps the stores clean, the locks in ScrubSnapshots let one at a
+// every instance keeps the stores clean, the locks in forget.ScrubSnapshots let one at a
 // time rewrite. While another instance holds the lock it looks again every tick;
 // after a failure (the database down, say) it backs off up to ScrubEvery.
 func (s *scrubber) loop(ctx context.Context) {
@@ -124,10 +125,10 @@ func (s *scrubber) pass(ctx context.Context) (busy bool, err error) {
 	defer s.r.storeMu.Unlock()
 	var errs []error
 	for _, st := range s.stores {
-		done, err := ScrubSnapshots(ctx, Scrub{Pool: s.r.cfg.Pool, Store: st, Projection: s.r.cfg.Projection,
+		done, err := forget.ScrubSnapshots(ctx, forget.Scrub{Pool: s.r.cfg.Pool, Store: st, Projection: s.r.cfg.Projection,
 			Topic: s.r.cfg.Topic, Keys: s.r.cfg.Keys, Logger: s.r.log})
 		s.scrubbed.Add(int64(len(done)))
-		if errors.Is(err, ErrScrubBusy) {
+		if errors.Is(err, forget.ErrScrubBusy) {
 			busy = true
 		} else if err != nil {
 			errs = append(errs, err)

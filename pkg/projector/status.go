@@ -3,52 +3,24 @@ package projector
 import (
 	"sort"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/projector/projector/internal/lane"
 )
 
-// Partition states.
+// Partition states (see package internal/lane).
 const (
-	StateClaiming  = "claiming"  // taking the partition over
-	StateReplaying = "replaying" // catching up: its lag above ReadyLag
-	StateLive      = "live"      // its lag at most ReadyLag
-	StateReleased  = "released"  // no longer owned by this instance
-
-	// StateCatchingUp is an effect's, on a partition, while it reads from the log
-	// what the read model committed before the effect caught up with it (after a
-	// claim, or when the effect fell behind); it turns live when it runs on the
-	// read model's batches as they commit.
-	StateCatchingUp = "catching-up"
+	StateClaiming   = lane.StateClaiming
+	StateReplaying  = lane.StateReplaying
+	StateLive       = lane.StateLive
+	StateReleased   = lane.StateReleased
+	StateCatchingUp = lane.StateCatchingUp
 )
 
-// PartitionStatus is one partition's progress as this instance sees it.
-type PartitionStatus struct {
-	Topic        string  `json:"topic"`
-	Partition    int     `json:"partition"`
-	State        string  `json:"state"`
-	Next         int64   `json:"next_offset"`
-	HighWater    int64   `json:"high_water"`
-	Lag          int64   `json:"lag"`
-	EventsPerSec float64 `json:"events_per_sec"`
-	ETASeconds   float64 `json:"eta_seconds"`
-	Applied      int64   `json:"applied"`
-	// Consumed counts the events read and settled (applied, duplicates, skipped,
-	// parked) at the stored position, over every instance and restart (Inspect only).
-	Consumed   int64  `json:"consumed,omitempty"`
-	Duplicates int64  `json:"duplicates"`
-	Parked     int64  `json:"parked"`
-	Waiting    string `json:"waiting,omitempty"` // what it waits on: the transient error being retried, if any
-
-	// Effect names the effect, in Status.EffectPartitions; there Next is the
-	// effect's watermark, HighWater the read model's stored position, Lag the events
-	// between them, Parked the runs parked, and Waiting what the effect waits on:
-	// Redis, the downstream system (its last error), or keys another holder has.
-	Effect string `json:"effect,omitempty"`
-	// InFlight counts an effect's runs started and not yet settled in the ledger:
-	// at most the effect concurrency, and all that a crash now could run twice.
-	InFlight int `json:"in_flight,omitempty"`
-}
+// PartitionStatus is one partition's progress as this instance sees it: the read
+// model's (Status.Partitions), or an effect's on it (Status.EffectPartitions).
+type PartitionStatus = lane.PartitionStatus
 
 // Status is what this instance does.
 type Status struct {
@@ -101,8 +73,8 @@ type statusBoard struct {
 	mu      sync.Mutex
 	reached bool // Run has found the topic on Kafka
 	base    Status
-	parts   map[int]*partStatus
-	fxParts map[fxPart]*partStatus
+	parts   map[int]*lane.Row
+	fxParts map[fxPart]*lane.Row
 	effects map[string]map[string]int64
 }
 
@@ -112,23 +84,24 @@ type fxPart struct {
 	partition int
 }
 
-// effectPartition returns the status of an effect on a partition.
-func (b *statusBoard) effectPartition(effect string, p int) *partStatus {
+// EffectPartition returns the row of an effect on a partition.
+func (b *statusBoard) EffectPartition(effect string, p int) *lane.Row {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.fxParts == nil {
-		b.fxParts = map[fxPart]*partStatus{}
+		b.fxParts = map[fxPart]*lane.Row{}
 	}
 	k := fxPart{effect, p}
 	ps, ok := b.fxParts[k]
 	if !ok {
-		ps = &partStatus{s: PartitionStatus{Topic: b.base.Topic, Partition: p, Effect: effect}}
+		ps = lane.NewRow(PartitionStatus{Topic: b.base.Topic, Partition: p, Effect: effect})
 		b.fxParts[k] = ps
 	}
 	return ps
 }
 
-func (b *statusBoard) countEffect(effect, outcome string, n int64) {
+// CountEffect counts n runs of an effect with an outcome.
+func (b *statusBoard) CountEffect(effect, outcome string, n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.effects == nil {
@@ -140,18 +113,12 @@ func (b *statusBoard) countEffect(effect, outcome string, n int64) {
 	b.effects[effect][outcome] += n
 }
 
-type partStatus struct {
-	mu   sync.Mutex
-	s    PartitionStatus
-	rate rateMeter
-}
-
-func (b *statusBoard) partition(p int) *partStatus {
+func (b *statusBoard) partition(p int) *lane.Row {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	ps, ok := b.parts[p]
 	if !ok {
-		ps = &partStatus{s: PartitionStatus{Topic: b.base.Topic, Partition: p}}
+		ps = lane.NewRow(PartitionStatus{Topic: b.base.Topic, Partition: p})
 		b.parts[p] = ps
 	}
 	return ps
@@ -200,11 +167,11 @@ func (b *statusBoard) left() {
 func (b *statusBoard) snapshot() Status {
 	b.mu.Lock()
 	s := b.base
-	parts := make([]*partStatus, 0, len(b.parts))
+	parts := make([]*lane.Row, 0, len(b.parts))
 	for _, p := range b.parts {
 		parts = append(parts, p)
 	}
-	fxParts := make([]*partStatus, 0, len(b.fxParts))
+	fxParts := make([]*lane.Row, 0, len(b.fxParts))
 	for _, p := range b.fxParts {
 		fxParts = append(fxParts, p)
 	}
@@ -224,9 +191,7 @@ func (b *statusBoard) snapshot() Status {
 	}
 	s.Ready = s.Joined
 	for _, p := range parts {
-		p.mu.Lock()
-		ps := p.s
-		p.mu.Unlock()
+		ps := p.Get()
 		s.Partitions = append(s.Partitions, ps)
 		s.Lag += ps.Lag
 		if ps.State != StateLive {
@@ -235,9 +200,7 @@ func (b *statusBoard) snapshot() Status {
 	}
 	sort.Slice(s.Partitions, func(i, j int) bool { return s.Partitions[i].Partition < s.Partitions[j].Partition })
 	for _, p := range fxParts {
-		p.mu.Lock()
-		s.EffectPartitions = append(s.EffectPartitions, p.s)
-		p.mu.Unlock()
+		s.EffectPartitions = append(s.EffectPartitions, p.Get())
 	}
 	sort.Slice(s.EffectPartitions, func(i, j int) bool {
 		a, b := s.EffectPartitions[i], s.EffectPartitions[j]
@@ -246,17 +209,14 @@ func (b *statusBoard) snapshot() Status {
 	return s
 }
 
-func (p *partStatus) set(fn func(*PartitionStatus)) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	fn(&p.s)
+// batch records a committed batch: position, lag, rate, state changes.
+func recordBatch(row *lane.Row, next, highWater int64, out outcome, readyLag int64, log *zap.Logger) {
+	row.Settle(int64(out.applied+out.duplicates+out.ignored+out.parked), func(s *PartitionStatus, perSec float64) {
+		settleBatch(s, perSec, next, highWater, out, readyLag, log)
+	})
 }
 
-// batch records a committed batch: position, lag, rate, state changes.
-func (p *partStatus) batch(next, highWater int64, out outcome, readyLag int64, log *zap.Logger) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	s := &p.s
+func settleBatch(s *PartitionStatus, perSec float64, next, highWater int64, out outcome, readyLag int64, log *zap.Logger) {
 	s.Next = next
 	if highWater > s.HighWater {
 		s.HighWater = highWater
@@ -265,7 +225,7 @@ func (p *partStatus) batch(next, highWater int64, out outcome, readyLag int64, l
 	s.Applied += int64(out.applied)
 	s.Duplicates += int64(out.duplicates)
 	s.Parked += int64(out.parked)
-	s.EventsPerSec = p.rate.add(time.Now(), int64(out.applied+out.duplicates+out.ignored+out.parked))
+	s.EventsPerSec = perSec
 	if s.EventsPerSec > 0 {
 		s.ETASeconds = float64(s.Lag) / s.EventsPerSec
 	}
@@ -281,49 +241,16 @@ func (p *partStatus) batch(next, highWater int64, out outcome, readyLag int64, l
 }
 
 // idle records that no message arrived: the reader is at the end of the partition.
-func (p *partStatus) idle(next int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.s.Next = next
-	if p.s.HighWater < next {
-		p.s.HighWater = next
-	}
-	p.s.Lag = max(0, p.s.HighWater-next)
-	p.s.EventsPerSec = p.rate.add(time.Now(), 0)
-	if p.s.Lag == 0 {
-		p.s.State, p.s.ETASeconds = StateLive, 0
-	}
-}
-
-// rateMeter is events/s over the last few seconds.
-type rateMeter struct {
-	samples []rateSample
-}
-
-type rateSample struct {
-	at time.Time
-	n  int64
-}
-
-const rateWindow = 5 * time.Second
-
-func (m *rateMeter) add(now time.Time, n int64) float64 {
-	m.samples = append(m.samples, rateSample{now, n})
-	cut := 0
-	for cut < len(m.samples)-1 && now.Sub(m.samples[cut].at) > rateWindow {
-		cut++
-	}
-	m.samples = m.samples[cut:]
-	if len(m.samples) < 2 {
-		return 0
-	}
-	var total int64
-	for _, s := range m.samples[1:] {
-		total += s.n
-	}
-	span := now.Sub(m.samples[0].at).Seconds()
-	if span <= 0 {
-		return 0
-	}
-	return float64(total) / span
+func recordIdle(row *lane.Row, next int64) {
+	row.Settle(0, func(s *PartitionStatus, perSec float64) {
+		s.Next = next
+		if s.HighWater < next {
+			s.HighWater = next
+		}
+		s.Lag = max(0, s.HighWater-next)
+		s.EventsPerSec = perSec
+		if s.Lag == 0 {
+			s.State, s.ETASeconds = StateLive, 0
+		}
+	})
 }

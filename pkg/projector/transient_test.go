@@ -9,7 +9,7 @@ import (
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
-	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/admin"
 )
 
 func TestPostgresDownMidReplayWaitsParksNothingAndCompletes(t *testing.T) {
@@ -48,7 +48,7 @@ func TestPostgresDownMidReplayWaitsParksNothingAndCompletes(t *testing.T) {
 
 	f.waitCaughtUp(p, 2*time.Minute)
 	f.assertEqualsFold(p)
-	parked, err := projector.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), true)
+	parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
-	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/admin"
 )
 
 // A reader querying the stable views in a loop while version 2 is built beside
@@ -29,7 +29,7 @@ func TestBlueGreenSwitchIsSeamlessForReaders(t *testing.T) {
 	}
 	f.generate(gen, 8000)
 	v1 := f.domainProjection()
-	versions := projector.Versions{Pool: f.pool, Schema: f.schema, Projection: v1.Name()}
+	versions := admin.Versions{Pool: f.pool, Schema: f.schema, Projection: v1.Name()}
 	cfg := f.config(v1)
 	cfg.ActivateWhenLive = true
 	f.start(cfg)
@@ -97,7 +97,7 @@ func TestBlueGreenSwitchIsSeamlessForReaders(t *testing.T) {
 	if err := f.pool.QueryRow(context.Background(), `SELECT note FROM `+stable+`.users LIMIT 1`).Scan(&note); err != nil {
 		t.Fatalf("the views do not show version 2's new column: %v", err)
 	}
-	if err := versions.Drop(context.Background(), 2); !errors.Is(err, projector.ErrActiveVersion) {
+	if err := versions.Drop(context.Background(), 2); !errors.Is(err, admin.ErrActiveVersion) {
 		t.Fatalf("dropping the active version: %v", err)
 	}
 	if err := versions.Drop(context.Background(), 1); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 )
@@ -25,7 +26,7 @@ type api struct {
 
 // newAPI serves the runner's status, its metrics and the service's own routes.
 // stored asks where the projection stands in PostgreSQL and Kafka, for every instance.
-func (s *service) newAPI(r *projector.Runner, pool *pgxpool.Pool, p *readmodel.Projection, reg *prometheus.Registry, stored projector.Inspection) http.Handler {
+func (s *service) newAPI(r *projector.Runner, pool *pgxpool.Pool, p *readmodel.Projection, reg *prometheus.Registry, stored admin.Inspection) http.Handler {
 	a := &api{runner: r, mux: http.NewServeMux(), stored: storedStatus{in: stored}}
 	a.mux.HandleFunc("GET /{$}", a.page)
 	a.mux.HandleFunc("GET /healthz", a.healthz)
@@ -53,7 +54,7 @@ func (a *api) healthz(w http.ResponseWriter, _ *http.Request) {
 // positions, consumed totals, the effects' watermarks and parked runs — asked of
 // PostgreSQL and Kafka at most every storedMaxAge, whatever the page's refresh rate.
 type storedStatus struct {
-	in projector.Inspection
+	in admin.Inspection
 
 	mu  sync.Mutex
 	at  time.Time
@@ -68,7 +69,7 @@ func (s *storedStatus) get(ctx context.Context) (projector.Status, error) {
 	defer s.mu.Unlock()
 	if time.Since(s.at) >= storedMaxAge {
 		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		s.st, s.err = projector.Inspect(ictx, s.in)
+		s.st, s.err = admin.Inspect(ictx, s.in)
 		cancel()
 		s.at = time.Now()
 	}

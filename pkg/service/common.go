@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
@@ -127,7 +128,7 @@ func (c *common) master(p *readmodel.Projection) ([]byte, error) {
 
 // forgotten reads the key store's record of forgotten subjects, without the master
 // key: reports need who was forgotten when, never a key. done releases what it opened.
-func (c *common) forgotten(ctx context.Context, pool *pgxpool.Pool) (_ projector.Forgettings, done func(), err error) {
+func (c *common) forgotten(ctx context.Context, pool *pgxpool.Pool) (_ forget.Forgettings, done func(), err error) {
 	if c.keyDB == "" {
 		return shred.PGForgotten{Pool: pool, Schema: c.keySchema}, func() {}, nil
 	}

@@ -8,7 +8,7 @@ import (
 	"strconv"
 
 	"github.com/projector/projector/internal/cli"
-	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/admin"
 )
 
 const dlqUsage = `{{.Name}} dlq list|retry|skip: parked events and parked effect runs.
@@ -65,7 +65,7 @@ func (s *service) runDLQ(ctx context.Context, args []string, stdout, _ io.Writer
 		return err
 	}
 	defer pool.Close()
-	q := projector.NewDLQ(pool, d.c.schema, proj.Name(), proj.Version())
+	q := admin.NewDLQ(pool, d.c.schema, proj.Name(), proj.Version())
 	switch sub {
 	case "retry":
 		return d.retry(ctx, q, stdout)
@@ -75,7 +75,7 @@ func (s *service) runDLQ(ctx context.Context, args []string, stdout, _ io.Writer
 	return d.list(ctx, q, stdout)
 }
 
-func (d *dlqCmd) retry(ctx context.Context, q *projector.DLQ, stdout io.Writer) error {
+func (d *dlqCmd) retry(ctx context.Context, q *admin.DLQ, stdout io.Writer) error {
 	var n int64
 	var err error
 	switch {
@@ -93,7 +93,7 @@ func (d *dlqCmd) retry(ctx context.Context, q *projector.DLQ, stdout io.Writer) 
 	return nil
 }
 
-func (d *dlqCmd) skip(ctx context.Context, q *projector.DLQ, stdout io.Writer) error {
+func (d *dlqCmd) skip(ctx context.Context, q *admin.DLQ, stdout io.Writer) error {
 	var list []int64
 	for _, s := range cli.SplitList(d.ids) {
 		id, err := strconv.ParseInt(s, 10, 64)
@@ -113,14 +113,14 @@ func (d *dlqCmd) skip(ctx context.Context, q *projector.DLQ, stdout io.Writer) e
 	return nil
 }
 
-func (d *dlqCmd) list(ctx context.Context, q *projector.DLQ, stdout io.Writer) error {
+func (d *dlqCmd) list(ctx context.Context, q *admin.DLQ, stdout io.Writer) error {
 	if d.effects {
 		parked, err := q.ListEffects(ctx, d.all)
 		if err != nil {
 			return err
 		}
 		return writeList(stdout, d.asJSON, parked, "ID\tEFFECT\tPARTITION\tOFFSET\tEVENT\tSTATE\tATTEMPTS\tERROR",
-			func(p projector.ParkedEffect) string {
+			func(p admin.ParkedEffect) string {
 				return fmt.Sprintf("%d\t%s\t%d\t%d\t%s\t%s\t%d\t%s", p.ID, p.Effect, p.Partition, p.Offset, p.EventID, p.State, p.Attempts, short(p.Error))
 			})
 	}
@@ -133,7 +133,7 @@ func (d *dlqCmd) list(ctx context.Context, q *projector.DLQ, stdout io.Writer) e
 		return nil
 	}
 	return writeList(stdout, d.asJSON, parked, "ID\tPARTITION\tOFFSET\tSUBJECT\tTYPE\tSTATE\tATTEMPTS\tERROR",
-		func(p projector.Parked) string {
+		func(p admin.Parked) string {
 			return fmt.Sprintf("%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s", p.ID, p.Partition, p.Offset, p.Subject, p.EventType, p.State, p.Attempts, short(p.Error))
 		})
 }

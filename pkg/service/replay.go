@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/snapshot"
 )
@@ -39,7 +40,7 @@ func (s *service) runReplay(ctx context.Context, args []string, stdout, _ io.Wri
 	if until == "" || into == "" {
 		return errors.New("replay needs --until and --into")
 	}
-	pit := projector.PointInTime{Brokers: cli.SplitList(c.brokers), Topic: c.topic, Into: into, Store: snapshot.FolderStore{Dir: dir}}
+	pit := admin.PointInTime{Brokers: cli.SplitList(c.brokers), Topic: c.topic, Into: into, Store: snapshot.FolderStore{Dir: dir}}
 	if err := parseUntil(until, &pit); err != nil {
 		return err
 	}
@@ -65,7 +66,7 @@ func (s *service) runReplay(ctx context.Context, args []string, stdout, _ io.Wri
 		}
 	}
 	start := time.Now()
-	res, err := projector.ReplayUntil(ctx, pit)
+	res, err := admin.ReplayUntil(ctx, pit)
 	if err != nil {
 		return err
 	}
@@ -79,7 +80,7 @@ func (s *service) runReplay(ctx context.Context, args []string, stdout, _ io.Wri
 }
 
 // parseUntil reads --until into pit: an RFC 3339 time, or PARTITION:OFFSET,….
-func parseUntil(until string, pit *projector.PointInTime) error {
+func parseUntil(until string, pit *admin.PointInTime) error {
 	if !strings.Contains(until, ":") || strings.Contains(until, "T") {
 		t, err := time.Parse(time.RFC3339, until)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
@@ -248,7 +249,7 @@ func (r *runCmd) consume(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r.start.serve(r.svc.newAPI(runner, r.pool, r.proj, reg, projector.Inspection{
+	r.start.serve(r.svc.newAPI(runner, r.pool, r.proj, reg, admin.Inspection{
 		Pool: r.pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers), Client: r.kc, Topic: c.topic,
 		Projection: r.proj.Name(), Version: r.proj.Version(), ReadyLag: readyLagSetting(r.readyLag), Effects: effectNames(r.fx.names),
 	}))

@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/events"
-	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/sideeffects"
 )
@@ -97,7 +97,7 @@ func TestAnIncompleteConfigIsRefusedByField(t *testing.T) {
 func TestTheServicesRoutesAreMounted(t *testing.T) {
 	t.Parallel()
 	cfg := parcels()
-	h := mustService(t, cfg).newAPI(nil, nil, mustProjection(t, cfg), prometheus.NewRegistry(), projector.Inspection{})
+	h := mustService(t, cfg).newAPI(nil, nil, mustProjection(t, cfg), prometheus.NewRegistry(), admin.Inspection{})
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/parcels", nil))
 	require.Equal(t, http.StatusOK, rec.Code)

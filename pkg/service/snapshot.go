@@ -12,6 +12,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/admin"
+	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
@@ -128,7 +130,7 @@ func (sc *snapCmd) list(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	defer closeKeys()
-	held, err := projector.ForgottenInSnapshots(ctx, sc.store, sc.proj, forgotten)
+	held, err := forget.InSnapshots(ctx, sc.store, sc.proj, forgotten)
 	if err != nil {
 		return err
 	}
@@ -184,8 +186,8 @@ func (sc *snapCmd) scrub(ctx context.Context, stdout io.Writer) error {
 	if keys == nil {
 		return fmt.Errorf("snapshot scrub: %w", shred.ErrNoMasterKey)
 	}
-	done, err := projector.ScrubSnapshots(ctx, projector.Scrub{Pool: sc.pool, Store: sc.store, Projection: sc.proj, Topic: sc.c.topic, Keys: keys})
-	if errors.Is(err, projector.ErrScrubBusy) {
+	done, err := forget.ScrubSnapshots(ctx, forget.Scrub{Pool: sc.pool, Store: sc.store, Projection: sc.proj, Topic: sc.c.topic, Keys: keys})
+	if errors.Is(err, forget.ErrScrubBusy) {
 		return fmt.Errorf("snapshot scrub: %w (a running '%s run' with this --snapshot-dir, most likely): try again when it is done", err, sc.svc.name)
 	}
 	for _, d := range done {
@@ -254,7 +256,7 @@ func restoreSnapshot(ctx context.Context, c *common, pool *pgxpool.Pool, proj *r
 	}
 	brokers := cli.SplitList(c.brokers)
 	dst := snapshot.Target{Pool: pool, Schema: c.schema, Projection: proj, Topic: c.topic,
-		LogStart: func(ctx context.Context) (map[int]int64, error) { return projector.LogStarts(ctx, brokers, c.topic) },
+		LogStart: func(ctx context.Context) (map[int]int64, error) { return admin.LogStarts(ctx, brokers, c.topic) },
 		Progress: progress}
 	var m snapshot.Manifest
 	var err error
@@ -267,7 +269,7 @@ func restoreSnapshot(ctx context.Context, c *common, pool *pgxpool.Pool, proj *r
 	if err != nil {
 		return m, err
 	}
-	_, err = projector.PurgeForgotten(ctx, pool, proj, keys, time.Time{})
+	_, err = forget.Purge(ctx, pool, proj, keys, time.Time{})
 	return m, err
 }
 
@@ -318,7 +320,7 @@ func (s *snapshotFlags) open(ctx context.Context, c *common, pool *pgxpool.Pool,
 		if err := setupFramework(ctx, c, pool, proj); err != nil {
 			return nil, err
 		}
-		pos, err := projector.Inspect(ctx, projector.Inspection{Pool: pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers),
+		pos, err := admin.Inspect(ctx, admin.Inspection{Pool: pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers),
 			Topic: c.topic, Projection: proj.Name(), Version: proj.Version()})
 		if err != nil {
 			return nil, err

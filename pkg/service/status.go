@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/admin"
+	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/snapshot"
@@ -64,7 +66,7 @@ func (s *service) runStatus(ctx context.Context, args []string, stdout, _ io.Wri
 		return err
 	}
 	defer pool.Close()
-	st, err := projector.Inspect(ctx, projector.Inspection{
+	st, err := admin.Inspect(ctx, admin.Inspection{
 		Pool: pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers), Topic: c.topic,
 		Projection: proj.Name(), Version: proj.Version(), ReadyLag: readyLagSetting(readyLag), Interval: interval,
 		Effects: effectNames(effects),
@@ -118,7 +120,7 @@ func snapshotsHoldingForgotten(ctx context.Context, c *common, pool *pgxpool.Poo
 		return nil, err
 	}
 	defer done()
-	held, err := projector.ForgottenInSnapshots(ctx, snapshot.FolderStore{Dir: dir}, proj, forgotten)
+	held, err := forget.InSnapshots(ctx, snapshot.FolderStore{Dir: dir}, proj, forgotten)
 	if err != nil {
 		return nil, err
 	}

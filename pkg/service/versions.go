@@ -7,7 +7,7 @@ import (
 	"strconv"
 
 	"github.com/projector/projector/internal/cli"
-	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/admin"
 )
 
 const versionsUsage = `{{.Name}} versions list|activate|drop: blue/green read models.
@@ -46,13 +46,13 @@ func (s *service) runVersions(ctx context.Context, args []string, stdout, _ io.W
 		return err
 	}
 	defer pool.Close()
-	v := projector.Versions{Pool: pool, Schema: c.schema, Projection: proj.Name()}
+	v := admin.Versions{Pool: pool, Schema: c.schema, Projection: proj.Name()}
 	if sub == "list" {
 		infos, err := v.List(ctx)
 		if err != nil {
 			return err
 		}
-		return writeList(stdout, asJSON, infos, "VERSION\tSCHEMA\tACTIVE", func(i projector.VersionInfo) string {
+		return writeList(stdout, asJSON, infos, "VERSION\tSCHEMA\tACTIVE", func(i admin.VersionInfo) string {
 			return fmt.Sprintf("%d\t%s\t%v", i.Version, i.Schema, i.Active)
 		})
 	}

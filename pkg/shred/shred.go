@@ -140,18 +140,54 @@ type Forgetting struct {
 	Keys    int       `json:"keys_deleted"`
 }
 
+// sealPlan is what Seal encrypts of one event: which fields, under whose key.
+type sealPlan struct {
+	i       int
+	obj     map[string]json.RawMessage
+	subject string
+	fields  []string
+}
+
+// planSeal reads an event with personal data: its subject and the personal fields
+// it holds (none: nothing to seal). A field spelled in another case is refused: Go's
+// JSON decoder matches field names case-insensitively, so "Email" would be read as
+// the email, and published in the clear.
+func planSeal(i int, e *events.Event, pd events.PersonalData) (sealPlan, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(e.Data, &obj); err != nil {
+		return sealPlan{}, &events.ValidationError{Field: "data", Err: fmt.Errorf("%w: personal data needs a JSON object: %w", events.ErrInvalidJSON, err)}
+	}
+	for k := range obj {
+		for _, f := range append([]string{pd.SubjectField}, pd.Fields...) {
+			if k != f && strings.EqualFold(k, f) {
+				return sealPlan{}, &events.ValidationError{Field: "data." + k,
+					Err: fmt.Errorf("%w: %s's field is spelled %q; %q would be read as it and published in the clear", events.ErrInvalidAttribute, e.Type, f, k)}
+			}
+		}
+	}
+	var subject string
+	if raw, ok := obj[pd.SubjectField]; ok {
+		_ = json.Unmarshal(raw, &subject)
+	}
+	if subject == "" {
+		return sealPlan{}, &events.ValidationError{Field: "data." + pd.SubjectField,
+			Err: fmt.Errorf("%w: %s has personal fields, and %q names their subject", events.ErrMissingAttribute, e.Type, pd.SubjectField)}
+	}
+	p := sealPlan{i: i, obj: obj, subject: subject}
+	for _, f := range pd.Fields {
+		if raw, ok := obj[f]; ok && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+			p.fields = append(p.fields, f)
+		}
+	}
+	return p, nil
+}
+
 // Seal encrypts the personal fields of each event whose type has any (see
 // events.WithPersonalData), in place, fetching or creating the subjects' keys in one
 // call. Events already sealed, and types without personal data, are left alone. The
 // error names the event (by index) and the problem; on error no event is changed.
 func Seal(ctx context.Context, keys KeyStore, reg *events.Registry, evs []events.Event) error {
-	type plan struct {
-		i       int
-		obj     map[string]json.RawMessage
-		subject string
-		fields  []string
-	}
-	var plans []plan
+	var plans []sealPlan
 	var subjects []string
 	for i := range evs {
 		e := &evs[i]
@@ -159,40 +195,15 @@ func Seal(ctx context.Context, keys KeyStore, reg *events.Registry, evs []events
 		if !ok || e.Encrypted() || len(e.Data) == 0 {
 			continue
 		}
-		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(e.Data, &obj); err != nil {
-			return fmt.Errorf("event %d (%s): %w", i, e.ID, &events.ValidationError{Field: "data", Err: fmt.Errorf("%w: personal data needs a JSON object: %w", events.ErrInvalidJSON, err)})
+		p, err := planSeal(i, e, pd)
+		if err != nil {
+			return fmt.Errorf("event %d (%s): %w", i, e.ID, err)
 		}
-		// Go's JSON decoder matches field names case-insensitively: "Email" would be
-		// read as the email, so a personal field spelled any other way is refused
-		// rather than published in the clear.
-		for k := range obj {
-			for _, f := range append([]string{pd.SubjectField}, pd.Fields...) {
-				if k != f && strings.EqualFold(k, f) {
-					return fmt.Errorf("event %d (%s): %w", i, e.ID, &events.ValidationError{Field: "data." + k,
-						Err: fmt.Errorf("%w: %s's field is spelled %q; %q would be read as it and published in the clear", events.ErrInvalidAttribute, e.Type, f, k)})
-				}
-			}
-		}
-		var subject string
-		if raw, ok := obj[pd.SubjectField]; ok {
-			_ = json.Unmarshal(raw, &subject)
-		}
-		if subject == "" {
-			return fmt.Errorf("event %d (%s): %w", i, e.ID, &events.ValidationError{Field: "data." + pd.SubjectField,
-				Err: fmt.Errorf("%w: %s has personal fields, and %q names their subject", events.ErrMissingAttribute, e.Type, pd.SubjectField)})
-		}
-		var fields []string
-		for _, f := range pd.Fields {
-			if raw, ok := obj[f]; ok && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-				fields = append(fields, f)
-			}
-		}
-		if len(fields) == 0 {
+		if len(p.fields) == 0 {
 			continue
 		}
-		plans = append(plans, plan{i: i, obj: obj, subject: subject, fields: fields})
-		subjects = append(subjects, subject)
+		plans = append(plans, p)
+		subjects = append(subjects, p.subject)
 	}
 	if len(plans) == 0 {
 		return nil

@@ -8,7 +8,7 @@ import (
 
 // Locker is implemented by a Store that can keep a rewriter and readers of a
 // projection version's snapshots apart across processes: a snapshot rewritten
-// without a forgotten subject's data (projector.ScrubSnapshots) replaces the old one,
+// without a forgotten subject's data (forget.ScrubSnapshots) replaces the old one,
 // which is deleted, and a restore must not be reading it then. Two services sharing
 // the store, each with a database of its own, take turns through it.
 type Locker interface {

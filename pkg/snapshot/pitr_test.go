@@ -10,7 +10,7 @@ import (
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
-	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/snapshot"
 )
 
@@ -42,7 +42,7 @@ func TestPointInTimeReplayEqualsFoldUpToThePoint(t *testing.T) {
 		t.Fatal(err) // a later snapshot, past the point: it must not be used
 	}
 
-	res, err := projector.ReplayUntil(context.Background(), projector.PointInTime{Pool: db, Brokers: testenv.Kafka(t), Topic: w.topic,
+	res, err := admin.ReplayUntil(context.Background(), admin.PointInTime{Pool: db, Brokers: testenv.Kafka(t), Topic: w.topic,
 		Projection: p, Into: "pitr_" + w.name, UntilTime: point, Store: store, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
 	if err != nil {
 		t.Fatal(err)

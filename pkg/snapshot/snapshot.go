@@ -117,21 +117,8 @@ func Take(ctx context.Context, src Source, store Store) (*Manifest, error) {
 	for _, next := range m.Offsets {
 		m.Events += next
 	}
-	var tables []string
-	rows, err := tx.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename`, p.Schema())
+	copies, err := snapshotCopies(ctx, tx, src)
 	if err != nil {
-		return nil, err
-	}
-	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		tables = append(tables, t)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	m.ID = fmt.Sprintf("%s-%012d", m.CreatedAt.Format("20060102T150405.000Z"), m.Events)
@@ -140,13 +127,6 @@ func Take(ctx context.Context, src Source, store Store) (*Manifest, error) {
 		base, _, _ := strings.Cut(old.ID, "-r")
 		m.CreatedAt, m.Rewrites, m.ScrubbedThrough = old.CreatedAt, old.ID, src.ScrubbedThrough.UTC()
 		m.ID = fmt.Sprintf("%s-r%d", base, time.Now().UnixNano())
-	}
-	copies := map[string]string{}
-	for _, t := range tables {
-		copies[t] = `COPY ` + pgx.Identifier{p.Schema(), t}.Sanitize() + ` TO STDOUT (FORMAT binary)`
-	}
-	for name, sql := range framework.SnapshotCopies(src.fw(), p.Name(), p.Version()) {
-		copies[name] = sql
 	}
 	names := make([]string, 0, len(copies))
 	for n := range copies {
@@ -184,6 +164,28 @@ func Take(ctx context.Context, src Source, store Store) (*Manifest, error) {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	return m, tx.Commit(ctx)
+}
+
+// snapshotCopies returns the COPY statement of each file of a snapshot of src:
+// one per table of the projection's schema, and the framework's rows of it.
+func snapshotCopies(ctx context.Context, tx pgx.Tx, src Source) (map[string]string, error) {
+	p := src.Projection
+	rows, err := tx.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename`, p.Schema())
+	if err != nil {
+		return nil, err
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	copies := map[string]string{}
+	for _, t := range tables {
+		copies[t] = `COPY ` + pgx.Identifier{p.Schema(), t}.Sanitize() + ` TO STDOUT (FORMAT binary)`
+	}
+	for name, sql := range framework.SnapshotCopies(src.fw(), p.Name(), p.Version()) {
+		copies[name] = sql
+	}
+	return copies, nil
 }
 
 // checksum covers every table's name, row count and hash.
@@ -286,16 +288,8 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 	if m.Topic != dst.Topic {
 		return m, fmt.Errorf("snapshot %s was taken from topic %s, not %s", id, m.Topic, dst.Topic)
 	}
-	if dst.LogStart != nil {
-		starts, err := dst.LogStart(ctx)
-		if err != nil {
-			return m, fmt.Errorf("snapshot: log start: %w", err)
-		}
-		for part, next := range m.Offsets {
-			if next < starts[part] {
-				return m, fmt.Errorf("snapshot %s: %w: partition %d resumes at %d, the log now starts at %d", id, ErrBelowLogStart, part, next, starts[part])
-			}
-		}
+	if err := checkLogStart(ctx, id, m, dst); err != nil {
+		return m, err
 	}
 	fwName := dst.Schema
 	if fwName == "" {
@@ -318,24 +312,8 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "projector:restore:"+fwName+":"+p.Schema()); err != nil {
 		return m, err
 	}
-	stored, err := framework.HasPositions(ctx, tx, fwName, p.Name(), p.Version())
-	if err != nil {
-		return m, fmt.Errorf("snapshot: the framework's tables are missing (start the runtime's setup first): %w", err)
-	}
-	if stored {
-		return m, fmt.Errorf("snapshot: %w: %s_v%d already has stored offsets in schema %s", ErrNotEmpty, p.Name(), p.Version(), fwName)
-	}
-	for _, t := range m.Tables {
-		if framework.IsFrameworkFile(t.Name) {
-			continue
-		}
-		var n int64
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{p.Schema(), t.Name}.Sanitize()).Scan(&n); err != nil {
-			return m, fmt.Errorf("snapshot: table %s: %w", t.Name, err)
-		}
-		if n > 0 {
-			return m, fmt.Errorf("snapshot: %w: table %s.%s holds %d rows", ErrNotEmpty, p.Schema(), t.Name, n)
-		}
+	if err := checkEmpty(ctx, tx, m, p, fwName); err != nil {
+		return m, err
 	}
 	if err := restoreFiles(ctx, tx, m, open, dst, fwName); err != nil {
 		return m, err
@@ -356,6 +334,49 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 		return m, fmt.Errorf("snapshot: reset sequences: %w", err)
 	}
 	return m, tx.Commit(ctx)
+}
+
+// checkLogStart refuses a snapshot whose offsets lie below the log's start: the
+// events between them and the start are gone, and the catch-up would skip them.
+func checkLogStart(ctx context.Context, id string, m Manifest, dst Target) error {
+	if dst.LogStart == nil {
+		return nil
+	}
+	starts, err := dst.LogStart(ctx)
+	if err != nil {
+		return fmt.Errorf("snapshot: log start: %w", err)
+	}
+	for part, next := range m.Offsets {
+		if next < starts[part] {
+			return fmt.Errorf("snapshot %s: %w: partition %d resumes at %d, the log now starts at %d", id, ErrBelowLogStart, part, next, starts[part])
+		}
+	}
+	return nil
+}
+
+// checkEmpty refuses to restore over a read model: stored offsets, or a table of
+// the snapshot's with rows.
+func checkEmpty(ctx context.Context, tx pgx.Tx, m Manifest, p *readmodel.Projection, fwName string) error {
+	stored, err := framework.HasPositions(ctx, tx, fwName, p.Name(), p.Version())
+	if err != nil {
+		return fmt.Errorf("snapshot: the framework's tables are missing (start the runtime's setup first): %w", err)
+	}
+	if stored {
+		return fmt.Errorf("snapshot: %w: %s_v%d already has stored offsets in schema %s", ErrNotEmpty, p.Name(), p.Version(), fwName)
+	}
+	for _, t := range m.Tables {
+		if framework.IsFrameworkFile(t.Name) {
+			continue
+		}
+		var n int64
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{p.Schema(), t.Name}.Sanitize()).Scan(&n); err != nil {
+			return fmt.Errorf("snapshot: table %s: %w", t.Name, err)
+		}
+		if n > 0 {
+			return fmt.Errorf("snapshot: %w: table %s.%s holds %d rows", ErrNotEmpty, p.Schema(), t.Name, n)
+		}
+	}
+	return nil
 }
 
 // restoreFiles loads a snapshot's files in name order: the framework's rows through

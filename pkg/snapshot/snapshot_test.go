@@ -20,6 +20,7 @@ import (
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projector"
@@ -107,7 +108,7 @@ func (w *world) runUntilCaughtUp(r *projector.Runner, pool *pgxpool.Pool, p *rea
 		}
 	}()
 	testenv.WaitFor(w.t, 3*time.Minute, "the replay to catch up", func() bool {
-		st, err = projector.Inspect(context.Background(), projector.Inspection{Pool: pool, Client: kc,
+		st, err = admin.Inspect(context.Background(), admin.Inspection{Pool: pool, Client: kc,
 			Topic: w.topic, Projection: p.Name(), Version: p.Version(), ReadyLag: -1})
 		return err == nil && st.Lag == 0 && allStarted(st)
 	})
@@ -189,7 +190,7 @@ func TestBootstrapFromSnapshotThenCatchUpEqualsFullReplay(t *testing.T) {
 	}
 	if _, err := snapshot.Restore(context.Background(), store, id, snapshot.Target{Pool: fresh, Projection: p, Topic: w.topic,
 		LogStart: func(ctx context.Context) (map[int]int64, error) {
-			return projector.LogStarts(ctx, testenv.Kafka(t), w.topic)
+			return admin.LogStarts(ctx, testenv.Kafka(t), w.topic)
 		}}); err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +235,7 @@ func TestBadSnapshotsAreRefusedSayingWhy(t *testing.T) {
 				if logStart != nil {
 					return logStart, nil
 				}
-				return projector.LogStarts(ctx, testenv.Kafka(t), w.topic)
+				return admin.LogStarts(ctx, testenv.Kafka(t), w.topic)
 			}})
 		return err
 	}
@@ -387,7 +388,7 @@ func TestSnapshotCarriesParkedEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.runUntilCaughtUp(r, fresh, p)
-	parked, err := projector.NewDLQ(fresh, "", p.Name(), p.Version()).List(context.Background(), false)
+	parked, err := admin.NewDLQ(fresh, "", p.Name(), p.Version()).List(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package projector
+package lane
 
 import (
 	"context"
@@ -14,36 +14,36 @@ import (
 	"github.com/projector/projector/pkg/shred"
 )
 
-// envelope is one message read as an event, its personal fields decrypted (or
+// Envelope is one message read as an event, its personal fields decrypted (or
 // redacted when the subject is forgotten).
-type envelope struct {
-	ev      events.Event
-	problem error // undecodable or unreadable personal data: park it
+type Envelope struct {
+	Event   events.Event
+	Problem error // undecodable or unreadable personal data: park it
 }
 
-// readEnvelopes reads msgs as events and opens the personal data of those wants
+// ReadEnvelopes reads msgs as events and opens the personal data of those wants
 // says the reader will use (others stay sealed, for the unknown-type policy), with
 // one key store lookup for the batch. The error is the key store's (transient: retry
 // the batch); permanent problems are per event. A SubjectForgotten in the batch
 // evicts its subject's keys before anything is opened, so no event of the batch
 // reads a forgotten subject's data from the cache.
-func (r *Runner) readEnvelopes(ctx context.Context, reg *events.Registry, msgs []kafka.Message, wants func(string) bool) ([]envelope, error) {
-	out := make([]envelope, len(msgs))
+func (env *Env) ReadEnvelopes(ctx context.Context, reg *events.Registry, msgs []kafka.Message, wants func(string) bool) ([]Envelope, error) {
+	out := make([]Envelope, len(msgs))
 	var sealed []*events.Event
 	for i, m := range msgs {
 		ev, err := eventlog.FromMessage(m)
-		out[i] = envelope{ev: ev, problem: err}
-		if err == nil && ev.Type == shred.TypeSubjectForgotten && r.cfg.Keys != nil {
-			r.cfg.Keys.Evict(ev.Subject)
+		out[i] = Envelope{Event: ev, Problem: err}
+		if err == nil && ev.Type == shred.TypeSubjectForgotten && env.Keys != nil {
+			env.Keys.Evict(ev.Subject)
 		}
 		if err == nil && ev.Encrypted() && wants(ev.Type) {
-			sealed = append(sealed, &out[i].ev)
+			sealed = append(sealed, &out[i].Event)
 		}
 	}
 	if len(sealed) == 0 {
 		return out, nil
 	}
-	keys := r.cfg.Keys
+	keys := env.Keys
 	var known map[string]shred.Key
 	if keys != nil {
 		var err error
@@ -53,31 +53,31 @@ func (r *Runner) readEnvelopes(ctx context.Context, reg *events.Registry, msgs [
 	}
 	for i := range out {
 		e := &out[i]
-		if e.problem != nil || !e.ev.Encrypted() || !wants(e.ev.Type) {
+		if e.Problem != nil || !e.Event.Encrypted() || !wants(e.Event.Type) {
 			continue
 		}
 		if keys == nil {
-			e.problem = fmt.Errorf("encrypted personal data (%s, key %s) but no key store is configured: start with the master key", e.ev.Encryption, e.ev.KeyID)
+			e.Problem = fmt.Errorf("encrypted personal data (%s, key %s) but no key store is configured: start with the master key", e.Event.Encryption, e.Event.KeyID)
 			continue
 		}
-		if err := shred.Open(ctx, keys, known, &e.ev); err != nil {
+		if err := shred.Open(ctx, keys, known, &e.Event); err != nil {
 			var pe *shred.Error
 			if !errors.As(err, &pe) {
 				return nil, fmt.Errorf("personal data keys: %w", err)
 			}
-			e.problem = err
+			e.Problem = err
 			continue
 		}
-		shred.RedactAll(reg, &e.ev)
+		shred.RedactAll(reg, &e.Event)
 	}
 	return out, nil
 }
 
-// withoutPersonal returns s with the event's personal field values (decrypted ones)
+// WithoutPersonal returns s with the event's personal field values (decrypted ones)
 // replaced by a marker: error texts that are parked or logged — a mail server
 // refusing an address, a database rejecting a value — must not keep plaintext that a
 // forgetting could never reach.
-func withoutPersonal(reg *events.Registry, ev events.Event, s string) string {
+func WithoutPersonal(reg *events.Registry, ev events.Event, s string) string {
 	pd, ok := reg.PersonalData(ev.Type)
 	if !ok || len(ev.Data) == 0 {
 		return s

@@ -1,4 +1,4 @@
-package projector
+package lane
 
 import (
 	"testing"
@@ -12,13 +12,13 @@ func TestErrorTextsLoseThePersonalValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := withoutPersonal(reg, ev, "mail: refused: 550 <ada@example.test> unknown; Ada Lovelace, user u1")
+	got := WithoutPersonal(reg, ev, "mail: refused: 550 <ada@example.test> unknown; Ada Lovelace, user u1")
 	want := "mail: refused: 550 <[personal data: email]> unknown; [personal data: name], user u1"
 	if got != want {
 		t.Fatalf("got  %q\nwant %q", got, want)
 	}
 	other, _ := reg.New("t", "u1", domain.UserChangedPassword{UserID: "u1", PasswordHash: "h"})
-	if s := withoutPersonal(reg, other, "ada@example.test"); s != "ada@example.test" {
+	if s := WithoutPersonal(reg, other, "ada@example.test"); s != "ada@example.test" {
 		t.Fatalf("a type without personal data changed the text: %q", s)
 	}
 }

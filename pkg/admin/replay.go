@@ -1,4 +1,4 @@
-package projector
+package admin
 
 import (
 	"context"
@@ -11,6 +11,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/pkg/eventlog"
+	"github.com/projector/projector/pkg/forget"
+	"github.com/projector/projector/pkg/offsets"
+	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/snapshot"
@@ -31,7 +34,7 @@ type PointInTime struct {
 	Logger     *zap.Logger
 	// Started, when set, is called with the runner once the replay starts (after any
 	// snapshot is restored): a caller can draw progress from its Status.
-	Started func(ctx context.Context, r *Runner) (stop func())
+	Started func(ctx context.Context, r *projector.Runner) (stop func())
 }
 
 // ReplayResult says how a point-in-time replay was built.
@@ -85,6 +88,27 @@ func untilOffsets(ctx context.Context, kc *eventlog.Client, topic string, t time
 	return out, nil
 }
 
+// pointOffsets returns the point of a replay as offsets, per partition, clamped to
+// the log's end: a point past it would never be reached.
+func pointOffsets(ctx context.Context, kc *eventlog.Client, pit PointInTime) (map[int]int64, error) {
+	until := pit.Until
+	if until == nil {
+		var err error
+		if until, err = untilOffsets(ctx, kc, pit.Topic, pit.UntilTime); err != nil {
+			return nil, err
+		}
+	}
+	ends, err := untilOffsets(ctx, kc, pit.Topic, time.Now().Add(24*time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	clamped := map[int]int64{}
+	for part, end := range ends {
+		clamped[part] = min(until[part], end)
+	}
+	return clamped, nil
+}
+
 // ReplayUntil builds the read model as it was at the point: it restores the newest
 // snapshot whose offsets are all at or before the point (if a store is given and one
 // exists), then replays each partition up to the point, into pit.Into.
@@ -98,30 +122,17 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 	// One client for the replay's own questions; the Runner below has its own.
 	kc := eventlog.NewClient(pit.Brokers)
 	defer kc.Close()
-	until := pit.Until
-	if until == nil {
-		var err error
-		if until, err = untilOffsets(ctx, kc, pit.Topic, pit.UntilTime); err != nil {
-			return ReplayResult{}, err
-		}
-	}
-	// A point past the log's end would never be reached: clamp it.
-	ends, err := untilOffsets(ctx, kc, pit.Topic, time.Now().Add(24*time.Hour))
+	until, err := pointOffsets(ctx, kc, pit)
 	if err != nil {
 		return ReplayResult{}, err
 	}
-	clamped := map[int]int64{}
-	for part, end := range ends {
-		clamped[part] = min(until[part], end)
-	}
-	until = clamped
 	res := ReplayResult{Until: until}
 	for _, o := range until {
 		res.Events += o
 	}
 	proj := pit.Projection.InSchema(pit.Into)
 	fw := pit.Into + "_projector"
-	r, err := New(Config{Brokers: pit.Brokers, Topic: pit.Topic, Projection: proj, Pool: pit.Pool, Schema: fw,
+	r, err := projector.New(projector.Config{Brokers: pit.Brokers, Topic: pit.Topic, Projection: proj, Pool: pit.Pool, Schema: fw,
 		GroupID: fmt.Sprintf("projector.replay.%s.%d", pit.Into, time.Now().UnixNano()), Logger: pit.Logger, StopAt: until, Keys: pit.Keys,
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond})
 	if err != nil {
@@ -130,7 +141,7 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 	if err := r.Setup(ctx); err != nil {
 		return res, err
 	}
-	stored, err := r.offsets.List(ctx, pit.Pool, proj.Name(), proj.Version())
+	stored, err := offsets.NewStore(fw).List(ctx, pit.Pool, proj.Name(), proj.Version())
 	if err != nil {
 		return res, err
 	}
@@ -157,7 +168,7 @@ func ReplayUntil(ctx context.Context, pit PointInTime) (ReplayResult, error) {
 		case err != nil:
 			return res, err
 		default:
-			if _, err := PurgeForgotten(ctx, pit.Pool, proj, pit.Keys, time.Time{}); err != nil {
+			if _, err := forget.Purge(ctx, pit.Pool, proj, pit.Keys, time.Time{}); err != nil {
 				return res, err
 			}
 			res.Snapshot, from = m.ID, m.Events

@@ -1,4 +1,4 @@
-package projector
+package effects
 
 import (
 	"context"
@@ -11,10 +11,10 @@ import (
 )
 
 // batchOf returns entries for offsets [from, next).
-func batchOf(from, next int64) []entry {
-	out := make([]entry, 0, next-from)
+func batchOf(from, next int64) []Entry {
+	out := make([]Entry, 0, next-from)
 	for o := from; o < next; o++ {
-		out = append(out, entry{msg: kafka.Message{Offset: o}})
+		out = append(out, Entry{Msg: kafka.Message{Offset: o}})
 	}
 	return out
 }
@@ -25,14 +25,14 @@ func replaying(bool) {}
 
 func TestFeedHandsOverCommittedBatchesAndReadsTheLogOnlyWhereItDoesNotReach(t *testing.T) {
 	t.Parallel()
-	f := newFxFeed(10)
+	f := NewFeed(10)
 	batches, upTo := f.take(0)
 	require.Empty(t, batches)
 	require.Zero(t, upTo, "before the read model's claim nothing is committed")
 
 	// A fresh claim at 40 with the effects' watermark at 0: read [0, 40) from the log.
-	f.claimed(40)
-	f.publish(context.Background(), 40, 45, batchOf(40, 45), replaying) // the feed is off: not queued
+	f.Claimed(40)
+	f.Publish(context.Background(), 40, 45, batchOf(40, 45), replaying) // the feed is off: not queued
 	batches, upTo = f.take(0)
 	require.Empty(t, batches)
 	require.Equal(t, int64(45), upTo)
@@ -40,8 +40,8 @@ func TestFeedHandsOverCommittedBatchesAndReadsTheLogOnlyWhereItDoesNotReach(t *t
 	// Caught up: the feed turns on, and the next batches come in process.
 	_, upTo = f.take(45)
 	require.Zero(t, upTo)
-	f.publish(context.Background(), 45, 48, batchOf(45, 48), replaying)
-	f.publish(context.Background(), 48, 50, batchOf(48, 50), replaying)
+	f.Publish(context.Background(), 45, 48, batchOf(45, 48), replaying)
+	f.Publish(context.Background(), 48, 50, batchOf(48, 50), replaying)
 	batches, upTo = f.take(45)
 	require.Zero(t, upTo)
 	require.Len(t, batches, 2)
@@ -50,8 +50,8 @@ func TestFeedHandsOverCommittedBatchesAndReadsTheLogOnlyWhereItDoesNotReach(t *t
 
 	// A position that moved without a batch (a resync) turns the feed off: the log
 	// covers the gap.
-	f.publish(context.Background(), 50, 60, nil, replaying)
-	f.publish(context.Background(), 60, 62, batchOf(60, 62), replaying)
+	f.Publish(context.Background(), 50, 60, nil, replaying)
+	f.Publish(context.Background(), 60, 62, batchOf(60, 62), replaying)
 	batches, upTo = f.take(50)
 	require.Empty(t, batches)
 	require.Equal(t, int64(62), upTo)
@@ -59,11 +59,11 @@ func TestFeedHandsOverCommittedBatchesAndReadsTheLogOnlyWhereItDoesNotReach(t *t
 
 func TestFeedWaitsForEffectsThatMoveWhileReplayingAndNeverWhenStalledOrLive(t *testing.T) {
 	t.Parallel()
-	f := newFxFeed(4)
-	f.claimed(0)
+	f := NewFeed(4)
+	f.Claimed(0)
 	f.take(0) // on
 	ctx := context.Background()
-	f.publish(ctx, 0, 4, batchOf(0, 4), replaying) // full now
+	f.Publish(ctx, 0, 4, batchOf(0, 4), replaying) // full now
 
 	// The effects take the queue a moment later: the worker waited for room, and
 	// the batch is queued, not left for the log.
@@ -76,7 +76,7 @@ func TestFeedWaitsForEffectsThatMoveWhileReplayingAndNeverWhenStalledOrLive(t *t
 		took <- len(batches)
 	}()
 	start := time.Now()
-	f.publish(ctx, 4, 8, batchOf(4, 8), func(w bool) { mu.Lock(); waited = append(waited, w); mu.Unlock() })
+	f.Publish(ctx, 4, 8, batchOf(4, 8), func(w bool) { mu.Lock(); waited = append(waited, w); mu.Unlock() })
 	require.Less(t, time.Since(start), fxStallAfter)
 	require.Equal(t, 1, <-took)
 	mu.Lock()
@@ -90,12 +90,12 @@ func TestFeedWaitsForEffectsThatMoveWhileReplayingAndNeverWhenStalledOrLive(t *t
 
 	// Effects that finish nothing: the worker waits fxStallAfter at most, then the
 	// feed turns off and the effects read the log.
-	f.publish(ctx, 8, 12, batchOf(8, 12), replaying)
+	f.Publish(ctx, 8, 12, batchOf(8, 12), replaying)
 	start = time.Now()
-	f.publish(ctx, 12, 16, batchOf(12, 16), replaying)
+	f.Publish(ctx, 12, 16, batchOf(12, 16), replaying)
 	require.Less(t, time.Since(start), fxStallAfter+500*time.Millisecond)
 	start = time.Now()
-	f.publish(ctx, 16, 20, batchOf(16, 20), replaying) // off: no wait at all
+	f.Publish(ctx, 16, 20, batchOf(16, 20), replaying) // off: no wait at all
 	require.Less(t, time.Since(start), 100*time.Millisecond)
 	batches, upTo = f.take(8)
 	require.Len(t, batches, 1, "what was queued before the stall is still handed over")
@@ -107,9 +107,9 @@ func TestFeedWaitsForEffectsThatMoveWhileReplayingAndNeverWhenStalledOrLive(t *t
 	// A live partition's worker never waits: a full feed turns off at once.
 	_, upTo = f.take(20)
 	require.Zero(t, upTo) // caught up: on again
-	f.publish(ctx, 20, 24, batchOf(20, 24), nil)
+	f.Publish(ctx, 20, 24, batchOf(20, 24), nil)
 	start = time.Now()
-	f.publish(ctx, 24, 28, batchOf(24, 28), nil)
+	f.Publish(ctx, 24, 28, batchOf(24, 28), nil)
 	require.Less(t, time.Since(start), 100*time.Millisecond)
 	batches, upTo = f.take(20)
 	require.Len(t, batches, 1)

@@ -1,4 +1,4 @@
-package projector
+package forget
 
 import (
 	"context"
@@ -19,14 +19,14 @@ import (
 	"github.com/projector/projector/pkg/snapshot"
 )
 
-// PurgeForgotten applies the projection's SubjectForgotten handler, in one
+// Purge applies the projection's SubjectForgotten handler, in one
 // transaction, for every subject the key store has forgotten since since (zero: all).
 // A restored snapshot may predate a forgetting, or have been taken while its
 // SubjectForgotten was still unread: purging after every restore makes a bootstrap
 // as clean as a replay. Handlers must be idempotent (an UPDATE or DELETE by subject
 // is). Returns how many subjects were purged; 0 when the projection does not handle
 // SubjectForgotten.
-func PurgeForgotten(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Projection, keys shred.KeyStore, since time.Time) (int, error) {
+func Purge(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Projection, keys shred.KeyStore, since time.Time) (int, error) {
 	if keys == nil || !p.Handles(shred.TypeSubjectForgotten) {
 		return 0, nil
 	}
@@ -72,15 +72,15 @@ type Forgettings interface {
 	Forgotten(ctx context.Context, since time.Time) ([]shred.Forgetting, error)
 }
 
-// ForgottenInSnapshots returns, for each snapshot of the projection version in the
+// InSnapshots returns, for each snapshot of the projection version in the
 // store (by id), how many forgotten subjects' data it may still hold: those
 // forgotten after it was last rewritten clean (its manifest's ScrubbedThrough; zero
 // for a snapshot never rewritten). Only a rewrite proves a snapshot clean: one taken
 // after a forgetting may still have been taken before its SubjectForgotten was
-// applied. A runner with the store rewrites these (see Config.ScrubStore), as does
+// applied. A projector.Runner with the store rewrites these (see its Config.ScrubStore), as does
 // ScrubSnapshots. A projection that does not handle SubjectForgotten has nothing to
 // purge: every count is 0.
-func ForgottenInSnapshots(ctx context.Context, store snapshot.Store, p *readmodel.Projection, forgotten Forgettings) (map[string]int, error) {
+func InSnapshots(ctx context.Context, store snapshot.Store, p *readmodel.Projection, forgotten Forgettings) (map[string]int, error) {
 	ms, err := store.List(ctx, p.Name(), p.Version())
 	if err != nil || len(ms) == 0 {
 		return nil, err
@@ -132,8 +132,8 @@ type Scrubbed struct {
 }
 
 // ScrubSnapshots rewrites every snapshot of the projection version that may hold
-// data of a forgotten subject (ForgottenInSnapshots): restored into a scratch
-// schema, purged (PurgeForgotten), taken again with the same offsets and creation
+// data of a forgotten subject (InSnapshots): restored into a scratch
+// schema, purged (Purge), taken again with the same offsets and creation
 // time under a new id, recording ScrubbedThrough, and the old one deleted. Snapshots
 // then hold no personal data of forgotten subjects at rest, and a bootstrap from one
 // is clean. It does nothing, cheaply, when no snapshot needs it.
@@ -149,51 +149,24 @@ func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 	if s.Keys == nil || !s.Projection.Handles(shred.TypeSubjectForgotten) {
 		return nil, nil
 	}
-	pending, err := ForgottenInSnapshots(ctx, s.Store, s.Projection, s.Keys)
-	if err != nil {
+	if due, err := scrubDue(ctx, s); err != nil || !due {
 		return nil, err
-	}
-	left, err := scratchSchemas(ctx, s.Pool, s.Projection)
-	if err != nil {
-		return nil, err
-	}
-	due := len(left) > 0
-	for _, n := range pending {
-		due = due || n > 0
-	}
-	if !due {
-		return nil, nil
 	}
 	conn, err := s.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer conn.Release()
-	lock := fmt.Sprintf("projector:scrub:%s:%d", s.Projection.Name(), s.Projection.Version())
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, lock).Scan(&got); err != nil {
+	unlock, err := lockScrub(ctx, conn, s)
+	if err != nil {
 		return nil, err
 	}
-	if !got {
-		return nil, ErrScrubBusy
-	}
-	defer func() {
-		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, lock)
-	}()
-	if l, ok := s.Store.(snapshot.Locker); ok {
-		unlock, err := l.TryLock(ctx, s.Projection.Name(), s.Projection.Version())
-		if errors.Is(err, snapshot.ErrLocked) {
-			return nil, ErrScrubBusy
-		}
-		if err != nil {
-			return nil, err
-		}
-		defer unlock()
+	defer unlock()
+	left, err := scratchSchemas(ctx, s.Pool, s.Projection)
+	if err != nil {
+		return nil, err
 	}
 	// Scratch schemas a killed scrub left behind hold a restored, unpurged copy.
-	if left, err = scratchSchemas(ctx, s.Pool, s.Projection); err != nil {
-		return nil, err
-	}
 	for _, sc := range left {
 		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{sc}.Sanitize()+" CASCADE"); err != nil {
 			return nil, err
@@ -237,6 +210,52 @@ func ScrubSnapshots(ctx context.Context, s Scrub) ([]Scrubbed, error) {
 	return out, errors.Join(errs...)
 }
 
+// scrubDue reports whether a scrub has anything to do: a snapshot that may hold a
+// forgotten subject's data, or a scratch schema a stopped scrub left.
+func scrubDue(ctx context.Context, s Scrub) (bool, error) {
+	pending, err := InSnapshots(ctx, s.Store, s.Projection, s.Keys)
+	if err != nil {
+		return false, err
+	}
+	left, err := scratchSchemas(ctx, s.Pool, s.Projection)
+	if err != nil {
+		return false, err
+	}
+	due := len(left) > 0
+	for _, n := range pending {
+		due = due || n > 0
+	}
+	return due, nil
+}
+
+// lockScrub takes the scrub's locks, the database's and the store's, or returns
+// ErrScrubBusy; unlock releases both.
+func lockScrub(ctx context.Context, conn *pgxpool.Conn, s Scrub) (unlock func(), err error) {
+	lock := fmt.Sprintf("projector:scrub:%s:%d", s.Projection.Name(), s.Projection.Version())
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, lock).Scan(&got); err != nil {
+		return nil, err
+	}
+	if !got {
+		return nil, ErrScrubBusy
+	}
+	release := func() {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, lock)
+	}
+	if l, ok := s.Store.(snapshot.Locker); ok {
+		unlock, err := l.TryLock(ctx, s.Projection.Name(), s.Projection.Version())
+		if err != nil {
+			release()
+			if errors.Is(err, snapshot.ErrLocked) {
+				return nil, ErrScrubBusy
+			}
+			return nil, err
+		}
+		return func() { unlock(); release() }, nil
+	}
+	return release, nil
+}
+
 func scratchSchemas(ctx context.Context, pool *pgxpool.Pool, p *readmodel.Projection) ([]string, error) {
 	rows, err := pool.Query(ctx, `SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)`, scratchPrefix(p))
 	if err != nil {
@@ -256,18 +275,14 @@ func scrubOne(ctx context.Context, s Scrub, m snapshot.Manifest, through time.Ti
 		_, _ = s.Pool.Exec(dctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{scratch}.Sanitize()+" CASCADE; DROP SCHEMA IF EXISTS "+pgx.Identifier{fw}.Sanitize()+" CASCADE")
 	}()
 	proj := s.Projection.InSchema(scratch)
-	r, err := New(Config{Brokers: []string{"unused:9092"}, Topic: s.Topic, Projection: proj, Pool: s.Pool, Schema: fw})
-	if err != nil {
-		return 0, nil, err
-	}
-	if err := r.Setup(ctx); err != nil {
+	if err := readmodel.Setup(ctx, s.Pool, fw, proj); err != nil {
 		return 0, nil, err
 	}
 	// ScrubSnapshots holds the store's lock: the restore must not wait for it.
 	if _, err := snapshot.Restore(ctx, heldStore{s.Store}, m.ID, snapshot.Target{Pool: s.Pool, Schema: fw, Projection: proj, Topic: s.Topic}); err != nil {
 		return 0, nil, err
 	}
-	n, err := PurgeForgotten(ctx, s.Pool, proj, s.Keys, m.ScrubbedThrough)
+	n, err := Purge(ctx, s.Pool, proj, s.Keys, m.ScrubbedThrough)
 	if err != nil {
 		return 0, nil, err
 	}

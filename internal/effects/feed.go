@@ -1,4 +1,4 @@
-package projector
+package effects
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 // or a batch, while the feed is full, before the read model stops waiting for them.
 const fxStallAfter = time.Second
 
-// fxFeed hands a partition's committed batches from its read-model worker to its
+// Feed hands a partition's committed batches from its read-model worker to its
 // effect dispatcher, in process: the events were read from Kafka and decrypted once,
 // for the read model, and the effects run on the same entries.
 //
@@ -24,7 +24,7 @@ const fxStallAfter = time.Second
 // feed turns off, the worker goes on, and the dispatcher later reads what it missed
 // from the log itself — once for all the partition's effects — until it has caught
 // up with the read model, when the feed turns on again.
-type fxFeed struct {
+type Feed struct {
 	mu        sync.Mutex
 	committed int64        // the read model's stored position; -1 until its worker claimed the partition
 	on        bool         // batches are queued, contiguous from end's value when it turned on
@@ -41,11 +41,12 @@ type fxFeed struct {
 // fxBatch is a committed batch: its entries and the positions before and after it.
 type fxBatch struct {
 	from, next int64
-	entries    []entry
+	entries    []Entry
 }
 
-func newFxFeed(capacity int) *fxFeed {
-	f := &fxFeed{committed: -1, capacity: capacity, wake: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+// NewFeed returns a feed of capacity entries, off until its dispatcher has caught up.
+func NewFeed(capacity int) *Feed {
+	f := &Feed{committed: -1, capacity: capacity, wake: make(chan struct{}, 1), room: make(chan struct{}, 1)}
 	f.progressed()
 	return f
 }
@@ -57,9 +58,9 @@ func signal(c chan struct{}) {
 	}
 }
 
-// claimed records the read model's stored position after a claim: what lies below
+// Claimed records the read model's stored position after a claim: what lies below
 // it is committed, and nothing is queued yet.
-func (f *fxFeed) claimed(next int64) {
+func (f *Feed) Claimed(next int64) {
 	if f == nil {
 		return
 	}
@@ -69,13 +70,13 @@ func (f *fxFeed) claimed(next int64) {
 	signal(f.wake)
 }
 
-// publish records a committed batch that moved the stored position from from to
+// Publish records a committed batch that moved the stored position from from to
 // next, and queues its entries when the feed is on and the batch continues the
 // queue. A full queue is waited for while the effects make progress, when waiting is
 // not nil (it says so meanwhile); when they stall, or ctx ends, or waiting is nil,
 // the feed turns off instead. No entries (a position that moved without a batch of
 // this worker's) turn it off.
-func (f *fxFeed) publish(ctx context.Context, from, next int64, entries []entry, waiting func(bool)) {
+func (f *Feed) Publish(ctx context.Context, from, next int64, entries []Entry, waiting func(bool)) {
 	if f == nil {
 		return
 	}
@@ -117,7 +118,7 @@ func (f *fxFeed) publish(ctx context.Context, from, next int64, entries []entry,
 
 // stop turns the feed off for good: the dispatcher has stopped, and the worker must
 // not wait for it.
-func (f *fxFeed) stop() {
+func (f *Feed) stop() {
 	f.mu.Lock()
 	f.stopped, f.on, f.queue, f.queued = true, false, nil, 0
 	f.mu.Unlock()
@@ -125,7 +126,7 @@ func (f *fxFeed) stop() {
 }
 
 // progressed records that the effects finished something: a full feed is waited for.
-func (f *fxFeed) progressed() {
+func (f *Feed) progressed() {
 	if f != nil {
 		f.progress.Store(time.Now().UnixNano())
 	}
@@ -136,7 +137,7 @@ func (f *fxFeed) progressed() {
 // which it must read the log itself (the start of the queue, or the read model's
 // stored position). It returns neither when nothing is committed beyond pos, and
 // then turns the feed on, if it was off: the dispatcher has caught up.
-func (f *fxFeed) take(pos int64) (batches []fxBatch, readUpTo int64) {
+func (f *Feed) take(pos int64) (batches []fxBatch, readUpTo int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	defer signal(f.room)
@@ -164,7 +165,7 @@ func (f *fxFeed) take(pos int64) (batches []fxBatch, readUpTo int64) {
 
 // position returns the read model's stored position as the feed knows it (-1
 // before the claim).
-func (f *fxFeed) position() int64 {
+func (f *Feed) position() int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.committed

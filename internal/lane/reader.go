@@ -1,0 +1,119 @@
+package lane
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/projector/projector/internal/retry"
+)
+
+// Reader is a kafka-go reader for one lane's partition that starts over at the
+// lane's position after a read error, instead of giving up: a broker restart is a
+// transient fault like any other. It is open only while reading: Close it when
+// another source (the effects' feed) has the rest.
+type Reader struct {
+	env    *Env
+	l      *Lane
+	reader *kafka.Reader
+	fails  int
+}
+
+// readerRetry is how long a reader waits after failures in a row before it starts over.
+var readerRetry = retry.Policy{Min: 250 * time.Millisecond, Max: 5 * time.Second}
+
+// NewReader returns a closed reader of the lane's partition.
+func (env *Env) NewReader(l *Lane) *Reader { return &Reader{env: env, l: l} }
+
+// Open opens the reader at the lane's position.
+func (rd *Reader) Open() error {
+	env := rd.env
+	rd.reader = kafka.NewReader(kafka.ReaderConfig{
+		Brokers: env.Brokers, Topic: env.Topic, Partition: rd.l.Key.Partition,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
+		QueueCapacity: max(100, 2*env.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
+		MaxAttempts: 10,
+		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) { rd.l.Log.Sugar().Debugf("kafka reader: "+f, a...) }),
+	})
+	return rd.reader.SetOffset(rd.l.Next)
+}
+
+// IsOpen reports whether the reader is open.
+func (rd *Reader) IsOpen() bool { return rd.reader != nil }
+
+// Close closes the reader; the next read opens it at the lane's position.
+func (rd *Reader) Close() {
+	if rd.reader != nil {
+		_ = rd.reader.Close()
+		rd.reader = nil
+	}
+}
+
+// Fetch returns the next message, waiting at most wait for it.
+func (rd *Reader) Fetch(ctx context.Context, wait time.Duration) (kafka.Message, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return rd.reader.FetchMessage(ctx)
+}
+
+// ReadBatch reads a batch from the lane's position. On a read error it logs,
+// waits, closes the reader and returns the error; the next call reopens it.
+func (rd *Reader) ReadBatch(ctx context.Context) ([]kafka.Message, error) {
+	if rd.reader == nil {
+		if err := rd.Open(); err != nil {
+			return nil, err
+		}
+	}
+	msgs, err := rd.readBatch(ctx)
+	if err == nil || ctx.Err() != nil {
+		rd.fails = 0
+		return msgs, err
+	}
+	rd.Failed(ctx, err)
+	return nil, err
+}
+
+// Failed logs a read error, closes the reader (the next read reopens it at the
+// position) and waits a little longer after each failure in a row.
+func (rd *Reader) Failed(ctx context.Context, err error) {
+	rd.fails++
+	rd.env.Transient.Inc()
+	if rd.fails == 1 || rd.fails%10 == 0 {
+		rd.l.Log.Warn("reading the partition failed; starting over at the stored position", zap.Int("attempt", rd.fails), zap.Error(err))
+	}
+	rd.Close()
+	_ = retry.Sleep(ctx, readerRetry.Wait(rd.fails))
+}
+
+// readBatch waits up to a second for a first message, then gathers more until the
+// batch is full or BatchTimeout has passed. An empty batch means the partition is idle.
+func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
+	m, err := rd.Fetch(ctx, time.Second)
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	batch := make([]kafka.Message, 1, rd.env.BatchSize)
+	batch[0] = m
+	fill, cancel := context.WithTimeout(ctx, rd.env.BatchTimeout)
+	defer cancel()
+	for len(batch) < rd.env.BatchSize {
+		m, err := rd.reader.FetchMessage(fill)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				break
+			}
+			return nil, err
+		}
+		batch = append(batch, m)
+	}
+	return batch, nil
+}

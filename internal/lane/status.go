@@ -1,0 +1,115 @@
+package lane
+
+import (
+	"sync"
+	"time"
+)
+
+// Partition states.
+const (
+	StateClaiming  = "claiming"  // taking the partition over
+	StateReplaying = "replaying" // catching up: its lag above ReadyLag
+	StateLive      = "live"      // its lag at most ReadyLag
+	StateReleased  = "released"  // no longer owned by this instance
+
+	// StateCatchingUp is an effect's, on a partition, while it reads from the log
+	// what the read model committed before the effect caught up with it (after a
+	// claim, or when the effect fell behind); it turns live when it runs on the
+	// read model's batches as they commit.
+	StateCatchingUp = "catching-up"
+)
+
+// PartitionStatus is one partition's progress as this instance sees it: the read
+// model's, or an effect's on it (Effect set). Package projector reports it.
+type PartitionStatus struct {
+	Topic        string  `json:"topic"`
+	Partition    int     `json:"partition"`
+	State        string  `json:"state"`
+	Next         int64   `json:"next_offset"`
+	HighWater    int64   `json:"high_water"`
+	Lag          int64   `json:"lag"`
+	EventsPerSec float64 `json:"events_per_sec"`
+	ETASeconds   float64 `json:"eta_seconds"`
+	Applied      int64   `json:"applied"`
+	// Consumed counts the events read and settled (applied, duplicates, skipped,
+	// parked) at the stored position, over every instance and restart (Inspect only).
+	Consumed   int64  `json:"consumed,omitempty"`
+	Duplicates int64  `json:"duplicates"`
+	Parked     int64  `json:"parked"`
+	Waiting    string `json:"waiting,omitempty"` // what it waits on: the transient error being retried, if any
+
+	// Effect names the effect, in Status.EffectPartitions; there Next is the
+	// effect's watermark, HighWater the read model's stored position, Lag the events
+	// between them, Parked the runs parked, and Waiting what the effect waits on:
+	// Redis, the downstream system (its last error), or keys another holder has.
+	Effect string `json:"effect,omitempty"`
+	// InFlight counts an effect's runs started and not yet settled in the ledger:
+	// at most the effect concurrency, and all that a crash now could run twice.
+	InFlight int `json:"in_flight,omitempty"`
+}
+
+// Row is a lane's row on the status board: its PartitionStatus, behind a lock, and
+// its rate meter.
+type Row struct {
+	mu   sync.Mutex
+	s    PartitionStatus
+	rate rateMeter
+}
+
+// NewRow returns a row that starts as s.
+func NewRow(s PartitionStatus) *Row { return &Row{s: s} }
+
+// Set changes the row under its lock.
+func (r *Row) Set(fn func(*PartitionStatus)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn(&r.s)
+}
+
+// Settle records that n events were settled now, and changes the row with the
+// events/s of the last few seconds.
+func (r *Row) Settle(n int64, fn func(s *PartitionStatus, perSec float64)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn(&r.s, r.rate.add(time.Now(), n))
+}
+
+// Get returns a copy of the row.
+func (r *Row) Get() PartitionStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.s
+}
+
+// rateMeter is events/s over the last few seconds.
+type rateMeter struct {
+	samples []rateSample
+}
+
+type rateSample struct {
+	at time.Time
+	n  int64
+}
+
+const rateWindow = 5 * time.Second
+
+func (m *rateMeter) add(now time.Time, n int64) float64 {
+	m.samples = append(m.samples, rateSample{now, n})
+	cut := 0
+	for cut < len(m.samples)-1 && now.Sub(m.samples[cut].at) > rateWindow {
+		cut++
+	}
+	m.samples = m.samples[cut:]
+	if len(m.samples) < 2 {
+		return 0
+	}
+	var total int64
+	for _, s := range m.samples[1:] {
+		total += s.n
+	}
+	span := now.Sub(m.samples[0].at).Seconds()
+	if span <= 0 {
+		return 0
+	}
+	return float64(total) / span
+}
