@@ -39,6 +39,9 @@ type PartitionStatus struct {
 	Duplicates int64  `json:"duplicates"`
 	Parked     int64  `json:"parked"`
 	Waiting    string `json:"waiting,omitempty"` // what it waits on: the transient error being retried, if any
+	// Deadlocks counts the partition's batches lost to a deadlock since it was
+	// claimed here, each retried in halves.
+	Deadlocks int64 `json:"deadlocks,omitempty"`
 
 	// Effect names the effect, in Status.EffectPartitions; there Next is the
 	// effect's watermark, HighWater the read model's stored position, Lag the events
@@ -65,6 +68,9 @@ type Status struct {
 	Waiting string `json:"waiting,omitempty"`
 	Ready   bool   `json:"ready"`
 	Lag     int64  `json:"lag"` // the sum over the partitions, for information: readiness is per partition
+	// Deadlocks counts this instance's batches lost to a deadlock (40P01), each
+	// retried in halves after a backoff (projector_deadlocks_total).
+	Deadlocks int64 `json:"deadlocks,omitempty"`
 	// ReadyLag is the lag a live partition may have, and ReadyRule how readiness
 	// follows from it (ReadyRule: per partition).
 	ReadyLag   int64             `json:"ready_lag"`
