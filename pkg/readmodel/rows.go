@@ -2,6 +2,7 @@ package readmodel
 
 import (
 	"cmp"
+	"fmt"
 	"reflect"
 	"slices"
 
@@ -25,6 +26,7 @@ type slot[R any] struct {
 	row    R
 	exists bool
 	dirty  bool
+	absent bool // loaded as absent, and not written since: an insert, not an update
 }
 
 // tableState is a Table's identity map in one Writer.
@@ -72,7 +74,11 @@ func (s *tableState[K, R]) queueLoad(b *pgx.Batch) bool {
 			return err
 		}
 		for _, k := range keys {
-			s.rows[k] = found[k] // absent keys are held as absent: not loaded again
+			sl, ok := found[k]
+			if !ok {
+				sl.absent = true // held as absent: not loaded again
+			}
+			s.rows[k] = sl
 		}
 		return nil
 	})
@@ -125,7 +131,20 @@ func (s *tableState[K, R]) sync(b *pgx.Batch) int {
 	}
 	if len(put) > 0 {
 		slices.Sort(put)
-		b.Queue(t.upsert, s.columns(put)...)
+		var fresh []K
+		for _, k := range put {
+			if s.rows[k].absent {
+				fresh = append(fresh, k)
+			}
+		}
+		b.Queue(t.upsert, append(s.columns(put), fresh)...).Query(func(rows pgx.Rows) error {
+			raced, err := pgx.CollectRows(rows, pgx.RowTo[K])
+			if err != nil || len(raced) == 0 {
+				return err
+			}
+			return Transient(fmt.Errorf("readmodel: table %s: %d rows loaded as absent were inserted meanwhile by another transaction (%v…): the batch is retried",
+				t.name, len(raced), raced[0]))
+		})
 		n++
 	}
 	for _, k := range gone {
@@ -133,7 +152,7 @@ func (s *tableState[K, R]) sync(b *pgx.Batch) int {
 	}
 	for _, k := range put {
 		sl := s.rows[k]
-		sl.dirty = false
+		sl.dirty, sl.absent = false, false
 		s.rows[k] = sl
 	}
 	return n

@@ -13,7 +13,11 @@ import (
 )
 
 // Table is a read-model table whose rows handlers read and write in memory, by
-// primary key: the fast path. Declare it once, beside the projection's migrations:
+// primary key: the fast path. Loading a row locks it (FOR UPDATE, in key order)
+// until the batch commits, so that partitions sharing rows take turns on them and
+// never lose each other's updates; a row loaded as absent and found inserted by
+// another transaction at commit fails the batch with a transient error, and the
+// runtime retries it. Declare a table once, beside the projection's migrations:
 //
 //	users := readmodel.NewTable[string, User](p, "users", "user_id")
 //
@@ -115,7 +119,7 @@ func pgTypeOf(t reflect.Type) string {
 func (t *Table[K, R]) prepareSQL() {
 	cols := strings.Join(t.cols, ", ")
 	pk := t.cols[t.pk]
-	t.selects = fmt.Sprintf(`SELECT %s FROM %s WHERE %s = ANY($1)`, cols, t.name, pk)
+	t.selects = fmt.Sprintf(`SELECT %s FROM %s WHERE %s = ANY($1) ORDER BY %s FOR UPDATE`, cols, t.name, pk, pk)
 	t.deletes = fmt.Sprintf(`DELETE FROM %s WHERE %s = ANY($1)`, t.name, pk)
 	params := make([]string, len(t.cols))
 	var set []string
@@ -125,12 +129,16 @@ func (t *Table[K, R]) prepareSQL() {
 			set = append(set, c+" = EXCLUDED."+c)
 		}
 	}
-	action := "DO NOTHING"
-	if len(set) > 0 {
-		action = "DO UPDATE SET " + strings.Join(set, ", ")
+	if len(set) == 0 {
+		set = []string{pk + " = EXCLUDED." + pk}
 	}
-	t.upsert = fmt.Sprintf(`INSERT INTO %s (%s) SELECT * FROM unnest(%s) ON CONFLICT (%s) %s`,
-		t.name, cols, strings.Join(params, ", "), pk, action)
+	// The keys loaded as absent ($n+1) must be inserted: one that was updated
+	// instead was inserted by another transaction since, and the batch is stale.
+	// An updated row's new version carries the lock its update took (xmax).
+	t.upsert = fmt.Sprintf(`WITH w AS (INSERT INTO %s (%s) SELECT * FROM unnest(%s)
+		ON CONFLICT (%s) DO UPDATE SET %s RETURNING %s, xmax = 0 AS inserted)
+		SELECT %s FROM w WHERE NOT inserted AND %s = ANY($%d)`,
+		t.name, cols, strings.Join(params, ", "), pk, strings.Join(set, ", "), pk, pk, pk, len(t.cols)+1)
 }
 
 // Name returns the table's name.
@@ -155,8 +163,8 @@ func (t *Table[K, R]) Get(ctx context.Context, w *Writer, key K) (R, bool, error
 
 // Put writes row, replacing any row with its key, without reading it first.
 func (t *Table[K, R]) Put(w *Writer, row R) {
-	s := t.state(w)
-	s.rows[t.key(row)] = slot[R]{row: row, exists: true, dirty: true}
+	s, k := t.state(w), t.key(row)
+	s.rows[k] = slot[R]{row: row, exists: true, dirty: true, absent: s.rows[k].absent}
 }
 
 // Update changes the row with key by fn, when it exists, and reports whether it did.
