@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -473,12 +474,14 @@ func TestSortedWritesDoNotDeadlock(t *testing.T) {
 		}
 		return ds
 	}
+	var raced atomic.Int64
 	retrying := func(ds []events.Decoded) error {
 		for {
 			err := b.applyDecoded(pool, ds)
 			if !readmodel.IsTransient(err) || isDeadlock(err) {
 				return err
 			}
+			raced.Add(1)
 		}
 	}
 	for i := range 20 {
@@ -490,6 +493,7 @@ func TestSortedWritesDoNotDeadlock(t *testing.T) {
 		require.NoError(t, <-errs)
 		require.NoError(t, <-errs)
 	}
+	t.Logf("%d batches retried after a race on a new row", raced.Load())
 	got := balances(t, pool)
 	require.Equal(t, 41, got["k1"])
 	require.Equal(t, 41, got["k2"])
