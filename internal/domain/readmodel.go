@@ -21,22 +21,7 @@ func NewProjection(name string, version int) (*readmodel.Projection, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Migrate(
-		`CREATE TABLE users (
-			user_id             text PRIMARY KEY,
-			email               text NOT NULL,
-			name                text NOT NULL,
-			registered_at       timestamptz NOT NULL,
-			password_changed_at timestamptz,
-			article_count       int NOT NULL DEFAULT 0)`,
-		`CREATE TABLE articles (
-			article_id   text PRIMARY KEY,
-			user_id      text NOT NULL,
-			title        text NOT NULL,
-			body         text NOT NULL,
-			published_at timestamptz NOT NULL)`,
-		`CREATE INDEX articles_by_user ON articles (user_id)`,
-	)
+	p.Migrate(migrations...)
 	handleRows(p)
 	// Forgetting a user keeps the row (its counts are not personal) and overwrites
 	// what was: a replay after the forgetting writes the same marker from the
@@ -94,6 +79,24 @@ func handleRows(p *readmodel.Projection) {
 		users.Delete(w, v.UserID)
 		return nil
 	})
+}
+
+// migrations make the example read model's tables.
+var migrations = []string{
+	`CREATE TABLE users (
+			user_id             text PRIMARY KEY,
+			email               text NOT NULL,
+			name                text NOT NULL,
+			registered_at       timestamptz NOT NULL,
+			password_changed_at timestamptz,
+			article_count       int NOT NULL DEFAULT 0)`,
+	`CREATE TABLE articles (
+			article_id   text PRIMARY KEY,
+			user_id      text NOT NULL,
+			title        text NOT NULL,
+			body         text NOT NULL,
+			published_at timestamptz NOT NULL)`,
+	`CREATE INDEX articles_by_user ON articles (user_id)`,
 }
 
 // User is a row of the read model's users table.

@@ -13,6 +13,7 @@ import (
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
 	"github.com/projector/projector/pkg/sideeffects"
 )
@@ -55,16 +56,23 @@ func BenchmarkReplay(b *testing.B) {
 			b.ReportMetric(float64(got)/time.Since(start).Seconds(), "events/s")
 		}
 	})
-	b.Run("projector", func(b *testing.B) {
+	replay := func(b *testing.B, mk func(string, int) (*readmodel.Projection, error)) {
 		for b.Loop() {
-			p := f.domainProjection()
+			p, err := mk(f.projectionName(), 1)
+			if err != nil {
+				b.Fatal(err)
+			}
 			start := time.Now()
 			_, stop := f.start(f.config(p))
 			f.waitCaughtUp(p, 5*time.Minute)
 			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "events/s")
 			stop()
 		}
-	})
+	}
+	// The example domain on the row API, and the same read model with every handler
+	// on Exec (one statement per change, as before it): compare them as a ratio.
+	b.Run("projector", func(b *testing.B) { replay(b, domain.NewProjection) })
+	b.Run("projector-exec", func(b *testing.B) { replay(b, domain.NewExecProjection) })
 }
 
 // BenchmarkEffects measures effect runs per second with a no-op sink over 20,000
