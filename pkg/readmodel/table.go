@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/projector/projector/pkg/events"
@@ -31,7 +30,7 @@ import (
 //
 // A Table's methods are called only from handlers, with the handler's Writer.
 type Table[K cmp.Ordered, R any] struct {
-	id      int64  // declaration order: tables are written in it
+	order   int    // declaration order in its projection: tables are written in it
 	name    string // unqualified: it resolves in the projection's schema
 	cols    []string
 	fields  [][]int // each column's struct field index
@@ -41,8 +40,6 @@ type Table[K cmp.Ordered, R any] struct {
 	upsert  string
 	deletes string
 }
-
-var tableIDs atomic.Int64
 
 // NewTable declares the table name of p, keyed by the column primaryKey. It panics
 // when R is not a struct with `db` tags, or the primary key's field is not of type
@@ -55,7 +52,7 @@ func NewTable[K cmp.Ordered, R any](p *Projection, name, primaryKey string) *Tab
 	if rt.Kind() != reflect.Struct {
 		panic(fmt.Sprintf("readmodel: table %s: row type %v is not a struct", name, rt))
 	}
-	t := &Table[K, R]{id: tableIDs.Add(1), name: name, pk: -1}
+	t := &Table[K, R]{order: len(p.tables), name: name, pk: -1}
 	for _, f := range reflect.VisibleFields(rt) {
 		col, _, _ := strings.Cut(f.Tag.Get("db"), ",")
 		if col == "" || col == "-" || !f.IsExported() {
@@ -194,6 +191,9 @@ func (t *Table[K, R]) Delete(w *Writer, key K) {
 // not have.
 func (t *Table[K, R]) DeleteWhere(w *Writer, column string, value any) {
 	c := t.column(column)
+	if ft := fieldType[R](t.fields[c]); reflect.TypeOf(value) != ft {
+		panic(fmt.Sprintf("readmodel: table %s: DeleteWhere %s with a %T, the column's field is a %v", t.name, column, value, ft))
+	}
 	s := t.state(w)
 	for k, sl := range s.rows {
 		if sl.exists && reflect.ValueOf(sl.row).FieldByIndex(t.fields[c]).Interface() == value {
@@ -222,11 +222,11 @@ func (t *Table[K, R]) key(row R) K {
 
 // state returns the table's rows in w, made on first use.
 func (t *Table[K, R]) state(w *Writer) *tableState[K, R] {
-	if s, ok := w.tables[t.id]; ok {
+	if s, ok := w.tables[t]; ok {
 		return s.(*tableState[K, R])
 	}
 	s := &tableState[K, R]{t: t, rows: map[K]slot[R]{}, want: map[K]struct{}{}}
-	w.addTable(t.id, s)
+	w.addTable(t, t.order, s)
 	return s
 }
 

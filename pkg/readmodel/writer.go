@@ -1,6 +1,7 @@
 package readmodel
 
 import (
+	"cmp"
 	"context"
 	"slices"
 
@@ -22,11 +23,11 @@ import (
 type Writer struct {
 	tx     pgx.Tx
 	batch  *pgx.Batch
-	n      int // statements queued since the last flush
-	total  int // statements queued over the writer's life
-	tables map[int64]rowSet
-	order  []int64 // table ids, in declaration order: rows are written in it
-	inFn   bool    // a handler is running (Projection.Apply)
+	n      int            // statements queued since the last flush
+	total  int            // statements queued over the writer's life
+	tables map[any]rowSet // by *Table
+	order  []tableRows    // in declaration order: rows are written in it
+	inFn   bool           // a handler is running (Projection.Apply)
 }
 
 // NewWriter returns a writer over tx. The runtime and package projectortest make
@@ -113,8 +114,8 @@ func (w *Writer) send(ctx context.Context) error {
 // trip; nothing when no key is wanted.
 func (w *Writer) load(ctx context.Context) error {
 	queued := 0
-	for _, id := range w.order {
-		if w.tables[id].queueLoad(w.batch) {
+	for _, t := range w.order {
+		if t.rows.queueLoad(w.batch) {
 			queued++
 		}
 	}
@@ -126,19 +127,25 @@ func (w *Writer) load(ctx context.Context) error {
 	return w.send(ctx)
 }
 
+// tableRows is a table's rows in a Writer, with the table's declaration order.
+type tableRows struct {
+	order int
+	rows  rowSet
+}
+
 // addTable makes room for a table's rows, keeping the tables in declaration order.
-func (w *Writer) addTable(id int64, s rowSet) {
+func (w *Writer) addTable(table any, order int, s rowSet) {
 	if w.tables == nil {
-		w.tables = map[int64]rowSet{}
+		w.tables = map[any]rowSet{}
 	}
-	w.tables[id] = s
-	i, _ := slices.BinarySearch(w.order, id)
-	w.order = slices.Insert(w.order, i, id)
+	w.tables[table] = s
+	i, _ := slices.BinarySearchFunc(w.order, order, func(t tableRows, o int) int { return cmp.Compare(t.order, o) })
+	w.order = slices.Insert(w.order, i, tableRows{order: order, rows: s})
 }
 
 func (w *Writer) syncRows() {
-	for _, id := range w.order {
-		n := w.tables[id].sync(w.batch)
+	for _, t := range w.order {
+		n := t.rows.sync(w.batch)
 		w.n += n
 		w.total += n
 	}
