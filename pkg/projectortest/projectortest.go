@@ -125,7 +125,7 @@ func (h *Harness) Apply(ctx context.Context, evs ...events.Event) error {
 	}
 	for i, d := range ds {
 		if err := h.p.Apply(ctx, w, d); err != nil {
-			return fmt.Errorf("event %d (%s): %w", at[i], d.Event.ID, err)
+			return fmt.Errorf("event %d (%s): %w", at[i], d.ID, err)
 		}
 	}
 	if err := w.Flush(ctx); err != nil {
