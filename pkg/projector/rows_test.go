@@ -223,3 +223,43 @@ func TestRowAPIStatementsPerBatch(t *testing.T) {
 	require.LessOrEqual(t, s.n["WITH w AS (INSERT INTO customers"], batches, "at most one write of customers per batch")
 	require.LessOrEqual(t, s.n["WITH w AS (INSERT INTO orders"], batches, "at most one write of orders per batch")
 }
+
+// TestDeadlockSplitsTheBatchAndCountsIt: a handler whose statement PostgreSQL
+// fails as a deadlock victim (40P01, raised here for the first three attempts) has
+// its batch split in halves, each retried after a backoff, every deadlock counted;
+// every event is applied once, in order.
+func TestDeadlockSplitsTheBatchAndCountsIt(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	reg := events.NewRegistry()
+	events.Register[noted](reg, "Noted")
+	p, err := readmodel.New(f.projectionName(), 1, reg)
+	require.NoError(t, err)
+	p.Migrate(`CREATE TABLE log (pos bigserial PRIMARY KEY, subject text NOT NULL, seq bigint NOT NULL, n int NOT NULL)`,
+		`CREATE SEQUENCE victims`, // not transactional: counts the attempts across rollbacks
+		`CREATE FUNCTION maybe_deadlock() RETURNS void LANGUAGE plpgsql AS $$
+		 BEGIN
+		   IF nextval('victims') <= 3 THEN
+		     RAISE EXCEPTION 'deadlock detected (test)' USING ERRCODE = '40P01';
+		   END IF;
+		 END $$`)
+	readmodel.Handle(p, func(_ context.Context, w *readmodel.Writer, e events.Event, v noted) error {
+		w.Exec(`INSERT INTO log (subject, seq, n) VALUES ($1, $2, $3)`, e.Subject, int64(e.Sequence), v.N)
+		if v.N == 1 || v.N == 25 {
+			w.Exec(`SELECT maybe_deadlock()`)
+		}
+		return nil
+	})
+	var evs []events.Event
+	for seq := uint64(1); seq <= 40; seq++ {
+		evs = append(evs, note(t, "a", seq, false))
+	}
+	f.publish(evs...)
+	cfg := f.config(p)
+	cfg.BatchSize = 100
+	r, stop := f.start(cfg)
+	f.waitCaughtUp(p, time.Minute)
+	stop()
+	require.Equal(t, map[string][]int64{"a": seqs(1, 40)}, appliedSeqs(t, f, p))
+	require.EqualValues(t, 3, r.Status().Deadlocks)
+}
