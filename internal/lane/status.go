@@ -37,6 +37,9 @@ type PartitionStatus struct {
 	Duplicates int64  `json:"duplicates"`
 	Parked     int64  `json:"parked"`
 	Waiting    string `json:"waiting,omitempty"` // what it waits on: the transient error being retried, if any
+	// Deadlocks counts the partition's batches lost to a deadlock since it was
+	// claimed here, each retried in halves.
+	Deadlocks int64 `json:"deadlocks,omitempty"`
 
 	// Effect names the effect, in Status.EffectPartitions; there Next is the
 	// effect's watermark, HighWater the read model's stored position, Lag the events

@@ -510,6 +510,9 @@ func (r *Runner) applyOnce(ctx context.Context, p *partition, entries []entry, c
 			return outcome{}, err
 		}
 	}
+	if err := r.preload(ctx, w, entries, careful); err != nil {
+		return outcome{}, err
+	}
 	out, err := r.walk(ctx, w, p, st, entries, careful, false, known)
 	if err != nil {
 		return out, err

@@ -20,6 +20,7 @@ type metrics struct {
 	lag        *prometheus.GaugeVec
 	offset     *prometheus.GaugeVec
 	effects    *prometheus.CounterVec
+	deadlocks  prometheus.Counter
 }
 
 // newMetrics makes the Runner's collectors and registers them with reg, when there
@@ -47,6 +48,8 @@ func newMetrics(reg prometheus.Registerer, projection string, version int, topic
 		effects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "projector_effects_total", ConstLabels: labels,
 			Help: "Effect runs by effect and outcome: fired, suppressed_ledger, suppressed_horizon, skipped_forgotten, retried, parked, lease_lost."},
 			[]string{"effect", "outcome"}),
+		deadlocks: prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_deadlocks_total", ConstLabels: labels,
+			Help: "Batches chosen as a deadlock victim (40P01), each retried in halves after a backoff."}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "projector_partition_lag", ConstLabels: labels,
 			Help: "Events between the stored position and the partition's end, per partition owned here."}, []string{"partition"}),
 		offset: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "projector_partition_offset", ConstLabels: labels,
@@ -57,7 +60,7 @@ func newMetrics(reg prometheus.Registerer, projection string, version int, topic
 	}
 	err := errors.Join(reuse(reg, &m.events), reuse(reg, &m.batches), reuse(reg, &m.transient), reuse(reg, &m.fenced),
 		reuse(reg, &m.gaps), reuse(reg, &m.outOfOrder), reuse(reg, &m.resolved), reuse(reg, &m.lag), reuse(reg, &m.offset),
-		reuse(reg, &m.effects))
+		reuse(reg, &m.effects), reuse(reg, &m.deadlocks))
 	if err != nil {
 		return nil, fmt.Errorf("projector: Config.Registerer: %w", err)
 	}

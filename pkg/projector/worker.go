@@ -68,7 +68,7 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int, feed
 		}
 		if len(kept) > 0 {
 			lastTouch = time.Now()
-			if err := r.applyBatch(ctx, p, kept); err != nil {
+			if err := r.applySplitting(ctx, p, kept); err != nil {
 				return err
 			}
 		} else if len(msgs) == 0 {
@@ -235,7 +235,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 			}
 			return rerr
 		}
-		return err
+		return splitOnDeadlock(err) // not retried whole: applySplitting splits it
 	})
 	if err != nil {
 		return err

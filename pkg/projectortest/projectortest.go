@@ -95,8 +95,10 @@ func (h *Harness) drop(ctx context.Context) error {
 }
 
 // Apply decodes the events with the projection's registry and runs their handlers in
-// one transaction, committed when every handler and statement succeeded. Events of
-// types the projection does not handle are skipped, as the runtime skips them.
+// one transaction, committed when every handler and statement succeeded, as the
+// runtime runs one batch: the rows the handlers declared (readmodel.Loads) loaded
+// first, the tables' rows written at the end. Events of types the projection does
+// not handle are skipped, as the runtime skips them.
 func (h *Harness) Apply(ctx context.Context, evs ...events.Event) error {
 	tx, err := h.pool.Begin(ctx)
 	if err != nil {
@@ -107,16 +109,23 @@ func (h *Harness) Apply(ctx context.Context, evs ...events.Event) error {
 		return err
 	}
 	w := readmodel.NewWriter(tx)
+	ds, at := make([]events.Decoded, 0, len(evs)), make([]int, 0, len(evs))
 	for i, e := range evs {
 		d, err := h.p.Registry().Decode(e)
 		if err != nil {
 			return fmt.Errorf("event %d (%s): %w", i, e.ID, err)
 		}
-		if !h.p.Handles(e.Type) {
-			continue
+		if h.p.Handles(e.Type) {
+			ds, at = append(ds, d), append(at, i)
 		}
+	}
+	// The rows the handlers declared, loaded at once, as the runtime does per batch.
+	if err := h.p.Preload(ctx, w, ds); err != nil {
+		return err
+	}
+	for i, d := range ds {
 		if err := h.p.Apply(ctx, w, d); err != nil {
-			return fmt.Errorf("event %d (%s): %w", i, e.ID, err)
+			return fmt.Errorf("event %d (%s): %w", at[i], d.ID, err)
 		}
 	}
 	if err := w.Flush(ctx); err != nil {

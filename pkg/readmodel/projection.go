@@ -26,6 +26,8 @@ type Projection struct {
 	registry   *events.Registry
 	migrations []string
 	handlers   map[string]func(ctx context.Context, w *Writer, d events.Decoded) error
+	loads      map[string]func(w *Writer, d events.Decoded) // the keys a handler declared (Loads)
+	tables     []string                                     // declared with NewTable
 }
 
 var validName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,39}$`)
@@ -44,7 +46,8 @@ func New(name string, version int, registry *events.Registry) (*Projection, erro
 		return nil, fmt.Errorf("readmodel: projection %s: registry is nil", name)
 	}
 	return &Projection{name: name, version: version, registry: registry,
-		handlers: map[string]func(context.Context, *Writer, events.Decoded) error{}}, nil
+		handlers: map[string]func(context.Context, *Writer, events.Decoded) error{},
+		loads:    map[string]func(*Writer, events.Decoded){}}, nil
 }
 
 // Name returns the projection's name.
@@ -93,9 +96,10 @@ func (p *Projection) SchemaHash() string {
 }
 
 // Handle registers fn for the event type registered for T in the projection's
-// registry. It panics when T is not registered or already has a handler: both are
-// programming errors found at start.
-func Handle[T any](p *Projection, fn HandlerFunc[T]) {
+// registry, with the rows it touches (Loads), which the runtime loads for a whole
+// batch before its handlers run. It panics when T is not registered or already has
+// a handler: both are programming errors found at start.
+func Handle[T any](p *Projection, fn HandlerFunc[T], loads ...Load[T]) {
 	name, ok := events.TypeName[T](p.registry)
 	if !ok {
 		panic(fmt.Sprintf("readmodel: %s: Go type %v is not registered as an event type", p.name, reflect.TypeFor[T]()))
@@ -109,6 +113,15 @@ func Handle[T any](p *Projection, fn HandlerFunc[T]) {
 			return fmt.Errorf("readmodel: %s decoded as %T, handler takes %v", name, d.Value, reflect.TypeFor[T]())
 		}
 		return fn(ctx, w, d.Event, v)
+	}
+	if len(loads) > 0 {
+		p.loads[name] = func(w *Writer, d events.Decoded) {
+			if v, ok := d.Value.(T); ok {
+				for _, l := range loads {
+					l.want(w, v)
+				}
+			}
+		}
 	}
 }
 
@@ -127,5 +140,10 @@ func (p *Projection) Apply(ctx context.Context, w *Writer, d events.Decoded) err
 	if !ok {
 		return fmt.Errorf("readmodel: %s: %w %s", p.name, ErrNoHandler, d.Type)
 	}
+	w.inFn = true
+	defer func() { w.inFn = false }()
 	return h(ctx, w, d)
 }
+
+// Tables returns the names of the tables declared with NewTable, in order.
+func (p *Projection) Tables() []string { return append([]string(nil), p.tables...) }

@@ -1,20 +1,33 @@
 package readmodel
 
 import (
+	"cmp"
 	"context"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Writer queues a batch's statements for one transaction. Handlers call Exec, which
-// only queues; the runtime sends the queue in one round trip. Query and QueryRow
-// send what is queued first, then read inside the same transaction.
+// Writer is a batch's view of one transaction: the rows of its Tables held in
+// memory (an identity map for the batch, written at Flush), and the statements
+// queued with Exec. The runtime sends the queue in one round trip. Query and
+// QueryRow send what is queued first, then read inside the same transaction.
+//
+// Exec is the slow path, for what the Table methods cannot say. Called from a
+// handler, it is a barrier: the rows changed so far are queued before the
+// statement, and the rows in memory are forgotten after it (the statement may have
+// changed them), to be loaded again, together, when next read. The writes then no
+// longer follow one key order per table, so partitions sharing rows may deadlock
+// (the runtime splits and retries such batches).
 type Writer struct {
-	tx    pgx.Tx
-	batch *pgx.Batch
-	n     int // statements queued since the last flush
-	total int // statements queued over the writer's life
+	tx     pgx.Tx
+	batch  *pgx.Batch
+	n      int            // statements queued since the last flush
+	total  int            // statements queued over the writer's life
+	tables map[any]rowSet // by *Table
+	order  []tableRows    // in declaration order: rows are written in it
+	inFn   bool           // a handler is running (Projection.Apply)
 }
 
 // NewWriter returns a writer over tx. The runtime and package projectortest make
@@ -22,10 +35,18 @@ type Writer struct {
 func NewWriter(tx pgx.Tx) *Writer { return &Writer{tx: tx, batch: &pgx.Batch{}} }
 
 // Exec queues a statement. Its error, if any, surfaces when the queue is sent.
+// From a handler, it is a barrier for the rows in memory (see Writer).
 func (w *Writer) Exec(sql string, args ...any) {
+	barrier := w.inFn && len(w.order) > 0
+	if barrier {
+		w.syncRows()
+	}
 	w.batch.Queue(sql, args...)
 	w.n++
 	w.total++
+	if barrier {
+		w.dropRows()
+	}
 }
 
 // ExecCheck queues a statement whose command tag fn inspects when the queue is sent;
@@ -41,6 +62,9 @@ func (w *Writer) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 	if err := w.Flush(ctx); err != nil {
 		return nil, err
 	}
+	if w.inFn {
+		w.dropRows() // the query may change rows
+	}
 	return w.tx.Query(ctx, sql, args...)
 }
 
@@ -49,11 +73,19 @@ func (w *Writer) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row 
 	if err := w.Flush(ctx); err != nil {
 		return errRow{err}
 	}
+	if w.inFn {
+		w.dropRows()
+	}
 	return w.tx.QueryRow(ctx, sql, args...)
 }
 
-// Discard drops the statements queued and not yet sent.
-func (w *Writer) Discard() { w.batch, w.n = &pgx.Batch{}, 0 }
+// Discard drops the statements queued and not yet sent, and the rows in memory,
+// changed or not: the runtime calls it when it rolls the transaction back to a
+// savepoint, and the rows are loaded again when next read.
+func (w *Writer) Discard() {
+	w.batch, w.n = &pgx.Batch{}, 0
+	w.dropRows()
+}
 
 // Pending returns the number of statements queued and not yet sent.
 func (w *Writer) Pending() int { return w.n }
@@ -61,14 +93,68 @@ func (w *Writer) Pending() int { return w.n }
 // Statements returns the number of statements queued over the writer's life.
 func (w *Writer) Statements() int { return w.total }
 
-// Flush sends the queued statements in one round trip and returns the first error.
+// Flush queues the writes of the rows changed in memory (per table, in
+// declaration order: a DELETE and an upsert, each in primary-key order), then sends
+// the queued statements in one round trip and returns the first error.
 func (w *Writer) Flush(ctx context.Context) error {
+	w.syncRows()
+	return w.send(ctx)
+}
+
+func (w *Writer) send(ctx context.Context) error {
 	if w.n == 0 {
 		return nil
 	}
 	b := w.batch
 	w.batch, w.n = &pgx.Batch{}, 0
 	return w.tx.SendBatch(ctx, b).Close()
+}
+
+// load sends the queue with a query per table for the keys wanted, in one round
+// trip; nothing when no key is wanted.
+func (w *Writer) load(ctx context.Context) error {
+	queued := 0
+	for _, t := range w.order {
+		if t.rows.queueLoad(w.batch) {
+			queued++
+		}
+	}
+	if queued == 0 {
+		return nil
+	}
+	w.n += queued
+	w.total += queued
+	return w.send(ctx)
+}
+
+// tableRows is a table's rows in a Writer, with the table's declaration order.
+type tableRows struct {
+	order int
+	rows  rowSet
+}
+
+// addTable makes room for a table's rows, keeping the tables in declaration order.
+func (w *Writer) addTable(table any, order int, s rowSet) {
+	if w.tables == nil {
+		w.tables = map[any]rowSet{}
+	}
+	w.tables[table] = s
+	i, _ := slices.BinarySearchFunc(w.order, order, func(t tableRows, o int) int { return cmp.Compare(t.order, o) })
+	w.order = slices.Insert(w.order, i, tableRows{order: order, rows: s})
+}
+
+func (w *Writer) syncRows() {
+	for _, t := range w.order {
+		n := t.rows.sync(w.batch)
+		w.n += n
+		w.total += n
+	}
+}
+
+func (w *Writer) dropRows() {
+	for _, s := range w.tables {
+		s.drop()
+	}
 }
 
 type errRow struct{ err error }

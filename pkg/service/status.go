@@ -167,6 +167,9 @@ func writeStatus(w io.Writer, st projector.Status, name string) {
 		_, _ = fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%.0f\t%s\t%d\t\n", p.Partition, p.State, p.Next, p.HighWater, p.Lag, cmp, p.EventsPerSec, eta, p.Parked)
 	}
 	_ = tw.Flush()
+	if st.Deadlocks > 0 {
+		_, _ = fmt.Fprintf(w, "\n%d batches lost to a deadlock, each retried in halves (projector_deadlocks_total)\n", st.Deadlocks)
+	}
 	for _, e := range st.StoredEffects {
 		_, _ = fmt.Fprintf(w, "\neffect %s: watermark at %d, %d events behind the log end, %d parked runs\n", e.Effect, e.Position, e.Lag, e.Parked)
 	}

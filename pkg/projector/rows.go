@@ -1,0 +1,32 @@
+package projector
+
+import (
+	"context"
+	"errors"
+
+	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/offsets"
+	"github.com/projector/projector/pkg/readmodel"
+)
+
+// preload loads, before a batch's handlers run, the rows they declared they touch
+// (readmodel.Loads) and the writer does not hold: one query per table, in one round
+// trip with what is queued. In careful mode it loads nothing: each event loads its
+// own rows under its savepoint, so that a key PostgreSQL refuses (a poison event's
+// NUL byte) parks that event alone; outside it, such a refusal is errCareful.
+func (r *Runner) preload(ctx context.Context, w *readmodel.Writer, entries []entry, careful bool) error {
+	if careful {
+		return nil
+	}
+	ds := make([]events.Decoded, 0, len(entries))
+	for i := range entries {
+		if d := entries[i].decoded; d != nil {
+			ds = append(ds, *d)
+		}
+	}
+	err := r.cfg.Projection.Preload(ctx, w, ds)
+	if err != nil && ctx.Err() == nil && !errors.Is(err, offsets.ErrFenced) && !readmodel.IsTransient(err) {
+		return errCareful
+	}
+	return err
+}

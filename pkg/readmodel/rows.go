@@ -1,0 +1,192 @@
+package readmodel
+
+import (
+	"cmp"
+	"fmt"
+	"reflect"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// rowSet is one table's rows in a Writer: its identity map for the batch.
+type rowSet interface {
+	// queueLoad queues the query for the keys wanted and not held; false when none.
+	queueLoad(b *pgx.Batch) bool
+	// sync queues the writes of the rows changed since the last sync (at most a
+	// DELETE per DeleteWhere column, one DELETE and one upsert), in key order, and
+	// marks them written; it returns how many statements it queued.
+	sync(b *pgx.Batch) int
+	// drop forgets every row, changed or not; the keys are wanted again.
+	drop()
+}
+
+// slot is a key's row in memory: the row when it exists, and whether it changed.
+type slot[R any] struct {
+	row    R
+	exists bool
+	dirty  bool
+	absent bool // loaded as absent, and not written since: an insert, not an update
+}
+
+// tableState is a Table's identity map in one Writer.
+type tableState[K cmp.Ordered, R any] struct {
+	t     *Table[K, R]
+	rows  map[K]slot[R]
+	want  map[K]struct{} // keys to load with the next query
+	where map[int][]any  // DeleteWhere values per column, not yet queued
+}
+
+func (s *tableState[K, R]) wantKey(k K) {
+	if _, ok := s.rows[k]; !ok {
+		s.want[k] = struct{}{}
+	}
+}
+
+func (s *tableState[K, R]) queueLoad(b *pgx.Batch) bool {
+	keys := make([]K, 0, len(s.want))
+	for k := range s.want {
+		if _, ok := s.rows[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	clear(s.want)
+	if len(keys) == 0 {
+		return false
+	}
+	slices.Sort(keys)
+	t := s.t
+	b.Queue(t.selects, keys).Query(func(rows pgx.Rows) error {
+		found := make(map[K]slot[R], len(keys))
+		for rows.Next() {
+			var row R
+			v := reflect.ValueOf(&row).Elem()
+			dest := make([]any, len(t.fields))
+			for i, f := range t.fields {
+				dest[i] = v.FieldByIndex(f).Addr().Interface()
+			}
+			if err := rows.Scan(dest...); err != nil {
+				return err
+			}
+			found[t.key(row)] = slot[R]{row: row, exists: !s.deletedWhere(v)}
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			sl, ok := found[k]
+			if !ok {
+				sl.absent = true // held as absent: not loaded again
+			}
+			s.rows[k] = sl
+		}
+		return nil
+	})
+	return true
+}
+
+// deletedWhere reports whether a loaded row falls under a DeleteWhere not yet
+// written: it is gone for the batch.
+func (s *tableState[K, R]) deletedWhere(v reflect.Value) bool {
+	for c, vals := range s.where {
+		fv := v.FieldByIndex(s.t.fields[c]).Interface()
+		for _, x := range vals {
+			if fv == x {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *tableState[K, R]) sync(b *pgx.Batch) int {
+	t, n := s.t, 0
+	for c := range t.cols {
+		vals, ok := s.where[c]
+		if !ok {
+			continue
+		}
+		arr := reflect.MakeSlice(reflect.SliceOf(fieldType[R](t.fields[c])), 0, len(vals))
+		for _, x := range vals {
+			arr = reflect.Append(arr, reflect.ValueOf(x))
+		}
+		b.Queue(`DELETE FROM `+t.name+` WHERE `+t.cols[c]+` = ANY($1)`, arr.Interface())
+		n++
+	}
+	s.where = nil
+	var gone, put []K
+	for k, sl := range s.rows {
+		switch {
+		case !sl.dirty:
+		case sl.exists:
+			put = append(put, k)
+		default:
+			gone = append(gone, k)
+		}
+	}
+	if len(gone) > 0 {
+		slices.Sort(gone)
+		b.Queue(t.deletes, gone)
+		n++
+	}
+	if len(put) > 0 {
+		slices.Sort(put)
+		var fresh []K
+		for _, k := range put {
+			if s.rows[k].absent {
+				fresh = append(fresh, k)
+			}
+		}
+		b.Queue(t.upsert, append(s.columns(put), fresh)...).Query(func(rows pgx.Rows) error {
+			raced, err := pgx.CollectRows(rows, pgx.RowTo[K])
+			if err != nil || len(raced) == 0 {
+				return err
+			}
+			return Transient(fmt.Errorf("readmodel: table %s: %d rows loaded as absent were inserted meanwhile by another transaction (%v…): the batch is retried",
+				t.name, len(raced), raced[0]))
+		})
+		n++
+	}
+	for _, k := range gone {
+		s.rows[k] = slot[R]{}
+	}
+	for _, k := range put {
+		sl := s.rows[k]
+		sl.dirty, sl.absent = false, false
+		s.rows[k] = sl
+	}
+	return n
+}
+
+// columns returns one array per column of the rows with keys, in their order.
+func (s *tableState[K, R]) columns(keys []K) []any {
+	t := s.t
+	arrs := make([]reflect.Value, len(t.fields))
+	for i, f := range t.fields {
+		arrs[i] = reflect.MakeSlice(reflect.SliceOf(fieldType[R](f)), len(keys), len(keys))
+	}
+	for j, k := range keys {
+		row := s.rows[k].row
+		v := reflect.ValueOf(&row).Elem()
+		for i, f := range t.fields {
+			arrs[i].Index(j).Set(v.FieldByIndex(f))
+		}
+	}
+	out := make([]any, len(arrs))
+	for i, a := range arrs {
+		out[i] = a.Interface()
+	}
+	return out
+}
+
+func (s *tableState[K, R]) drop() {
+	for k := range s.rows {
+		s.want[k] = struct{}{}
+	}
+	clear(s.rows)
+	s.where = nil
+}
+
+func fieldType[R any](index []int) reflect.Type {
+	return reflect.TypeFor[R]().FieldByIndex(index).Type
+}
