@@ -4,7 +4,9 @@
 // generation. Env claims it, retries what touches it (internal/retry), re-reads
 // it after an unknown commit, reads its partition from Kafka (Reader) and opens the
 // personal data of what it read (ReadEnvelopes); Row is its line on the status
-// board.
+// board. Board is that board — the instance's Status (projector.Status is an
+// alias of it), a Row per partition and per effect on one — which the runtime
+// owns and the effect engine writes its rows on.
 //
 // It sits below both: projector and internal/effects import it, it imports
 // neither.

@@ -79,7 +79,7 @@ func (r *Runner) applyHalves(ctx context.Context, p *partition, msgs []kafka.Mes
 // (which tends to break the tie with the other transaction).
 func (r *Runner) deadlocked(p *partition, msgs []kafka.Message, dl *deadlockError, attempt int) time.Duration {
 	r.metrics.deadlocks.Inc()
-	r.status.deadlocked()
+	r.status.Deadlocked()
 	p.Status.Set(func(s *PartitionStatus) {
 		s.Deadlocks++
 		s.Waiting = fmt.Sprintf("a deadlock: retrying %d events in halves", len(msgs))
@@ -89,11 +89,4 @@ func (r *Runner) deadlocked(p *partition, msgs []kafka.Message, dl *deadlockErro
 		zap.Int64("from", msgs[0].Offset), zap.Int64("to", msgs[len(msgs)-1].Offset), zap.Int("events", len(msgs)),
 		zap.Int("attempt", attempt+1), zap.Duration("backoff", backoff), zap.Error(dl.err))
 	return backoff
-}
-
-// deadlocked counts a deadlock in the instance's status.
-func (b *statusBoard) deadlocked() {
-	b.mu.Lock()
-	b.base.Deadlocks++
-	b.mu.Unlock()
 }

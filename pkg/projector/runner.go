@@ -33,7 +33,7 @@ type Runner struct {
 	fx       *effects.Engine // the effects; nil without
 	tables   store.Tables
 	metrics  *metrics
-	status   *statusBoard
+	status   *lane.Board
 	client   *eventlog.Client // metadata and offsets; its connections close when Run returns
 	readyLag int64            // the lag a live partition may have (Config.ReadyLag resolved)
 
@@ -67,10 +67,10 @@ func New(cfg Config) (*Runner, error) {
 		offsets: offsets.NewStore(cfg.Schema),
 		tables:  store.TablesIn(cfg.Schema),
 		metrics: m,
-		status: &statusBoard{parts: map[int]*lane.Row{}, base: Status{
+		status: lane.NewBoard(Status{
 			Projection: cfg.Projection.Name(), Version: cfg.Projection.Version(), Topic: cfg.Topic, Group: cfg.GroupID,
 			ReadyLag: effectiveReadyLag(cfg.ReadyLag), ReadyRule: ReadyRule,
-		}},
+		}),
 		client:   eventlog.NewClient(cfg.Brokers),
 		readyLag: effectiveReadyLag(cfg.ReadyLag),
 	}
@@ -87,11 +87,11 @@ func New(cfg Config) (*Runner, error) {
 }
 
 // Status returns what this instance is doing now.
-func (r *Runner) Status() Status { return r.status.snapshot() }
+func (r *Runner) Status() Status { return r.status.Snapshot() }
 
 // Ready reports whether the instance has joined its group and every partition it
 // owns is live (its lag at most ReadyLag: the rule is per partition).
-func (r *Runner) Ready() bool { return r.status.snapshot().Ready }
+func (r *Runner) Ready() bool { return r.status.Snapshot().Ready }
 
 // Setup applies the framework schema's pending migrations and the projection's
 // (readmodel.Setup, under an advisory lock, so that instances starting together
@@ -169,7 +169,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	// Closing the group ends the generation: workers see their context end, finish
 	// or abandon their batch within DrainTimeout, and the member leaves the group.
 	closeErr := group.Close()
-	r.status.left()
+	r.status.Left()
 	if err := r.fatalError(); err != nil {
 		return err
 	}
@@ -185,7 +185,7 @@ func (r *Runner) startGeneration(gen *kafka.Generation) {
 	for _, a := range gen.Assignments[r.cfg.Topic] {
 		parts = append(parts, a.ID)
 	}
-	r.status.joined(gen.ID, gen.MemberID, parts)
+	r.status.Joined(gen.ID, gen.MemberID, parts)
 	r.log.Info("joined generation", zap.Int32("generation", gen.ID), zap.String("member", gen.MemberID), zap.Ints("partitions", parts))
 	for _, p := range parts {
 		gen.Start(func(ctx context.Context) { r.settle(ctx, fmt.Sprintf("partition %d", p), r.runPartition(ctx, gen, p)) })
@@ -293,7 +293,7 @@ func (r *Runner) commitLoop(ctx context.Context, gen *kafka.Generation, parts []
 			return
 		case <-t.C:
 		}
-		st := r.status.snapshot()
+		st := r.status.Snapshot()
 		offs := map[int]int64{}
 		for _, p := range st.Partitions {
 			if p.Next > 0 && p.Next != last[p.Partition] && p.State != StateClaiming {
@@ -327,7 +327,7 @@ func (r *Runner) progressLoop(ctx context.Context) func() {
 				return
 			case <-t.C:
 			}
-			st := r.status.snapshot()
+			st := r.status.Snapshot()
 			var rate float64
 			replaying := 0
 			for _, p := range st.Partitions {
@@ -358,7 +358,7 @@ func (r *Runner) waitForTopic(ctx context.Context) error {
 	brokers := strings.Join(r.cfg.Brokers, ",")
 	return topicRetry.Do(ctx, retry.Hooks{
 		Failed: func(attempt int, err error) {
-			r.status.wait(fmt.Sprintf("topic %s on Kafka at %s: %v", r.cfg.Topic, brokers, err))
+			r.status.Wait(fmt.Sprintf("topic %s on Kafka at %s: %v", r.cfg.Topic, brokers, err))
 			r.log.Warn("waiting for the topic: Kafka unreachable or the topic missing; retrying",
 				zap.String("brokers", brokers), zap.String("topic", r.cfg.Topic), zap.Int("attempt", attempt),
 				zap.String("every", topicRetry.Max.String()), zap.Error(err))
@@ -374,7 +374,7 @@ func (r *Runner) waitForTopic(ctx context.Context) error {
 			err = errors.New("the topic has no partitions")
 		}
 		if err == nil {
-			r.status.reachedTopic()
+			r.status.ReachedTopic()
 		}
 		return err
 	})
@@ -398,7 +398,7 @@ func (r *Runner) analyzeLoop(ctx context.Context) {
 			return
 		}
 		replaying := false
-		for _, p := range r.status.snapshot().Partitions {
+		for _, p := range r.status.Snapshot().Partitions {
 			replaying = replaying || p.State == StateReplaying
 		}
 		if !replaying {

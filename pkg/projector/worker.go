@@ -35,7 +35,7 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int, feed
 	p := &partition{Lane: lane.Lane{
 		Key:    offsets.Key{Projection: r.cfg.Projection.Name(), Version: r.cfg.Projection.Version(), Topic: r.cfg.Topic, Partition: part},
 		Owner:  offsets.Owner{Generation: gen.ID, Member: gen.MemberID},
-		Status: r.status.partition(part),
+		Status: r.status.Partition(part),
 		Log:    r.log.With(zap.Int("partition", part), zap.Int32("generation", gen.ID)),
 	}, fx: feed}
 	p.Status.Set(func(s *PartitionStatus) { s.State = StateClaiming })
