@@ -60,7 +60,7 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 	if r.scrubs != nil {
 		for i := range entries {
 			if entries[i].ev.Type == shred.TypeSubjectForgotten {
-				r.scrubs.due.Store(true) // a retried forgetting rewrites the snapshots too
+				r.scrubs.Arm() // a retried forgetting rewrites the snapshots too
 			}
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/projector/projector/internal/effects"
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/internal/retry"
+	"github.com/projector/projector/internal/snapshotting"
 	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/forget"
@@ -37,8 +38,8 @@ type Runner struct {
 	client   *eventlog.Client // metadata and offsets; its connections close when Run returns
 	readyLag int64            // the lag a live partition may have (Config.ReadyLag resolved)
 
-	snaps   *snapshotter
-	scrubs  *scrubber
+	snaps   *snapshotting.Snapshotter
+	scrubs  *snapshotting.Scrubber
 	storeMu sync.Mutex // one of taking, pruning and rewriting snapshots at a time
 
 	layoutMu    sync.Mutex
@@ -81,8 +82,8 @@ func New(cfg Config) (*Runner, error) {
 		Transient: m.transient, Fenced: m.fenced, Log: log,
 	}
 	r.fx = r.newEffects()
-	r.snaps = newSnapshotter(r, cfg.Snapshots)
-	r.scrubs = newScrubber(r)
+	r.snaps = snapshotting.NewSnapshotter(r.snapshotting(), cfg.Snapshots)
+	r.scrubs = snapshotting.NewScrubber(r.snapshotting(), cfg.ScrubStore, cfg.Snapshots, cfg.ScrubEvery)
 	return r, nil
 }
 
@@ -141,7 +142,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer stopProgress()
 	if r.scrubs != nil {
 		scrubbed := make(chan struct{})
-		go func() { defer close(scrubbed); r.scrubs.loop(runCtx) }()
+		go func() { defer close(scrubbed); r.scrubs.Loop(runCtx) }()
 		defer func() { cancel(); <-scrubbed }()
 	}
 	if r.cfg.StopAt != nil {
@@ -201,7 +202,7 @@ func (r *Runner) startGeneration(gen *kafka.Generation) {
 	}
 	if r.snaps != nil && len(parts) > 0 {
 		owner := slices.Contains(parts, 0) // the count and interval triggers are its
-		gen.Start(func(ctx context.Context) { r.snaps.loop(ctx, owner) })
+		gen.Start(func(ctx context.Context) { r.snaps.Loop(ctx, owner) })
 	}
 }
 

@@ -1,62 +1,21 @@
 package projector
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"slices"
-	"sync/atomic"
-	"time"
+	"iter"
 
-	"go.uber.org/zap"
-
-	"github.com/projector/projector/pkg/snapshot"
+	"github.com/projector/projector/internal/snapshotting"
 )
 
-// SnapshotPolicy says when the runtime snapshots its projection. Any trigger that
-// is set fires a snapshot; the newest Keep are kept.
-//
-// Synchronous snapshots are taken by the worker that saw the trigger, at its batch
-// boundary: that partition waits (the others go on), and the snapshot's offsets for
-// that partition are exactly the batch's end. Asynchronous ones are taken beside
-// the workers, which never wait. Both are consistent — one REPEATABLE READ
-// transaction sees every table and every offset at the same instant — so the choice
-// is about latency: sync bounds how far a snapshot trails a chosen event, async
-// never slows the stream. Snapshot often enough that a new deployment's catch-up
-// after the newest snapshot is short, rarely enough that taking them (a full copy of
-// the tables) stays a small part of the database's work.
-//
-// With Config.Keys, the runner also keeps Store free of forgotten subjects' data
-// (see Config.ScrubStore), policy or not.
-type SnapshotPolicy struct {
-	Store       snapshot.Store
-	EveryEvents int64         // after this many events since the last snapshot (0: off)
-	Every       time.Duration // at this interval (0: off)
-	OnTypes     []string      // when an event of one of these types is applied
-	Sync        bool          // taken at a batch boundary by the worker that saw the trigger
-	Keep        int           // snapshots to keep (default 3)
-}
+// SnapshotPolicy says when the runtime snapshots its projection (see
+// snapshotting.Policy: any trigger that is set fires a snapshot; the newest Keep
+// are kept). With Config.Keys, the runner also keeps its Store free of forgotten
+// subjects' data (see Config.ScrubStore), policy or not.
+type SnapshotPolicy = snapshotting.Policy
 
-type snapshotter struct {
-	r       *Runner
-	policy  SnapshotPolicy
-	last    atomic.Int64
-	lastAt  atomic.Int64 // unix nanos
-	pending atomic.Bool  // a type trigger seen, not yet snapshotted
-	owner   atomic.Bool  // this instance owns partition 0 in the current generation
-	taken   atomic.Int64
-}
-
-func newSnapshotter(r *Runner, p *SnapshotPolicy) *snapshotter {
-	if p == nil || p.Store == nil {
-		return nil
-	}
-	s := &snapshotter{r: r, policy: *p}
-	if s.policy.Keep == 0 {
-		s.policy.Keep = 3
-	}
-	s.lastAt.Store(time.Now().UnixNano())
-	return s
+// snapshotting is what the snapshotter and the scrubber need of this runner.
+func (r *Runner) snapshotting() snapshotting.Source {
+	return snapshotting.Source{Pool: r.cfg.Pool, Schema: r.cfg.Schema, Projection: r.cfg.Projection, Topic: r.cfg.Topic,
+		Offsets: r.offsets, Keys: r.cfg.Keys, Log: r.log, Mu: &r.storeMu}
 }
 
 // SnapshotsTaken returns the number of snapshots this runner took.
@@ -64,117 +23,25 @@ func (r *Runner) SnapshotsTaken() int64 {
 	if r.snaps == nil {
 		return 0
 	}
-	return r.snaps.taken.Load()
+	return r.snaps.Taken()
 }
 
-// due reports whether a trigger has fired, given the events consumed in all. The
-// count and interval triggers belong to one instance (the owner of partition 0); a
-// type trigger to whichever instance applied the event.
-func (s *snapshotter) due(consumed int64, owner bool) bool {
-	p := s.policy
-	switch {
-	case s.pending.Load():
-		return true
-	case !owner:
-		return false
-	case p.EveryEvents > 0 && consumed-s.last.Load() >= p.EveryEvents:
-		return true
-	case p.Every > 0 && time.Since(time.Unix(0, s.lastAt.Load())) >= p.Every:
-		return true
+// SnapshotsScrubbed returns the number of snapshots this runner rewrote after
+// subjects were forgotten.
+func (r *Runner) SnapshotsScrubbed() int64 {
+	if r.scrubs == nil {
+		return 0
 	}
-	return false
+	return r.scrubs.Scrubbed()
 }
 
-// saw records the types a batch applied; a chosen type arms the trigger.
-func (s *snapshotter) saw(entries []entry) {
-	if len(s.policy.OnTypes) == 0 {
-		return
-	}
-	for i := range entries {
-		if entries[i].act == actApply && slices.Contains(s.policy.OnTypes, entries[i].ev.Type) {
-			s.pending.Store(true)
-			return
-		}
-	}
-}
-
-// take snapshots now (one at a time, never while this runner rewrites snapshots)
-// and prunes to Keep.
-func (s *snapshotter) take(ctx context.Context, owner bool) error {
-	s.r.storeMu.Lock()
-	defer s.r.storeMu.Unlock()
-	consumed, err := s.consumed(ctx)
-	if err != nil {
-		return err
-	}
-	if !s.due(consumed, owner) {
-		return nil // another trigger already took it
-	}
-	start := time.Now()
-	m, err := snapshot.Take(ctx, snapshot.Source{Pool: s.r.cfg.Pool, Schema: s.r.cfg.Schema, Projection: s.r.cfg.Projection, Topic: s.r.cfg.Topic}, s.policy.Store)
-	if err != nil {
-		return err
-	}
-	s.pending.Store(false)
-	s.last.Store(m.Events)
-	s.lastAt.Store(time.Now().UnixNano())
-	s.taken.Add(1)
-	gone, err := snapshot.Prune(ctx, s.policy.Store, m.Projection, m.Version, s.policy.Keep)
-	s.r.log.Info("snapshot taken", zap.String("id", m.ID), zap.Int64("events", m.Events), zap.Int64("bytes", m.Bytes),
-		zap.Duration("took", time.Since(start)), zap.Bool("sync", s.policy.Sync), zap.Int("pruned", len(gone)))
-	return err
-}
-
-func (s *snapshotter) consumed(ctx context.Context) (int64, error) {
-	pos, err := s.r.offsets.List(ctx, s.r.cfg.Pool, s.r.cfg.Projection.Name(), s.r.cfg.Projection.Version())
-	var n int64
-	for _, p := range pos {
-		if p.Topic == s.r.cfg.Topic {
-			n += p.Next
-		}
-	}
-	return n, err
-}
-
-// afterBatch runs in a worker after a committed batch: in sync mode, a due snapshot
-// is taken here, and the worker waits for it.
-func (s *snapshotter) afterBatch(ctx context.Context, entries []entry) {
-	s.saw(entries)
-	if !s.policy.Sync {
-		return
-	}
-	owner := s.owner.Load()
-	consumed, err := s.consumed(ctx)
-	if err != nil || !s.due(consumed, owner) {
-		return
-	}
-	if err := s.take(ctx, owner); err != nil && !errors.Is(err, context.Canceled) {
-		s.r.log.Warn("snapshot failed", zap.Error(err))
-	}
-}
-
-// loop runs async snapshots, checking the triggers every half second. Every
-// instance runs it: type triggers are local; owner says whether this instance owns
-// partition 0 and with it the count and interval triggers.
-func (s *snapshotter) loop(ctx context.Context, owner bool) {
-	s.owner.Store(owner)
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if s.policy.Sync {
-			continue
-		}
-		consumed, err := s.consumed(ctx)
-		if err != nil || !s.due(consumed, owner) {
-			continue
-		}
-		if err := s.take(ctx, owner); err != nil && ctx.Err() == nil {
-			s.r.log.Warn("snapshot failed", zap.Error(fmt.Errorf("async: %w", err)))
+// appliedTypes yields the type of each entry a committed batch applied, in order.
+func appliedTypes(entries []entry) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for i := range entries {
+			if entries[i].act == actApply && !yield(entries[i].ev.Type) {
+				return
+			}
 		}
 	}
 }

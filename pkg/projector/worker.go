@@ -264,10 +264,10 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	r.publish(ctx, p, from, entries) // committed: the effects may run
 	r.observePartition(p)
 	if r.scrubs != nil {
-		r.scrubs.saw(entries)
+		r.scrubs.Saw(appliedTypes(entries))
 	}
 	if r.snaps != nil {
-		r.snaps.afterBatch(genCtx, entries)
+		r.snaps.AfterBatch(genCtx, appliedTypes(entries))
 	}
 	return nil
 }

@@ -1,8 +1,9 @@
-package projector
+package snapshotting
 
 import (
 	"context"
 	"errors"
+	"iter"
 	"reflect"
 	"sync/atomic"
 	"time"
@@ -14,24 +15,27 @@ import (
 	"github.com/projector/projector/pkg/snapshot"
 )
 
-// scrubber keeps the runner's snapshot stores free of forgotten subjects' data,
+// Scrubber keeps the runner's snapshot stores free of forgotten subjects' data,
 // whoever wrote the snapshots: it rewrites every snapshot that may hold some
 // (forget.ScrubSnapshots) at start, within half a second of this runner applying a
 // SubjectForgotten, and every ScrubEvery otherwise — which catches a snapshot
 // written meanwhile by another process and a forgetting another instance applied.
-type scrubber struct {
-	r        *Runner
+type Scrubber struct {
+	src      Source
+	every    time.Duration // how often the stores are checked besides
 	stores   []snapshot.Store
 	due      atomic.Bool  // a SubjectForgotten applied: look now
 	scrubbed atomic.Int64 // snapshots rewritten
 }
 
-func newScrubber(r *Runner) *scrubber {
-	if r.cfg.Keys == nil {
+// NewScrubber returns the scrubber of store and of the policy's store, checked
+// every so often; nil without Source.Keys or without a store.
+func NewScrubber(src Source, store snapshot.Store, policy *Policy, every time.Duration) *Scrubber {
+	if src.Keys == nil {
 		return nil // no key store: nothing was ever forgotten here, nothing to purge
 	}
 	var stores []snapshot.Store
-	for _, st := range []snapshot.Store{r.cfg.ScrubStore, policyStore(r.cfg.Snapshots)} {
+	for _, st := range []snapshot.Store{store, policyStore(policy)} {
 		if st != nil && !containsStore(stores, st) {
 			stores = append(stores, st)
 		}
@@ -41,10 +45,10 @@ func newScrubber(r *Runner) *scrubber {
 	}
 	// The first pass is at start: snapshots may predate forgettings this process
 	// never read.
-	return &scrubber{r: r, stores: stores}
+	return &Scrubber{src: src, every: every, stores: stores}
 }
 
-func policyStore(p *SnapshotPolicy) snapshot.Store {
+func policyStore(p *Policy) snapshot.Store {
 	if p == nil {
 		return nil
 	}
@@ -62,30 +66,27 @@ func containsStore(stores []snapshot.Store, st snapshot.Store) bool {
 	return false
 }
 
-// SnapshotsScrubbed returns the number of snapshots this runner rewrote after
-// subjects were forgotten.
-func (r *Runner) SnapshotsScrubbed() int64 {
-	if r.scrubs == nil {
-		return 0
-	}
-	return r.scrubs.scrubbed.Load()
-}
+// Scrubbed returns the number of snapshots rewritten.
+func (s *Scrubber) Scrubbed() int64 { return s.scrubbed.Load() }
 
-// saw arms a pass when a batch applied a SubjectForgotten.
-func (s *scrubber) saw(entries []entry) {
-	for i := range entries {
-		if entries[i].act == actApply && entries[i].ev.Type == shred.TypeSubjectForgotten {
+// Arm asks for a pass now: a SubjectForgotten was applied (or is being retried).
+func (s *Scrubber) Arm() { s.due.Store(true) }
+
+// Saw arms a pass when a batch applied a SubjectForgotten, given the types it applied.
+func (s *Scrubber) Saw(applied iter.Seq[string]) {
+	for t := range applied {
+		if t == shred.TypeSubjectForgotten {
 			s.due.Store(true)
 			return
 		}
 	}
 }
 
-// loop runs for the whole of Run, whether or not this instance owns partitions:
+// Loop runs for the whole of Run, whether or not this instance owns partitions:
 // every instance keeps the stores clean, the locks in forget.ScrubSnapshots let one at a
 // time rewrite. While another instance holds the lock it looks again every tick;
 // after a failure (the database down, say) it backs off up to ScrubEvery.
-func (s *scrubber) loop(ctx context.Context) {
+func (s *Scrubber) Loop(ctx context.Context) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	next, failures := time.Now(), 0
@@ -97,18 +98,18 @@ func (s *scrubber) loop(ctx context.Context) {
 				return
 			case err != nil:
 				failures++
-				next = time.Now().Add(min(s.r.cfg.ScrubEvery, time.Second<<min(failures, 10)))
+				next = time.Now().Add(min(s.every, time.Second<<min(failures, 10)))
 				if failures == 1 {
-					s.r.log.Warn("rewriting snapshots that may hold forgotten subjects' data failed; will retry", zap.Error(err))
+					s.src.Log.Warn("rewriting snapshots that may hold forgotten subjects' data failed; will retry", zap.Error(err))
 				}
 			case busy:
 				next = time.Now() // the holder may have started before the latest forgetting
-				s.r.log.Debug("another instance is rewriting the snapshots; will look again")
+				s.src.Log.Debug("another instance is rewriting the snapshots; will look again")
 			default:
 				if failures > 0 {
-					s.r.log.Info("rewriting snapshots works again", zap.Int("failures", failures))
+					s.src.Log.Info("rewriting snapshots works again", zap.Int("failures", failures))
 				}
-				next, failures = time.Now().Add(s.r.cfg.ScrubEvery), 0
+				next, failures = time.Now().Add(s.every), 0
 			}
 		}
 		select {
@@ -120,13 +121,13 @@ func (s *scrubber) loop(ctx context.Context) {
 }
 
 // pass rewrites what needs it in every store.
-func (s *scrubber) pass(ctx context.Context) (busy bool, err error) {
-	s.r.storeMu.Lock()
-	defer s.r.storeMu.Unlock()
+func (s *Scrubber) pass(ctx context.Context) (busy bool, err error) {
+	s.src.Mu.Lock()
+	defer s.src.Mu.Unlock()
 	var errs []error
 	for _, st := range s.stores {
-		done, err := forget.ScrubSnapshots(ctx, forget.Scrub{Pool: s.r.cfg.Pool, Store: st, Projection: s.r.cfg.Projection,
-			Topic: s.r.cfg.Topic, Keys: s.r.cfg.Keys, Logger: s.r.log})
+		done, err := forget.ScrubSnapshots(ctx, forget.Scrub{Pool: s.src.Pool, Store: st, Projection: s.src.Projection,
+			Topic: s.src.Topic, Keys: s.src.Keys, Logger: s.src.Log})
 		s.scrubbed.Add(int64(len(done)))
 		if errors.Is(err, forget.ErrScrubBusy) {
 			busy = true
