@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/judge"
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/readmodel"
@@ -47,7 +47,7 @@ func (r *Runner) loadParked(ctx context.Context, p *partition) error {
 // is resolved; one that fails again stays parked, and so do the later events of its
 // aggregate. It runs in the worker, between batches, so it never races the live stream.
 func (r *Runner) retryParked(ctx context.Context, p *partition) error {
-	var entries []entry
+	var entries []judge.Entry
 	var open map[string]int64 // subject -> lowest offset still parked and not asked for
 	err := r.retry(ctx, p, "load retries", func(ctx context.Context) error {
 		var err error
@@ -59,7 +59,7 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 	}
 	if r.scrubs != nil {
 		for i := range entries {
-			if entries[i].ev.Type == shred.TypeSubjectForgotten {
+			if entries[i].Event.Type == shred.TypeSubjectForgotten {
 				r.scrubs.Arm() // a retried forgetting rewrites the snapshots too
 			}
 		}
@@ -79,7 +79,7 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 		if err := w.Flush(ctx); err != nil {
 			return err
 		}
-		var ready []entry
+		var ready []judge.Entry
 		ready, held = r.holdBehind(w, entries, open)
 		if _, err := r.walk(ctx, w, p, st, ready, true, true, known); err != nil {
 			var pe *poisonError
@@ -108,62 +108,39 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 // holdBehind queues the retried events behind an older event that stays parked
 // back to parked — they are not retried out of order — and returns the others,
 // ready to apply, in each aggregate's sequence order, and how many it held.
-func (r *Runner) holdBehind(w *readmodel.Writer, entries []entry, open map[string]int64) (ready []entry, held int) {
+func (r *Runner) holdBehind(w *readmodel.Writer, entries []judge.Entry, open map[string]int64) (ready []judge.Entry, held int) {
 	for i := range entries {
 		e := entries[i]
-		if off, ok := open[e.subject()]; ok && off < e.msg.Offset {
-			e.act, e.reason, e.behind = actPark, fmt.Sprintf("behind parked event at offset %d", off), off
-			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'parked', updated_at = now() WHERE id = $1`, e.parkID)
+		if off, ok := open[e.Subject()]; ok && off < e.Msg.Offset {
+			e.Act, e.Reason, e.Behind = judge.Park, fmt.Sprintf("behind parked event at offset %d", off), off
+			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'parked', updated_at = now() WHERE id = $1`, e.ParkID)
 			held++
 			continue
 		}
 		ready = append(ready, e)
 	}
 	for i := range ready {
-		ready[i].act, ready[i].reason, ready[i].behind = actApply, "", -1
+		ready[i].Act, ready[i].Reason, ready[i].Behind = judge.Apply, "", -1
 	}
-	orderBySequence(ready)
+	judge.OrderBySequence(ready)
 	return ready, held
 }
 
 // settleRetried queues each retried event's new state: resolved when it applied,
 // parked again (with its new reason) when not. It returns how many of each.
-func (r *Runner) settleRetried(w *readmodel.Writer, ready []entry) (resolved, still int) {
+func (r *Runner) settleRetried(w *readmodel.Writer, ready []judge.Entry) (resolved, still int) {
 	for i := range ready {
 		e := &ready[i]
-		if e.act == actPark {
+		if e.Act == judge.Park {
 			still++
 			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'parked', error = $2, behind = $3, attempts = attempts + 1, updated_at = now() WHERE id = $1`,
-				e.parkID, e.reason, nullable(e.behind))
+				e.ParkID, e.Reason, nullable(e.Behind))
 		} else {
 			resolved++
-			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'resolved', updated_at = now() WHERE id = $1`, e.parkID)
+			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'resolved', updated_at = now() WHERE id = $1`, e.ParkID)
 		}
 	}
 	return resolved, still
-}
-
-// orderBySequence puts each aggregate's retried events in sequence order (events
-// without a sequence keep their log order): a producer that wrote an aggregate's
-// events out of order parks them as gaps, and a retry applies them as they were meant.
-func orderBySequence(entries []entry) {
-	first := map[string]int{}
-	for i := range entries {
-		if _, ok := first[entries[i].subject()]; !ok {
-			first[entries[i].subject()] = i
-		}
-	}
-	sort.SliceStable(entries, func(a, b int) bool {
-		ea, eb := &entries[a], &entries[b]
-		fa, fb := first[ea.subject()], first[eb.subject()]
-		if fa != fb {
-			return fa < fb
-		}
-		if ea.ev.Sequence > 0 && eb.ev.Sequence > 0 {
-			return ea.ev.Sequence < eb.ev.Sequence
-		}
-		return false
-	})
 }
 
 // applySkips resolves the partition's parked events an operator asked to skip.
@@ -208,7 +185,7 @@ func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
 				ON CONFLICT (projection, version, subject) DO UPDATE
 				   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id
 				 WHERE `+r.tables.Aggregates+`.last_sequence < EXCLUDED.last_sequence`,
-				p.Key.Projection, p.Key.Version, text(ev.Subject), int64(ev.Sequence), text(ev.ID))
+				p.Key.Projection, p.Key.Version, judge.Text(ev.Subject), int64(ev.Sequence), judge.Text(ev.ID))
 		}
 	}
 	if err := w.Flush(ctx); err != nil {
@@ -228,7 +205,7 @@ func nullable(off int64) *int64 {
 	return &off
 }
 
-func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[string]int64, error) {
+func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]judge.Entry, map[string]int64, error) {
 	// Skips first: an operator's decision not to apply an event at all. A skipped
 	// event counts as consumed: its aggregate's sequence moves past it, so the events
 	// behind it are not gaps.
@@ -295,7 +272,7 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]entry, map[st
 		return nil, nil, err
 	}
 	for i := range entries {
-		entries[i].parkID = ids[i]
+		entries[i].ParkID = ids[i]
 	}
 	return entries, open, nil
 }

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/projector/projector/internal/effects"
+	"github.com/projector/projector/internal/judge"
 	"github.com/projector/projector/internal/retry"
 	"github.com/projector/projector/pkg/offsets"
 )
@@ -62,7 +63,7 @@ func (r *Runner) runPartition(ctx context.Context, gen *kafka.Generation, part i
 
 // publish hands a committed batch, which moved the partition from from to its
 // position, to the partition's effects (see effects.Feed.Publish).
-func (r *Runner) publish(ctx context.Context, p *partition, from int64, entries []entry) {
+func (r *Runner) publish(ctx context.Context, p *partition, from int64, entries []judge.Entry) {
 	if p.fx == nil {
 		return
 	}
@@ -73,7 +74,7 @@ func (r *Runner) publish(ctx context.Context, p *partition, from int64, entries 
 	fx := make([]effects.Entry, len(entries))
 	for i := range entries {
 		e := &entries[i]
-		fx[i] = effects.Entry{Msg: e.msg, Event: e.ev, Decoded: e.decoded, Unread: e.unread}
+		fx[i] = effects.Entry{Msg: e.Msg, Event: e.Event, Decoded: e.Decoded, Unread: e.Unread}
 	}
 	p.fx.Publish(ctx, from, p.Next, fx, p.effectsWait())
 }

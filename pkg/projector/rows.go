@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/projector/projector/internal/judge"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
@@ -14,13 +15,13 @@ import (
 // trip with what is queued. In careful mode it loads nothing: each event loads its
 // own rows under its savepoint, so that a key PostgreSQL refuses (a poison event's
 // NUL byte) parks that event alone; outside it, such a refusal is errCareful.
-func (r *Runner) preload(ctx context.Context, w *readmodel.Writer, entries []entry, careful bool) error {
+func (r *Runner) preload(ctx context.Context, w *readmodel.Writer, entries []judge.Entry, careful bool) error {
 	if careful {
 		return nil
 	}
 	ds := make([]events.Decoded, 0, len(entries))
 	for i := range entries {
-		if d := entries[i].decoded; d != nil {
+		if d := entries[i].Decoded; d != nil {
 			ds = append(ds, *d)
 		}
 	}

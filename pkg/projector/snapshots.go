@@ -3,6 +3,7 @@ package projector
 import (
 	"iter"
 
+	"github.com/projector/projector/internal/judge"
 	"github.com/projector/projector/internal/snapshotting"
 )
 
@@ -36,10 +37,10 @@ func (r *Runner) SnapshotsScrubbed() int64 {
 }
 
 // appliedTypes yields the type of each entry a committed batch applied, in order.
-func appliedTypes(entries []entry) iter.Seq[string] {
+func appliedTypes(entries []judge.Entry) iter.Seq[string] {
 	return func(yield func(string) bool) {
 		for i := range entries {
-			if entries[i].act == actApply && !yield(entries[i].ev.Type) {
+			if entries[i].Act == judge.Apply && !yield(entries[i].Event.Type) {
 				return
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/effects"
+	"github.com/projector/projector/internal/judge"
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/offsets"
@@ -200,7 +201,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	start, from := time.Now(), p.Next
 	ctx, cancel := lane.DrainContext(genCtx, r.cfg.DrainTimeout)
 	defer cancel()
-	var entries []entry
+	var entries []judge.Entry
 	if err := r.retry(ctx, p, "read personal data keys", func(ctx context.Context) error {
 		var err error
 		entries, err = r.prepare(ctx, msgs)
@@ -251,9 +252,9 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 		}
 	}
 	for i := range entries {
-		if e := &entries[i]; e.act == actPark && e.behind < 0 {
-			p.Log.Warn("parked an event", zap.Int64("offset", e.msg.Offset), zap.String("subject", e.subject()),
-				zap.String("event_id", e.ev.ID), zap.String("type", e.ev.Type), zap.String("error", e.reason))
+		if e := &entries[i]; e.Act == judge.Park && e.Behind < 0 {
+			p.Log.Warn("parked an event", zap.Int64("offset", e.Msg.Offset), zap.String("subject", e.Subject()),
+				zap.String("event_id", e.Event.ID), zap.String("type", e.Event.Type), zap.String("error", e.Reason))
 		}
 	}
 	r.report(p, entries)

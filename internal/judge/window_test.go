@@ -1,4 +1,4 @@
-package projector
+package judge
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 
 func TestDedupeWindow(t *testing.T) {
 	t.Parallel()
-	var a aggState
+	var a Aggregate
 	for s := uint64(1); s <= 5; s++ {
 		a = a.with(s, fmt.Sprint("e", s))
 	}
@@ -29,29 +29,29 @@ func TestDedupeWindow(t *testing.T) {
 	for s := uint64(8); s <= 100; s++ {
 		a = a.with(s, fmt.Sprint("e", s))
 	}
-	require.Len(t, a.recent, dedupeWindow)
+	require.Len(t, a.Recent, dedupeWindow)
 	require.False(t, a.holds("e7"), "evicted")
 	require.True(t, a.holds("e69") && a.holds("e100"))
 	require.True(t, a.reaches(69))
 	require.False(t, a.reaches(68), "below the window: cannot be proven either way")
-	require.Equal(t, uint64(100), a.seq)
+	require.Equal(t, uint64(100), a.Seq)
 
 	// A stale event applied keeps the aggregate's highest sequence.
 	b := a.with(50, "late")
-	require.Equal(t, uint64(100), b.seq)
-	require.Equal(t, "e100", b.id)
+	require.Equal(t, uint64(100), b.Seq)
+	require.Equal(t, "e100", b.ID)
 	require.True(t, b.holds("late"))
 
 	// The window survives its column, in about 10 bytes an event; a damaged one
 	// decodes as far as it is whole.
-	raw := encodeWindow(b.recent)
-	require.Equal(t, b.recent, decodeWindow(raw))
+	raw := EncodeWindow(b.Recent)
+	require.Equal(t, b.Recent, DecodeWindow(raw))
 	require.Less(t, len(raw), 11*dedupeWindow)
-	require.Equal(t, b.recent[:3], decodeWindow(raw[:len(raw)*3/len(b.recent)+1])[:3])
-	require.Empty(t, decodeWindow([]byte{0xff}))
+	require.Equal(t, b.Recent[:3], DecodeWindow(raw[:len(raw)*3/len(b.Recent)+1])[:3])
+	require.Empty(t, DecodeWindow([]byte{0xff}))
 
 	// A mark from before windows existed reaches nothing below what it sees.
-	old := aggState{seq: 58, id: "x"}
+	old := Aggregate{Seq: 58, ID: "x"}
 	require.False(t, old.reaches(3))
 	old = old.with(59, "y")
 	require.False(t, old.reaches(3))
