@@ -2,7 +2,6 @@ package projector
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -279,22 +278,6 @@ func (r *Runner) queueMarks(w *readmodel.Writer, st *judge.Marks) {
 	}
 }
 
-func (r *Runner) queueParkInsert(w *readmodel.Writer, p *partition, e *judge.Entry) {
-	headers, _ := json.Marshal(e.Msg.Headers)
-	var behind *int64
-	if e.Behind >= 0 {
-		behind = &e.Behind
-	}
-	w.Exec(`INSERT INTO `+r.tables.Parked+` (projection, version, topic, partition, "offset", subject, event_id, event_type,
-			error, behind, msg_key, msg_value, msg_headers, holds)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-		ON CONFLICT (projection, version, topic, partition, "offset") DO UPDATE
-		   SET state = 'parked', error = EXCLUDED.error, behind = EXCLUDED.behind, holds = EXCLUDED.holds,
-		       attempts = `+r.tables.Parked+`.attempts + 1, updated_at = now()`,
-		p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition, e.Msg.Offset, judge.Text(e.Subject()), judge.Text(e.Event.ID), judge.Text(e.Event.Type),
-		judge.Text(e.Reason), behind, e.Msg.Key, e.Msg.Value, headers, !e.Alone)
-}
-
 // queueAdvance queues the fenced offset write; fenced reports a mismatch.
 func (r *Runner) queueAdvance(w *readmodel.Writer, p *partition, next, consumed int64) {
 	r.env.QueueAdvance(w, &p.Lane, next, consumed)
@@ -327,7 +310,7 @@ func (r *Runner) applyOnce(ctx context.Context, p *partition, entries []judge.En
 	r.queueMarks(w, st)
 	for i := range entries {
 		if entries[i].Act == judge.Park {
-			r.queueParkInsert(w, p, &entries[i])
+			r.parking.QueuePark(w, p.Key, &entries[i])
 		}
 	}
 	if err := w.Flush(ctx); err != nil {

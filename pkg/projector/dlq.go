@@ -2,40 +2,21 @@ package projector
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/judge"
 	"github.com/projector/projector/internal/lane"
-	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/shred"
 )
 
 // loadParked reads which aggregates of the partition have open parked events.
 func (r *Runner) loadParked(ctx context.Context, p *partition) error {
-	rows, err := r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.Parked+`
-		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state <> 'resolved' AND subject <> '' AND holds
-		GROUP BY subject`, p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
+	parked, err := r.parking.Holding(ctx, p.Key)
 	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	parked := map[string]int64{}
-	for rows.Next() {
-		var s string
-		var off int64
-		if err := rows.Scan(&s, &off); err != nil {
-			return err
-		}
-		parked[s] = off
-	}
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	p.parked = parked
@@ -113,7 +94,7 @@ func (r *Runner) holdBehind(w *readmodel.Writer, entries []judge.Entry, open map
 		e := entries[i]
 		if off, ok := open[e.Subject()]; ok && off < e.Msg.Offset {
 			e.Act, e.Reason, e.Behind = judge.Park, fmt.Sprintf("behind parked event at offset %d", off), off
-			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'parked', updated_at = now() WHERE id = $1`, e.ParkID)
+			r.parking.QueueHeld(w, &e)
 			held++
 			continue
 		}
@@ -130,14 +111,10 @@ func (r *Runner) holdBehind(w *readmodel.Writer, entries []judge.Entry, open map
 // parked again (with its new reason) when not. It returns how many of each.
 func (r *Runner) settleRetried(w *readmodel.Writer, ready []judge.Entry) (resolved, still int) {
 	for i := range ready {
-		e := &ready[i]
-		if e.Act == judge.Park {
-			still++
-			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'parked', error = $2, behind = $3, attempts = attempts + 1, updated_at = now() WHERE id = $1`,
-				e.ParkID, e.Reason, nullable(e.Behind))
-		} else {
+		if r.parking.QueueSettled(w, &ready[i]) {
 			resolved++
-			w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'resolved', updated_at = now() WHERE id = $1`, e.ParkID)
+		} else {
+			still++
 		}
 	}
 	return resolved, still
@@ -145,27 +122,7 @@ func (r *Runner) settleRetried(w *readmodel.Writer, ready []judge.Entry) (resolv
 
 // applySkips resolves the partition's parked events an operator asked to skip.
 func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
-	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, msg_key, msg_value, msg_headers FROM `+r.tables.Parked+`
-		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'skip'`,
-		p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
-	if err != nil {
-		return 0, err
-	}
-	type skip struct {
-		id  int64
-		msg kafka.Message
-	}
-	skips, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (skip, error) {
-		var s skip
-		var headers []byte
-		if err := row.Scan(&s.id, &s.msg.Key, &s.msg.Value, &headers); err != nil {
-			return s, err
-		}
-		if len(headers) > 0 {
-			_ = json.Unmarshal(headers, &s.msg.Headers)
-		}
-		return s, nil
-	})
+	skips, err := r.parking.Skips(ctx, p.Key)
 	if err != nil || len(skips) == 0 {
 		return 0, err
 	}
@@ -177,16 +134,7 @@ func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
 	w := readmodel.NewWriter(tx)
 	r.queueAdvance(w, p, p.Next, 0) // still ours
 	for _, s := range skips {
-		w.Exec(`UPDATE `+r.tables.Parked+` SET state = 'resolved', error = 'skipped by operator: ' || error, updated_at = now()
-			WHERE id = $1`, s.id)
-		if ev, err := eventlog.FromMessage(s.msg); err == nil && ev.Sequence > 0 {
-			w.Exec(`INSERT INTO `+r.tables.Aggregates+` (projection, version, subject, last_sequence, last_event_id)
-				VALUES ($1, $2, $3, $4, $5)
-				ON CONFLICT (projection, version, subject) DO UPDATE
-				   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id
-				 WHERE `+r.tables.Aggregates+`.last_sequence < EXCLUDED.last_sequence`,
-				p.Key.Projection, p.Key.Version, judge.Text(ev.Subject), int64(ev.Sequence), judge.Text(ev.ID))
-		}
+		r.parking.QueueSkip(w, p.Key, s)
 	}
 	if err := w.Flush(ctx); err != nil {
 		return 0, err
@@ -196,13 +144,6 @@ func (r *Runner) applySkips(ctx context.Context, p *partition) (int, error) {
 	}
 	p.Log.Info("skipped parked events on an operator's request", zap.Int("events", len(skips)))
 	return len(skips), nil
-}
-
-func nullable(off int64) *int64 {
-	if off < 0 {
-		return nil
-	}
-	return &off
 }
 
 func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]judge.Entry, map[string]int64, error) {
@@ -218,53 +159,12 @@ func (r *Runner) loadRetries(ctx context.Context, p *partition) ([]judge.Entry, 
 			return nil, nil, err
 		}
 	}
-	rows, err := r.cfg.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+r.tables.Parked+`
-		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'retry'
-		ORDER BY "offset"`, p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
+	msgs, ids, err := r.parking.Retries(ctx, p.Key)
+	if err != nil || len(msgs) == 0 {
+		return nil, nil, err
+	}
+	open, err := r.parking.StillParked(ctx, p.Key)
 	if err != nil {
-		return nil, nil, err
-	}
-	var msgs []kafka.Message
-	var ids []int64
-	for rows.Next() {
-		var m kafka.Message
-		var id int64
-		var headers []byte
-		if err := rows.Scan(&id, &m.Offset, &m.Key, &m.Value, &headers); err != nil {
-			rows.Close()
-			return nil, nil, err
-		}
-		if len(headers) > 0 {
-			if err := json.Unmarshal(headers, &m.Headers); err != nil {
-				rows.Close()
-				return nil, nil, fmt.Errorf("parked event %d: headers: %w", id, err)
-			}
-		}
-		m.Topic, m.Partition = p.Key.Topic, p.Key.Partition
-		msgs, ids = append(msgs, m), append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil || len(msgs) == 0 {
-		return nil, nil, err
-	}
-	open := map[string]int64{}
-	rows, err = r.cfg.Pool.Query(ctx, `SELECT subject, min("offset") FROM `+r.tables.Parked+`
-		WHERE projection = $1 AND version = $2 AND topic = $3 AND partition = $4 AND state = 'parked' AND holds
-		GROUP BY subject`, p.Key.Projection, p.Key.Version, p.Key.Topic, p.Key.Partition)
-	if err != nil {
-		return nil, nil, err
-	}
-	for rows.Next() {
-		var s string
-		var off int64
-		if err := rows.Scan(&s, &off); err != nil {
-			rows.Close()
-			return nil, nil, err
-		}
-		open[s] = off
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, nil, err
 	}
 	entries, err := r.prepare(ctx, msgs)

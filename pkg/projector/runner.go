@@ -16,6 +16,7 @@ import (
 
 	"github.com/projector/projector/internal/effects"
 	"github.com/projector/projector/internal/lane"
+	"github.com/projector/projector/internal/parking"
 	"github.com/projector/projector/internal/retry"
 	"github.com/projector/projector/internal/snapshotting"
 	"github.com/projector/projector/internal/store"
@@ -33,6 +34,7 @@ type Runner struct {
 	env      *lane.Env       // what the read model's and the effects' lanes share
 	fx       *effects.Engine // the effects; nil without
 	tables   store.Tables
+	parking  parking.Lot // the parked table
 	metrics  *metrics
 	status   *lane.Board
 	client   *eventlog.Client // metadata and offsets; its connections close when Run returns
@@ -67,6 +69,7 @@ func New(cfg Config) (*Runner, error) {
 		cfg: cfg, log: log,
 		offsets: offsets.NewStore(cfg.Schema),
 		tables:  store.TablesIn(cfg.Schema),
+		parking: parking.Lot{Pool: cfg.Pool, Tables: store.TablesIn(cfg.Schema)},
 		metrics: m,
 		status: lane.NewBoard(Status{
 			Projection: cfg.Projection.Name(), Version: cfg.Projection.Version(), Topic: cfg.Topic, Group: cfg.GroupID,
