@@ -238,9 +238,9 @@ func (r *Runner) report(p *partition, entries []judge.Entry) {
 			continue
 		}
 		if e.Gap {
-			r.metrics.gaps.Inc()
+			r.metrics.Gaps.Inc()
 		} else {
-			r.metrics.outOfOrder.Inc()
+			r.metrics.OutOfOrder.Inc()
 		}
 		if e.Act != judge.Apply {
 			continue // parked: its reason says it

@@ -78,7 +78,7 @@ func (r *Runner) applyHalves(ctx context.Context, p *partition, msgs []kafka.Mes
 // RetryBackoffMin doubled per split or attempt, at most RetryBackoffMax, plus jitter
 // (which tends to break the tie with the other transaction).
 func (r *Runner) deadlocked(p *partition, msgs []kafka.Message, dl *deadlockError, attempt int) time.Duration {
-	r.metrics.deadlocks.Inc()
+	r.metrics.Deadlocks.Inc()
 	r.status.Deadlocked()
 	p.Status.Set(func(s *PartitionStatus) {
 		s.Deadlocks++

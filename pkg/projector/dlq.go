@@ -82,7 +82,7 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 	}
 	r.report(p, entries)
 	p.Log.Info("retried parked events", zap.Int("resolved", resolved), zap.Int("still_parked", still+held))
-	r.metrics.resolved.Add(float64(resolved))
+	r.metrics.Resolved.Add(float64(resolved))
 	return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
 }
 

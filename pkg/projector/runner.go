@@ -16,6 +16,7 @@ import (
 
 	"github.com/projector/projector/internal/effects"
 	"github.com/projector/projector/internal/lane"
+	"github.com/projector/projector/internal/metrics"
 	"github.com/projector/projector/internal/parking"
 	"github.com/projector/projector/internal/retry"
 	"github.com/projector/projector/internal/snapshotting"
@@ -35,7 +36,7 @@ type Runner struct {
 	fx       *effects.Engine // the effects; nil without
 	tables   store.Tables
 	parking  parking.Lot // the parked table
-	metrics  *metrics
+	metrics  *metrics.Set
 	status   *lane.Board
 	client   *eventlog.Client // metadata and offsets; its connections close when Run returns
 	readyLag int64            // the lag a live partition may have (Config.ReadyLag resolved)
@@ -61,7 +62,7 @@ func New(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With(zap.String("projection", cfg.Projection.Name()), zap.Int("version", cfg.Projection.Version()))
-	m, err := newMetrics(cfg.Registerer, cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic)
+	m, err := metrics.New(cfg.Registerer, cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic)
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +83,7 @@ func New(cfg Config) (*Runner, error) {
 		Pool: cfg.Pool, Offsets: r.offsets, Client: r.client, Brokers: cfg.Brokers, Topic: cfg.Topic,
 		BatchSize: cfg.BatchSize, BatchTimeout: cfg.BatchTimeout, Keys: cfg.Keys,
 		Retry:     retry.Policy{Min: cfg.RetryBackoffMin, Max: cfg.RetryBackoffMax},
-		Transient: m.transient, Fenced: m.fenced, Log: log,
+		Transient: m.Transient, Fenced: m.Fenced, Log: log,
 	}
 	r.fx = r.newEffects()
 	r.snaps = snapshotting.NewSnapshotter(r.snapshotting(), cfg.Snapshots)
@@ -336,7 +337,7 @@ func (r *Runner) progressLoop(ctx context.Context) func() {
 			replaying := 0
 			for _, p := range st.Partitions {
 				rate += p.EventsPerSec
-				r.metrics.lag.WithLabelValues(strconv.Itoa(p.Partition)).Set(float64(p.Lag))
+				r.metrics.Lag.WithLabelValues(strconv.Itoa(p.Partition)).Set(float64(p.Lag))
 				if p.State == StateReplaying {
 					replaying++
 				}

@@ -260,7 +260,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	r.report(p, entries)
 	last := msgs[len(msgs)-1]
 	p.Next = last.Offset + 1
-	r.metrics.observe(out, time.Since(start))
+	r.metrics.Observe(out.applied, out.duplicates, out.ignored, out.parked, time.Since(start))
 	recordBatch(p.Status, p.Next, last.HighWaterMark, out, r.readyLag, p.Log)
 	r.publish(ctx, p, from, entries) // committed: the effects may run
 	r.observePartition(p)
@@ -278,8 +278,8 @@ func (r *Runner) observePartition(p *partition) {
 	s := p.Status.Get()
 	lag, next := s.Lag, s.Next
 	part := strconv.Itoa(p.Key.Partition)
-	r.metrics.lag.WithLabelValues(part).Set(float64(lag))
-	r.metrics.offset.WithLabelValues(part).Set(float64(next))
+	r.metrics.Lag.WithLabelValues(part).Set(float64(lag))
+	r.metrics.Offset.WithLabelValues(part).Set(float64(next))
 }
 
 // resync handles a compare-and-set that failed (see lane.Env.Resync).
