@@ -6,7 +6,9 @@
 // personal data of what it read (ReadEnvelopes); Row is its line on the status
 // board. Board is that board — the instance's Status (projector.Status is an
 // alias of it), a Row per partition and per effect on one — which the runtime
-// owns and the effect engine writes its rows on.
+// owns and the effect engine writes its rows on. Before any lane exists, Env
+// waits for the topic (WaitForTopic); while lanes run, it copies their positions
+// to Kafka's group offsets for lag tools (CommitAdvisory).
 //
 // It sits below both: projector and internal/effects import it, it imports
 // neither.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -116,7 +115,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err := r.Setup(ctx); err != nil {
 		return err
 	}
-	if err := r.waitForTopic(ctx); err != nil {
+	if err := r.env.WaitForTopic(ctx, r.status); err != nil {
 		return err
 	}
 	// A forgetting whose SubjectForgotten was never published (the producer failed
@@ -196,7 +195,7 @@ func (r *Runner) startGeneration(gen *kafka.Generation) {
 		gen.Start(func(ctx context.Context) { r.settle(ctx, fmt.Sprintf("partition %d", p), r.runPartition(ctx, gen, p)) })
 	}
 	if len(parts) > 0 {
-		gen.Start(func(ctx context.Context) { r.commitLoop(ctx, gen, parts) })
+		gen.Start(func(ctx context.Context) { r.env.CommitAdvisory(ctx, gen, r.status, r.cfg.CommitInterval) })
 	}
 	if slices.Contains(parts, 0) {
 		gen.Start(r.analyzeLoop) // one instance keeps the statistics fresh during catch-up
@@ -286,38 +285,6 @@ func (r *Runner) fatalError() error {
 	return r.fatalErr
 }
 
-// commitLoop copies the positions stored in PostgreSQL to Kafka's group offsets,
-// for lag tools only; the projector never reads them.
-func (r *Runner) commitLoop(ctx context.Context, gen *kafka.Generation, parts []int) {
-	t := time.NewTicker(r.cfg.CommitInterval)
-	defer t.Stop()
-	last := map[int]int64{}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		st := r.status.Snapshot()
-		offs := map[int]int64{}
-		for _, p := range st.Partitions {
-			if p.Next > 0 && p.Next != last[p.Partition] && p.State != StateClaiming {
-				offs[p.Partition] = p.Next
-			}
-		}
-		if len(offs) == 0 {
-			continue
-		}
-		if err := gen.CommitOffsets(map[string]map[int]int64{r.cfg.Topic: offs}); err != nil {
-			r.log.Debug("advisory offset commit failed", zap.Error(err))
-			continue
-		}
-		for p, o := range offs {
-			last[p] = o
-		}
-	}
-}
-
 // progressLoop logs catch-up progress while any partition replays and keeps the
 // lag gauges current.
 func (r *Runner) progressLoop(ctx context.Context) func() {
@@ -355,40 +322,6 @@ func (r *Runner) progressLoop(ctx context.Context) func() {
 	}()
 	return func() { <-done }
 }
-
-// waitForTopic waits until the topic's partitions are known: Kafka reachable, the
-// topic created. Until then it warns on every attempt, every few seconds, naming the
-// brokers and the error, and Status().Waiting says the same.
-func (r *Runner) waitForTopic(ctx context.Context) error {
-	brokers := strings.Join(r.cfg.Brokers, ",")
-	return topicRetry.Do(ctx, retry.Hooks{
-		Failed: func(attempt int, err error) {
-			r.status.Wait(fmt.Sprintf("topic %s on Kafka at %s: %v", r.cfg.Topic, brokers, err))
-			r.log.Warn("waiting for the topic: Kafka unreachable or the topic missing; retrying",
-				zap.String("brokers", brokers), zap.String("topic", r.cfg.Topic), zap.Int("attempt", attempt),
-				zap.String("every", topicRetry.Max.String()), zap.Error(err))
-		},
-		Recovered: func(attempts int) {
-			r.log.Info("the topic answers: starting", zap.String("topic", r.cfg.Topic), zap.Int("attempts", attempts))
-		},
-	}, func(ctx context.Context) error {
-		actx, cancel := context.WithTimeout(ctx, topicAttemptTimeout)
-		defer cancel()
-		n, err := r.client.Partitions(actx, r.cfg.Topic)
-		if err == nil && n == 0 {
-			err = errors.New("the topic has no partitions")
-		}
-		if err == nil {
-			r.status.ReachedTopic()
-		}
-		return err
-	})
-}
-
-// How waitForTopic retries: a bound on each attempt, and the pause between two.
-const topicAttemptTimeout = 5 * time.Second
-
-var topicRetry = retry.Policy{Min: 2 * time.Second, Max: 2 * time.Second, NoJitter: true}
 
 // analyzeLoop refreshes the planner's statistics while a partition catches up.
 // Tables a replay fills from empty keep the statistics of an empty table until
