@@ -75,19 +75,24 @@
 //
 // This package is the runtime, and the public entry point (New, Config,
 // Runner.Run, Status): group membership (runner.go), the partition worker
-// (worker.go), applying a batch (apply.go) and the decisions on each event
-// (judge.go), parking and retrying parked events (dlq.go), the snapshot policy and
-// scrubbing (snapshots.go, scrubber.go), blue/green activation when live
-// (activate.go), the status board and metrics (status.go, metrics.go), and the
-// hand-over to the effects (effects.go). Beside it:
+// (worker.go), applying a batch in its transaction (apply.go), retrying and
+// skipping parked events (dlq.go), splitting deadlocked batches (deadlock.go),
+// blue/green activation when live (activate.go), and the hand-over to the
+// effects (effects.go). Beside it, each imported by it and never the reverse:
 //
+//   - internal/judge: the decisions on each event (Entry, Rules.Judge) and each
+//     aggregate's window of applied events; pure, tested without PostgreSQL;
+//   - internal/parking: every statement on the parked table;
+//   - internal/snapshotting: the snapshot policy (SnapshotPolicy is its Policy)
+//     and the scrubber that keeps snapshot stores free of forgotten data;
 //   - internal/lane: what a worker and an effect dispatcher share — a fenced
 //     position on a partition, its claim, the retry policy (internal/retry), the
-//     partition reader, opening personal data, the status row;
+//     partition reader, opening personal data — and the status board (Status is
+//     its Status), waiting for the topic, the advisory offset commits;
+//   - internal/metrics: the Prometheus collectors;
 //   - internal/effects: the effect engine, which this package starts per partition;
 //   - internal/store: the framework's tables, their migrations and queries;
-//   - package forget: purging forgotten subjects and scrubbing snapshots, which
-//     the runtime does itself;
+//   - package forget: purging forgotten subjects and scrubbing snapshots;
 //   - package admin: what operators do from outside (DLQ, versions, inspection,
 //     point-in-time replays); it imports this package, never the reverse.
 package projector
