@@ -76,14 +76,14 @@ func (e *env) shared(ctx context.Context, replayPerSec float64) (Shared, error) 
 	if s.Exec, err = e.sharedRun(ctx, "exec", topic, ends, want, orders.NewProjection); err != nil {
 		return s, err
 	}
-	s.SharedRun.EventsPerSec = float64(s.Events) / s.SharedRun.Seconds
+	s.EventsPerSec = float64(s.Events) / s.Seconds
 	s.Exec.EventsPerSec = float64(s.Events) / s.Exec.Seconds
-	s.RowsOverExec = s.SharedRun.EventsPerSec / s.Exec.EventsPerSec
+	s.RowsOverExec = s.EventsPerSec / s.Exec.EventsPerSec
 	if replayPerSec > 0 {
-		s.RatioToReplay = s.SharedRun.EventsPerSec / replayPerSec
+		s.RatioToReplay = s.EventsPerSec / replayPerSec
 	}
 	logf("shared rows: %d events; row API %.0f events/s, %d deadlocks; Exec %.0f events/s, %d deadlocks; %.2f × Exec",
-		s.Events, s.SharedRun.EventsPerSec, s.SharedRun.Deadlocks, s.Exec.EventsPerSec, s.Exec.Deadlocks, s.RowsOverExec)
+		s.Events, s.EventsPerSec, s.Deadlocks, s.Exec.EventsPerSec, s.Exec.Deadlocks, s.RowsOverExec)
 	return s, nil
 }
 
