@@ -313,8 +313,9 @@ func table(r Result) string {
 	}
 	sh := r.Shared
 	if sh.Events > 0 {
-		p("| shared rows: %d order events, %d customers, %d partitions, batch %d, Writer.Exec handlers | %.0f events/s (%.1f s), %d deadlocks (40P01), %d batch retries, equals fold: %v | replay of the example %.0f events/s | %.3f × replay | ≥ 0.7 × replay, 0 deadlock retries |\n",
-			sh.Events, sh.Customers, sh.Partitions, sh.BatchSize, sh.EventsPerSec, sh.Seconds, sh.Deadlocks, sh.Retries, sh.Verified, rp.EventsPerSec, sh.RatioToReplay)
+		p("| shared rows: %d order events, %d customers, %d partitions, batch %d, row API | %.0f events/s (%.1f s), %d deadlocks (40P01), %d batch retries, equals fold: %v | Writer.Exec handlers %.0f events/s (%.1f s), %d deadlocks, %d retries | %.2f × Exec, %.3f × replay | no deadlock |\n",
+			sh.Events, sh.Customers, sh.Partitions, sh.BatchSize, sh.EventsPerSec, sh.Seconds, sh.Deadlocks, sh.Retries, sh.Verified,
+			sh.Exec.EventsPerSec, sh.Exec.Seconds, sh.Exec.Deadlocks, sh.Exec.Retries, sh.RowsOverExec, sh.RatioToReplay)
 	}
 	p("\ntotal bench time %.0f s\n", r.Seconds)
 	if len(r.Phases) > 0 {

@@ -254,6 +254,8 @@ func (e *env) runnerConfig(pool *pgxpool.Pool, p *readmodel.Projection) projecto
 		GroupID: fmt.Sprintf("bench.%s.%d", p.Name(), time.Now().UnixNano())}
 }
 
+// replay: the whole log into an empty read model, e.c.runs times (the median run
+// counts), then checked against an independent fold and set against the baselines.
 func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
 	rp := Replay{Events: sum(e.ends)}
 	var series [][]Point
@@ -265,41 +267,11 @@ func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
 		}
 		defer pool.Close()
 		pools = append(pools, pool)
-		p, err := domain.NewProjection("users", 1)
+		pts, err := e.replayRun(ctx, i, pool, &rp)
 		if err != nil {
 			return rp, nil, err
 		}
-		resetPeakRSS()
-		if i == 0 && e.c.cpuProfile != "" {
-			f, err := os.Create(e.c.cpuProfile)
-			if err != nil {
-				return rp, nil, err
-			}
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return rp, nil, err
-			}
-		}
-		runStart := time.Now()
-		var pts []Point
-		var lastT time.Duration
-		var lastN int64
-		took, err := runUntil(ctx, e.runnerConfig(pool, p), e.ends, func(t time.Duration, n int64) {
-			if t-lastT >= 500*time.Millisecond {
-				pts = append(pts, Point{Seconds: t.Seconds(), EventsPerSec: float64(n-lastN) / (t - lastT).Seconds()})
-				lastT, lastN = t, n
-			}
-		})
-		if i == 0 && e.c.cpuProfile != "" {
-			pprof.StopCPUProfile()
-		}
-		if err != nil {
-			return rp, nil, err
-		}
-		rp.PeakRSSMB = max(rp.PeakRSSMB, peakRSSMB())
-		rp.Runs = append(rp.Runs, took.Seconds())
 		series = append(series, pts)
-		logf("replay run %d: %.1f s (%.0f events/s)", i+1, took.Seconds(), float64(rp.Events)/took.Seconds())
-		e.mark(fmt.Sprintf("replay: run %d (setup, replay)", i+1), runStart)
 	}
 	rp.Seconds = median(rp.Runs)
 	rp.EventsPerSec = float64(rp.Events) / rp.Seconds
@@ -309,41 +281,99 @@ func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
 			med = i
 		}
 	}
-	// After the timed part: the read model must equal an independent fold.
+	if err := e.verifyReplay(ctx, pools[med], &rp); err != nil {
+		return rp, nil, err
+	}
+	if err := e.replayBaselines(ctx, pools[med], &rp); err != nil {
+		return rp, nil, err
+	}
+	rp.RatioToCopy = rp.EventsPerSec / rp.CopyRowsPerSec
+	rp.RatioToNaive = rp.EventsPerSec / rp.NaiveEventsPerSec
+	rp.RatioToRawConsume = rp.EventsPerSec / rp.RawConsumePerSec
+	return rp, series[med], nil
+}
+
+// replayRun is replay's run i into pool: its time and peak RSS go into rp, and it
+// returns the rate sampled every half second. The first run is CPU-profiled when asked.
+func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Replay) ([]Point, error) {
+	p, err := domain.NewProjection("users", 1)
+	if err != nil {
+		return nil, err
+	}
+	resetPeakRSS()
+	if i == 0 && e.c.cpuProfile != "" {
+		f, err := os.Create(e.c.cpuProfile)
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+	}
+	runStart := time.Now()
+	var pts []Point
+	var lastT time.Duration
+	var lastN int64
+	took, err := runUntil(ctx, e.runnerConfig(pool, p), e.ends, func(t time.Duration, n int64) {
+		if t-lastT >= 500*time.Millisecond {
+			pts = append(pts, Point{Seconds: t.Seconds(), EventsPerSec: float64(n-lastN) / (t - lastT).Seconds()})
+			lastT, lastN = t, n
+		}
+	})
+	if i == 0 && e.c.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
+		return nil, err
+	}
+	rp.PeakRSSMB = max(rp.PeakRSSMB, peakRSSMB())
+	rp.Runs = append(rp.Runs, took.Seconds())
+	logf("replay run %d: %.1f s (%.0f events/s)", i+1, took.Seconds(), float64(rp.Events)/took.Seconds())
+	e.mark(fmt.Sprintf("replay: run %d (setup, replay)", i+1), runStart)
+	return pts, nil
+}
+
+// verifyReplay checks, after the timed part, that the read model in pool equals an
+// independent fold of the log.
+func (e *env) verifyReplay(ctx context.Context, pool *pgxpool.Pool, rp *Replay) error {
 	t := time.Now()
 	want, err := e.logFold(ctx)
 	if err != nil {
-		return rp, nil, err
+		return err
 	}
-	got, err := domain.Load(ctx, pools[med], "users_v1")
+	got, err := domain.Load(ctx, pool, "users_v1")
 	if err != nil {
-		return rp, nil, err
+		return err
 	}
 	if d := domain.Diff(want, got, 3); d != "" {
-		return rp, nil, fmt.Errorf("the replayed read model differs from the fold: %s", d)
+		return fmt.Errorf("the replayed read model differs from the fold: %s", d)
 	}
 	rp.Verified = true
 	e.mark("replay: read the log, fold, compare", t)
-	t = time.Now()
+	return nil
+}
+
+// replayBaselines measures what replay is set against: raw consumption, COPY into
+// the read model in pool, and a naive consumer.
+func (e *env) replayBaselines(ctx context.Context, pool *pgxpool.Pool, rp *Replay) error {
+	t := time.Now()
+	var err error
 	if rp.RawConsumePerSec, err = e.rawConsume(ctx); err != nil {
-		return rp, nil, err
+		return err
 	}
 	e.mark("replay: raw consumption baseline", t)
 	t = time.Now()
-	if rp.CopyRows, rp.CopyRowsPerSec, err = e.copyCeiling(ctx, pools[med]); err != nil {
-		return rp, nil, err
+	if rp.CopyRows, rp.CopyRowsPerSec, err = e.copyCeiling(ctx, pool); err != nil {
+		return err
 	}
 	e.mark("replay: COPY baseline", t)
 	t = time.Now()
 	rp.NaiveSample = int64(min(e.c.naiveSample, int(rp.Events)))
 	if rp.NaiveEventsPerSec, err = e.naive(ctx, int(rp.NaiveSample)); err != nil {
-		return rp, nil, err
+		return err
 	}
 	e.mark("replay: naive consumer baseline", t)
-	rp.RatioToCopy = rp.EventsPerSec / rp.CopyRowsPerSec
-	rp.RatioToNaive = rp.EventsPerSec / rp.NaiveEventsPerSec
-	rp.RatioToRawConsume = rp.EventsPerSec / rp.RawConsumePerSec
-	return rp, series[med], nil
+	return nil
 }
 
 // logFold is the independent fold of the whole bench log, computed once (reading
@@ -675,78 +705,76 @@ func (e *env) live(ctx context.Context) (Live, error) {
 		return l, err
 	}
 	defer pool.Close()
-	p, err := domain.NewProjection("users", 1)
+	stopRunner, err := e.startLiveRunner(ctx, topic, pool)
 	if err != nil {
 		return l, err
 	}
-	r, err := projector.New(projector.Config{Brokers: e.brokers, Topic: topic, Projection: p, Pool: pool,
-		GroupID: "bench.live." + topic, BatchTimeout: 2 * time.Millisecond})
-	if err != nil {
-		return l, err
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(rctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			logf("live projector: %v", err)
-		}
-	}()
-	deadline := time.Now().Add(time.Minute)
-	for !r.Status().Joined || len(r.Status().Partitions) == 0 {
-		if time.Now().After(deadline) {
-			return l, errors.New("the live projector did not join")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	time.Sleep(time.Second)
+	defer stopRunner()
 	pub, err := eventlog.NewPublisher(eventlog.PublisherConfig{Brokers: e.brokers, Topic: topic})
 	if err != nil {
 		return l, err
 	}
 	defer func() { _ = pub.Close() }()
-	var mu sync.Mutex
-	acked := map[string]time.Time{}
-	var lat []float64
+	w := &visibility{acked: map[string]time.Time{}}
 	stop := make(chan struct{})
 	pollerDone := make(chan struct{})
-	go func() { // the watcher: which acknowledged users are visible now
-		defer close(pollerDone)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-			mu.Lock()
-			ids := make([]string, 0, len(acked))
-			for id := range acked {
-				ids = append(ids, id)
-			}
-			mu.Unlock()
-			if len(ids) == 0 {
-				continue
-			}
-			rows, err := pool.Query(ctx, `SELECT user_id FROM users_v1.users WHERE user_id = ANY($1)`, ids)
-			if err != nil {
-				continue
-			}
-			seen := time.Now()
-			for rows.Next() {
-				var id string
-				if rows.Scan(&id) == nil {
-					mu.Lock()
-					if t, ok := acked[id]; ok {
-						lat = append(lat, float64(seen.Sub(t).Microseconds())/1000)
-						delete(acked, id)
-					}
-					mu.Unlock()
-				}
-			}
-			rows.Close()
+	go func() { defer close(pollerDone); w.watch(ctx, pool, stop) }()
+	if err := e.publishLive(ctx, pub, w); err != nil {
+		return l, err
+	}
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if w.left() == 0 {
+			break
 		}
-	}()
+	}
+	close(stop)
+	<-pollerDone
+	lat := w.lat
+	sort.Float64s(lat)
+	l.Events = len(lat)
+	if len(lat) > 0 {
+		l.P50MS, l.P99MS, l.MaxMS = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
+	}
+	logf("live: p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d events", l.P50MS, l.P99MS, l.MaxMS, l.Events)
+	return l, nil
+}
+
+// startLiveRunner starts live's projector on topic, into pool, and waits until it has
+// joined its group and holds partitions, then a second more; stop ends it and waits.
+func (e *env) startLiveRunner(ctx context.Context, topic string, pool *pgxpool.Pool) (stop func(), err error) {
+	p, err := domain.NewProjection("users", 1)
+	if err != nil {
+		return nil, err
+	}
+	r, err := projector.New(projector.Config{Brokers: e.brokers, Topic: topic, Projection: p, Pool: pool,
+		GroupID: "bench.live." + topic, BatchTimeout: 2 * time.Millisecond})
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			logf("live projector: %v", err)
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !r.Status().Joined || len(r.Status().Partitions) == 0 {
+		if time.Now().After(deadline) {
+			stop()
+			return nil, errors.New("the live projector did not join")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	return stop, nil
+}
+
+// publishLive sends e.c.liveRate events a second for e.c.liveSeconds, each a new
+// user, and tells w when each is acknowledged.
+func (e *env) publishLive(ctx context.Context, pub *eventlog.Publisher, w *visibility) error {
 	reg := domain.Registry()
 	interval := time.Second / time.Duration(e.c.liveRate)
 	next := time.Now()
@@ -761,37 +789,82 @@ func (e *env) live(ctx context.Context) (Live, error) {
 		id := fmt.Sprintf("live-%d", i)
 		ev, err := reg.New("bench", id, domain.UserRegistered{UserID: id, Email: id + "@bench.test", Name: "Live"}, events.WithSequence(1))
 		if err != nil {
-			return l, err
+			return err
 		}
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() { // single events, each acknowledged on its own, as a service would send them
 			defer func() { <-sem; wg.Done() }()
 			if _, err := pub.Publish(ctx, ev); err == nil {
-				mu.Lock()
-				acked[ev.Subject] = time.Now()
-				mu.Unlock()
+				w.acknowledged(ev.Subject)
 			}
 		}()
 	}
 	wg.Wait()
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		mu.Lock()
-		left := len(acked)
-		mu.Unlock()
-		if left == 0 {
-			break
+	return nil
+}
+
+// visibility measures live's latency: from each user's acknowledgement to its row
+// being visible in the read model.
+type visibility struct {
+	mu    sync.Mutex
+	acked map[string]time.Time // acknowledged users not seen yet
+	lat   []float64            // milliseconds, per user seen
+}
+
+func (w *visibility) acknowledged(id string) {
+	w.mu.Lock()
+	w.acked[id] = time.Now()
+	w.mu.Unlock()
+}
+
+// left is how many acknowledged users are not visible yet.
+func (w *visibility) left() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
+// watch looks every 2 ms which acknowledged users are visible now, until stop closes.
+func (w *visibility) watch(ctx context.Context, pool *pgxpool.Pool, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+		w.mu.Lock()
+		ids := make([]string, 0, len(w.acked))
+		for id := range w.acked {
+			ids = append(ids, id)
+		}
+		w.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		w.see(ctx, pool, ids)
+	}
+}
+
+// see records the users of ids whose rows are visible now.
+func (w *visibility) see(ctx context.Context, pool *pgxpool.Pool, ids []string) {
+	rows, err := pool.Query(ctx, `SELECT user_id FROM users_v1.users WHERE user_id = ANY($1)`, ids)
+	if err != nil {
+		return
+	}
+	seen := time.Now()
+	for rows.Next() {
+		var id string
+		if rows.Scan(&id) == nil {
+			w.mu.Lock()
+			if t, ok := w.acked[id]; ok {
+				w.lat = append(w.lat, float64(seen.Sub(t).Microseconds())/1000)
+				delete(w.acked, id)
+			}
+			w.mu.Unlock()
 		}
 	}
-	close(stop)
-	<-pollerDone
-	sort.Float64s(lat)
-	l.Events = len(lat)
-	if len(lat) > 0 {
-		l.P50MS, l.P99MS, l.MaxMS = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
-	}
-	logf("live: p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d events", l.P50MS, l.P99MS, l.MaxMS, l.Events)
-	return l, nil
+	rows.Close()
 }
 
 // effects: a no-op effect on every event type over the first N events of the log.
@@ -811,46 +884,15 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 			rc.Del(cctx, iter.Val())
 		}
 	}()
-	// Baseline: raw pipelined SET NX, 500 a round trip.
 	n := e.c.effects
-	start := time.Now()
-	for k := 0; k < n; k += 500 {
-		pipe := rc.Pipeline()
-		for j := k; j < min(k+500, n); j++ {
-			pipe.SetNX(ctx, fmt.Sprintf("%s:base:%d", ns, j), "x", time.Minute)
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return fx, err
-		}
-	}
-	fx.SetNXBaselinePerSec = float64(n) / time.Since(start).Seconds()
-
-	reg := domain.Registry()
-	eff, err := sideeffects.Define("noop", reg)
-	if err != nil {
+	if fx.SetNXBaselinePerSec, err = setNXBaseline(ctx, rc, ns, n); err != nil {
 		return fx, err
 	}
 	var runs atomic.Int64
-	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserRegistered) error {
-		runs.Add(1)
-		return nil
-	})
-	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserChangedPassword) error {
-		runs.Add(1)
-		return nil
-	})
-	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserPublishedAnArticle) error {
-		runs.Add(1)
-		return nil
-	})
-	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.ArticleDeleted) error {
-		runs.Add(1)
-		return nil
-	})
-	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserDeleted) error {
-		runs.Add(1)
-		return nil
-	})
+	eff, err := noopEffect(&runs)
+	if err != nil {
+		return fx, err
+	}
 	ledger, err := sideeffects.NewLedger(sideeffects.LedgerConfig{Client: rc, Namespace: ns})
 	if err != nil {
 		return fx, err
@@ -878,37 +920,9 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 	if err != nil {
 		return fx, err
 	}
-	start = time.Now()
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- r.Run(rctx) }()
-	var runErr error
-	stopped := false // the bounded run may end (every watermark at its end) before this loop looks again
-	for runs.Load() < fx.Events {
-		select {
-		case runErr = <-done:
-			stopped = true
-		case <-time.After(50 * time.Millisecond):
-		}
-		if stopped {
-			if runErr != nil || runs.Load() < fx.Events {
-				cancel()
-				return fx, fmt.Errorf("runner stopped at %d of %d runs: %w", runs.Load(), fx.Events, runErr)
-			}
-			break
-		}
-		if time.Since(start) > 10*time.Minute {
-			cancel()
-			return fx, errors.Join(errors.New("effects did not finish in 10 minutes"), <-done)
-		}
-	}
-	secs := time.Since(start).Seconds()
-	cancel()
-	if !stopped {
-		runErr = <-done
-	}
-	if runErr != nil {
-		return fx, runErr
+	secs, err := runEffects(ctx, r, &runs, fx.Events)
+	if err != nil {
+		return fx, err
 	}
 	fx.PerSec = float64(fx.Events) / secs
 	batches := 0.0
@@ -918,6 +932,87 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 	fx.RedisRoundTripsPerBat = float64(ledger.RoundTrips()) / max(batches, 1)
 	logf("effects: %.0f runs/s, %.2f round trips per batch", fx.PerSec, fx.RedisRoundTripsPerBat)
 	return fx, nil
+}
+
+// setNXBaseline is the ledger's baseline: raw pipelined SET NX of n keys under ns,
+// 500 a round trip, per second.
+func setNXBaseline(ctx context.Context, rc *redis.Client, ns string, n int) (float64, error) {
+	start := time.Now()
+	for k := 0; k < n; k += 500 {
+		pipe := rc.Pipeline()
+		for j := k; j < min(k+500, n); j++ {
+			pipe.SetNX(ctx, fmt.Sprintf("%s:base:%d", ns, j), "x", time.Minute)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return 0, err
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// noopEffect is an effect on every event type of the domain that only counts its
+// runs in runs.
+func noopEffect(runs *atomic.Int64) (*sideeffects.Effect, error) {
+	eff, err := sideeffects.Define("noop", domain.Registry())
+	if err != nil {
+		return nil, err
+	}
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserRegistered) error {
+		runs.Add(1)
+		return nil
+	})
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserChangedPassword) error {
+		runs.Add(1)
+		return nil
+	})
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserPublishedAnArticle) error {
+		runs.Add(1)
+		return nil
+	})
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.ArticleDeleted) error {
+		runs.Add(1)
+		return nil
+	})
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, domain.UserDeleted) error {
+		runs.Add(1)
+		return nil
+	})
+	return eff, nil
+}
+
+// runEffects runs r until runs reaches want, and returns the seconds it took; it
+// gives up after 10 minutes, or when the runner stops short.
+func runEffects(ctx context.Context, r *projector.Runner, runs *atomic.Int64, want int64) (float64, error) {
+	start := time.Now()
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	var runErr error
+	stopped := false // the bounded run may end (every watermark at its end) before this loop looks again
+	for runs.Load() < want {
+		select {
+		case runErr = <-done:
+			stopped = true
+		case <-time.After(50 * time.Millisecond):
+		}
+		if stopped {
+			if runErr != nil || runs.Load() < want {
+				cancel()
+				return 0, fmt.Errorf("runner stopped at %d of %d runs: %w", runs.Load(), want, runErr)
+			}
+			break
+		}
+		if time.Since(start) > 10*time.Minute {
+			cancel()
+			return 0, errors.Join(errors.New("effects did not finish in 10 minutes"), <-done)
+		}
+	}
+	secs := time.Since(start).Seconds()
+	cancel()
+	if !stopped {
+		runErr = <-done
+	}
+	return secs, runErr
 }
 
 // resetPeakRSS resets the process's peak resident set (Linux: clear_refs 5).

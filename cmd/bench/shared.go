@@ -9,31 +9,43 @@ import (
 
 	"github.com/projector/projector/internal/orders"
 	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/readmodel"
 )
 
 // Shared is scenario 6: partitions that write the same rows. Orders keyed by order id
 // across the partitions fold into orders and customers (totals per customer); each
 // partition's transaction updates customers that other partitions' transactions
-// update too.
+// update too. The same log is replayed twice, into fresh databases: with the row API
+// (orders.NewRowProjection: rows loaded per batch, folded in memory, written once in
+// key order) and with statement-by-statement Writer.Exec handlers
+// (orders.NewProjection), the baseline.
 type Shared struct {
-	Events       int64   `json:"events"`
-	Customers    int     `json:"customers"`
-	Partitions   int     `json:"partitions"`
-	BatchSize    int     `json:"batch_size"`
+	Events     int64     `json:"events"`
+	Customers  int       `json:"customers"`
+	Partitions int       `json:"partitions"`
+	BatchSize  int       `json:"batch_size"`
+	SharedRun            // the row API
+	Exec       SharedRun `json:"exec"` // the Exec baseline
+	// RowsOverExec is the row API's events/s over Exec's, in the same run.
+	RowsOverExec  float64 `json:"rows_over_exec"`
+	RatioToReplay float64 `json:"ratio_to_replay"` // the row API's, against the example's replay
+}
+
+// SharedRun is one replay of the shared-rows log.
+type SharedRun struct {
 	Seconds      float64 `json:"seconds"`
 	EventsPerSec float64 `json:"events_per_sec"`
 	// Deadlocks is what PostgreSQL counted in the run's database
 	// (pg_stat_database.deadlocks): each one failed a batch's transaction, which
-	// the runner retried; Retries is the runner's count of transient errors
+	// the runner split and retried; Retries is the runner's count of transient errors
 	// retried (projector_transient_errors_total), deadlocks and any other.
-	Deadlocks     int64   `json:"deadlocks"`
-	Retries       int64   `json:"retries"`
-	RatioToReplay float64 `json:"ratio_to_replay"`
-	Verified      bool    `json:"verified_against_fold"`
+	Deadlocks int64 `json:"deadlocks"`
+	Retries   int64 `json:"retries"`
+	Verified  bool  `json:"verified_against_fold"`
 }
 
-// shared replays the orders log once into a fresh database and checks the result
-// against orders.Fold.
+// shared replays the orders log with the row API and with Exec, each into a fresh
+// database, and checks each result against orders.Fold.
 func (e *env) shared(ctx context.Context, replayPerSec float64) (Shared, error) {
 	s := Shared{Customers: e.c.sharedCustomers, Partitions: e.c.partitions, BatchSize: projector.BatchSizeDefault}
 	topic := fmt.Sprintf("bench.orders.%d.c%d.s%d.p%d", e.c.sharedEvents, e.c.sharedCustomers, e.c.seed, e.c.partitions)
@@ -48,38 +60,6 @@ func (e *env) shared(ctx context.Context, replayPerSec float64) (Shared, error) 
 	}
 	e.mark("shared: generate or reuse the orders log", start)
 	s.Events = sum(ends)
-	pool, err := e.database(ctx, "shared")
-	if err != nil {
-		return s, err
-	}
-	defer pool.Close()
-	db := pool.Config().ConnConfig.Database
-	p, err := orders.NewProjection("orders", 1)
-	if err != nil {
-		return s, err
-	}
-	metrics := prometheus.NewRegistry()
-	cfg := e.runnerConfig(pool, p)
-	cfg.Topic = topic
-	cfg.Registerer = metrics
-	before, err := e.deadlocks(ctx, db)
-	if err != nil {
-		return s, err
-	}
-	start = time.Now()
-	took, err := runUntil(ctx, cfg, ends, nil)
-	if err != nil {
-		return s, err
-	}
-	e.mark("shared: replay", start)
-	s.Seconds = took.Seconds()
-	s.EventsPerSec = float64(s.Events) / s.Seconds
-	if replayPerSec > 0 {
-		s.RatioToReplay = s.EventsPerSec / replayPerSec
-	}
-	if s.Retries, err = counter(metrics, "projector_transient_errors_total"); err != nil {
-		return s, err
-	}
 	start = time.Now()
 	evs, err := e.readLog(ctx, topic, nil)
 	if err != nil {
@@ -89,25 +69,73 @@ func (e *env) shared(ctx context.Context, replayPerSec float64) (Shared, error) 
 	if err != nil {
 		return s, err
 	}
-	got, err := orders.Load(ctx, pool, "orders_v1")
-	if err != nil {
+	e.mark("shared: read the log and fold it", start)
+	if s.SharedRun, err = e.sharedRun(ctx, "rows", topic, ends, want, orders.NewRowProjection); err != nil {
 		return s, err
 	}
-	if d := orders.Diff(want, got, 3); d != "" {
-		return s, fmt.Errorf("the shared-rows read model differs from the fold: %s", d)
+	if s.Exec, err = e.sharedRun(ctx, "exec", topic, ends, want, orders.NewProjection); err != nil {
+		return s, err
 	}
-	s.Verified = true
-	e.mark("shared: fold check", start)
+	s.EventsPerSec = float64(s.Events) / s.Seconds
+	s.Exec.EventsPerSec = float64(s.Events) / s.Exec.Seconds
+	s.RowsOverExec = s.EventsPerSec / s.Exec.EventsPerSec
+	if replayPerSec > 0 {
+		s.RatioToReplay = s.EventsPerSec / replayPerSec
+	}
+	logf("shared rows: %d events; row API %.0f events/s, %d deadlocks; Exec %.0f events/s, %d deadlocks; %.2f × Exec",
+		s.Events, s.EventsPerSec, s.Deadlocks, s.Exec.EventsPerSec, s.Exec.Deadlocks, s.RowsOverExec)
+	return s, nil
+}
+
+// sharedRun replays the orders log into a fresh database with the projection
+// newProjection makes, and checks the result against want.
+func (e *env) sharedRun(ctx context.Context, label, topic string, ends map[int]int64, want orders.State,
+	newProjection func(string, int) (*readmodel.Projection, error)) (SharedRun, error) {
+	var r SharedRun
+	pool, err := e.database(ctx, "shared_"+label)
+	if err != nil {
+		return r, err
+	}
+	defer pool.Close()
+	db := pool.Config().ConnConfig.Database
+	p, err := newProjection("orders", 1)
+	if err != nil {
+		return r, err
+	}
+	metrics := prometheus.NewRegistry()
+	cfg := e.runnerConfig(pool, p)
+	cfg.Topic = topic
+	cfg.Registerer = metrics
+	before, err := e.deadlocks(ctx, db)
+	if err != nil {
+		return r, err
+	}
+	start := time.Now()
+	took, err := runUntil(ctx, cfg, ends, nil)
+	if err != nil {
+		return r, err
+	}
+	e.mark("shared: replay, "+label, start)
+	r.Seconds = took.Seconds()
+	if r.Retries, err = counter(metrics, "projector_transient_errors_total"); err != nil {
+		return r, err
+	}
+	got, err := orders.Load(ctx, pool, "orders_v1")
+	if err != nil {
+		return r, err
+	}
+	if d := orders.Diff(want, got, 3); d != "" {
+		return r, fmt.Errorf("the shared-rows read model (%s) differs from the fold: %s", label, d)
+	}
+	r.Verified = true
 	// The server's count, read after the check: a backend reports its statistics
 	// within a second of its transaction's end.
 	after, err := e.deadlocks(ctx, db)
 	if err != nil {
-		return s, err
+		return r, err
 	}
-	s.Deadlocks = after - before
-	logf("shared rows: %d events in %.1f s (%.0f events/s), %d deadlocks, %d retries",
-		s.Events, s.Seconds, s.EventsPerSec, s.Deadlocks, s.Retries)
-	return s, nil
+	r.Deadlocks = after - before
+	return r, nil
 }
 
 // deadlocks is PostgreSQL's count of deadlocks detected in database db.

@@ -1,5 +1,6 @@
-// Package cli is what the two commands share: flags that fall back to environment
-// variables (12-factor) with every default shown in --help, and the zap logger.
+// Package cli is what the commands share: flags that fall back to environment
+// variables (12-factor) with every default shown in --help, subcommands, the zap
+// logger, and output as a table or as JSON.
 package cli
 
 import (
@@ -236,6 +237,14 @@ func NewLogger(level string) (*zap.Logger, error) {
 func IsTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// Positive refuses a duration setting that is zero or negative, naming it.
+func Positive(name string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s %v: must be positive", name, d)
+	}
+	return nil
 }
 
 // SplitList splits a comma-separated setting, dropping empty items and spaces.

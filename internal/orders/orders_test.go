@@ -11,6 +11,7 @@ import (
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projectortest"
+	"github.com/projector/projector/pkg/readmodel"
 )
 
 func TestMain(m *testing.M) {
@@ -51,11 +52,16 @@ func TestFoldTotalsAreTheOpenOrders(t *testing.T) {
 	}
 }
 
-// The Exec handlers build what the fold says, applied in log order.
+// The Exec handlers, and the row API's, build what the fold says, applied in log order.
 func TestHandlersEqualTheFold(t *testing.T) {
+	t.Run("exec", func(t *testing.T) { handlersEqualTheFold(t, orders.NewProjection) })
+	t.Run("rows", func(t *testing.T) { handlersEqualTheFold(t, orders.NewRowProjection) })
+}
+
+func handlersEqualTheFold(t *testing.T, newProjection func(string, int) (*readmodel.Projection, error)) {
 	t.Parallel()
 	pool, _ := testenv.Postgres(t)
-	p, err := orders.NewProjection("orders_test", 1)
+	p, err := newProjection("orders_test", 1)
 	require.NoError(t, err)
 	h := projectortest.New(t, pool, p)
 	evs := generate(t, 1500)

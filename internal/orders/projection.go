@@ -15,18 +15,7 @@ func NewProjection(name string, version int) (*readmodel.Projection, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Migrate(
-		`CREATE TABLE orders (
-			order_id     text PRIMARY KEY,
-			customer_id  text NOT NULL,
-			amount_cents bigint NOT NULL,
-			cancelled    boolean NOT NULL DEFAULT false,
-			placed_at    timestamptz NOT NULL)`,
-		`CREATE TABLE customers (
-			customer_id  text PRIMARY KEY,
-			orders       int NOT NULL,
-			total_cents  bigint NOT NULL)`,
-	)
+	migrate(p)
 	readmodel.Handle(p, func(_ context.Context, w *readmodel.Writer, e events.Event, v OrderPlaced) error {
 		w.Exec(`INSERT INTO orders (order_id, customer_id, amount_cents, placed_at) VALUES ($1, $2, $3, $4)`,
 			v.OrderID, v.CustomerID, v.AmountCents, e.Time)
@@ -49,4 +38,20 @@ func NewProjection(name string, version int) (*readmodel.Projection, error) {
 		return nil
 	})
 	return p, nil
+}
+
+// migrate creates the read model's tables: the same for both versions of the handlers.
+func migrate(p *readmodel.Projection) {
+	p.Migrate(
+		`CREATE TABLE orders (
+			order_id     text PRIMARY KEY,
+			customer_id  text NOT NULL,
+			amount_cents bigint NOT NULL,
+			cancelled    boolean NOT NULL DEFAULT false,
+			placed_at    timestamptz NOT NULL)`,
+		`CREATE TABLE customers (
+			customer_id  text PRIMARY KEY,
+			orders       int NOT NULL,
+			total_cents  bigint NOT NULL)`,
+	)
 }

@@ -56,6 +56,7 @@ func (s *tableState[K, R]) queueLoad(b *pgx.Batch) bool {
 	}
 	slices.Sort(keys)
 	t := s.t
+	b.Queue(t.locks, keys, t.name+":")
 	b.Queue(t.selects, keys).Query(func(rows pgx.Rows) error {
 		found := make(map[K]slot[R], len(keys))
 		for rows.Next() {

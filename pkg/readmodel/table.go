@@ -12,9 +12,11 @@ import (
 )
 
 // Table is a read-model table whose rows handlers read and write in memory, by
-// primary key: the fast path. Loading a row locks it (FOR UPDATE, in key order)
-// until the batch commits, so that partitions sharing rows take turns on them and
-// never lose each other's updates; a row loaded as absent and found inserted by
+// primary key: the fast path. Loading a key locks it until the batch commits — an
+// advisory lock on the table and key, taken in key order whether the row exists yet
+// or not, then the row itself (FOR UPDATE) — so that partitions sharing rows take
+// turns on them, never deadlock among themselves and never lose each other's
+// updates; a row loaded as absent and found inserted by
 // another transaction at commit fails the batch with a transient error, and the
 // runtime retries it. Declare a table once, beside the projection's migrations:
 //
@@ -37,6 +39,7 @@ type Table[K cmp.Ordered, R any] struct {
 	types   []string
 	pk      int // the primary key's column
 	selects string
+	locks   string
 	upsert  string
 	deletes string
 }
@@ -117,6 +120,14 @@ func (t *Table[K, R]) prepareSQL() {
 	cols := strings.Join(t.cols, ", ")
 	pk := t.cols[t.pk]
 	t.selects = fmt.Sprintf(`SELECT %s FROM %s WHERE %s = ANY($1) ORDER BY %s FOR UPDATE`, cols, t.name, pk, pk)
+	// Before the read, every key — of a row that exists or not yet — is locked, in
+	// key order: a transaction-level advisory lock on a hash of the table and the
+	// key. FOR UPDATE alone locks only the rows that exist; a key loaded as absent
+	// stayed unlocked until the commit's upsert inserted it, a lock taken out of key
+	// order, and partitions sharing new rows deadlocked. The read, a statement of its
+	// own, sees what a transaction that held a lock committed before releasing it.
+	t.locks = fmt.Sprintf(`SELECT count(pg_advisory_xact_lock(hashtextextended($2 || k::text, 0)))
+		FROM unnest($1::%s[]) WITH ORDINALITY AS u(k, i)`, t.types[t.pk])
 	t.deletes = fmt.Sprintf(`DELETE FROM %s WHERE %s = ANY($1)`, t.name, pk)
 	params := make([]string, len(t.cols))
 	var set []string

@@ -110,13 +110,14 @@ func (w *Writer) send(ctx context.Context) error {
 	return w.tx.SendBatch(ctx, b).Close()
 }
 
-// load sends the queue with a query per table for the keys wanted, in one round
-// trip; nothing when no key is wanted.
+// load sends the queue with, per table with keys wanted, a statement locking the
+// keys and a query reading their rows, in one round trip; nothing when no key is
+// wanted.
 func (w *Writer) load(ctx context.Context) error {
 	queued := 0
 	for _, t := range w.order {
 		if t.rows.queueLoad(w.batch) {
-			queued++
+			queued += 2
 		}
 	}
 	if queued == 0 {

@@ -51,13 +51,8 @@ func (d *dlqCmd) define(sub string, f *cli.Flags) {
 
 func (s *service) runDLQ(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	d := &dlqCmd{c: s.common()}
-	sub, err := subcommand("dlq", s.text(dlqUsage), args, stdout, d.define, "list", "retry", "skip")
+	sub, _, err := cli.ParseSubcommand("dlq", s.text(dlqUsage), args, stdout, d.define, "list", "retry", "skip")
 	if sub == "" {
-		return err
-	}
-	f := cli.NewFlags("dlq "+sub, s.text(dlqUsage))
-	d.define(sub, f)
-	if err := f.Parse(args[1:], stdout); err != nil {
 		return err
 	}
 	pool, proj, err := d.c.open(ctx)
@@ -119,9 +114,9 @@ func (d *dlqCmd) list(ctx context.Context, q *admin.DLQ, stdout io.Writer) error
 		if err != nil {
 			return err
 		}
-		return writeList(stdout, d.asJSON, parked, "ID\tEFFECT\tPARTITION\tOFFSET\tEVENT\tSTATE\tATTEMPTS\tERROR",
+		return cli.WriteList(stdout, d.asJSON, parked, "ID\tEFFECT\tPARTITION\tOFFSET\tEVENT\tSTATE\tATTEMPTS\tERROR",
 			func(p admin.ParkedEffect) string {
-				return fmt.Sprintf("%d\t%s\t%d\t%d\t%s\t%s\t%d\t%s", p.ID, p.Effect, p.Partition, p.Offset, p.EventID, p.State, p.Attempts, short(p.Error))
+				return fmt.Sprintf("%d\t%s\t%d\t%d\t%s\t%s\t%d\t%s", p.ID, p.Effect, p.Partition, p.Offset, p.EventID, p.State, p.Attempts, cli.OneLine(p.Error))
 			})
 	}
 	parked, err := q.List(ctx, d.all)
@@ -132,8 +127,8 @@ func (d *dlqCmd) list(ctx context.Context, q *admin.DLQ, stdout io.Writer) error
 		_, _ = fmt.Fprintln(stdout, "no parked events")
 		return nil
 	}
-	return writeList(stdout, d.asJSON, parked, "ID\tPARTITION\tOFFSET\tSUBJECT\tTYPE\tSTATE\tATTEMPTS\tERROR",
+	return cli.WriteList(stdout, d.asJSON, parked, "ID\tPARTITION\tOFFSET\tSUBJECT\tTYPE\tSTATE\tATTEMPTS\tERROR",
 		func(p admin.Parked) string {
-			return fmt.Sprintf("%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s", p.ID, p.Partition, p.Offset, p.Subject, p.EventType, p.State, p.Attempts, short(p.Error))
+			return fmt.Sprintf("%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s", p.ID, p.Partition, p.Offset, p.Subject, p.EventType, p.State, p.Attempts, cli.OneLine(p.Error))
 		})
 }

@@ -32,13 +32,8 @@ func (s *service) runMigrate(ctx context.Context, args []string, stdout, _ io.Wr
 			f.Bool(&asJSON, "json", "", false, "print JSON")
 		}
 	}
-	sub, err := subcommand("migrate", s.text(migrateUsage), args, stdout, define, "up", "status")
+	sub, f, err := cli.ParseSubcommand("migrate", s.text(migrateUsage), args, stdout, define, "up", "status")
 	if sub == "" {
-		return err
-	}
-	f := cli.NewFlags("migrate "+sub, s.text(migrateUsage))
-	define(sub, f)
-	if err := f.Parse(args[1:], stdout); err != nil {
 		return err
 	}
 	if len(f.Args()) != 0 {
@@ -75,7 +70,7 @@ func (s *service) runMigrate(ctx context.Context, args []string, stdout, _ io.Wr
 	for i, s := range states {
 		rows[i] = row{Version: s.Version, Name: s.Name, AppliedAt: s.AppliedAt, Unknown: s.Unknown}
 	}
-	return writeList(stdout, asJSON, rows, "VERSION\tNAME\tAPPLIED", func(r row) string {
+	return cli.WriteList(stdout, asJSON, rows, "VERSION\tNAME\tAPPLIED", func(r row) string {
 		at := "pending"
 		if r.AppliedAt != nil {
 			at = r.AppliedAt.UTC().Format(time.RFC3339)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/internal/statusview"
 	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/snapshot"
@@ -61,7 +62,7 @@ func (s *service) runReplay(ctx context.Context, args []string, stdout, _ io.Wri
 	if cli.IsTerminal(os.Stderr) {
 		pit.Started = func(ctx context.Context, r *projector.Runner) func() {
 			ctx, cancel := context.WithCancel(ctx)
-			wait := progressBar(ctx, r, os.Stderr)
+			wait := statusview.ProgressBar(ctx, r, os.Stderr)
 			return func() { cancel(); wait() }
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/internal/statusview"
 	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/projector"
@@ -139,7 +139,7 @@ func (r *runCmd) check() error {
 		return err
 	}
 	for name, d := range map[string]time.Duration{"--batch-timeout": r.batchTimeout, "--drain-timeout": r.drain, "--session-timeout": r.session, "--heartbeat": r.heartbeat} {
-		if err := positive(name, d); err != nil {
+		if err := cli.Positive(name, d); err != nil {
 			return err
 		}
 	}
@@ -179,39 +179,17 @@ func (s *service) runRun(ctx context.Context, args []string, stdout, stderr io.W
 	// HTTP first, so that /healthz says what start waits for.
 	r.start = newStartup(log, r.startupTimeout)
 	r.c.reach = r.start.reach
-	stopHTTP, err := serveHTTP(ctx, r.listen, r.start, log)
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", r.listen)
 	if err != nil {
-		return err
+		return fmt.Errorf("--listen (PROJECTOR_LISTEN) %s: %w", r.listen, err)
 	}
+	stopHTTP := statusview.Serve(ctx, ln, r.start, log)
 	defer stopHTTP()
 	err = r.consume(ctx, stderr)
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil // stopped (SIGINT, SIGTERM), even while start still waited
 	}
 	return err
-}
-
-// serveHTTP serves h on listen until the returned stop, which waits for it.
-func serveHTTP(ctx context.Context, listen string, h http.Handler, log *zap.Logger) (stop func(), err error) {
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", listen)
-	if err != nil {
-		return nil, fmt.Errorf("--listen (PROJECTOR_LISTEN) %s: %w", listen, err)
-	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", zap.Error(err))
-		}
-	}()
-	log.Info("serving HTTP", zap.String("addr", ln.Addr().String()))
-	return func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-served
-	}, nil
 }
 
 // consume waits for the servers, builds the runner, hands HTTP to its API and runs it
@@ -249,7 +227,7 @@ func (r *runCmd) consume(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r.start.serve(r.svc.newAPI(runner, r.pool, r.proj, reg, admin.Inspection{
+	r.start.Open(r.svc.newAPI(runner, r.pool, r.proj, reg, admin.Inspection{
 		Pool: r.pool, Schema: c.schema, Brokers: cli.SplitList(c.brokers), Client: r.kc, Topic: c.topic,
 		Projection: r.proj.Name(), Version: r.proj.Version(), ReadyLag: readyLagSetting(r.readyLag), Effects: effectNames(r.fx.names),
 	}))
@@ -265,7 +243,7 @@ func (r *runCmd) runUntilStopped(ctx context.Context, runner *projector.Runner, 
 	go func() { defer close(watched); r.start.watch(runCtx, runner, cancel) }()
 	stopBar := func() {}
 	if r.progress {
-		stopBar = progressBar(runCtx, runner, stderr)
+		stopBar = statusview.ProgressBar(runCtx, runner, stderr)
 	}
 	err := runner.Run(runCtx)
 	cancel(nil)
@@ -297,11 +275,4 @@ func parsePolicies(gaps, unknown string) (projector.GapPolicy, projector.Unknown
 		return 0, 0, fmt.Errorf("--unknown-types (PROJECTOR_UNKNOWN_TYPES) %q: want skip or park", unknown)
 	}
 	return g, u, nil
-}
-
-func positive(name string, d time.Duration) error {
-	if d <= 0 {
-		return fmt.Errorf("%s %v: must be positive", name, d)
-	}
-	return nil
 }

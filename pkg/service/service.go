@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 
@@ -222,24 +221,6 @@ func (e *usageError) Unwrap() error { return e.error }
 type ExitCode int
 
 func (e ExitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
-
-// subcommand picks a command's subcommand from args: with none, or -h/--help, it
-// prints usage with every subcommand's flags (define defines SUB's flags) and
-// returns "" (with an error when none was given); an unknown one is an error naming
-// the choices.
-func subcommand(cmd, usage string, args []string, stdout io.Writer, define func(sub string, f *cli.Flags), valid ...string) (string, error) {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		cli.PrintSubcommandHelp(stdout, cmd, usage, valid, define)
-		if len(args) == 0 {
-			return "", fmt.Errorf("%s takes a subcommand: %s", cmd, strings.Join(valid, ", "))
-		}
-		return "", nil
-	}
-	if !slices.Contains(valid, args[0]) {
-		return "", fmt.Errorf("%s %s: want %s", cmd, args[0], strings.Join(valid, ", "))
-	}
-	return args[0], nil
-}
 
 // text fills a help text in with the service's name.
 func (s *service) text(t string) string { return strings.ReplaceAll(t, "{{.Name}}", s.name) }

@@ -76,13 +76,8 @@ func (sc *snapCmd) define(sub string, f *cli.Flags) {
 
 func (s *service) runSnapshot(ctx context.Context, args []string, stdout, _ io.Writer) error {
 	sc := &snapCmd{svc: s, c: s.common()}
-	sub, err := subcommand("snapshot", s.text(snapshotUsage), args, stdout, sc.define, "create", "list", "show", "restore", "prune", "scrub")
+	sub, f, err := cli.ParseSubcommand("snapshot", s.text(snapshotUsage), args, stdout, sc.define, "create", "list", "show", "restore", "prune", "scrub")
 	if sub == "" {
-		return err
-	}
-	f := cli.NewFlags("snapshot "+sub, s.text(snapshotUsage))
-	sc.define(sub, f)
-	if err := f.Parse(args[1:], stdout); err != nil {
 		return err
 	}
 	if sc.pool, sc.proj, err = sc.c.open(ctx); err != nil {
@@ -112,7 +107,7 @@ func (sc *snapCmd) create(ctx context.Context, stdout io.Writer) error {
 		return err
 	}
 	m, err := snapshot.Take(ctx, snapshot.Source{Pool: sc.pool, Schema: sc.c.schema, Projection: sc.proj, Topic: sc.c.topic,
-		Progress: tableProgress(stdout, "wrote")}, sc.store)
+		Progress: cli.TableProgress(stdout, "wrote")}, sc.store)
 	if err != nil {
 		return err
 	}
@@ -142,7 +137,7 @@ func (sc *snapCmd) list(ctx context.Context, stdout io.Writer) error {
 			waiting++
 		}
 	}
-	err = writeList(stdout, sc.asJSON, items, "ID\tCREATED\tEVENTS\tBYTES\tSCRUBBED THROUGH\tMAY HOLD FORGOTTEN", listedSnapshot.row)
+	err = cli.WriteList(stdout, sc.asJSON, items, "ID\tCREATED\tEVENTS\tBYTES\tSCRUBBED THROUGH\tMAY HOLD FORGOTTEN", listedSnapshot.row)
 	if err == nil && !sc.asJSON && waiting > 0 {
 		_, _ = fmt.Fprintf(stdout, "\n%s\n", sc.svc.scrubAdvice(waiting, sc.dir))
 	}
@@ -158,7 +153,7 @@ func (sc *snapCmd) show(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return writeIndented(stdout, m)
+	return cli.WriteIndented(stdout, m)
 }
 
 func (sc *snapCmd) restore(ctx context.Context, stdout io.Writer) error {
@@ -170,7 +165,7 @@ func (sc *snapCmd) restore(ctx context.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := restoreSnapshot(ctx, sc.c, sc.pool, sc.proj, sc.store, id, keys, tableProgress(stdout, "loaded"))
+	m, err := restoreSnapshot(ctx, sc.c, sc.pool, sc.proj, sc.store, id, keys, cli.TableProgress(stdout, "loaded"))
 	if err != nil {
 		return err
 	}
@@ -273,15 +268,6 @@ func restoreSnapshot(ctx context.Context, c *common, pool *pgxpool.Pool, proj *r
 	return m, err
 }
 
-// tableProgress prints a line per table: snapshots copy at hundreds of MB/s, so a
-// line per table is the progress worth showing.
-func tableProgress(out io.Writer, verb string) func(string, int64, int64, time.Duration) {
-	return func(table string, rows, bytes int64, took time.Duration) {
-		rate := float64(bytes) / max(took.Seconds(), 1e-6) / (1 << 20)
-		_, _ = fmt.Fprintf(out, "  %s %-12s %9d rows %10d bytes  %6.1f MB/s\n", verb, table, rows, bytes, rate)
-	}
-}
-
 type snapshotFlags struct {
 	dir         string
 	scrubEvery  time.Duration
@@ -308,7 +294,7 @@ func (s *snapshotFlags) register(f *cli.Flags) {
 // open bootstraps from a snapshot if asked and the read model is empty, and returns
 // the snapshot policy (nil when no trigger is set).
 func (s *snapshotFlags) open(ctx context.Context, c *common, pool *pgxpool.Pool, proj *readmodel.Projection, keys shred.KeyStore, log *zap.Logger) (*projector.SnapshotPolicy, error) {
-	if err := positive("--scrub-every (PROJECTOR_SCRUB_EVERY)", s.scrubEvery); err != nil {
+	if err := cli.Positive("--scrub-every (PROJECTOR_SCRUB_EVERY)", s.scrubEvery); err != nil {
 		return nil, err
 	}
 	if s.everyEvents < 0 || s.every < 0 || s.keep < 1 {

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/statusview"
 	"github.com/projector/projector/pkg/projector"
 )
 
@@ -25,43 +24,14 @@ const (
 // over it answers every HTTP request, /healthz included, with 503 and what it waits
 // for. With a timeout (--startup-timeout) it gives up when still waiting then.
 type startup struct {
-	log     *zap.Logger
-	timeout time.Duration // 0: wait forever
-	began   time.Time
-
-	mu      sync.Mutex
-	waiting string       // what start waits for, and the last error
-	api     http.Handler // set once the runner exists
+	*statusview.Gate // what HTTP answers: 503 and what start waits for, then the API
+	log              *zap.Logger
+	timeout          time.Duration // 0: wait forever
+	began            time.Time
 }
 
 func newStartup(log *zap.Logger, timeout time.Duration) *startup {
-	return &startup{log: log, timeout: timeout, began: time.Now(), waiting: "starting"}
-}
-
-// ServeHTTP hands requests to the API once it is set; before, it answers 503 with
-// what start waits for.
-func (s *startup) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	api, waiting := s.api, s.waiting
-	s.mu.Unlock()
-	if api != nil {
-		api.ServeHTTP(w, r)
-		return
-	}
-	WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting", "waiting": waiting})
-}
-
-// serve hands HTTP over to the API.
-func (s *startup) serve(api http.Handler) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.api, s.waiting = api, ""
-}
-
-func (s *startup) wait(why string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.waiting = why
+	return &startup{Gate: statusview.NewGate(), log: log, timeout: timeout, began: time.Now()}
 }
 
 // expired reports whether the startup timeout has passed.
@@ -83,14 +53,14 @@ func (s *startup) reach(ctx context.Context, what string, ping func(context.Cont
 			if attempt > 1 {
 				s.log.Info("reached "+what, zap.Int("attempts", attempt))
 			}
-			s.wait("")
+			s.Wait("")
 			return nil
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		why := what + ": " + err.Error()
-		s.wait(why)
+		s.Wait(why)
 		if s.expired() {
 			return s.giveUp(why)
 		}

@@ -32,13 +32,8 @@ func (s *service) runVersions(ctx context.Context, args []string, stdout, _ io.W
 			f.Bool(&asJSON, "json", "", false, "print JSON")
 		}
 	}
-	sub, err := subcommand("versions", s.text(versionsUsage), args, stdout, define, "list", "activate", "drop")
+	sub, f, err := cli.ParseSubcommand("versions", s.text(versionsUsage), args, stdout, define, "list", "activate", "drop")
 	if sub == "" {
-		return err
-	}
-	f := cli.NewFlags("versions "+sub, s.text(versionsUsage))
-	define(sub, f)
-	if err := f.Parse(args[1:], stdout); err != nil {
 		return err
 	}
 	pool, proj, err := c.open(ctx)
@@ -52,7 +47,7 @@ func (s *service) runVersions(ctx context.Context, args []string, stdout, _ io.W
 		if err != nil {
 			return err
 		}
-		return writeList(stdout, asJSON, infos, "VERSION\tSCHEMA\tACTIVE", func(i admin.VersionInfo) string {
+		return cli.WriteList(stdout, asJSON, infos, "VERSION\tSCHEMA\tACTIVE", func(i admin.VersionInfo) string {
 			return fmt.Sprintf("%d\t%s\t%v", i.Version, i.Schema, i.Active)
 		})
 	}

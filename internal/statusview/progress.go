@@ -1,4 +1,4 @@
-package service
+package statusview
 
 import (
 	"context"
@@ -10,8 +10,9 @@ import (
 	"github.com/projector/projector/pkg/projector"
 )
 
-// progressBar draws the catch-up on a terminal until ctx ends.
-func progressBar(ctx context.Context, r *projector.Runner, out io.Writer) func() {
+// ProgressBar draws the catch-up on a terminal until ctx ends; the function it
+// returns waits for the bar to finish.
+func ProgressBar(ctx context.Context, r *projector.Runner, out io.Writer) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
