@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,39 +21,10 @@ import (
 	"github.com/projector/projector/pkg/eventlog"
 )
 
-// freeAddr returns a loopback address no one listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
-
-// syncBuffer is a bytes.Buffer a process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startRun starts the projector binary's run with args, its output in the buffer.
-func startRun(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
+func startRun(t *testing.T, args ...string) (*exec.Cmd, *testenv.SyncBuffer) {
 	t.Helper()
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	cmd := exec.Command(binary, append([]string{"run", "--progress=false", "--effects", "none"}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if os.Getenv("PROJECTOR_MASTER_KEY") == "" { // no stack: any well-formed key gets run past the check
@@ -87,7 +55,7 @@ func healthz(addr string) (int, map[string]string) {
 
 // stopClean sends SIGTERM and wants exit status 0: stopping while start waits is a
 // clean stop.
-func stopClean(t *testing.T, cmd *exec.Cmd, out *syncBuffer) {
+func stopClean(t *testing.T, cmd *exec.Cmd, out *testenv.SyncBuffer) {
 	t.Helper()
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
@@ -101,7 +69,7 @@ func stopClean(t *testing.T, cmd *exec.Cmd, out *syncBuffer) {
 func TestRunWaitingForItsServersWarnsAndHealthzSaysWhy(t *testing.T) {
 	t.Parallel()
 	const dead = "127.0.0.1:1"
-	warnings := func(out *syncBuffer, about string) int {
+	warnings := func(out *testenv.SyncBuffer, about string) int {
 		n := 0
 		for _, l := range strings.Split(out.String(), "\n") {
 			if strings.Contains(l, `"level":"warn"`) && strings.Contains(l, about) {
@@ -113,7 +81,7 @@ func TestRunWaitingForItsServersWarnsAndHealthzSaysWhy(t *testing.T) {
 
 	t.Run("postgres", func(t *testing.T) {
 		t.Parallel()
-		addr := freeAddr(t)
+		addr := testenv.FreeAddr(t)
 		cmd, out := startRun(t, "--listen", addr, "--database-url", "postgres://postgres:secret@"+dead+"/nowhere")
 		testenv.WaitFor(t, 30*time.Second, "two warnings naming the database", func() bool { return warnings(out, "database "+dead+"/nowhere") >= 2 })
 		code, body := healthz(addr)
@@ -127,7 +95,7 @@ func TestRunWaitingForItsServersWarnsAndHealthzSaysWhy(t *testing.T) {
 	t.Run("kafka", func(t *testing.T) {
 		t.Parallel()
 		schema, projection := scratchProjection(t)
-		addr := freeAddr(t)
+		addr := testenv.FreeAddr(t)
 		cmd, out := startRun(t, "--listen", addr, "--brokers", dead, "--topic", "trips-unreachable",
 			"--database-url", testenv.Get(t).DatabaseURL, "--schema", schema, "--projection", projection)
 		testenv.WaitFor(t, 30*time.Second, "two warnings naming the broker", func() bool { return warnings(out, `"brokers":"`+dead+`"`) >= 2 })
@@ -148,7 +116,7 @@ func TestRunWaitingForItsServersWarnsAndHealthzSaysWhy(t *testing.T) {
 			defer kc.Close()
 			_, _ = kc.Kafka().DeleteTopics(context.Background(), &kafka.DeleteTopicsRequest{Topics: []string{topic}})
 		})
-		addr := freeAddr(t)
+		addr := testenv.FreeAddr(t)
 		cmd, out := startRun(t, "--listen", addr, "--brokers", strings.Join(brokers, ","), "--topic", topic,
 			"--database-url", testenv.Get(t).DatabaseURL, "--schema", schema, "--projection", projection)
 		testenv.WaitFor(t, 30*time.Second, "/healthz to say it waits for the topic", func() bool {
@@ -177,7 +145,7 @@ func TestRunGivesUpAfterTheStartupTimeout(t *testing.T) {
 			"--projection", projection},
 	} {
 		began := time.Now()
-		cmd, out := startRun(t, append([]string{"--listen", freeAddr(t), "--startup-timeout", "3s"}, args...)...)
+		cmd, out := startRun(t, append([]string{"--listen", testenv.FreeAddr(t), "--startup-timeout", "3s"}, args...)...)
 		err := cmd.Wait()
 		took := time.Since(began)
 		var ee *exec.ExitError

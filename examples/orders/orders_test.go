@@ -8,13 +8,11 @@ import (
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,7 +63,7 @@ func TestOrdersServiceEqualsTheFoldAndMailsOncePerShippedOrder(t *testing.T) {
 	want := fold(t, evs)
 	t.Logf("%d events: %d customers, %d orders, %d shipped", len(evs), len(want.customers), len(want.orders), want.shipped())
 
-	addr := freeAddr(t)
+	addr := testenv.FreeAddr(t)
 	cmd, out := w.start("run", "--listen", addr, "--progress=false", "--log-level", "warn")
 	testenv.WaitFor(t, 2*time.Minute, "the read model at the log end and every shipped order mailed", func() bool {
 		st := w.status(t)
@@ -128,8 +126,8 @@ func newWorld(t *testing.T) *world {
 }
 
 // start runs the built example with the world's settings.
-func (w *world) start(args ...string) (*exec.Cmd, *syncBuffer) {
-	var out syncBuffer
+func (w *world) start(args ...string) (*exec.Cmd, *testenv.SyncBuffer) {
+	var out testenv.SyncBuffer
 	args = append(args, "--redis-url", testenv.Get(w.t).RedisURL, "--smtp-addr", w.mail.SMTPAddr, "--ledger-namespace", w.prefix)
 	cmd := exec.Command(binary, append(args, w.flags()...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -321,29 +319,4 @@ func getJSON(t *testing.T, url string, v any) int {
 	defer func() { _ = resp.Body.Close() }()
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
 	return resp.StatusCode
-}
-
-func freeAddr(t *testing.T) string {
-	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
-}
-
-// syncBuffer is a bytes.Buffer a process writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
