@@ -88,7 +88,7 @@ type Config struct {
 	// stored position) is at most this, and the instance is ready when every partition
 	// it owns is live (default ReadyLagDefault; ReadyLagZero for a lag of 0).
 	ReadyLag     int64
-	DrainTimeout time.Duration // bound on finishing an in-flight batch at revocation or stop (default DrainTimeoutDefault)
+	DrainTimeout time.Duration // bound on finishing, at revocation or stop, the batch in flight and the effect runs in flight (default DrainTimeoutDefault)
 
 	SessionTimeout    time.Duration // Kafka group session timeout (default SessionTimeoutDefault)
 	HeartbeatInterval time.Duration // Kafka group heartbeat (default HeartbeatIntervalDefault)

@@ -30,7 +30,7 @@ const ListenDefault = "127.0.0.1:18080"
 const runHelp = `{{.Name}} run: build the read model from the log — from offset zero for a new
 projection version, from its stored offsets otherwise — then keep it current.
 Several instances with the same --group share the partitions. Stops on SIGINT or
-SIGTERM, finishing the batch in flight within --drain-timeout.{{.About}}
+SIGTERM, finishing the batch and the effect runs in flight within --drain-timeout.{{.About}}
 
 Start: run waits for the read model's database (and the key store's), then for the
 topic on Kafka, warning every few seconds with the address and the error while one
@@ -113,7 +113,7 @@ func (r *runCmd) register(f *cli.Flags) {
 	f.Int(&r.batchSize, "batch-size", "PROJECTOR_BATCH_SIZE", projector.BatchSizeDefault, "most events in one transaction")
 	f.Duration(&r.batchTimeout, "batch-timeout", "PROJECTOR_BATCH_TIMEOUT", projector.BatchTimeoutDefault, "how long a partial batch waits for more events")
 	f.Int(&r.readyLag, "ready-lag", "PROJECTOR_READY_LAG", projector.ReadyLagDefault, readyLagUsage)
-	f.Duration(&r.drain, "drain-timeout", "PROJECTOR_DRAIN_TIMEOUT", projector.DrainTimeoutDefault, "bound on finishing the in-flight batch at stop or rebalance")
+	f.Duration(&r.drain, "drain-timeout", "PROJECTOR_DRAIN_TIMEOUT", projector.DrainTimeoutDefault, "bound on finishing, at stop or rebalance, the read model's batch in flight and the effect runs in flight (no new run starts)")
 	f.Duration(&r.session, "session-timeout", "PROJECTOR_SESSION_TIMEOUT", projector.SessionTimeoutDefault, "Kafka group session timeout")
 	f.Duration(&r.heartbeat, "heartbeat", "PROJECTOR_HEARTBEAT", projector.HeartbeatIntervalDefault, "Kafka group heartbeat interval")
 	f.String(&r.gaps, "gaps", "PROJECTOR_GAPS", "warn", "a gap in an aggregate's sequence: warn (apply, report) or halt (park the aggregate)")
