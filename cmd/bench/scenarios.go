@@ -25,6 +25,7 @@ import (
 
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
@@ -200,10 +201,7 @@ func runUntil(ctx context.Context, cfg projector.Config, ends map[int]int64, sam
 	}
 	var took time.Duration
 	stored := func() (int64, error) {
-		var sum int64
-		err := cfg.Pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+pgx.Identifier{schemaOr(cfg.Schema), "offsets"}.Sanitize()+
-			` WHERE projection = $1 AND version = $2 AND topic = $3`, cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic).Scan(&sum)
-		return sum, err
+		return store.SumNextOffsets(ctx, cfg.Pool, schemaOr(cfg.Schema), cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic)
 	}
 	for {
 		sum, err := stored()

@@ -118,12 +118,13 @@ func (e *Env) Setup(ctx context.Context) error {
 		   VALUES (NEW.projection, NEW.partition, NEW.member, NEW.generation, CASE WHEN TG_OP = 'UPDATE' THEN OLD.next_offset END, NEW.next_offset);
 		   RETURN NEW;
 		 END $$`,
-		`DROP TRIGGER IF EXISTS chaos_audit ON ` + store.TablesIn(e.Schema).Offsets,
-		`CREATE TRIGGER chaos_audit AFTER INSERT OR UPDATE ON ` + store.TablesIn(e.Schema).Offsets + ` FOR EACH ROW EXECUTE FUNCTION ` + fw + `.chaos_audit_offsets()`,
 	} {
 		if _, err := e.Pool.Exec(ctx, q); err != nil {
 			return fmt.Errorf("audit trigger: %w", err)
 		}
+	}
+	if err := store.TriggerOnOffsets(ctx, e.Pool, e.Schema, "chaos_audit", fw+`.chaos_audit_offsets()`); err != nil {
+		return fmt.Errorf("audit trigger: %w", err)
 	}
 	return nil
 }
@@ -242,9 +243,7 @@ func (e *Env) StartProjector(ctx context.Context, extra ...string) (*Proc, error
 func (e *Env) Progress(ctx context.Context) int64 {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	var sum int64
-	err := e.Pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+store.TablesIn(e.Schema).Offsets+`
-		WHERE projection = $1`, e.Name).Scan(&sum)
+	sum, err := store.SumNextOffsetsAnyVersion(ctx, e.Pool, e.Schema, e.Name)
 	if err != nil {
 		return -1
 	}
@@ -349,32 +348,18 @@ func (e *Env) Observe(ctx context.Context) (Observed, error) {
 		return obs, err
 	}
 	fw := pgx.Identifier{e.Schema}.Sanitize()
-	obs.Stored = map[int]int64{}
-	rows, err := e.Pool.Query(ctx, `SELECT partition, next_offset FROM `+store.TablesIn(e.Schema).Offsets+` WHERE projection = $1 AND topic = $2`, e.Name, e.Topic)
+	if obs.Stored, err = store.NextOffsetsAnyVersion(ctx, e.Pool, e.Schema, e.Name, e.Topic); err != nil {
+		return obs, err
+	}
+	parked, err := store.ListOpenParked(ctx, e.Pool, e.Schema, e.Name)
 	if err != nil {
 		return obs, err
 	}
-	for rows.Next() {
-		var p int
-		var n int64
-		if err := rows.Scan(&p, &n); err != nil {
-			return obs, err
-		}
-		obs.Stored[p] = n
+	obs.Parked = make([]ParkedRow, len(parked))
+	for i, p := range parked {
+		obs.Parked[i] = ParkedRow(p)
 	}
-	rows.Close()
-	rows, err = e.Pool.Query(ctx, `SELECT partition, "offset", event_id, subject, error FROM `+store.TablesIn(e.Schema).Parked+` WHERE projection = $1 AND state <> 'resolved'`, e.Name)
-	if err != nil {
-		return obs, err
-	}
-	obs.Parked, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (ParkedRow, error) {
-		var p ParkedRow
-		return p, r.Scan(&p.Partition, &p.Offset, &p.EventID, &p.Subject, &p.Error)
-	})
-	if err != nil {
-		return obs, err
-	}
-	rows, err = e.Pool.Query(ctx, `SELECT id, partition, member, generation, old_next, new_next FROM `+fw+`.chaos_audit WHERE projection = $1`, e.Name)
+	rows, err := e.Pool.Query(ctx, `SELECT id, partition, member, generation, old_next, new_next FROM `+fw+`.chaos_audit WHERE projection = $1`, e.Name)
 	if err != nil {
 		return obs, err
 	}
@@ -385,16 +370,13 @@ func (e *Env) Observe(ctx context.Context) (Observed, error) {
 	if err != nil {
 		return obs, err
 	}
-	rows, err = e.Pool.Query(ctx, `SELECT idempotency_key, event_id, error FROM `+store.TablesIn(e.Schema).ParkedEffects+` WHERE projection = $1 AND state = 'parked'`, e.Name)
+	fx, err := store.ListOpenParkedEffects(ctx, e.Pool, e.Schema, e.Name)
 	if err != nil {
 		return obs, err
 	}
-	obs.ParkedEffects, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (ParkedEffect, error) {
-		var pe ParkedEffect
-		return pe, r.Scan(&pe.Key, &pe.EventID, &pe.Error)
-	})
-	if err != nil {
-		return obs, err
+	obs.ParkedEffects = make([]ParkedEffect, len(fx))
+	for i, pe := range fx {
+		obs.ParkedEffects[i] = ParkedEffect(pe)
 	}
 	if obs.ReadModel, err = domain.Load(ctx, e.Pool, e.Projection.Schema()); err != nil {
 		return obs, err
@@ -405,18 +387,9 @@ func (e *Env) Observe(ctx context.Context) (Observed, error) {
 
 // Owners returns each partition's stored owner (member id).
 func (e *Env) Owners(ctx context.Context) map[int]string {
-	out := map[int]string{}
-	rows, err := e.Pool.Query(ctx, `SELECT partition, member FROM `+store.TablesIn(e.Schema).Offsets+` WHERE projection = $1`, e.Name)
-	if err != nil {
-		return out
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var p int
-		var m string
-		if rows.Scan(&p, &m) == nil {
-			out[p] = m
-		}
+	out, _ := store.OffsetOwners(ctx, e.Pool, e.Schema, e.Name) // unanswered: the owners read so far
+	if out == nil {
+		out = map[int]string{}
 	}
 	return out
 }

@@ -172,9 +172,8 @@ func checkKill(ctx context.Context, brokers []string, topic, dbURL, framework, p
 		return err
 	}
 	defer func() { _ = conn.Close(ctx) }()
-	var at int64
-	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+store.TablesIn(framework).Offsets+`
-		WHERE projection = $1 AND version = 1 AND topic = $2`, projection, topic).Scan(&at); err != nil {
+	at, err := store.SumNextOffsets(ctx, conn, framework, projection, 1, topic)
+	if err != nil {
 		return err
 	}
 	st, err := admin.LogStarts(ctx, brokers, topic)

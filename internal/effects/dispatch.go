@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/projector/projector/internal/lane"
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/offsets"
 )
 
@@ -237,7 +238,7 @@ func (d *dispatcher) checkLogStart(ctx context.Context) error {
 		}
 		p.Log.Warn("the effect's watermark is below the log start; events before it are gone", zap.Int64("watermark", p.Next), zap.Int64("log_start", first))
 		if err := e.env.Do(ctx, p, "move watermark to the log start", func(ctx context.Context) error {
-			sql, args := e.env.Offsets.AdvanceSQL(p.Key, p.Owner, p.Next, first, 0)
+			sql, args := store.AdvanceOffset(e.env.Schema, store.Partition(p.Key), p.Owner.Generation, p.Owner.Member, p.Next, first, 0)
 			tag, err := e.env.Pool.Exec(ctx, sql, args...)
 			if err == nil && tag.RowsAffected() != 1 {
 				return offsets.ErrFenced

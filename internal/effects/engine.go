@@ -11,7 +11,6 @@ import (
 
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/internal/retry"
-	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/sideeffects"
@@ -54,14 +53,13 @@ type Entry struct {
 
 // Engine runs a projection's effects, a dispatcher per partition (Run).
 type Engine struct {
-	cfg    Config
-	env    *lane.Env
-	tables store.Tables
+	cfg Config
+	env *lane.Env
 }
 
 // New returns the engine of cfg's effects over the lanes of env.
 func New(cfg Config, env *lane.Env) *Engine {
-	return &Engine{cfg: cfg, env: env, tables: store.TablesIn(cfg.Schema)}
+	return &Engine{cfg: cfg, env: env}
 }
 
 // NewFeed returns the feed from a partition's worker to its dispatcher.

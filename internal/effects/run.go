@@ -17,6 +17,7 @@ import (
 
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/internal/retry"
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
@@ -462,37 +463,21 @@ func (e *Engine) fire(ctx context.Context, ln *fxLane, it *fxItem) error {
 // the effect has not passed yet (those below its watermark never run again), and
 // says so.
 func (e *Engine) effectStart(ctx context.Context, p *lane.Lane, eff *sideeffects.Effect, part int) (time.Time, error) {
-	var from time.Time
-	horizon := e.cfg.Horizon.String()
-	args := []any{eff.Name(), e.cfg.Projection.Name(), e.cfg.Projection.Version(), e.env.Topic, part, horizon}
-	if _, err := e.env.Pool.Exec(ctx, `INSERT INTO `+e.tables.EffectStarts+` (effect, projection, version, topic, partition, horizon_from, horizon)
-		VALUES ($1, $2, $3, $4, $5, now() - $6::interval, $6::interval) ON CONFLICT DO NOTHING`, args...); err != nil {
-		return from, err
-	}
-	var was *string
-	err := e.env.Pool.QueryRow(ctx, `WITH old AS (
-			SELECT horizon FROM `+e.tables.EffectStarts+`
-			 WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5)
-		UPDATE `+e.tables.EffectStarts+` s SET horizon_from = s.started_at - $6::interval, horizon = $6::interval
-		  FROM old
-		 WHERE s.effect = $1 AND s.projection = $2 AND s.version = $3 AND s.topic = $4 AND s.partition = $5
-		   AND s.horizon IS DISTINCT FROM $6::interval
-		RETURNING s.horizon_from, old.horizon::text`, args...).Scan(&from, &was)
-	if err == nil {
+	from, moved, was, err := store.EffectHorizon(ctx, e.env.Pool, e.cfg.Schema, e.fxPartition(eff, part), e.cfg.Horizon)
+	if err == nil && moved {
 		before := "unrecorded"
 		if was != nil {
 			before = *was
 		}
 		p.Log.Info("the effect's horizon changed: it applies to the events the effect has not passed yet",
 			zap.String("was", before), zap.Duration("now", e.cfg.Horizon), zap.Time("horizon_from", from), zap.Int64("watermark", p.Next))
-		return from, nil
 	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return from, err
-	}
-	err = e.env.Pool.QueryRow(ctx, `SELECT horizon_from FROM `+e.tables.EffectStarts+`
-		WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5`, args[:5]...).Scan(&from)
 	return from, err
+}
+
+// fxPartition names a partition of one of the projection's effects.
+func (e *Engine) fxPartition(eff *sideeffects.Effect, part int) store.Partition {
+	return store.Partition{Effect: eff.Name(), Projection: e.cfg.Projection.Name(), Version: e.cfg.Projection.Version(), Topic: e.env.Topic, Partition: part}
 }
 
 // redisTransient marks Redis errors transient: the ledger is retried, never skipped.
@@ -505,14 +490,10 @@ func (e *Engine) redisTransient(err error) error {
 
 func (e *Engine) queueEffectPark(w *readmodel.Writer, p *lane.Lane, eff *sideeffects.Effect, it *fxItem) {
 	headers, _ := json.Marshal(it.msg.Headers)
-	w.Exec(`INSERT INTO `+e.tables.ParkedEffects+` (effect, projection, version, topic, partition, "offset", event_id, event_type,
-			idempotency_key, error, attempts, msg_key, msg_value, msg_headers)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-		ON CONFLICT (effect, projection, version, topic, partition, "offset") DO UPDATE
-		   SET state = 'parked', error = EXCLUDED.error,
-		       attempts = `+e.tables.ParkedEffects+`.attempts + EXCLUDED.attempts, updated_at = now()`,
-		eff.Name(), e.cfg.Projection.Name(), e.cfg.Projection.Version(), e.env.Topic, p.Key.Partition, it.msg.Offset,
-		text(it.dec.ID), text(it.dec.Type), it.key, text(it.err.Error()), it.attempts, it.msg.Key, it.msg.Value, headers)
+	store.QueueParkEffect(w, e.cfg.Schema, e.fxPartition(eff, p.Key.Partition), store.NewParkedEffect{
+		Offset: it.msg.Offset, EventID: text(it.dec.ID), EventType: text(it.dec.Type), IdempotencyKey: it.key,
+		Error: text(it.err.Error()), Attempts: it.attempts, Key: it.msg.Key, Value: it.msg.Value, Headers: headers,
+	})
 }
 
 // retryParkedEffects runs the lane's parked runs an operator asked to retry.
@@ -559,11 +540,10 @@ func (e *Engine) retryParkedEffects(ctx context.Context, ln *fxLane) error {
 		resolved = 0
 		for _, it := range items {
 			if it.outcome == Parked {
-				b.Queue(`UPDATE `+e.tables.ParkedEffects+` SET state = 'parked', error = $2, attempts = attempts + $3, updated_at = now() WHERE id = $1`,
-					it.parkID, text(it.err.Error()), it.attempts)
+				store.QueueParkedEffectAgain(b, e.cfg.Schema, it.parkID, text(it.err.Error()), it.attempts)
 			} else {
 				resolved++
-				b.Queue(`UPDATE `+e.tables.ParkedEffects+` SET state = 'resolved', updated_at = now() WHERE id = $1`, it.parkID)
+				store.QueueParkedEffectResolved(b, e.cfg.Schema, it.parkID)
 			}
 		}
 		return e.env.Pool.SendBatch(ctx, b).Close()
@@ -578,26 +558,21 @@ func (e *Engine) retryParkedEffects(ctx context.Context, ln *fxLane) error {
 func (e *Engine) loadEffectRetries(ctx context.Context, ln *fxLane) ([]*fxItem, error) {
 	var items []*fxItem
 	err := e.env.Do(ctx, ln.p, "load effect retries", func(ctx context.Context) error {
-		rows, err := e.env.Pool.Query(ctx, `SELECT id, "offset", msg_key, msg_value, msg_headers FROM `+e.tables.ParkedEffects+`
-			WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4 AND partition = $5 AND state = 'retry'
-			ORDER BY "offset"`, ln.eff.Name(), e.cfg.Projection.Name(), e.cfg.Projection.Version(), e.env.Topic, ln.p.Key.Partition)
+		parked, err := store.ParkedEffectRetries(ctx, e.env.Pool, e.cfg.Schema, e.fxPartition(ln.eff, ln.p.Key.Partition))
 		if err != nil {
 			return err
 		}
-		items, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (*fxItem, error) {
-			it := &fxItem{}
-			var headers []byte
-			if err := row.Scan(&it.parkID, &it.msg.Offset, &it.msg.Key, &it.msg.Value, &headers); err != nil {
-				return nil, err
-			}
-			if len(headers) > 0 {
-				if err := json.Unmarshal(headers, &it.msg.Headers); err != nil {
-					return nil, err
+		items = make([]*fxItem, 0, len(parked))
+		for _, pe := range parked {
+			it := &fxItem{parkID: pe.ID, msg: kafka.Message{Offset: pe.Offset, Key: pe.Key, Value: pe.Value}}
+			if len(pe.Headers) > 0 {
+				if err := json.Unmarshal(pe.Headers, &it.msg.Headers); err != nil {
+					return err
 				}
 			}
-			return it, nil
-		})
-		return err
+			items = append(items, it)
+		}
+		return nil
 	})
 	return items, err
 }

@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/retry"
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
@@ -46,6 +47,7 @@ type Lane struct {
 // retry policy and the counters.
 type Env struct {
 	Pool         *pgxpool.Pool
+	Schema       string // the framework schema
 	Offsets      *offsets.Store
 	Client       *eventlog.Client // metadata and offsets
 	Brokers      []string
@@ -135,7 +137,7 @@ func (env *Env) Resync(ctx context.Context, l *Lane, target int64) (bool, error)
 // QueueAdvance queues the fenced write that moves the lane from Next to next;
 // the flush fails with offsets.ErrFenced when the lane is no longer this owner's.
 func (env *Env) QueueAdvance(w *readmodel.Writer, l *Lane, next, consumed int64) {
-	sql, args := env.Offsets.AdvanceSQL(l.Key, l.Owner, l.Next, next, consumed)
+	sql, args := store.AdvanceOffset(env.Schema, store.Partition(l.Key), l.Owner.Generation, l.Owner.Member, l.Next, next, consumed)
 	w.ExecCheck(func(ct pgconn.CommandTag) error {
 		if ct.RowsAffected() != 1 {
 			return offsets.ErrFenced

@@ -92,7 +92,7 @@ func RestoreFile(ctx context.Context, tx pgx.Tx, schema, projection string, vers
 // Positions returns a projection version's stored read-model positions on topic,
 // by partition, as tx sees them.
 func Positions(ctx context.Context, tx pgx.Tx, schema, projection string, version int, topic string) (map[int]int64, error) {
-	rows, err := tx.Query(ctx, `SELECT partition, next_offset FROM `+pgx.Identifier{schema, "offsets"}.Sanitize()+`
+	rows, err := tx.Query(ctx, `SELECT partition, next_offset FROM `+table(schema, tableOffsets)+`
 		WHERE projection = $1 AND version = $2 AND topic = $3`, projection, version, topic)
 	if err != nil {
 		return nil, fmt.Errorf("store: positions: %w", err)
@@ -114,7 +114,7 @@ func Positions(ctx context.Context, tx pgx.Tx, schema, projection string, versio
 // position past zero): a snapshot is restored only into an empty one.
 func HasPositions(ctx context.Context, tx pgx.Tx, schema, projection string, version int) (bool, error) {
 	var n int
-	err := tx.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{schema, "offsets"}.Sanitize()+`
+	err := tx.QueryRow(ctx, `SELECT count(*) FROM `+table(schema, tableOffsets)+`
 		WHERE projection = $1 AND version = $2 AND next_offset > 0`, projection, version).Scan(&n)
 	return n > 0, err
 }
@@ -122,7 +122,7 @@ func HasPositions(ctx context.Context, tx pgx.Tx, schema, projection string, ver
 // RestorePositions stores a restored projection version's positions on topic: no
 // owner yet (generation -1), so that the first claim takes them.
 func RestorePositions(ctx context.Context, tx pgx.Tx, schema, projection string, version int, topic string, next map[int]int64) error {
-	q := pgx.Identifier{schema, "offsets"}.Sanitize()
+	q := table(schema, tableOffsets)
 	for part, n := range next {
 		if _, err := tx.Exec(ctx, `INSERT INTO `+q+` (projection, version, topic, partition, next_offset, generation, member, consumed)
 			VALUES ($1, $2, $3, $4, $5, -1, '', $5)

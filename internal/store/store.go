@@ -1,8 +1,10 @@
-// Package store owns the framework's schema: its tables and their numbered
-// migrations. Every framework table is created and altered here, and nowhere else:
-// a change to one is a new file in migrations/, applied in order, once, under an
-// advisory lock, by whichever process starts first (projector run, status, a test
-// harness), or ahead of a deployment with `projector migrate`.
+// Package store owns the framework's schema: its tables, their numbered migrations
+// and every query on them (grouped by table: offsets.go, aggregates.go, parked.go,
+// effects.go, versions.go, snapshot.go; a test fails on SQL naming a framework
+// table anywhere else in the module). Every framework table is created and altered
+// here, and nowhere else: a change to one is a new file in migrations/, applied in
+// order, once, under an advisory lock, by whichever process starts first (projector
+// run, status, a test harness), or ahead of a deployment with `projector migrate`.
 //
 // The framework schema's name is configurable (default "projector"): migrations
 // write {{schema}} where it goes.

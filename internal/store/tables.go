@@ -1,30 +1,45 @@
 package store
 
-import "github.com/jackc/pgx/v5"
+import (
+	"context"
 
-// Tables holds the quoted, schema-qualified names of the framework's tables in one
-// framework schema: the one place outside migrations/ that names them. Code that
-// queries a framework table asks for its name here, so that a renamed or split
-// table is one change in this package.
-type Tables struct {
-	Schema         string // the framework schema, quoted
-	Offsets        string // the read model's position per partition
-	EffectOffsets  string // each effect's watermark per partition
-	Aggregates     string // the last applied sequence and its window per aggregate
-	EventIDs       string // ids of applied events that carry no sequence
-	Parked         string // parked events
-	ParkedEffects  string // parked effect runs
-	EffectStarts   string // when each effect started on each partition: its horizon
-	ActiveVersions string // the version the stable views point at, per projection
-	Migrations     string // each projection version's applied migrations
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// The framework's tables, created and altered by migrations/: the one place outside
+// migrations/ that names them. Every query on them is a function of this package,
+// grouped by table (offsets.go, aggregates.go, parked.go, effects.go, versions.go),
+// so that a renamed or split table is one change here; a test
+// (TestNoFrameworkTableNamedOutsideStore) fails on SQL naming one anywhere else.
+const (
+	tableOffsets        = "offsets"         // the read model's position per partition
+	tableEffectOffsets  = "effect_offsets"  // each effect's watermark per partition
+	tableAggregates     = "aggregates"      // the last applied sequence and its window per aggregate
+	tableEventIDs       = "event_ids"       // ids of applied events that carry no sequence
+	tableParked         = "parked"          // parked events
+	tableParkedEffects  = "parked_effects"  // parked effect runs
+	tableEffectStarts   = "effect_starts"   // when each effect started on each partition: its horizon
+	tableActiveVersions = "active_versions" // the version the stable views point at, per projection
+	tableMigrations     = "migrations"      // each projection version's applied migration steps
+)
+
+// table returns the quoted, schema-qualified name of a framework table in schema.
+func table(schema, name string) string { return pgx.Identifier{schema, name}.Sanitize() }
+
+// Queue is where a write is queued to be sent with the others of a batch, in one
+// round trip, inside the batch's transaction: a readmodel.Writer. The Queue…
+// functions queue on it; the write's error surfaces when the queue is sent.
+type Queue interface {
+	Exec(sql string, args ...any)
 }
 
-// TablesIn returns the names of the framework's tables in schema.
-func TablesIn(schema string) Tables {
-	q := func(t string) string { return pgx.Identifier{schema, t}.Sanitize() }
-	return Tables{
-		Schema: pgx.Identifier{schema}.Sanitize(), Offsets: q("offsets"), EffectOffsets: q("effect_offsets"),
-		Aggregates: q("aggregates"), EventIDs: q("event_ids"), Parked: q("parked"), ParkedEffects: q("parked_effects"),
-		EffectStarts: q("effect_starts"), ActiveVersions: q("active_versions"), Migrations: q("migrations"),
-	}
+// Execer runs statements: a pool, a connection, a transaction.
+type Execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// RowQuerier runs one-row queries: a pool, a connection, a transaction.
+type RowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }

@@ -26,7 +26,7 @@ const errLockTimeout = "55P03"
 // ActiveVersion returns the projection's active version and when it was activated;
 // 0 and nil when none is (or the framework schema is not set up).
 func ActiveVersion(ctx context.Context, db Querier, schema, projection string) (int, *time.Time, error) {
-	rows, err := db.Query(ctx, `SELECT version, activated_at FROM `+pgx.Identifier{schema, "active_versions"}.Sanitize()+`
+	rows, err := db.Query(ctx, `SELECT version, activated_at FROM `+table(schema, tableActiveVersions)+`
 		WHERE projection = $1`, projection)
 	if err != nil {
 		return 0, nil, err
@@ -48,7 +48,7 @@ func ActiveVersion(ctx context.Context, db Querier, schema, projection string) (
 
 // MigratedVersions returns the projection's versions that have migrated, in order.
 func MigratedVersions(ctx context.Context, db Querier, schema, projection string) ([]int, error) {
-	rows, err := db.Query(ctx, `SELECT DISTINCT version FROM `+pgx.Identifier{schema, "migrations"}.Sanitize()+`
+	rows, err := db.Query(ctx, `SELECT DISTINCT version FROM `+table(schema, tableMigrations)+`
 		WHERE projection = $1 ORDER BY version`, projection)
 	if err != nil {
 		return nil, err
@@ -87,7 +87,7 @@ func Activate(ctx context.Context, db Beginner, schema, projection string, versi
 	if err := replaceViews(ctx, tx, projection, src, tables, existing); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO `+pgx.Identifier{schema, "active_versions"}.Sanitize()+` (projection, version) VALUES ($1, $2)
+	if _, err := tx.Exec(ctx, `INSERT INTO `+table(schema, tableActiveVersions)+` (projection, version) VALUES ($1, $2)
 		ON CONFLICT (projection) DO UPDATE SET version = EXCLUDED.version, activated_at = now()`, projection, version); err != nil {
 		return err
 	}
@@ -208,10 +208,38 @@ func DropVersion(ctx context.Context, db Beginner, schema, projection string, ve
 	if _, err := tx.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{VersionSchema(projection, version)}.Sanitize()+` CASCADE`); err != nil {
 		return fmt.Errorf("store: drop %s: %w", VersionSchema(projection, version), err)
 	}
-	for _, t := range []string{"offsets", "effect_offsets", "aggregates", "event_ids", "parked", "migrations", "parked_effects", "effect_starts"} {
-		if _, err := tx.Exec(ctx, `DELETE FROM `+pgx.Identifier{schema, t}.Sanitize()+` WHERE projection = $1 AND version = $2`, projection, version); err != nil {
+	for _, t := range []string{tableOffsets, tableEffectOffsets, tableAggregates, tableEventIDs, tableParked, tableMigrations, tableParkedEffects, tableEffectStarts} {
+		if _, err := tx.Exec(ctx, `DELETE FROM `+table(schema, t)+` WHERE projection = $1 AND version = $2`, projection, version); err != nil {
 			return fmt.Errorf("store: drop %s: %w", VersionSchema(projection, version), err)
 		}
 	}
 	return tx.Commit(ctx)
+}
+
+// AppliedSteps returns a projection version's applied migration steps (package
+// readmodel), each with its text's checksum.
+func AppliedSteps(ctx context.Context, db Querier, schema, projection string, version int) (map[int]string, error) {
+	rows, err := db.Query(ctx, `SELECT step, checksum FROM `+table(schema, tableMigrations)+` WHERE projection = $1 AND version = $2`, projection, version)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	applied := map[int]string{}
+	for rows.Next() {
+		var step int
+		var sum string
+		if err := rows.Scan(&step, &sum); err != nil {
+			return nil, err
+		}
+		applied[step] = sum
+	}
+	return applied, rows.Err()
+}
+
+// RecordStep records a projection version's migration step as applied, with its
+// text's checksum.
+func RecordStep(ctx context.Context, db Execer, schema, projection string, version, step int, checksum string) error {
+	_, err := db.Exec(ctx, `INSERT INTO `+table(schema, tableMigrations)+` (projection, version, step, checksum) VALUES ($1, $2, $3, $4)`,
+		projection, version, step, checksum)
+	return err
 }

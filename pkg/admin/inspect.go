@@ -239,8 +239,8 @@ func frameworkExists(ctx context.Context, pool *pgxpool.Pool, schema string) (bo
 	if len(applied) == 0 {
 		// No migration recorded: nothing was ever set up here, unless an older build
 		// made the tables before migrations were numbered.
-		var legacy bool
-		if err := pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, store.TablesIn(schema).Offsets).Scan(&legacy); err != nil {
+		legacy, err := store.OffsetsExist(ctx, pool, schema)
+		if err != nil {
 			return false, fmt.Errorf("projector: inspect: %w", err)
 		}
 		if legacy {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/offsets"
 )
@@ -31,7 +32,7 @@ func claimAndAdvance(t *testing.T, effect string) {
 	b := offsets.Owner{Generation: 6, Member: "b"}
 
 	advance := func(o offsets.Owner, expected, next int64) int64 {
-		sql, args := s.AdvanceSQL(k, o, expected, next, next-expected)
+		sql, args := store.AdvanceOffset(schema, store.Partition(k), o.Generation, o.Member, expected, next, next-expected)
 		tag, err := pool.Exec(ctx, sql, args...)
 		if err != nil {
 			t.Fatal(err)

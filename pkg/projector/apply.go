@@ -11,6 +11,7 @@ import (
 
 	"github.com/projector/projector/internal/judge"
 	"github.com/projector/projector/internal/lane"
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
 )
@@ -195,32 +196,12 @@ func (r *Runner) begin(ctx context.Context, entries []judge.Entry) (pgx.Tx, *jud
 	b := &pgx.Batch{}
 	b.Queue(`SET LOCAL search_path TO ` + pgx.Identifier{r.cfg.Projection.Schema()}.Sanitize() + `, public`)
 	if len(subjects) > 0 {
-		b.Queue(`SELECT subject, last_sequence, last_event_id, recent FROM `+r.tables.Aggregates+`
-			WHERE projection = $1 AND version = $2 AND subject = ANY($3)`, pn, pv, subjects).Query(func(rows pgx.Rows) error {
-			for rows.Next() {
-				var s, id string
-				var seq int64
-				var recent []byte
-				if err := rows.Scan(&s, &seq, &id, &recent); err != nil {
-					return err
-				}
-				st.Aggs[s] = judge.Aggregate{Seq: uint64(seq), ID: id, Recent: judge.DecodeWindow(recent)}
-			}
-			return rows.Err()
+		store.QueueLoadAggregates(b, r.cfg.Schema, pn, pv, subjects, func(s string, seq int64, id string, recent []byte) {
+			st.Aggs[s] = judge.Aggregate{Seq: uint64(seq), ID: id, Recent: judge.DecodeWindow(recent)}
 		})
 	}
 	if len(ids) > 0 {
-		b.Queue(`SELECT event_id FROM `+r.tables.EventIDs+` WHERE projection = $1 AND version = $2 AND event_id = ANY($3)`,
-			pn, pv, ids).Query(func(rows pgx.Rows) error {
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					return err
-				}
-				st.SeenIDs[id] = true
-			}
-			return rows.Err()
-		})
+		store.QueueLoadEventIDs(b, r.cfg.Schema, pn, pv, ids, func(id string) { st.SeenIDs[id] = true })
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		_ = tx.Rollback(ctx)
@@ -266,15 +247,10 @@ func (r *Runner) queueMarks(w *readmodel.Writer, st *judge.Marks) {
 		for s, a := range st.Changed {
 			subj, seqs, ids, recent = append(subj, s), append(seqs, int64(a.Seq)), append(ids, a.ID), append(recent, judge.EncodeWindow(a.Recent))
 		}
-		w.Exec(`INSERT INTO `+r.tables.Aggregates+` (projection, version, subject, last_sequence, last_event_id, recent)
-			SELECT $1, $2, s, q, i, r FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bytea[]) AS t(s, q, i, r)
-			ON CONFLICT (projection, version, subject) DO UPDATE
-			   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id, recent = EXCLUDED.recent`,
-			pn, pv, subj, seqs, ids, recent)
+		store.QueueSaveAggregates(w, r.cfg.Schema, pn, pv, subj, seqs, ids, recent)
 	}
 	if len(st.NewIDs) > 0 {
-		w.Exec(`INSERT INTO `+r.tables.EventIDs+` (projection, version, event_id)
-			SELECT $1, $2, unnest($3::text[]) ON CONFLICT DO NOTHING`, pn, pv, st.NewIDs)
+		store.QueueSaveEventIDs(w, r.cfg.Schema, pn, pv, st.NewIDs)
 	}
 }
 

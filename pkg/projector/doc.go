@@ -82,7 +82,7 @@
 //
 //   - internal/judge: the decisions on each event (Entry, Rules.Judge) and each
 //     aggregate's window of applied events; pure, tested without PostgreSQL;
-//   - internal/parking: every statement on the parked table;
+//   - internal/parking: the worker's side of the parked table;
 //   - internal/snapshotting: the snapshot policy (SnapshotPolicy is its Policy)
 //     and the scrubber that keeps snapshot stores free of forgotten data;
 //   - internal/lane: what a worker and an effect dispatcher share — a fenced
@@ -91,7 +91,7 @@
 //     its Status), waiting for the topic, the advisory offset commits;
 //   - internal/metrics: the Prometheus collectors;
 //   - internal/effects: the effect engine, which this package starts per partition;
-//   - internal/store: the framework's tables, their migrations and queries;
+//   - internal/store: the framework's tables, their migrations and every query on them;
 //   - package forget: purging forgotten subjects and scrubbing snapshots;
 //   - package admin: what operators do from outside (DLQ, versions, inspection,
 //     point-in-time replays); it imports this package, never the reverse.

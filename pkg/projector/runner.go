@@ -33,8 +33,7 @@ type Runner struct {
 	offsets  *offsets.Store
 	env      *lane.Env       // what the read model's and the effects' lanes share
 	fx       *effects.Engine // the effects; nil without
-	tables   store.Tables
-	parking  parking.Lot // the parked table
+	parking  parking.Lot     // the parked table
 	metrics  *metrics.Set
 	status   *lane.Board
 	client   *eventlog.Client // metadata and offsets; its connections close when Run returns
@@ -68,8 +67,7 @@ func New(cfg Config) (*Runner, error) {
 	r := &Runner{
 		cfg: cfg, log: log,
 		offsets: offsets.NewStore(cfg.Schema),
-		tables:  store.TablesIn(cfg.Schema),
-		parking: parking.Lot{Pool: cfg.Pool, Tables: store.TablesIn(cfg.Schema)},
+		parking: parking.Lot{Pool: cfg.Pool, Schema: cfg.Schema},
 		metrics: m,
 		status: lane.NewBoard(Status{
 			Projection: cfg.Projection.Name(), Version: cfg.Projection.Version(), Topic: cfg.Topic, Group: cfg.GroupID,
@@ -79,7 +77,7 @@ func New(cfg Config) (*Runner, error) {
 		readyLag: effectiveReadyLag(cfg.ReadyLag),
 	}
 	r.env = &lane.Env{
-		Pool: cfg.Pool, Offsets: r.offsets, Client: r.client, Brokers: cfg.Brokers, Topic: cfg.Topic,
+		Pool: cfg.Pool, Schema: cfg.Schema, Offsets: r.offsets, Client: r.client, Brokers: cfg.Brokers, Topic: cfg.Topic,
 		BatchSize: cfg.BatchSize, BatchTimeout: cfg.BatchTimeout, Keys: cfg.Keys,
 		Retry:     retry.Policy{Min: cfg.RetryBackoffMin, Max: cfg.RetryBackoffMax},
 		Transient: m.Transient, Fenced: m.Fenced, Log: log,
@@ -342,7 +340,10 @@ func (r *Runner) analyzeLoop(ctx context.Context) {
 		if !replaying {
 			continue
 		}
-		tables := []string{r.tables.Aggregates, r.tables.EventIDs}
+		if err := store.AnalyzeReplayed(ctx, r.cfg.Pool, r.cfg.Schema); err != nil && ctx.Err() == nil {
+			r.log.Debug("analyze", zap.Error(err))
+		}
+		var tables []string
 		rows, err := r.cfg.Pool.Query(ctx, `SELECT tablename FROM pg_tables WHERE schemaname = $1`, r.cfg.Projection.Schema())
 		if err != nil {
 			continue

@@ -22,7 +22,6 @@ const FrameworkSchemaDefault = "projector"
 // together migrate once. It refuses to
 // start when an applied step's text has changed since it was applied.
 func Setup(ctx context.Context, pool *pgxpool.Pool, frameworkSchema string, p *Projection) error {
-	fw := pgx.Identifier{frameworkSchema}.Sanitize()
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
@@ -37,23 +36,9 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, frameworkSchema string, p *P
 	if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+pgx.Identifier{p.Schema()}.Sanitize()); err != nil {
 		return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
 	}
-	applied := map[int]string{}
-	rows, err := tx.Query(ctx, `SELECT step, checksum FROM `+fw+`.migrations WHERE projection = $1 AND version = $2`, p.name, p.version)
+	applied, err := store.AppliedSteps(ctx, tx, frameworkSchema, p.name, p.version)
 	if err != nil {
 		return fmt.Errorf("readmodel: migrate %s: %w", p.Schema(), err)
-	}
-	for rows.Next() {
-		var step int
-		var sum string
-		if err := rows.Scan(&step, &sum); err != nil {
-			rows.Close()
-			return err
-		}
-		applied[step] = sum
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
 	}
 	if _, err := tx.Exec(ctx, `SET LOCAL search_path TO `+pgx.Identifier{p.Schema()}.Sanitize()+`, public`); err != nil {
 		return err
@@ -69,8 +54,7 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, frameworkSchema string, p *P
 		if _, err := tx.Exec(ctx, step); err != nil {
 			return fmt.Errorf("readmodel: %s migration step %d: %w", p.Schema(), i, err)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO `+fw+`.migrations (projection, version, step, checksum) VALUES ($1, $2, $3, $4)`,
-			p.name, p.version, i, sum); err != nil {
+		if err := store.RecordStep(ctx, tx, frameworkSchema, p.name, p.version, i, sum); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,91 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Queries on aggregates (each aggregate's last applied sequence and its window of
+// recent events) and event_ids (ids of applied events that carry no sequence): the
+// marks that order and dedupe a projection version's events.
+
+// QueueLoadAggregates queues on b the query of the marks of a projection version's
+// subjects; found gets each mark stored, when b's results are read.
+func QueueLoadAggregates(b *pgx.Batch, schema, projection string, version int, subjects []string,
+	found func(subject string, seq int64, lastID string, recent []byte)) {
+	b.Queue(`SELECT subject, last_sequence, last_event_id, recent FROM `+table(schema, tableAggregates)+`
+			WHERE projection = $1 AND version = $2 AND subject = ANY($3)`, projection, version, subjects).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var s, id string
+			var seq int64
+			var recent []byte
+			if err := rows.Scan(&s, &seq, &id, &recent); err != nil {
+				return err
+			}
+			found(s, seq, id, recent)
+		}
+		return rows.Err()
+	})
+}
+
+// QueueLoadEventIDs queues on b the query of which of ids a projection version has
+// applied; found gets each, when b's results are read.
+func QueueLoadEventIDs(b *pgx.Batch, schema, projection string, version int, ids []string, found func(id string)) {
+	b.Queue(`SELECT event_id FROM `+table(schema, tableEventIDs)+` WHERE projection = $1 AND version = $2 AND event_id = ANY($3)`,
+		projection, version, ids).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			found(id)
+		}
+		return rows.Err()
+	})
+}
+
+// QueueSaveAggregates queues on q the upsert of a projection version's marks:
+// subjects[i] at sequence seqs[i], its last event lastIDs[i] and its encoded window
+// recent[i].
+func QueueSaveAggregates(q Queue, schema, projection string, version int, subjects []string, seqs []int64, lastIDs []string, recent [][]byte) {
+	q.Exec(`INSERT INTO `+table(schema, tableAggregates)+` (projection, version, subject, last_sequence, last_event_id, recent)
+			SELECT $1, $2, s, q, i, r FROM unnest($3::text[], $4::bigint[], $5::text[], $6::bytea[]) AS t(s, q, i, r)
+			ON CONFLICT (projection, version, subject) DO UPDATE
+			   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id, recent = EXCLUDED.recent`,
+		projection, version, subjects, seqs, lastIDs, recent)
+}
+
+// QueueSaveEventIDs queues on q the insert of ids a projection version has applied.
+func QueueSaveEventIDs(q Queue, schema, projection string, version int, ids []string) {
+	q.Exec(`INSERT INTO `+table(schema, tableEventIDs)+` (projection, version, event_id)
+			SELECT $1, $2, unnest($3::text[]) ON CONFLICT DO NOTHING`, projection, version, ids)
+}
+
+// QueuePassAggregate queues on q moving subject's sequence up to seq (its last event
+// lastID), and never down: a skipped event counts as consumed, so the events behind
+// it are not gaps.
+func QueuePassAggregate(q Queue, schema, projection string, version int, subject string, seq int64, lastID string) {
+	tbl := table(schema, tableAggregates)
+	q.Exec(`INSERT INTO `+tbl+` (projection, version, subject, last_sequence, last_event_id)
+				VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (projection, version, subject) DO UPDATE
+				   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id
+				 WHERE `+tbl+`.last_sequence < EXCLUDED.last_sequence`,
+		projection, version, subject, seq, lastID)
+}
+
+// AnalyzeReplayed refreshes the planner's statistics of the tables a replay grows
+// fastest (aggregates, event_ids), one ANALYZE each; it returns their errors, each
+// naming its table.
+func AnalyzeReplayed(ctx context.Context, db Execer, schema string) error {
+	var errs []error
+	for _, t := range []string{table(schema, tableAggregates), table(schema, tableEventIDs)} {
+		if _, err := db.Exec(ctx, "ANALYZE "+t); err != nil {
+			errs = append(errs, fmt.Errorf("analyze %s: %w", t, err))
+		}
+	}
+	return errors.Join(errs...)
+}
