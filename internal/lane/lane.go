@@ -27,6 +27,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/retry"
+	"github.com/projector/projector/internal/rmhook"
 	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/offsets"
@@ -138,7 +139,7 @@ func (env *Env) Resync(ctx context.Context, l *Lane, target int64) (bool, error)
 // the flush fails with offsets.ErrFenced when the lane is no longer this owner's.
 func (env *Env) QueueAdvance(w *readmodel.Writer, l *Lane, next, consumed int64) {
 	sql, args := store.AdvanceOffset(env.Schema, store.Partition(l.Key), l.Owner.Generation, l.Owner.Member, l.Next, next, consumed)
-	w.ExecCheck(func(ct pgconn.CommandTag) error {
+	rmhook.ExecCheck(w, func(ct pgconn.CommandTag) error {
 		if ct.RowsAffected() != 1 {
 			return offsets.ErrFenced
 		}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/projector/projector/internal/rmhook"
 )
 
 // Writer is a batch's view of one transaction: the rows of its Tables held in
@@ -49,9 +51,17 @@ func (w *Writer) Exec(sql string, args ...any) {
 	}
 }
 
-// ExecCheck queues a statement whose command tag fn inspects when the queue is sent;
-// fn's error fails the send. The runtime uses it for compare-and-set writes.
-func (w *Writer) ExecCheck(fn func(pgconn.CommandTag) error, sql string, args ...any) {
+// The runtime queues compare-and-set writes whose command tag it checks (the fenced
+// advance of a position) through package internal/rmhook: handlers cannot.
+func init() {
+	rmhook.SetExecCheck(func(w rmhook.Writer, fn func(pgconn.CommandTag) error, sql string, args ...any) {
+		w.(*Writer).execCheck(fn, sql, args...)
+	})
+}
+
+// execCheck queues a statement whose command tag fn inspects when the queue is sent;
+// fn's error fails the send.
+func (w *Writer) execCheck(fn func(pgconn.CommandTag) error, sql string, args ...any) {
 	w.batch.Queue(sql, args...).Exec(fn)
 	w.n++
 	w.total++

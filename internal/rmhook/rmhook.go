@@ -1,0 +1,29 @@
+// Package rmhook gives the framework's runtime what package readmodel keeps from
+// users: a statement queued on a batch's Writer whose command tag is checked when
+// the batch is sent (the fenced advance of a partition's position). Package
+// readmodel installs the mechanism when it is loaded; being internal, it is out of
+// handlers' reach.
+package rmhook
+
+import "github.com/jackc/pgx/v5/pgconn"
+
+// Writer is a batch's *readmodel.Writer (this package cannot name the type:
+// readmodel imports it).
+type Writer interface {
+	Exec(sql string, args ...any)
+}
+
+var execCheck func(w Writer, fn func(pgconn.CommandTag) error, sql string, args ...any)
+
+// SetExecCheck installs the mechanism ExecCheck runs. Package readmodel calls it
+// once, when it is loaded.
+func SetExecCheck(f func(w Writer, fn func(pgconn.CommandTag) error, sql string, args ...any)) {
+	execCheck = f
+}
+
+// ExecCheck queues on w, a *readmodel.Writer, a statement whose command tag fn
+// inspects when the queue is sent; fn's error fails the send. The runtime uses it
+// for compare-and-set writes.
+func ExecCheck(w Writer, fn func(pgconn.CommandTag) error, sql string, args ...any) {
+	execCheck(w, fn, sql, args...)
+}
