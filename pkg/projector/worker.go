@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/deadlock"
 	"github.com/projector/projector/internal/effects"
 	"github.com/projector/projector/internal/judge"
 	"github.com/projector/projector/internal/lane"
@@ -236,7 +237,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 			}
 			return rerr
 		}
-		return splitOnDeadlock(err) // not retried whole: applySplitting splits it
+		return deadlock.Mark(err) // not retried whole: applySplitting splits it
 	})
 	if err != nil {
 		return err
