@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/activation"
 	"github.com/projector/projector/internal/effects"
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/internal/metrics"
@@ -201,7 +202,9 @@ func (r *Runner) startGeneration(gen *kafka.Generation) {
 		gen.Start(r.analyzeLoop) // one instance keeps the statistics fresh during catch-up
 	}
 	if r.cfg.ActivateWhenLive && slices.Contains(parts, 0) {
-		gen.Start(r.activateLoop)
+		gen.Start(activation.Activator{Pool: r.cfg.Pool, Schema: r.cfg.Schema, Projection: r.cfg.Projection.Name(),
+			Version: r.cfg.Projection.Version(), Views: r.cfg.Projection.Schema(), Topic: r.cfg.Topic,
+			Client: r.client, Offsets: r.offsets, ReadyLag: r.readyLag, Log: r.log}.Loop)
 	}
 	if r.snaps != nil && len(parts) > 0 {
 		owner := slices.Contains(parts, 0) // the count and interval triggers are its
