@@ -25,6 +25,7 @@ import (
 
 	"github.com/projector/projector/internal/cli"
 	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/internal/roundtrips"
 	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/admin"
 	"github.com/projector/projector/pkg/eventlog"
@@ -895,6 +896,7 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 	if err != nil {
 		return fx, err
 	}
+	rt := roundtrips.On(rc) // from here on only the ledger uses rc
 	// The first n events: a prefix of each partition, in proportion.
 	at := map[int]int64{}
 	total := sum(e.ends)
@@ -927,7 +929,7 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 	for part := range at {
 		batches += float64((at[part] + projector.EffectBatchSizeDefault - 1) / projector.EffectBatchSizeDefault)
 	}
-	fx.RedisRoundTripsPerBat = float64(ledger.RoundTrips()) / max(batches, 1)
+	fx.RedisRoundTripsPerBat = float64(rt.Load()) / max(batches, 1)
 	logf("effects: %.0f runs/s, %.2f round trips per batch", fx.PerSec, fx.RedisRoundTripsPerBat)
 	return fx, nil
 }

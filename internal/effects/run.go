@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/projector/projector/internal/effectfire"
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/internal/retry"
 	"github.com/projector/projector/internal/store"
@@ -435,7 +436,7 @@ func (e *Engine) fire(ctx context.Context, ln *fxLane, it *fxItem) error {
 		},
 	}, func(ctx context.Context) error {
 		it.attempts++
-		return eff.Fire(ctx, sideeffects.Run{Effect: eff.Name(), Key: it.key, Attempt: it.attempts,
+		return effectfire.Fire(ctx, eff, sideeffects.Run{Effect: eff.Name(), Key: it.key, Attempt: it.attempts,
 			ReadModel: sideeffects.NewReadModel(e.env.Pool, e.cfg.Projection.Schema())}, it.dec)
 	})
 	if err != nil && ctx.Err() != nil {

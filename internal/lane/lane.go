@@ -4,9 +4,10 @@
 // generation. Env claims it, retries what touches it (internal/retry), re-reads
 // it after an unknown commit, reads its partition from Kafka (Reader) and opens the
 // personal data of what it read (ReadEnvelopes); Row is its line on the status
-// board. Board is that board — the instance's Status (projector.Status is an
-// alias of it), a Row per partition and per effect on one — which the runtime
-// owns and the effect engine writes its rows on. Before any lane exists, Env
+// board (a read model's batch settles it: Row.Committed, Row.Idle). Board is that
+// board — the instance's Status (projector.Status is an alias of it), a Row per
+// partition and per effect on one — which the runtime owns and the effect engine
+// writes its rows on; Board.Progress logs catch-up progress from it. Before any lane exists, Env
 // waits for the topic (WaitForTopic); while lanes run, it copies their positions
 // to Kafka's group offsets for lag tools (CommitAdvisory).
 //

@@ -1,11 +1,13 @@
 package lane
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/segmentio/kafka-go"
 
@@ -29,25 +31,27 @@ type Envelope struct {
 // reads a forgotten subject's data from the cache.
 func (env *Env) ReadEnvelopes(ctx context.Context, reg *events.Registry, msgs []kafka.Message, wants func(string) bool) ([]Envelope, error) {
 	out := make([]Envelope, len(msgs))
-	var sealed []*events.Event
+	var keyIDs []string // the sealed events' keys, each once
+	seen := map[string]bool{}
 	for i, m := range msgs {
 		ev, err := eventlog.FromMessage(m)
 		out[i] = Envelope{Event: ev, Problem: err}
 		if err == nil && ev.Type == shred.TypeSubjectForgotten && env.Keys != nil {
 			env.Keys.Evict(ev.Subject)
 		}
-		if err == nil && ev.Encrypted() && wants(ev.Type) {
-			sealed = append(sealed, &out[i].Event)
+		if err == nil && ev.Encrypted() && wants(ev.Type) && !seen[ev.KeyID] {
+			seen[ev.KeyID] = true
+			keyIDs = append(keyIDs, ev.KeyID)
 		}
 	}
-	if len(sealed) == 0 {
+	if len(keyIDs) == 0 {
 		return out, nil
 	}
 	keys := env.Keys
 	var known map[string]shred.Key
 	if keys != nil {
 		var err error
-		if known, err = shred.Prefetch(ctx, keys, sealed); err != nil {
+		if known, err = keys.Lookup(ctx, keyIDs); err != nil {
 			return nil, fmt.Errorf("personal data keys: %w", err)
 		}
 	}
@@ -68,9 +72,40 @@ func (env *Env) ReadEnvelopes(ctx context.Context, reg *events.Registry, msgs []
 			e.Problem = err
 			continue
 		}
-		shred.RedactAll(reg, &e.Event)
+		redactAll(reg, &e.Event)
 	}
 	return out, nil
+}
+
+// redactAll puts shred.Redacted in every personal field of the event's type that
+// holds a value, for an event whose subject is forgotten (Open redacted some of its
+// fields): a field the producer left out of encryptedfields must not survive the
+// forgetting either.
+func redactAll(reg *events.Registry, e *events.Event) {
+	pd, ok := reg.PersonalData(e.Type)
+	if !ok || len(e.Redacted) == 0 {
+		return
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(e.Data, &obj) != nil {
+		return
+	}
+	marker, _ := json.Marshal(shred.Redacted)
+	var all []string
+	for k, raw := range obj {
+		for _, f := range pd.Fields {
+			if strings.EqualFold(k, f) && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+				obj[k] = marker
+				all = append(all, f)
+			}
+		}
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // as shred.Open writes the data: a handler sees the same text
+	if enc.Encode(obj) == nil {
+		e.Data, e.Redacted = bytes.TrimRight(b.Bytes(), "\n"), all
+	}
 }
 
 // WithoutPersonal returns s with the event's personal field values (decrypted ones)

@@ -3,6 +3,8 @@ package lane
 import (
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Partition states.
@@ -75,6 +77,59 @@ func (r *Row) Settle(n int64, fn func(s *PartitionStatus, perSec float64)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	fn(&r.s, r.rate.add(time.Now(), n))
+}
+
+// Batch is what a read model's committed batch did, for its partition's row.
+type Batch struct {
+	Next      int64 // the stored position after the batch
+	HighWater int64 // the partition's log end, as the batch's last message saw it
+
+	// What the batch did with its events.
+	Applied, Duplicates, Ignored, Parked int
+}
+
+// Committed records a read model's committed batch: position, lag, counts and
+// rate. The row is live while its lag is at most readyLag (turning live is logged),
+// replaying otherwise.
+func (r *Row) Committed(b Batch, readyLag int64, log *zap.Logger) {
+	r.Settle(int64(b.Applied+b.Duplicates+b.Ignored+b.Parked), func(s *PartitionStatus, perSec float64) {
+		s.Next = b.Next
+		if b.HighWater > s.HighWater {
+			s.HighWater = b.HighWater
+		}
+		s.Lag = max(0, s.HighWater-b.Next)
+		s.Applied += int64(b.Applied)
+		s.Duplicates += int64(b.Duplicates)
+		s.Parked += int64(b.Parked)
+		s.EventsPerSec = perSec
+		if s.EventsPerSec > 0 {
+			s.ETASeconds = float64(s.Lag) / s.EventsPerSec
+		}
+		wasLive := s.State == StateLive
+		if s.Lag <= readyLag {
+			s.State = StateLive
+			if !wasLive {
+				log.Info("partition caught up: live", zap.Int64("next_offset", b.Next), zap.Int64("applied", s.Applied))
+			}
+		} else {
+			s.State = StateReplaying
+		}
+	})
+}
+
+// Idle records that no message arrived: the reader is at the end of the partition.
+func (r *Row) Idle(next int64) {
+	r.Settle(0, func(s *PartitionStatus, perSec float64) {
+		s.Next = next
+		if s.HighWater < next {
+			s.HighWater = next
+		}
+		s.Lag = max(0, s.HighWater-next)
+		s.EventsPerSec = perSec
+		if s.Lag == 0 {
+			s.State, s.ETASeconds = StateLive, 0
+		}
+	})
 }
 
 // Get returns a copy of the row.

@@ -21,11 +21,10 @@ import (
 // SubjectForgotten, and every ScrubEvery otherwise — which catches a snapshot
 // written meanwhile by another process and a forgetting another instance applied.
 type Scrubber struct {
-	src      Source
-	every    time.Duration // how often the stores are checked besides
-	stores   []snapshot.Store
-	due      atomic.Bool  // a SubjectForgotten applied: look now
-	scrubbed atomic.Int64 // snapshots rewritten
+	src    Source
+	every  time.Duration // how often the stores are checked besides
+	stores []snapshot.Store
+	due    atomic.Bool // a SubjectForgotten applied: look now
 }
 
 // NewScrubber returns the scrubber of store and of the policy's store, checked
@@ -65,9 +64,6 @@ func containsStore(stores []snapshot.Store, st snapshot.Store) bool {
 	}
 	return false
 }
-
-// Scrubbed returns the number of snapshots rewritten.
-func (s *Scrubber) Scrubbed() int64 { return s.scrubbed.Load() }
 
 // Arm asks for a pass now: a SubjectForgotten was applied (or is being retried).
 func (s *Scrubber) Arm() { s.due.Store(true) }
@@ -126,9 +122,8 @@ func (s *Scrubber) pass(ctx context.Context) (busy bool, err error) {
 	defer s.src.Mu.Unlock()
 	var errs []error
 	for _, st := range s.stores {
-		done, err := forget.ScrubSnapshots(ctx, forget.Scrub{Pool: s.src.Pool, Store: st, Projection: s.src.Projection,
+		_, err := forget.ScrubSnapshots(ctx, forget.Scrub{Pool: s.src.Pool, Store: st, Projection: s.src.Projection,
 			Topic: s.src.Topic, Keys: s.src.Keys, Logger: s.src.Log})
-		s.scrubbed.Add(int64(len(done)))
 		if errors.Is(err, forget.ErrScrubBusy) {
 			busy = true
 		} else if err != nil {

@@ -46,7 +46,6 @@ type Snapshotter struct {
 	lastAt  atomic.Int64 // unix nanos
 	pending atomic.Bool  // a type trigger seen, not yet snapshotted
 	owner   atomic.Bool  // this instance owns partition 0 in the current generation
-	taken   atomic.Int64
 }
 
 // NewSnapshotter returns the snapshotter of policy p, or nil without one (or
@@ -62,9 +61,6 @@ func NewSnapshotter(src Source, p *Policy) *Snapshotter {
 	s.lastAt.Store(time.Now().UnixNano())
 	return s
 }
-
-// Taken returns the number of snapshots taken.
-func (s *Snapshotter) Taken() int64 { return s.taken.Load() }
 
 // due reports whether a trigger has fired, given the events consumed in all. The
 // count and interval triggers belong to one instance (the owner of partition 0); a
@@ -117,7 +113,6 @@ func (s *Snapshotter) take(ctx context.Context, owner bool) error {
 	s.pending.Store(false)
 	s.last.Store(m.Events)
 	s.lastAt.Store(time.Now().UnixNano())
-	s.taken.Add(1)
 	gone, err := snapshot.Prune(ctx, s.policy.Store, m.Projection, m.Version, s.policy.Keep)
 	s.src.Log.Info("snapshot taken", zap.String("id", m.ID), zap.Int64("events", m.Events), zap.Int64("bytes", m.Bytes),
 		zap.Duration("took", time.Since(start)), zap.Bool("sync", s.policy.Sync), zap.Int("pruned", len(gone)))

@@ -76,19 +76,24 @@
 // This package is the runtime, and the public entry point (New, Config,
 // Runner.Run, Status): group membership (runner.go), the partition worker
 // (worker.go), applying a batch in its transaction (apply.go), retrying and
-// skipping parked events (dlq.go), splitting deadlocked batches (deadlock.go),
-// blue/green activation when live (activate.go), and the hand-over to the
-// effects (effects.go). Beside it, each imported by it and never the reverse:
+// skipping parked events (dlq.go), and the hand-over to the effects (effects.go).
+// Beside it, each imported by it and never the reverse:
 //
 //   - internal/judge: the decisions on each event (Entry, Rules.Judge) and each
 //     aggregate's window of applied events; pure, tested without PostgreSQL;
 //   - internal/parking: the worker's side of the parked table;
+//   - internal/deadlock: splitting a batch lost to a deadlock into halves, with
+//     the backoff between the tries (deadlock.go keeps the counting and logging);
+//   - internal/activation: blue/green activation when every partition is live
+//     (Config.ActivateWhenLive);
+//   - internal/stopat: the end of a bounded run (Config.StopAt);
 //   - internal/snapshotting: the snapshot policy (SnapshotPolicy is its Policy)
 //     and the scrubber that keeps snapshot stores free of forgotten data;
 //   - internal/lane: what a worker and an effect dispatcher share — a fenced
 //     position on a partition, its claim, the retry policy (internal/retry), the
 //     partition reader, opening personal data — and the status board (Status is
-//     its Status), waiting for the topic, the advisory offset commits;
+//     its Status; a partition's row per batch, the catch-up progress log),
+//     waiting for the topic, the advisory offset commits;
 //   - internal/metrics: the Prometheus collectors;
 //   - internal/effects: the effect engine, which this package starts per partition;
 //   - internal/store: the framework's tables, their migrations and every query on them;

@@ -250,8 +250,16 @@ func TestForgottenUserLeavesNoTraceInReplaysBootstrapsPointInTimeOrSnapshots(t *
 	testenv.WaitFor(t, time.Minute, "the runner to rewrite the snapshot without A", func() bool {
 		fs, err := keys.Forgotten(ctx, time.Time{})
 		ms, lerr := store.List(ctx, p1.Name(), 1)
-		// The count follows the rewrite's end, a moment after its manifest appears.
-		return err == nil && lerr == nil && len(ms) == 1 && !ms[0].ScrubbedThrough.Before(fs[len(fs)-1].At) && r1.SnapshotsScrubbed() >= 1
+		// The rewrite ends when the old snapshot's folder is gone, a moment after the
+		// new manifest appears: then the store's folder holds the one snapshot listed.
+		entries, derr := os.ReadDir(filepath.Join(dir, p1.Name()+"_v1"))
+		folders := 0
+		for _, e := range entries {
+			if e.IsDir() {
+				folders++
+			}
+		}
+		return err == nil && lerr == nil && derr == nil && len(ms) == 1 && !ms[0].ScrubbedThrough.Before(fs[len(fs)-1].At) && folders == 1
 	})
 
 	// The oracle: the log as it reads now, folded independently.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -13,12 +12,14 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/activation"
 	"github.com/projector/projector/internal/effects"
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/internal/metrics"
 	"github.com/projector/projector/internal/parking"
 	"github.com/projector/projector/internal/retry"
 	"github.com/projector/projector/internal/snapshotting"
+	"github.com/projector/projector/internal/stopat"
 	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/forget"
@@ -199,7 +200,9 @@ func (r *Runner) startGeneration(gen *kafka.Generation) {
 		gen.Start(r.analyzeLoop) // one instance keeps the statistics fresh during catch-up
 	}
 	if r.cfg.ActivateWhenLive && slices.Contains(parts, 0) {
-		gen.Start(r.activateLoop)
+		gen.Start(activation.Activator{Pool: r.cfg.Pool, Schema: r.cfg.Schema, Projection: r.cfg.Projection.Name(),
+			Version: r.cfg.Projection.Version(), Views: r.cfg.Projection.Schema(), Topic: r.cfg.Topic,
+			Client: r.client, Offsets: r.offsets, ReadyLag: r.readyLag, Log: r.log}.Loop)
 	}
 	if r.snaps != nil && len(parts) > 0 {
 		owner := slices.Contains(parts, 0) // the count and interval triggers are its
@@ -221,48 +224,17 @@ func (r *Runner) settle(ctx context.Context, what string, err error) {
 	}
 }
 
-// stopWhenReached ends a bounded run once every partition's stored offset reached
-// its StopAt.
+// stopWhenReached ends a bounded run once every partition's stored offset, the
+// read model's and each effect's, reached its StopAt (see internal/stopat).
 func (r *Runner) stopWhenReached(ctx context.Context, stop context.CancelFunc) {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		// The read model and every effect's watermark must have got there.
-		lists := []func() ([]offsets.Position, error){func() ([]offsets.Position, error) {
-			return r.offsets.List(ctx, r.cfg.Pool, r.cfg.Projection.Name(), r.cfg.Projection.Version())
-		}}
-		for _, eff := range r.cfg.Effects {
-			lists = append(lists, func() ([]offsets.Position, error) {
-				return r.offsets.ListEffect(ctx, r.cfg.Pool, eff.Name(), r.cfg.Projection.Name(), r.cfg.Projection.Version())
-			})
-		}
-		done := true
-		for _, list := range lists {
-			pos, err := list()
-			if err != nil {
-				done = false
-				break
-			}
-			at := map[int]int64{}
-			for _, p := range pos {
-				if p.Topic == r.cfg.Topic {
-					at[p.Partition] = p.Next
-				}
-			}
-			for part, end := range r.cfg.StopAt {
-				done = done && at[part] >= end
-			}
-		}
-		if done {
-			r.log.Info("reached the end of the bounded run")
-			stop()
-			return
-		}
+	b := stopat.Bound{At: r.cfg.StopAt, Topic: r.cfg.Topic, Pool: r.cfg.Pool, Offsets: r.offsets,
+		Projection: r.cfg.Projection.Name(), Version: r.cfg.Projection.Version()}
+	for _, eff := range r.cfg.Effects {
+		b.Effects = append(b.Effects, eff.Name())
+	}
+	if b.Wait(ctx) {
+		r.log.Info("reached the end of the bounded run")
+		stop()
 	}
 }
 
@@ -284,40 +256,10 @@ func (r *Runner) fatalError() error {
 }
 
 // progressLoop logs catch-up progress while any partition replays and keeps the
-// lag gauges current.
+// lag gauges current (lane.Board.Progress); the func it returns waits for it.
 func (r *Runner) progressLoop(ctx context.Context) func() {
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(r.cfg.ProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			st := r.status.Snapshot()
-			var rate float64
-			replaying := 0
-			for _, p := range st.Partitions {
-				rate += p.EventsPerSec
-				r.metrics.Lag.WithLabelValues(strconv.Itoa(p.Partition)).Set(float64(p.Lag))
-				if p.State == StateReplaying {
-					replaying++
-				}
-			}
-			if replaying == 0 {
-				continue
-			}
-			fields := []zap.Field{zap.Int64("lag", st.Lag), zap.Int("replaying", replaying),
-				zap.Int("partitions", len(st.Partitions)), zap.Float64("events_per_sec", float64(int64(rate)))}
-			if rate > 0 {
-				fields = append(fields, zap.Duration("eta", time.Duration(float64(st.Lag)/rate*float64(time.Second)).Round(time.Second)))
-			}
-			r.log.Info("replaying", fields...)
-		}
-	}()
+	go func() { defer close(done); r.status.Progress(ctx, r.cfg.ProgressEvery, r.metrics.Lag, r.log) }()
 	return func() { <-done }
 }
 

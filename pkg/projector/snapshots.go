@@ -19,23 +19,6 @@ func (r *Runner) snapshotting() snapshotting.Source {
 		Offsets: r.offsets, Keys: r.cfg.Keys, Log: r.log, Mu: &r.storeMu}
 }
 
-// SnapshotsTaken returns the number of snapshots this runner took.
-func (r *Runner) SnapshotsTaken() int64 {
-	if r.snaps == nil {
-		return 0
-	}
-	return r.snaps.Taken()
-}
-
-// SnapshotsScrubbed returns the number of snapshots this runner rewrote after
-// subjects were forgotten.
-func (r *Runner) SnapshotsScrubbed() int64 {
-	if r.scrubs == nil {
-		return 0
-	}
-	return r.scrubs.Scrubbed()
-}
-
 // appliedTypes yields the type of each entry a committed batch applied, in order.
 func appliedTypes(entries []judge.Entry) iter.Seq[string] {
 	return func(yield func(string) bool) {

@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/deadlock"
 	"github.com/projector/projector/internal/effects"
 	"github.com/projector/projector/internal/judge"
 	"github.com/projector/projector/internal/lane"
@@ -148,7 +149,7 @@ func (r *Runner) keep(ctx context.Context, p *partition, msgs []kafka.Message) (
 // idle records a read that found nothing: the partition is at its end. An idle
 // owner keeps its claim fresh, so it is never taken for stale.
 func (r *Runner) idle(ctx context.Context, p *partition, lastTouch *time.Time) error {
-	recordIdle(p.Status, p.Next)
+	p.Status.Idle(p.Next)
 	r.observePartition(p)
 	if time.Since(*lastTouch) < r.offsets.StaleClaimAfter/4 {
 		return nil
@@ -236,14 +237,14 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 			}
 			return rerr
 		}
-		return splitOnDeadlock(err) // not retried whole: applySplitting splits it
+		return deadlock.Mark(err) // not retried whole: applySplitting splits it
 	})
 	if err != nil {
 		return err
 	}
 	if resynced { // the stored position already covers the batch
 		r.publish(ctx, p, from, nil)
-		recordBatch(p.Status, p.Next, msgs[len(msgs)-1].HighWaterMark, outcome{}, r.readyLag, p.Log)
+		p.Status.Committed(outcome{}.batch(p.Next, msgs[len(msgs)-1].HighWaterMark), r.readyLag, p.Log)
 		return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
 	}
 	for s, off := range out.parkedSubjects {
@@ -261,7 +262,7 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 	last := msgs[len(msgs)-1]
 	p.Next = last.Offset + 1
 	r.metrics.Observe(out.applied, out.duplicates, out.ignored, out.parked, time.Since(start))
-	recordBatch(p.Status, p.Next, last.HighWaterMark, out, r.readyLag, p.Log)
+	p.Status.Committed(out.batch(p.Next, last.HighWaterMark), r.readyLag, p.Log)
 	r.publish(ctx, p, from, entries) // committed: the effects may run
 	r.observePartition(p)
 	if r.scrubs != nil {

@@ -240,10 +240,10 @@ func Seal(ctx context.Context, keys KeyStore, reg *events.Registry, evs []events
 	return nil
 }
 
-// Prefetch loads the keys of the encrypted events into the store's cache in one
+// prefetch loads the keys of the encrypted events into the store's cache in one
 // call, so the Open calls that follow do not ask one by one. Errors are the store's
 // (transient: retry).
-func Prefetch(ctx context.Context, keys KeyStore, evs []*events.Event) (map[string]Key, error) {
+func prefetch(ctx context.Context, keys KeyStore, evs []*events.Event) (map[string]Key, error) {
 	var ids []string
 	seen := map[string]bool{}
 	for _, e := range evs {
@@ -258,8 +258,8 @@ func Prefetch(ctx context.Context, keys KeyStore, evs []*events.Event) (map[stri
 	return keys.Lookup(ctx, ids)
 }
 
-// Open decrypts an event's personal fields in place with the keys Prefetch returned
-// (nil: ask the store). A field whose key is gone gets Redacted and is listed in
+// Open decrypts an event's personal fields in place with the keys in known, as
+// keys.Lookup returned them for a batch of events (nil: ask the store). A field whose key is gone gets Redacted and is listed in
 // e.Redacted. The encryption attributes are cleared: the data is plain now. A
 // permanent problem (tampering, an unknown algorithm) is an *Error; any other error
 // is the store's and transient.
@@ -326,33 +326,6 @@ func Open(ctx context.Context, keys KeyStore, known map[string]Key, e *events.Ev
 	return nil
 }
 
-// RedactAll puts Redacted in every personal field of the event's type that holds a
-// value, for an event whose subject is forgotten: a field the producer left out of
-// encryptedfields must not survive the forgetting either.
-func RedactAll(reg *events.Registry, e *events.Event) {
-	pd, ok := reg.PersonalData(e.Type)
-	if !ok || len(e.Redacted) == 0 {
-		return
-	}
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(e.Data, &obj) != nil {
-		return
-	}
-	marker, _ := json.Marshal(Redacted)
-	var all []string
-	for k, raw := range obj {
-		for _, f := range pd.Fields {
-			if strings.EqualFold(k, f) && !bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
-				obj[k] = marker
-				all = append(all, f)
-			}
-		}
-	}
-	if data, err := marshalObject(obj); err == nil {
-		e.Data, e.Redacted = data, all
-	}
-}
-
 // aad binds a ciphertext to its event, key and field: moved anywhere else it does
 // not authenticate.
 func aad(e *events.Event, keyID, field string) []byte {
@@ -384,7 +357,7 @@ func OpenAll(ctx context.Context, keys KeyStore, evs []events.Event) error {
 		for i := range part {
 			ptrs[i] = &part[i]
 		}
-		known, err := Prefetch(ctx, keys, ptrs)
+		known, err := prefetch(ctx, keys, ptrs)
 		if err != nil {
 			return err
 		}

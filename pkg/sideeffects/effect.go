@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 
+	"github.com/projector/projector/internal/effectfire"
 	"github.com/projector/projector/pkg/events"
 )
 
@@ -103,8 +104,12 @@ func (e *Effect) Accepts(d events.Decoded) bool {
 	return ok && v == d.SchemaVersion
 }
 
-// Fire runs the effect's function for a decoded event.
-func (e *Effect) Fire(ctx context.Context, run Run, d events.Decoded) error {
+// The runtime (internal/effects) runs an effect's function through package
+// internal/effectfire: users define effects, only the runtime fires them.
+func init() { effectfire.Set(fire) }
+
+// fire runs the effect's function for a decoded event.
+func fire(ctx context.Context, e *Effect, run Run, d events.Decoded) error {
 	fn, ok := e.fns[d.Type]
 	if !ok {
 		return Permanent(fmt.Errorf("sideeffects: %s does not react to %s", e.name, d.Type))

@@ -32,7 +32,6 @@ type LedgerConfig struct {
 // Ledger is the Redis idempotency ledger. It is safe for concurrent use.
 type Ledger struct {
 	cfg         LedgerConfig
-	roundTrips  atomic.Int64
 	marks       markQueue // MarkDone and Release wait here for their flush
 	tokenPrefix string    // random, this ledger's: reservation tokens are it and a count
 	tokens      atomic.Uint64
@@ -65,9 +64,6 @@ func (l *Ledger) Lease() time.Duration { return l.cfg.Lease }
 
 // Retention returns how long done marks are kept.
 func (l *Ledger) Retention() time.Duration { return l.cfg.Retention }
-
-// RoundTrips returns the number of Redis round trips made so far.
-func (l *Ledger) RoundTrips() int64 { return l.roundTrips.Load() }
 
 // State is what a reservation found.
 type State int
@@ -110,7 +106,6 @@ func (l *Ledger) Reserve(ctx context.Context, keys []string) ([]Reservation, err
 		out[i] = Reservation{Key: k, token: l.newToken()}
 		sets[i] = pipe.SetArgs(ctx, l.redisKey(k), leasePrefix+out[i].token, redis.SetArgs{Mode: "NX", TTL: l.cfg.Lease, Get: true})
 	}
-	l.roundTrips.Add(1)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("sideeffects: ledger reserve: %w", err)
 	}
@@ -176,7 +171,6 @@ func (l *Ledger) Settle(ctx context.Context, done, release []Reservation) (marke
 	for _, r := range release {
 		l.queueRelease(ctx, pipe, r)
 	}
-	l.roundTrips.Add(1)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("sideeffects: ledger settle: %w", err)
 	}

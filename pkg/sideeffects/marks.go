@@ -114,7 +114,6 @@ func (l *Ledger) flush(ctx context.Context, batch []*pendingMark) {
 			cmds[i] = l.queueMark(ctx, pipe, m.res, now)
 		}
 	}
-	l.roundTrips.Add(1)
 	_, err := pipe.Exec(ctx)
 	for i, m := range batch {
 		if err != nil {
