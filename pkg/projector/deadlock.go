@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/retry"
+	"github.com/projector/projector/internal/store"
 )
 
 // A batch whose transaction PostgreSQL chose as a deadlock victim (40P01) is not
@@ -19,7 +20,9 @@ import (
 // backoff that grows with each split, and each half splits again if it deadlocks.
 // A single event that deadlocks is retried alone with the same backoff. Every
 // deadlock is counted (projector_deadlocks_total, Status.Deadlocks and
-// PartitionStatus.Deadlocks) and logged: nothing loops silently.
+// PartitionStatus.Deadlocks, this process's; and in the partition's stored position,
+// over every instance and restart, which status reports) and logged: nothing loops
+// silently.
 //
 // Handlers on the row API (readmodel.Table) write each table once, in primary-key
 // order, so partitions sharing rows wait on each other instead of deadlocking;
@@ -61,6 +64,7 @@ func (r *Runner) applyHalves(ctx context.Context, p *partition, msgs []kafka.Mes
 			return err
 		}
 		wait := r.deadlocked(p, msgs, dl, attempt)
+		r.storeDeadlock(ctx, p)
 		if err := retry.Sleep(ctx, wait); err != nil {
 			return err
 		}
@@ -89,4 +93,14 @@ func (r *Runner) deadlocked(p *partition, msgs []kafka.Message, dl *deadlockErro
 		zap.Int64("from", msgs[0].Offset), zap.Int64("to", msgs[len(msgs)-1].Offset), zap.Int("events", len(msgs)),
 		zap.Int("attempt", attempt+1), zap.Duration("backoff", backoff), zap.Error(dl.err))
 	return backoff
+}
+
+// storeDeadlock adds the deadlock to the partition's stored count, which status
+// reads from another process or after a restart. Failing to is logged, not fatal:
+// the batch's retry does not wait on a counter.
+func (r *Runner) storeDeadlock(ctx context.Context, p *partition) {
+	k := p.Key
+	if err := store.CountDeadlock(ctx, r.cfg.Pool, r.cfg.Schema, k.Projection, k.Version, k.Topic, k.Partition); err != nil {
+		p.Log.Warn("deadlock: not counted in the stored status", zap.Error(err))
+	}
 }
