@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/retry"
-	"github.com/projector/projector/internal/store"
 )
 
 // A batch whose transaction PostgreSQL chose as a deadlock victim (40P01) is not
@@ -93,14 +92,4 @@ func (r *Runner) deadlocked(p *partition, msgs []kafka.Message, dl *deadlockErro
 		zap.Int64("from", msgs[0].Offset), zap.Int64("to", msgs[len(msgs)-1].Offset), zap.Int("events", len(msgs)),
 		zap.Int("attempt", attempt+1), zap.Duration("backoff", backoff), zap.Error(dl.err))
 	return backoff
-}
-
-// storeDeadlock adds the deadlock to the partition's stored count, which status
-// reads from another process or after a restart. Failing to is logged, not fatal:
-// the batch's retry does not wait on a counter.
-func (r *Runner) storeDeadlock(ctx context.Context, p *partition) {
-	k := p.Key
-	if err := store.CountDeadlock(ctx, r.cfg.Pool, r.cfg.Schema, k.Projection, k.Version, k.Topic, k.Partition); err != nil {
-		p.Log.Warn("deadlock: not counted in the stored status", zap.Error(err))
-	}
 }
