@@ -41,15 +41,20 @@ type env struct {
 	admin   *pgxpool.Pool
 	topic   string
 	ends    map[int]int64
-	dbs     []string
-	phases  []Phase
-	fold    *domain.State // the fold of the bench log, once computed
+	// ordersEnds are the shared-rows log's partition ends (ensureOrdersLog).
+	ordersEnds map[int]int64
+	dbs        []string
+	phaseMu    sync.Mutex // phases: the shared-rows fold marks its own beside the Exec baseline
+	phases     []Phase
+	fold       *domain.State // the fold of the bench log, once computed
 }
 
 // mark records that the phase name, begun at start, has ended, and logs its time.
 func (e *env) mark(name string, start time.Time) {
 	d := time.Since(start).Seconds()
+	e.phaseMu.Lock()
 	e.phases = append(e.phases, Phase{Name: name, Seconds: d})
+	e.phaseMu.Unlock()
 	logf("phase %s: %.1f s", name, d)
 }
 
@@ -66,10 +71,10 @@ func run(ctx context.Context, c config) (Result, error) {
 	defer e.dropDatabases(context.WithoutCancel(ctx))
 	res := Result{Started: start.UTC(), Machine: machine(ctx, c)}
 	t := time.Now()
-	if err := e.ensureLog(ctx); err != nil {
+	if err := e.ensureLogs(ctx); err != nil {
 		return res, err
 	}
-	e.mark("generate or reuse the log", t)
+	e.mark("generate or reuse the logs", t)
 	if c.setupOnly {
 		return res, nil
 	}
@@ -104,6 +109,17 @@ func run(ctx context.Context, c config) (Result, error) {
 	res.Seconds = time.Since(start).Seconds()
 	res.Phases = e.phases
 	return res, nil
+}
+
+// ensureLogs generates the example's log and, when the shared-rows scenario is to
+// run, its orders log, both at once; full topics are reused.
+func (e *env) ensureLogs(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return e.ensureLog(gctx) })
+	if e.c.wants("shared") {
+		g.Go(func() error { return e.ensureOrdersLog(gctx) })
+	}
+	return g.Wait()
 }
 
 // ensureLog generates the log once; a topic of that name already full is reused.
