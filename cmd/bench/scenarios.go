@@ -33,7 +33,6 @@ import (
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 	"github.com/projector/projector/pkg/sideeffects"
-	"github.com/projector/projector/pkg/snapshot"
 )
 
 type env struct {
@@ -43,15 +42,22 @@ type env struct {
 	admin   *pgxpool.Pool
 	topic   string
 	ends    map[int]int64
-	dbs     []string
-	phases  []Phase
-	fold    *domain.State // the fold of the bench log, once computed
+	// ordersEnds are the shared-rows log's partition ends (ensureOrdersLog).
+	ordersEnds map[int]int64
+	dbsMu      sync.Mutex // dbs: the bootstrap's snapshot source is made beside the replay's check
+	dbs        []string
+	snap       *snapshotMade // the bootstrap's snapshot, once made
+	phaseMu    sync.Mutex    // phases: the shared-rows fold marks its own beside the Exec baseline
+	phases     []Phase
+	fold       *domain.State // the fold of the bench log, once computed
 }
 
 // mark records that the phase name, begun at start, has ended, and logs its time.
 func (e *env) mark(name string, start time.Time) {
 	d := time.Since(start).Seconds()
+	e.phaseMu.Lock()
 	e.phases = append(e.phases, Phase{Name: name, Seconds: d})
+	e.phaseMu.Unlock()
 	logf("phase %s: %.1f s", name, d)
 }
 
@@ -66,12 +72,13 @@ func run(ctx context.Context, c config) (Result, error) {
 	}
 	defer e.admin.Close()
 	defer e.dropDatabases(context.WithoutCancel(ctx))
+	defer e.dropSnapshot()
 	res := Result{Started: start.UTC(), Machine: machine(ctx, c)}
 	t := time.Now()
-	if err := e.ensureLog(ctx); err != nil {
+	if err := e.ensureLogs(ctx); err != nil {
 		return res, err
 	}
-	e.mark("generate or reuse the log", t)
+	e.mark("generate or reuse the logs", t)
 	if c.setupOnly {
 		return res, nil
 	}
@@ -106,6 +113,17 @@ func run(ctx context.Context, c config) (Result, error) {
 	res.Seconds = time.Since(start).Seconds()
 	res.Phases = e.phases
 	return res, nil
+}
+
+// ensureLogs generates the example's log and, when the shared-rows scenario is to
+// run, its orders log, both at once; full topics are reused.
+func (e *env) ensureLogs(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return e.ensureLog(gctx) })
+	if e.c.wants("shared") {
+		g.Go(func() error { return e.ensureOrdersLog(gctx) })
+	}
+	return g.Wait()
 }
 
 // ensureLog generates the log once; a topic of that name already full is reused.
@@ -165,7 +183,9 @@ func (e *env) database(ctx context.Context, name string) (*pgxpool.Pool, error) 
 	if _, err := e.admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		return nil, err
 	}
+	e.dbsMu.Lock()
 	e.dbs = append(e.dbs, name)
+	e.dbsMu.Unlock()
 	cfg, err := pgxpool.ParseConfig(e.c.databaseURL)
 	if err != nil {
 		return nil, err
@@ -280,7 +300,13 @@ func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
 			med = i
 		}
 	}
-	if err := e.verifyReplay(ctx, pools[med], &rp); err != nil {
+	// The bootstrap's snapshot is made while the replay is checked: neither is timed.
+	snapped := e.startSnapshot(ctx)
+	err := e.verifyReplay(ctx, pools[med], &rp)
+	if serr := snapped(); err == nil {
+		err = serr
+	}
+	if err != nil {
 		return rp, nil, err
 	}
 	if err := e.replayBaselines(ctx, pools[med], &rp); err != nil {
@@ -613,79 +639,6 @@ func naiveApply(ctx context.Context, pool *pgxpool.Pool, ev events.Event, d even
 		_, err = pool.Exec(ctx, `DELETE FROM users_v1.users WHERE user_id = $1`, v.UserID)
 	}
 	return err
-}
-
-// bootstrap: a snapshot at 90% of the log, restored into a fresh database, then the
-// catch-up to the end.
-func (e *env) bootstrap(ctx context.Context, replaySeconds float64) (Bootstrap, error) {
-	var b Bootstrap
-	at := map[int]int64{}
-	for part, end := range e.ends {
-		at[part] = end * 9 / 10
-	}
-	src, err := e.database(ctx, "snapsrc")
-	if err != nil {
-		return b, err
-	}
-	defer src.Close()
-	p, err := domain.NewProjection("users", 1)
-	if err != nil {
-		return b, err
-	}
-	cfg := e.runnerConfig(src, p)
-	cfg.StopAt = at
-	if _, err := runUntil(ctx, cfg, at, nil); err != nil {
-		return b, err
-	}
-	dir, err := os.MkdirTemp("", "bench-snapshots-")
-	if err != nil {
-		return b, err
-	}
-	defer func() { _ = os.RemoveAll(dir) }()
-	store := snapshot.FolderStore{Dir: dir}
-	m, err := snapshot.Take(ctx, snapshot.Source{Pool: src, Projection: p, Topic: e.topic}, store)
-	if err != nil {
-		return b, err
-	}
-	b.SnapshotEvents, b.SnapshotBytes = m.Events, m.Bytes
-	dst, err := e.database(ctx, "bootstrap")
-	if err != nil {
-		return b, err
-	}
-	defer dst.Close()
-	r, err := projector.New(e.runnerConfig(dst, p))
-	if err != nil {
-		return b, err
-	}
-	if err := r.Setup(ctx); err != nil {
-		return b, err
-	}
-	start := time.Now()
-	if _, err := snapshot.Restore(ctx, store, m.ID, snapshot.Target{Pool: dst, Projection: p, Topic: e.topic}); err != nil {
-		return b, err
-	}
-	b.RestoreSeconds = time.Since(start).Seconds()
-	catch, err := runUntil(ctx, e.runnerConfig(dst, p), e.ends, nil)
-	if err != nil {
-		return b, err
-	}
-	b.CatchUpSeconds = catch.Seconds()
-	b.Seconds = b.RestoreSeconds + b.CatchUpSeconds
-	b.RatioToReplay = b.Seconds / replaySeconds
-	want, err := e.logFold(ctx)
-	if err != nil {
-		return b, err
-	}
-	got, err := domain.Load(ctx, dst, "users_v1")
-	if err != nil {
-		return b, err
-	}
-	if d := domain.Diff(want, got, 3); d != "" {
-		return b, fmt.Errorf("bootstrap-then-catch-up differs from the fold: %s", d)
-	}
-	b.Verified = true
-	logf("bootstrap: restore %.1f s + catch-up %.1f s", b.RestoreSeconds, b.CatchUpSeconds)
-	return b, nil
 }
 
 // live: a live projector; steady traffic; the time from each event's acknowledgement

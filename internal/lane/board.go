@@ -22,7 +22,8 @@ type Status struct {
 	Ready   bool   `json:"ready"`
 	Lag     int64  `json:"lag"` // the sum over the partitions, for information: readiness is per partition
 	// Deadlocks counts this instance's batches lost to a deadlock (40P01), each
-	// retried in halves after a backoff (projector_deadlocks_total).
+	// retried in halves after a backoff (projector_deadlocks_total); in Inspect's
+	// status, every instance's since the positions were first stored.
 	Deadlocks int64 `json:"deadlocks,omitempty"`
 	// ReadyLag is the lag a live partition may have, and ReadyRule how readiness
 	// follows from it (ReadyRule: per partition).

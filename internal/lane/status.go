@@ -40,7 +40,8 @@ type PartitionStatus struct {
 	Parked     int64  `json:"parked"`
 	Waiting    string `json:"waiting,omitempty"` // what it waits on: the transient error being retried, if any
 	// Deadlocks counts the partition's batches lost to a deadlock since it was
-	// claimed here, each retried in halves.
+	// claimed here, each retried in halves; in Inspect's status, over every instance
+	// and restart (stored with the partition's position).
 	Deadlocks int64 `json:"deadlocks,omitempty"`
 
 	// Effect names the effect, in Status.EffectPartitions; there Next is the

@@ -33,46 +33,71 @@ type State struct {
 // Fold computes the read model from events in log order, independently of the
 // projector; an event id seen before is skipped, as the projector promises. Linear.
 func Fold(evs []events.Event) (State, error) {
-	reg := Registry()
-	s := State{Orders: map[string]Order{}, Customers: map[string]Customer{}}
-	seen := make(map[string]bool, len(evs))
+	f := NewFolder()
 	for _, e := range evs {
-		if seen[e.ID] {
-			continue
-		}
-		seen[e.ID] = true
-		d, err := reg.Decode(e)
-		if err != nil {
-			return s, fmt.Errorf("orders fold: event %s: %w", e.ID, err)
-		}
-		switch v := d.Value.(type) {
-		case OrderPlaced:
-			s.Orders[v.OrderID] = Order{CustomerID: v.CustomerID, AmountCents: v.AmountCents}
-			c := s.Customers[v.CustomerID]
-			c.Orders++
-			c.TotalCents += v.AmountCents
-			s.Customers[v.CustomerID] = c
-		case OrderAmended:
-			if o, ok := s.Orders[v.OrderID]; ok && !o.Cancelled {
-				c := s.Customers[o.CustomerID]
-				c.TotalCents += v.AmountCents - o.AmountCents
-				s.Customers[o.CustomerID] = c
-				o.AmountCents = v.AmountCents
-				s.Orders[v.OrderID] = o
-			}
-		case OrderCancelled:
-			if o, ok := s.Orders[v.OrderID]; ok && !o.Cancelled {
-				c := s.Customers[o.CustomerID]
-				c.Orders--
-				c.TotalCents -= o.AmountCents
-				s.Customers[o.CustomerID] = c
-				o.Cancelled = true
-				s.Orders[v.OrderID] = o
-			}
+		if err := f.Add(e); err != nil {
+			return f.State(), err
 		}
 	}
-	return s, nil
+	return f.State(), nil
 }
+
+// Folder is Fold one event at a time, for a log too long to hold in memory: each
+// event costs a map lookup or two, whatever came before. Events of one order must be
+// added in log order; orders may interleave in any way, as partitions do (a
+// customer's totals are sums). Not safe for concurrent use.
+type Folder struct {
+	reg  *events.Registry
+	s    State
+	seen map[string]struct{}
+}
+
+// NewFolder returns a Folder of nothing yet.
+func NewFolder() *Folder {
+	return &Folder{reg: Registry(), s: State{Orders: map[string]Order{}, Customers: map[string]Customer{}}, seen: map[string]struct{}{}}
+}
+
+// Add folds the next event in; an event id seen before is skipped.
+func (f *Folder) Add(e events.Event) error {
+	if _, ok := f.seen[e.ID]; ok {
+		return nil
+	}
+	f.seen[e.ID] = struct{}{}
+	d, err := f.reg.Decode(e)
+	if err != nil {
+		return fmt.Errorf("orders fold: event %s: %w", e.ID, err)
+	}
+	s := &f.s
+	switch v := d.Value.(type) {
+	case OrderPlaced:
+		s.Orders[v.OrderID] = Order{CustomerID: v.CustomerID, AmountCents: v.AmountCents}
+		c := s.Customers[v.CustomerID]
+		c.Orders++
+		c.TotalCents += v.AmountCents
+		s.Customers[v.CustomerID] = c
+	case OrderAmended:
+		if o, ok := s.Orders[v.OrderID]; ok && !o.Cancelled {
+			c := s.Customers[o.CustomerID]
+			c.TotalCents += v.AmountCents - o.AmountCents
+			s.Customers[o.CustomerID] = c
+			o.AmountCents = v.AmountCents
+			s.Orders[v.OrderID] = o
+		}
+	case OrderCancelled:
+		if o, ok := s.Orders[v.OrderID]; ok && !o.Cancelled {
+			c := s.Customers[o.CustomerID]
+			c.Orders--
+			c.TotalCents -= o.AmountCents
+			s.Customers[o.CustomerID] = c
+			o.Cancelled = true
+			s.Orders[v.OrderID] = o
+		}
+	}
+	return nil
+}
+
+// State is the read model the events added so far make; it shares the Folder's maps.
+func (f *Folder) State() State { return f.s }
 
 // Load reads the read model in schema into a State.
 func Load(ctx context.Context, pool *pgxpool.Pool, schema string) (State, error) {

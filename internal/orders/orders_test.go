@@ -9,6 +9,7 @@ import (
 
 	"github.com/projector/projector/internal/orders"
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/projectortest"
 	"github.com/projector/projector/pkg/readmodel"
@@ -72,4 +73,31 @@ func handlersEqualTheFold(t *testing.T, newProjection func(string, int) (*readmo
 	want, err := orders.Fold(evs)
 	require.NoError(t, err)
 	require.Empty(t, orders.Diff(want, got, 5))
+}
+
+// The bench folds the log as it reads it, every partition at once: the partitions'
+// events interleave in any way, each partition's in order. Every order's events are
+// in one partition (keyed by order id), and a customer's totals are sums, so any such
+// interleaving folds to what the log order does.
+func TestFolderTakesThePartitionsInAnyInterleaving(t *testing.T) {
+	t.Parallel()
+	evs := generate(t, 20000)
+	want, err := orders.Fold(evs)
+	require.NoError(t, err)
+	parts := make([][]events.Event, 12)
+	for _, e := range evs {
+		p := eventlog.Murmur2Partition([]byte(e.Subject), len(parts))
+		parts[p] = append(parts[p], e)
+	}
+	f := orders.NewFolder()
+	for i := 0; len(parts) > 0; i++ { // round robin, a partition dropped when done
+		p := i % len(parts)
+		require.NoError(t, f.Add(parts[p][0]))
+		if parts[p] = parts[p][1:]; len(parts[p]) == 0 {
+			parts = append(parts[:p], parts[p+1:]...)
+		}
+	}
+	require.Empty(t, orders.Diff(want, f.State(), 5))
+	require.NoError(t, f.Add(evs[0]), "an event seen before")
+	require.Empty(t, orders.Diff(want, f.State(), 5), "an event seen before is skipped")
 }

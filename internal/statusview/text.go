@@ -3,6 +3,7 @@ package statusview
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -49,10 +50,23 @@ func WriteText(w io.Writer, st projector.Status, name string) {
 		_, _ = fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%s\t%.0f\t%s\t%d\t\n", p.Partition, p.State, p.Next, p.HighWater, p.Lag, cmp, p.EventsPerSec, eta, p.Parked)
 	}
 	_ = tw.Flush()
-	if st.Deadlocks > 0 {
-		_, _ = fmt.Fprintf(w, "\n%d batches lost to a deadlock, each retried in halves (projector_deadlocks_total)\n", st.Deadlocks)
-	}
+	writeDeadlocks(w, st)
 	for _, e := range st.StoredEffects {
 		_, _ = fmt.Fprintf(w, "\neffect %s: watermark at %d, %d events behind the log end, %d parked runs\n", e.Effect, e.Position, e.Lag, e.Parked)
 	}
+}
+
+// writeDeadlocks says how many batches were lost to a deadlock, and on which
+// partitions: in the stored status, over every instance and restart.
+func writeDeadlocks(w io.Writer, st projector.Status) {
+	if st.Deadlocks == 0 {
+		return
+	}
+	var on []string
+	for _, p := range st.Partitions {
+		if p.Deadlocks > 0 {
+			on = append(on, fmt.Sprintf("%d on partition %d", p.Deadlocks, p.Partition))
+		}
+	}
+	_, _ = fmt.Fprintf(w, "\n%d batches lost to a deadlock (40P01), each retried in halves: %s\n", st.Deadlocks, strings.Join(on, ", "))
 }

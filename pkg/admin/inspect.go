@@ -85,15 +85,16 @@ type stored struct {
 	parked        map[int]int              // open parked events per partition
 	parkedEffects map[string]int           // open parked runs per effect
 	marks         map[string]map[int]int64 // effect watermarks per effect and partition
+	deadlocks     map[int]int64            // batches lost to a deadlock per partition, every instance's
 }
 
-// readStored reads the positions (twice, Interval apart, for rates), the parked
-// counts and the effects' watermarks.
+// readStored reads the positions (twice, Interval apart, for rates), the deadlocks
+// counted, the parked counts and the effects' watermarks.
 func readStored(ctx context.Context, in Inspection) (stored, error) {
-	store := offsets.NewStore(in.Schema)
+	offs := offsets.NewStore(in.Schema)
 	db := stored{marks: map[string]map[int]int64{}}
 	var err error
-	if db.before, err = positions(ctx, store, in); err != nil {
+	if db.before, err = positions(ctx, offs, in); err != nil {
 		return db, err
 	}
 	db.after = db.before
@@ -101,9 +102,12 @@ func readStored(ctx context.Context, in Inspection) (stored, error) {
 		if err := retry.Sleep(ctx, in.Interval); err != nil {
 			return db, err
 		}
-		if db.after, err = positions(ctx, store, in); err != nil {
+		if db.after, err = positions(ctx, offs, in); err != nil {
 			return db, err
 		}
+	}
+	if db.deadlocks, err = store.Deadlocks(ctx, in.Pool, in.Schema, in.Projection, in.Version, in.Topic); err != nil {
+		return db, err
 	}
 	dlq := NewDLQ(in.Pool, in.Schema, in.Projection, in.Version)
 	if db.parked, err = dlq.Counts(ctx); err != nil {
@@ -116,7 +120,7 @@ func readStored(ctx context.Context, in Inspection) (stored, error) {
 		return db, err
 	}
 	for _, eff := range in.Effects {
-		marks, err := store.ListEffect(ctx, in.Pool, eff, in.Projection, in.Version)
+		marks, err := offs.ListEffect(ctx, in.Pool, eff, in.Projection, in.Version)
 		if err != nil {
 			return db, err
 		}
@@ -196,7 +200,9 @@ func addEffect(st *projector.Status, in Inspection, eff string, n int, ends map[
 // its log end.
 func addPartition(st *projector.Status, in Inspection, p int, end int64, db stored) {
 	pos := db.after[p]
-	ps := projector.PartitionStatus{Topic: in.Topic, Partition: p, Next: pos.Next, HighWater: end, Parked: int64(db.parked[p]), Consumed: pos.Consumed}
+	ps := projector.PartitionStatus{Topic: in.Topic, Partition: p, Next: pos.Next, HighWater: end, Parked: int64(db.parked[p]),
+		Consumed: pos.Consumed, Deadlocks: db.deadlocks[p]}
+	st.Deadlocks += ps.Deadlocks
 	ps.Lag = max(0, end-pos.Next)
 	if in.Interval > 0 {
 		ps.EventsPerSec = float64(pos.Consumed-db.before[p].Consumed) / in.Interval.Seconds()

@@ -13,7 +13,9 @@ import (
 )
 
 // applySplitting applies msgs with applyBatch, in halves when they deadlock (see
-// package internal/deadlock). Each deadlock is counted and logged; the backoff is
+// package internal/deadlock). Each deadlock is counted (this process's metric and
+// status, and the partition's stored count, which status reports over every
+// instance and restart) and logged; the backoff is
 // RetryBackoffMin doubled per split or attempt, at most RetryBackoffMax, plus
 // jitter (which tends to break the tie with the other transaction).
 func (r *Runner) applySplitting(ctx context.Context, p *partition, msgs []kafka.Message) error {
@@ -23,6 +25,7 @@ func (r *Runner) applySplitting(ctx context.Context, p *partition, msgs []kafka.
 		Deadlocked: func(batch []kafka.Message, try int, wait time.Duration, err error) {
 			r.metrics.Deadlocks.Inc()
 			r.status.Deadlocked()
+			r.storeDeadlock(ctx, p)
 			p.Status.Set(func(s *PartitionStatus) {
 				s.Deadlocks++
 				s.Waiting = fmt.Sprintf("a deadlock: retrying %d events in halves", len(batch))

@@ -32,6 +32,9 @@ every partition is live. The total lag is shown for information only. The defaul
 log end by at most the batch in flight. --ready-lag 0 asks for every event applied.
 The report states the rule it used, and each partition's lag against it.
 
+It counts the batches lost to a deadlock (40P01), each retried in halves, per
+partition: stored with the positions, so over every instance and restart.
+
 It also warns while any snapshot in --snapshot-dir may still hold data of a forgotten
 subject (JSON: snapshots_holding_forgotten, by id): a running '{{.Name}} run' with
 that folder rewrites them by itself; the warning does not change the exit status.
