@@ -187,16 +187,18 @@ func (s *statements) add(sql string) {
 	sql = strings.Join(strings.Fields(sql), " ")
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, k := range []string{"SELECT customer", "WITH w AS (INSERT INTO customers", "WITH w AS (INSERT INTO orders", "UPDATE"} {
+	for _, k := range []string{"SELECT customer", "INSERT INTO customers", "INSERT INTO orders", "UPDATE"} {
 		if strings.HasPrefix(sql, k) && (k != "UPDATE" || strings.Contains(sql, "consumed = consumed +")) {
 			s.n[k]++
 		}
 	}
 }
 
-// TestRowAPIStatementsPerBatch: per partition batch, one load and one write per
-// table, whatever the batch's size, counted against the batches committed (the
-// offset writes).
+// TestRowAPIStatementsPerBatch: per partition batch, one load and at most two
+// writes per table (an update of the rows that existed, an insert of the new ones),
+// whatever the batch's size, counted against the batches committed (the offset
+// writes). Both partitions may create the same new customer at the start: each may
+// lose one such race once and retry its batch (then the table locks its new keys).
 func TestRowAPIStatementsPerBatch(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 2)
@@ -219,9 +221,10 @@ func TestRowAPIStatementsPerBatch(t *testing.T) {
 	batches := s.n["UPDATE"]
 	t.Logf("4000 events: %d batches (offset writes), statements %v", batches, s.n)
 	require.Positive(t, batches)
-	require.LessOrEqual(t, s.n["SELECT customer"], batches, "at most one load of customers per batch")
-	require.LessOrEqual(t, s.n["WITH w AS (INSERT INTO customers"], batches, "at most one write of customers per batch")
-	require.LessOrEqual(t, s.n["WITH w AS (INSERT INTO orders"], batches, "at most one write of orders per batch")
+	const races = 2
+	require.LessOrEqual(t, s.n["SELECT customer"], batches+races, "at most one load of customers per batch")
+	require.LessOrEqual(t, s.n["INSERT INTO customers"], 2*(batches+races), "at most two writes of customers per batch")
+	require.LessOrEqual(t, s.n["INSERT INTO orders"], 2*(batches+races), "at most two writes of orders per batch")
 }
 
 // TestDeadlockSplitsTheBatchAndCountsIt: a handler whose statement PostgreSQL

@@ -56,7 +56,9 @@ func (s *tableState[K, R]) queueLoad(b *pgx.Batch) bool {
 	}
 	slices.Sort(keys)
 	t := s.t
-	b.Queue(t.locks, keys, t.name+":")
+	if t.lockingNewKeys() {
+		b.Queue(t.locks, keys, t.name+":")
+	}
 	b.Queue(t.selects, keys).Query(func(rows pgx.Rows) error {
 		found := make(map[K]slot[R], len(keys))
 		for rows.Next() {
@@ -132,21 +134,7 @@ func (s *tableState[K, R]) sync(b *pgx.Batch) int {
 	}
 	if len(put) > 0 {
 		slices.Sort(put)
-		var fresh []K
-		for _, k := range put {
-			if s.rows[k].absent {
-				fresh = append(fresh, k)
-			}
-		}
-		b.Queue(t.upsert, append(s.columns(put), fresh)...).Query(func(rows pgx.Rows) error {
-			raced, err := pgx.CollectRows(rows, pgx.RowTo[K])
-			if err != nil || len(raced) == 0 {
-				return err
-			}
-			return Transient(fmt.Errorf("readmodel: table %s: %d rows loaded as absent were inserted meanwhile by another transaction (%v…): the batch is retried",
-				t.name, len(raced), raced[0]))
-		})
-		n++
+		n += s.queuePuts(b, put)
 	}
 	for _, k := range gone {
 		s.rows[k] = slot[R]{}
@@ -157,6 +145,53 @@ func (s *tableState[K, R]) sync(b *pgx.Batch) int {
 		s.rows[k] = sl
 	}
 	return n
+}
+
+// queuePuts queues the writes of the rows with keys put, in key order: one upsert
+// of the rows that existed (or were Put without a load) and one insert of the
+// rows loaded as absent. It returns how many statements it queued.
+func (s *tableState[K, R]) queuePuts(b *pgx.Batch, put []K) int {
+	t, n := s.t, 0
+	var old, fresh []K
+	for _, k := range put {
+		if s.rows[k].absent {
+			fresh = append(fresh, k)
+		} else {
+			old = append(old, k)
+		}
+	}
+	if len(old) > 0 {
+		b.Queue(t.upsert, s.columns(old)...)
+		n++
+	}
+	if len(fresh) > 0 {
+		b.Queue(t.inserts, s.columns(fresh)...).Query(func(rows pgx.Rows) error {
+			inserted, err := pgx.CollectRows(rows, pgx.RowTo[K])
+			if err != nil || len(inserted) == len(fresh) {
+				return err
+			}
+			t.raced()
+			return Transient(fmt.Errorf("readmodel: table %s: %d rows loaded as absent were inserted meanwhile by another transaction (%v…): the batch is retried, and the table locks its new keys at load for %v",
+				t.name, len(fresh)-len(inserted), firstMissing(fresh, inserted), NewKeyLocksFor))
+		})
+		n++
+	}
+	return n
+}
+
+// firstMissing returns the first key of want not in got.
+func firstMissing[K comparable](want, got []K) K {
+	in := make(map[K]bool, len(got))
+	for _, k := range got {
+		in[k] = true
+	}
+	for _, k := range want {
+		if !in[k] {
+			return k
+		}
+	}
+	var zero K
+	return zero
 }
 
 // columns returns one array per column of the rows with keys, in their order.

@@ -6,19 +6,17 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/projector/projector/pkg/events"
 )
 
 // Table is a read-model table whose rows handlers read and write in memory, by
-// primary key: the fast path. Loading a key locks it until the batch commits — an
-// advisory lock on the table and key, taken in key order whether the row exists yet
-// or not, then the row itself (FOR UPDATE) — so that partitions sharing rows take
-// turns on them, never deadlock among themselves and never lose each other's
-// updates; a row loaded as absent and found inserted by
-// another transaction at commit fails the batch with a transient error, and the
-// runtime retries it. Declare a table once, beside the projection's migrations:
+// primary key: the fast path. Loading a key locks its row until the batch commits
+// (FOR UPDATE, in key order), so that partitions sharing rows take turns on them,
+// never deadlock among themselves and never lose each other's updates. Declare a
+// table once, beside the projection's migrations:
 //
 //	users := readmodel.NewTable[string, User](p, "users", "user_id")
 //
@@ -26,9 +24,20 @@ import (
 // Go type of the primary key's field. Within a partition batch each row is loaded at
 // most once (the keys declared with Loads in one query per table before the
 // handlers run), changed in memory by Get, Put, Update and Delete, and written once
-// at commit: per table one DELETE and one upsert, in primary-key order, in the
-// batch's transaction. Every transaction that writes the same rows locks them in
-// the same order, so partitions sharing rows cannot deadlock on them.
+// at commit: per table one DELETE, one upsert of the rows that existed and one
+// insert of the new ones, each in primary-key order, in the batch's transaction.
+// Every transaction that writes the same rows locks them in the same order, so
+// partitions sharing rows cannot deadlock on them.
+//
+// A key loaded as absent has no row to lock. Its insert at commit skips a row that
+// another transaction inserted meanwhile; then the batch is stale, fails with a
+// transient error, and the runtime retries it. After such a race the table locks
+// its new keys too, for a while (see NewKeyLocksFor): an advisory lock per absent
+// key, in key order, before the read, so that the next batches wanting the same new
+// key wait for each other instead of racing. Those locks take slots of PostgreSQL's
+// shared lock table (max_locks_per_transaction × max_connections, shared with every
+// other client of the server), which is why they are not taken always: a replay
+// creating a thousand rows per batch in twelve partitions would fill it.
 //
 // A Table's methods are called only from handlers, with the handler's Writer.
 type Table[K cmp.Ordered, R any] struct {
@@ -39,10 +48,24 @@ type Table[K cmp.Ordered, R any] struct {
 	types   []string
 	pk      int // the primary key's column
 	selects string
-	locks   string
-	upsert  string
+	locks   string // the advisory locks of the keys not yet in the table
+	upsert  string // rows that existed when loaded, or were Put without a load
+	inserts string // rows loaded as absent: RETURNING the keys inserted
 	deletes string
+
+	lockNewKeysUntil atomic.Int64 // unix nanoseconds; see NewKeyLocksFor
 }
+
+// NewKeyLocksFor is how long a table locks the keys it loads as absent after a
+// batch found one of its new keys inserted by another transaction meanwhile. Each
+// race starts the period again.
+const NewKeyLocksFor = 5 * time.Minute
+
+// lockingNewKeys reports whether loads lock the keys not yet in the table.
+func (t *Table[K, R]) lockingNewKeys() bool { return time.Now().UnixNano() < t.lockNewKeysUntil.Load() }
+
+// raced records a race on a new key: loads lock new keys from now on, for a while.
+func (t *Table[K, R]) raced() { t.lockNewKeysUntil.Store(time.Now().Add(NewKeyLocksFor).UnixNano()) }
 
 // NewTable declares the table name of p, keyed by the column primaryKey. It panics
 // when R is not a struct with `db` tags, or the primary key's field is not of type
@@ -114,20 +137,21 @@ func pgTypeOf(t reflect.Type) string {
 	return ""
 }
 
-// prepareSQL builds the table's three statements: the load, the delete and the
-// upsert (an unnest of one array per column, in the order given, which is key order).
+// prepareSQL builds the table's statements: the load and its locks, the delete, the
+// upsert and the insert (an unnest of one array per column, in the order given,
+// which is key order).
 func (t *Table[K, R]) prepareSQL() {
 	cols := strings.Join(t.cols, ", ")
 	pk := t.cols[t.pk]
 	t.selects = fmt.Sprintf(`SELECT %s FROM %s WHERE %s = ANY($1) ORDER BY %s FOR UPDATE`, cols, t.name, pk, pk)
-	// Before the read, every key — of a row that exists or not yet — is locked, in
-	// key order: a transaction-level advisory lock on a hash of the table and the
-	// key. FOR UPDATE alone locks only the rows that exist; a key loaded as absent
-	// stayed unlocked until the commit's upsert inserted it, a lock taken out of key
-	// order, and partitions sharing new rows deadlocked. The read, a statement of its
-	// own, sees what a transaction that held a lock committed before releasing it.
+	// After a race (see Table), the keys not in the table are locked before the
+	// read, in key order: a transaction-level advisory lock on a hash of the table
+	// and the key. The read, a statement of its own, then sees what a transaction
+	// that held the lock committed before releasing it. The rows that exist are
+	// locked by the read itself, so they take no slot of the shared lock table.
 	t.locks = fmt.Sprintf(`SELECT count(pg_advisory_xact_lock(hashtextextended($2 || k::text, 0)))
-		FROM unnest($1::%s[]) WITH ORDINALITY AS u(k, i)`, t.types[t.pk])
+		FROM (SELECT u.k FROM unnest($1::%s[]) WITH ORDINALITY AS u(k, i)
+		      WHERE NOT EXISTS (SELECT FROM %s WHERE %s = u.k) ORDER BY u.i) AS n`, t.types[t.pk], t.name, pk)
 	t.deletes = fmt.Sprintf(`DELETE FROM %s WHERE %s = ANY($1)`, t.name, pk)
 	params := make([]string, len(t.cols))
 	var set []string
@@ -140,13 +164,12 @@ func (t *Table[K, R]) prepareSQL() {
 	if len(set) == 0 {
 		set = []string{pk + " = EXCLUDED." + pk}
 	}
-	// The keys loaded as absent ($n+1) must be inserted: one that was updated
-	// instead was inserted by another transaction since, and the batch is stale.
-	// An updated row's new version carries the lock its update took (xmax).
-	t.upsert = fmt.Sprintf(`WITH w AS (INSERT INTO %s (%s) SELECT * FROM unnest(%s)
-		ON CONFLICT (%s) DO UPDATE SET %s RETURNING %s, xmax = 0 AS inserted)
-		SELECT %s FROM w WHERE NOT inserted AND %s = ANY($%d)`,
-		t.name, cols, strings.Join(params, ", "), pk, strings.Join(set, ", "), pk, pk, pk, len(t.cols)+1)
+	rows := fmt.Sprintf(`INSERT INTO %s (%s) SELECT * FROM unnest(%s) ON CONFLICT (%s)`, t.name, cols, strings.Join(params, ", "), pk)
+	t.upsert = rows + " DO UPDATE SET " + strings.Join(set, ", ")
+	// A key loaded as absent that another transaction inserted meanwhile is not
+	// overwritten: DO NOTHING neither waits for that row's lock nor writes, and the
+	// key missing from RETURNING makes the batch stale.
+	t.inserts = rows + " DO NOTHING RETURNING " + pk
 }
 
 // Name returns the table's name.
