@@ -12,12 +12,17 @@ import (
 // recent events) and event_ids (ids of applied events that carry no sequence): the
 // marks that order and dedupe a projection version's events.
 
-// QueueLoadAggregates queues on b the query of the marks of a projection version's
-// subjects; found gets each mark stored, when b's results are read.
-func QueueLoadAggregates(b *pgx.Batch, schema, projection string, version int, subjects []string,
+// QueryQueue queues a query whose rows fn reads when the queue is sent: a
+// readmodel.Writer, whose batch the runtime sends with the batch's row loads.
+type QueryQueue interface {
+	QueueQuery(fn func(pgx.Rows) error, sql string, args ...any)
+}
+
+// QueueLoadAggregates queues on q the query of the marks of a projection version's
+// subjects; found gets each mark stored, when q's results are read.
+func QueueLoadAggregates(q QueryQueue, schema, projection string, version int, subjects []string,
 	found func(subject string, seq int64, lastID string, recent []byte)) {
-	b.Queue(`SELECT subject, last_sequence, last_event_id, recent FROM `+table(schema, tableAggregates)+`
-			WHERE projection = $1 AND version = $2 AND subject = ANY($3)`, projection, version, subjects).Query(func(rows pgx.Rows) error {
+	q.QueueQuery(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var s, id string
 			var seq int64
@@ -28,14 +33,14 @@ func QueueLoadAggregates(b *pgx.Batch, schema, projection string, version int, s
 			found(s, seq, id, recent)
 		}
 		return rows.Err()
-	})
+	}, `SELECT subject, last_sequence, last_event_id, recent FROM `+table(schema, tableAggregates)+`
+			WHERE projection = $1 AND version = $2 AND subject = ANY($3)`, projection, version, subjects)
 }
 
-// QueueLoadEventIDs queues on b the query of which of ids a projection version has
-// applied; found gets each, when b's results are read.
-func QueueLoadEventIDs(b *pgx.Batch, schema, projection string, version int, ids []string, found func(id string)) {
-	b.Queue(`SELECT event_id FROM `+table(schema, tableEventIDs)+` WHERE projection = $1 AND version = $2 AND event_id = ANY($3)`,
-		projection, version, ids).Query(func(rows pgx.Rows) error {
+// QueueLoadEventIDs queues on q the query of which of ids a projection version has
+// applied; found gets each, when q's results are read.
+func QueueLoadEventIDs(q QueryQueue, schema, projection string, version int, ids []string, found func(id string)) {
+	q.QueueQuery(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var id string
 			if err := rows.Scan(&id); err != nil {
@@ -44,7 +49,8 @@ func QueueLoadEventIDs(b *pgx.Batch, schema, projection string, version int, ids
 			found(id)
 		}
 		return rows.Err()
-	})
+	}, `SELECT event_id FROM `+table(schema, tableEventIDs)+` WHERE projection = $1 AND version = $2 AND event_id = ANY($3)`,
+		projection, version, ids)
 }
 
 // QueueSaveAggregates queues on q the upsert of a projection version's marks:

@@ -169,12 +169,17 @@ func (r *Runner) applyOne(ctx context.Context, w *readmodel.Writer, e *judge.Ent
 	return "handler: " + err.Error(), nil
 }
 
-// begin opens a batch transaction: the projection's search path, then the sequence
-// marks and seen ids the entries need, in one round trip.
-func (r *Runner) begin(ctx context.Context, entries []judge.Entry) (pgx.Tx, *judge.Marks, error) {
-	tx, err := r.cfg.Pool.Begin(ctx)
+// begin opens a batch transaction, setting the projection's search path in the same
+// round trip, and a writer over it with the reads of the sequence marks and seen ids
+// the entries need queued, not sent: they go with the batch's next round trip (its
+// offset write and row loads), and st is filled once that is sent. The search path
+// must be set before that round trip, whose statements pgx prepares before it runs
+// any of them.
+func (r *Runner) begin(ctx context.Context, entries []judge.Entry) (pgx.Tx, *readmodel.Writer, *judge.Marks, error) {
+	tx, err := r.cfg.Pool.BeginTx(ctx, pgx.TxOptions{
+		BeginQuery: `BEGIN; SET LOCAL search_path TO ` + pgx.Identifier{r.cfg.Projection.Schema()}.Sanitize() + `, public`})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	st := &judge.Marks{Aggs: map[string]judge.Aggregate{}, SeenIDs: map[string]bool{}, Changed: map[string]judge.Aggregate{}}
 	var subjects, ids []string
@@ -193,21 +198,16 @@ func (r *Runner) begin(ctx context.Context, entries []judge.Entry) (pgx.Tx, *jud
 		}
 	}
 	pn, pv := r.cfg.Projection.Name(), r.cfg.Projection.Version()
-	b := &pgx.Batch{}
-	b.Queue(`SET LOCAL search_path TO ` + pgx.Identifier{r.cfg.Projection.Schema()}.Sanitize() + `, public`)
+	w := readmodel.NewWriter(tx)
 	if len(subjects) > 0 {
-		store.QueueLoadAggregates(b, r.cfg.Schema, pn, pv, subjects, func(s string, seq int64, id string, recent []byte) {
+		store.QueueLoadAggregates(w, r.cfg.Schema, pn, pv, subjects, func(s string, seq int64, id string, recent []byte) {
 			st.Aggs[s] = judge.Aggregate{Seq: uint64(seq), ID: id, Recent: judge.DecodeWindow(recent)}
 		})
 	}
 	if len(ids) > 0 {
-		store.QueueLoadEventIDs(b, r.cfg.Schema, pn, pv, ids, func(id string) { st.SeenIDs[id] = true })
+		store.QueueLoadEventIDs(w, r.cfg.Schema, pn, pv, ids, func(id string) { st.SeenIDs[id] = true })
 	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		_ = tx.Rollback(ctx)
-		return nil, nil, err
-	}
-	return tx, st, nil
+	return tx, w, st, nil
 }
 
 // report logs and counts, once per event, what a committed batch applied out of the
@@ -262,12 +262,11 @@ func (r *Runner) queueAdvance(w *readmodel.Writer, p *partition, next, consumed 
 // applyOnce runs one batch in one transaction. It returns errCareful when a
 // statement or handler failed outside careful mode.
 func (r *Runner) applyOnce(ctx context.Context, p *partition, entries []judge.Entry, careful bool, known map[int64]error) (outcome, error) {
-	tx, st, err := r.begin(ctx, entries)
+	tx, w, st, err := r.begin(ctx, entries)
 	if err != nil {
 		return outcome{}, err
 	}
 	defer func() { _ = tx.Rollback(ctx) }()
-	w := readmodel.NewWriter(tx)
 	next := entries[len(entries)-1].Msg.Offset + 1
 	r.queueAdvance(w, p, next, int64(len(entries)))
 	if careful {

@@ -50,12 +50,11 @@ func (r *Runner) retryParked(ctx context.Context, p *partition) error {
 	defer cancel()
 	known := map[int64]error{}
 	err = r.retry(dctx, p, "retry parked", func(ctx context.Context) error {
-		tx, st, err := r.begin(ctx, entries)
+		tx, w, st, err := r.begin(ctx, entries)
 		if err != nil {
 			return err
 		}
 		defer func() { _ = tx.Rollback(ctx) }()
-		w := readmodel.NewWriter(tx)
 		r.queueAdvance(w, p, p.Next, 0) // no advance: proves the partition is still ours
 		if err := w.Flush(ctx); err != nil {
 			return err

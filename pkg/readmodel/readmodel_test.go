@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/projector/projector/internal/testenv"
@@ -112,5 +113,47 @@ func TestMigrationsRunOnceAndRefuseAnEditedStep(t *testing.T) {
 	err := readmodel.Setup(ctx, pool, schema, mk("CREATE TABLE a (id bigint)", "CREATE TABLE b (id int)"))
 	if err == nil || !strings.Contains(err.Error(), "step 0 changed") {
 		t.Fatalf("edited step: err = %v", err)
+	}
+}
+
+// QueueQuery sends nothing by itself: the query goes with the next round trip, after
+// the statements queued before it, and its rows reach fn once that is sent.
+func TestQueueQueryReadsWithTheNextSend(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Postgres(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `CREATE TABLE queued (n int PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	w := readmodel.NewWriter(tx)
+	w.Exec(`INSERT INTO queued VALUES (1), (2)`)
+	var got []int
+	w.QueueQuery(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var n int
+			if err := rows.Scan(&n); err != nil {
+				return err
+			}
+			got = append(got, n)
+		}
+		return rows.Err()
+	}, `SELECT n FROM queued ORDER BY n`)
+	if w.Pending() != 2 || got != nil {
+		t.Fatalf("before the send: %d pending, read %v; want 2 pending and nothing read", w.Pending(), got)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[1 2]" || w.Pending() != 0 {
+		t.Fatalf("after the send: read %v, %d pending; want [1 2] and none", got, w.Pending())
+	}
+	w.QueueQuery(func(pgx.Rows) error { return errors.New("refused") }, `SELECT 1`)
+	if err := w.Flush(ctx); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("fn's error: Flush returned %v", err)
 	}
 }

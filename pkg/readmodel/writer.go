@@ -67,6 +67,17 @@ func (w *Writer) execCheck(fn func(pgconn.CommandTag) error, sql string, args ..
 	w.total++
 }
 
+// QueueQuery queues a query whose rows fn reads when the queue is sent; fn's error
+// fails the send. The runtime uses it to read what a batch needs before its
+// handlers run (sequence marks, seen event ids) in the round trip that loads the
+// batch's rows. The query sees the statements queued before it, not the rows
+// changed in memory since the last flush: handlers read with Query or the Tables.
+func (w *Writer) QueueQuery(fn func(pgx.Rows) error, sql string, args ...any) {
+	w.batch.Queue(sql, args...).Query(fn)
+	w.n++
+	w.total++
+}
+
 // Query sends the queued statements, then runs a query in the transaction.
 func (w *Writer) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	if err := w.Flush(ctx); err != nil {
