@@ -11,8 +11,10 @@ import (
 
 // rowSet is one table's rows in a Writer: its identity map for the batch.
 type rowSet interface {
-	// queueLoad queues the query for the keys wanted and not held; false when none.
-	queueLoad(b *pgx.Batch) bool
+	// queueLoad queues the query for the keys wanted and not held (after a race on
+	// a new key, with the statement locking the absent ones); it returns how many
+	// statements it queued.
+	queueLoad(b *pgx.Batch) int
 	// sync queues the writes of the rows changed since the last sync (at most a
 	// DELETE per DeleteWhere column, one DELETE and one upsert), in key order, and
 	// marks them written; it returns how many statements it queued.
@@ -35,6 +37,7 @@ type tableState[K cmp.Ordered, R any] struct {
 	rows  map[K]slot[R]
 	want  map[K]struct{} // keys to load with the next query
 	where map[int][]any  // DeleteWhere values per column, not yet queued
+	adds  map[K]R        // Add's deltas summed, for keys not in memory
 }
 
 func (s *tableState[K, R]) wantKey(k K) {
@@ -43,7 +46,7 @@ func (s *tableState[K, R]) wantKey(k K) {
 	}
 }
 
-func (s *tableState[K, R]) queueLoad(b *pgx.Batch) bool {
+func (s *tableState[K, R]) queueLoad(b *pgx.Batch) int {
 	keys := make([]K, 0, len(s.want))
 	for k := range s.want {
 		if _, ok := s.rows[k]; !ok {
@@ -52,12 +55,13 @@ func (s *tableState[K, R]) queueLoad(b *pgx.Batch) bool {
 	}
 	clear(s.want)
 	if len(keys) == 0 {
-		return false
+		return 0
 	}
 	slices.Sort(keys)
-	t := s.t
+	t, n := s.t, 1
 	if t.lockingNewKeys() {
 		b.Queue(t.locks, keys, t.name+":")
+		n++
 	}
 	b.Queue(t.selects, keys).Query(func(rows pgx.Rows) error {
 		found := make(map[K]slot[R], len(keys))
@@ -81,11 +85,20 @@ func (s *tableState[K, R]) queueLoad(b *pgx.Batch) bool {
 			if !ok {
 				sl.absent = true // held as absent: not loaded again
 			}
+			if d, ok := s.adds[k]; ok { // added to before it was read
+				if sl.exists {
+					t.sum(&sl.row, d)
+				} else {
+					sl.row, sl.exists = d, true
+				}
+				sl.dirty = true
+				delete(s.adds, k)
+			}
 			s.rows[k] = sl
 		}
 		return nil
 	})
-	return true
+	return n
 }
 
 // deletedWhere reports whether a loaded row falls under a DeleteWhere not yet
@@ -136,6 +149,7 @@ func (s *tableState[K, R]) sync(b *pgx.Batch) int {
 		slices.Sort(put)
 		n += s.queuePuts(b, put)
 	}
+	n += s.queueAdds(b)
 	for _, k := range gone {
 		s.rows[k] = slot[R]{}
 	}
@@ -179,6 +193,22 @@ func (s *tableState[K, R]) queuePuts(b *pgx.Batch, put []K) int {
 	return n
 }
 
+// queueAdds queues the write of Add's deltas for keys not in memory, in key order,
+// and forgets them; it returns how many statements it queued.
+func (s *tableState[K, R]) queueAdds(b *pgx.Batch) int {
+	if len(s.adds) == 0 {
+		return 0
+	}
+	keys := make([]K, 0, len(s.adds))
+	for k := range s.adds {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	b.Queue(s.t.adds, s.columnsOf(keys, func(k K) R { return s.adds[k] })...)
+	clear(s.adds)
+	return 1
+}
+
 // firstMissing returns the first key of want not in got.
 func firstMissing[K comparable](want, got []K) K {
 	in := make(map[K]bool, len(got))
@@ -196,14 +226,19 @@ func firstMissing[K comparable](want, got []K) K {
 
 // columns returns one array per column of the rows with keys, in their order.
 func (s *tableState[K, R]) columns(keys []K) []any {
+	return s.columnsOf(keys, func(k K) R { return s.rows[k].row })
+}
+
+// columnsOf returns one array per column of the rows row(k) of keys, in their order.
+func (s *tableState[K, R]) columnsOf(keys []K, row func(K) R) []any {
 	t := s.t
 	arrs := make([]reflect.Value, len(t.fields))
 	for i, f := range t.fields {
 		arrs[i] = reflect.MakeSlice(reflect.SliceOf(fieldType[R](f)), len(keys), len(keys))
 	}
 	for j, k := range keys {
-		row := s.rows[k].row
-		v := reflect.ValueOf(&row).Elem()
+		r := row(k)
+		v := reflect.ValueOf(&r).Elem()
 		for i, f := range t.fields {
 			arrs[i].Index(j).Set(v.FieldByIndex(f))
 		}
@@ -220,6 +255,7 @@ func (s *tableState[K, R]) drop() {
 		s.want[k] = struct{}{}
 	}
 	clear(s.rows)
+	clear(s.adds)
 	s.where = nil
 }
 

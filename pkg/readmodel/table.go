@@ -51,7 +51,9 @@ type Table[K cmp.Ordered, R any] struct {
 	locks   string // the advisory locks of the keys not yet in the table
 	upsert  string // rows that existed when loaded, or were Put without a load
 	inserts string // rows loaded as absent: RETURNING the keys inserted
+	adds    string // Add's deltas: the numeric columns summed on conflict
 	deletes string
+	sums    []int // the numeric columns Add sums: every non-key int, uint or float field
 
 	lockNewKeysUntil atomic.Int64 // unix nanoseconds; see NewKeyLocksFor
 }
@@ -97,6 +99,9 @@ func NewTable[K cmp.Ordered, R any](p *Projection, name, primaryKey string) *Tab
 			}
 			t.pk = len(t.cols)
 		}
+		if col != primaryKey && isNumber(f.Type) {
+			t.sums = append(t.sums, len(t.cols))
+		}
 		t.cols, t.fields, t.types = append(t.cols, col), append(t.fields, f.Index), append(t.types, typ)
 	}
 	if t.pk < 0 {
@@ -105,6 +110,16 @@ func NewTable[K cmp.Ordered, R any](p *Projection, name, primaryKey string) *Tab
 	t.prepareSQL()
 	p.tables = append(p.tables, name)
 	return t
+}
+
+// isNumber reports whether a field of type t is a number Add sums.
+func isNumber(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Float32, reflect.Float64:
+		return true
+	}
+	return false
 }
 
 // pgTypeOf maps a Go type to the PostgreSQL type of an unnest array's elements.
@@ -170,6 +185,13 @@ func (t *Table[K, R]) prepareSQL() {
 	// overwritten: DO NOTHING neither waits for that row's lock nor writes, and the
 	// key missing from RETURNING makes the batch stale.
 	t.inserts = rows + " DO NOTHING RETURNING " + pk
+	sums := make([]string, len(t.sums))
+	for i, c := range t.sums {
+		sums[i] = fmt.Sprintf("%s = %s.%s + EXCLUDED.%s", t.cols[c], t.name, t.cols[c], t.cols[c])
+	}
+	if len(sums) > 0 {
+		t.adds = rows + " DO UPDATE SET " + strings.Join(sums, ", ")
+	}
 }
 
 // Name returns the table's name.
@@ -195,7 +217,63 @@ func (t *Table[K, R]) Get(ctx context.Context, w *Writer, key K) (R, bool, error
 // Put writes row, replacing any row with its key, without reading it first.
 func (t *Table[K, R]) Put(w *Writer, row R) {
 	s, k := t.state(w), t.key(row)
+	delete(s.adds, k)
 	s.rows[k] = slot[R]{row: row, exists: true, dirty: true, absent: s.rows[k].absent}
+}
+
+// Add adds the numbers of delta (its int, uint and float fields other than the
+// key) to the row with delta's key, without reading it; a row that does not exist
+// is inserted as delta. For totals and counts that many partitions change:
+//
+//	customers.Add(w, Customer{ID: v.CustomerID, Orders: 1, TotalCents: v.AmountCents})
+//
+// A row in memory (read with Get in this batch) is changed in memory. Otherwise
+// the deltas are summed in memory and written at commit, per table in one
+// statement, in key order (INSERT … ON CONFLICT DO UPDATE SET n = n + EXCLUDED.n):
+// the rows are locked from that write to the commit, not from the batch's start,
+// so partitions adding to the same rows hardly wait for each other. Reading a row
+// after adding to it (Get, Update) loads it and applies the deltas. The columns
+// that are not numbers are written only when the row is inserted. Add panics when
+// the table has no number to add to.
+func (t *Table[K, R]) Add(w *Writer, delta R) {
+	if len(t.sums) == 0 {
+		panic(fmt.Sprintf("readmodel: table %s: Add: the row type %v has no number field besides the key", t.name, reflect.TypeFor[R]()))
+	}
+	s, k := t.state(w), t.key(delta)
+	if sl, ok := s.rows[k]; ok {
+		if sl.exists {
+			t.sum(&sl.row, delta)
+		} else {
+			sl.row, sl.exists = delta, true
+		}
+		sl.dirty = true
+		s.rows[k] = sl
+		return
+	}
+	if prev, ok := s.adds[k]; ok {
+		t.sum(&prev, delta)
+		delta = prev
+	}
+	if s.adds == nil {
+		s.adds = map[K]R{}
+	}
+	s.adds[k] = delta
+}
+
+// sum adds delta's numbers to row's.
+func (t *Table[K, R]) sum(row *R, delta R) {
+	rv, dv := reflect.ValueOf(row).Elem(), reflect.ValueOf(delta)
+	for _, c := range t.sums {
+		f, d := rv.FieldByIndex(t.fields[c]), dv.FieldByIndex(t.fields[c])
+		switch {
+		case f.CanInt():
+			f.SetInt(f.Int() + d.Int())
+		case f.CanUint():
+			f.SetUint(f.Uint() + d.Uint())
+		default:
+			f.SetFloat(f.Float() + d.Float())
+		}
+	}
 }
 
 // Update changes the row with key by fn, when it exists, and reports whether it did.
@@ -215,7 +293,9 @@ func (t *Table[K, R]) Update(ctx context.Context, w *Writer, key K, fn func(*R))
 // Delete deletes the row with key, whether or not it exists.
 func (t *Table[K, R]) Delete(w *Writer, key K) {
 	var zero R
-	t.state(w).rows[key] = slot[R]{row: zero, dirty: true}
+	s := t.state(w)
+	delete(s.adds, key)
+	s.rows[key] = slot[R]{row: zero, dirty: true}
 }
 
 // DeleteWhere deletes every row whose column equals value, the rows in memory at
@@ -229,6 +309,11 @@ func (t *Table[K, R]) DeleteWhere(w *Writer, column string, value any) {
 		panic(fmt.Sprintf("readmodel: table %s: DeleteWhere %s with a %T, the column's field is a %v", t.name, column, value, ft))
 	}
 	s := t.state(w)
+	if len(s.adds) > 0 { // added before: written before the DELETE, which may take them
+		n := s.queueAdds(w.batch)
+		w.n += n
+		w.total += n
+	}
 	for k, sl := range s.rows {
 		if sl.exists && reflect.ValueOf(sl.row).FieldByIndex(t.fields[c]).Interface() == value {
 			var zero R

@@ -3,6 +3,7 @@ package readmodel_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -600,4 +601,129 @@ func TestARaceOnANewKeyIsRetriedThenNewKeysAreLocked(t *testing.T) {
 	got := balances(t, pool)
 	require.Equal(t, 3, got["fresh"])
 	require.Equal(t, 2, got["fresh2"], "both deposits, none lost")
+}
+
+// TestTableAddSumsWithoutReading: Add sums deltas in memory and writes them at
+// commit in one statement per table, reading nothing; a row read in the batch gets
+// the deltas in memory; Put and Delete replace what was added; an Add before a
+// DeleteWhere is deleted with the row, one after it is kept.
+func TestTableAddSumsWithoutReading(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Postgres(t)
+	b := newBank(t, pool)
+	ctx := context.Background()
+	tp, c := traced(t, pool)
+	in := func(fn func(w *readmodel.Writer)) {
+		tx, err := tp.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(ctx) }()
+		w := readmodel.NewWriter(tx)
+		fn(w)
+		require.NoError(t, w.Flush(ctx))
+		require.NoError(t, tx.Commit(ctx))
+	}
+
+	c.take("")
+	in(func(w *readmodel.Writer) {
+		b.owners.Add(w, owner{"ann", 2})
+		b.owners.Add(w, owner{"bob", 1})
+		b.owners.Add(w, owner{"ann", 3})
+	})
+	sqls, _ := c.take("")
+	require.Zero(t, countPrefix(sqls, "SELECT"), "Add reads nothing: %q", sqls)
+	require.Equal(t, 1, countPrefix(sqls, "INSERT INTO owners"), "one write: %q", sqls)
+	require.Contains(t, writeOf(sqls, "owners"), "accounts = owners.accounts + EXCLUDED.accounts")
+	require.Equal(t, map[string]int{"ann": 5, "bob": 1}, owners(t, pool), "absent rows inserted as the deltas' sum")
+
+	in(func(w *readmodel.Writer) {
+		b.owners.Add(w, owner{"ann", 1})
+		o, ok, err := b.owners.Get(ctx, w, "ann")
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, 6, o.Accounts, "read after an Add: the stored row plus the delta")
+		_, err = b.owners.Update(ctx, w, "ann", func(o *owner) { o.Accounts += 10 })
+		require.NoError(t, err)
+		b.owners.Add(w, owner{"ann", 1}) // in memory now
+		b.owners.Add(w, owner{"bob", 5})
+		b.owners.Put(w, owner{"bob", 100}) // replaces what was added
+		b.owners.Add(w, owner{"cy", 7})
+		b.owners.Delete(w, "cy")
+		b.owners.Add(w, owner{"dee", 1})
+		d, ok, err := b.owners.Get(ctx, w, "dee")
+		require.NoError(t, err)
+		require.True(t, ok, "an absent row added to exists in the batch")
+		require.Equal(t, 1, d.Accounts)
+	})
+	require.Equal(t, map[string]int{"ann": 17, "bob": 100, "dee": 1}, owners(t, pool))
+
+	in(func(w *readmodel.Writer) {
+		b.accounts.Add(w, account{ID: "x", Owner: "zed", Balance: 5})
+		b.accounts.DeleteWhere(w, "owner", "zed")
+		b.accounts.Add(w, account{ID: "y", Owner: "zed", Balance: 1})
+	})
+	require.Equal(t, map[string]int{"y": 1}, balances(t, pool), "added before DeleteWhere: deleted; after: kept")
+
+	require.PanicsWithValue(t, "readmodel: table tags: Add: the row type readmodel_test.tag has no number field besides the key", func() {
+		p, err := readmodel.New("tags", 1, b.reg)
+		require.NoError(t, err)
+		tags := readmodel.NewTable[string, tag](p, "tags", "name")
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback(ctx) }()
+		tags.Add(readmodel.NewWriter(tx), tag{Name: "a"})
+	})
+}
+
+type tag struct {
+	Name  string `db:"name"`
+	Label string `db:"label"`
+}
+
+// TestTableAddFromManyTransactionsAtOnce: transactions adding to the same rows in
+// opposite orders, at once, none reading: every delta counted, no deadlock, and
+// no advisory lock taken.
+func TestTableAddFromManyTransactionsAtOnce(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Postgres(t)
+	b := newBank(t, pool)
+	ctx := context.Background()
+	var names []string
+	for i := range 40 {
+		names = append(names, fmt.Sprintf("o%02d", i))
+	}
+	run := func(order []string) error {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		w := readmodel.NewWriter(tx)
+		for _, n := range order {
+			b.owners.Add(w, owner{n, 1})
+		}
+		if err := w.Flush(ctx); err != nil {
+			return err
+		}
+		var advisory int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()`).Scan(&advisory); err != nil {
+			return err
+		}
+		if advisory != 0 {
+			return fmt.Errorf("%d advisory locks", advisory)
+		}
+		return tx.Commit(ctx)
+	}
+	reversed := slices.Clone(names)
+	slices.Reverse(reversed)
+	errs := make(chan error, 2)
+	for range 10 {
+		go func() { errs <- run(names) }()
+		go func() { errs <- run(reversed) }()
+		require.NoError(t, <-errs)
+		require.NoError(t, <-errs)
+	}
+	got := owners(t, pool)
+	for _, n := range names {
+		require.Equal(t, 20, got[n], n)
+	}
 }

@@ -131,15 +131,13 @@ func (w *Writer) send(ctx context.Context) error {
 	return w.tx.SendBatch(ctx, b).Close()
 }
 
-// load sends the queue with, per table with keys wanted, a statement locking the
-// keys and a query reading their rows, in one round trip; nothing when no key is
-// wanted.
+// load sends the queue with, per table with keys wanted, a query reading and
+// locking their rows (after a race on a new key, with a statement locking the
+// absent keys first), in one round trip; nothing when no key is wanted.
 func (w *Writer) load(ctx context.Context) error {
 	queued := 0
 	for _, t := range w.order {
-		if t.rows.queueLoad(w.batch) {
-			queued += 2
-		}
+		queued += t.rows.queueLoad(w.batch)
 	}
 	if queued == 0 {
 		return nil
