@@ -133,6 +133,7 @@ type config struct {
 	out                            string
 	seed                           uint64
 	cpuProfile                     string
+	memProfile                     string
 	only                           map[string]bool // scenarios to run; empty: all
 }
 
@@ -161,6 +162,7 @@ func main() {
 	f.Uint64Var(&c.seed, "seed", 1, "generator seed")
 	f.StringVar(&c.out, "out", "bench/results", "output folder")
 	f.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the first replay run to this file (go tool pprof -top)")
+	f.StringVar(&c.memProfile, "memprofile", "", "write a heap profile of the first replay run, taken halfway through it, to this file (go tool pprof -sample_index=inuse_space -top)")
 	redraw := f.Bool("redraw", false, "rewrite the table and plot from OUT/latest.json, measuring nothing")
 	only := f.String("only", "", "run only these scenarios, comma-separated ("+strings.Join(scenarios, ", ")+"); the other figures in OUT/latest.json are kept")
 	_ = f.Parse(os.Args[1:])
