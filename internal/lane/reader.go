@@ -25,6 +25,11 @@ type Reader struct {
 // readerRetry is how long a reader waits after failures in a row before it starts over.
 var readerRetry = retry.Policy{Min: 250 * time.Millisecond, Max: 5 * time.Second}
 
+// readerQueue is the most messages a partition reader decodes ahead of its worker:
+// enough to hide a fetch's round trip, small against a batch. The rest of a fetch
+// waits in the connection's socket buffer, in the kernel's memory, not the process's.
+const readerQueue = 100
+
 // readerMaxBytes bounds one fetch of a partition reader: a few batches of the
 // example's events, and above the broker's default message.max.bytes (1 MiB) so
 // the largest record still fits.
@@ -38,11 +43,11 @@ func (rd *Reader) Open() error {
 	env := rd.env
 	rd.reader = kafka.NewReader(kafka.ReaderConfig{
 		Brokers: env.Brokers, Topic: env.Topic, Partition: rd.l.Key.Partition,
-		// Memory: a partition holds at most QueueCapacity messages read ahead (one
-		// batch's worth) and a fetch of at most MaxBytes; with the batch being
-		// applied, that bounds a partition's share of the process.
+		// Memory: a partition holds at most QueueCapacity messages decoded ahead;
+		// with the batch being applied, that bounds a partition's share of the
+		// process (docs/operations.md, Memory).
 		MinBytes: 1, MaxBytes: readerMaxBytes, MaxWait: 250 * time.Millisecond,
-		QueueCapacity: max(100, env.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
+		QueueCapacity: min(readerQueue, env.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
 		MaxAttempts: 10,
 		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) { rd.l.Log.Sugar().Debugf("kafka reader: "+f, a...) }),
 	})
