@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -315,6 +316,7 @@ func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Repl
 		}
 	}
 	heap := newHeapWatch(i == 0 && e.c.memProfile != "", e.c.memProfile, sum(e.ends)/2)
+	cpuStart := cpuSeconds()
 	runStart := time.Now()
 	var pts []Point
 	var lastT time.Duration
@@ -337,8 +339,8 @@ func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Repl
 	}
 	rp.PeakRSSMB = max(rp.PeakRSSMB, peakRSSMB())
 	rp.Runs = append(rp.Runs, took.Seconds())
-	logf("replay run %d: %.1f s (%.0f events/s), peak RSS %.0f MB, Go heap: peak in use %.0f MB, peak obtained from the OS %.0f MB",
-		i+1, took.Seconds(), float64(rp.Events)/took.Seconds(), peakRSSMB(), heap.peakInuse/(1<<20), heap.peakSys/(1<<20))
+	logf("replay run %d: %.1f s (%.0f events/s), peak RSS %.0f MB, Go heap: peak in use %.0f MB, peak obtained from the OS %.0f MB, CPU %.1f s",
+		i+1, took.Seconds(), float64(rp.Events)/took.Seconds(), peakRSSMB(), heap.peakInuse/(1<<20), heap.peakSys/(1<<20), cpuSeconds()-cpuStart)
 	e.mark(fmt.Sprintf("replay: run %d (setup, replay)", i+1), runStart)
 	return pts, nil
 }
@@ -1065,6 +1067,15 @@ func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0o2
 
 // peakRSSMB is the process's peak resident set since the last reset.
 func peakRSSMB() float64 { return procStatusMB("VmHWM:") }
+
+// cpuSeconds is the CPU time the process used so far, user and system.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
 
 // rssMB is the process's resident set now.
 func rssMB() float64 { return procStatusMB("VmRSS:") }
