@@ -21,6 +21,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
@@ -321,7 +322,10 @@ func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Repl
 	var pts []Point
 	var lastT time.Duration
 	var lastN int64
-	took, err := runUntil(ctx, e.runnerConfig(pool, p), e.ends, func(t time.Duration, n int64) {
+	cfg := e.runnerConfig(pool, p)
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	took, err := runUntil(ctx, cfg, e.ends, func(t time.Duration, n int64) {
 		heap.sample(n)
 		if t-lastT >= 500*time.Millisecond {
 			pts = append(pts, Point{Seconds: t.Seconds(), EventsPerSec: float64(n-lastN) / (t - lastT).Seconds()})
@@ -339,8 +343,8 @@ func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Repl
 	}
 	rp.PeakRSSMB = max(rp.PeakRSSMB, peakRSSMB())
 	rp.Runs = append(rp.Runs, took.Seconds())
-	logf("replay run %d: %.1f s (%.0f events/s), peak RSS %.0f MB, Go heap: peak in use %.0f MB, peak obtained from the OS %.0f MB, CPU %.1f s",
-		i+1, took.Seconds(), float64(rp.Events)/took.Seconds(), peakRSSMB(), heap.peakInuse/(1<<20), heap.peakSys/(1<<20), cpuSeconds()-cpuStart)
+	logf("replay run %d: %.1f s (%.0f events/s), peak RSS %.0f MB, Go heap: peak in use %.0f MB, peak obtained from the OS %.0f MB, CPU %.1f s, %d batches",
+		i+1, took.Seconds(), float64(rp.Events)/took.Seconds(), peakRSSMB(), heap.peakInuse/(1<<20), heap.peakSys/(1<<20), cpuSeconds()-cpuStart, batches(reg))
 	e.mark(fmt.Sprintf("replay: run %d (setup, replay)", i+1), runStart)
 	return pts, nil
 }
@@ -1067,6 +1071,20 @@ func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0o2
 
 // peakRSSMB is the process's peak resident set since the last reset.
 func peakRSSMB() float64 { return procStatusMB("VmHWM:") }
+
+// batches is the number of batches a runner registered on reg committed.
+func batches(reg *prometheus.Registry) uint64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "projector_batch_seconds" && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
+}
 
 // cpuSeconds is the CPU time the process used so far, user and system.
 func cpuSeconds() float64 {

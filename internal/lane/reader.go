@@ -30,6 +30,10 @@ var readerRetry = retry.Policy{Min: 250 * time.Millisecond, Max: 5 * time.Second
 // waits in the connection's socket buffer, in the kernel's memory, not the process's.
 const readerQueue = 100
 
+// readerFill bounds how long a batch waits for records the log already holds
+// (readBatch).
+const readerFill = time.Second
+
 // readerMaxBytes bounds one fetch of a partition reader: a few batches of the
 // example's events, and above the broker's default message.max.bytes (1 MiB) so
 // the largest record still fits.
@@ -102,7 +106,12 @@ func (rd *Reader) Failed(ctx context.Context, err error) {
 }
 
 // readBatch waits up to a second for a first message, then gathers more until the
-// batch is full or BatchTimeout has passed. An empty batch means the partition is idle.
+// batch is full, or BatchTimeout has passed with no more in the log. Records the log
+// already held at the last fetch (below its high-water mark) are read into the batch
+// however long decoding them takes (up to readerFill): the read-ahead is short
+// (readerQueue), and a batch cut at BatchTimeout while the reader decodes would be a
+// smaller one, more transactions for the same events. An empty batch means the
+// partition is idle.
 func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
 	m, err := rd.Fetch(ctx, time.Second)
 	if err != nil {
@@ -113,9 +122,17 @@ func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
 	}
 	batch := make([]kafka.Message, 1, rd.env.BatchSize)
 	batch[0] = m
-	fill, cancel := context.WithTimeout(ctx, rd.env.BatchTimeout)
-	defer cancel()
+	wait, cancelWait := context.WithTimeout(ctx, rd.env.BatchTimeout)
+	defer cancelWait()
+	held, cancelHeld := context.WithTimeout(ctx, readerFill)
+	defer cancelHeld()
 	for len(batch) < rd.env.BatchSize {
+		fill := wait
+		if last := batch[len(batch)-1]; last.HighWaterMark-last.Offset > 2 {
+			// More records are in the log (a transaction's commit marker, which is
+			// never read, takes at most one offset after the last record).
+			fill = held
+		}
 		m, err := rd.reader.FetchMessage(fill)
 		if err != nil {
 			if ctx.Err() != nil {
