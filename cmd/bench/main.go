@@ -167,7 +167,7 @@ func main() {
 	f.StringVar(&c.out, "out", "bench/results", "output folder")
 	f.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the first replay run to this file (go tool pprof -top)")
 	f.StringVar(&c.memProfile, "memprofile", "", "write a heap profile of the first replay run, taken halfway through it, to this file (go tool pprof -sample_index=inuse_space -top)")
-	f.StringVar(&c.memoryLimit, "memory-limit", service.MemoryLimitDefault, "the Go runtime's soft memory limit, as the service's run sets it (off: none; GOMEMLIMIT, when set, wins over the default)")
+	f.StringVar(&c.memoryLimit, "memory-limit", service.MemoryLimitDefault, "the Go runtime's soft memory limit during each replay run, as the service's run sets it (off: none); the bench's own work (the fold, the baselines) runs without it")
 	redraw := f.Bool("redraw", false, "rewrite the table and plot from OUT/latest.json, measuring nothing")
 	only := f.String("only", "", "run only these scenarios, comma-separated ("+strings.Join(scenarios, ", ")+"); the other figures in OUT/latest.json are kept")
 	_ = f.Parse(os.Args[1:])
@@ -199,12 +199,10 @@ func main() {
 		}
 		return
 	}
-	limit, err := cli.ApplyMemoryLimit(c.memoryLimit, service.MemoryLimitDefault, "--memory-limit", "GOMEMLIMIT")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
+	if _, err := cli.ParseMemoryLimit(c.memoryLimit); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: --memory-limit", err)
 		os.Exit(2)
 	}
-	logf("memory limit: %s", limit)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	res, err := run(ctx, c)
 	stop()

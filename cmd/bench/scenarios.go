@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -304,9 +306,16 @@ func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Repl
 	if err != nil {
 		return nil, err
 	}
+	// The runner runs under the service's memory limit; the bench's own work (the
+	// fold it checks against holds the whole read model) does not.
+	limit, err := cli.ApplyMemoryLimit(e.c.memoryLimit, "", "--memory-limit", "")
+	if err != nil {
+		return nil, err
+	}
+	defer debug.SetMemoryLimit(math.MaxInt64)
 	runtime.GC()
 	resetPeakRSS()
-	logf("replay run %d: RSS before the runner starts %.0f MB (the bench's own)", i+1, rssMB())
+	logf("replay run %d: RSS before the runner starts %.0f MB (the bench's own); memory limit %s", i+1, rssMB(), limit)
 	if i == 0 && e.c.cpuProfile != "" {
 		f, err := os.Create(e.c.cpuProfile)
 		if err != nil {

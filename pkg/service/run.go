@@ -28,9 +28,9 @@ import (
 const ListenDefault = "127.0.0.1:18080"
 
 // MemoryLimitDefault is the default of --memory-limit: the Go runtime's soft memory
-// limit for run. It holds the default batch (1000 events) on up to about 24 partitions
-// per instance with room for the garbage collector; what the memory depends on, and
-// when to raise it: docs/operations.md, Memory.
+// limit for run. It leaves the garbage collector room at the default batch size (1000
+// events) on up to about 16 partitions per instance, for events of about 0.5 KB; what
+// the memory depends on, and when to raise the limit: docs/operations.md, Memory.
 const MemoryLimitDefault = "128MiB"
 
 const runHelp = `{{.Name}} run: build the read model from the log — from offset zero for a new
