@@ -37,6 +37,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/projector/projector/internal/cli"
+	"github.com/projector/projector/pkg/service"
 )
 
 // Result is the JSON the run writes.
@@ -138,6 +141,8 @@ type config struct {
 	out                            string
 	seed                           uint64
 	cpuProfile                     string
+	memProfile                     string
+	memoryLimit                    string
 	only                           map[string]bool // scenarios to run; empty: all
 }
 
@@ -167,6 +172,8 @@ func main() {
 	f.Uint64Var(&c.seed, "seed", 1, "generator seed")
 	f.StringVar(&c.out, "out", "bench/results", "output folder")
 	f.StringVar(&c.cpuProfile, "cpuprofile", "", "write a CPU profile of the first replay run to this file (go tool pprof -top)")
+	f.StringVar(&c.memProfile, "memprofile", "", "write a heap profile of the first replay run, taken halfway through it, to this file (go tool pprof -sample_index=inuse_space -top)")
+	f.StringVar(&c.memoryLimit, "memory-limit", service.MemoryLimitDefault, "the Go runtime's soft memory limit during each replay run, as the service's run sets it (off: none); the bench's own work (the fold, the baselines) runs without it")
 	redraw := f.Bool("redraw", false, "rewrite the table and plot from OUT/latest.json, measuring nothing")
 	only := f.String("only", "", "run only these scenarios, comma-separated ("+strings.Join(scenarios, ", ")+"); the other figures in OUT/latest.json are kept")
 	_ = f.Parse(os.Args[1:])
@@ -197,6 +204,10 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	}
+	if _, err := cli.ParseMemoryLimit(c.memoryLimit); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: --memory-limit", err)
+		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	res, err := run(ctx, c)

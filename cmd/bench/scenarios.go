@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"slices"
 	"sort"
@@ -15,10 +18,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
@@ -319,13 +324,23 @@ func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
 }
 
 // replayRun is replay's run i into pool: its time and peak RSS go into rp, and it
-// returns the rate sampled every half second. The first run is CPU-profiled when asked.
+// returns the rate sampled every half second. The first run is CPU-profiled, and
+// heap-profiled halfway, when asked.
 func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Replay) ([]Point, error) {
 	p, err := domain.NewProjection("users", 1)
 	if err != nil {
 		return nil, err
 	}
+	// The runner runs under the service's memory limit; the bench's own work (the
+	// fold it checks against holds the whole read model) does not.
+	limit, err := cli.ApplyMemoryLimit(e.c.memoryLimit, "", "--memory-limit", "")
+	if err != nil {
+		return nil, err
+	}
+	defer debug.SetMemoryLimit(math.MaxInt64)
+	runtime.GC()
 	resetPeakRSS()
+	logf("replay run %d: RSS before the runner starts %.0f MB (the bench's own); memory limit %s", i+1, rssMB(), limit)
 	if i == 0 && e.c.cpuProfile != "" {
 		f, err := os.Create(e.c.cpuProfile)
 		if err != nil {
@@ -335,11 +350,17 @@ func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Repl
 			return nil, err
 		}
 	}
+	heap := newHeapWatch(i == 0 && e.c.memProfile != "", e.c.memProfile, sum(e.ends)/2)
+	cpuStart := cpuSeconds()
 	runStart := time.Now()
 	var pts []Point
 	var lastT time.Duration
 	var lastN int64
-	took, err := runUntil(ctx, e.runnerConfig(pool, p), e.ends, func(t time.Duration, n int64) {
+	cfg := e.runnerConfig(pool, p)
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	took, err := runUntil(ctx, cfg, e.ends, func(t time.Duration, n int64) {
+		heap.sample(n)
 		if t-lastT >= 500*time.Millisecond {
 			pts = append(pts, Point{Seconds: t.Seconds(), EventsPerSec: float64(n-lastN) / (t - lastT).Seconds()})
 			lastT, lastN = t, n
@@ -351,11 +372,50 @@ func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Repl
 	if err != nil {
 		return nil, err
 	}
+	if err := heap.err; err != nil {
+		return nil, err
+	}
 	rp.PeakRSSMB = max(rp.PeakRSSMB, peakRSSMB())
 	rp.Runs = append(rp.Runs, took.Seconds())
-	logf("replay run %d: %.1f s (%.0f events/s)", i+1, took.Seconds(), float64(rp.Events)/took.Seconds())
+	logf("replay run %d: %.1f s (%.0f events/s), peak RSS %.0f MB, Go heap: peak in use %.0f MB, peak obtained from the OS %.0f MB, CPU %.1f s, %d batches",
+		i+1, took.Seconds(), float64(rp.Events)/took.Seconds(), peakRSSMB(), heap.peakInuse/(1<<20), heap.peakSys/(1<<20), cpuSeconds()-cpuStart, batches(reg))
 	e.mark(fmt.Sprintf("replay: run %d (setup, replay)", i+1), runStart)
 	return pts, nil
+}
+
+// heapWatch follows the Go heap during a replay run (sampled every 100 ms, with the
+// progress) and writes a heap profile once the run got to at events, when asked.
+type heapWatch struct {
+	profile            bool
+	path               string
+	at                 int64
+	peakInuse, peakSys float64
+	err                error
+}
+
+func newHeapWatch(profile bool, path string, at int64) *heapWatch {
+	return &heapWatch{profile: profile, path: path, at: at}
+}
+
+// sample reads the heap's figures; past the run's halfway mark it writes the
+// profile, once.
+func (h *heapWatch) sample(done int64) {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	h.peakInuse = max(h.peakInuse, float64(ms.HeapInuse))
+	h.peakSys = max(h.peakSys, float64(ms.HeapSys-ms.HeapReleased))
+	if !h.profile || done < h.at {
+		return
+	}
+	h.profile = false
+	f, err := os.Create(h.path)
+	if err != nil {
+		h.err = err
+		return
+	}
+	// The profile is as of the last GC: live data, not garbage not yet collected.
+	h.err = errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close())
+	logf("heap profile at %d events: %s", done, h.path)
 }
 
 // verifyReplay checks, after the timed part, that the read model in pool equals an
@@ -972,7 +1032,36 @@ func runEffects(ctx context.Context, r *projector.Runner, runs *atomic.Int64, wa
 func resetPeakRSS() { _ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0o200) }
 
 // peakRSSMB is the process's peak resident set since the last reset.
-func peakRSSMB() float64 {
+func peakRSSMB() float64 { return procStatusMB("VmHWM:") }
+
+// batches is the number of batches a runner registered on reg committed.
+func batches(reg *prometheus.Registry) uint64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "projector_batch_seconds" && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
+}
+
+// cpuSeconds is the CPU time the process used so far, user and system.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// rssMB is the process's resident set now.
+func rssMB() float64 { return procStatusMB("VmRSS:") }
+
+// procStatusMB is the figure of /proc/self/status named field, in MB.
+func procStatusMB(field string) float64 {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		return 0
@@ -980,7 +1069,7 @@ func peakRSSMB() float64 {
 	defer func() { _ = f.Close() }()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
-		if v, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(s.Text(), field); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
 			return kb / 1024
 		}

@@ -30,6 +30,7 @@ func TestBadSettingsAreRefusedByName(t *testing.T) {
 		"run --unknown-types explode":   "--unknown-types",
 		"run --batch-size 0":            "--batch-size",
 		"run --drain-timeout -1s":       "--drain-timeout",
+		"run --memory-limit 150MB":      "--memory-limit",
 		"run --projection Users":        "--projection",
 		"run --database-url ::nonsense": "--database-url",
 		"status --log-level loud":       "",

@@ -25,6 +25,15 @@ type Reader struct {
 // readerRetry is how long a reader waits after failures in a row before it starts over.
 var readerRetry = retry.Policy{Min: 250 * time.Millisecond, Max: 5 * time.Second}
 
+// readerQueue is the most messages a partition reader decodes ahead of its worker:
+// enough to hide a fetch's round trip, small against a batch. The rest of a fetch
+// waits in the connection's socket buffer, in the kernel's memory, not the process's.
+const readerQueue = 100
+
+// readerFill bounds how long a batch waits for records the log already holds
+// (readBatch).
+const readerFill = time.Second
+
 // readerMaxBytes bounds one fetch of a partition reader: a few batches of the
 // example's events, and above the broker's default message.max.bytes (1 MiB) so
 // the largest record still fits.
@@ -38,11 +47,11 @@ func (rd *Reader) Open() error {
 	env := rd.env
 	rd.reader = kafka.NewReader(kafka.ReaderConfig{
 		Brokers: env.Brokers, Topic: env.Topic, Partition: rd.l.Key.Partition,
-		// Memory: a partition holds at most QueueCapacity messages read ahead (one
-		// batch's worth) and a fetch of at most MaxBytes; with the batch being
-		// applied, that bounds a partition's share of the process.
+		// Memory: a partition holds at most QueueCapacity messages decoded ahead;
+		// with the batch being applied, that bounds a partition's share of the
+		// process (docs/operations.md, Memory).
 		MinBytes: 1, MaxBytes: readerMaxBytes, MaxWait: 250 * time.Millisecond,
-		QueueCapacity: max(100, env.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
+		QueueCapacity: min(readerQueue, env.BatchSize), ReadBackoffMin: 50 * time.Millisecond, ReadBackoffMax: time.Second,
 		MaxAttempts: 10,
 		ErrorLogger: kafka.LoggerFunc(func(f string, a ...any) { rd.l.Log.Sugar().Debugf("kafka reader: "+f, a...) }),
 	})
@@ -97,7 +106,12 @@ func (rd *Reader) Failed(ctx context.Context, err error) {
 }
 
 // readBatch waits up to a second for a first message, then gathers more until the
-// batch is full or BatchTimeout has passed. An empty batch means the partition is idle.
+// batch is full, or BatchTimeout has passed with no more in the log. Records the log
+// already held at the last fetch (below its high-water mark) are read into the batch
+// however long decoding them takes (up to readerFill): the read-ahead is short
+// (readerQueue), and a batch cut at BatchTimeout while the reader decodes would be a
+// smaller one, more transactions for the same events. An empty batch means the
+// partition is idle.
 func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
 	m, err := rd.Fetch(ctx, time.Second)
 	if err != nil {
@@ -108,9 +122,17 @@ func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
 	}
 	batch := make([]kafka.Message, 1, rd.env.BatchSize)
 	batch[0] = m
-	fill, cancel := context.WithTimeout(ctx, rd.env.BatchTimeout)
-	defer cancel()
+	wait, cancelWait := context.WithTimeout(ctx, rd.env.BatchTimeout)
+	defer cancelWait()
+	held, cancelHeld := context.WithTimeout(ctx, readerFill)
+	defer cancelHeld()
 	for len(batch) < rd.env.BatchSize {
+		fill := wait
+		if last := batch[len(batch)-1]; last.HighWaterMark-last.Offset > 2 {
+			// More records are in the log (a transaction's commit marker, which is
+			// never read, takes at most one offset after the last record).
+			fill = held
+		}
 		m, err := rd.reader.FetchMessage(fill)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -27,6 +27,12 @@ import (
 // ListenDefault is the default of --listen.
 const ListenDefault = "127.0.0.1:18080"
 
+// MemoryLimitDefault is the default of --memory-limit: the Go runtime's soft memory
+// limit for run. It leaves the garbage collector room at the default batch size (1000
+// events) on up to about 16 partitions per instance, for events of about 0.5 KB; what
+// the memory depends on, and when to raise the limit: docs/operations.md, Memory.
+const MemoryLimitDefault = "128MiB"
+
 const runHelp = `{{.Name}} run: build the read model from the log — from offset zero for a new
 projection version, from its stored offsets otherwise — then keep it current.
 Several instances with the same --group share the partitions. Stops on SIGINT or
@@ -90,7 +96,7 @@ func (s *service) runHelp() string {
 type runCmd struct {
 	svc                                                     *service
 	c                                                       *common
-	listen, group, gaps, unknown                            string
+	listen, group, gaps, unknown, memoryLimit               string
 	batchSize, readyLag                                     int
 	batchTimeout, drain, session, heartbeat, startupTimeout time.Duration
 	progress, activate                                      bool
@@ -111,6 +117,8 @@ func (r *runCmd) register(f *cli.Flags) {
 	f.String(&r.listen, "listen", "PROJECTOR_LISTEN", ListenDefault, "HTTP listen address")
 	f.String(&r.group, "group", "PROJECTOR_GROUP", "", "Kafka consumer group (default projector.NAME.vVERSION)")
 	f.Int(&r.batchSize, "batch-size", "PROJECTOR_BATCH_SIZE", projector.BatchSizeDefault, "most events in one transaction")
+	f.String(&r.memoryLimit, "memory-limit", "PROJECTOR_MEMORY_LIMIT", MemoryLimitDefault,
+		"the Go runtime's soft memory limit (150MiB, 1GiB; off: none): the garbage collector works harder near it rather than let the heap double; GOMEMLIMIT, when set, wins over the default")
 	f.Duration(&r.batchTimeout, "batch-timeout", "PROJECTOR_BATCH_TIMEOUT", projector.BatchTimeoutDefault, "how long a partial batch waits for more events")
 	f.Int(&r.readyLag, "ready-lag", "PROJECTOR_READY_LAG", projector.ReadyLagDefault, readyLagUsage)
 	f.Duration(&r.drain, "drain-timeout", "PROJECTOR_DRAIN_TIMEOUT", projector.DrainTimeoutDefault, "bound on finishing, at stop or rebalance, the read model's batch in flight and the effect runs in flight (no new run starts)")
@@ -137,6 +145,9 @@ func (r *runCmd) check() error {
 	}
 	if err := checkReadyLag(r.readyLag); err != nil {
 		return err
+	}
+	if _, err := cli.ParseMemoryLimit(r.memoryLimit); err != nil {
+		return fmt.Errorf("--memory-limit (PROJECTOR_MEMORY_LIMIT) %w", err)
 	}
 	for name, d := range map[string]time.Duration{"--batch-timeout": r.batchTimeout, "--drain-timeout": r.drain, "--session-timeout": r.session, "--heartbeat": r.heartbeat} {
 		if err := cli.Positive(name, d); err != nil {
@@ -165,6 +176,11 @@ func (s *service) runRun(ctx context.Context, args []string, stdout, stderr io.W
 	}
 	defer func() { _ = log.Sync() }()
 	r.log = log
+	limit, err := cli.ApplyMemoryLimit(r.memoryLimit, MemoryLimitDefault, "--memory-limit", "PROJECTOR_MEMORY_LIMIT")
+	if err != nil {
+		return err
+	}
+	log.Info("memory limit", zap.String("limit", limit.String()))
 	if r.pool, r.proj, err = r.c.openPool(ctx); err != nil {
 		return err
 	}
