@@ -1,12 +1,17 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"os"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
+
+	"go.uber.org/zap"
 )
 
 // MemoryLimit is what --memory-limit set: the Go runtime's soft memory limit in
@@ -68,4 +73,36 @@ func ApplyMemoryLimit(setting, def, name, env string) (MemoryLimit, error) {
 	}
 	debug.SetMemoryLimit(n)
 	return MemoryLimit{Bytes: n, Source: name}, nil
+}
+
+// WatchMemory warns when the heap's live data, as the last collection measured it,
+// is over 80% of the soft memory limit: the collector then runs often to stay under
+// it and takes CPU (up to half), and the process is slower with no other sign. It
+// looks every interval, warns at most every ten minutes, and returns when ctx ends;
+// without a limit it returns at once.
+func WatchMemory(ctx context.Context, log *zap.Logger, limit MemoryLimit, every time.Duration) {
+	if limit.Bytes == 0 {
+		return
+	}
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var warned time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		metrics.Read(sample)
+		if sample[0].Value.Kind() != metrics.KindUint64 {
+			return
+		}
+		live := int64(sample[0].Value.Uint64())
+		if live*5 > limit.Bytes*4 && (warned.IsZero() || time.Since(warned) > 10*time.Minute) {
+			warned = time.Now()
+			log.Warn("the live heap is near the memory limit: the garbage collector runs often and takes CPU; raise --memory-limit (PROJECTOR_MEMORY_LIMIT) or lower --batch-size",
+				zap.Int64("live_mib", live>>20), zap.String("limit", limit.String()))
+		}
+	}
 }

@@ -1,10 +1,17 @@
 package cli
 
 import (
+	"context"
 	"math"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestParseMemoryLimit(t *testing.T) {
@@ -55,5 +62,29 @@ func TestApplyMemoryLimitSetsTheRuntimesLimitAndLetsGOMEMLIMITWinOverTheDefault(
 	}
 	if s := got.String(); s != "100 MiB (--memory-limit)" {
 		t.Fatalf("String() = %q", s)
+	}
+}
+
+// TestWatchMemoryWarnsNearTheLimit: with live data over 80% of the limit, the watch
+// warns, once however often it looks; with no limit it returns at once.
+func TestWatchMemoryWarnsNearTheLimit(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	keep := make([]byte, 4<<20) // live data, far over a 1 MiB limit
+	runtime.GC()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	WatchMemory(ctx, zap.New(core), MemoryLimit{Bytes: 1 << 20, Source: "--memory-limit"}, 10*time.Millisecond)
+	runtime.KeepAlive(keep)
+	require.Equal(t, 1, logs.FilterMessageSnippet("near the memory limit").Len(), "one warning: %v", logs.All())
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		WatchMemory(context.Background(), zap.NewNop(), MemoryLimit{}, time.Millisecond)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("WatchMemory without a limit did not return")
 	}
 }

@@ -181,6 +181,10 @@ func (s *service) runRun(ctx context.Context, args []string, stdout, stderr io.W
 		return err
 	}
 	log.Info("memory limit", zap.String("limit", limit.String()))
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); cli.WatchMemory(watchCtx, log, limit, 10*time.Second) }()
+	defer func() { stopWatch(); <-watched }()
 	if r.pool, r.proj, err = r.c.openPool(ctx); err != nil {
 		return err
 	}
