@@ -192,6 +192,26 @@ func (f *fixture) waitCaughtUp(p *readmodel.Projection, timeout time.Duration) {
 	})
 }
 
+// waitStatusAtEnd waits until r's status board has every partition at the log's
+// end: the board is updated after a batch commits, so counters read right after
+// waitCaughtUp may miss the last batch.
+func (f *fixture) waitStatusAtEnd(r *projector.Runner, timeout time.Duration) {
+	f.t.Helper()
+	end := f.endOffsets()
+	testenv.WaitFor(f.t, timeout, "the status board to reach the log end", func() bool {
+		next := map[int]int64{}
+		for _, ps := range r.Status().Partitions {
+			next[ps.Partition] = ps.Next
+		}
+		for part, e := range end {
+			if e > 0 && next[part] < e {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // logEvents reads the whole topic and decodes it: the oracle's input.
 func (f *fixture) logEvents() []events.Event {
 	f.t.Helper()

@@ -71,6 +71,7 @@ func TestKcatWithTheGoProducer(t *testing.T) {
 		}
 		r, _ := f.start(f.config(p))
 		f.waitCaughtUp(p, time.Minute)
+		f.waitStatusAtEnd(r, 10*time.Second)
 		got := appliedSeqs(t, f, p)
 		parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
 		if err != nil {

@@ -42,6 +42,7 @@ func TestStaleSequencesAreAppliedOrParkedNeverDropped(t *testing.T) {
 		}
 		r, _ := f.start(cfg)
 		f.waitCaughtUp(p, time.Minute)
+		f.waitStatusAtEnd(r, 10*time.Second)
 		got := appliedSeqs(t, f, p)
 		parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
 		if err != nil {

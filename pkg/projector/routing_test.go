@@ -80,6 +80,7 @@ func TestMisroutedEventsParkNamingTheFixAndNoneIsADuplicate(t *testing.T) {
 
 	r, _ := f.start(f.config(p))
 	f.waitCaughtUp(p, time.Minute)
+	f.waitStatusAtEnd(r, 10*time.Second)
 	if got := appliedSeqs(t, f, p); !equal(got["a"], []int64{1, 2, 4, 6}) || !equal(got["k"], []int64{1}) {
 		t.Fatalf("applied %v: want a 1, 2, 4, 6 (3 and 5 misrouted) and the keyless k 1", got)
 	}
