@@ -20,8 +20,8 @@ type OrderRow struct {
 // CustomerRow is a customers row, for the row API.
 type CustomerRow struct {
 	CustomerID string `db:"customer_id"`
-	Orders     int64  `db:"orders"`
-	TotalCents int64  `db:"total_cents"`
+	Orders     int64  `db:"orders,sum"`
+	TotalCents int64  `db:"total_cents,sum"`
 }
 
 // NewRowProjection is NewProjection's read model — the same tables, the same fold —

@@ -136,6 +136,11 @@ func (s *tableState[K, R]) sync(b *pgx.Batch) int {
 		case !sl.dirty:
 		case sl.exists:
 			put = append(put, k)
+		case sl.absent:
+			// Loaded as absent and deleted: nothing of ours to delete, and a DELETE
+			// would remove a row another transaction inserted meanwhile unseen.
+			sl.dirty = false
+			s.rows[k] = sl
 		default:
 			gone = append(gone, k)
 		}
@@ -151,7 +156,7 @@ func (s *tableState[K, R]) sync(b *pgx.Batch) int {
 	}
 	n += s.queueAdds(b)
 	for _, k := range gone {
-		s.rows[k] = slot[R]{}
+		s.rows[k] = slot[R]{absent: s.rows[k].absent} // a key loaded as absent stays one
 	}
 	for _, k := range put {
 		sl := s.rows[k]
@@ -161,36 +166,29 @@ func (s *tableState[K, R]) sync(b *pgx.Batch) int {
 	return n
 }
 
-// queuePuts queues the writes of the rows with keys put, in key order: one upsert
-// of the rows that existed (or were Put without a load) and one insert of the
-// rows loaded as absent. It returns how many statements it queued.
+// queuePuts queues the write of the rows with keys put: one upsert, in key order,
+// whatever each row was (loaded, loaded as absent, Put without a load), so that
+// every transaction takes the table's row locks in one order. A key loaded as
+// absent that the upsert updated instead of inserting was inserted meanwhile by
+// another transaction: the batch is stale (and rolled back, with the update).
 func (s *tableState[K, R]) queuePuts(b *pgx.Batch, put []K) int {
-	t, n := s.t, 0
-	var old, fresh []K
+	t := s.t
+	var fresh []K
 	for _, k := range put {
 		if s.rows[k].absent {
 			fresh = append(fresh, k)
-		} else {
-			old = append(old, k)
 		}
 	}
-	if len(old) > 0 {
-		b.Queue(t.upsert, s.columns(old)...)
-		n++
-	}
-	if len(fresh) > 0 {
-		b.Queue(t.inserts, s.columns(fresh)...).Query(func(rows pgx.Rows) error {
-			inserted, err := pgx.CollectRows(rows, pgx.RowTo[K])
-			if err != nil || len(inserted) == len(fresh) {
-				return err
-			}
-			t.raced()
-			return Transient(fmt.Errorf("readmodel: table %s: %d rows loaded as absent were inserted meanwhile by another transaction (%v…): the batch is retried, and the table locks its new keys at load for %v",
-				t.name, len(fresh)-len(inserted), firstMissing(fresh, inserted), NewKeyLocksFor))
-		})
-		n++
-	}
-	return n
+	b.Queue(t.upsert, append(s.columns(put), fresh)...).Query(func(rows pgx.Rows) error {
+		raced, err := pgx.CollectRows(rows, pgx.RowTo[K])
+		if err != nil || len(raced) == 0 {
+			return err
+		}
+		t.raced()
+		return Transient(fmt.Errorf("readmodel: table %s: %d rows loaded as absent were inserted meanwhile by another transaction (%v…): the batch is retried, and the table locks its new keys at load for %v",
+			t.name, len(raced), raced[0], NewKeyLocksFor))
+	})
+	return 1
 }
 
 // queueAdds queues the write of Add's deltas for keys not in memory, in key order,
@@ -207,21 +205,6 @@ func (s *tableState[K, R]) queueAdds(b *pgx.Batch) int {
 	b.Queue(s.t.adds, s.columnsOf(keys, func(k K) R { return s.adds[k] })...)
 	clear(s.adds)
 	return 1
-}
-
-// firstMissing returns the first key of want not in got.
-func firstMissing[K comparable](want, got []K) K {
-	in := make(map[K]bool, len(got))
-	for _, k := range got {
-		in[k] = true
-	}
-	for _, k := range want {
-		if !in[k] {
-			return k
-		}
-	}
-	var zero K
-	return zero
 }
 
 // columns returns one array per column of the rows with keys, in their order.

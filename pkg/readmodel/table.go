@@ -14,9 +14,9 @@ import (
 
 // Table is a read-model table whose rows handlers read and write in memory, by
 // primary key: the fast path. Loading a key locks its row until the batch commits
-// (FOR UPDATE, in key order), so that partitions sharing rows take turns on them,
-// never deadlock among themselves and never lose each other's updates. Declare a
-// table once, beside the projection's migrations:
+// (FOR UPDATE, in key order), so that partitions sharing rows take turns on them
+// and never lose each other's updates. Declare a table once, beside the
+// projection's migrations:
 //
 //	users := readmodel.NewTable[string, User](p, "users", "user_id")
 //
@@ -24,20 +24,22 @@ import (
 // Go type of the primary key's field. Within a partition batch each row is loaded at
 // most once (the keys declared with Loads in one query per table before the
 // handlers run), changed in memory by Get, Put, Update and Delete, and written once
-// at commit: per table one DELETE, one upsert of the rows that existed and one
-// insert of the new ones, each in primary-key order, in the batch's transaction.
-// Every transaction that writes the same rows locks them in the same order, so
-// partitions sharing rows cannot deadlock on them.
+// at commit: per table one DELETE and one upsert in primary-key order (and one
+// statement for Add's sums), in the batch's transaction. Every transaction that
+// loads and writes the same rows locks them in the same order, so partitions
+// sharing rows wait for each other instead of deadlocking.
 //
-// A key loaded as absent has no row to lock. Its insert at commit skips a row that
-// another transaction inserted meanwhile; then the batch is stale, fails with a
-// transient error, and the runtime retries it. After such a race the table locks
-// its new keys too, for a while (see NewKeyLocksFor): an advisory lock per absent
-// key, in key order, before the read, so that the next batches wanting the same new
-// key wait for each other instead of racing. Those locks take slots of PostgreSQL's
-// shared lock table (max_locks_per_transaction × max_connections, shared with every
-// other client of the server), which is why they are not taken always: a replay
-// creating a thousand rows per batch in twelve partitions would fill it.
+// A key loaded as absent has no row to lock. If another transaction inserts it
+// meanwhile, the upsert finds it there at commit: the batch is stale, fails with a
+// transient error (its write rolled back), and the runtime retries it. After such a
+// race the table, in this process, locks its absent keys too, for a while (see
+// NewKeyLocksFor): advisory locks before the read, on at most 64 buckets of the
+// keys' hashes, so that the next batches wanting the same new key wait for each
+// other instead of racing. They are not taken always because such locks take slots
+// of PostgreSQL's shared lock table (max_locks_per_transaction × max_connections,
+// shared with every client of the server): one per key, a replay creating a
+// thousand rows per batch in twelve partitions would fill it. A key read as absent
+// and not written is not protected: another transaction may insert it meanwhile.
 //
 // A Table's methods are called only from handlers, with the handler's Writer.
 type Table[K cmp.Ordered, R any] struct {
@@ -49,11 +51,10 @@ type Table[K cmp.Ordered, R any] struct {
 	pk      int // the primary key's column
 	selects string
 	locks   string // the advisory locks of the keys not yet in the table
-	upsert  string // rows that existed when loaded, or were Put without a load
-	inserts string // rows loaded as absent: RETURNING the keys inserted
+	upsert  string // every row Put: RETURNING the keys loaded as absent that were not inserted
 	adds    string // Add's deltas: the numeric columns summed on conflict
 	deletes string
-	sums    []int // the numeric columns Add sums: every non-key int, uint or float field
+	sums    []int // the columns Add sums: tagged db:"name,sum"
 
 	lockNewKeysUntil atomic.Int64 // unix nanoseconds; see NewKeyLocksFor
 }
@@ -62,6 +63,12 @@ type Table[K cmp.Ordered, R any] struct {
 // batch found one of its new keys inserted by another transaction meanwhile. Each
 // race starts the period again.
 const NewKeyLocksFor = 5 * time.Minute
+
+// newKeyLockBuckets is how many advisory locks a table's load takes at most for its
+// absent keys after a race: the keys' hashes share that many buckets, so a batch of
+// a thousand new keys takes 64 slots of the shared lock table, not a thousand, and
+// batches whose new keys share a bucket take turns.
+const newKeyLockBuckets = 64
 
 // lockingNewKeys reports whether loads lock the keys not yet in the table.
 func (t *Table[K, R]) lockingNewKeys() bool { return time.Now().UnixNano() < t.lockNewKeysUntil.Load() }
@@ -82,9 +89,12 @@ func NewTable[K cmp.Ordered, R any](p *Projection, name, primaryKey string) *Tab
 	}
 	t := &Table[K, R]{order: len(p.tables), name: name, pk: -1}
 	for _, f := range reflect.VisibleFields(rt) {
-		col, _, _ := strings.Cut(f.Tag.Get("db"), ",")
+		col, opt, _ := strings.Cut(f.Tag.Get("db"), ",")
 		if col == "" || col == "-" || !f.IsExported() {
 			continue
+		}
+		if opt == "sum" && (col == primaryKey || !isNumber(f.Type)) {
+			panic(fmt.Sprintf("readmodel: table %s: column %s is tagged sum but is the key or its field (%v) is not an int, uint32 or smaller, or float", name, col, f.Type))
 		}
 		typ := f.Tag.Get("pgtype")
 		if typ == "" {
@@ -99,7 +109,7 @@ func NewTable[K cmp.Ordered, R any](p *Projection, name, primaryKey string) *Tab
 			}
 			t.pk = len(t.cols)
 		}
-		if col != primaryKey && isNumber(f.Type) {
+		if opt == "sum" {
 			t.sums = append(t.sums, len(t.cols))
 		}
 		t.cols, t.fields, t.types = append(t.cols, col), append(t.fields, f.Index), append(t.types, typ)
@@ -160,13 +170,13 @@ func (t *Table[K, R]) prepareSQL() {
 	pk := t.cols[t.pk]
 	t.selects = fmt.Sprintf(`SELECT %s FROM %s WHERE %s = ANY($1) ORDER BY %s FOR UPDATE`, cols, t.name, pk, pk)
 	// After a race (see Table), the keys not in the table are locked before the
-	// read, in key order: a transaction-level advisory lock on a hash of the table
-	// and the key. The read, a statement of its own, then sees what a transaction
+	// read: a transaction-level advisory lock on the table and a bucket of the
+	// key's hash (one of newKeyLockBuckets), in bucket order. The read, a statement of its own, then sees what a transaction
 	// that held the lock committed before releasing it. The rows that exist are
 	// locked by the read itself, so they take no slot of the shared lock table.
-	t.locks = fmt.Sprintf(`SELECT count(pg_advisory_xact_lock(hashtextextended($2 || k::text, 0)))
-		FROM (SELECT u.k FROM unnest($1::%s[]) WITH ORDINALITY AS u(k, i)
-		      WHERE NOT EXISTS (SELECT FROM %s WHERE %s = u.k) ORDER BY u.i) AS n`, t.types[t.pk], t.name, pk)
+	t.locks = fmt.Sprintf(`SELECT count(pg_advisory_xact_lock(hashtext($2), n.b))
+		FROM (SELECT DISTINCT (hashtextextended(u.k::text, 0) & %d)::int AS b FROM unnest($1::%s[]) AS u(k)
+		      WHERE NOT EXISTS (SELECT FROM %s WHERE %s = u.k) ORDER BY b) AS n`, newKeyLockBuckets-1, t.types[t.pk], t.name, pk)
 	t.deletes = fmt.Sprintf(`DELETE FROM %s WHERE %s = ANY($1)`, t.name, pk)
 	params := make([]string, len(t.cols))
 	var set []string
@@ -180,11 +190,11 @@ func (t *Table[K, R]) prepareSQL() {
 		set = []string{pk + " = EXCLUDED." + pk}
 	}
 	rows := fmt.Sprintf(`INSERT INTO %s (%s) SELECT * FROM unnest(%s) ON CONFLICT (%s)`, t.name, cols, strings.Join(params, ", "), pk)
-	t.upsert = rows + " DO UPDATE SET " + strings.Join(set, ", ")
-	// A key loaded as absent that another transaction inserted meanwhile is not
-	// overwritten: DO NOTHING neither waits for that row's lock nor writes, and the
-	// key missing from RETURNING makes the batch stale.
-	t.inserts = rows + " DO NOTHING RETURNING " + pk
+	// The keys loaded as absent ($n+1) must be inserted: one that was updated
+	// instead was inserted by another transaction since, and the batch is stale.
+	// An updated row's new version carries the lock its update took (xmax).
+	t.upsert = fmt.Sprintf(`WITH w AS (%s DO UPDATE SET %s RETURNING %s, xmax = 0 AS inserted)
+		SELECT %s FROM w WHERE NOT inserted AND %s = ANY($%d)`, rows, strings.Join(set, ", "), pk, pk, pk, len(t.cols)+1)
 	sums := make([]string, len(t.sums))
 	for i, c := range t.sums {
 		sums[i] = fmt.Sprintf("%s = %s.%s + EXCLUDED.%s", t.cols[c], t.name, t.cols[c], t.cols[c])
@@ -221,10 +231,15 @@ func (t *Table[K, R]) Put(w *Writer, row R) {
 	s.rows[k] = slot[R]{row: row, exists: true, dirty: true, absent: s.rows[k].absent}
 }
 
-// Add adds the numbers of delta (its int, uint and float fields other than the
-// key) to the row with delta's key, without reading it; a row that does not exist
-// is inserted as delta. For totals and counts that many partitions change:
+// Add adds delta's sums (its fields tagged db:"column,sum") to the row with delta's
+// key, without reading it; a row that does not exist is inserted as delta. For
+// totals and counts that many partitions change:
 //
+//	type Customer struct {
+//		ID         string `db:"customer_id"`
+//		Orders     int64  `db:"orders,sum"`
+//		TotalCents int64  `db:"total_cents,sum"`
+//	}
 //	customers.Add(w, Customer{ID: v.CustomerID, Orders: 1, TotalCents: v.AmountCents})
 //
 // A row in memory (read with Get in this batch) is changed in memory. Otherwise
@@ -233,11 +248,16 @@ func (t *Table[K, R]) Put(w *Writer, row R) {
 // the rows are locked from that write to the commit, not from the batch's start,
 // so partitions adding to the same rows hardly wait for each other. Reading a row
 // after adding to it (Get, Update) loads it and applies the deltas. The columns
-// that are not numbers are written only when the row is inserted. Add panics when
-// the table has no number to add to.
+// that are not sums are written only when the row is inserted. Add panics when
+// the table has no sum column.
+//
+// Use Add on rows that batches only add to. Rows that one partition adds to while
+// another reads them (Get, Loads) or puts them are locked at different points of
+// the two batches (at the write, at the load), so the two can deadlock; PostgreSQL
+// then fails one, which the runtime splits and retries, and counts.
 func (t *Table[K, R]) Add(w *Writer, delta R) {
 	if len(t.sums) == 0 {
-		panic(fmt.Sprintf("readmodel: table %s: Add: the row type %v has no number field besides the key", t.name, reflect.TypeFor[R]()))
+		panic(fmt.Sprintf("readmodel: table %s: Add: no field of the row type %v is tagged db:\"column,sum\"", t.name, reflect.TypeFor[R]()))
 	}
 	s, k := t.state(w), t.key(delta)
 	if sl, ok := s.rows[k]; ok {
@@ -295,7 +315,7 @@ func (t *Table[K, R]) Delete(w *Writer, key K) {
 	var zero R
 	s := t.state(w)
 	delete(s.adds, key)
-	s.rows[key] = slot[R]{row: zero, dirty: true}
+	s.rows[key] = slot[R]{row: zero, dirty: true, absent: s.rows[key].absent}
 }
 
 // DeleteWhere deletes every row whose column equals value, the rows in memory at
@@ -317,7 +337,7 @@ func (t *Table[K, R]) DeleteWhere(w *Writer, column string, value any) {
 	for k, sl := range s.rows {
 		if sl.exists && reflect.ValueOf(sl.row).FieldByIndex(t.fields[c]).Interface() == value {
 			var zero R
-			s.rows[k] = slot[R]{row: zero, dirty: true}
+			s.rows[k] = slot[R]{row: zero, dirty: true, absent: sl.absent}
 		}
 	}
 	if s.where == nil {
