@@ -116,20 +116,7 @@ func (s *tableState[K, R]) deletedWhere(v reflect.Value) bool {
 }
 
 func (s *tableState[K, R]) sync(b *pgx.Batch) int {
-	t, n := s.t, 0
-	for c := range t.cols {
-		vals, ok := s.where[c]
-		if !ok {
-			continue
-		}
-		arr := reflect.MakeSlice(reflect.SliceOf(fieldType[R](t.fields[c])), 0, len(vals))
-		for _, x := range vals {
-			arr = reflect.Append(arr, reflect.ValueOf(x))
-		}
-		b.Queue(`DELETE FROM `+t.name+` WHERE `+t.cols[c]+` = ANY($1)`, arr.Interface())
-		n++
-	}
-	s.where = nil
+	t, n := s.t, s.queueWhere(b)
 	var gone, put []K
 	for k, sl := range s.rows {
 		switch {
@@ -163,6 +150,26 @@ func (s *tableState[K, R]) sync(b *pgx.Batch) int {
 		sl.dirty, sl.absent = false, false
 		s.rows[k] = sl
 	}
+	return n
+}
+
+// queueWhere queues the DeleteWhere statements not yet queued, one per column, and
+// returns how many.
+func (s *tableState[K, R]) queueWhere(b *pgx.Batch) int {
+	t, n := s.t, 0
+	for c := range t.cols {
+		vals, ok := s.where[c]
+		if !ok {
+			continue
+		}
+		arr := reflect.MakeSlice(reflect.SliceOf(fieldType[R](t.fields[c])), 0, len(vals))
+		for _, x := range vals {
+			arr = reflect.Append(arr, reflect.ValueOf(x))
+		}
+		b.Queue(`DELETE FROM `+t.name+` WHERE `+t.cols[c]+` = ANY($1)`, arr.Interface())
+		n++
+	}
+	s.where = nil
 	return n
 }
 

@@ -329,8 +329,11 @@ func (t *Table[K, R]) DeleteWhere(w *Writer, column string, value any) {
 		panic(fmt.Sprintf("readmodel: table %s: DeleteWhere %s with a %T, the column's field is a %v", t.name, column, value, ft))
 	}
 	s := t.state(w)
-	if len(s.adds) > 0 { // added before: written before the DELETE, which may take them
-		n := s.queueAdds(w.batch)
+	if len(s.adds) > 0 {
+		// Added to since the last DeleteWhere: the earlier DeleteWhere statements,
+		// then the adds, are queued now, so that this one's DELETE (at the flush) may
+		// take the added rows and the earlier ones may not.
+		n := s.queueWhere(w.batch) + s.queueAdds(w.batch)
 		w.n += n
 		w.total += n
 	}

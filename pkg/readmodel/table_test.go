@@ -710,6 +710,17 @@ func TestTableAddSumsWithoutReading(t *testing.T) {
 	})
 	require.Equal(t, map[string]int{"y": 1}, balances(t, pool), "added before DeleteWhere: deleted; after: kept")
 
+	// Added between two DeleteWheres of the same column: only the second may take it.
+	in(func(w *readmodel.Writer) {
+		b.accounts.Add(w, account{ID: "z", Owner: "amy", Balance: 2})
+		b.accounts.DeleteWhere(w, "owner", "amy")
+		b.accounts.Add(w, account{ID: "z2", Owner: "amy", Balance: 3})
+		b.accounts.DeleteWhere(w, "owner", "bo")
+	})
+	got := balances(t, pool)
+	require.NotContains(t, got, "z", "added before the DeleteWhere of its owner: deleted")
+	require.Equal(t, 3, got["z2"], "added after the DeleteWhere of its owner: kept")
+
 	require.PanicsWithValue(t, `readmodel: table tags: Add: no field of the row type readmodel_test.tag is tagged db:"column,sum"`, func() {
 		p, err := readmodel.New("tags", 1, b.reg)
 		require.NoError(t, err)
