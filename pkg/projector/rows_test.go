@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -164,18 +165,42 @@ func TestRowAPICarefulModeDropsAParkedEventsRows(t *testing.T) {
 	require.Equal(t, 2, parked)
 }
 
-// statements counts the statements a pool sends, by their start.
+// statements counts the statements a pool sends, by their start, and the round
+// trips of each batch transaction (from its BEGIN, which sets the search path, to
+// its commit or rollback).
 type statements struct {
-	mu sync.Mutex
-	n  map[string]int
+	mu    sync.Mutex
+	n     map[string]int
+	open  map[*pgx.Conn]int // round trips so far of the transaction on a connection
+	trips []int             // round trips of each transaction that ended
 }
 
-func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+func (s *statements) TraceQueryStart(ctx context.Context, c *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
 	s.add(d.SQL)
+	s.trip(c, d.SQL)
 	return ctx
 }
+
+// trip counts a round trip on c: sql is a query's, "" a pgx batch's.
+func (s *statements) trip(c *pgx.Conn, sql string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if strings.HasPrefix(sql, "BEGIN; SET LOCAL search_path") {
+		s.open[c] = 0
+	}
+	n, ok := s.open[c]
+	if !ok {
+		return
+	}
+	s.open[c] = n + 1
+	if sql == "commit" || sql == "rollback" {
+		s.trips = append(s.trips, n+1)
+		delete(s.open, c)
+	}
+}
 func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (s *statements) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+func (s *statements) TraceBatchStart(ctx context.Context, c *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	s.trip(c, "")
 	return ctx
 }
 func (s *statements) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
@@ -203,7 +228,7 @@ func TestRowAPIStatementsPerBatch(t *testing.T) {
 	f := newFixture(t, 2)
 	want := placeOrders(t, f, 4000, 50, nil)
 	p := ordersProjection(t, f, true)
-	s := &statements{n: map[string]int{}}
+	s := &statements{n: map[string]int{}, open: map[*pgx.Conn]int{}}
 	pc := f.pool.Config()
 	pc.ConnConfig.Tracer = s
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
@@ -224,6 +249,10 @@ func TestRowAPIStatementsPerBatch(t *testing.T) {
 	require.LessOrEqual(t, s.n["SELECT customer"], batches+races, "at most one load of customers per batch")
 	require.LessOrEqual(t, s.n["WITH w AS (INSERT INTO customers"], batches+races, "at most one write of customers per batch")
 	require.LessOrEqual(t, s.n["WITH w AS (INSERT INTO orders"], batches+races, "at most one write of orders per batch")
+	// Four round trips a batch: BEGIN with the search path; the loads with the
+	// sequence marks and the fenced advance; the writes; the commit.
+	require.NotEmpty(t, s.trips)
+	require.Equal(t, 4, slices.Max(s.trips), "round trips per batch transaction: %v", s.trips)
 }
 
 // TestDeadlockSplitsTheBatchAndCountsIt: a handler whose statement PostgreSQL

@@ -93,6 +93,9 @@ func NewTable[K cmp.Ordered, R any](p *Projection, name, primaryKey string) *Tab
 		if col == "" || col == "-" || !f.IsExported() {
 			continue
 		}
+		if opt != "" && opt != "sum" {
+			panic(fmt.Sprintf("readmodel: table %s: column %s: unknown option %q in its db tag (the one option is sum)", name, col, opt))
+		}
 		if opt == "sum" && (col == primaryKey || !isNumber(f.Type)) {
 			panic(fmt.Sprintf("readmodel: table %s: column %s is tagged sum but is the key or its field (%v) is not an int, uint32 or smaller, or float", name, col, f.Type))
 		}

@@ -98,6 +98,12 @@ func newBank(t *testing.T, pool *pgxpool.Pool) *bank {
 // runtime.
 func (b *bank) apply(t *testing.T, pool *pgxpool.Pool, vals ...any) error {
 	t.Helper()
+	return b.applyDecoded(pool, b.decode(t, vals...))
+}
+
+// decode makes an event of each of vals and decodes it, as the runtime would.
+func (b *bank) decode(t *testing.T, vals ...any) []events.Decoded {
+	t.Helper()
 	ds := make([]events.Decoded, len(vals))
 	for i, v := range vals {
 		e, err := b.reg.New("test", "s", v)
@@ -105,7 +111,7 @@ func (b *bank) apply(t *testing.T, pool *pgxpool.Pool, vals ...any) error {
 		ds[i], err = b.reg.Decode(e)
 		require.NoError(t, err)
 	}
-	return b.applyDecoded(pool, ds)
+	return ds
 }
 
 func (b *bank) applyDecoded(pool *pgxpool.Pool, ds []events.Decoded) error {
@@ -490,17 +496,7 @@ func TestSortedWritesDoNotDeadlock(t *testing.T) {
 	// the table has seen a race), and writes them in key order: no deadlock, no
 	// update lost, and at most one retry, though every run creates a new row in both
 	// transactions at once.
-	decode := func(vals ...deposited) []events.Decoded {
-		var ds []events.Decoded
-		for _, v := range vals {
-			e, err := b.reg.New("t", "s", v)
-			require.NoError(t, err)
-			d, err := b.reg.Decode(e)
-			require.NoError(t, err)
-			ds = append(ds, d)
-		}
-		return ds
-	}
+	decode := func(vals ...any) []events.Decoded { return b.decode(t, vals...) }
 	var raced atomic.Int64
 	retrying := func(ds []events.Decoded) error {
 		for {
@@ -549,17 +545,7 @@ func TestARaceOnANewKeyIsRetriedThenNewKeysAreLocked(t *testing.T) {
 	pool, _ := testenv.Postgres(t)
 	b := newBank(t, pool)
 	ctx := context.Background()
-	decode := func(vals ...deposited) []events.Decoded {
-		var ds []events.Decoded
-		for _, v := range vals {
-			e, err := b.reg.New("t", "s", v)
-			require.NoError(t, err)
-			d, err := b.reg.Decode(e)
-			require.NoError(t, err)
-			ds = append(ds, d)
-		}
-		return ds
-	}
+	decode := func(vals ...any) []events.Decoded { return b.decode(t, vals...) }
 	// hold applies ds in a transaction it leaves open, and returns it.
 	hold := func(ds []events.Decoded) pgx.Tx {
 		tx, err := pool.Begin(ctx)
@@ -610,7 +596,7 @@ func TestARaceOnANewKeyIsRetriedThenNewKeysAreLocked(t *testing.T) {
 	require.Equal(t, 2, got["fresh2"], "both deposits, none lost")
 
 	// However many new keys a batch loads, its advisory locks are at most 64.
-	var many []deposited
+	var many []any
 	for i := range 300 {
 		many = append(many, deposited{ID: fmt.Sprintf("new%03d", i), Owner: "o1", Amount: 1})
 	}
