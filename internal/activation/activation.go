@@ -20,6 +20,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/poll"
 	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/offsets"
@@ -42,31 +43,25 @@ type Activator struct {
 // Loop activates the version once every partition is live, then idles until ctx
 // ends. It looks twice a second; a failure is retried at the next look.
 func (a Activator) Loop(ctx context.Context) {
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	poll.Every(ctx, 500*time.Millisecond, func() bool {
 		if live, err := a.allLive(ctx); err != nil || !live {
-			continue
+			return false
 		}
 		active, _, err := store.ActiveVersion(ctx, a.Pool, a.Schema, a.Projection)
 		if err != nil {
-			continue
+			return false
 		}
 		if active >= a.Version {
 			<-ctx.Done()
-			return
+			return true
 		}
 		if err := store.Activate(ctx, a.Pool, a.Schema, a.Projection, a.Version); err != nil {
 			a.Log.Warn("activating this version failed; retrying", zap.Error(err))
-			continue
+			return false
 		}
 		a.Log.Info("version is live: the stable views now point at it", zap.String("schema", a.Views))
-	}
+		return false
+	})
 }
 
 // allLive reports whether every partition of the topic is live from what is

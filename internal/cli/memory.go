@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/projector/projector/internal/poll"
 )
 
 // MemoryLimit is what --memory-limit set: the Go runtime's soft memory limit in
@@ -85,18 +87,11 @@ func WatchMemory(ctx context.Context, log *zap.Logger, limit MemoryLimit, every 
 		return
 	}
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	t := time.NewTicker(every)
-	defer t.Stop()
 	var warned time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	poll.Every(ctx, every, func() bool {
 		metrics.Read(sample)
 		if sample[0].Value.Kind() != metrics.KindUint64 {
-			return
+			return true
 		}
 		live := int64(sample[0].Value.Uint64())
 		if live*5 > limit.Bytes*4 && (warned.IsZero() || time.Since(warned) > 10*time.Minute) {
@@ -104,5 +99,6 @@ func WatchMemory(ctx context.Context, log *zap.Logger, limit MemoryLimit, every 
 			log.Warn("the live heap is near the memory limit: the garbage collector runs often and takes CPU; raise --memory-limit (PROJECTOR_MEMORY_LIMIT) or lower --batch-size",
 				zap.Int64("live_mib", live>>20), zap.String("limit", limit.String()))
 		}
-	}
+		return false
+	})
 }

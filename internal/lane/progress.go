@@ -7,20 +7,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/projector/projector/internal/poll"
 )
 
 // Progress logs catch-up progress every so often while any partition on the board
 // replays — the lag, the partitions replaying, the rate and an ETA — and keeps the
 // lag gauge (by partition) current, until ctx ends.
 func (b *Board) Progress(ctx context.Context, every time.Duration, lag *prometheus.GaugeVec, log *zap.Logger) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	poll.Every(ctx, every, func() bool {
 		st := b.Snapshot()
 		var rate float64
 		replaying := 0
@@ -32,7 +27,7 @@ func (b *Board) Progress(ctx context.Context, every time.Duration, lag *promethe
 			}
 		}
 		if replaying == 0 {
-			continue
+			return false
 		}
 		fields := []zap.Field{zap.Int64("lag", st.Lag), zap.Int("replaying", replaying),
 			zap.Int("partitions", len(st.Partitions)), zap.Float64("events_per_sec", float64(int64(rate)))}
@@ -40,5 +35,6 @@ func (b *Board) Progress(ctx context.Context, every time.Duration, lag *promethe
 			fields = append(fields, zap.Duration("eta", time.Duration(float64(st.Lag)/rate*float64(time.Second)).Round(time.Second)))
 		}
 		log.Info("replaying", fields...)
-	}
+		return false
+	})
 }

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/poll"
 	"github.com/projector/projector/pkg/snapshot"
 )
 
@@ -152,23 +153,17 @@ func (s *Snapshotter) AfterBatch(ctx context.Context, applied iter.Seq[string]) 
 // partition 0 and with it the count and interval triggers.
 func (s *Snapshotter) Loop(ctx context.Context, owner bool) {
 	s.owner.Store(owner)
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	poll.Every(ctx, 500*time.Millisecond, func() bool {
 		if s.policy.Sync {
-			continue
+			return false
 		}
 		consumed, err := s.consumed(ctx)
 		if err != nil || !s.due(consumed, owner) {
-			continue
+			return false
 		}
 		if err := s.take(ctx, owner); err != nil && ctx.Err() == nil {
 			s.src.Log.Warn("snapshot failed", zap.Error(fmt.Errorf("async: %w", err)))
 		}
-	}
+		return false
+	})
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projector/projector/internal/poll"
 	"github.com/projector/projector/pkg/offsets"
 )
 
@@ -35,18 +36,7 @@ type Bound struct {
 // each effect's, reached its offset in At; false when ctx ends first. It looks
 // every tenth of a second.
 func (b Bound) Wait(ctx context.Context) bool {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-		}
-		if b.reached(ctx) {
-			return true
-		}
-	}
+	return poll.Every(ctx, 100*time.Millisecond, func() bool { return b.reached(ctx) })
 }
 
 // reached reports whether the read model and every effect's watermark got there;

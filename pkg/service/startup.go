@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/poll"
 	"github.com/projector/projector/internal/statusview"
 	"github.com/projector/projector/pkg/projector"
 )
@@ -85,23 +86,17 @@ func (s *startup) watch(ctx context.Context, r *projector.Runner, cancel context
 	if s.timeout <= 0 {
 		return
 	}
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	poll.Every(ctx, 200*time.Millisecond, func() bool {
 		st := r.Status()
 		if st.Joined {
-			return
+			return true
 		}
 		if st.Waiting != "" && s.expired() {
 			cancel(s.giveUp(st.Waiting))
-			return
+			return true
 		}
-	}
+		return false
+	})
 }
 
 // gaveUp returns why ctx was cancelled when watch gave up on start, else nil.
