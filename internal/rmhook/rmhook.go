@@ -1,11 +1,16 @@
 // Package rmhook gives the framework's runtime what package readmodel keeps from
 // users: a statement queued on a batch's Writer whose command tag is checked when
-// the batch is sent (the fenced advance of a partition's position). Package
+// the batch is sent (the fenced advance of a partition's position), and a batch's
+// last round trip sent with its COMMIT. Package
 // readmodel installs the mechanism when it is loaded; being internal, it is out of
 // handlers' reach.
 package rmhook
 
-import "github.com/jackc/pgx/v5/pgconn"
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
 
 // Writer is a batch's *readmodel.Writer (this package cannot name the type:
 // readmodel imports it).
@@ -27,3 +32,17 @@ func SetExecCheck(f func(w Writer, fn func(pgconn.CommandTag) error, sql string,
 func ExecCheck(w Writer, fn func(pgconn.CommandTag) error, sql string, args ...any) {
 	execCheck(w, fn, sql, args...)
 }
+
+var commit func(ctx context.Context, w Writer) error
+
+// SetCommit installs the mechanism Commit runs. Package readmodel calls it once,
+// when it is loaded.
+func SetCommit(f func(ctx context.Context, w Writer) error) { commit = f }
+
+// Commit sends w's queue, with the writes of the rows in memory, and COMMIT at its
+// end, in one round trip: the row locks the writes take are held for the
+// statements' own time, not for one more round trip's. A statement that fails
+// aborts the transaction, and PostgreSQL skips the rest of the round trip, COMMIT
+// too. The caller learns of fencing before it (the position's compare-and-set is
+// sent earlier) and rolls back on error.
+func Commit(ctx context.Context, w Writer) error { return commit(ctx, w) }

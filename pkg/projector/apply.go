@@ -6,11 +6,13 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
 	"github.com/projector/projector/internal/judge"
 	"github.com/projector/projector/internal/lane"
+	"github.com/projector/projector/internal/rmhook"
 	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
@@ -176,11 +178,17 @@ func (r *Runner) applyOne(ctx context.Context, w *readmodel.Writer, e *judge.Ent
 // must be set before that round trip, whose statements pgx prepares before it runs
 // any of them.
 func (r *Runner) begin(ctx context.Context, entries []judge.Entry) (pgx.Tx, *readmodel.Writer, *judge.Marks, error) {
-	tx, err := r.cfg.Pool.BeginTx(ctx, pgx.TxOptions{
-		BeginQuery: `BEGIN; SET LOCAL search_path TO ` + pgx.Identifier{r.cfg.Projection.Schema()}.Sanitize() + `, public`})
+	c, err := r.cfg.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	dbtx, err := c.Conn().BeginTx(ctx, pgx.TxOptions{
+		BeginQuery: `BEGIN; SET LOCAL search_path TO ` + pgx.Identifier{r.cfg.Projection.Schema()}.Sanitize() + `, public`})
+	if err != nil {
+		c.Release()
+		return nil, nil, nil, err
+	}
+	tx := &batchTx{Tx: dbtx, conn: c}
 	st := &judge.Marks{Aggs: map[string]judge.Aggregate{}, SeenIDs: map[string]bool{}, Changed: map[string]judge.Aggregate{}}
 	var subjects, ids []string
 	seenSubj := map[string]bool{}
@@ -288,14 +296,32 @@ func (r *Runner) applyOnce(ctx context.Context, p *partition, entries []judge.En
 			r.parking.QueuePark(w, p.Key, &entries[i])
 		}
 	}
-	if err := w.Flush(ctx); err != nil {
+	if err := rmhook.Commit(ctx, w); err != nil {
 		if !careful && !errors.Is(err, offsets.ErrFenced) && !readmodel.IsTransient(err) {
 			return out, errCareful
 		}
 		return out, err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return out, fmt.Errorf("commit: %w", err)
-	}
 	return out, nil
+}
+
+// batchTx is a batch's transaction on a connection of its own, whose last round
+// trip carries its COMMIT (rmhook.Commit). Rollback ends it either way: it rolls
+// back what did not commit, and gives the connection back to the pool.
+type batchTx struct {
+	pgx.Tx
+	conn *pgxpool.Conn
+}
+
+// Rollback rolls back unless the transaction committed, and releases the
+// connection; later calls do nothing.
+func (t *batchTx) Rollback(ctx context.Context) error {
+	if t.conn == nil {
+		return nil
+	}
+	defer func() { t.conn.Release(); t.conn = nil }()
+	if t.conn.Conn().PgConn().TxStatus() == 'I' {
+		return nil // committed in the batch's last round trip
+	}
+	return t.Tx.Rollback(ctx)
 }

@@ -81,3 +81,22 @@ func IsTransient(err error) bool {
 	return strings.Contains(msg, "conn closed") ||
 		strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe")
 }
+
+// staleMarker starts the message of the error an upsert raises for a key it was
+// told is absent and found present (see Table's upsert).
+const staleMarker = "projector-stale-key:"
+
+// staleKey reports whether err is the error an upsert raises for a stale key, and
+// the key: PostgreSQL's "invalid input syntax for type integer" (22P02) of the
+// marker and the key.
+func staleKey(err error) (string, bool) {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "22P02" {
+		return "", false
+	}
+	_, rest, ok := strings.Cut(pgErr.Message, staleMarker+" ")
+	if !ok {
+		return "", false
+	}
+	return strings.TrimSuffix(rest, `"`), true
+}

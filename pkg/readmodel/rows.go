@@ -187,13 +187,14 @@ func (s *tableState[K, R]) queuePuts(b *pgx.Batch, put []K) int {
 		}
 	}
 	b.Queue(t.upsert, append(s.columns(put), fresh)...).Query(func(rows pgx.Rows) error {
-		raced, err := pgx.CollectRows(rows, pgx.RowTo[K])
-		if err != nil || len(raced) == 0 {
-			return err
+		rows.Close()
+		key, stale := staleKey(rows.Err())
+		if !stale {
+			return rows.Err()
 		}
 		t.raced()
-		return Transient(fmt.Errorf("readmodel: table %s: %d rows loaded as absent were inserted meanwhile by another transaction (%v…): the batch is retried, and the table locks its new keys at load for %v",
-			t.name, len(raced), raced[0], NewKeyLocksFor))
+		return Transient(fmt.Errorf("readmodel: table %s: key %s, loaded as absent, was inserted meanwhile by another transaction: the batch is retried, and the table locks its new keys at load for %v",
+			t.name, key, NewKeyLocksFor))
 	})
 	return 1
 }

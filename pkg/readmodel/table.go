@@ -195,9 +195,15 @@ func (t *Table[K, R]) prepareSQL() {
 	rows := fmt.Sprintf(`INSERT INTO %s (%s) SELECT * FROM unnest(%s) ON CONFLICT (%s)`, t.name, cols, strings.Join(params, ", "), pk)
 	// The keys loaded as absent ($n+1) must be inserted: one that was updated
 	// instead was inserted by another transaction since, and the batch is stale.
-	// An updated row's new version carries the lock its update took (xmax).
+	// An updated row's new version carries the lock its update took (xmax). The
+	// statement itself fails then, so that the transaction cannot commit even when
+	// its COMMIT is sent in the same round trip: PostgreSQL has no RAISE in plain
+	// SQL, so a cast of the message to int fails, naming the key (SQLSTATE 22P02,
+	// with staleMarker in the message; see staleError). The cast depends on the
+	// row, so it runs only for a stale key, never at planning.
 	t.upsert = fmt.Sprintf(`WITH w AS (%s DO UPDATE SET %s RETURNING %s, xmax = 0 AS inserted)
-		SELECT %s FROM w WHERE NOT inserted AND %s = ANY($%d)`, rows, strings.Join(set, ", "), pk, pk, pk, len(t.cols)+1)
+		SELECT ('%s ' || %s)::int FROM w WHERE NOT inserted AND %s = ANY($%d)`,
+		rows, strings.Join(set, ", "), pk, staleMarker, pk, pk, len(t.cols)+1)
 	sums := make([]string, len(t.sums))
 	for i, c := range t.sums {
 		sums[i] = fmt.Sprintf("%s = %s.%s + EXCLUDED.%s", t.cols[c], t.name, t.cols[c], t.cols[c])

@@ -575,7 +575,7 @@ func TestARaceOnANewKeyIsRetriedThenNewKeysAreLocked(t *testing.T) {
 	require.NoError(t, tx.Commit(ctx))
 	err := <-second
 	require.True(t, readmodel.IsTransient(err), "a race on a new key is transient: %v", err)
-	require.ErrorContains(t, err, "table accounts: 1 rows loaded as absent were inserted meanwhile")
+	require.ErrorContains(t, err, "table accounts: key fresh, loaded as absent, was inserted meanwhile")
 	require.Equal(t, "o1", ownerOf(t, pool, "fresh"), "the first batch's row, the second's write rolled back")
 	require.Equal(t, 1, balances(t, pool)["fresh"], "the first deposit, not overwritten")
 	require.NoError(t, b.applyDecoded(pool, decode(deposited{ID: "fresh", Owner: "o2", Amount: 1})), "the retry")

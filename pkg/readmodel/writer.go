@@ -3,6 +3,7 @@ package readmodel
 import (
 	"cmp"
 	"context"
+	"errors"
 	"slices"
 
 	"github.com/jackc/pgx/v5"
@@ -57,6 +58,24 @@ func init() {
 	rmhook.SetExecCheck(func(w rmhook.Writer, fn func(pgconn.CommandTag) error, sql string, args ...any) {
 		w.(*Writer).execCheck(fn, sql, args...)
 	})
+	rmhook.SetCommit(func(ctx context.Context, w rmhook.Writer) error { return w.(*Writer).commit(ctx) })
+}
+
+// errCommitRolledBack is a COMMIT that PostgreSQL answered with ROLLBACK: the
+// transaction had failed before it.
+var errCommitRolledBack = errors.New("readmodel: the transaction was rolled back at commit")
+
+// commit queues the writes of the rows changed in memory and COMMIT, and sends the
+// queue in one round trip (see rmhook.Commit).
+func (w *Writer) commit(ctx context.Context) error {
+	w.syncRows()
+	w.execCheck(func(ct pgconn.CommandTag) error {
+		if ct.String() != "COMMIT" {
+			return errCommitRolledBack
+		}
+		return nil
+	}, "COMMIT")
+	return w.send(ctx)
 }
 
 // execCheck queues a statement whose command tag fn inspects when the queue is sent;
