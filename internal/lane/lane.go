@@ -128,12 +128,47 @@ func (env *Env) Resync(ctx context.Context, l *Lane, target int64) (bool, error)
 			zap.Int32("owner_generation", pos.Generation), zap.String("owner", pos.Member))
 		return false, offsets.ErrFenced
 	}
+	if pos.Next < l.Next {
+		// PostgreSQL lost batches this owner committed: it crashed before flushing
+		// them (commits without the wait for the disk, Config.SyncCommit). The
+		// partition starts over from what is stored, as a new owner would.
+		env.Fenced.Inc()
+		l.Log.Warn("the stored position is behind what this worker committed: PostgreSQL lost the last batches in a crash; rejoining to apply them again from the log",
+			zap.Int64("stored_offset", pos.Next), zap.Int64("committed_offset", l.Next))
+		return false, fmt.Errorf("partition %d: stored offset %d, behind the %d this owner committed: %w", l.Key.Partition, pos.Next, l.Next, offsets.ErrFenced)
+	}
 	if pos.Next < target {
 		return false, fmt.Errorf("partition %d: stored offset %d, expected %d or more after a lost acknowledgement", l.Key.Partition, pos.Next, target)
 	}
 	l.Log.Info("an earlier attempt of this batch committed; moving to the stored position", zap.Int64("next_offset", pos.Next))
 	l.Next = pos.Next
 	return true, nil
+}
+
+// Verify compares the stored position with the lane's, for a lane with nothing to
+// write: a PostgreSQL crash may have lost the batches committed last (see Resync),
+// and an idle partition writes nothing that would find out. It returns an error
+// wrapping offsets.ErrFenced when the stored position is behind or the owner is
+// another; nil when they agree or the database cannot be asked now (the next look
+// or batch asks again).
+func (env *Env) Verify(ctx context.Context, l *Lane) error {
+	pos, ok, err := env.Offsets.Get(ctx, env.Pool, l.Key)
+	if err != nil {
+		l.Log.Debug("could not compare the stored position; the next look will", zap.Error(err))
+		return nil //nolint:nilerr // not this look's to report: the next look or batch asks again
+	}
+	if !ok {
+		return nil
+	}
+	if pos.Generation != l.Owner.Generation || pos.Member != l.Owner.Member {
+		_, err := env.Resync(ctx, l, l.Next)
+		return err
+	}
+	if pos.Next < l.Next {
+		_, err := env.Resync(ctx, l, l.Next)
+		return err
+	}
+	return nil
 }
 
 // QueueAdvance queues the fenced write that moves the lane from Next to next;

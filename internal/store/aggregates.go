@@ -1,10 +1,6 @@
 package store
 
 import (
-	"context"
-	"errors"
-	"fmt"
-
 	"github.com/jackc/pgx/v5"
 )
 
@@ -81,17 +77,4 @@ func QueuePassAggregate(q Queue, schema, projection string, version int, subject
 				   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id
 				 WHERE `+tbl+`.last_sequence < EXCLUDED.last_sequence`,
 		projection, version, subject, seq, lastID)
-}
-
-// AnalyzeReplayed refreshes the planner's statistics of the tables a replay grows
-// fastest (aggregates, event_ids), one ANALYZE each; it returns their errors, each
-// naming its table.
-func AnalyzeReplayed(ctx context.Context, db Execer, schema string) error {
-	var errs []error
-	for _, t := range []string{table(schema, tableAggregates), table(schema, tableEventIDs)} {
-		if _, err := db.Exec(ctx, "ANALYZE "+t); err != nil {
-			errs = append(errs, fmt.Errorf("analyze %s: %w", t, err))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -182,8 +182,7 @@ func (r *Runner) begin(ctx context.Context, entries []judge.Entry) (pgx.Tx, *rea
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	dbtx, err := c.Conn().BeginTx(ctx, pgx.TxOptions{
-		BeginQuery: `BEGIN; SET LOCAL search_path TO ` + pgx.Identifier{r.cfg.Projection.Schema()}.Sanitize() + `, public`})
+	dbtx, err := c.Conn().BeginTx(ctx, pgx.TxOptions{BeginQuery: r.beginSQL})
 	if err != nil {
 		c.Release()
 		return nil, nil, nil, err

@@ -82,7 +82,18 @@ type Config struct {
 	Logger     *zap.Logger           // default zap.NewNop()
 	Registerer prometheus.Registerer // where metrics register; default none
 
-	BatchSize    int           // most events in one transaction (default BatchSizeDefault)
+	BatchSize int // most events in one transaction (default BatchSizeDefault)
+	// SyncCommit makes each batch's COMMIT wait until PostgreSQL has flushed it to
+	// disk (synchronous_commit on). By default a batch commits without that wait
+	// (synchronous_commit off for its transaction only): a PostgreSQL or machine
+	// crash can then lose the batches committed in its last moments (PostgreSQL
+	// flushes within three wal_writer_delay, 600 ms by default), always whole and
+	// together with their positions, never half of one, and the runner applies
+	// them again from the log. The read model stays the fold of the log and
+	// effects stay once (the Redis ledger has them). Rows shared by partitions are
+	// locked until the commit, so the wait for the disk would be paid by every
+	// partition in turn. See docs/operations.md.
+	SyncCommit   bool
 	BatchTimeout time.Duration // how long a partial batch waits for more (default BatchTimeoutDefault)
 	// ReadyLag is per partition: a partition is live when its lag (log end minus
 	// stored position) is at most this, and the instance is ready when every partition

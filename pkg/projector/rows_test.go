@@ -172,7 +172,7 @@ type statements struct {
 	mu    sync.Mutex
 	n     map[string]int
 	open  map[*pgx.Conn]int // round trips so far of the transaction on a connection
-	trips []int             // round trips of each transaction that ended
+	trips []int             // round trips of each transaction that committed
 }
 
 func (s *statements) TraceQueryStart(ctx context.Context, c *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
@@ -193,12 +193,15 @@ func (s *statements) trip(c *pgx.Conn, sql string) {
 		return
 	}
 	s.open[c] = n + 1
-	if sql == "commit" || sql == "rollback" {
+	switch sql {
+	case "commit":
 		s.end(c)
+	case "rollback": // a batch retried: only committed ones count
+		delete(s.open, c)
 	}
 }
 
-// end records the end of the transaction on c (its lock held).
+// end records the round trips of the transaction on c, which committed.
 func (s *statements) end(c *pgx.Conn) {
 	if n, ok := s.open[c]; ok {
 		s.trips = append(s.trips, n)
@@ -212,7 +215,7 @@ func (s *statements) TraceBatchStart(ctx context.Context, c *pgx.Conn, _ pgx.Tra
 }
 func (s *statements) TraceBatchQuery(_ context.Context, c *pgx.Conn, d pgx.TraceBatchQueryData) {
 	s.add(d.SQL)
-	if d.SQL == "COMMIT" { // the last statement of the batch's last round trip
+	if d.SQL == "COMMIT" && d.Err == nil { // the last statement of the batch's last round trip
 		s.mu.Lock()
 		s.end(c)
 		s.mu.Unlock()

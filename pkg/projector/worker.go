@@ -24,7 +24,12 @@ type partition struct {
 	parked    map[string]int64 // subjects with parked events -> first parked offset
 	layout    *eventlog.Layout // the topic's partitioning history, to find misrouted records
 	fx        *effects.Feed    // where committed batches go to the partition's effects; nil without effects
+	verified  time.Time        // when an idle look last compared the stored position with Next
 }
+
+// verifyEvery is how often an idle partition compares its stored position with
+// the one it committed (see Runner.idle).
+const verifyEvery = time.Second
 
 // ErrHistoryGone is returned when a stored offset lies below the partition's first
 // offset: events the read model never saw were deleted from the log.
@@ -151,6 +156,14 @@ func (r *Runner) keep(ctx context.Context, p *partition, msgs []kafka.Message) (
 func (r *Runner) idle(ctx context.Context, p *partition, lastTouch *time.Time) error {
 	p.Status.Idle(p.Next)
 	r.observePartition(p)
+	if !r.cfg.SyncCommit && time.Since(p.verified) >= verifyEvery {
+		// Batches commit without waiting for the disk: a PostgreSQL crash may have
+		// lost the last ones, which a partition with nothing to write would not see.
+		p.verified = time.Now()
+		if err := r.env.Verify(ctx, &p.Lane); err != nil {
+			return err
+		}
+	}
 	if time.Since(*lastTouch) < r.offsets.StaleClaimAfter/4 {
 		return nil
 	}

@@ -99,7 +99,7 @@ type runCmd struct {
 	listen, group, gaps, unknown, memoryLimit               string
 	batchSize, readyLag                                     int
 	batchTimeout, drain, session, heartbeat, startupTimeout time.Duration
-	progress, activate                                      bool
+	progress, activate, syncCommit                          bool
 	fx                                                      effectFlags
 	snaps                                                   snapshotFlags
 
@@ -119,6 +119,8 @@ func (r *runCmd) register(f *cli.Flags) {
 	f.Int(&r.batchSize, "batch-size", "PROJECTOR_BATCH_SIZE", projector.BatchSizeDefault, "most events in one transaction")
 	f.String(&r.memoryLimit, "memory-limit", "PROJECTOR_MEMORY_LIMIT", MemoryLimitDefault,
 		"the Go runtime's soft memory limit (150MiB, 1GiB; off: none): the garbage collector works harder near it rather than let the heap double; GOMEMLIMIT, when set, wins over the default")
+	f.Bool(&r.syncCommit, "sync-commit", "PROJECTOR_SYNC_COMMIT", false,
+		"each batch's commit waits for PostgreSQL to flush it to disk; without, a database crash may lose the last batches committed (whole, with their positions), which are applied again from the log (docs/operations.md)")
 	f.Duration(&r.batchTimeout, "batch-timeout", "PROJECTOR_BATCH_TIMEOUT", projector.BatchTimeoutDefault, "how long a partial batch waits for more events")
 	f.Int(&r.readyLag, "ready-lag", "PROJECTOR_READY_LAG", projector.ReadyLagDefault, readyLagUsage)
 	f.Duration(&r.drain, "drain-timeout", "PROJECTOR_DRAIN_TIMEOUT", projector.DrainTimeoutDefault, "bound on finishing, at stop or rebalance, the read model's batch in flight and the effect runs in flight (no new run starts)")
@@ -237,7 +239,7 @@ func (r *runCmd) consume(ctx context.Context, stderr io.Writer) error {
 	runner, err := projector.New(projector.Config{
 		Brokers: cli.SplitList(c.brokers), Topic: c.topic, Projection: r.proj, Pool: r.pool, GroupID: r.group,
 		Schema: c.schema, Logger: r.log, Registerer: reg,
-		BatchSize: r.batchSize, BatchTimeout: r.batchTimeout, ReadyLag: readyLagSetting(r.readyLag), DrainTimeout: r.drain,
+		BatchSize: r.batchSize, SyncCommit: r.syncCommit, BatchTimeout: r.batchTimeout, ReadyLag: readyLagSetting(r.readyLag), DrainTimeout: r.drain,
 		SessionTimeout: r.session, HeartbeatInterval: r.heartbeat, Gaps: r.gapPolicy, Unknown: r.unknownPolicy,
 		Effects: effects, Ledger: ledger, EffectHorizon: r.fx.horizon, EffectConcurrency: r.fx.concurrency,
 		EffectMaxAttempts: r.fx.attempts, EffectBatchSize: r.fx.batch,
