@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -178,12 +179,20 @@ func (c *common) openPool(ctx context.Context) (*pgxpool.Pool, *readmodel.Projec
 	if _, set := cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
 		cfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "15s"
 	}
+	// A connection idle for a second is pinged before use; one a network cut left
+	// half open would hold its ping, and the pool's Close at stop, for a minute.
+	if cfg.PingTimeout == 0 {
+		cfg.PingTimeout = pingTimeout
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--database-url (DATABASE_URL): %w", err)
 	}
 	return pool, p, nil
 }
+
+// pingTimeout bounds the liveness ping of a pooled connection.
+const pingTimeout = 5 * time.Second
 
 const readyLagUsage = "per partition: a partition is live when its lag (log end minus stored position) is at most this; ready when every partition is live (0: only at the log end)"
 
