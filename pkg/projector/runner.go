@@ -20,6 +20,7 @@ import (
 	"github.com/projector/projector/internal/retry"
 	"github.com/projector/projector/internal/snapshotting"
 	"github.com/projector/projector/internal/stopat"
+	"github.com/projector/projector/internal/store"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/forget"
 	"github.com/projector/projector/pkg/offsets"
@@ -284,20 +285,8 @@ func (r *Runner) analyzeLoop(ctx context.Context) {
 		if retry.Sleep(ctx, every.Wait(i)) != nil {
 			return
 		}
-		rows, err := r.cfg.Pool.Query(ctx, `SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables
-			WHERE schemaname = ANY($1) AND n_mod_since_analyze >= 1000 + n_live_tup / 10`,
-			[]string{r.cfg.Projection.Schema(), r.cfg.Schema})
-		if err != nil {
-			continue
-		}
-		tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			continue
-		}
-		for _, t := range tables {
-			if _, err := r.cfg.Pool.Exec(ctx, "ANALYZE "+t); err != nil && ctx.Err() == nil {
-				r.log.Debug("analyze", zap.String("table", t), zap.Error(err))
-			}
+		if _, err := store.Analyze(ctx, r.cfg.Pool, []string{r.cfg.Projection.Schema(), r.cfg.Schema}, 1000); err != nil && ctx.Err() == nil {
+			r.log.Debug("analyze", zap.Error(err))
 		}
 	}
 }

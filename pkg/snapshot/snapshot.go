@@ -333,7 +333,16 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 		END LOOP; END $$`); err != nil {
 		return m, fmt.Errorf("snapshot: reset sequences: %w", err)
 	}
-	return m, tx.Commit(ctx)
+	if err := tx.Commit(ctx); err != nil {
+		return m, err
+	}
+	// Statistics for the rows just copied in: without them the planner takes the
+	// tables for empty, and the catch-up's statements scan them whole until
+	// autovacuum comes by.
+	if _, err := framework.Analyze(ctx, dst.Pool, []string{p.Schema(), fwName}, 0); err != nil {
+		return m, fmt.Errorf("snapshot: restored, then: %w", err)
+	}
+	return m, nil
 }
 
 // checkLogStart refuses a snapshot whose offsets lie below the log's start: the

@@ -1,0 +1,39 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Analyze refreshes the planner's statistics of the tables in schemas whose rows
+// changed, since their last analysis, by at least minChanged plus a tenth of their
+// rows (0 and 0: every table), one ANALYZE each. It returns the tables analyzed and
+// their errors, each naming its table. Tables filled in bulk (a restore) or from
+// empty (a replay, a new service's first events) otherwise keep an empty table's
+// statistics until autovacuum comes by, and the plans cached for the batches'
+// statements scan them whole.
+func Analyze(ctx context.Context, db interface {
+	Querier
+	Execer
+}, schemas []string, minChanged int64) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables
+		WHERE schemaname = ANY($1) AND n_mod_since_analyze >= $2::bigint + CASE WHEN $2::bigint > 0 THEN n_live_tup / 10 ELSE 0 END
+		ORDER BY 1`, schemas, minChanged)
+	if err != nil {
+		return nil, fmt.Errorf("tables to analyze: %w", err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("tables to analyze: %w", err)
+	}
+	var errs []error
+	for _, t := range tables {
+		if _, err := db.Exec(ctx, "ANALYZE "+t); err != nil {
+			errs = append(errs, fmt.Errorf("analyze %s: %w", t, err))
+		}
+	}
+	return tables, errors.Join(errs...)
+}
