@@ -392,7 +392,31 @@ func checkEmpty(ctx context.Context, tx pgx.Tx, m Manifest, p *readmodel.Project
 // the store, the projection's tables straight into their schema.
 func restoreFiles(ctx context.Context, tx pgx.Tx, m Manifest, open func(string) (io.ReadCloser, error), dst Target, fwName string) error {
 	p := dst.Projection
+	// COPY FREEZE writes the rows frozen, with their hint bits set, so the catch-up's
+	// first reads do not write every page again to set them. PostgreSQL allows it
+	// only into a table created or truncated in the same transaction: the tables are
+	// empty (checkEmpty), and one TRUNCATE of them all keeps their foreign keys
+	// satisfied. A TRUNCATE refused (a table referenced from outside the snapshot)
+	// rolls back to the savepoint, and the rows are copied without FREEZE.
+	freeze := ""
+	var tables []string
 	for _, t := range m.Tables {
+		if !framework.IsFrameworkFile(t.Name) {
+			tables = append(tables, pgx.Identifier{p.Schema(), t.Name}.Sanitize())
+		}
+	}
+	if len(tables) > 0 {
+		if _, err := tx.Exec(ctx, `SAVEPOINT restore_truncate; TRUNCATE `+strings.Join(tables, ", ")); err == nil {
+			freeze = ", FREEZE"
+		} else if _, rerr := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT restore_truncate`); rerr != nil {
+			return fmt.Errorf("restore: truncate: %w (then: %w)", err, rerr)
+		}
+	}
+	order, err := loadOrder(ctx, tx, p.Schema(), m.Tables)
+	if err != nil {
+		return err
+	}
+	for _, t := range order {
 		began := time.Now()
 		r, err := open(t.Name)
 		if err != nil {
@@ -400,7 +424,7 @@ func restoreFiles(ctx context.Context, tx pgx.Tx, m Manifest, open func(string) 
 		}
 		if framework.IsFrameworkFile(t.Name) {
 			err = framework.RestoreFile(ctx, tx, fwName, p.Name(), p.Version(), t.Name, r)
-		} else if _, err = tx.Conn().PgConn().CopyFrom(ctx, r, `COPY `+pgx.Identifier{p.Schema(), t.Name}.Sanitize()+` FROM STDIN (FORMAT binary)`); err != nil {
+		} else if _, err = tx.Conn().PgConn().CopyFrom(ctx, r, `COPY `+pgx.Identifier{p.Schema(), t.Name}.Sanitize()+` FROM STDIN (FORMAT binary`+freeze+`)`); err != nil {
 			err = fmt.Errorf("restore %s: %w", t.Name, err)
 		}
 		_ = r.Close()
@@ -415,3 +439,53 @@ func restoreFiles(ctx context.Context, tx pgx.Tx, m Manifest, open func(string) 
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// loadOrder returns tables in an order that copies each table after the tables its
+// foreign keys reference (within schema), so that every row copied finds its
+// parent; tables in a cycle of foreign keys keep the manifest's order among
+// themselves (their constraints must then be deferrable).
+func loadOrder(ctx context.Context, tx pgx.Tx, schema string, tables []Table) ([]Table, error) {
+	rows, err := tx.Query(ctx, `SELECT c.relname, r.relname FROM pg_constraint k
+		JOIN pg_class c ON c.oid = k.conrelid JOIN pg_class r ON r.oid = k.confrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_namespace rn ON rn.oid = r.relnamespace
+		WHERE k.contype = 'f' AND n.nspname = $1 AND rn.nspname = $1 AND c.oid <> r.oid`, schema)
+	if err != nil {
+		return nil, fmt.Errorf("restore: foreign keys: %w", err)
+	}
+	parents := map[string][]string{}
+	for rows.Next() {
+		var child, parent string
+		if err := rows.Scan(&child, &parent); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("restore: foreign keys: %w", err)
+		}
+		parents[child] = append(parents[child], parent)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("restore: foreign keys: %w", err)
+	}
+	out := make([]Table, 0, len(tables))
+	state := map[string]int{} // 1 visiting, 2 done
+	byName := map[string]Table{}
+	for _, t := range tables {
+		byName[t.Name] = t
+	}
+	var visit func(t Table)
+	visit = func(t Table) {
+		if state[t.Name] != 0 {
+			return // done, or a cycle: manifest order
+		}
+		state[t.Name] = 1
+		for _, p := range parents[t.Name] {
+			if pt, ok := byName[p]; ok {
+				visit(pt)
+			}
+		}
+		state[t.Name] = 2
+		out = append(out, t)
+	}
+	for _, t := range tables {
+		visit(t)
+	}
+	return out, nil
+}

@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/zap"
@@ -394,5 +396,46 @@ func TestSnapshotCarriesParkedEvents(t *testing.T) {
 	}
 	if len(parked) != 3 || parked[0].EventID != "bad-1" || parked[2].EventID != "good-3" {
 		t.Fatalf("restored deployment's parked events: %+v, want bad-1, good-2 and the new good-3 behind them", parked)
+	}
+}
+
+// TestRestoreCopiesFrozenOrFallsBackWhenATableCannotBeTruncated: a restore truncates
+// the (empty) tables it fills in one statement, so that COPY may write the rows
+// frozen; tables with foreign keys between them restore so. A table another schema
+// references cannot be truncated alone: the restore then copies without FREEZE.
+// Either way the read model restored equals the one snapshotted.
+func TestRestoreCopiesFrozenOrFallsBackWhenATableCannotBeTruncated(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	store := snapshot.FolderStore{Dir: t.TempDir()}
+	w.publish(3000)
+	ctx := context.Background()
+	src, _ := testenv.Database(t)
+	p := w.projection(1, `CREATE TABLE tags (tag text PRIMARY KEY)`,
+		`CREATE TABLE tagged (tag text NOT NULL REFERENCES tags (tag), user_id text NOT NULL)`)
+	w.runUntilCaughtUp(w.runner(src, p), src, p)
+	_, err := src.Exec(ctx, `INSERT INTO `+pgx.Identifier{p.Schema(), "tags"}.Sanitize()+` VALUES ('a'), ('b');
+		INSERT INTO `+pgx.Identifier{p.Schema(), "tagged"}.Sanitize()+` VALUES ('a', 'u1'), ('b', 'u2')`)
+	require.NoError(t, err)
+	m, err := snapshot.Take(ctx, snapshot.Source{Pool: src, Projection: p, Topic: w.topic}, store)
+	require.NoError(t, err)
+	want := load(t, src, p)
+
+	for _, referenced := range []bool{false, true} {
+		dst, _ := testenv.Database(t)
+		require.NoError(t, w.runner(dst, p).Setup(ctx))
+		if referenced {
+			_, err := dst.Exec(ctx, `CREATE SCHEMA elsewhere; CREATE TABLE elsewhere.pins (user_id text REFERENCES `+
+				pgx.Identifier{p.Schema(), "users"}.Sanitize()+` (user_id))`)
+			require.NoError(t, err)
+		}
+		_, err := snapshot.Restore(ctx, store, m.ID, snapshot.Target{Pool: dst, Projection: p, Topic: w.topic})
+		require.NoError(t, err, "referenced from another schema: %v", referenced)
+		if d := domain.Diff(want, load(t, dst, p), 10); d != "" {
+			t.Fatalf("restored (referenced %v) differs from the snapshotted read model: %s", referenced, d)
+		}
+		var tagged int
+		require.NoError(t, dst.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{p.Schema(), "tagged"}.Sanitize()).Scan(&tagged))
+		require.Equal(t, 2, tagged)
 	}
 }
