@@ -160,15 +160,11 @@ func (env *Env) Verify(ctx context.Context, l *Lane) error {
 	if !ok {
 		return nil
 	}
-	if pos.Generation != l.Owner.Generation || pos.Member != l.Owner.Member {
-		_, err := env.Resync(ctx, l, l.Next)
-		return err
+	if pos.Generation == l.Owner.Generation && pos.Member == l.Owner.Member && pos.Next >= l.Next {
+		return nil
 	}
-	if pos.Next < l.Next {
-		_, err := env.Resync(ctx, l, l.Next)
-		return err
-	}
-	return nil
+	_, err = env.Resync(ctx, l, l.Next) // says which of the two, and counts it
+	return err
 }
 
 // QueueAdvance queues the fenced write that moves the lane from Next to next;

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/projector/projector/internal/rmhook"
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/readmodel"
@@ -634,6 +635,35 @@ func TestAKeyReadAbsentThenDeletedAndPutIsStillAnInsert(t *testing.T) {
 	require.NoError(t, tx.Rollback(ctx))
 	require.Equal(t, "other", ownerOf(t, pool, "k"))
 	require.Equal(t, 7, balances(t, pool)["k"])
+}
+
+// TestAStaleNewKeyCannotCommitWithItsCommit: the runtime sends a batch's writes
+// with its COMMIT in one round trip (rmhook.Commit), so a stale new key must fail
+// in PostgreSQL, not in the client after the fact: the error is transient and names
+// the key, and nothing of the batch is committed, its other rows neither.
+func TestAStaleNewKeyCannotCommitWithItsCommit(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Postgres(t)
+	b := newBank(t, pool)
+	ctx := context.Background()
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	w := readmodel.NewWriter(tx)
+	_, ok, err := b.accounts.Get(ctx, w, "k")
+	require.NoError(t, err)
+	require.False(t, ok)
+	_, err = pool.Exec(ctx, `INSERT INTO accounts VALUES ('k', 'other', 7)`) // meanwhile, another batch
+	require.NoError(t, err)
+	b.accounts.Put(w, account{ID: "j", Owner: "mine", Balance: 1})
+	b.accounts.Put(w, account{ID: "k", Owner: "mine", Balance: 1})
+	err = rmhook.Commit(ctx, w)
+	require.True(t, readmodel.IsTransient(err), "stale: %v", err)
+	require.ErrorContains(t, err, "key k, loaded as absent, was inserted meanwhile")
+	require.NotEqual(t, byte('I'), tx.Conn().PgConn().TxStatus(), "the COMMIT was skipped: the transaction failed, it did not end")
+	require.NoError(t, tx.Rollback(ctx))
+	require.Equal(t, "other", ownerOf(t, pool, "k"))
+	require.NotContains(t, balances(t, pool), "j", "the batch's other row was not committed")
 }
 
 // TestTableAddSumsWithoutReading: Add sums deltas in memory and writes them at
