@@ -1,7 +1,7 @@
 // Package rmhook gives the framework's runtime what package readmodel keeps from
 // users: a statement queued on a batch's Writer whose command tag is checked when
-// the batch is sent (the fenced advance of a partition's position), and a batch's
-// last round trip sent with its COMMIT. Package
+// the batch is sent (the fenced advance of a partition's position), a batch's
+// last round trip sent with its COMMIT, and the schema its tables are in. Package
 // readmodel installs the mechanism when it is loaded; being internal, it is out of
 // handlers' reach.
 package rmhook
@@ -46,3 +46,16 @@ func SetCommit(f func(ctx context.Context, w Writer) error) { commit = f }
 // too. The caller learns of fencing before it (the position's compare-and-set is
 // sent earlier) and rolls back on error.
 func Commit(ctx context.Context, w Writer) error { return commit(ctx, w) }
+
+var schema func(w Writer, schema string)
+
+// SetSchema installs the mechanism Schema runs. Package readmodel calls it once,
+// when it is loaded.
+func SetSchema(f func(w Writer, schema string)) { schema = f }
+
+// Schema tells w, a *readmodel.Writer, the schema its transaction's search_path
+// starts with, where the projection's tables are: a batch's new rows are then
+// written with COPY into the tables named in it (a COPY's column types are looked
+// up once per connection and table name, so the name must not depend on the
+// search_path). A writer not told writes them with its upsert.
+func Schema(w Writer, name string) { schema(w, name) }

@@ -206,6 +206,7 @@ func (r *Runner) begin(ctx context.Context, entries []judge.Entry) (pgx.Tx, *rea
 	}
 	pn, pv := r.cfg.Projection.Name(), r.cfg.Projection.Version()
 	w := readmodel.NewWriter(tx)
+	rmhook.Schema(w, r.cfg.Projection.Schema()) // the search_path's first, set by beginSQL
 	if len(subjects) > 0 {
 		store.QueueLoadAggregates(w, r.cfg.Schema, pn, pv, subjects, func(s string, seq int64, id string, recent []byte) {
 			st.Aggs[s] = judge.Aggregate{Seq: uint64(seq), ID: id, Recent: judge.DecodeWindow(recent)}

@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/projector/projector/internal/rmhook"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/readmodel"
 )
@@ -109,6 +110,7 @@ func (h *Harness) Apply(ctx context.Context, evs ...events.Event) error {
 		return err
 	}
 	w := readmodel.NewWriter(tx)
+	rmhook.Schema(w, h.p.Schema()) // new rows go by COPY, as in the runtime's batches
 	ds, at := make([]events.Decoded, 0, len(evs)), make([]int, 0, len(evs))
 	for i, e := range evs {
 		d, err := h.p.Registry().Decode(e)

@@ -5,9 +5,9 @@
 // Handlers never hold a connection. They change rows of a Table in memory — Get,
 // Put, Update, Delete, DeleteWhere, by primary key — and the runtime (package
 // projector), per partition batch, loads the keys the handlers declared (Loads) with
-// one query per table, and at commit writes each table once (one DELETE and one
-// unnest upsert, in primary-key order), with the batch's offsets, in one
-// transaction. Loading locks the rows in key order, so partitions that share rows
+// one query per table, and at commit writes each table once, in primary-key order
+// (the rows loaded back where they were read, by ctid; the others by one unnest
+// upsert, or the new ones by COPY), with the batch's offsets, in one transaction. Loading locks the rows in key order, so partitions that share rows
 // take turns instead of deadlocking or losing updates.
 //
 // Writer.Exec queues a statement instead: the slow path, for SQL a Table cannot

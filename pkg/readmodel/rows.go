@@ -2,23 +2,30 @@ package readmodel
 
 import (
 	"cmp"
+	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // rowSet is one table's rows in a Writer: its identity map for the batch.
 type rowSet interface {
-	// queueLoad queues the query for the keys wanted and not held (after a race on
-	// a new key, with the statement locking the absent ones); it returns how many
+	// queueLoad queues on w the query for the keys wanted and not held (after a
+	// race on a new key, with the statement locking the absent ones; the first time
+	// in a schema, with the check of the table's column types COPY needs); it
+	// returns how many statements it queued.
+	queueLoad(w *Writer) int
+	// sync queues on w the writes of the rows changed since the last sync (at most
+	// a DELETE per DeleteWhere column, one DELETE, a COPY of the new rows and one
+	// upsert), in key order, and marks them written; it returns how many
 	// statements it queued.
-	queueLoad(b *pgx.Batch) int
-	// sync queues the writes of the rows changed since the last sync (at most a
-	// DELETE per DeleteWhere column, one DELETE and one upsert), in key order, and
-	// marks them written; it returns how many statements it queued.
-	sync(b *pgx.Batch) int
+	sync(w *Writer) int
 	// drop forgets every row, changed or not; the keys are wanted again.
 	drop()
 }
@@ -28,7 +35,9 @@ type slot[R any] struct {
 	row    R
 	exists bool
 	dirty  bool
-	absent bool // loaded as absent, and not written since: an insert, not an update
+	absent bool       // loaded as absent, and not written since: an insert, not an update
+	held   bool       // locked by this transaction: loaded present (FOR UPDATE) or written
+	ctid   pgtype.TID // where the row loaded is, while the transaction has not written it
 }
 
 // tableState is a Table's identity map in one Writer.
@@ -46,7 +55,8 @@ func (s *tableState[K, R]) wantKey(k K) {
 	}
 }
 
-func (s *tableState[K, R]) queueLoad(b *pgx.Batch) int {
+func (s *tableState[K, R]) queueLoad(w *Writer) int {
+	b := w.batch
 	keys := make([]K, 0, len(s.want))
 	for k := range s.want {
 		if _, ok := s.rows[k]; !ok {
@@ -59,6 +69,9 @@ func (s *tableState[K, R]) queueLoad(b *pgx.Batch) int {
 	}
 	slices.Sort(keys)
 	t, n := s.t, 1
+	if w.schema != "" {
+		n += t.queueCopyCheck(b, w.schema)
+	}
 	if t.lockingNewKeys() {
 		b.Queue(t.locks, keys, t.name+":")
 		n++
@@ -67,15 +80,21 @@ func (s *tableState[K, R]) queueLoad(b *pgx.Batch) int {
 		found := make(map[K]slot[R], len(keys))
 		for rows.Next() {
 			var row R
+			var ctid pgtype.TID
 			v := reflect.ValueOf(&row).Elem()
-			dest := make([]any, len(t.fields))
+			dest := make([]any, len(t.fields)+1)
+			dest[0] = &ctid
 			for i, f := range t.fields {
-				dest[i] = v.FieldByIndex(f).Addr().Interface()
+				dest[i+1] = v.FieldByIndex(f).Addr().Interface()
 			}
 			if err := rows.Scan(dest...); err != nil {
 				return err
 			}
-			found[t.key(row)] = slot[R]{row: row, exists: !s.deletedWhere(v)}
+			sl := slot[R]{row: row, exists: !s.deletedWhere(v), held: true}
+			if sl.exists {
+				sl.ctid = ctid // a row a DeleteWhere queued will delete is not there to update
+			}
+			found[t.key(row)] = sl
 		}
 		if err := rows.Err(); err != nil {
 			return err
@@ -115,7 +134,8 @@ func (s *tableState[K, R]) deletedWhere(v reflect.Value) bool {
 	return false
 }
 
-func (s *tableState[K, R]) sync(b *pgx.Batch) int {
+func (s *tableState[K, R]) sync(w *Writer) int {
+	b := w.batch
 	t, n := s.t, s.queueWhere(b)
 	var gone, put []K
 	for k, sl := range s.rows {
@@ -134,20 +154,35 @@ func (s *tableState[K, R]) sync(b *pgx.Batch) int {
 	}
 	if len(gone) > 0 {
 		slices.Sort(gone)
-		b.Queue(t.deletes, gone)
-		n++
+		var byKey []K
+		var at []pgtype.TID
+		for _, k := range gone {
+			if c := s.rows[k].ctid; c.Valid {
+				at = append(at, c)
+			} else {
+				byKey = append(byKey, k)
+			}
+		}
+		if len(at) > 0 {
+			b.Queue(t.deletesAt, at).Exec(s.checkAt("DELETE", len(at)))
+			n++
+		}
+		if len(byKey) > 0 {
+			b.Queue(t.deletes, byKey)
+			n++
+		}
 	}
 	if len(put) > 0 {
 		slices.Sort(put)
-		n += s.queuePuts(b, put)
+		n += s.queuePuts(w, put)
 	}
-	n += s.queueAdds(b)
+	n += s.queueAdds(w.batch)
 	for _, k := range gone {
-		s.rows[k] = slot[R]{absent: s.rows[k].absent} // a key loaded as absent stays one
+		s.rows[k] = slot[R]{absent: s.rows[k].absent, held: true} // a key loaded as absent stays one; no ctid: written
 	}
 	for _, k := range put {
 		sl := s.rows[k]
-		sl.dirty, sl.absent = false, false
+		sl.dirty, sl.absent, sl.held, sl.ctid = false, false, true, pgtype.TID{} // written: the row has moved
 		s.rows[k] = sl
 	}
 	return n
@@ -173,20 +208,69 @@ func (s *tableState[K, R]) queueWhere(b *pgx.Batch) int {
 	return n
 }
 
-// queuePuts queues the write of the rows with keys put: one upsert, in key order,
-// whatever each row was (loaded, loaded as absent, Put without a load), so that
-// every transaction takes the table's row locks in one order. A key loaded as
+// copyMin is the fewest new rows (keys loaded as absent) a table's write sends with
+// COPY rather than in its upsert. COPY writes a row for about half the upsert's
+// cost, in PostgreSQL and in the client, but takes a round trip of its own (and one
+// more for the statements queued before it): worth it in replay and catch-up
+// batches, not in a live batch of a few events.
+const copyMin = 64
+
+// queuePuts queues on w the write of the rows with keys put, in key order: one
+// upsert whatever each row was (loaded, loaded as absent, Put without a load), so
+// that every transaction takes the table's row locks in one order. A key loaded as
 // absent that the upsert updated instead of inserting was inserted meanwhile by
 // another transaction: the batch is stale (and rolled back, with the update).
-func (s *tableState[K, R]) queuePuts(b *pgx.Batch, put []K) int {
+//
+// When there are at least copyMin keys loaded as absent and every other row put is
+// already locked by the transaction (loaded present, or written earlier), the new
+// rows go by COPY first, then the others by the upsert: no row lock is taken out of
+// key order (the new rows' keys lock nothing another transaction holds, unless it
+// inserted the key too, and then the COPY fails on the key and the batch is
+// stale, as above).
+func (s *tableState[K, R]) queuePuts(w *Writer, put []K) int {
 	t := s.t
-	var fresh []K
+	var fresh, held, at []K
+	blind := false
 	for _, k := range put {
-		if s.rows[k].absent {
+		sl := s.rows[k]
+		switch {
+		case sl.absent:
 			fresh = append(fresh, k)
+		case sl.ctid.Valid:
+			at = append(at, k)
+		default:
+			held = append(held, k)
+			blind = blind || !sl.held
 		}
 	}
-	b.Queue(t.upsert, append(s.columns(put), fresh)...).Query(func(rows pgx.Rows) error {
+	n := 0
+	if len(at) > 0 {
+		// Loaded, locked and not written since: updated where they are.
+		ctids := make([]pgtype.TID, len(at))
+		for i, k := range at {
+			ctids[i] = s.rows[k].ctid
+		}
+		w.batch.Queue(t.updatesAt, append([]any{ctids}, s.columns(at)...)...).Exec(s.checkAt("UPDATE", len(at)))
+		n++
+		if len(fresh)+len(held) == 0 {
+			return n
+		}
+	}
+	if len(fresh) >= copyMin && !blind && w.schema != "" && t.copies(w.schema) && !t.lockingNewKeys() {
+		rows := make([]R, len(fresh))
+		for i, k := range fresh {
+			rows[i] = s.rows[k].row
+		}
+		w.queueCopy(s.copyFunc(pgx.Identifier{w.schema, t.name}, rows))
+		put, fresh, n = held, nil, n+1
+		if len(put) == 0 {
+			return n
+		}
+	} else {
+		put = slices.Concat(held, fresh)
+		slices.Sort(put)
+	}
+	w.batch.Queue(t.upsert, append(s.columns(put), fresh)...).Query(func(rows pgx.Rows) error {
 		rows.Close()
 		key, stale := staleKey(rows.Err())
 		if !stale {
@@ -196,8 +280,121 @@ func (s *tableState[K, R]) queuePuts(b *pgx.Batch, put []K) int {
 		return Transient(fmt.Errorf("readmodel: table %s: key %s, loaded as absent, was inserted meanwhile by another transaction: the batch is retried, and the table locks its new keys at load for %v",
 			t.name, key, NewKeyLocksFor))
 	})
+	return n + 1
+}
+
+// checkAt returns the check of a write by ctid of want rows: each was loaded with
+// FOR UPDATE, so no other transaction can have moved it; a count short means the
+// transaction itself wrote the row since (a bug in the bookkeeping), and the batch
+// is retried rather than a row left unwritten.
+func (s *tableState[K, R]) checkAt(verb string, want int) func(pgconn.CommandTag) error {
+	return func(ct pgconn.CommandTag) error {
+		if got := ct.RowsAffected(); got != int64(want) {
+			return Transient(fmt.Errorf("readmodel: table %s: %s of %d rows loaded and locked by this batch found %d of them", s.t.name, verb, want, got))
+		}
+		return nil
+	}
+}
+
+// copyFunc returns the COPY of rows into table, in their order, and what its
+// failure means: a key taken (SQLSTATE 23505) is a stale batch, as in the upsert,
+// or a unique constraint that the upsert's retry will name; a row COPY cannot
+// write where the upsert could (a column whose type is not the field's, so that
+// the binary encoding does not fit) turns COPY off for the table. Either way the
+// batch is retried, without COPY.
+func (s *tableState[K, R]) copyFunc(table pgx.Identifier, rows []R) func(context.Context, pgx.Tx) error {
+	t := s.t
+	return func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.CopyFrom(ctx, table, t.cols, &rowSource[K, R]{t: t, rows: rows, vals: make([]any, len(t.cols))})
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		var pgErr *pgconn.PgError
+		switch {
+		case errors.As(err, &pgErr) && pgErr.Code == "23505":
+			t.raced()
+			return Transient(fmt.Errorf("readmodel: table %s: a new row's key is taken (%s): inserted meanwhile by another transaction, or another unique constraint; the batch is retried, without COPY, and the table locks its new keys at load for %v",
+				t.name, pgErr.Detail, NewKeyLocksFor))
+		case errors.As(err, &pgErr) && !copyRefusal(pgErr):
+			return err // the write's own fault (a foreign key, a check): as the upsert's
+		case pgErr == nil && IsTransient(err):
+			return err
+		}
+		t.copyOff.Store(true)
+		return Transient(fmt.Errorf("readmodel: table %s: COPY of the batch's new rows failed, the table writes them with its upsert from now on: %w", t.name, err))
+	}
+}
+
+// queueCopyCheck queues, the first time the table is loaded in schema, the check
+// that COPY may write its rows there: each column's type is the one its field maps
+// to (the type of the upsert's unnest array), or of its family where PostgreSQL's
+// cast from that type and pgx's conversion for COPY agree (the integers, exact or
+// out of range; text and varchar), so that every value lands as the upsert would
+// land it. Elsewhere the two differ (pgx truncates a float64 for an integer column,
+// PostgreSQL's cast rounds; a timestamptz cast to timestamp takes the session's
+// zone), and the table keeps the upsert. The answer is kept for the process's life:
+// a migration changing a column's type runs before the service starts, as the
+// projection's migrations do. It returns how many statements it queued.
+func (t *Table[K, R]) queueCopyCheck(b *pgx.Batch, schema string) int {
+	if _, asked := t.copyIn.LoadOrStore(schema, false); asked {
+		return 0
+	}
+	b.Queue(`WITH c AS (
+		  SELECT a.atttypid AS col, to_regtype(d.t)::oid AS field
+		    FROM unnest($2::text[], $4::text[]) AS d(name, t)
+		    JOIN pg_attribute a ON a.attrelid = to_regclass($1) AND a.attname = d.name AND NOT a.attisdropped)
+		SELECT count(*) = $3 AND bool_and(col = field
+		    OR (col IN (21, 23, 20) AND field IN (21, 23, 20))    -- int2, int4, int8
+		    OR (col IN (25, 1043) AND field IN (25, 1043)))       -- text, varchar
+		  FROM c`,
+		pgx.Identifier{schema, t.name}.Sanitize(), t.cols, len(t.cols), t.types).QueryRow(func(row pgx.Row) error {
+		var fits *bool
+		if err := row.Scan(&fits); err != nil {
+			return err
+		}
+		t.copyIn.Store(schema, fits != nil && *fits)
+		return nil
+	})
 	return 1
 }
+
+// copies reports whether the table's new rows in schema go by COPY: its column
+// types fit (queueCopyCheck), and no COPY was refused since.
+func (t *Table[K, R]) copies(schema string) bool {
+	ok, _ := t.copyIn.Load(schema)
+	return ok == true && !t.copyOff.Load()
+}
+
+// copyRefusal reports whether a COPY's error is one the upsert would not meet for
+// the same rows: the binary data does not fit a column (class 22, data exception:
+// the column's type is not the one the field maps to), a column or the table is
+// not there as declared (class 42), or the client gave up the COPY (encoding a
+// value failed: "COPY from stdin failed", 57014).
+func copyRefusal(e *pgconn.PgError) bool {
+	return strings.HasPrefix(e.Code, "22") || strings.HasPrefix(e.Code, "42") ||
+		(e.Code == "57014" && strings.Contains(e.Message, "COPY from stdin failed"))
+}
+
+// rowSource hands a table's rows to COPY, one column value per field. The values
+// slice is reused: pgx encodes a row before asking for the next.
+type rowSource[K cmp.Ordered, R any] struct {
+	t    *Table[K, R]
+	rows []R
+	i    int
+	vals []any
+}
+
+func (r *rowSource[K, R]) Next() bool { r.i++; return r.i <= len(r.rows) }
+
+func (r *rowSource[K, R]) Values() ([]any, error) {
+	v := reflect.ValueOf(&r.rows[r.i-1]).Elem()
+	for c, f := range r.t.fields {
+		r.vals[c] = v.FieldByIndex(f).Interface()
+	}
+	return r.vals, nil
+}
+
+func (r *rowSource[K, R]) Err() error { return nil }
 
 // queueAdds queues the write of Add's deltas for keys not in memory, in key order,
 // and forgets them; it returns how many statements it queued.

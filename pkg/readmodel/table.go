@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,8 +25,12 @@ import (
 // Go type of the primary key's field. Within a partition batch each row is loaded at
 // most once (the keys declared with Loads in one query per table before the
 // handlers run), changed in memory by Get, Put, Update and Delete, and written once
-// at commit: per table one DELETE and one upsert in primary-key order (and one
-// statement for Add's sums), in the batch's transaction. Every transaction that
+// at commit, per table in primary-key order, in the batch's transaction: the rows
+// loaded by their ctid (an UPDATE and a DELETE: a row loaded is locked, so it has
+// not moved, and its key is not looked up again), the others by one DELETE and one
+// upsert, a batch's new rows (keys loaded as absent, at least 64) by COPY where the
+// table's column types are its fields' (see queueCopyCheck), and Add's sums by one
+// statement. Every transaction that
 // loads and writes the same rows locks them in the same order, so partitions
 // sharing rows wait for each other instead of deadlocking.
 //
@@ -56,7 +61,11 @@ type Table[K cmp.Ordered, R any] struct {
 	deletes string
 	sums    []int // the columns Add sums: tagged db:"name,sum"
 
+	updatesAt, deletesAt string // the rows loaded and locked, by ctid
+
 	lockNewKeysUntil atomic.Int64 // unix nanoseconds; see NewKeyLocksFor
+	copyOff          atomic.Bool  // a COPY of new rows failed on what the upsert takes (a column's type): upsert only
+	copyIn           sync.Map     // schema → whether its columns' types are the fields' (bool): see queueCopyCheck
 }
 
 // NewKeyLocksFor is how long a table locks the keys it loads as absent after a
@@ -171,7 +180,10 @@ func pgTypeOf(t reflect.Type) string {
 func (t *Table[K, R]) prepareSQL() {
 	cols := strings.Join(t.cols, ", ")
 	pk := t.cols[t.pk]
-	t.selects = fmt.Sprintf(`SELECT %s FROM %s WHERE %s = ANY($1) ORDER BY %s FOR UPDATE`, cols, t.name, pk, pk)
+	// The row's ctid comes with it: a row loaded is locked until the transaction
+	// ends, so its version stays where it is, and the batch writes it back there
+	// (updates, deletes) without looking its key up in the index again.
+	t.selects = fmt.Sprintf(`SELECT ctid, %s FROM %s WHERE %s = ANY($1) ORDER BY %s FOR UPDATE`, cols, t.name, pk, pk)
 	// After a race (see Table), the keys not in the table are locked before the
 	// read: a transaction-level advisory lock on the table and a bucket of the
 	// key's hash (one of newKeyLockBuckets), in bucket order. The read, a statement of its own, then sees what a transaction
@@ -181,6 +193,7 @@ func (t *Table[K, R]) prepareSQL() {
 		FROM (SELECT DISTINCT (hashtextextended(u.k::text, 0) & %d)::int AS b FROM unnest($1::%s[]) AS u(k)
 		      WHERE NOT EXISTS (SELECT FROM %s WHERE %s = u.k) ORDER BY b) AS n`, newKeyLockBuckets-1, t.types[t.pk], t.name, pk)
 	t.deletes = fmt.Sprintf(`DELETE FROM %s WHERE %s = ANY($1)`, t.name, pk)
+	t.deletesAt = fmt.Sprintf(`DELETE FROM %s WHERE ctid = ANY($1::tid[])`, t.name)
 	params := make([]string, len(t.cols))
 	var set []string
 	for i, c := range t.cols {
@@ -192,6 +205,21 @@ func (t *Table[K, R]) prepareSQL() {
 	if len(set) == 0 {
 		set = []string{pk + " = EXCLUDED." + pk}
 	}
+	// The rows loaded, changed, and not written since, by their ctid (see selects).
+	vcols, vset := []string{"projector_ctid"}, []string{}
+	vparams := []string{"$1::tid[]"}
+	for i, c := range t.cols {
+		vcols = append(vcols, c)
+		vparams = append(vparams, fmt.Sprintf("$%d::%s[]", i+2, t.types[i]))
+		if i != t.pk {
+			vset = append(vset, c+" = v."+c)
+		}
+	}
+	if len(vset) == 0 {
+		vset = []string{pk + " = v." + pk}
+	}
+	t.updatesAt = fmt.Sprintf(`UPDATE %s AS t SET %s FROM unnest(%s) AS v(%s) WHERE t.ctid = v.projector_ctid`,
+		t.name, strings.Join(vset, ", "), strings.Join(vparams, ", "), strings.Join(vcols, ", "))
 	rows := fmt.Sprintf(`INSERT INTO %s (%s) SELECT * FROM unnest(%s) ON CONFLICT (%s)`, t.name, cols, strings.Join(params, ", "), pk)
 	// The keys loaded as absent ($n+1) must be inserted: one that was updated
 	// instead was inserted by another transaction since, and the batch is stale.
@@ -237,7 +265,8 @@ func (t *Table[K, R]) Get(ctx context.Context, w *Writer, key K) (R, bool, error
 func (t *Table[K, R]) Put(w *Writer, row R) {
 	s, k := t.state(w), t.key(row)
 	delete(s.adds, k)
-	s.rows[k] = slot[R]{row: row, exists: true, dirty: true, absent: s.rows[k].absent}
+	prev := s.rows[k]
+	s.rows[k] = slot[R]{row: row, exists: true, dirty: true, absent: prev.absent, held: prev.held, ctid: prev.ctid}
 }
 
 // Add adds delta's sums (its fields tagged db:"column,sum") to the row with delta's
@@ -324,7 +353,8 @@ func (t *Table[K, R]) Delete(w *Writer, key K) {
 	var zero R
 	s := t.state(w)
 	delete(s.adds, key)
-	s.rows[key] = slot[R]{row: zero, dirty: true, absent: s.rows[key].absent}
+	prev := s.rows[key]
+	s.rows[key] = slot[R]{row: zero, dirty: true, absent: prev.absent, held: prev.held}
 }
 
 // DeleteWhere deletes every row whose column equals value, the rows in memory at
@@ -349,7 +379,7 @@ func (t *Table[K, R]) DeleteWhere(w *Writer, column string, value any) {
 	for k, sl := range s.rows {
 		if sl.exists && reflect.ValueOf(sl.row).FieldByIndex(t.fields[c]).Interface() == value {
 			var zero R
-			s.rows[k] = slot[R]{row: zero, dirty: true, absent: sl.absent}
+			s.rows[k] = slot[R]{row: zero, dirty: true, absent: sl.absent, held: sl.held}
 		}
 	}
 	if s.where == nil {

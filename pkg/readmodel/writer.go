@@ -31,6 +31,27 @@ type Writer struct {
 	tables map[any]rowSet // by *Table
 	order  []tableRows    // in declaration order: rows are written in it
 	inFn   bool           // a handler is running (Projection.Apply)
+	schema string         // the schema the runtime set first in the search_path (rmhook.Schema): COPY names its tables in it; none, no COPY
+	steps  []step         // sent before batch, in order: batches queued before a COPY, and the COPYs
+}
+
+// step is what a Writer sends before its open batch: a batch of statements queued
+// before a COPY, or the COPY.
+type step struct {
+	batch *pgx.Batch
+	copy  func(context.Context, pgx.Tx) error
+}
+
+// queueCopy queues fn, a COPY, after the statements queued so far: they are sent
+// first, in one round trip, then the COPY, then what is queued after it.
+func (w *Writer) queueCopy(fn func(context.Context, pgx.Tx) error) {
+	if w.batch.Len() > 0 {
+		w.steps = append(w.steps, step{batch: w.batch})
+		w.batch = &pgx.Batch{}
+	}
+	w.steps = append(w.steps, step{copy: fn})
+	w.n++
+	w.total++
 }
 
 // NewWriter returns a writer over tx. The runtime and package projectortest make
@@ -59,6 +80,7 @@ func init() {
 		w.(*Writer).execCheck(fn, sql, args...)
 	})
 	rmhook.SetCommit(func(ctx context.Context, w rmhook.Writer) error { return w.(*Writer).commit(ctx) })
+	rmhook.SetSchema(func(w rmhook.Writer, schema string) { w.(*Writer).schema = schema })
 }
 
 // errCommitRolledBack is a COMMIT that PostgreSQL answered with ROLLBACK: the
@@ -123,7 +145,7 @@ func (w *Writer) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row 
 // changed or not: the runtime calls it when it rolls the transaction back to a
 // savepoint, and the rows are loaded again when next read.
 func (w *Writer) Discard() {
-	w.batch, w.n = &pgx.Batch{}, 0
+	w.batch, w.steps, w.n = &pgx.Batch{}, nil, 0
 	w.dropRows()
 }
 
@@ -145,8 +167,22 @@ func (w *Writer) send(ctx context.Context) error {
 	if w.n == 0 {
 		return nil
 	}
-	b := w.batch
-	w.batch, w.n = &pgx.Batch{}, 0
+	steps, b := w.steps, w.batch
+	w.batch, w.steps, w.n = &pgx.Batch{}, nil, 0
+	for _, s := range steps {
+		var err error
+		if s.batch != nil {
+			err = w.tx.SendBatch(ctx, s.batch).Close()
+		} else {
+			err = s.copy(ctx, w.tx)
+		}
+		if err != nil {
+			return err // the transaction is aborted: what follows would not run
+		}
+	}
+	if b.Len() == 0 {
+		return nil
+	}
 	return w.tx.SendBatch(ctx, b).Close()
 }
 
@@ -156,7 +192,7 @@ func (w *Writer) send(ctx context.Context) error {
 func (w *Writer) load(ctx context.Context) error {
 	queued := 0
 	for _, t := range w.order {
-		queued += t.rows.queueLoad(w.batch)
+		queued += t.rows.queueLoad(w)
 	}
 	if queued == 0 {
 		return nil
@@ -184,7 +220,7 @@ func (w *Writer) addTable(table any, order int, s rowSet) {
 
 func (w *Writer) syncRows() {
 	for _, t := range w.order {
-		n := t.rows.sync(w.batch)
+		n := t.rows.sync(w)
 		w.n += n
 		w.total += n
 	}

@@ -1,0 +1,273 @@
+package readmodel_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/projector/projector/internal/rmhook"
+	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/readmodel"
+)
+
+// applyIn applies ds as the runtime does, its writer told the schema the tables
+// are in (rmhook.Schema): new rows may go by COPY.
+func (b *bank) applyIn(pool *pgxpool.Pool, schema string, ds []events.Decoded) error {
+	ctx := context.Background()
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		w := readmodel.NewWriter(tx)
+		rmhook.Schema(w, schema)
+		if err := b.p.Preload(ctx, w, ds); err != nil {
+			return err
+		}
+		for _, d := range ds {
+			if err := b.p.Apply(ctx, w, d); err != nil {
+				return err
+			}
+		}
+		return w.Flush(ctx)
+	})
+}
+
+// deposits returns n deposits of 1 on new accounts prefix000…, owned by o0.
+func deposits(prefix string, n int) []any {
+	out := make([]any, n)
+	for i := range out {
+		out[i] = deposited{ID: fmt.Sprintf("%s%03d", prefix, i), Owner: "o0", Amount: i + 1}
+	}
+	return out
+}
+
+// A batch's new rows (keys loaded as absent), when there are at least 64 of them,
+// are written with one COPY; fewer, or a writer not told its schema, use the
+// upsert. The rows loaded go back where they are (by ctid), with no upsert. The
+// values written are the same either way.
+func TestNewRowsGoByCopyAndLoadedRowsByTheirCtid(t *testing.T) {
+	t.Parallel()
+	pool, schema := testenv.Postgres(t)
+	b := newBank(t, pool)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `INSERT INTO owners VALUES ('o0', 0)`)
+	require.NoError(t, err)
+	tp, c := traced(t, pool)
+
+	require.NoError(t, b.applyIn(tp, schema, b.decode(t, deposits("big", 100)...)))
+	sqls, _ := c.take("")
+	require.Equal(t, 1, countPrefix(sqls, `COPY "`+schema+`"."accounts"`), "one COPY of the 100 new accounts: %q", sqls)
+	require.Zero(t, countPrefix(sqls, "WITH w AS (INSERT INTO accounts"), "no upsert of accounts: %q", sqls)
+	require.Equal(t, 1, countPrefix(sqls, "UPDATE owners AS t"), "the owner, loaded, updated where it is: %q", sqls)
+	got := balances(t, pool)
+	require.Len(t, got, 100)
+	for i := range 100 {
+		require.Equal(t, i+1, got[fmt.Sprintf("big%03d", i)])
+	}
+	var accounts int
+	var nulls int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT accounts, (SELECT count(*) FROM accounts WHERE closed_at IS NULL) FROM owners`).Scan(&accounts, &nulls))
+	require.Equal(t, 100, accounts)
+	require.Equal(t, 100, nulls, "a nil pointer is NULL")
+
+	// Fewer than 64 new rows: the upsert.
+	require.NoError(t, b.applyIn(tp, schema, b.decode(t, deposits("small", 10)...)))
+	sqls, _ = c.take("")
+	require.Zero(t, countPrefix(sqls, "COPY"), "%q", sqls)
+	require.Equal(t, 1, countPrefix(sqls, "WITH w AS (INSERT INTO accounts"), "%q", sqls)
+
+	// A writer not told its schema: the upsert, however many.
+	require.NoError(t, b.applyDecoded(tp, b.decode(t, deposits("plain", 100)...)))
+	sqls, _ = c.take("")
+	require.Zero(t, countPrefix(sqls, "COPY"), "%q", sqls)
+	require.Equal(t, 1, countPrefix(sqls, "WITH w AS (INSERT INTO accounts"), "%q", sqls)
+
+	// Every account again: all loaded, all updated by ctid, none upserted.
+	require.NoError(t, b.applyIn(tp, schema, b.decode(t, deposits("big", 100)...)))
+	sqls, _ = c.take("")
+	require.Zero(t, countPrefix(sqls, "COPY")+countPrefix(sqls, "WITH w AS (INSERT INTO accounts"), "%q", sqls)
+	require.Equal(t, 1, countPrefix(sqls, "UPDATE accounts AS t"), "%q", sqls)
+	got = balances(t, pool)
+	require.Len(t, got, 210)
+	require.Equal(t, 2, got["big000"])
+	require.Equal(t, 200, got["big099"])
+}
+
+// A new key that another transaction inserted after the batch loaded it as absent
+// fails the batch's COPY: the batch is stale (a transient error, so retried), the
+// other's row stays, and the retry, with the table locking its new keys as after
+// any race, writes without COPY.
+func TestACopiedNewKeyTakenMeanwhileIsStale(t *testing.T) {
+	t.Parallel()
+	pool, schema := testenv.Postgres(t)
+	b := newBank(t, pool)
+	ctx := context.Background()
+	tp, c := traced(t, pool)
+	ds := b.decode(t, deposits("k", 80)...)
+
+	tx, err := tp.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	w := readmodel.NewWriter(tx)
+	rmhook.Schema(w, schema)
+	require.NoError(t, b.p.Preload(ctx, w, ds))
+	for _, d := range ds {
+		require.NoError(t, b.p.Apply(ctx, w, d))
+	}
+	_, err = pool.Exec(ctx, `INSERT INTO accounts VALUES ('k042', 'other', 7)`) // another batch, meanwhile
+	require.NoError(t, err)
+	err = w.Flush(ctx)
+	require.True(t, readmodel.IsTransient(err), "stale: %v", err)
+	require.ErrorContains(t, err, "table accounts: a new row's key is taken")
+	require.ErrorContains(t, err, "k042")
+	require.NoError(t, tx.Rollback(ctx))
+	require.Equal(t, map[string]int{"k042": 7}, balances(t, pool), "the other's row, nothing of the stale batch")
+
+	c.take("")
+	require.NoError(t, b.applyIn(tp, schema, ds), "the retry")
+	sqls, _ := c.take("")
+	require.Zero(t, countPrefix(sqls, "COPY"), "after a race, no COPY: %q", sqls)
+	require.Equal(t, 1, countPrefix(sqls, "SELECT count(pg_advisory_xact_lock"), "after a race, new keys locked: %q", sqls)
+	got := balances(t, pool)
+	require.Len(t, got, 80)
+	require.Equal(t, 7+43, got["k042"], "the other's row, and the retry's deposit on it")
+}
+
+type gauge struct {
+	ID    string  `db:"id"`
+	Level float64 `db:"level"`
+}
+
+type count struct {
+	ID string `db:"id"`
+	N  int    `db:"n"`
+}
+
+type measured struct {
+	ID    string  `json:"id"`
+	Level float64 `json:"level"`
+	N     int     `json:"n"`
+}
+
+// COPY writes a table's new rows only where each column's type is the one its
+// field maps to, or one whose values land the same: a float64 field, 1.5, in an
+// integer column goes by the upsert, whose cast rounds it to 2 (pgx's conversion
+// for COPY would truncate it to 1); an int field in an integer column goes by COPY.
+// A COPY that fails on a value (3,000,000,000 in that integer column: pgx refuses
+// to encode it, and gives the COPY up) fails the batch with a transient error and
+// turns COPY off for the table, so that the retry meets the upsert's own error, a
+// permanent one (its event parks), instead of retrying for ever.
+func TestCopyWritesOnlyWhereTheColumnTypesAreTheFields(t *testing.T) {
+	t.Parallel()
+	pool, schema := testenv.Postgres(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `CREATE TABLE gauges (id text PRIMARY KEY, level integer NOT NULL);
+		CREATE TABLE counts (id text PRIMARY KEY, n integer NOT NULL)`)
+	require.NoError(t, err)
+	reg := events.NewRegistry()
+	events.Register[measured](reg, "Measured")
+	p, err := readmodel.New("meters", 1, reg)
+	require.NoError(t, err)
+	gauges := readmodel.NewTable[string, gauge](p, "gauges", "id")
+	counts := readmodel.NewTable[string, count](p, "counts", "id")
+	readmodel.Handle(p, func(ctx context.Context, w *readmodel.Writer, _ events.Event, v measured) error {
+		gauges.Put(w, gauge{ID: v.ID, Level: v.Level})
+		counts.Put(w, count{ID: v.ID, N: v.N})
+		return nil
+	}, readmodel.Loads(gauges, func(v measured) string { return v.ID }), readmodel.Loads(counts, func(v measured) string { return v.ID }))
+	tp, c := traced(t, pool)
+	batch := func(prefix string, n int) []events.Decoded {
+		ds := make([]events.Decoded, 70)
+		for i := range ds {
+			e, err := reg.New("test", "s", measured{ID: fmt.Sprintf("%s%02d", prefix, i), Level: 1.5, N: n})
+			require.NoError(t, err)
+			ds[i], err = reg.Decode(e)
+			require.NoError(t, err)
+		}
+		return ds
+	}
+	apply := func(ds []events.Decoded) error {
+		return pgx.BeginFunc(ctx, tp, func(tx pgx.Tx) error {
+			w := readmodel.NewWriter(tx)
+			rmhook.Schema(w, schema)
+			if err := p.Preload(ctx, w, ds); err != nil {
+				return err
+			}
+			for _, d := range ds {
+				if err := p.Apply(ctx, w, d); err != nil {
+					return err
+				}
+			}
+			return w.Flush(ctx)
+		})
+	}
+	total := func(sql string) (n, sum int) {
+		require.NoError(t, pool.QueryRow(ctx, sql).Scan(&n, &sum))
+		return n, sum
+	}
+
+	require.NoError(t, apply(batch("a", 3)))
+	sqls, _ := c.take("")
+	require.Zero(t, countPrefix(sqls, `COPY "`+schema+`"."gauges"`), "gauges.level is not a float: no COPY: %q", sqls)
+	require.Equal(t, 1, countPrefix(sqls, `COPY "`+schema+`"."counts"`), "an int in an integer column: COPY: %q", sqls)
+	n, sum := total(`SELECT count(*), sum(level) FROM gauges`)
+	require.Equal(t, []int{70, 140}, []int{n, sum}, "1.5 rounded to 2 by the upsert's cast")
+	n, sum = total(`SELECT count(*), sum(n) FROM counts`)
+	require.Equal(t, []int{70, 210}, []int{n, sum})
+
+	err = apply(batch("b", 3_000_000_000))
+	require.True(t, readmodel.IsTransient(err), "retried once: %v", err)
+	require.ErrorContains(t, err, "table counts: COPY of the batch's new rows failed, the table writes them with its upsert from now on")
+	c.take("")
+	err = apply(batch("b", 3_000_000_000))
+	require.Error(t, err)
+	require.False(t, readmodel.IsTransient(err), "the upsert's error is the value's: permanent: %v", err)
+	require.ErrorContains(t, err, "integer out of range")
+	require.NoError(t, apply(batch("c", 1)))
+	sqls, _ = c.take("")
+	require.Zero(t, countPrefix(sqls, "COPY"), "COPY off: %q", sqls)
+	n, sum = total(`SELECT count(*), sum(n) FROM counts`)
+	require.Equal(t, []int{140, 280}, []int{n, sum})
+}
+
+// A row loaded (its ctid held), then deleted by a DeleteWhere and put again, is
+// not there to update by its ctid when the batch writes: it is written by the
+// upsert, after the DELETE; so is a row loaded after a DeleteWhere that takes it,
+// and put. A row loaded, written, and changed again after the flush has moved: the
+// second write is the upsert's too. Every row ends as put.
+func TestARowMovedSinceItsLoadIsNotWrittenByItsCtid(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Postgres(t)
+	b := newBank(t, pool)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `INSERT INTO accounts VALUES ('a', 'o1', 5), ('b', 'o2', 6), ('c', 'o3', 7)`)
+	require.NoError(t, err)
+	require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		w := readmodel.NewWriter(tx)
+		b.accounts.DeleteWhere(w, "owner", "o3")
+		_, ok, err := b.accounts.Get(ctx, w, "c")
+		require.NoError(t, err)
+		require.False(t, ok, "c falls under the DeleteWhere")
+		b.accounts.Put(w, account{ID: "c", Owner: "o4", Balance: 70})
+
+		row, ok, err := b.accounts.Get(ctx, w, "a")
+		require.NoError(t, err)
+		require.True(t, ok)
+		b.accounts.DeleteWhere(w, "owner", "o1")
+		row.Balance = 50
+		b.accounts.Put(w, row)
+
+		_, err = b.accounts.Update(ctx, w, "b", func(a *account) { a.Balance = 60 })
+		require.NoError(t, err)
+		require.NoError(t, w.Flush(ctx))
+		_, err = b.accounts.Update(ctx, w, "b", func(a *account) { a.Balance = 61 })
+		require.NoError(t, err)
+		b.accounts.Delete(w, "a")
+		require.NoError(t, w.Flush(ctx))
+		b.accounts.Put(w, account{ID: "a", Owner: "o1", Balance: 51})
+		return w.Flush(ctx)
+	}))
+	require.Equal(t, map[string]int{"a": 51, "b": 61, "c": 70}, balances(t, pool))
+}
