@@ -154,17 +154,17 @@ func (s *tableState[K, R]) sync(w *Writer) int {
 	}
 	if len(gone) > 0 {
 		slices.Sort(gone)
-		var byKey []K
+		var byKey, atKeys []K
 		var at []pgtype.TID
 		for _, k := range gone {
 			if c := s.rows[k].ctid; c.Valid {
-				at = append(at, c)
+				at, atKeys = append(at, c), append(atKeys, k)
 			} else {
 				byKey = append(byKey, k)
 			}
 		}
 		if len(at) > 0 {
-			b.Queue(t.deletesAt, at).Exec(s.checkAt("DELETE", len(at)))
+			b.Queue(t.deletesAt, at, atKeys).Exec(s.checkAt("DELETE", len(at)))
 			n++
 		}
 		if len(byKey) > 0 {
@@ -284,9 +284,10 @@ func (s *tableState[K, R]) queuePuts(w *Writer, put []K) int {
 }
 
 // checkAt returns the check of a write by ctid of want rows: each was loaded with
-// FOR UPDATE, so no other transaction can have moved it; a count short means the
-// transaction itself wrote the row since (a bug in the bookkeeping), and the batch
-// is retried rather than a row left unwritten.
+// FOR UPDATE, so no other transaction can have moved it, and the statement checks
+// the key at the ctid too; a count short means the transaction itself wrote the
+// row since (a bug in the bookkeeping), and the batch is retried rather than a row
+// left unwritten or another written.
 func (s *tableState[K, R]) checkAt(verb string, want int) func(pgconn.CommandTag) error {
 	return func(ct pgconn.CommandTag) error {
 		if got := ct.RowsAffected(); got != int64(want) {

@@ -193,7 +193,13 @@ func (t *Table[K, R]) prepareSQL() {
 		FROM (SELECT DISTINCT (hashtextextended(u.k::text, 0) & %d)::int AS b FROM unnest($1::%s[]) AS u(k)
 		      WHERE NOT EXISTS (SELECT FROM %s WHERE %s = u.k) ORDER BY b) AS n`, newKeyLockBuckets-1, t.types[t.pk], t.name, pk)
 	t.deletes = fmt.Sprintf(`DELETE FROM %s WHERE %s = ANY($1)`, t.name, pk)
-	t.deletesAt = fmt.Sprintf(`DELETE FROM %s WHERE ctid = ANY($1::tid[])`, t.name)
+	// By ctid, with the key checked too. The arrays go to unnest through scalar
+	// subqueries, so that the planner does not see their length: seen, for a few
+	// hundred rows it would scan the whole table and hash it rather than fetch each
+	// row where it is. The key is compared with IS NOT DISTINCT FROM, which no index
+	// serves, so that the ctid is the one way in.
+	t.deletesAt = fmt.Sprintf(`DELETE FROM %s AS t USING unnest((SELECT $1::tid[]), (SELECT $2::%s[])) AS d(c, k) WHERE t.ctid = d.c AND t.%s IS NOT DISTINCT FROM d.k`,
+		t.name, t.types[t.pk], pk)
 	params := make([]string, len(t.cols))
 	var set []string
 	for i, c := range t.cols {
@@ -207,10 +213,10 @@ func (t *Table[K, R]) prepareSQL() {
 	}
 	// The rows loaded, changed, and not written since, by their ctid (see selects).
 	vcols, vset := []string{"projector_ctid"}, []string{}
-	vparams := []string{"$1::tid[]"}
+	vparams := []string{"(SELECT $1::tid[])"}
 	for i, c := range t.cols {
 		vcols = append(vcols, c)
-		vparams = append(vparams, fmt.Sprintf("$%d::%s[]", i+2, t.types[i]))
+		vparams = append(vparams, fmt.Sprintf("(SELECT $%d::%s[])", i+2, t.types[i]))
 		if i != t.pk {
 			vset = append(vset, c+" = v."+c)
 		}
@@ -218,8 +224,8 @@ func (t *Table[K, R]) prepareSQL() {
 	if len(vset) == 0 {
 		vset = []string{pk + " = v." + pk}
 	}
-	t.updatesAt = fmt.Sprintf(`UPDATE %s AS t SET %s FROM unnest(%s) AS v(%s) WHERE t.ctid = v.projector_ctid`,
-		t.name, strings.Join(vset, ", "), strings.Join(vparams, ", "), strings.Join(vcols, ", "))
+	t.updatesAt = fmt.Sprintf(`UPDATE %s AS t SET %s FROM unnest(%s) AS v(%s) WHERE t.ctid = v.projector_ctid AND t.%s IS NOT DISTINCT FROM v.%s`,
+		t.name, strings.Join(vset, ", "), strings.Join(vparams, ", "), strings.Join(vcols, ", "), pk, pk)
 	rows := fmt.Sprintf(`INSERT INTO %s (%s) SELECT * FROM unnest(%s) ON CONFLICT (%s)`, t.name, cols, strings.Join(params, ", "), pk)
 	// The keys loaded as absent ($n+1) must be inserted: one that was updated
 	// instead was inserted by another transaction since, and the batch is stale.

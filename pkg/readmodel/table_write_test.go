@@ -271,3 +271,43 @@ func TestARowMovedSinceItsLoadIsNotWrittenByItsCtid(t *testing.T) {
 	}))
 	require.Equal(t, map[string]int{"a": 51, "b": 61, "c": 70}, balances(t, pool))
 }
+
+// The write of the rows a batch loaded fetches each where it is (a TID scan), also
+// for hundreds of rows of a table of thousands: shown the arrays' length, the
+// planner would rather scan the whole table and hash it, a batch's cost growing
+// with the table's size.
+func TestLoadedRowsAreWrittenByATIDScan(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Postgres(t)
+	b := newBank(t, pool)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `INSERT INTO accounts SELECT 'a' || lpad(i::text, 5, '0'), 'o0', 0 FROM generate_series(0, 19999) i;
+		ANALYZE accounts`)
+	require.NoError(t, err)
+	tp, c := traced(t, pool)
+	var vals []any
+	for i := range 500 {
+		vals = append(vals, deposited{ID: fmt.Sprintf("a%05d", i*40), Owner: "o0", Amount: 1})
+	}
+	require.NoError(t, b.apply(t, tp, vals...))
+	sqls, args := c.take("UPDATE accounts AS t")
+	require.Len(t, sqls, 1, "one write of the 500 loaded rows")
+	rows, err := pool.Query(ctx, "EXPLAIN "+sqls[0], args[0]...)
+	require.NoError(t, err)
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	text := fmt.Sprint(plan)
+	require.Contains(t, text, "Tid Scan on accounts", "%s", text)
+	require.NotContains(t, text, "Seq Scan on accounts", "%s", text)
+	require.Equal(t, 500, len(balancesAbove(t, pool, 0)))
+}
+
+// balancesAbove returns the accounts whose balance is above n.
+func balancesAbove(t *testing.T, pool *pgxpool.Pool, n int) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT id FROM accounts WHERE balance > $1`, n)
+	require.NoError(t, err)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return ids
+}
