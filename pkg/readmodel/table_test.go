@@ -116,25 +116,7 @@ func (b *bank) decode(t *testing.T, vals ...any) []events.Decoded {
 }
 
 func (b *bank) applyDecoded(pool *pgxpool.Pool, ds []events.Decoded) error {
-	ctx := context.Background()
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback(ctx) }()
-	w := readmodel.NewWriter(tx)
-	if err := b.p.Preload(ctx, w, ds); err != nil {
-		return err
-	}
-	for _, d := range ds {
-		if err := b.p.Apply(ctx, w, d); err != nil {
-			return err
-		}
-	}
-	if err := w.Flush(ctx); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+	return b.applyIn(pool, "", ds)
 }
 
 func balances(t *testing.T, pool *pgxpool.Pool) map[string]int {

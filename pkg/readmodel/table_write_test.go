@@ -15,13 +15,16 @@ import (
 	"github.com/projector/projector/pkg/readmodel"
 )
 
-// applyIn applies ds as the runtime does, its writer told the schema the tables
-// are in (rmhook.Schema): new rows may go by COPY.
+// applyIn applies ds in one transaction on pool, preloading like the runtime, its
+// writer told the schema the tables are in (rmhook.Schema), when one is given: new
+// rows may go by COPY then.
 func (b *bank) applyIn(pool *pgxpool.Pool, schema string, ds []events.Decoded) error {
 	ctx := context.Background()
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		w := readmodel.NewWriter(tx)
-		rmhook.Schema(w, schema)
+		if schema != "" {
+			rmhook.Schema(w, schema)
+		}
 		if err := b.p.Preload(ctx, w, ds); err != nil {
 			return err
 		}
@@ -34,7 +37,7 @@ func (b *bank) applyIn(pool *pgxpool.Pool, schema string, ds []events.Decoded) e
 	})
 }
 
-// deposits returns n deposits of 1 on new accounts prefix000…, owned by o0.
+// deposits returns n deposits, of 1, 2, … n, on new accounts prefix000…, owned by o0.
 func deposits(prefix string, n int) []any {
 	out := make([]any, n)
 	for i := range out {
