@@ -314,3 +314,24 @@ func balancesAbove(t *testing.T, pool *pgxpool.Pool, n int) []string {
 	require.NoError(t, err)
 	return ids
 }
+
+// DeleteWhere looks at every row in memory without allocating for each: a batch
+// of a thousand rows and a cascade per deleted user must not cost a thousand
+// allocations per cascade.
+func TestDeleteWhereDoesNotAllocatePerRow(t *testing.T) {
+	p, err := readmodel.New("alloc", 1, events.NewRegistry())
+	require.NoError(t, err)
+	accounts := readmodel.NewTable[string, account](p, "accounts", "id")
+	w := readmodel.NewWriter(nil) // rows in memory only: nothing is sent
+	for i := range 1000 {
+		accounts.Put(w, account{ID: fmt.Sprintf("a%04d", i), Owner: fmt.Sprintf("o%d", i%10), Balance: i})
+	}
+	allocs := testing.AllocsPerRun(20, func() { accounts.DeleteWhere(w, "owner", "nobody") })
+	require.Less(t, allocs, 20.0, "allocations per DeleteWhere over 1,000 rows")
+	accounts.DeleteWhere(w, "owner", "o3")
+	for i := range 1000 {
+		_, ok, err := accounts.Get(context.Background(), w, fmt.Sprintf("a%04d", i))
+		require.NoError(t, err)
+		require.Equal(t, i%10 != 3, ok, "a%04d", i)
+	}
+}
