@@ -70,7 +70,7 @@ func (s *tableState[K, R]) queueLoad(w *Writer) int {
 	slices.Sort(keys)
 	t, n := s.t, 1
 	if w.schema != "" {
-		n += t.queueCopyCheck(b, w.schema)
+		n += t.queueFitCheck(b, w.schema)
 	}
 	if t.lockingNewKeys() {
 		b.Queue(t.locks, keys, t.name+":")
@@ -156,8 +156,9 @@ func (s *tableState[K, R]) sync(w *Writer) int {
 		slices.Sort(gone)
 		var byKey, atKeys []K
 		var at []pgtype.TID
+		byCtid := t.writesAt(w.schema)
 		for _, k := range gone {
-			if c := s.rows[k].ctid; c.Valid {
+			if c := s.rows[k].ctid; c.Valid && byCtid {
 				at, atKeys = append(at, c), append(atKeys, k)
 			} else {
 				byKey = append(byKey, k)
@@ -178,7 +179,8 @@ func (s *tableState[K, R]) sync(w *Writer) int {
 	}
 	n += s.queueAdds(w.batch)
 	for _, k := range gone {
-		s.rows[k] = slot[R]{absent: s.rows[k].absent, held: true} // a key loaded as absent stays one; no ctid: written
+		prev := s.rows[k]
+		s.rows[k] = slot[R]{absent: prev.absent, held: prev.held} // a key loaded as absent stays one; no ctid: written; a blind delete locked nothing
 	}
 	for _, k := range put {
 		sl := s.rows[k]
@@ -230,13 +232,13 @@ const copyMin = 64
 func (s *tableState[K, R]) queuePuts(w *Writer, put []K) int {
 	t := s.t
 	var fresh, held, at []K
-	blind := false
+	blind, byCtid := false, t.writesAt(w.schema)
 	for _, k := range put {
 		sl := s.rows[k]
 		switch {
 		case sl.absent:
 			fresh = append(fresh, k)
-		case sl.ctid.Valid:
+		case sl.ctid.Valid && byCtid:
 			at = append(at, k)
 		default:
 			held = append(held, k)
@@ -256,7 +258,7 @@ func (s *tableState[K, R]) queuePuts(w *Writer, put []K) int {
 			return n
 		}
 	}
-	if len(fresh) >= copyMin && !blind && w.schema != "" && t.copies(w.schema) && !t.lockingNewKeys() {
+	if len(fresh) >= copyMin && !blind && t.copies(w.schema) && !t.lockingNewKeys() {
 		rows := make([]R, len(fresh))
 		for i, k := range fresh {
 			rows[i] = s.rows[k].row
@@ -285,13 +287,17 @@ func (s *tableState[K, R]) queuePuts(w *Writer, put []K) int {
 
 // checkAt returns the check of a write by ctid of want rows: each was loaded with
 // FOR UPDATE, so no other transaction can have moved it, and the statement checks
-// the key at the ctid too; a count short means the transaction itself wrote the
-// row since (a bug in the bookkeeping), and the batch is retried rather than a row
-// left unwritten or another written.
+// the key at the ctid too. A count short means the batch's own statements moved a
+// row since its load, beside the table's bookkeeping: a foreign key's cascade from
+// another table, a trigger. The table then writes by key, as the upsert did, from
+// now on, and the batch is retried (transient): a row is never left unwritten, nor
+// another written, nor the batch retried the same way for ever.
 func (s *tableState[K, R]) checkAt(verb string, want int) func(pgconn.CommandTag) error {
 	return func(ct pgconn.CommandTag) error {
 		if got := ct.RowsAffected(); got != int64(want) {
-			return Transient(fmt.Errorf("readmodel: table %s: %s of %d rows loaded and locked by this batch found %d of them", s.t.name, verb, want, got))
+			s.t.ctidOff.Store(true)
+			return Transient(fmt.Errorf("readmodel: table %s: %s of %d rows loaded and locked by this batch found %d of them where they were read (moved by a cascade or a trigger?); the table writes by key from now on",
+				s.t.name, verb, want, got))
 		}
 		return nil
 	}
@@ -326,18 +332,28 @@ func (s *tableState[K, R]) copyFunc(table pgx.Identifier, rows []R) func(context
 	}
 }
 
-// queueCopyCheck queues, the first time the table is loaded in schema, the check
-// that COPY may write its rows there: each column's type is the one its field maps
-// to (the type of the upsert's unnest array), or of its family where PostgreSQL's
-// cast from that type and pgx's conversion for COPY agree (the integers, exact or
-// out of range; text and varchar), so that every value lands as the upsert would
-// land it. Elsewhere the two differ (pgx truncates a float64 for an integer column,
-// PostgreSQL's cast rounds; a timestamptz cast to timestamp takes the session's
-// zone), and the table keeps the upsert. The answer is kept for the process's life:
-// a migration changing a column's type runs before the service starts, as the
-// projection's migrations do. It returns how many statements it queued.
-func (t *Table[K, R]) queueCopyCheck(b *pgx.Batch, schema string) int {
-	if _, asked := t.copyIn.LoadOrStore(schema, false); asked {
+// tableFit is what queueFitCheck learnt of a table in a schema.
+type tableFit struct {
+	copy  bool // each column's type fits its field: COPY writes as the upsert would
+	split bool // no foreign key from the table to itself: its rows may go in several statements
+}
+
+// queueFitCheck queues, the first time the table is loaded in schema, the check of
+// what its writes may do there. COPY needs each column's type to be the one its
+// field maps to (the type of the upsert's unnest array), or of its family where
+// PostgreSQL's cast from that type and pgx's conversion for COPY agree (the
+// integers, exact or out of range; text and varchar), so that every value lands as
+// the upsert would land it. Elsewhere the two differ (pgx truncates a float64 for an
+// integer column, PostgreSQL's cast rounds; a timestamptz cast to timestamp takes
+// the session's zone), and the table keeps the upsert. Writing a table's rows in
+// several statements (by ctid, by COPY, by the upsert) needs no foreign key from the
+// table to itself: one statement's check would run before the row it needs is
+// written by the next (an updated row pointing at a row new in the batch). The
+// answer is kept for the process's life: a migration changing a column's type or a
+// key runs before the service starts, as the projection's migrations do. It
+// returns how many statements it queued.
+func (t *Table[K, R]) queueFitCheck(b *pgx.Batch, schema string) int {
+	if _, asked := t.fit.LoadOrStore(schema, tableFit{}); asked {
 		return 0
 	}
 	b.Queue(`WITH c AS (
@@ -346,24 +362,44 @@ func (t *Table[K, R]) queueCopyCheck(b *pgx.Batch, schema string) int {
 		    JOIN pg_attribute a ON a.attrelid = to_regclass($1) AND a.attname = d.name AND NOT a.attisdropped)
 		SELECT count(*) = $3 AND bool_and(col = field
 		    OR (col IN (21, 23, 20) AND field IN (21, 23, 20))    -- int2, int4, int8
-		    OR (col IN (25, 1043) AND field IN (25, 1043)))       -- text, varchar
+		    OR (col IN (25, 1043) AND field IN (25, 1043))),      -- text, varchar
+		  to_regclass($1) IS NOT NULL AND NOT EXISTS (SELECT FROM pg_constraint
+		    WHERE contype = 'f' AND conrelid = to_regclass($1) AND confrelid = conrelid)
 		  FROM c`,
 		pgx.Identifier{schema, t.name}.Sanitize(), t.cols, len(t.cols), t.types).QueryRow(func(row pgx.Row) error {
-		var fits *bool
-		if err := row.Scan(&fits); err != nil {
+		var fits, split *bool
+		if err := row.Scan(&fits, &split); err != nil {
 			return err
 		}
-		t.copyIn.Store(schema, fits != nil && *fits)
+		t.fit.Store(schema, tableFit{copy: fits != nil && *fits, split: split != nil && *split})
 		return nil
 	})
 	return 1
 }
 
+// fitIn returns what queueFitCheck learnt of the table in schema: nothing for a
+// writer not told its schema (rmhook.Schema), or before the check's answer.
+func (t *Table[K, R]) fitIn(schema string) tableFit {
+	if schema == "" {
+		return tableFit{}
+	}
+	f, _ := t.fit.Load(schema)
+	fit, _ := f.(tableFit)
+	return fit
+}
+
+// writesAt reports whether the rows loaded are written back by their ctid in
+// schema: the table's rows may go in several statements, and no write by ctid has
+// come up short since (checkAt).
+func (t *Table[K, R]) writesAt(schema string) bool {
+	return t.fitIn(schema).split && !t.ctidOff.Load()
+}
+
 // copies reports whether the table's new rows in schema go by COPY: its column
-// types fit (queueCopyCheck), and no COPY was refused since.
+// types fit, its rows may go in several statements, and no COPY was refused since.
 func (t *Table[K, R]) copies(schema string) bool {
-	ok, _ := t.copyIn.Load(schema)
-	return ok == true && !t.copyOff.Load()
+	fit := t.fitIn(schema)
+	return fit.copy && fit.split && !t.copyOff.Load()
 }
 
 // copyRefusal reports whether a COPY's error is one the upsert would not meet for

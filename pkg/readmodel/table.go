@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
+
 	"github.com/projector/projector/pkg/events"
 )
 
@@ -29,7 +31,7 @@ import (
 // loaded by their ctid (an UPDATE and a DELETE: a row loaded is locked, so it has
 // not moved, and its key is not looked up again), the others by one DELETE and one
 // upsert, a batch's new rows (keys loaded as absent, at least 64) by COPY where the
-// table's column types are its fields' (see queueCopyCheck), and Add's sums by one
+// table's column types are its fields' (see queueFitCheck), and Add's sums by one
 // statement. Every transaction that
 // loads and writes the same rows locks them in the same order, so partitions
 // sharing rows wait for each other instead of deadlocking.
@@ -65,7 +67,8 @@ type Table[K cmp.Ordered, R any] struct {
 
 	lockNewKeysUntil atomic.Int64 // unix nanoseconds; see NewKeyLocksFor
 	copyOff          atomic.Bool  // a COPY of new rows failed on what the upsert takes (a column's type): upsert only
-	copyIn           sync.Map     // schema → whether its columns' types are the fields' (bool): see queueCopyCheck
+	fit              sync.Map     // schema → tableFit: see queueFitCheck
+	ctidOff          atomic.Bool  // a write by ctid came up short (a cascade, a trigger): by key only
 }
 
 // NewKeyLocksFor is how long a table locks the keys it loads as absent after a
@@ -360,7 +363,7 @@ func (t *Table[K, R]) Delete(w *Writer, key K) {
 	s := t.state(w)
 	delete(s.adds, key)
 	prev := s.rows[key]
-	s.rows[key] = slot[R]{row: zero, dirty: true, absent: prev.absent, held: prev.held}
+	s.rows[key] = slot[R]{row: zero, dirty: true, absent: prev.absent, held: prev.held, ctid: prev.ctid}
 }
 
 // DeleteWhere deletes every row whose column equals value, the rows in memory at
@@ -393,6 +396,12 @@ func (t *Table[K, R]) DeleteWhere(w *Writer, column string, value any) {
 	}
 	want := reflect.ValueOf(value)
 	for k, sl := range s.rows {
+		if sl.ctid.Valid {
+			// The DELETE goes by the stored rows' values, which the batch may have
+			// changed in memory: whatever it takes is no longer where it was read.
+			sl.ctid = pgtype.TID{}
+			s.rows[k] = sl
+		}
 		if !sl.exists {
 			continue
 		}
