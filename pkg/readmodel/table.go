@@ -27,12 +27,15 @@ import (
 // Go type of the primary key's field. Within a partition batch each row is loaded at
 // most once (the keys declared with Loads in one query per table before the
 // handlers run), changed in memory by Get, Put, Update and Delete, and written once
-// at commit, per table in primary-key order, in the batch's transaction: the rows
-// loaded by their ctid (an UPDATE and a DELETE: a row loaded is locked, so it has
-// not moved, and its key is not looked up again), the others by one DELETE and one
-// upsert, a batch's new rows (keys loaded as absent, at least 64) by COPY where the
-// table's column types are its fields' (see queueFitCheck), and Add's sums by one
-// statement. Every transaction that
+// at commit, per table in primary-key order, in the batch's transaction: by one
+// DELETE and one upsert, and Add's sums by one statement. In the runtime's batches
+// (the writer told its schema), a table without a foreign key to itself splits
+// that: the rows loaded go back by their ctid (an UPDATE and a DELETE: a row loaded
+// is locked, so it has not moved, and its key is not looked up again), a batch's
+// new rows (keys loaded as absent, at least 64) by COPY where the table's column
+// types are its fields', and the rest by the upsert (see queueFitCheck). A write by
+// ctid that comes up short (a cascade or a trigger moved the row) makes the table
+// write by key from then on. Every transaction that
 // loads and writes the same rows locks them in the same order, so partitions
 // sharing rows wait for each other instead of deadlocking.
 //
