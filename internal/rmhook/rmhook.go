@@ -57,5 +57,6 @@ func SetSchema(f func(w Writer, schema string)) { schema = f }
 // starts with, where the projection's tables are: a batch's new rows are then
 // written with COPY into the tables named in it (a COPY's column types are looked
 // up once per connection and table name, so the name must not depend on the
-// search_path). A writer not told writes them with its upsert.
+// search_path), and its loaded rows written back by ctid. A writer not told
+// writes every row with its upsert.
 func Schema(w Writer, name string) { schema(w, name) }

@@ -31,7 +31,7 @@ type Writer struct {
 	tables map[any]rowSet // by *Table
 	order  []tableRows    // in declaration order: rows are written in it
 	inFn   bool           // a handler is running (Projection.Apply)
-	schema string         // the schema the runtime set first in the search_path (rmhook.Schema): COPY names its tables in it; none, no COPY
+	schema string         // the schema the runtime set first in the search_path (rmhook.Schema): COPY names its tables in it; none: no COPY, no writes by ctid
 	steps  []step         // sent before batch, in order: batches queued before a COPY, and the COPYs
 }
 
