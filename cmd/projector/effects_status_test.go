@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,15 @@ func TestAnEffectWaitingOnSMTPOrRedisShowsOnStatusAndThePage(t *testing.T) {
 		}
 		stop()
 	}
+	// The run closed its Redis client: go-redis's background dialer, started when every
+	// dial to the closed port failed, sleeps a second between tries and ends at the
+	// first look after the close. Waiting for it here keeps the package's leak check
+	// (which retries for half a second) from catching it mid-sleep when this test ends
+	// last; a client left open would keep it for ever and fail here.
+	testenv.WaitFor(t, 10*time.Second, "go-redis's dialer to end after the run closed its client", func() bool {
+		buf := make([]byte, 1<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "(*ConnPool).tryDial")
+	})
 }
 
 // effectWaiting returns what the effects on /status wait on, joined.
