@@ -263,7 +263,7 @@ func (s *tableState[K, R]) queuePuts(w *Writer, put []K) int {
 		for i, k := range fresh {
 			rows[i] = s.rows[k].row
 		}
-		w.queueCopy(s.copyFunc(pgx.Identifier{w.schema, t.name}, rows))
+		w.queueCopy(s.copyFunc(pgx.Identifier{w.schema, t.name}, t.fitIn(w.schema).oids, rows))
 		put, fresh, n = held, nil, n+1
 		if len(put) == 0 {
 			return n
@@ -309,15 +309,18 @@ func (s *tableState[K, R]) checkAt(verb string, want int) func(pgconn.CommandTag
 // write where the upsert could (a column whose type is not the field's, so that
 // the binary encoding does not fit) turns COPY off for the table. Either way the
 // batch is retried, without COPY.
-func (s *tableState[K, R]) copyFunc(table pgx.Identifier, rows []R) func(context.Context, pgx.Tx) error {
+func (s *tableState[K, R]) copyFunc(table pgx.Identifier, oids []uint32, rows []R) func(context.Context, pgx.Tx) error {
 	t := s.t
 	return func(ctx context.Context, tx pgx.Tx) error {
-		_, err := tx.CopyFrom(ctx, table, t.cols, &rowSource[K, R]{t: t, rows: rows, vals: make([]any, len(t.cols))})
+		_, err := copyRows(ctx, tx, t, table, oids, rows)
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
 		var pgErr *pgconn.PgError
+		var encErr encodeError
 		switch {
+		case errors.As(err, &encErr):
+			// Nothing was sent: COPY is off for the table, and the retry's upsert decides.
 		case errors.As(err, &pgErr) && pgErr.Code == "23505":
 			t.raced()
 			return Transient(fmt.Errorf("readmodel: table %s: a new row's key is taken (%s): inserted meanwhile by another transaction, or another unique constraint; the batch is retried, without COPY, and the table locks its new keys at load for %v",
@@ -334,8 +337,9 @@ func (s *tableState[K, R]) copyFunc(table pgx.Identifier, rows []R) func(context
 
 // tableFit is what queueFitCheck learnt of a table in a schema.
 type tableFit struct {
-	copy  bool // each column's type fits its field: COPY writes as the upsert would
-	split bool // no foreign key from the table to itself: its rows may go in several statements
+	copy  bool     // each column's type fits its field: COPY writes as the upsert would
+	split bool     // no foreign key from the table to itself: its rows may go in several statements
+	oids  []uint32 // with copy: the columns' types, in the table's column order, which COPY encodes for
 }
 
 // queueFitCheck queues, the first time the table is loaded in schema, the check of
@@ -357,21 +361,27 @@ func (t *Table[K, R]) queueFitCheck(b *pgx.Batch, schema string) int {
 		return 0
 	}
 	b.Queue(`WITH c AS (
-		  SELECT a.atttypid AS col, to_regtype(d.t)::oid AS field
-		    FROM unnest($2::text[], $4::text[]) AS d(name, t)
+		  SELECT a.atttypid AS col, to_regtype(d.t)::oid AS field, d.n
+		    FROM unnest($2::text[], $4::text[]) WITH ORDINALITY AS d(name, t, n)
 		    JOIN pg_attribute a ON a.attrelid = to_regclass($1) AND a.attname = d.name AND NOT a.attisdropped)
 		SELECT count(*) = $3 AND bool_and(col = field
 		    OR (col IN (21, 23, 20) AND field IN (21, 23, 20))    -- int2, int4, int8
 		    OR (col IN (25, 1043) AND field IN (25, 1043))),      -- text, varchar
 		  to_regclass($1) IS NOT NULL AND NOT EXISTS (SELECT FROM pg_constraint
-		    WHERE contype = 'f' AND conrelid = to_regclass($1) AND confrelid = conrelid)
+		    WHERE contype = 'f' AND conrelid = to_regclass($1) AND confrelid = conrelid),
+		  array_agg(col ORDER BY n)
 		  FROM c`,
 		pgx.Identifier{schema, t.name}.Sanitize(), t.cols, len(t.cols), t.types).QueryRow(func(row pgx.Row) error {
 		var fits, split *bool
-		if err := row.Scan(&fits, &split); err != nil {
+		var oids []uint32
+		if err := row.Scan(&fits, &split, &oids); err != nil {
 			return err
 		}
-		t.fit.Store(schema, tableFit{copy: fits != nil && *fits, split: split != nil && *split})
+		fit := tableFit{copy: fits != nil && *fits && len(oids) == len(t.cols), split: split != nil && *split}
+		if fit.copy {
+			fit.oids = oids
+		}
+		t.fit.Store(schema, fit)
 		return nil
 	})
 	return 1
@@ -411,27 +421,6 @@ func copyRefusal(e *pgconn.PgError) bool {
 	return strings.HasPrefix(e.Code, "22") || strings.HasPrefix(e.Code, "42") ||
 		(e.Code == "57014" && strings.Contains(e.Message, "COPY from stdin failed"))
 }
-
-// rowSource hands a table's rows to COPY, one column value per field. The values
-// slice is reused: pgx encodes a row before asking for the next.
-type rowSource[K cmp.Ordered, R any] struct {
-	t    *Table[K, R]
-	rows []R
-	i    int
-	vals []any
-}
-
-func (r *rowSource[K, R]) Next() bool { r.i++; return r.i <= len(r.rows) }
-
-func (r *rowSource[K, R]) Values() ([]any, error) {
-	v := reflect.ValueOf(&r.rows[r.i-1]).Elem()
-	for c, f := range r.t.fields {
-		r.vals[c] = v.FieldByIndex(f).Interface()
-	}
-	return r.vals, nil
-}
-
-func (r *rowSource[K, R]) Err() error { return nil }
 
 // queueAdds queues the write of Add's deltas for keys not in memory, in key order,
 // and forgets them; it returns how many statements it queued.

@@ -1,8 +1,11 @@
 package readmodel_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -474,4 +477,61 @@ func TestATableReferencingItselfIsWrittenInOneStatement(t *testing.T) {
 	var got *string
 	require.NoError(t, pool.QueryRow(ctx, `SELECT next FROM kids WHERE id = 'k1'`).Scan(&got))
 	require.Equal(t, &next, got)
+}
+
+// writeLog is a net.Conn that keeps a copy of every write that starts a COPY.
+type writeLog struct {
+	net.Conn
+	mu     *sync.Mutex
+	copies *[][]byte
+}
+
+func (c writeLog) Write(b []byte) (int, error) {
+	// A simple-protocol query message: 'Q', its length, the statement.
+	if len(b) > 5 && b[0] == 'Q' && bytes.HasPrefix(b[5:], []byte("COPY ")) {
+		c.mu.Lock()
+		*c.copies = append(*c.copies, bytes.Clone(b))
+		c.mu.Unlock()
+	}
+	return c.Conn.Write(b)
+}
+
+// A batch's COPY reaches PostgreSQL in one write: the statement, the rows and the
+// end of the data. Sent in parts, PostgreSQL would wait for the rest inside the
+// statement, where neither idle_in_transaction_session_timeout nor
+// statement_timeout ends the wait, holding the batch's locks for as long as a
+// stopped process stays stopped.
+func TestACopyIsSentInOneWrite(t *testing.T) {
+	t.Parallel()
+	pool, schema := testenv.Postgres(t)
+	b := newBank(t, pool)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `INSERT INTO owners VALUES ('o0', 0)`)
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var copies [][]byte
+	cfg := pool.Config()
+	dialer := &net.Dialer{}
+	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return writeLog{Conn: c, mu: &mu, copies: &copies}, nil
+	}
+	wp, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(wp.Close)
+
+	require.NoError(t, b.applyIn(wp, schema, b.decode(t, deposits("one", 3000)...)))
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, copies, 1, "one COPY of the 3,000 new accounts")
+	w := copies[0]
+	require.Contains(t, string(w), `"accounts"`)
+	require.True(t, bytes.HasSuffix(w, []byte{'c', 0, 0, 0, 4}), "the write that starts the COPY ends with CopyDone (%d bytes, ending %q)", len(w), w[max(0, len(w)-16):])
+	require.Greater(t, len(w), 3000*20, "and carries the rows")
+	got := balances(t, pool)
+	require.Len(t, got, 3000)
+	require.Equal(t, 3000, got["one2999"])
 }

@@ -1,0 +1,122 @@
+package readmodel
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// A batch's COPY goes to PostgreSQL in one write: the statement, every row and the
+// end of the data together, encoded beforehand. pgx's own CopyFrom sends the
+// statement first and then the rows as it encodes them, so PostgreSQL waits for
+// them inside the statement, and a process stopped there (SIGSTOP, a debugger, a
+// paused VM) leaves it waiting for as long as the process stays stopped, with the
+// batch's row locks, the partition's position among them: neither
+// idle_in_transaction_session_timeout (the session is running a statement) nor
+// statement_timeout (PostgreSQL acts on a cancel only once more data arrives, both
+// checked against PostgreSQL 15) ends that wait, and the member that took the
+// partition over waits as long to claim it. Sent whole, the data is in the
+// server's socket before the statement starts: a stop lands before the write, and
+// the transaction is then idle, which the timeout ends, or after it.
+
+// copyRows writes rows into table (its columns cols, of types oids) with one COPY
+// sent in one write, and returns the rows written. tx's connection must be idle.
+// An error in encoding a value is returned before anything is sent.
+func copyRows[K cmp.Ordered, R any](ctx context.Context, tx pgx.Tx, t *Table[K, R], table pgx.Identifier, oids []uint32, rows []R) (int64, error) {
+	conn := tx.Conn()
+	if len(oids) != len(t.cols) {
+		return 0, fmt.Errorf("readmodel: table %s: COPY: %d column types for %d columns", t.name, len(oids), len(t.cols))
+	}
+	data, err := encodeCopy(conn.TypeMap(), t, oids, rows)
+	if err != nil {
+		return 0, encodeError{err}
+	}
+	tracer, _ := conn.Config().Tracer.(pgx.CopyFromTracer)
+	if tracer != nil {
+		ctx = tracer.TraceCopyFromStart(ctx, conn, pgx.TraceCopyFromStartData{TableName: table, ColumnNames: t.cols})
+	}
+	quoted := make([]string, len(t.cols))
+	for i, c := range t.cols {
+		quoted[i] = pgx.Identifier{c}.Sanitize()
+	}
+	sql := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT binary)", table.Sanitize(), strings.Join(quoted, ", "))
+	tag, err := copyInOneWrite(ctx, conn.PgConn(), sql, data)
+	if tracer != nil {
+		tracer.TraceCopyFromEnd(ctx, conn, pgx.TraceCopyFromEndData{CommandTag: tag, Err: err})
+	}
+	return tag.RowsAffected(), err
+}
+
+// encodeError is a value COPY's binary format could not hold: nothing was sent.
+type encodeError struct{ err error }
+
+func (e encodeError) Error() string { return "COPY: encoding a row: " + e.err.Error() }
+func (e encodeError) Unwrap() error { return e.err }
+
+// encodeCopy returns rows in COPY's binary format, each field encoded for its
+// column's type.
+func encodeCopy[K cmp.Ordered, R any](m *pgtype.Map, t *Table[K, R], oids []uint32, rows []R) ([]byte, error) {
+	buf := make([]byte, 0, 19+len(rows)*(2+len(t.cols)*24))
+	buf = append(buf, "PGCOPY\n\377\r\n\000"...)
+	buf = append(buf, 0, 0, 0, 0, 0, 0, 0, 0) // flags, header extension length
+	for i := range rows {
+		v := reflect.ValueOf(&rows[i]).Elem()
+		buf = appendUint16(buf, uint16(len(t.cols)))
+		for c, f := range t.fields {
+			at := len(buf)
+			buf = append(buf, 0xff, 0xff, 0xff, 0xff) // -1: NULL, unless a value follows
+			out, err := m.Encode(oids[c], pgtype.BinaryFormatCode, v.FieldByIndex(f).Interface(), buf)
+			if err != nil {
+				return nil, fmt.Errorf("column %s: %w", t.cols[c], err)
+			}
+			if out != nil {
+				buf = out
+				n := uint32(len(buf) - at - 4)
+				buf[at], buf[at+1], buf[at+2], buf[at+3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+			}
+		}
+	}
+	return append(buf, 0xff, 0xff), nil // the trailer: -1 fields
+}
+
+func appendUint16(b []byte, n uint16) []byte { return append(b, byte(n>>8), byte(n)) }
+
+// copyInOneWrite sends sql, a COPY … FROM STDIN, data and the end of the data in
+// one write on conn, idle, and reads the answer up to ReadyForQuery. PostgreSQL
+// reads the data from its socket once the statement starts; an error before or
+// during the COPY makes it ignore the rest, as the protocol says, and answer with
+// the error.
+func copyInOneWrite(ctx context.Context, conn *pgconn.PgConn, sql string, data []byte) (pgconn.CommandTag, error) {
+	fe := conn.Frontend()
+	fe.Send(&pgproto3.Query{String: sql})
+	fe.Send(&pgproto3.CopyData{Data: data})
+	fe.Send(&pgproto3.CopyDone{})
+	if err := fe.Flush(); err != nil {
+		// Part of the messages may be out: the connection cannot be trusted.
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return pgconn.CommandTag{}, fmt.Errorf("COPY: write: %w", err)
+	}
+	var tag pgconn.CommandTag
+	var pgErr error
+	for {
+		msg, err := conn.ReceiveMessage(ctx)
+		if err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CommandComplete:
+			tag = pgconn.NewCommandTag(string(m.CommandTag))
+		case *pgproto3.ErrorResponse:
+			pgErr = pgconn.ErrorResponseToPgError(m)
+		case *pgproto3.ReadyForQuery:
+			return tag, pgErr
+		}
+	}
+}
