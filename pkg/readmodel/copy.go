@@ -34,7 +34,12 @@ func copyRows[K cmp.Ordered, R any](ctx context.Context, tx pgx.Tx, t *Table[K, 
 	if len(oids) != len(t.cols) {
 		return 0, fmt.Errorf("readmodel: table %s: COPY: %d column types for %d columns", t.name, len(oids), len(t.cols))
 	}
-	data, err := encodeCopy(conn.TypeMap(), t, oids, rows)
+	quoted := make([]string, len(t.cols))
+	for i, c := range t.cols {
+		quoted[i] = pgx.Identifier{c}.Sanitize()
+	}
+	sql := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT binary)", table.Sanitize(), strings.Join(quoted, ", "))
+	msgs, err := encodeCopy(conn.TypeMap(), t, oids, sql, rows)
 	if err != nil {
 		return 0, encodeError{err}
 	}
@@ -42,12 +47,7 @@ func copyRows[K cmp.Ordered, R any](ctx context.Context, tx pgx.Tx, t *Table[K, 
 	if tracer != nil {
 		ctx = tracer.TraceCopyFromStart(ctx, conn, pgx.TraceCopyFromStartData{TableName: table, ColumnNames: t.cols})
 	}
-	quoted := make([]string, len(t.cols))
-	for i, c := range t.cols {
-		quoted[i] = pgx.Identifier{c}.Sanitize()
-	}
-	sql := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT binary)", table.Sanitize(), strings.Join(quoted, ", "))
-	tag, err := copyInOneWrite(ctx, conn.PgConn(), sql, data)
+	tag, err := copyInOneWrite(ctx, conn.PgConn(), msgs)
 	if tracer != nil {
 		tracer.TraceCopyFromEnd(ctx, conn, pgx.TraceCopyFromEndData{CommandTag: tag, Err: err})
 	}
@@ -60,15 +60,28 @@ type encodeError struct{ err error }
 func (e encodeError) Error() string { return "COPY: encoding a row: " + e.err.Error() }
 func (e encodeError) Unwrap() error { return e.err }
 
-// encodeCopy returns rows in COPY's binary format, each field encoded for its
-// column's type.
-func encodeCopy[K cmp.Ordered, R any](m *pgtype.Map, t *Table[K, R], oids []uint32, rows []R) ([]byte, error) {
-	buf := make([]byte, 0, 19+len(rows)*(2+len(t.cols)*24))
+// encodeCopy returns the protocol's messages for a COPY of rows: the statement sql
+// (a simple query), the rows in COPY's binary format in one CopyData, each field
+// encoded for its column's type, and CopyDone. The buffer is sized from the bytes
+// per row of the table's last COPY, so that it is not grown by doubling.
+func encodeCopy[K cmp.Ordered, R any](m *pgtype.Map, t *Table[K, R], oids []uint32, sql string, rows []R) ([]byte, error) {
+	per := int(t.copyRowBytes.Load())
+	if per == 0 {
+		per = 2 + len(t.cols)*24
+	}
+	buf := make([]byte, 0, 5+len(sql)+1+5+19+len(rows)*per*9/8+2+5)
+	buf = append(buf, 'Q', 0, 0, 0, 0)
+	buf = append(buf, sql...)
+	buf = append(buf, 0)
+	setUint32(buf[1:], uint32(len(buf)-1))
+	copyAt := len(buf)
+	buf = append(buf, 'd', 0, 0, 0, 0)
 	buf = append(buf, "PGCOPY\n\377\r\n\000"...)
 	buf = append(buf, 0, 0, 0, 0, 0, 0, 0, 0) // flags, header extension length
+	rowsAt := len(buf)
 	for i := range rows {
 		v := reflect.ValueOf(&rows[i]).Elem()
-		buf = appendUint16(buf, uint16(len(t.cols)))
+		buf = append(buf, byte(len(t.cols)>>8), byte(len(t.cols)))
 		for c, f := range t.fields {
 			at := len(buf)
 			buf = append(buf, 0xff, 0xff, 0xff, 0xff) // -1: NULL, unless a value follows
@@ -78,27 +91,29 @@ func encodeCopy[K cmp.Ordered, R any](m *pgtype.Map, t *Table[K, R], oids []uint
 			}
 			if out != nil {
 				buf = out
-				n := uint32(len(buf) - at - 4)
-				buf[at], buf[at+1], buf[at+2], buf[at+3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+				setUint32(buf[at:], uint32(len(buf)-at-4))
 			}
 		}
 	}
-	return append(buf, 0xff, 0xff), nil // the trailer: -1 fields
+	if len(rows) > 0 {
+		t.copyRowBytes.Store(int64((len(buf) - rowsAt) / len(rows)))
+	}
+	buf = append(buf, 0xff, 0xff) // the trailer: -1 fields
+	setUint32(buf[copyAt+1:], uint32(len(buf)-copyAt-1))
+	return append(buf, 'c', 0, 0, 0, 4), nil
 }
 
-func appendUint16(b []byte, n uint16) []byte { return append(b, byte(n>>8), byte(n)) }
+func setUint32(b []byte, n uint32) {
+	b[0], b[1], b[2], b[3] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+}
 
-// copyInOneWrite sends sql, a COPY … FROM STDIN, data and the end of the data in
-// one write on conn, idle, and reads the answer up to ReadyForQuery. PostgreSQL
-// reads the data from its socket once the statement starts; an error before or
-// during the COPY makes it ignore the rest, as the protocol says, and answer with
-// the error.
-func copyInOneWrite(ctx context.Context, conn *pgconn.PgConn, sql string, data []byte) (pgconn.CommandTag, error) {
-	fe := conn.Frontend()
-	fe.Send(&pgproto3.Query{String: sql})
-	fe.Send(&pgproto3.CopyData{Data: data})
-	fe.Send(&pgproto3.CopyDone{})
-	if err := fe.Flush(); err != nil {
+// copyInOneWrite sends msgs (a COPY … FROM STDIN, its data and the end of the data,
+// encoded) in one write on conn, idle, and reads the answer up to ReadyForQuery.
+// PostgreSQL reads the data from its socket once the statement starts; an error
+// before or during the COPY makes it ignore the rest, as the protocol says, and
+// answer with the error.
+func copyInOneWrite(ctx context.Context, conn *pgconn.PgConn, msgs []byte) (pgconn.CommandTag, error) {
+	if err := conn.Frontend().SendUnbufferedEncodedCopyData(msgs); err != nil {
 		// Part of the messages may be out: the connection cannot be trusted.
 		_ = conn.Close(context.WithoutCancel(ctx))
 		return pgconn.CommandTag{}, fmt.Errorf("COPY: write: %w", err)

@@ -70,6 +70,7 @@ type Table[K cmp.Ordered, R any] struct {
 
 	lockNewKeysUntil atomic.Int64 // unix nanoseconds; see NewKeyLocksFor
 	copyOff          atomic.Bool  // a COPY of new rows failed on what the upsert takes (a column's type): upsert only
+	copyRowBytes     atomic.Int64 // bytes per row of the last COPY, to size the next one's buffer
 	fit              sync.Map     // schema → tableFit: see queueFitCheck
 	ctidOff          atomic.Bool  // a write by ctid came up short (a cascade, a trigger): by key only
 }
