@@ -13,22 +13,28 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
-// A batch's COPY goes to PostgreSQL in one write: the statement, every row and the
-// end of the data together, encoded beforehand. pgx's own CopyFrom sends the
-// statement first and then the rows as it encodes them, so PostgreSQL waits for
-// them inside the statement, and a process stopped there (SIGSTOP, a debugger, a
-// paused VM) leaves it waiting for as long as the process stays stopped, with the
-// batch's row locks, the partition's position among them: neither
-// idle_in_transaction_session_timeout (the session is running a statement) nor
-// statement_timeout (PostgreSQL acts on a cancel only once more data arrives, both
-// checked against PostgreSQL 15) ends that wait, and the member that took the
-// partition over waits as long to claim it. Sent whole, the data is in the
-// server's socket before the statement starts: a stop lands before the write, and
-// the transaction is then idle, which the timeout ends, or after it.
+// A batch's COPY goes to PostgreSQL in writes that each carry a whole statement:
+// the COPY, its rows (encoded beforehand) and the end of its data, at most
+// copyWriteMax bytes, so that the kernel takes each write at once, before
+// PostgreSQL reads it. pgx's own CopyFrom sends the statement first and then the
+// rows as it encodes them, so PostgreSQL waits for them inside the statement, and a
+// process stopped there (SIGSTOP, a debugger, a paused VM) leaves it waiting for as
+// long as the process stays stopped, with the batch's row locks, the partition's
+// position among them: neither idle_in_transaction_session_timeout (the session is
+// running a statement) nor statement_timeout (PostgreSQL acts on a cancel only once
+// more data arrives; both checked against PostgreSQL 15) ends that wait, and the
+// member that took the partition over waits as long to claim it. Sent whole, a
+// statement's data is in the server's socket before it starts: a stop lands
+// between two statements, where the transaction is idle and the timeout ends it.
 
-// copyRows writes rows into table (its columns cols, of types oids) with one COPY
-// sent in one write, and returns the rows written. tx's connection must be idle.
-// An error in encoding a value is returned before anything is sent.
+// copyWriteMax bounds one COPY statement's write: socket buffers take it whole
+// (a row larger than that goes alone).
+const copyWriteMax = 64 << 10
+
+// copyRows writes rows into table (its columns cols, of types oids) with COPY
+// statements, each sent in one write, and returns the rows written. tx's
+// connection must be idle. An error in encoding a value is returned before
+// anything is sent.
 func copyRows[K cmp.Ordered, R any](ctx context.Context, tx pgx.Tx, t *Table[K, R], table pgx.Identifier, oids []uint32, rows []R) (int64, error) {
 	conn := tx.Conn()
 	if len(oids) != len(t.cols) {
@@ -39,7 +45,7 @@ func copyRows[K cmp.Ordered, R any](ctx context.Context, tx pgx.Tx, t *Table[K, 
 		quoted[i] = pgx.Identifier{c}.Sanitize()
 	}
 	sql := fmt.Sprintf("COPY %s (%s) FROM STDIN (FORMAT binary)", table.Sanitize(), strings.Join(quoted, ", "))
-	msgs, err := encodeCopy(conn.TypeMap(), t, oids, sql, rows)
+	writes, err := encodeCopy(conn.TypeMap(), t, oids, sql, rows)
 	if err != nil {
 		return 0, encodeError{err}
 	}
@@ -47,11 +53,18 @@ func copyRows[K cmp.Ordered, R any](ctx context.Context, tx pgx.Tx, t *Table[K, 
 	if tracer != nil {
 		ctx = tracer.TraceCopyFromStart(ctx, conn, pgx.TraceCopyFromStartData{TableName: table, ColumnNames: t.cols})
 	}
-	tag, err := copyInOneWrite(ctx, conn.PgConn(), msgs)
-	if tracer != nil {
-		tracer.TraceCopyFromEnd(ctx, conn, pgx.TraceCopyFromEndData{CommandTag: tag, Err: err})
+	var n int64
+	for _, msgs := range writes {
+		var tag pgconn.CommandTag
+		if tag, err = copyInOneWrite(ctx, conn.PgConn(), msgs); err != nil {
+			break
+		}
+		n += tag.RowsAffected()
 	}
-	return tag.RowsAffected(), err
+	if tracer != nil {
+		tracer.TraceCopyFromEnd(ctx, conn, pgx.TraceCopyFromEndData{CommandTag: pgconn.NewCommandTag(fmt.Sprintf("COPY %d", n)), Err: err})
+	}
+	return n, err
 }
 
 // encodeError is a value COPY's binary format could not hold: nothing was sent.
@@ -60,47 +73,58 @@ type encodeError struct{ err error }
 func (e encodeError) Error() string { return "COPY: encoding a row: " + e.err.Error() }
 func (e encodeError) Unwrap() error { return e.err }
 
-// encodeCopy returns the protocol's messages for a COPY of rows: the statement sql
-// (a simple query), the rows in COPY's binary format in one CopyData, each field
-// encoded for its column's type, and CopyDone. The buffer is sized from the bytes
-// per row of the table's last COPY, so that it is not grown by doubling.
-func encodeCopy[K cmp.Ordered, R any](m *pgtype.Map, t *Table[K, R], oids []uint32, sql string, rows []R) ([]byte, error) {
+// encodeCopy returns the protocol's messages for COPY statements of rows, one
+// []byte per write of at most about copyWriteMax bytes: the statement sql (a simple
+// query), its rows in COPY's binary format in one CopyData, each field encoded for
+// its column's type, and CopyDone. Buffers are sized from the bytes per row of the
+// table's last COPY, so that they are not grown by doubling.
+func encodeCopy[K cmp.Ordered, R any](m *pgtype.Map, t *Table[K, R], oids []uint32, sql string, rows []R) ([][]byte, error) {
 	per := int(t.copyRowBytes.Load())
 	if per == 0 {
 		per = 2 + len(t.cols)*24
 	}
-	buf := make([]byte, 0, 5+len(sql)+1+5+19+len(rows)*per*9/8+2+5)
-	buf = append(buf, 'Q', 0, 0, 0, 0)
-	buf = append(buf, sql...)
-	buf = append(buf, 0)
-	setUint32(buf[1:], uint32(len(buf)-1))
-	copyAt := len(buf)
-	buf = append(buf, 'd', 0, 0, 0, 0)
-	buf = append(buf, "PGCOPY\n\377\r\n\000"...)
-	buf = append(buf, 0, 0, 0, 0, 0, 0, 0, 0) // flags, header extension length
-	rowsAt := len(buf)
+	head := 5 + len(sql) + 1 + 5 + 19
+	var out [][]byte
+	var buf []byte
+	copyAt, total := 0, 0
 	for i := range rows {
+		if buf == nil {
+			buf = make([]byte, 0, min(head+(len(rows)-i)*per*9/8, copyWriteMax+per)+7)
+			buf = append(buf, 'Q', 0, 0, 0, 0)
+			buf = append(buf, sql...)
+			buf = append(buf, 0)
+			setUint32(buf[1:], uint32(len(buf)-1))
+			copyAt = len(buf)
+			buf = append(buf, 'd', 0, 0, 0, 0)
+			buf = append(buf, "PGCOPY\n\377\r\n\000"...)
+			buf = append(buf, 0, 0, 0, 0, 0, 0, 0, 0) // flags, header extension length
+		}
+		at0 := len(buf)
 		v := reflect.ValueOf(&rows[i]).Elem()
 		buf = append(buf, byte(len(t.cols)>>8), byte(len(t.cols)))
 		for c, f := range t.fields {
 			at := len(buf)
 			buf = append(buf, 0xff, 0xff, 0xff, 0xff) // -1: NULL, unless a value follows
-			out, err := m.Encode(oids[c], pgtype.BinaryFormatCode, v.FieldByIndex(f).Interface(), buf)
+			enc, err := m.Encode(oids[c], pgtype.BinaryFormatCode, v.FieldByIndex(f).Interface(), buf)
 			if err != nil {
 				return nil, fmt.Errorf("column %s: %w", t.cols[c], err)
 			}
-			if out != nil {
-				buf = out
+			if enc != nil {
+				buf = enc
 				setUint32(buf[at:], uint32(len(buf)-at-4))
 			}
 		}
+		total += len(buf) - at0
+		if i == len(rows)-1 || len(buf)+total/(i+1) > copyWriteMax {
+			buf = append(buf, 0xff, 0xff) // the trailer: -1 fields
+			setUint32(buf[copyAt+1:], uint32(len(buf)-copyAt-1))
+			out, buf = append(out, append(buf, 'c', 0, 0, 0, 4)), nil
+		}
 	}
 	if len(rows) > 0 {
-		t.copyRowBytes.Store(int64((len(buf) - rowsAt) / len(rows)))
+		t.copyRowBytes.Store(int64(total / len(rows)))
 	}
-	buf = append(buf, 0xff, 0xff) // the trailer: -1 fields
-	setUint32(buf[copyAt+1:], uint32(len(buf)-copyAt-1))
-	return append(buf, 'c', 0, 0, 0, 4), nil
+	return out, nil
 }
 
 func setUint32(b []byte, n uint32) {
