@@ -147,6 +147,10 @@ func copyInOneWrite(ctx context.Context, conn *pgconn.PgConn, msgs []byte) (pgco
 	for {
 		msg, err := conn.ReceiveMessage(ctx)
 		if err != nil {
+			// The answer was not read to its end (ctx ended, or the connection
+			// broke): the connection's next reader would get the rest. pgconn
+			// closes its own in that case; this one must too.
+			_ = conn.Close(context.WithoutCancel(ctx))
 			return pgconn.CommandTag{}, err
 		}
 		switch m := msg.(type) {
