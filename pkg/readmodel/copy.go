@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -26,6 +27,10 @@ import (
 // member that took the partition over waits as long to claim it. Sent whole, a
 // statement's data is in the server's socket before it starts: a stop lands
 // between two statements, where the transaction is idle and the timeout ends it.
+// That holds where the kernel takes 64 KiB at once (loopback, a Unix socket, a
+// connection past its first round trips); over TLS, or a fresh connection to a
+// distant server, a write may still go out in parts, and the window is only
+// narrower than pgx's.
 
 // copyWriteMax bounds one COPY statement's write: socket buffers take it whole
 // (a row larger than that goes alone).
@@ -35,8 +40,18 @@ const copyWriteMax = 64 << 10
 // statements, each sent in one write, and returns the rows written. tx's
 // connection must be idle. An error in encoding a value is returned before
 // anything is sent.
-func copyRows[K cmp.Ordered, R any](ctx context.Context, tx pgx.Tx, t *Table[K, R], table pgx.Identifier, oids []uint32, rows []R) (int64, error) {
+func copyRows[K cmp.Ordered, R any](ctx context.Context, tx pgx.Tx, t *Table[K, R], table pgx.Identifier, oids []uint32, rows []R) (n int64, err error) {
 	conn := tx.Conn()
+	if tracer, ok := conn.Config().Tracer.(pgx.CopyFromTracer); ok {
+		ctx = tracer.TraceCopyFromStart(ctx, conn, pgx.TraceCopyFromStartData{TableName: table, ColumnNames: t.cols})
+		defer func() {
+			tag := pgconn.NewCommandTag(fmt.Sprintf("COPY %d", n))
+			if err != nil {
+				tag = pgconn.CommandTag{}
+			}
+			tracer.TraceCopyFromEnd(ctx, conn, pgx.TraceCopyFromEndData{CommandTag: tag, Err: err})
+		}()
+	}
 	if len(oids) != len(t.cols) {
 		return 0, fmt.Errorf("readmodel: table %s: COPY: %d column types for %d columns", t.name, len(oids), len(t.cols))
 	}
@@ -49,22 +64,14 @@ func copyRows[K cmp.Ordered, R any](ctx context.Context, tx pgx.Tx, t *Table[K, 
 	if err != nil {
 		return 0, encodeError{err}
 	}
-	tracer, _ := conn.Config().Tracer.(pgx.CopyFromTracer)
-	if tracer != nil {
-		ctx = tracer.TraceCopyFromStart(ctx, conn, pgx.TraceCopyFromStartData{TableName: table, ColumnNames: t.cols})
-	}
-	var n int64
 	for _, msgs := range writes {
-		var tag pgconn.CommandTag
-		if tag, err = copyInOneWrite(ctx, conn.PgConn(), msgs); err != nil {
-			break
+		tag, err := copyInOneWrite(ctx, conn.PgConn(), msgs)
+		if err != nil {
+			return n, err
 		}
 		n += tag.RowsAffected()
 	}
-	if tracer != nil {
-		tracer.TraceCopyFromEnd(ctx, conn, pgx.TraceCopyFromEndData{CommandTag: pgconn.NewCommandTag(fmt.Sprintf("COPY %d", n)), Err: err})
-	}
-	return n, err
+	return n, nil
 }
 
 // encodeError is a value COPY's binary format could not hold: nothing was sent.
@@ -73,58 +80,108 @@ type encodeError struct{ err error }
 func (e encodeError) Error() string { return "COPY: encoding a row: " + e.err.Error() }
 func (e encodeError) Unwrap() error { return e.err }
 
+// copyStatement builds the messages of one COPY statement: the statement (a
+// simple query), its rows in COPY's binary format in one CopyData, and CopyDone.
+type copyStatement struct {
+	buf    []byte
+	copyAt int // where the CopyData message starts
+	rows   int
+}
+
+func newCopyStatement(sql string, size int) copyStatement {
+	buf := make([]byte, 0, size)
+	buf = append(buf, 'Q', 0, 0, 0, 0)
+	buf = append(buf, sql...)
+	buf = append(buf, 0)
+	setUint32(buf[1:], uint32(len(buf)-1))
+	copyAt := len(buf)
+	buf = append(buf, 'd', 0, 0, 0, 0)
+	buf = append(buf, "PGCOPY\n\377\r\n\000"...)
+	buf = append(buf, 0, 0, 0, 0, 0, 0, 0, 0) // flags, header extension length
+	return copyStatement{buf: buf, copyAt: copyAt}
+}
+
+// end closes the data (the trailer: -1 fields) and the statement (CopyDone).
+func (c copyStatement) end() []byte {
+	c.buf = append(c.buf, 0xff, 0xff)
+	setUint32(c.buf[c.copyAt+1:], uint32(len(c.buf)-c.copyAt-1))
+	return append(c.buf, 'c', 0, 0, 0, 4)
+}
+
 // encodeCopy returns the protocol's messages for COPY statements of rows, one
-// []byte per write of at most about copyWriteMax bytes: the statement sql (a simple
-// query), its rows in COPY's binary format in one CopyData, each field encoded for
-// its column's type, and CopyDone. Buffers are sized from the bytes per row of the
-// table's last COPY, so that they are not grown by doubling.
+// []byte per statement and write: at most copyWriteMax bytes, or one row larger
+// than that alone. Each field is encoded for its column's type. Buffers are sized
+// from the bytes per row of the table's last COPY, so that they are not grown by
+// doubling.
 func encodeCopy[K cmp.Ordered, R any](m *pgtype.Map, t *Table[K, R], oids []uint32, sql string, rows []R) ([][]byte, error) {
 	per := int(t.copyRowBytes.Load())
 	if per == 0 {
 		per = 2 + len(t.cols)*24
 	}
-	head := 5 + len(sql) + 1 + 5 + 19
+	size := func(left int) int { return min(len(sql)+40+left*per*9/8, copyWriteMax+per) }
 	var out [][]byte
-	var buf []byte
-	copyAt, total := 0, 0
+	st := newCopyStatement(sql, size(len(rows)))
+	total := 0
 	for i := range rows {
-		if buf == nil {
-			buf = make([]byte, 0, min(head+(len(rows)-i)*per*9/8, copyWriteMax+per)+7)
-			buf = append(buf, 'Q', 0, 0, 0, 0)
-			buf = append(buf, sql...)
-			buf = append(buf, 0)
-			setUint32(buf[1:], uint32(len(buf)-1))
-			copyAt = len(buf)
-			buf = append(buf, 'd', 0, 0, 0, 0)
-			buf = append(buf, "PGCOPY\n\377\r\n\000"...)
-			buf = append(buf, 0, 0, 0, 0, 0, 0, 0, 0) // flags, header extension length
-		}
-		at0 := len(buf)
+		at := len(st.buf)
 		v := reflect.ValueOf(&rows[i]).Elem()
-		buf = append(buf, byte(len(t.cols)>>8), byte(len(t.cols)))
+		st.buf = append(st.buf, byte(len(t.cols)>>8), byte(len(t.cols)))
 		for c, f := range t.fields {
-			at := len(buf)
-			buf = append(buf, 0xff, 0xff, 0xff, 0xff) // -1: NULL, unless a value follows
-			enc, err := m.Encode(oids[c], pgtype.BinaryFormatCode, v.FieldByIndex(f).Interface(), buf)
-			if err != nil {
+			var err error
+			if st.buf, err = appendCopyField(m, st.buf, oids[c], v.FieldByIndex(f).Interface()); err != nil {
 				return nil, fmt.Errorf("column %s: %w", t.cols[c], err)
 			}
-			if enc != nil {
-				buf = enc
-				setUint32(buf[at:], uint32(len(buf)-at-4))
-			}
 		}
-		total += len(buf) - at0
-		if i == len(rows)-1 || len(buf)+total/(i+1) > copyWriteMax {
-			buf = append(buf, 0xff, 0xff) // the trailer: -1 fields
-			setUint32(buf[copyAt+1:], uint32(len(buf)-copyAt-1))
-			out, buf = append(out, append(buf, 'c', 0, 0, 0, 4)), nil
+		total += len(st.buf) - at
+		if st.rows > 0 && len(st.buf)+7 > copyWriteMax {
+			// The row does not fit: the statement ends before it, and it starts the next.
+			row := append([]byte(nil), st.buf[at:]...)
+			st.buf = st.buf[:at]
+			out = append(out, st.end())
+			st = newCopyStatement(sql, max(size(len(rows)-i), len(sql)+40+len(row)))
+			st.buf = append(st.buf, row...)
 		}
+		st.rows++
+	}
+	if st.rows > 0 {
+		out = append(out, st.end())
 	}
 	if len(rows) > 0 {
 		t.copyRowBytes.Store(int64(total / len(rows)))
 	}
 	return out, nil
+}
+
+// appendCopyField appends v, encoded in binary for the column type oid, with its
+// length (-1: NULL). A value with no binary encoding for the type (a string for a
+// uuid, numeric or date column) is read as the type's text form, then encoded, as
+// pgx's own CopyFrom does.
+func appendCopyField(m *pgtype.Map, buf []byte, oid uint32, v any) ([]byte, error) {
+	at := len(buf)
+	buf = append(buf, 0xff, 0xff, 0xff, 0xff)
+	enc, err := m.Encode(oid, pgtype.BinaryFormatCode, v, buf)
+	if err != nil {
+		s, ok := v.(string)
+		if !ok {
+			text, terr := m.Encode(oid, pgtype.TextFormatCode, v, nil)
+			if terr != nil {
+				return nil, err
+			}
+			s = string(text)
+		}
+		var parsed any
+		if serr := m.Scan(oid, pgtype.TextFormatCode, []byte(s), &parsed); serr != nil {
+			return nil, err
+		}
+		if enc, err = m.Encode(oid, pgtype.BinaryFormatCode, parsed, buf); err != nil {
+			return nil, err
+		}
+	}
+	if enc == nil {
+		return buf, nil // NULL: the -1 stays
+	}
+	setUint32(enc[at:], uint32(len(enc)-at-4))
+	return enc, nil
 }
 
 func setUint32(b []byte, n uint32) {
@@ -135,12 +192,20 @@ func setUint32(b []byte, n uint32) {
 // encoded) in one write on conn, idle, and reads the answer up to ReadyForQuery.
 // PostgreSQL reads the data from its socket once the statement starts; an error
 // before or during the COPY makes it ignore the rest, as the protocol says, and
-// answer with the error.
+// answer with the error. ctx bounds the write too: a write the server does not
+// read (a statement larger than the socket buffers, the server waiting on a lock)
+// fails when ctx ends.
 func copyInOneWrite(ctx context.Context, conn *pgconn.PgConn, msgs []byte) (pgconn.CommandTag, error) {
-	if err := conn.Frontend().SendUnbufferedEncodedCopyData(msgs); err != nil {
+	if err := ctx.Err(); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	nc := conn.Conn()
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetWriteDeadline(time.Now()) })
+	err := conn.Frontend().SendUnbufferedEncodedCopyData(msgs)
+	if !stop() || err != nil {
 		// Part of the messages may be out: the connection cannot be trusted.
-		_ = conn.Close(context.WithoutCancel(ctx))
-		return pgconn.CommandTag{}, fmt.Errorf("COPY: write: %w", err)
+		closeConn(ctx, conn)
+		return pgconn.CommandTag{}, fmt.Errorf("COPY: write: %w", cmp.Or(err, ctx.Err()))
 	}
 	var tag pgconn.CommandTag
 	var pgErr error
@@ -150,8 +215,8 @@ func copyInOneWrite(ctx context.Context, conn *pgconn.PgConn, msgs []byte) (pgco
 			// The answer was not read to its end (ctx ended, or the connection
 			// broke): the connection's next reader would get the rest. pgconn
 			// closes its own in that case; this one must too.
-			_ = conn.Close(context.WithoutCancel(ctx))
-			return pgconn.CommandTag{}, err
+			closeConn(ctx, conn)
+			return pgconn.CommandTag{}, fmt.Errorf("COPY: reading the answer: %w", err)
 		}
 		switch m := msg.(type) {
 		case *pgproto3.CommandComplete:
@@ -162,4 +227,12 @@ func copyInOneWrite(ctx context.Context, conn *pgconn.PgConn, msgs []byte) (pgco
 			return tag, pgErr
 		}
 	}
+}
+
+// closeConn closes conn, waiting at most 15 s for the server to hear it, as pgconn
+// does for its own.
+func closeConn(ctx context.Context, conn *pgconn.PgConn) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	_ = conn.Close(cctx)
 }

@@ -414,12 +414,11 @@ func (t *Table[K, R]) copies(schema string) bool {
 
 // copyRefusal reports whether a COPY's error is one the upsert would not meet for
 // the same rows: the binary data does not fit a column (class 22, data exception:
-// the column's type is not the one the field maps to), a column or the table is
-// not there as declared (class 42), or the client gave up the COPY (encoding a
-// value failed: "COPY from stdin failed", 57014).
+// the column's type is not the one the field maps to), or a column or the table is
+// not there as declared (class 42). A value that cannot be encoded is found before
+// the COPY is sent (encodeError).
 func copyRefusal(e *pgconn.PgError) bool {
-	return strings.HasPrefix(e.Code, "22") || strings.HasPrefix(e.Code, "42") ||
-		(e.Code == "57014" && strings.Contains(e.Message, "COPY from stdin failed"))
+	return strings.HasPrefix(e.Code, "22") || strings.HasPrefix(e.Code, "42")
 }
 
 // queueAdds queues the write of Add's deltas for keys not in memory, in key order,
