@@ -94,6 +94,10 @@ func (s *Snapshotter) saw(applied iter.Seq[string]) {
 	}
 }
 
+// pruneTimeout bounds the prune that follows a snapshot stored, which runs even
+// when the run is stopping.
+const pruneTimeout = 30 * time.Second
+
 // take snapshots now (one at a time, never while this runner rewrites snapshots)
 // and prunes to Keep.
 func (s *Snapshotter) take(ctx context.Context, owner bool) error {
@@ -114,7 +118,11 @@ func (s *Snapshotter) take(ctx context.Context, owner bool) error {
 	s.pending.Store(false)
 	s.last.Store(m.Events)
 	s.lastAt.Store(time.Now().UnixNano())
-	gone, err := snapshot.Prune(ctx, s.policy.Store, m.Projection, m.Version, s.policy.Keep)
+	// The snapshot is stored: prune even if the run is stopping meanwhile, else a
+	// store that heeds ctx keeps one more than Keep until the next snapshot.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pruneTimeout)
+	defer cancel()
+	gone, err := snapshot.Prune(pctx, s.policy.Store, m.Projection, m.Version, s.policy.Keep)
 	s.src.Log.Info("snapshot taken", zap.String("id", m.ID), zap.Int64("events", m.Events), zap.Int64("bytes", m.Bytes),
 		zap.Duration("took", time.Since(start)), zap.Bool("sync", s.policy.Sync), zap.Int("pruned", len(gone)))
 	return err

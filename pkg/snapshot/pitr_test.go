@@ -2,6 +2,7 @@ package snapshot_test
 
 import (
 	"context"
+	"io"
 	"testing"
 	"time"
 
@@ -62,4 +63,44 @@ func TestPointInTimeReplayEqualsFoldUpToThePoint(t *testing.T) {
 		t.Fatalf("the live read model changed: %s", d)
 	}
 	t.Logf("point in time: %d events (snapshot %s + %d replayed) into schema pitr_%s, beside the live read model", res.Events, res.Snapshot, res.Replayed, w.name)
+}
+
+// cancelAfterWrite is a store that ends its caller's context once a snapshot is
+// stored: a run stopping at that moment.
+type cancelAfterWrite struct {
+	snapshot.FolderStore
+	cancel context.CancelFunc
+}
+
+func (s cancelAfterWrite) Write(ctx context.Context, m *snapshot.Manifest, files func(put func(string, func(io.Writer) error) error) error) error {
+	err := s.FolderStore.Write(ctx, m, files)
+	s.cancel()
+	return err
+}
+
+// A snapshot stored is a snapshot taken, even if the caller's context ends right
+// after: the read-only transaction it was read in has nothing to commit. Reported
+// failed, the policy did not prune after it, and the store kept one more than its
+// Keep.
+func TestASnapshotStoredIsTakenWhenTheContextEndsRightAfter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: run without -short")
+	}
+	t.Parallel()
+	w := newWorld(t, 2)
+	db, _ := testenv.Database(t)
+	p := w.projection(1)
+	w.publish(500)
+	w.runUntilCaughtUp(w.runner(db, p), db, p)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := cancelAfterWrite{FolderStore: snapshot.FolderStore{Dir: t.TempDir()}, cancel: cancel}
+	m, err := snapshot.Take(ctx, snapshot.Source{Pool: db, Projection: p, Topic: w.topic}, store)
+	if err != nil || m == nil {
+		t.Fatalf("a stored snapshot reported as %v (manifest %v)", err, m)
+	}
+	ms, err := store.List(context.Background(), p.Name(), p.Version())
+	if err != nil || len(ms) != 1 || ms[0].ID != m.ID || m.Events != 500 {
+		t.Fatalf("store holds %v (%v), want the one taken, of 500 events: %+v", ms, err, m)
+	}
 }

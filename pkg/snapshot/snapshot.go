@@ -163,7 +163,12 @@ func Take(ctx context.Context, src Source, store Store) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: %w", err)
 	}
-	return m, tx.Commit(ctx)
+	// The transaction only read, and the snapshot is stored: how the transaction
+	// ends (the deferred rollback) changes nothing. Its COMMIT used to be the last
+	// step, and a stop cancelling ctx there (seen: "i/o timeout") reported a stored
+	// snapshot as failed, so the policy did not prune after it, and the store kept one
+	// more than Keep.
+	return m, nil
 }
 
 // snapshotCopies returns the COPY statement of each file of a snapshot of src:
