@@ -40,6 +40,17 @@ func (b *bank) applyIn(pool *pgxpool.Pool, schema string, ds []events.Decoded) e
 	})
 }
 
+// bankOfOwnerO0 returns a bank in a schema of its own, with owner o0 (the owner
+// of deposits), and the pool and schema.
+func bankOfOwnerO0(t *testing.T) (*pgxpool.Pool, string, *bank) {
+	t.Helper()
+	pool, schema := testenv.Postgres(t)
+	b := newBank(t, pool)
+	_, err := pool.Exec(context.Background(), `INSERT INTO owners VALUES ('o0', 0)`)
+	require.NoError(t, err)
+	return pool, schema, b
+}
+
 // deposits returns n deposits, of 1, 2, … n, on new accounts prefix000…, owned by o0.
 func deposits(prefix string, n int) []any {
 	out := make([]any, n)
@@ -55,11 +66,8 @@ func deposits(prefix string, n int) []any {
 // values written are the same either way.
 func TestNewRowsGoByCopyAndLoadedRowsByTheirCtid(t *testing.T) {
 	t.Parallel()
-	pool, schema := testenv.Postgres(t)
-	b := newBank(t, pool)
+	pool, schema, b := bankOfOwnerO0(t)
 	ctx := context.Background()
-	_, err := pool.Exec(ctx, `INSERT INTO owners VALUES ('o0', 0)`)
-	require.NoError(t, err)
 	tp, c := traced(t, pool)
 
 	require.NoError(t, b.applyIn(tp, schema, b.decode(t, deposits("big", 100)...)))
@@ -504,11 +512,8 @@ func (c writeLog) Write(b []byte) (int, error) {
 // stopped process stays stopped.
 func TestACopyIsSentAsWholeStatements(t *testing.T) {
 	t.Parallel()
-	pool, schema := testenv.Postgres(t)
-	b := newBank(t, pool)
+	pool, schema, b := bankOfOwnerO0(t)
 	ctx := context.Background()
-	_, err := pool.Exec(ctx, `INSERT INTO owners VALUES ('o0', 0)`)
-	require.NoError(t, err)
 	var mu sync.Mutex
 	var copies [][]byte
 	cfg := pool.Config()

@@ -3,6 +3,7 @@ package snapshot_test
 import (
 	"context"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/admin"
+	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/snapshot"
 )
 
@@ -102,5 +104,83 @@ func TestASnapshotStoredIsTakenWhenTheContextEndsRightAfter(t *testing.T) {
 	ms, err := store.List(context.Background(), p.Name(), p.Version())
 	if err != nil || len(ms) != 1 || ms[0].ID != m.ID || m.Events != 500 {
 		t.Fatalf("store holds %v (%v), want the one taken, of 500 events: %+v", ms, err, m)
+	}
+}
+
+// heedingStore is a FolderStore whose List and Delete heed their context, as a
+// store over a network would, and whose first Write ends the run (stop).
+type heedingStore struct {
+	snapshot.FolderStore
+	stop  context.CancelFunc
+	wrote *atomic.Bool
+}
+
+func (s heedingStore) Write(ctx context.Context, m *snapshot.Manifest, files func(put func(string, func(io.Writer) error) error) error) error {
+	err := s.FolderStore.Write(ctx, m, files)
+	if err == nil && s.wrote.CompareAndSwap(false, true) {
+		s.stop()
+	}
+	return err
+}
+
+func (s heedingStore) List(ctx context.Context, projection string, version int) ([]snapshot.Manifest, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.FolderStore.List(ctx, projection, version)
+}
+
+func (s heedingStore) Delete(ctx context.Context, projection string, version int, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.FolderStore.Delete(ctx, projection, version, id)
+}
+
+// A snapshot the policy stores is followed by its prune even when the run stops
+// right after the store's write: the store keeps Keep snapshots, not one more.
+func TestThePolicyPrunesAfterASnapshotStoredAsTheRunStops(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: run without -short")
+	}
+	t.Parallel()
+	w := newWorld(t, 2)
+	db, _ := testenv.Database(t)
+	p := w.projection(1)
+	w.publish(2000)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := heedingStore{FolderStore: snapshot.FolderStore{Dir: t.TempDir()}, stop: cancel, wrote: &atomic.Bool{}}
+	old := &snapshot.Manifest{ID: "old", Projection: p.Name(), Version: p.Version(), CreatedAt: time.Now().Add(-time.Hour)}
+	if err := store.FolderStore.Write(context.Background(), old, func(func(string, func(io.Writer) error) error) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	r, err := projector.New(projector.Config{Brokers: testenv.Kafka(t), Topic: w.topic, Projection: p, Pool: db,
+		GroupID: "g-" + w.name, Logger: zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel)),
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: 500 * time.Millisecond, BatchSize: 200,
+		Snapshots: &projector.SnapshotPolicy{Store: store, EveryEvents: 500, Keep: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("no snapshot stored within 2 minutes")
+	}
+	ms, err := store.FolderStore.List(context.Background(), p.Name(), p.Version())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range ms {
+		ids = append(ids, m.ID)
+	}
+	if len(ms) != 1 || ms[0].ID == "old" {
+		t.Fatalf("the store keeps %d snapshots %v, want the new one alone (Keep 1)", len(ms), ids)
 	}
 }
