@@ -77,16 +77,26 @@ func (s *tableState[K, R]) queueLoad(w *Writer) int {
 		n++
 	}
 	b.Queue(t.selects, keys).Query(func(rows pgx.Rows) error {
-		found := make(map[K]slot[R], len(keys))
+		if len(s.rows) == 0 {
+			s.rows = make(map[K]slot[R], len(keys)) // sized once, not grown by doubling
+		}
+		// The rows found go straight into the identity map: no key asked for is in
+		// it yet (see above), and nothing else runs while the results are read.
+		// One row variable for the whole load, its fields' addresses boxed once:
+		// boxing them per row allocated a slice and an interface per column, per row.
+		// Each row is copied out of it, and pgx makes every string, byte slice and
+		// pointer it scans anew.
+		var row R
+		var ctid pgtype.TID
+		v := reflect.ValueOf(&row).Elem()
+		dest := make([]any, len(t.fields)+1)
+		dest[0] = &ctid
+		for i, f := range t.fields {
+			dest[i+1] = v.FieldByIndex(f).Addr().Interface()
+		}
 		for rows.Next() {
-			var row R
-			var ctid pgtype.TID
-			v := reflect.ValueOf(&row).Elem()
-			dest := make([]any, len(t.fields)+1)
-			dest[0] = &ctid
-			for i, f := range t.fields {
-				dest[i+1] = v.FieldByIndex(f).Addr().Interface()
-			}
+			var zero R
+			row = zero
 			if err := rows.Scan(dest...); err != nil {
 				return err
 			}
@@ -94,13 +104,13 @@ func (s *tableState[K, R]) queueLoad(w *Writer) int {
 			if sl.exists {
 				sl.ctid = ctid // a row a DeleteWhere queued will delete is not there to update
 			}
-			found[t.key(row)] = sl
+			s.rows[t.key(row)] = sl
 		}
 		if err := rows.Err(); err != nil {
 			return err
 		}
 		for _, k := range keys {
-			sl, ok := found[k]
+			sl, ok := s.rows[k]
 			if !ok {
 				sl.absent = true // held as absent: not loaded again
 			}
