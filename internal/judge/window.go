@@ -30,7 +30,13 @@ func idHash(id string) uint64 { return xxhash.Sum64String(id) }
 // EncodeWindow packs a window for its bytea column: per event, the sequence as a
 // uvarint, then the id's hash in 8 bytes, little-endian.
 func EncodeWindow(w []Applied) []byte {
-	b := make([]byte, 0, len(w)*(binary.MaxVarintLen64+8))
+	n := 0
+	for _, a := range w {
+		n += uvarintLen(a.Seq) + 8
+	}
+	// Sized exactly: the batch holds its windows until it commits, and sized for the
+	// longest varint each took twice the bytes.
+	b := make([]byte, 0, n)
 	for _, a := range w {
 		b = binary.AppendUvarint(b, a.Seq)
 		b = binary.LittleEndian.AppendUint64(b, a.Hash)
@@ -41,7 +47,12 @@ func EncodeWindow(w []Applied) []byte {
 // DecodeWindow unpacks a window. A damaged one decodes as far as it is whole: a
 // window cut short only makes more events park, never one be skipped.
 func DecodeWindow(b []byte) []Applied {
-	var w []Applied
+	if len(b) == 0 {
+		return nil
+	}
+	// At most one entry per 9 bytes (a one-byte sequence and the hash): one
+	// allocation, where appending grew the slice five times for a full window.
+	w := make([]Applied, 0, len(b)/9)
 	for len(b) > 0 {
 		seq, n := binary.Uvarint(b)
 		if n <= 0 || len(b) < n+8 {
@@ -83,6 +94,16 @@ func (a Aggregate) with(seq uint64, id string) Aggregate {
 	}
 	a.Recent = recent
 	return a
+}
+
+// uvarintLen is how many bytes binary.AppendUvarint takes for v.
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
 }
 
 // holds reports whether id is among the aggregate's recently applied events.

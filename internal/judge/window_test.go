@@ -57,3 +57,15 @@ func TestDedupeWindow(t *testing.T) {
 	require.False(t, old.reaches(3))
 	require.True(t, old.reaches(59))
 }
+
+// A window is encoded into exactly the bytes it takes, whatever its sequences'
+// sizes, and decodes whole.
+func TestWindowEncodesIntoExactlyItsBytes(t *testing.T) {
+	t.Parallel()
+	w := []Applied{start, {Seq: 1, Hash: 7}, {Seq: 127, Hash: 8}, {Seq: 128, Hash: 9}, {Seq: 1 << 40, Hash: 10}, {Seq: 1<<64 - 1, Hash: 11}}
+	raw := EncodeWindow(w)
+	require.Equal(t, len(raw), cap(raw))
+	require.Equal(t, (1+1+1+2+6+10)+8*len(w), len(raw))
+	require.Equal(t, w, DecodeWindow(raw))
+	require.Nil(t, DecodeWindow(nil))
+}
