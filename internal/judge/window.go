@@ -67,28 +67,69 @@ func DecodeWindow(b []byte) []Applied {
 // Aggregate is an aggregate's mark: its highest applied sequence, the event that
 // holds it, and its last applied events.
 type Aggregate struct {
-	Seq    uint64
-	ID     string
-	Recent []Applied // in the order applied, at most dedupeWindow
+	Seq uint64
+	ID  string
+	// Recent is the window of its last applied events, in the order applied, at most
+	// dedupeWindow, encoded as its column stores it (EncodeWindow): a batch reads,
+	// judges against, extends and writes it back without decoding it, at a third of
+	// the decoded size (the windows of a batch's aggregates are held until it
+	// commits). A damaged tail is ignored, as DecodeWindow ignores it.
+	Recent []byte
 }
+
+// Window returns the window decoded.
+func (a Aggregate) Window() []Applied { return DecodeWindow(a.Recent) }
 
 // start marks the beginning of an aggregate's history in its window: while it is
 // there, the window holds every event the aggregate ever applied.
 var start = Applied{}
 
+// startEncoded is start as EncodeWindow writes it.
+var startEncoded = EncodeWindow([]Applied{start})
+
+// entry reads the window entry at the start of b: the entry and its length, or a
+// length of 0 when b holds no whole entry (its end, or damage).
+func entry(b []byte) (Applied, int) {
+	seq, n := binary.Uvarint(b)
+	if n <= 0 || len(b) < n+8 {
+		return Applied{}, 0
+	}
+	return Applied{Seq: seq, Hash: binary.LittleEndian.Uint64(b[n:])}, n + 8
+}
+
+// each calls fn with each whole entry of the window w, in order, until fn returns
+// false; it returns the length of the whole entries it read.
+func each(w []byte, fn func(Applied) bool) int {
+	off := 0
+	for off < len(w) {
+		e, n := entry(w[off:])
+		if n == 0 {
+			break
+		}
+		off += n
+		if !fn(e) {
+			break
+		}
+	}
+	return off
+}
+
 // with returns the mark after an event with seq and id was applied.
 func (a Aggregate) with(seq uint64, id string) Aggregate {
 	old := a.Recent
 	if a.Seq == 0 && len(old) == 0 {
-		old = []Applied{start} // the aggregate's first event
+		old = startEncoded // the aggregate's first event
 	}
-	recent := make([]Applied, 0, min(len(old)+1, dedupeWindow))
-	if n := len(old) + 1 - dedupeWindow; n > 0 {
-		recent = append(recent, old[n:]...)
-	} else {
-		recent = append(recent, old...)
+	var count int
+	old = old[:each(old, func(Applied) bool { count++; return true })] // whole entries only
+	for drop := count + 1 - dedupeWindow; drop > 0; drop-- {
+		_, n := entry(old)
+		old = old[n:]
 	}
-	recent = append(recent, Applied{Seq: seq, Hash: idHash(id)})
+	recent := make([]byte, 0, len(old)+uvarintLen(seq)+8)
+	recent = append(recent, old...)
+	recent = binary.AppendUvarint(recent, seq)
+	recent = binary.LittleEndian.AppendUint64(recent, idHash(id))
 	if seq > a.Seq {
 		a.Seq, a.ID = seq, id
 	}
@@ -111,13 +152,12 @@ func (a Aggregate) holds(id string) bool {
 	if id == a.ID {
 		return true
 	}
-	h := idHash(id)
-	for i := len(a.Recent) - 1; i >= 0; i-- {
-		if a.Recent[i].Hash == h && a.Recent[i] != start {
-			return true
-		}
-	}
-	return false
+	h, found := idHash(id), false
+	each(a.Recent, func(r Applied) bool {
+		found = r.Hash == h && r != start
+		return !found
+	})
+	return found
 }
 
 // holder reports whether the window remembers an event applied with seq, and its
@@ -126,12 +166,12 @@ func (a Aggregate) holder(seq uint64) (string, bool) {
 	if seq == a.Seq && a.ID != "" {
 		return a.ID, true
 	}
-	for _, r := range a.Recent {
-		if r.Seq == seq && r != start {
-			return "", true
-		}
-	}
-	return "", false
+	found := false
+	each(a.Recent, func(r Applied) bool {
+		found = r.Seq == seq && r != start
+		return !found
+	})
+	return "", found
 }
 
 // reaches reports whether the window remembers every applied event at seq or
@@ -140,14 +180,16 @@ func (a Aggregate) holder(seq uint64) (string, bool) {
 // lowest sequence it holds (an aggregate's sequences are applied mostly in order, so
 // an event evicted from the window had a lower one).
 func (a Aggregate) reaches(seq uint64) bool {
-	lowest, any := uint64(0), false
-	for _, r := range a.Recent {
+	lowest, any, fromStart := uint64(0), false, false
+	each(a.Recent, func(r Applied) bool {
 		if r == start {
-			return true
+			fromStart = true
+			return false
 		}
 		if !any || r.Seq < lowest {
 			lowest, any = r.Seq, true
 		}
-	}
-	return any && seq >= lowest
+		return true
+	})
+	return fromStart || (any && seq >= lowest)
 }

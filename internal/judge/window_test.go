@@ -29,7 +29,7 @@ func TestDedupeWindow(t *testing.T) {
 	for s := uint64(8); s <= 100; s++ {
 		a = a.with(s, fmt.Sprint("e", s))
 	}
-	require.Len(t, a.Recent, dedupeWindow)
+	require.Len(t, a.Window(), dedupeWindow)
 	require.False(t, a.holds("e7"), "evicted")
 	require.True(t, a.holds("e69") && a.holds("e100"))
 	require.True(t, a.reaches(69))
@@ -44,10 +44,10 @@ func TestDedupeWindow(t *testing.T) {
 
 	// The window survives its column, in about 10 bytes an event; a damaged one
 	// decodes as far as it is whole.
-	raw := EncodeWindow(b.Recent)
-	require.Equal(t, b.Recent, DecodeWindow(raw))
+	raw := EncodeWindow(b.Window())
+	require.Equal(t, b.Recent, raw, "held as stored")
 	require.Less(t, len(raw), 11*dedupeWindow)
-	require.Equal(t, b.Recent[:3], DecodeWindow(raw[:len(raw)*3/len(b.Recent)+1])[:3])
+	require.Equal(t, b.Window()[:3], DecodeWindow(raw[:len(raw)*3/len(b.Window())+1])[:3])
 	require.Empty(t, DecodeWindow([]byte{0xff}))
 
 	// A mark from before windows existed reaches nothing below what it sees.
@@ -68,4 +68,21 @@ func TestWindowEncodesIntoExactlyItsBytes(t *testing.T) {
 	require.Equal(t, (1+1+1+2+6+10)+8*len(w), len(raw))
 	require.Equal(t, w, DecodeWindow(raw))
 	require.Nil(t, DecodeWindow(nil))
+}
+
+// A window whose tail is damaged is judged and extended by its whole entries: the
+// damage is dropped with the next event, never carried into what is written back.
+func TestAWindowWithADamagedTailIsExtendedByItsWholeEntries(t *testing.T) {
+	t.Parallel()
+	var a Aggregate
+	for s := uint64(1); s <= 3; s++ {
+		a = a.with(s, fmt.Sprint("e", s))
+	}
+	whole := a.Window()
+	a.Recent = append(a.Recent, 0x05, 0x01) // half an entry
+	require.True(t, a.holds("e2"))
+	require.False(t, a.holds("e9"))
+	b := a.with(4, "e4")
+	require.Equal(t, append(whole, Applied{Seq: 4, Hash: idHash("e4")}), b.Window())
+	require.Equal(t, EncodeWindow(b.Window()), b.Recent, "no damaged byte is kept")
 }

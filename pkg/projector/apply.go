@@ -209,7 +209,7 @@ func (r *Runner) begin(ctx context.Context, entries []judge.Entry) (pgx.Tx, *rea
 	rmhook.Schema(w, r.cfg.Projection.Schema()) // the search_path's first, set by beginSQL
 	if len(subjects) > 0 {
 		store.QueueLoadAggregates(w, r.cfg.Schema, pn, pv, subjects, func(s string, seq int64, id string, recent []byte) {
-			st.Aggs[s] = judge.Aggregate{Seq: uint64(seq), ID: id, Recent: judge.DecodeWindow(recent)}
+			st.Aggs[s] = judge.Aggregate{Seq: uint64(seq), ID: id, Recent: recent}
 		})
 	}
 	if len(ids) > 0 {
@@ -253,7 +253,7 @@ func (r *Runner) queueMarks(w *readmodel.Writer, st *judge.Marks) {
 		ids := make([]string, 0, len(st.Changed))
 		recent := make([][]byte, 0, len(st.Changed))
 		for s, a := range st.Changed {
-			subj, seqs, ids, recent = append(subj, s), append(seqs, int64(a.Seq)), append(ids, a.ID), append(recent, judge.EncodeWindow(a.Recent))
+			subj, seqs, ids, recent = append(subj, s), append(seqs, int64(a.Seq)), append(ids, a.ID), append(recent, a.Recent)
 		}
 		store.QueueSaveAggregates(w, r.cfg.Schema, pn, pv, subj, seqs, ids, recent)
 	}
