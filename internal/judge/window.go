@@ -116,12 +116,11 @@ func each(w []byte, fn func(Applied) bool) int {
 
 // with returns the mark after an event with seq and id was applied.
 func (a Aggregate) with(seq uint64, id string) Aggregate {
-	old := a.Recent
-	if a.Seq == 0 && len(old) == 0 {
-		old = startEncoded // the aggregate's first event
-	}
 	var count int
-	old = old[:each(old, func(Applied) bool { count++; return true })] // whole entries only
+	old := a.Recent[:each(a.Recent, func(Applied) bool { count++; return true })] // whole entries only
+	if a.Seq == 0 && count == 0 {
+		old, count = startEncoded, 1 // the aggregate's first event
+	}
 	for drop := count + 1 - dedupeWindow; drop > 0; drop-- {
 		_, n := entry(old)
 		old = old[n:]

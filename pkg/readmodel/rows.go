@@ -76,12 +76,24 @@ func (s *tableState[K, R]) queueLoad(w *Writer) int {
 		b.Queue(t.locks, keys, t.name+":")
 		n++
 	}
-	b.Queue(t.selects, keys).Query(func(rows pgx.Rows) error {
+	b.Queue(t.selects, keys).Query(s.readLoad(keys))
+	return n
+}
+
+// readLoad returns the reading of the rows a load of keys (sorted) found into the
+// identity map: each key asked for ends in it, as found or absent, with the deltas
+// added to it before it was read.
+func (s *tableState[K, R]) readLoad(keys []K) func(pgx.Rows) error {
+	t := s.t
+	return func(rows pgx.Rows) error {
 		if len(s.rows) == 0 {
 			s.rows = make(map[K]slot[R], len(keys)) // sized once, not grown by doubling
 		}
 		// The rows found go straight into the identity map: no key asked for is in
-		// it yet (see above), and nothing else runs while the results are read.
+		// it yet (see above), and nothing else runs while the results are read. A row
+		// whose key was not asked for (a citext or char(n) key, equal to the one asked
+		// for but not the same bytes) is dropped, as it was: it may be in memory
+		// already, changed. A scan that fails leaves none of the keys asked for.
 		// One row variable for the whole load, its fields' addresses boxed once:
 		// boxing them per row allocated a slice and an interface per column, per row.
 		// Each row is copied out of it, and pgx makes every string, byte slice and
@@ -94,20 +106,30 @@ func (s *tableState[K, R]) queueLoad(w *Writer) int {
 		for i, f := range t.fields {
 			dest[i+1] = v.FieldByIndex(f).Addr().Interface()
 		}
+		fail := func(err error) error {
+			for _, k := range keys {
+				delete(s.rows, k)
+			}
+			return err
+		}
 		for rows.Next() {
 			var zero R
 			row = zero
 			if err := rows.Scan(dest...); err != nil {
-				return err
+				return fail(err)
+			}
+			k := t.key(row)
+			if _, asked := slices.BinarySearch(keys, k); !asked {
+				continue
 			}
 			sl := slot[R]{row: row, exists: !s.deletedWhere(v), held: true}
 			if sl.exists {
 				sl.ctid = ctid // a row a DeleteWhere queued will delete is not there to update
 			}
-			s.rows[t.key(row)] = sl
+			s.rows[k] = sl
 		}
 		if err := rows.Err(); err != nil {
-			return err
+			return fail(err)
 		}
 		for _, k := range keys {
 			sl, ok := s.rows[k]
@@ -126,8 +148,7 @@ func (s *tableState[K, R]) queueLoad(w *Writer) int {
 			s.rows[k] = sl
 		}
 		return nil
-	})
-	return n
+	}
 }
 
 // deletedWhere reports whether a loaded row falls under a DeleteWhere not yet

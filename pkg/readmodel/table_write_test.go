@@ -543,3 +543,38 @@ func TestACopyIsSentAsWholeStatements(t *testing.T) {
 	require.Equal(t, 1, got["one000"])
 	require.Equal(t, 3000, got["one2999"])
 }
+
+type code struct {
+	ID string `db:"id"`
+	N  int    `db:"n"`
+}
+
+// A load keeps only the rows of the keys it asked for: a char(n) key comes back
+// padded, equal to the key asked for in PostgreSQL but not the same string, and a
+// row put under that padded key earlier in the batch stays as put, not replaced by
+// the stored one.
+func TestALoadKeepsOnlyTheKeysItAskedFor(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Postgres(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `CREATE TABLE codes (id char(5) PRIMARY KEY, n int NOT NULL); INSERT INTO codes VALUES ('ab', 1)`)
+	require.NoError(t, err)
+	p, err := readmodel.New("codes", 1, events.NewRegistry())
+	require.NoError(t, err)
+	codes := readmodel.NewTable[string, code](p, "codes", "id")
+	require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		w := readmodel.NewWriter(tx)
+		codes.Put(w, code{ID: "ab   ", N: 42})
+		if _, _, err := codes.Get(ctx, w, "ab"); err != nil {
+			return err
+		}
+		row, ok, err := codes.Get(ctx, w, "ab   ")
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, 42, row.N, "the row put stays as put")
+		return w.Flush(ctx)
+	}))
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT n FROM codes WHERE id = 'ab'`).Scan(&n))
+	require.Equal(t, 42, n)
+}
