@@ -84,3 +84,34 @@ func TestStaleSequencesAreAppliedOrParkedNeverDropped(t *testing.T) {
 		}
 	}
 }
+
+// The window of an aggregate's last applied events survives its column: a runner
+// that starts after another stored it proves late copies of events that are not
+// the aggregate's last (only the window holds their ids) to be duplicates, and
+// skips them.
+func TestAStoredWindowProvesLateCopiesToTheNextRunner(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	var failing atomic.Bool
+	p := notesProjection(t, f, &failing)
+	f.publish(note(t, "s", 1, false), note(t, "s", 2, false), note(t, "s", 3, false), note(t, "s", 4, false), note(t, "s", 5, false))
+	_, stop := f.start(f.config(p))
+	f.waitCaughtUp(p, time.Minute)
+	stop()
+
+	f.publish(note(t, "s", 2, false), note(t, "s", 4, false), note(t, "s", 6, false)) // copies of 2 and 4, then 6
+	r, _ := f.start(f.config(p))
+	f.waitCaughtUp(p, time.Minute)
+	f.waitStatusAtEnd(r, 10*time.Second)
+	var dups int64
+	for _, ps := range r.Status().Partitions {
+		dups += ps.Duplicates
+	}
+	parked, err := admin.NewDLQ(f.pool, f.schema, p.Name(), p.Version()).List(context.Background(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := appliedSeqs(t, f, p); !equal(got["s"], []int64{1, 2, 3, 4, 5, 6}) || dups != 2 || len(parked) != 0 {
+		t.Fatalf("applied %v, %d duplicates, %d parked: want 1 to 6 applied once, the copies of 2 and 4 skipped, none parked", got, dups, len(parked))
+	}
+}
