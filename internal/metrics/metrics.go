@@ -31,6 +31,8 @@ type Set struct {
 	Offset     *prometheus.GaugeVec
 	Effects    *prometheus.CounterVec
 	Deadlocks  prometheus.Counter
+	Folds      prometheus.Histogram // reads per fold (several reads of a partition in one transaction)
+	Unfolded   prometheus.Counter
 }
 
 // New makes the Runner's collectors and registers them with reg, when there
@@ -60,6 +62,10 @@ func New(reg prometheus.Registerer, projection string, version int, topic string
 			[]string{"effect", "outcome"}),
 		Deadlocks: prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_deadlocks_total", ConstLabels: labels,
 			Help: "Batches chosen as a deadlock victim (40P01), each retried in halves after a backoff."}),
+		Folds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "projector_fold_reads", ConstLabels: labels,
+			Help: "Reads of a partition committed in one transaction while it replays (a fold; see Config.FoldRows).", Buckets: prometheus.ExponentialBuckets(1, 2, 8)}),
+		Unfolded: prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_folds_failed_total", ConstLabels: labels,
+			Help: "Folds rolled back on a failure, their events applied again from the log batch by batch."}),
 		Lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "projector_partition_lag", ConstLabels: labels,
 			Help: "Events between the stored position and the partition's end, per partition owned here."}, []string{"partition"}),
 		Offset: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "projector_partition_offset", ConstLabels: labels,
@@ -70,7 +76,7 @@ func New(reg prometheus.Registerer, projection string, version int, topic string
 	}
 	err := errors.Join(reuse(reg, &m.Events), reuse(reg, &m.Batches), reuse(reg, &m.Transient), reuse(reg, &m.Fenced),
 		reuse(reg, &m.Gaps), reuse(reg, &m.OutOfOrder), reuse(reg, &m.Resolved), reuse(reg, &m.Lag), reuse(reg, &m.Offset),
-		reuse(reg, &m.Effects), reuse(reg, &m.Deadlocks))
+		reuse(reg, &m.Effects), reuse(reg, &m.Deadlocks), reuse(reg, &m.Folds), reuse(reg, &m.Unfolded))
 	if err != nil {
 		return nil, fmt.Errorf("projector: Config.Registerer: %w", err)
 	}

@@ -60,3 +60,35 @@ func SetSchema(f func(w Writer, schema string)) { schema = f }
 // search_path), and its loaded rows written back by ctid. A writer not told
 // writes every row with its upsert.
 func Schema(w Writer, name string) { schema(w, name) }
+
+var send func(ctx context.Context, w Writer) error
+
+// SetSend installs the mechanism Send runs. Package readmodel calls it once.
+func SetSend(f func(ctx context.Context, w Writer) error) { send = f }
+
+// Send sends what is queued on w, a *readmodel.Writer, in one round trip, without
+// the writes of the rows changed in memory: a fold (several reads of a partition
+// in one transaction) sends each read's loads this way, and writes its rows once,
+// with its COMMIT.
+func Send(ctx context.Context, w Writer) error { return send(ctx, w) }
+
+var held func(w Writer) int
+
+// SetHeld installs the mechanism Held runs. Package readmodel calls it once.
+func SetHeld(f func(w Writer) int) { held = f }
+
+// Held returns how many rows w, a *readmodel.Writer, holds in memory, over all its
+// tables: what a fold's memory grows with.
+func Held(w Writer) int { return held(w) }
+
+var spill func(w Writer) func()
+
+// SetSpill installs the mechanism Spill runs. Package readmodel calls it once.
+func SetSpill(f func(w Writer) func()) { spill = f }
+
+// Spill queues on w, a *readmodel.Writer, the writes of the rows new to their
+// tables (loaded as absent, then put) and forgets them, so that reads queued after
+// load them from the table: a fold keeps in memory the rows its events touch
+// again, and writes the ones they only insert as it goes. It returns the func that
+// puts them back in memory, unwritten, for when the writes are rolled back.
+func Spill(w Writer) func() { return spill(w) }

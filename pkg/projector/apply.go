@@ -85,6 +85,13 @@ var errCareful = errors.New("a statement failed: retrying event by event")
 // any handler or statement error returns errCareful (or the transient error itself).
 func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st *judge.Marks, entries []judge.Entry, careful, retry bool, known map[int64]error) (outcome, error) {
 	out := outcome{parkedSubjects: map[string]int64{}}
+	err := r.walkOn(ctx, w, p, st, entries, careful, retry, known, &out)
+	return out, err
+}
+
+// walkOn is walk adding to out: a fold walks its reads one after another, and an
+// aggregate parked in one holds its events in the next.
+func (r *Runner) walkOn(ctx context.Context, w *readmodel.Writer, p *partition, st *judge.Marks, entries []judge.Entry, careful, retry bool, known map[int64]error, out *outcome) error {
 	rules := r.rules(p, retry)
 	for i := range entries {
 		e := &entries[i]
@@ -96,19 +103,19 @@ func (r *Runner) walk(ctx context.Context, w *readmodel.Writer, p *partition, st
 		if v.Act == judge.Apply {
 			reason, err := r.applyOne(ctx, w, e, i, careful)
 			if err != nil {
-				return out, err
+				return err
 			}
 			if reason != "" {
 				v = judge.ParkVerdict(reason, -1)
 			}
 		}
-		r.record(&out, e, v)
+		r.record(out, e, v)
 		switch v.Act {
 		case judge.Apply, judge.Ignore:
 			st.Mark(e)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // record writes an event's verdict on the entry and in the batch's outcome.
@@ -189,24 +196,36 @@ func (r *Runner) begin(ctx context.Context, entries []judge.Entry) (pgx.Tx, *rea
 	}
 	tx := &batchTx{Tx: dbtx, conn: c}
 	st := &judge.Marks{Aggs: map[string]judge.Aggregate{}, SeenIDs: map[string]bool{}, Changed: map[string]judge.Aggregate{}}
+	w := readmodel.NewWriter(tx)
+	rmhook.Schema(w, r.cfg.Projection.Schema()) // the search_path's first, set by beginSQL
+	r.queueJudgeReads(w, st, entries)
+	return tx, w, st, nil
+}
+
+// queueJudgeReads queues on w the reads of the sequence marks and seen ids that
+// entries need and st has not asked for yet; st is filled once they are sent. A
+// subject or id asked for is in st from then on, found or not, so that a fold asks
+// for each once.
+func (r *Runner) queueJudgeReads(w *readmodel.Writer, st *judge.Marks, entries []judge.Entry) {
 	var subjects, ids []string
-	seenSubj := map[string]bool{}
 	for i := range entries {
 		e := &entries[i]
 		// A subject or id that PostgreSQL text cannot hold (a poison event's invalid
 		// UTF-8 or NUL) has no mark to look up, and sending it would fail the batch.
 		if e.Event.Sequence > 0 {
-			if s := e.Subject(); !seenSubj[s] && judge.Storable(s) {
-				seenSubj[s] = true
+			s := e.Subject()
+			if _, asked := st.Aggs[s]; !asked && judge.Storable(s) {
+				st.Aggs[s] = judge.Aggregate{}
 				subjects = append(subjects, s)
 			}
-		} else if e.Event.ID != "" && judge.Storable(e.Event.ID) {
-			ids = append(ids, e.Event.ID)
+		} else if id := e.Event.ID; id != "" && judge.Storable(id) {
+			if _, asked := st.SeenIDs[id]; !asked {
+				st.SeenIDs[id] = false
+				ids = append(ids, id)
+			}
 		}
 	}
 	pn, pv := r.cfg.Projection.Name(), r.cfg.Projection.Version()
-	w := readmodel.NewWriter(tx)
-	rmhook.Schema(w, r.cfg.Projection.Schema()) // the search_path's first, set by beginSQL
 	if len(subjects) > 0 {
 		store.QueueLoadAggregates(w, r.cfg.Schema, pn, pv, subjects, func(s string, seq int64, id string, recent []byte) {
 			st.Aggs[s] = judge.Aggregate{Seq: uint64(seq), ID: id, Recent: recent}
@@ -215,7 +234,6 @@ func (r *Runner) begin(ctx context.Context, entries []judge.Entry) (pgx.Tx, *rea
 	if len(ids) > 0 {
 		store.QueueLoadEventIDs(w, r.cfg.Schema, pn, pv, ids, func(id string) { st.SeenIDs[id] = true })
 	}
-	return tx, w, st, nil
 }
 
 // report logs and counts, once per event, what a committed batch applied out of the

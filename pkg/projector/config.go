@@ -18,6 +18,8 @@ import (
 // Defaults for Config.
 const (
 	BatchSizeDefault         = 1000
+	FoldRowsDefault          = 8000
+	FoldRowsOff              = -1 // Config.FoldRows: one read per transaction
 	BatchTimeoutDefault      = 20 * time.Millisecond
 	ReadyLagDefault          = 1000 // per partition: within one default batch of the log end
 	DrainTimeoutDefault      = 10 * time.Second
@@ -82,7 +84,16 @@ type Config struct {
 	Logger     *zap.Logger           // default zap.NewNop()
 	Registerer prometheus.Registerer // where metrics register; default none
 
-	BatchSize int // most events in one transaction (default BatchSizeDefault)
+	BatchSize int // most events in one read, and in one transaction when the partition is live (default BatchSizeDefault)
+	// FoldRows bounds a fold: while a partition replays (the log holds another
+	// full read at hand), its transaction stays open across reads, so that the rows
+	// and sequence marks its events touch again and again are loaded and written
+	// once, not once per read. Only the rows stay in memory, not the events. A fold
+	// commits when it holds this many rows and marks, after five seconds, or when the
+	// log has no full read at hand (default FoldRowsDefault; FoldRowsOff: one read
+	// per transaction). The memory it takes grows with it: about the size of a row
+	// per row, per partition (docs/operations.md, Memory).
+	FoldRows int
 	// SyncCommit makes each batch's COMMIT wait until PostgreSQL has flushed it to
 	// disk (synchronous_commit on). By default a batch commits without that wait
 	// (synchronous_commit off for its transaction only): a PostgreSQL or machine
@@ -190,6 +201,9 @@ func (c Config) withDefaults() Config {
 			*d = v
 		}
 	}
+	if c.FoldRows == 0 {
+		c.FoldRows = FoldRowsDefault
+	}
 	if c.BatchSize == 0 {
 		c.BatchSize = BatchSizeDefault
 	}
@@ -232,6 +246,9 @@ func (c Config) validate() error {
 	}
 	if c.Pool == nil {
 		errs = append(errs, errors.New("nil Pool"))
+	}
+	if c.FoldRows < FoldRowsOff {
+		errs = append(errs, fmt.Errorf("FoldRows %d: must be at least 0 (FoldRowsOff: no folds)", c.FoldRows))
 	}
 	if c.BatchSize < 1 {
 		errs = append(errs, fmt.Errorf("BatchSize %d: must be at least 1", c.BatchSize))

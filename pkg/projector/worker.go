@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"strconv"
 	"time"
 
@@ -25,6 +26,7 @@ type partition struct {
 	layout    *eventlog.Layout // the topic's partitioning history, to find misrouted records
 	fx        *effects.Feed    // where committed batches go to the partition's effects; nil without effects
 	verified  time.Time        // when an idle look last compared the stored position with Next
+	plainTo   int64            // after a fold failed: the offset up to which reads apply batch by batch
 }
 
 // verifyEvery is how often an idle partition compares its stored position with
@@ -75,7 +77,13 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int, feed
 		}
 		if len(kept) > 0 {
 			lastTouch = time.Now()
-			if err := r.applySplitting(ctx, p, kept); err != nil {
+			apply := r.applySplitting
+			if r.folds(p, kept) {
+				apply = func(ctx context.Context, p *partition, msgs []kafka.Message) error {
+					return r.applyFolding(ctx, p, rd, msgs)
+				}
+			}
+			if err := apply(ctx, p, kept); err != nil {
 				return err
 			}
 		} else if len(msgs) == 0 {
@@ -132,19 +140,25 @@ func (r *Runner) takeOver(ctx context.Context, p *partition, gen int32) error {
 // moves to the log start by itself on "offset out of range", and events are never
 // skipped silently.
 func (r *Runner) keep(ctx context.Context, p *partition, msgs []kafka.Message) ([]kafka.Message, error) {
+	return r.keepFrom(ctx, p, p.Next, msgs)
+}
+
+// keepFrom is keep for a read that must start at next (a fold's reads after its
+// first start where the one before ended).
+func (r *Runner) keepFrom(ctx context.Context, p *partition, next int64, msgs []kafka.Message) ([]kafka.Message, error) {
 	part := p.Key.Partition
 	kept := msgs[:0]
 	for _, m := range msgs {
-		if m.Offset >= p.Next && !r.beyondStop(part, m.Offset) {
+		if m.Offset >= next && !r.beyondStop(part, m.Offset) {
 			kept = append(kept, m)
 		}
 	}
-	if len(kept) > 0 && kept[0].Offset > p.Next {
+	if len(kept) > 0 && kept[0].Offset > next {
 		first, last, err := r.bounds(ctx, part)
 		if err != nil {
 			return nil, err
 		}
-		if err := checkBounds(part, p.Next, first, last); err != nil {
+		if err := checkBounds(part, next, first, last); err != nil {
 			return nil, err
 		}
 	}
@@ -260,31 +274,50 @@ func (r *Runner) applyBatch(genCtx context.Context, p *partition, msgs []kafka.M
 		p.Status.Committed(outcome{}.batch(p.Next, msgs[len(msgs)-1].HighWaterMark), r.readyLag, p.Log)
 		return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
 	}
-	for s, off := range out.parkedSubjects {
+	last := msgs[len(msgs)-1]
+	r.committed(genCtx, ctx, p, committedBatch{from: from, next: last.Offset + 1, highWater: last.HighWaterMark, start: start,
+		out: out, flagged: entries, effects: entries, types: appliedTypes(entries)})
+	return nil
+}
+
+// committedBatch is what a committed transaction did, for committed.
+type committedBatch struct {
+	from, next, highWater int64 // the position it moved from and to; the high-water mark its last read saw
+	start                 time.Time
+	out                   outcome
+	flagged               []judge.Entry    // its events, or those of them parked or applied out of order
+	effects               []judge.Entry    // its events for the effects; nil: they read them from the log
+	types                 iter.Seq[string] // the types it applied
+}
+
+// committed records a committed transaction: the partition's parked aggregates,
+// position, status, metrics and logs, and hands it to the effects, scrubs and
+// snapshots.
+func (r *Runner) committed(genCtx, ctx context.Context, p *partition, b committedBatch) {
+	for s, off := range b.out.parkedSubjects {
 		if _, ok := p.parked[s]; !ok {
 			p.parked[s] = off
 		}
 	}
-	for i := range entries {
-		if e := &entries[i]; e.Act == judge.Park && e.Behind < 0 {
+	for i := range b.flagged {
+		if e := &b.flagged[i]; e.Act == judge.Park && e.Behind < 0 {
 			p.Log.Warn("parked an event", zap.Int64("offset", e.Msg.Offset), zap.String("subject", e.Subject()),
 				zap.String("event_id", e.Event.ID), zap.String("type", e.Event.Type), zap.String("error", e.Reason))
 		}
 	}
-	r.report(p, entries)
-	last := msgs[len(msgs)-1]
-	p.Next = last.Offset + 1
-	r.metrics.Observe(out.applied, out.duplicates, out.ignored, out.parked, time.Since(start))
-	p.Status.Committed(out.batch(p.Next, last.HighWaterMark), r.readyLag, p.Log)
-	r.publish(ctx, p, from, entries) // committed: the effects may run
+	r.report(p, b.flagged)
+	p.Next = b.next
+	out := b.out
+	r.metrics.Observe(out.applied, out.duplicates, out.ignored, out.parked, time.Since(b.start))
+	p.Status.Committed(out.batch(p.Next, b.highWater), r.readyLag, p.Log)
+	r.publish(ctx, p, b.from, b.effects) // committed: the effects may run
 	r.observePartition(p)
 	if r.scrubs != nil {
-		r.scrubs.Saw(appliedTypes(entries))
+		r.scrubs.Saw(b.types)
 	}
 	if r.snaps != nil {
-		r.snaps.AfterBatch(genCtx, appliedTypes(entries))
+		r.snaps.AfterBatch(genCtx, b.types)
 	}
-	return nil
 }
 
 // observePartition updates the partition's gauges from its status.

@@ -28,6 +28,16 @@ type rowSet interface {
 	sync(w *Writer) int
 	// drop forgets every row, changed or not; the keys are wanted again.
 	drop()
+	// spill queues on w the writes of the rows new to the table (keys loaded as
+	// absent, then put) and forgets them, so that a fold holds the rows its events
+	// touch again, not the ones they only insert: a key spilled and read again in
+	// the transaction is loaded again. It returns how many statements it queued,
+	// and the func that puts the rows back in memory, unwritten, for when the
+	// statements are rolled back.
+	spill(w *Writer) (int, func())
+	// size returns how many keys the set holds in memory (rows, absent keys, and
+	// Add's sums not yet written).
+	size() int
 }
 
 // slot is a key's row in memory: the row when it exists, and whether it changed.
@@ -47,6 +57,34 @@ type tableState[K cmp.Ordered, R any] struct {
 	want  map[K]struct{} // keys to load with the next query
 	where map[int][]any  // DeleteWhere values per column, not yet queued
 	adds  map[K]R        // Add's deltas summed, for keys not in memory
+}
+
+func (s *tableState[K, R]) size() int { return len(s.rows) + len(s.adds) }
+
+func (s *tableState[K, R]) spill(w *Writer) (int, func()) {
+	var fresh []K
+	for k, sl := range s.rows {
+		if sl.dirty && sl.exists && sl.absent {
+			fresh = append(fresh, k)
+		}
+	}
+	if len(fresh) == 0 {
+		return 0, nil
+	}
+	slices.Sort(fresh)
+	n := s.queuePuts(w, fresh)
+	// Forgotten now, so that a read queued after the writes loads them from the
+	// table; put back if the writes are rolled back.
+	kept := make([]slot[R], len(fresh))
+	for i, k := range fresh {
+		kept[i] = s.rows[k]
+		delete(s.rows, k)
+	}
+	return n, func() {
+		for i, k := range fresh {
+			s.rows[k] = kept[i]
+		}
+	}
 }
 
 func (s *tableState[K, R]) wantKey(k K) {

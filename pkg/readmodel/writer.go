@@ -81,6 +81,38 @@ func init() {
 	})
 	rmhook.SetCommit(func(ctx context.Context, w rmhook.Writer) error { return w.(*Writer).commit(ctx) })
 	rmhook.SetSchema(func(w rmhook.Writer, schema string) { w.(*Writer).schema = schema })
+	rmhook.SetSend(func(ctx context.Context, w rmhook.Writer) error { return w.(*Writer).send(ctx) })
+	rmhook.SetHeld(func(w rmhook.Writer) int { return w.(*Writer).held() })
+	rmhook.SetSpill(func(w rmhook.Writer) func() { return w.(*Writer).spill() })
+}
+
+// spill queues the writes of every table's new rows and forgets them (see
+// rowSet.spill); it returns the func that puts them back, for when the writes are
+// rolled back.
+func (w *Writer) spill() func() {
+	var dones []func()
+	for _, t := range w.order {
+		n, done := t.rows.spill(w)
+		w.n += n
+		w.total += n
+		if done != nil {
+			dones = append(dones, done)
+		}
+	}
+	return func() {
+		for _, d := range dones {
+			d()
+		}
+	}
+}
+
+// held returns how many rows the writer holds in memory, over all its tables.
+func (w *Writer) held() int {
+	n := 0
+	for _, t := range w.order {
+		n += t.rows.size()
+	}
+	return n
 }
 
 // errCommitRolledBack is a COMMIT that PostgreSQL answered with ROLLBACK: the

@@ -97,7 +97,7 @@ type runCmd struct {
 	svc                                                     *service
 	c                                                       *common
 	listen, group, gaps, unknown, memoryLimit               string
-	batchSize, readyLag                                     int
+	batchSize, foldRows, readyLag                           int
 	batchTimeout, drain, session, heartbeat, startupTimeout time.Duration
 	progress, activate, syncCommit                          bool
 	fx                                                      effectFlags
@@ -116,7 +116,9 @@ func (r *runCmd) register(f *cli.Flags) {
 	r.c.register(f)
 	f.String(&r.listen, "listen", "PROJECTOR_LISTEN", ListenDefault, "HTTP listen address")
 	f.String(&r.group, "group", "PROJECTOR_GROUP", "", "Kafka consumer group (default projector.NAME.vVERSION)")
-	f.Int(&r.batchSize, "batch-size", "PROJECTOR_BATCH_SIZE", projector.BatchSizeDefault, "most events in one transaction")
+	f.Int(&r.batchSize, "batch-size", "PROJECTOR_BATCH_SIZE", projector.BatchSizeDefault, "most events in one read of a partition, and in one transaction once it is live")
+	f.Int(&r.foldRows, "fold-rows", "PROJECTOR_FOLD_ROWS", projector.FoldRowsDefault,
+		"while a partition replays, its reads fold into one transaction until it holds this many rows and sequence marks in memory (or for 5 s), so that rows touched again are written once (0: one read per transaction; docs/operations.md, Memory)")
 	f.String(&r.memoryLimit, "memory-limit", "PROJECTOR_MEMORY_LIMIT", MemoryLimitDefault,
 		"the Go runtime's soft memory limit (150MiB, 1GiB; off: none): the garbage collector works harder near it rather than let the heap double; GOMEMLIMIT, when set, wins over the default")
 	f.Bool(&r.syncCommit, "sync-commit", "PROJECTOR_SYNC_COMMIT", false,
@@ -144,6 +146,9 @@ func (r *runCmd) check() error {
 	}
 	if r.batchSize < 1 {
 		return fmt.Errorf("--batch-size (PROJECTOR_BATCH_SIZE) %d: must be at least 1", r.batchSize)
+	}
+	if r.foldRows < 0 {
+		return fmt.Errorf("--fold-rows (PROJECTOR_FOLD_ROWS) %d: must be at least 0 (0: no folds)", r.foldRows)
 	}
 	if err := checkReadyLag(r.readyLag); err != nil {
 		return err
@@ -239,7 +244,7 @@ func (r *runCmd) consume(ctx context.Context, stderr io.Writer) error {
 	runner, err := projector.New(projector.Config{
 		Brokers: cli.SplitList(c.brokers), Topic: c.topic, Projection: r.proj, Pool: r.pool, GroupID: r.group,
 		Schema: c.schema, Logger: r.log, Registerer: reg,
-		BatchSize: r.batchSize, SyncCommit: r.syncCommit, BatchTimeout: r.batchTimeout, ReadyLag: readyLagSetting(r.readyLag), DrainTimeout: r.drain,
+		BatchSize: r.batchSize, FoldRows: foldRowsSetting(r.foldRows), SyncCommit: r.syncCommit, BatchTimeout: r.batchTimeout, ReadyLag: readyLagSetting(r.readyLag), DrainTimeout: r.drain,
 		SessionTimeout: r.session, HeartbeatInterval: r.heartbeat, Gaps: r.gapPolicy, Unknown: r.unknownPolicy,
 		Effects: effects, Ledger: ledger, EffectHorizon: r.fx.horizon, EffectConcurrency: r.fx.concurrency,
 		EffectMaxAttempts: r.fx.attempts, EffectBatchSize: r.fx.batch,
@@ -297,4 +302,12 @@ func parsePolicies(gaps, unknown string) (projector.GapPolicy, projector.Unknown
 		return 0, 0, fmt.Errorf("--unknown-types (PROJECTOR_UNKNOWN_TYPES) %q: want skip or park", unknown)
 	}
 	return g, u, nil
+}
+
+// foldRowsSetting turns --fold-rows into Config.FoldRows: 0 there is no folds.
+func foldRowsSetting(n int) int {
+	if n == 0 {
+		return projector.FoldRowsOff
+	}
+	return n
 }

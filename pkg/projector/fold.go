@@ -1,0 +1,273 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"iter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/projector/projector/internal/judge"
+	"github.com/projector/projector/internal/lane"
+	"github.com/projector/projector/internal/rmhook"
+	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/readmodel"
+)
+
+// A fold is several reads of a partition applied in one transaction. While a
+// partition replays (the log holds at least another full read at hand), its
+// transaction stays open across reads: the rows and sequence marks its events touch
+// again and again are loaded once and written once, with one commit, instead of
+// once per read. Only the rows stay in memory, not the events: each read's events
+// are decoded, judged and applied, then let go. Kafka Streams' record cache and
+// Marten's rebuilds fold the same way; the fold ends when it holds
+// Config.FoldRows rows and marks, after foldFor, when the log has no full read at
+// hand, or at a bounded run's end.
+//
+// A fold takes the fast path only. Anything that fails in it (a handler, a
+// statement, a lost connection, a fenced position at its commit) rolls it back
+// whole, and its events are read again from the log and applied batch by batch,
+// the path with the retries, the event-by-event isolation of poison and the
+// deadlock splitting. Its reads after the first load their rows under a short
+// lock_timeout, inside a savepoint: a row another transaction holds ends the fold
+// there (the read is rolled back to the savepoint, the fold commits, and the read
+// is applied as a batch of its own, waiting for the row), so a fold holding rows
+// never waits for another transaction's, and partitions sharing rows do not
+// deadlock.
+
+// foldFor bounds how long a fold's transaction stays open: the rows it loaded are
+// locked that long, and the partition's status and lag move once per fold. A stop
+// does not wait for it: the fold commits at its next read.
+const foldFor = 5 * time.Second
+
+// foldLockTimeout is how long a fold's later reads wait for a row another
+// transaction holds before the fold commits without them: well below
+// PostgreSQL's deadlock_timeout (1 s by default), so that a wait is given up before
+// a deadlock would be looked for.
+const foldLockTimeout = "50ms"
+
+// errContended is a fold's read whose rows another transaction holds: the fold
+// commits before it.
+var errContended = errors.New("a row of the read is held by another transaction")
+
+// fold is a transaction over several reads of a partition.
+type fold struct {
+	tx      pgx.Tx
+	w       *readmodel.Writer
+	st      *judge.Marks
+	out     outcome
+	start   time.Time
+	from    int64 // the stored position it started at
+	next    int64 // the offset after its last event
+	hw      int64 // the high-water mark its last read saw
+	events  int64
+	reads   int
+	saved   bool                // a savepoint is open: the commit releases it
+	timeout bool                // foldLockTimeout is set: the commit sets it back
+	types   map[string]struct{} // the types it applied
+	flagged []judge.Entry       // its events parked, or applied out of order: logged and counted once it commits
+}
+
+// folds reports whether a read should start a fold: folding is on, the partition
+// is not applying a failed fold's events again, and the log holds another full read
+// at hand.
+func (r *Runner) folds(p *partition, msgs []kafka.Message) bool {
+	if r.cfg.FoldRows <= 0 || p.Next < p.plainTo {
+		return false
+	}
+	last := msgs[len(msgs)-1]
+	return r.moreAtHand(p, last.Offset+1, last.HighWaterMark)
+}
+
+// moreAtHand reports whether the log holds a full read past next, within a bounded
+// run.
+func (r *Runner) moreAtHand(p *partition, next, highWater int64) bool {
+	return highWater-next >= int64(r.cfg.BatchSize) && !r.beyondStop(p.Key.Partition, next)
+}
+
+// applyFolding applies msgs and the reads after them in one fold, then commits it.
+// A fold that cannot commit is rolled back, and its events applied again from the
+// log batch by batch (see fold).
+func (r *Runner) applyFolding(genCtx context.Context, p *partition, rd *lane.Reader, msgs []kafka.Message) error {
+	ctx, cancel := lane.DrainContext(genCtx, r.cfg.DrainTimeout)
+	defer cancel()
+	tx, w, st, err := r.begin(ctx, nil)
+	if err != nil {
+		return r.applySplitting(genCtx, p, msgs) // its retries wait for the database
+	}
+	f := &fold{tx: tx, w: w, st: st, out: outcome{parkedSubjects: map[string]int64{}}, start: time.Now(),
+		from: p.Next, next: p.Next, types: map[string]struct{}{}}
+	defer func() { _ = tx.Rollback(ctx) }()
+	for {
+		err := r.foldRead(ctx, p, f, msgs)
+		if errors.Is(err, errContended) {
+			if err := r.commitFold(genCtx, ctx, p, f); err != nil {
+				return r.unfold(p, rd, f, msgs, err)
+			}
+			return r.applySplitting(genCtx, p, msgs)
+		}
+		if err != nil {
+			return r.unfold(p, rd, f, msgs, err)
+		}
+		if !r.foldsOn(p, f) {
+			break
+		}
+		next, err := rd.ReadBatch(genCtx)
+		if err != nil || genCtx.Err() != nil || len(next) == 0 {
+			break // the fold commits what it has; the next read starts over at its end
+		}
+		msgs, err = r.keepFrom(ctx, p, f.next, next)
+		if err != nil {
+			if cerr := r.commitFold(genCtx, ctx, p, f); cerr != nil {
+				return r.unfold(p, rd, f, nil, cerr)
+			}
+			return err
+		}
+		if len(msgs) == 0 {
+			break // past a bounded run's end
+		}
+	}
+	if err := r.commitFold(genCtx, ctx, p, f); err != nil {
+		return r.unfold(p, rd, f, nil, err)
+	}
+	return nil
+}
+
+// foldsOn reports whether f reads on: it is young, holds fewer rows and marks
+// than FoldRows, and the log holds another full read at hand.
+func (r *Runner) foldsOn(p *partition, f *fold) bool {
+	return time.Since(f.start) < foldFor && rmhook.Held(f.w)+len(f.st.Aggs) < r.cfg.FoldRows &&
+		r.moreAtHand(p, f.next, f.hw)
+}
+
+// foldRead decodes, loads and applies one read in f. A read after the first loads
+// under a savepoint and foldLockTimeout: a row held elsewhere rolls it back to the
+// savepoint and returns errContended, with f as it was before it.
+func (r *Runner) foldRead(ctx context.Context, p *partition, f *fold, msgs []kafka.Message) error {
+	entries, err := r.prepare(ctx, msgs)
+	if err != nil {
+		return err
+	}
+	w := f.w
+	later := f.reads > 0
+	if later {
+		if f.saved {
+			w.Exec("RELEASE SAVEPOINT projector_fold")
+		}
+		w.Exec("SAVEPOINT projector_fold")
+		f.saved = true
+		if !f.timeout {
+			w.Exec("SET LOCAL lock_timeout = '" + foldLockTimeout + "'")
+			f.timeout = true
+		}
+	}
+	// The last read's new rows are written, in the savepoint, before this read's
+	// loads: a read rolled back puts them back in memory, written at the commit.
+	unspill := rmhook.Spill(w)
+	r.queueJudgeReads(w, f.st, entries)
+	ds := make([]events.Decoded, 0, len(entries))
+	for i := range entries {
+		if d := entries[i].Decoded; d != nil {
+			ds = append(ds, *d)
+		}
+	}
+	err = r.cfg.Projection.Preload(ctx, w, ds)
+	if err == nil {
+		err = rmhook.Send(ctx, w)
+	}
+	if err != nil {
+		if later && lockNotAvailable(err) {
+			// The failed round trip sent everything queued; what it loaded for this
+			// read stays in memory unchanged, and is not written.
+			unspill()
+			w.Exec("ROLLBACK TO SAVEPOINT projector_fold")
+			if rerr := rmhook.Send(ctx, w); rerr != nil {
+				return rerr
+			}
+			return errContended
+		}
+		return err
+	}
+	if err := r.walkOn(ctx, w, p, f.st, entries, false, false, nil, &f.out); err != nil {
+		return err
+	}
+	for i := range entries {
+		e := &entries[i]
+		switch {
+		case e.Act == judge.Park:
+			r.parking.QueuePark(w, p.Key, e)
+			f.flagged = append(f.flagged, *e)
+		case e.Gap || e.Stale:
+			f.flagged = append(f.flagged, *e)
+		case e.Act == judge.Apply:
+			f.types[e.Event.Type] = struct{}{}
+		}
+	}
+	last := msgs[len(msgs)-1]
+	f.next, f.hw = last.Offset+1, last.HighWaterMark
+	f.events += int64(len(msgs))
+	f.reads++
+	return nil
+}
+
+// lockNotAvailable reports a lock wait given up (lock_timeout, SQLSTATE 55P03).
+func lockNotAvailable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "55P03"
+}
+
+// commitFold writes f's rows, marks and position, commits, and records the fold
+// as a committed batch.
+func (r *Runner) commitFold(genCtx, ctx context.Context, p *partition, f *fold) error {
+	if f.reads == 0 {
+		return nil
+	}
+	w := f.w
+	if f.saved {
+		w.Exec("RELEASE SAVEPOINT projector_fold")
+	}
+	if f.timeout {
+		// The writes wait for rows as a batch's do: they are in key order.
+		w.Exec("SET LOCAL lock_timeout TO DEFAULT")
+	}
+	r.queueMarks(w, f.st)
+	r.queueAdvance(w, p, f.next, f.events)
+	if err := rmhook.Commit(ctx, w); err != nil {
+		return err
+	}
+	r.metrics.Folds.Observe(float64(f.reads))
+	r.committed(genCtx, ctx, p, committedBatch{from: f.from, next: f.next, highWater: f.hw, start: f.start,
+		out: f.out, flagged: f.flagged, types: typesOf(f.types)})
+	return nil
+}
+
+// unfold gives up a fold that failed: it is rolled back (by applyFolding), and its
+// events, up to the end of the read it failed in (msgs), are read again from the
+// stored position and applied batch by batch.
+func (r *Runner) unfold(p *partition, rd *lane.Reader, f *fold, msgs []kafka.Message, err error) error {
+	end := f.next
+	if len(msgs) > 0 {
+		end = max(end, msgs[len(msgs)-1].Offset+1)
+	}
+	p.plainTo = max(p.plainTo, end)
+	rd.Close() // the next read starts over at the stored position
+	r.metrics.Unfolded.Inc()
+	p.Log.Info("a fold of reads failed; applying its events again from the log, batch by batch",
+		zap.Int64("from", p.Next), zap.Int64("to", end), zap.Int("reads", f.reads), zap.Error(err))
+	return nil
+}
+
+// typesOf returns the keys of set.
+func typesOf(set map[string]struct{}) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for t := range set {
+			if !yield(t) {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,151 @@
+package projector_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/events"
+)
+
+// foldFigures returns how many folds committed, with how many reads in all, and how
+// many folds failed, from the runner's metrics.
+func foldFigures(t *testing.T, reg *prometheus.Registry) (folds, reads, failed int) {
+	t.Helper()
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			switch f.GetName() {
+			case "projector_fold_reads":
+				folds += int(m.GetHistogram().GetSampleCount())
+				reads += int(m.GetHistogram().GetSampleSum())
+			case "projector_folds_failed_total":
+				failed += int(m.GetCounter().GetValue())
+			}
+		}
+	}
+	return folds, reads, failed
+}
+
+// TestAReplayFoldsReadsAndEqualsTheLog: a partition with many reads at hand folds
+// them into few transactions, and the read model is the fold of the log all the
+// same; with folds off, every read is a transaction of its own.
+func TestAReplayFoldsReadsAndEqualsTheLog(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	want := placeOrders(t, f, 6000, 20, nil)
+	for _, rows := range []int{0, -1} {
+		p := ordersProjection(t, f, true)
+		cfg := f.config(p)
+		cfg.BatchSize, cfg.FoldRows = 100, rows
+		reg := prometheus.NewRegistry()
+		cfg.Registerer = reg
+		_, stop := f.start(cfg)
+		f.waitCaughtUp(p, 2*time.Minute)
+		stop()
+		require.Equal(t, want, customerTotals(t, f, p))
+		var orders int
+		require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{p.Schema(), "orders"}.Sanitize()).Scan(&orders))
+		require.Equal(t, 6000, orders)
+		folds, reads, failed := foldFigures(t, reg)
+		t.Logf("FoldRows %d: %d folds of %d reads, %d failed", cfg.FoldRows, folds, reads, failed)
+		require.Zero(t, failed)
+		if rows == 0 {
+			require.Positive(t, folds)
+			require.Greater(t, reads, 2*folds, "folds of more than two reads on average")
+		} else {
+			require.Zero(t, folds)
+		}
+	}
+}
+
+// TestAFoldThatFailsIsAppliedAgainBatchByBatch: an event whose handler fails in a
+// later read of a fold rolls the fold back; its events are read again and applied
+// batch by batch, where the failing ones park alone and the rest is written once.
+func TestAFoldThatFailsIsAppliedAgainBatchByBatch(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	want := placeOrders(t, f, 3000, 5, map[int]bool{17: true, 1450: true})
+	p := ordersProjection(t, f, true)
+	cfg := f.config(p)
+	cfg.BatchSize = 100
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	_, stop := f.start(cfg)
+	f.waitCaughtUp(p, 2*time.Minute)
+	stop()
+	require.Equal(t, want, customerTotals(t, f, p))
+	var orders, parked int
+	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{p.Schema(), "orders"}.Sanitize()).Scan(&orders))
+	require.Equal(t, 2998, orders)
+	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{f.schema, "parked"}.Sanitize()+
+		` WHERE projection = $1 AND state = 'parked'`, p.Name()).Scan(&parked))
+	require.Equal(t, 2, parked)
+	folds, _, failed := foldFigures(t, reg)
+	require.Positive(t, folds)
+	require.Positive(t, failed, "the folds holding the failing events were rolled back")
+}
+
+// TestAFoldDoesNotWaitForARowAnotherTransactionHolds: a fold's later read whose row
+// another transaction holds ends the fold before that read (it commits what it
+// has) instead of waiting with its own rows locked; the read then waits alone,
+// and applies once the row is free. Waiting inside the fold would hold the whole
+// fold back, and rows that other partitions wait for.
+func TestAFoldDoesNotWaitForARowAnotherTransactionHolds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, 1)
+	reg := events.NewRegistry()
+	events.Register[orderPlaced](reg, "OrderPlaced")
+	order := func(i int, customer string) events.Event {
+		e, err := reg.New("shop", fmt.Sprintf("o%05d", i), orderPlaced{OrderID: fmt.Sprintf("o%05d", i), Customer: customer, Amount: 1})
+		require.NoError(t, err)
+		return e
+	}
+	// First the customers' rows, applied and stored.
+	f.publish(order(0, "held"), order(1, "free"))
+	p := ordersProjection(t, f, true)
+	cfg := f.config(p)
+	cfg.BatchSize = 100
+	_, stop := f.start(cfg)
+	f.waitCaughtUp(p, time.Minute)
+	stop()
+	start := f.stored(p)[0]
+
+	// Another transaction holds the row of customer "held".
+	tx, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, `SELECT FROM `+pgx.Identifier{p.Schema(), "customers"}.Sanitize()+` WHERE customer = 'held' FOR UPDATE`)
+	require.NoError(t, err)
+
+	// A first read of orders of "free", then reads with orders of "held".
+	var evs []events.Event
+	for i := range 400 {
+		c := "free"
+		if i >= 100 {
+			c = "held"
+		}
+		evs = append(evs, order(2+i, c))
+	}
+	f.publish(evs...)
+	_, stop = f.start(cfg)
+	defer stop()
+	testenv.WaitFor(t, 30*time.Second, "the fold to commit its first read while the row is held", func() bool {
+		return f.stored(p)[0] > start
+	})
+	require.Less(t, f.stored(p)[0], start+400, "nothing of customer held applied while its row is held")
+	require.NoError(t, tx.Commit(ctx))
+	f.waitCaughtUp(p, time.Minute)
+	stop()
+	got := customerTotals(t, f, p)
+	require.Equal(t, [2]int{301, 301}, got["held"])
+	require.Equal(t, [2]int{101, 101}, got["free"])
+}
