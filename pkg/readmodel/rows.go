@@ -62,6 +62,10 @@ type tableState[K cmp.Ordered, R any] struct {
 func (s *tableState[K, R]) size() int { return len(s.rows) + len(s.adds) }
 
 func (s *tableState[K, R]) spill(w *Writer) (int, func()) {
+	// The DeleteWhere statements not yet queued go first, as at a flush: a row
+	// put after a DeleteWhere is kept, so it must be written after the DELETE.
+	where := s.where
+	n := s.queueWhere(w.batch)
 	var fresh []K
 	for k, sl := range s.rows {
 		if sl.dirty && sl.exists && sl.absent {
@@ -69,10 +73,13 @@ func (s *tableState[K, R]) spill(w *Writer) (int, func()) {
 		}
 	}
 	if len(fresh) == 0 {
-		return 0, nil
+		if n == 0 {
+			return 0, nil
+		}
+		return n, func() { s.where = where }
 	}
 	slices.Sort(fresh)
-	n := s.queuePuts(w, fresh)
+	n += s.queuePuts(w, fresh)
 	// Forgotten now, so that a read queued after the writes loads them from the
 	// table; put back if the writes are rolled back.
 	kept := make([]slot[R], len(fresh))
@@ -81,6 +88,7 @@ func (s *tableState[K, R]) spill(w *Writer) (int, func()) {
 		delete(s.rows, k)
 	}
 	return n, func() {
+		s.where = where
 		for i, k := range fresh {
 			s.rows[k] = kept[i]
 		}

@@ -578,3 +578,68 @@ func TestALoadKeepsOnlyTheKeysItAskedFor(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `SELECT n FROM codes WHERE id = 'ab'`).Scan(&n))
 	require.Equal(t, 42, n)
 }
+
+// post is a row of TestASpillWritesNewRowsInOrderAndPutsThemBackOnARollback.
+type post struct {
+	ID     string `db:"id"`
+	Author string `db:"author"`
+	N      int    `db:"n"`
+}
+
+// A fold's spill (rmhook.Spill) writes the new rows and forgets them: a row put
+// after a DeleteWhere of its column's value is written after the DELETE, so it is
+// kept, as at a flush; a key read again after the spill is loaded from the table.
+// When the spill's statements are rolled back (to a savepoint), the func it
+// returned puts the rows and the DeleteWhere back in memory, and the commit writes
+// them.
+func TestASpillWritesNewRowsInOrderAndPutsThemBackOnARollback(t *testing.T) {
+	t.Parallel()
+	pool, _ := testenv.Postgres(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `CREATE TABLE posts (id text PRIMARY KEY, author text NOT NULL, n int NOT NULL);
+		INSERT INTO posts VALUES ('old', 'ann', 1), ('other', 'bob', 1)`)
+	require.NoError(t, err)
+	p, err := readmodel.New("posts", 1, events.NewRegistry())
+	require.NoError(t, err)
+	posts := readmodel.NewTable[string, post](p, "posts", "id")
+	for _, rollback := range []bool{false, true} {
+		_, err := pool.Exec(ctx, `DELETE FROM posts WHERE id LIKE 'new%'; INSERT INTO posts VALUES ('old', 'ann', 1) ON CONFLICT DO NOTHING`)
+		require.NoError(t, err)
+		require.NoError(t, pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			w := readmodel.NewWriter(tx)
+			for _, k := range []string{"new1", "new2"} {
+				if _, ok, err := posts.Get(ctx, w, k); err != nil || ok {
+					return fmt.Errorf("%s: found %v, %w", k, ok, err)
+				}
+			}
+			posts.DeleteWhere(w, "author", "ann")
+			posts.Put(w, post{ID: "new1", Author: "ann", N: 1}) // after the DeleteWhere: kept
+			posts.Put(w, post{ID: "new2", Author: "bob", N: 2})
+			w.Exec("SAVEPOINT s")
+			undo := rmhook.Spill(w)
+			if err := rmhook.Send(ctx, w); err != nil {
+				return err
+			}
+			require.Zero(t, rmhook.Held(w), "the new rows are forgotten once spilled")
+			if rollback {
+				w.Exec("ROLLBACK TO SAVEPOINT s")
+				if err := rmhook.Send(ctx, w); err != nil {
+					return err
+				}
+				undo()
+				require.Equal(t, 2, rmhook.Held(w), "the new rows are back in memory")
+			} else {
+				row, ok, err := posts.Get(ctx, w, "new2") // loaded from the table
+				require.NoError(t, err)
+				require.True(t, ok)
+				require.Equal(t, 2, row.N)
+			}
+			return w.Flush(ctx)
+		}))
+		rows, err := pool.Query(ctx, `SELECT id, author, n FROM posts ORDER BY id`)
+		require.NoError(t, err)
+		got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[post])
+		require.NoError(t, err)
+		require.Equal(t, []post{{"new1", "ann", 1}, {"new2", "bob", 2}, {"other", "bob", 1}}, got, "rolled back: %v", rollback)
+	}
+}
