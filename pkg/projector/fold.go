@@ -15,6 +15,7 @@ import (
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/internal/rmhook"
 	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
 )
 
@@ -42,7 +43,7 @@ import (
 // foldFor bounds how long a fold's transaction stays open: the rows it loaded are
 // locked that long, and the partition's status and lag move once per fold. A stop
 // does not wait for it: the fold commits at its next read.
-const foldFor = 5 * time.Second
+const foldFor = 2 * time.Second
 
 // foldLockTimeout is how long a fold's later reads wait for a row another
 // transaction holds before the fold commits without them: well below
@@ -106,12 +107,12 @@ func (r *Runner) applyFolding(genCtx context.Context, p *partition, rd *lane.Rea
 		err := r.foldRead(ctx, p, f, msgs)
 		if errors.Is(err, errContended) {
 			if err := r.commitFold(genCtx, ctx, p, f); err != nil {
-				return r.unfold(p, rd, f, msgs, err)
+				return r.unfold(ctx, p, rd, f, msgs, err)
 			}
 			return r.applySplitting(genCtx, p, msgs)
 		}
 		if err != nil {
-			return r.unfold(p, rd, f, msgs, err)
+			return r.unfold(ctx, p, rd, f, msgs, err)
 		}
 		if !r.foldsOn(p, f) {
 			break
@@ -123,7 +124,7 @@ func (r *Runner) applyFolding(genCtx context.Context, p *partition, rd *lane.Rea
 		msgs, err = r.keepFrom(ctx, p, f.next, next)
 		if err != nil {
 			if cerr := r.commitFold(genCtx, ctx, p, f); cerr != nil {
-				return r.unfold(p, rd, f, nil, cerr)
+				return r.unfold(ctx, p, rd, f, nil, cerr)
 			}
 			return err
 		}
@@ -132,7 +133,7 @@ func (r *Runner) applyFolding(genCtx context.Context, p *partition, rd *lane.Rea
 		}
 	}
 	if err := r.commitFold(genCtx, ctx, p, f); err != nil {
-		return r.unfold(p, rd, f, nil, err)
+		return r.unfold(ctx, p, rd, f, nil, err)
 	}
 	return nil
 }
@@ -247,8 +248,23 @@ func (r *Runner) commitFold(genCtx, ctx context.Context, p *partition, f *fold) 
 
 // unfold gives up a fold that failed: it is rolled back (by applyFolding), and its
 // events, up to the end of the read it failed in (msgs), are read again from the
-// stored position and applied batch by batch.
-func (r *Runner) unfold(p *partition, rd *lane.Reader, f *fold, msgs []kafka.Message, err error) error {
+// stored position and applied batch by batch. A commit refused by the fenced
+// position is resolved first, as a batch's is: another member owns the partition
+// (the worker stops), or an earlier attempt committed and the acknowledgement was
+// lost (the partition moves to the stored position).
+func (r *Runner) unfold(ctx context.Context, p *partition, rd *lane.Reader, f *fold, msgs []kafka.Message, err error) error {
+	if errors.Is(err, offsets.ErrFenced) {
+		ok, rerr := r.resync(ctx, p, f.next)
+		if rerr != nil {
+			return rerr
+		}
+		if ok {
+			rd.Close()
+			r.publish(ctx, p, f.from, nil)
+			p.Status.Committed(outcome{}.batch(p.Next, f.hw), r.readyLag, p.Log)
+			return r.retry(ctx, p, "load parked", func(ctx context.Context) error { return r.loadParked(ctx, p) })
+		}
+	}
 	end := f.next
 	if len(msgs) > 0 {
 		end = max(end, msgs[len(msgs)-1].Offset+1)

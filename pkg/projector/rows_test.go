@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 )
 
@@ -251,6 +252,7 @@ func TestRowAPIStatementsPerBatch(t *testing.T) {
 	t.Cleanup(pool.Close)
 	cfg := f.config(p)
 	cfg.Pool = pool
+	cfg.FoldRows = projector.FoldRowsOff // a fold takes one round trip more per read it folds
 	_, stop := f.start(cfg)
 	f.waitCaughtUp(p, 2*time.Minute)
 	stop()

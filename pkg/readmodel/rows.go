@@ -29,9 +29,10 @@ type rowSet interface {
 	// drop forgets every row, changed or not; the keys are wanted again.
 	drop()
 	// spill queues on w the writes of the rows new to the table (keys loaded as
-	// absent, then put) and forgets them, so that a fold holds the rows its events
-	// touch again, not the ones they only insert: a key spilled and read again in
-	// the transaction is loaded again. It returns how many statements it queued,
+	// absent, then put) and of the rows deleted, and forgets them with the keys
+	// known absent, so that a fold holds the rows its events update, not the ones
+	// they only insert or delete: a key spilled and read again in the transaction
+	// is loaded again. It returns how many statements it queued,
 	// and the func that puts the rows back in memory, unwritten, for when the
 	// statements are rolled back.
 	spill(w *Writer) (int, func())
@@ -66,30 +67,39 @@ func (s *tableState[K, R]) spill(w *Writer) (int, func()) {
 	// put after a DeleteWhere is kept, so it must be written after the DELETE.
 	where := s.where
 	n := s.queueWhere(w.batch)
-	var fresh []K
+	var fresh, gone, idle []K
 	for k, sl := range s.rows {
-		if sl.dirty && sl.exists && sl.absent {
-			fresh = append(fresh, k)
+		switch {
+		case sl.dirty && sl.exists && sl.absent:
+			fresh = append(fresh, k) // new: inserted
+		case sl.dirty && !sl.exists && !sl.absent:
+			gone = append(gone, k) // deleted
+		case !sl.exists && (sl.absent || !sl.dirty):
+			idle = append(idle, k) // not in the table, nothing to write
 		}
 	}
-	if len(fresh) == 0 {
+	if len(fresh)+len(gone)+len(idle) == 0 {
 		if n == 0 {
 			return 0, nil
 		}
 		return n, func() { s.where = where }
 	}
-	slices.Sort(fresh)
-	n += s.queuePuts(w, fresh)
+	n += s.queueGone(w, gone)
+	if len(fresh) > 0 {
+		slices.Sort(fresh)
+		n += s.queuePuts(w, fresh)
+	}
 	// Forgotten now, so that a read queued after the writes loads them from the
 	// table; put back if the writes are rolled back.
-	kept := make([]slot[R], len(fresh))
-	for i, k := range fresh {
+	keys := slices.Concat(fresh, gone, idle)
+	kept := make([]slot[R], len(keys))
+	for i, k := range keys {
 		kept[i] = s.rows[k]
 		delete(s.rows, k)
 	}
 	return n, func() {
 		s.where = where
-		for i, k := range fresh {
+		for i, k := range keys {
 			s.rows[k] = kept[i]
 		}
 	}
@@ -211,9 +221,38 @@ func (s *tableState[K, R]) deletedWhere(v reflect.Value) bool {
 	return false
 }
 
+// queueGone queues the deletes of the rows with keys gone (sorted in place): by
+// ctid the rows loaded and not written since, by key the others.
+func (s *tableState[K, R]) queueGone(w *Writer, gone []K) int {
+	if len(gone) == 0 {
+		return 0
+	}
+	t, b, n := s.t, w.batch, 0
+	slices.Sort(gone)
+	var byKey, atKeys []K
+	var at []pgtype.TID
+	byCtid := t.writesAt(w.schema)
+	for _, k := range gone {
+		if c := s.rows[k].ctid; c.Valid && byCtid {
+			at, atKeys = append(at, c), append(atKeys, k)
+		} else {
+			byKey = append(byKey, k)
+		}
+	}
+	if len(at) > 0 {
+		b.Queue(t.deletesAt, at, atKeys).Exec(s.checkAt("DELETE", len(at)))
+		n++
+	}
+	if len(byKey) > 0 {
+		b.Queue(t.deletes, byKey)
+		n++
+	}
+	return n
+}
+
 func (s *tableState[K, R]) sync(w *Writer) int {
 	b := w.batch
-	t, n := s.t, s.queueWhere(b)
+	n := s.queueWhere(b)
 	var gone, put []K
 	for k, sl := range s.rows {
 		switch {
@@ -229,27 +268,7 @@ func (s *tableState[K, R]) sync(w *Writer) int {
 			gone = append(gone, k)
 		}
 	}
-	if len(gone) > 0 {
-		slices.Sort(gone)
-		var byKey, atKeys []K
-		var at []pgtype.TID
-		byCtid := t.writesAt(w.schema)
-		for _, k := range gone {
-			if c := s.rows[k].ctid; c.Valid && byCtid {
-				at, atKeys = append(at, c), append(atKeys, k)
-			} else {
-				byKey = append(byKey, k)
-			}
-		}
-		if len(at) > 0 {
-			b.Queue(t.deletesAt, at, atKeys).Exec(s.checkAt("DELETE", len(at)))
-			n++
-		}
-		if len(byKey) > 0 {
-			b.Queue(t.deletes, byKey)
-			n++
-		}
-	}
+	n += s.queueGone(w, gone)
 	if len(put) > 0 {
 		slices.Sort(put)
 		n += s.queuePuts(w, put)
