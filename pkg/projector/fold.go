@@ -240,6 +240,10 @@ func (r *Runner) commitFold(genCtx, ctx context.Context, p *partition, f *fold) 
 	if err := rmhook.Commit(ctx, w); err != nil {
 		return err
 	}
+	// The connection goes back to the pool before anything else asks for one (a
+	// synchronous snapshot, the next batch): partitions holding theirs while they
+	// wait for another would drain the pool.
+	_ = f.tx.Rollback(ctx)
 	r.metrics.Folds.Observe(float64(f.reads))
 	r.committed(genCtx, ctx, p, committedBatch{from: f.from, next: f.next, highWater: f.hw, start: f.start,
 		out: f.out, flagged: f.flagged, types: typesOf(f.types)})
@@ -253,6 +257,7 @@ func (r *Runner) commitFold(genCtx, ctx context.Context, p *partition, f *fold) 
 // (the worker stops), or an earlier attempt committed and the acknowledgement was
 // lost (the partition moves to the stored position).
 func (r *Runner) unfold(ctx context.Context, p *partition, rd *lane.Reader, f *fold, msgs []kafka.Message, err error) error {
+	_ = f.tx.Rollback(ctx) // its connection back to the pool first
 	if errors.Is(err, offsets.ErrFenced) {
 		ok, rerr := r.resync(ctx, p, f.next)
 		if rerr != nil {
