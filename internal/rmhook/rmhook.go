@@ -92,3 +92,12 @@ func SetSpill(f func(w Writer) func()) { spill = f }
 // again, and writes the ones they only insert as it goes. It returns the func that
 // puts them back in memory, unwritten, for when the writes are rolled back.
 func Spill(w Writer) func() { return spill(w) }
+
+var adding func(w Writer) bool
+
+// SetAdding installs the mechanism Adding runs. Package readmodel calls it once.
+func SetAdding(f func(w Writer) bool) { adding = f }
+
+// Adding reports whether w, a *readmodel.Writer, holds sums of Table.Add not yet
+// written: a load merges them into the rows it reads.
+func Adding(w Writer) bool { return adding(w) }

@@ -89,7 +89,7 @@ type Config struct {
 	// full read at hand), its transaction stays open across reads, so that the rows
 	// and sequence marks its events touch again and again are loaded and written
 	// once, not once per read. Only the rows stay in memory, not the events. A fold
-	// commits when it holds this many rows and marks, after five seconds, or when the
+	// commits when it holds this many rows and marks, after two seconds, or when the
 	// log has no full read at hand (default FoldRowsDefault; FoldRowsOff: one read
 	// per transaction). The memory it takes grows with it: about the size of a row
 	// per row, per partition (docs/operations.md, Memory).

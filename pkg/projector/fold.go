@@ -84,6 +84,19 @@ func (r *Runner) folds(p *partition, msgs []kafka.Message) bool {
 	return r.moreAtHand(p, last.Offset+1, last.HighWaterMark)
 }
 
+// takeFoldSlot reports whether a fold may open now (see Runner.foldSlots); a read
+// that finds none applies as a batch.
+func (r *Runner) takeFoldSlot() bool {
+	select {
+	case r.foldSlots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *Runner) giveFoldSlot() { <-r.foldSlots }
+
 // moreAtHand reports whether the log holds a full read past next, within a bounded
 // run.
 func (r *Runner) moreAtHand(p *partition, next, highWater int64) bool {
@@ -156,6 +169,11 @@ func (r *Runner) foldRead(ctx context.Context, p *partition, f *fold, msgs []kaf
 	w := f.w
 	later := f.reads > 0
 	if later {
+		// What the last read's handlers left queued (Exec statements, parked
+		// events) goes first, with the new savepoint, in a round trip of its own: a
+		// failure there fails the fold (rolled back whole), never a rollback to a
+		// savepoint that would take that read's statements with it, and the savepoint
+		// the loads may roll back to is known to stand.
 		if f.saved {
 			w.Exec("RELEASE SAVEPOINT projector_fold")
 		}
@@ -165,7 +183,11 @@ func (r *Runner) foldRead(ctx context.Context, p *partition, f *fold, msgs []kaf
 			w.Exec("SET LOCAL lock_timeout = '" + foldLockTimeout + "'")
 			f.timeout = true
 		}
+		if err := rmhook.Send(ctx, w); err != nil {
+			return err
+		}
 	}
+	adding := rmhook.Adding(w)
 	// The last read's new rows are written, in the savepoint, before this read's
 	// loads: a read rolled back puts them back in memory, written at the commit.
 	unspill := rmhook.Spill(w)
@@ -181,9 +203,12 @@ func (r *Runner) foldRead(ctx context.Context, p *partition, f *fold, msgs []kaf
 		err = rmhook.Send(ctx, w)
 	}
 	if err != nil {
-		if later && lockNotAvailable(err) {
+		if later && !adding && lockNotAvailable(err) {
 			// The failed round trip sent everything queued; what it loaded for this
-			// read stays in memory unchanged, and is not written.
+			// read stays in memory unchanged, and is not written. (With Add's sums
+			// pending, a load merges them into the rows it reads, and such a row,
+			// its lock gone with the savepoint, must not be written: the fold fails
+			// instead.)
 			unspill()
 			w.Exec("ROLLBACK TO SAVEPOINT projector_fold")
 			if rerr := rmhook.Send(ctx, w); rerr != nil {

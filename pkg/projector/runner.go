@@ -40,6 +40,10 @@ type Runner struct {
 	client   *eventlog.Client // metadata and offsets; its connections close when Run returns
 	readyLag int64            // the lag a live partition may have (Config.ReadyLag resolved)
 	beginSQL string           // a batch transaction's BEGIN: its search path and commit durability
+	// foldSlots bounds the folds open at once below the pool's size: a fold holds
+	// its connection while it reads and decodes the next read, whose personal data
+	// keys may be looked up in the same pool.
+	foldSlots chan struct{}
 
 	snaps   *snapshotting.Snapshotter
 	scrubs  *snapshotting.Scrubber
@@ -91,6 +95,7 @@ func New(cfg Config) (*Runner, error) {
 	r.fx = r.newEffects()
 	r.snaps = snapshotting.NewSnapshotter(r.snapshotting(), cfg.Snapshots)
 	r.scrubs = snapshotting.NewScrubber(r.snapshotting(), cfg.ScrubStore, cfg.Snapshots, cfg.ScrubEvery)
+	r.foldSlots = make(chan struct{}, max(1, int(cfg.Pool.Config().MaxConns)-2))
 	return r, nil
 }
 

@@ -78,8 +78,9 @@ func (r *Runner) work(ctx context.Context, gen *kafka.Generation, part int, feed
 		if len(kept) > 0 {
 			lastTouch = time.Now()
 			apply := r.applySplitting
-			if r.folds(p, kept) {
+			if r.folds(p, kept) && r.takeFoldSlot() {
 				apply = func(ctx context.Context, p *partition, msgs []kafka.Message) error {
+					defer r.giveFoldSlot()
 					return r.applyFolding(ctx, p, rd, msgs)
 				}
 			}

@@ -36,6 +36,8 @@ type rowSet interface {
 	// and the func that puts the rows back in memory, unwritten, for when the
 	// statements are rolled back.
 	spill(w *Writer) (int, func())
+	// adding reports whether Add's sums wait to be written.
+	adding() bool
 	// size returns how many keys the set holds in memory (rows, absent keys, and
 	// Add's sums not yet written).
 	size() int
@@ -61,6 +63,8 @@ type tableState[K cmp.Ordered, R any] struct {
 }
 
 func (s *tableState[K, R]) size() int { return len(s.rows) + len(s.adds) }
+
+func (s *tableState[K, R]) adding() bool { return len(s.adds) > 0 }
 
 func (s *tableState[K, R]) spill(w *Writer) (int, func()) {
 	// The DeleteWhere statements not yet queued go first, as at a flush: a row

@@ -84,6 +84,17 @@ func init() {
 	rmhook.SetSend(func(ctx context.Context, w rmhook.Writer) error { return w.(*Writer).send(ctx) })
 	rmhook.SetHeld(func(w rmhook.Writer) int { return w.(*Writer).held() })
 	rmhook.SetSpill(func(w rmhook.Writer) func() { return w.(*Writer).spill() })
+	rmhook.SetAdding(func(w rmhook.Writer) bool { return w.(*Writer).adding() })
+}
+
+// adding reports whether a table holds Add's sums not yet written.
+func (w *Writer) adding() bool {
+	for _, t := range w.order {
+		if t.rows.adding() {
+			return true
+		}
+	}
+	return false
 }
 
 // spill queues the writes of every table's new rows and forgets them (see

@@ -118,7 +118,7 @@ func (r *runCmd) register(f *cli.Flags) {
 	f.String(&r.group, "group", "PROJECTOR_GROUP", "", "Kafka consumer group (default projector.NAME.vVERSION)")
 	f.Int(&r.batchSize, "batch-size", "PROJECTOR_BATCH_SIZE", projector.BatchSizeDefault, "most events in one read of a partition, and in one transaction once it is live")
 	f.Int(&r.foldRows, "fold-rows", "PROJECTOR_FOLD_ROWS", projector.FoldRowsDefault,
-		"while a partition replays, its reads fold into one transaction until it holds this many rows and sequence marks in memory (or for 5 s), so that rows touched again are written once (0: one read per transaction; docs/operations.md, Memory)")
+		"while a partition replays, its reads fold into one transaction until it holds this many rows and sequence marks in memory (or for 2 s), so that rows touched again are written once (0: one read per transaction; docs/operations.md, Memory)")
 	f.String(&r.memoryLimit, "memory-limit", "PROJECTOR_MEMORY_LIMIT", MemoryLimitDefault,
 		"the Go runtime's soft memory limit (150MiB, 1GiB; off: none): the garbage collector works harder near it rather than let the heap double; GOMEMLIMIT, when set, wins over the default")
 	f.Bool(&r.syncCommit, "sync-commit", "PROJECTOR_SYNC_COMMIT", false,
