@@ -98,16 +98,16 @@ func sigkillLoop(ctx context.Context, t *T) (Expect, error) {
 	midReplay := 0
 	for t.R.Kills < t.P.Kills {
 		// Keep the replay long enough that the kill lands inside it.
-		if t.lag(ctx) < 8000 {
-			if err := t.PublishGenerated(ctx, g, 8000); err != nil {
+		if t.lag(ctx) < 16000 {
+			if err := t.PublishGenerated(ctx, g, 16000); err != nil {
 				return Expect{}, err
 			}
 		}
 		before := t.Progress(ctx)
-		// Folds of a few reads (a partition's hundred users and their marks fill
-		// 400 rows within a few hundred events): a replay folded whole commits only
-		// at its end, and the kill would land after it.
-		p, err := t.StartProjector(ctx, "--batch-size", "100", "--fold-rows", "400")
+		// Folds of two or three reads (a partition's hundred users, their marks and
+		// a read's new rows fill 250 rows within a few hundred events): a replay
+		// folded whole commits only at its end, and the kill would land after it.
+		p, err := t.StartProjector(ctx, "--batch-size", "100", "--fold-rows", "250")
 		if err != nil {
 			return Expect{}, err
 		}
