@@ -29,6 +29,7 @@ func TestBadSettingsAreRefusedByName(t *testing.T) {
 		"run --gaps sometimes":          "--gaps",
 		"run --unknown-types explode":   "--unknown-types",
 		"run --batch-size 0":            "--batch-size",
+		"run --fold-rows -5":            "--fold-rows",
 		"run --drain-timeout -1s":       "--drain-timeout",
 		"run --memory-limit 150MB":      "--memory-limit",
 		"run --projection Users":        "--projection",

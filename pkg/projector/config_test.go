@@ -49,3 +49,26 @@ func TestReadyLagSetting(t *testing.T) {
 		}
 	}
 }
+
+// FoldRows: zero is the default, FoldRowsOff no folds, below that refused by name.
+func TestFoldRowsSetting(t *testing.T) {
+	t.Parallel()
+	p, err := domain.NewProjection("foldrows", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none") // never connects
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	for _, rows := range []int{0, projector.FoldRowsOff, 1, 8000} {
+		if _, err := projector.New(projector.Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t", Projection: p, Pool: pool, FoldRows: rows}); err != nil {
+			t.Errorf("FoldRows %d: %v", rows, err)
+		}
+	}
+	_, err = projector.New(projector.Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t", Projection: p, Pool: pool, FoldRows: -2})
+	if err == nil || !strings.Contains(err.Error(), "FoldRows -2") {
+		t.Errorf("FoldRows -2: err %v, want refused by name", err)
+	}
+}

@@ -51,9 +51,7 @@ func TestAReplayFoldsReadsAndEqualsTheLog(t *testing.T) {
 		f.waitCaughtUp(p, 2*time.Minute)
 		stop()
 		require.Equal(t, want, customerTotals(t, f, p))
-		var orders int
-		require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{p.Schema(), "orders"}.Sanitize()).Scan(&orders))
-		require.Equal(t, 6000, orders)
+		require.Equal(t, 6000, count(t, f, p.Schema(), "orders", ""))
 		folds, reads, failed := foldFigures(t, reg)
 		t.Logf("FoldRows %d: %d folds of %d reads, %d failed", cfg.FoldRows, folds, reads, failed)
 		require.Zero(t, failed)
@@ -82,12 +80,8 @@ func TestAFoldThatFailsIsAppliedAgainBatchByBatch(t *testing.T) {
 	f.waitCaughtUp(p, 2*time.Minute)
 	stop()
 	require.Equal(t, want, customerTotals(t, f, p))
-	var orders, parked int
-	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{p.Schema(), "orders"}.Sanitize()).Scan(&orders))
-	require.Equal(t, 2998, orders)
-	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{f.schema, "parked"}.Sanitize()+
-		` WHERE projection = $1 AND state = 'parked'`, p.Name()).Scan(&parked))
-	require.Equal(t, 2, parked)
+	require.Equal(t, 2998, count(t, f, p.Schema(), "orders", ""))
+	require.Equal(t, 2, count(t, f, f.schema, "parked", "projection = '"+p.Name()+"' AND state = 'parked'"))
 	folds, _, failed := foldFigures(t, reg)
 	require.Positive(t, folds)
 	require.Positive(t, failed, "the folds holding the failing events were rolled back")

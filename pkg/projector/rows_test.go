@@ -103,6 +103,18 @@ func placeOrders(t *testing.T, f *fixture, n, customers int, fail map[int]bool) 
 	return want
 }
 
+// count counts the rows of schema.table where cond holds (all of them when cond is "").
+func count(t *testing.T, f *fixture, schema, table, cond string) int {
+	t.Helper()
+	q := `SELECT count(*) FROM ` + pgx.Identifier{schema, table}.Sanitize()
+	if cond != "" {
+		q += " WHERE " + cond
+	}
+	var n int
+	require.NoError(t, f.pool.QueryRow(context.Background(), q).Scan(&n))
+	return n
+}
+
 func customerTotals(t *testing.T, f *fixture, p *readmodel.Projection) map[string][2]int {
 	t.Helper()
 	rows, err := f.pool.Query(context.Background(), `SELECT customer, total, orders FROM `+pgx.Identifier{p.Schema(), "customers"}.Sanitize())
@@ -158,12 +170,8 @@ func TestRowAPICarefulModeDropsAParkedEventsRows(t *testing.T) {
 	f.waitCaughtUp(p, time.Minute)
 	stop()
 	require.Equal(t, want, customerTotals(t, f, p))
-	var orders, parked int
-	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{p.Schema(), "orders"}.Sanitize()).Scan(&orders))
-	require.Equal(t, 298, orders)
-	require.NoError(t, f.pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{f.schema, "parked"}.Sanitize()+
-		` WHERE projection = $1 AND state = 'parked'`, p.Name()).Scan(&parked))
-	require.Equal(t, 2, parked)
+	require.Equal(t, 298, count(t, f, p.Schema(), "orders", ""))
+	require.Equal(t, 2, count(t, f, f.schema, "parked", "projection = '"+p.Name()+"' AND state = 'parked'"))
 }
 
 // statements counts the statements a pool sends, by their start, and the round
