@@ -9,21 +9,30 @@ import (
 
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/pkg/projector"
+	"github.com/projector/projector/pkg/readmodel"
 )
+
+// unconnected returns the example projection named name and a pool that never
+// connects: enough for New, which does not connect.
+func unconnected(t *testing.T, name string) (*readmodel.Projection, *pgxpool.Pool) {
+	t.Helper()
+	p, err := domain.NewProjection(name, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return p, pool
+}
 
 // ReadyLag is per partition; zero means the default, ReadyLagZero a lag of 0, and
 // the status reports the lag it applies and the rule.
 func TestReadyLagSetting(t *testing.T) {
 	t.Parallel()
-	p, err := domain.NewProjection("readylag", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none") // never connects
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	p, pool := unconnected(t, "readylag")
 	for _, c := range []struct {
 		set, want int64
 		bad       bool
@@ -53,21 +62,13 @@ func TestReadyLagSetting(t *testing.T) {
 // FoldRows: zero is the default, FoldRowsOff no folds, below that refused by name.
 func TestFoldRowsSetting(t *testing.T) {
 	t.Parallel()
-	p, err := domain.NewProjection("foldrows", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none") // never connects
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	p, pool := unconnected(t, "foldrows")
 	for _, rows := range []int{0, projector.FoldRowsOff, 1, 8000} {
 		if _, err := projector.New(projector.Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t", Projection: p, Pool: pool, FoldRows: rows}); err != nil {
 			t.Errorf("FoldRows %d: %v", rows, err)
 		}
 	}
-	_, err = projector.New(projector.Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t", Projection: p, Pool: pool, FoldRows: -2})
+	_, err := projector.New(projector.Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t", Projection: p, Pool: pool, FoldRows: -2})
 	if err == nil || !strings.Contains(err.Error(), "FoldRows -2") {
 		t.Errorf("FoldRows -2: err %v, want refused by name", err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/readmodel"
 )
 
 // foldFigures returns how many folds committed, with how many reads in all, and how
@@ -34,6 +35,21 @@ func foldFigures(t *testing.T, reg *prometheus.Registry) (folds, reads, failed i
 	return folds, reads, failed
 }
 
+// replayOrders replays f's log into a new orders projection (row API), 100 events a
+// read, with foldRows as Config.FoldRows, and returns it with the runner's metrics.
+func replayOrders(t *testing.T, f *fixture, foldRows int) (*readmodel.Projection, *prometheus.Registry) {
+	t.Helper()
+	p := ordersProjection(t, f, true)
+	cfg := f.config(p)
+	cfg.BatchSize, cfg.FoldRows = 100, foldRows
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	_, stop := f.start(cfg)
+	f.waitCaughtUp(p, 2*time.Minute)
+	stop()
+	return p, reg
+}
+
 // TestAReplayFoldsReadsAndEqualsTheLog: a partition with many reads at hand folds
 // them into few transactions, and the read model is the fold of the log all the
 // same; with folds off, every read is a transaction of its own.
@@ -42,18 +58,11 @@ func TestAReplayFoldsReadsAndEqualsTheLog(t *testing.T) {
 	f := newFixture(t, 1)
 	want := placeOrders(t, f, 6000, 20, nil)
 	for _, rows := range []int{0, -1} {
-		p := ordersProjection(t, f, true)
-		cfg := f.config(p)
-		cfg.BatchSize, cfg.FoldRows = 100, rows
-		reg := prometheus.NewRegistry()
-		cfg.Registerer = reg
-		_, stop := f.start(cfg)
-		f.waitCaughtUp(p, 2*time.Minute)
-		stop()
+		p, reg := replayOrders(t, f, rows)
 		require.Equal(t, want, customerTotals(t, f, p))
 		require.Equal(t, 6000, count(t, f, p.Schema(), "orders", ""))
 		folds, reads, failed := foldFigures(t, reg)
-		t.Logf("FoldRows %d: %d folds of %d reads, %d failed", cfg.FoldRows, folds, reads, failed)
+		t.Logf("FoldRows %d: %d folds of %d reads, %d failed", rows, folds, reads, failed)
 		require.Zero(t, failed)
 		if rows == 0 {
 			require.Positive(t, folds)
@@ -71,14 +80,7 @@ func TestAFoldThatFailsIsAppliedAgainBatchByBatch(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 1)
 	want := placeOrders(t, f, 3000, 5, map[int]bool{17: true, 1450: true})
-	p := ordersProjection(t, f, true)
-	cfg := f.config(p)
-	cfg.BatchSize = 100
-	reg := prometheus.NewRegistry()
-	cfg.Registerer = reg
-	_, stop := f.start(cfg)
-	f.waitCaughtUp(p, 2*time.Minute)
-	stop()
+	p, reg := replayOrders(t, f, 0)
 	require.Equal(t, want, customerTotals(t, f, p))
 	require.Equal(t, 2998, count(t, f, p.Schema(), "orders", ""))
 	require.Equal(t, 2, count(t, f, f.schema, "parked", "projection = '"+p.Name()+"' AND state = 'parked'"))
