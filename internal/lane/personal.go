@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/segmentio/kafka-go"
@@ -30,7 +31,13 @@ type Envelope struct {
 // evicts its subject's keys before anything is opened, so no event of the batch
 // reads a forgotten subject's data from the cache.
 func (env *Env) ReadEnvelopes(ctx context.Context, reg *events.Registry, msgs []kafka.Message, wants func(string) bool) ([]Envelope, error) {
-	out := make([]Envelope, len(msgs))
+	return env.ReadEnvelopesInto(ctx, reg, msgs, wants, nil)
+}
+
+// ReadEnvelopesInto is ReadEnvelopes into buf's array when it holds len(msgs)
+// (what it held is overwritten): a caller reading batch after batch reuses one.
+func (env *Env) ReadEnvelopesInto(ctx context.Context, reg *events.Registry, msgs []kafka.Message, wants func(string) bool, buf []Envelope) ([]Envelope, error) {
+	out := slices.Grow(buf[:0], len(msgs))[:len(msgs)]
 	var keyIDs []string // the sealed events' keys, each once
 	seen := map[string]bool{}
 	for i, m := range msgs {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -14,6 +15,7 @@ import (
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/internal/rmhook"
 	"github.com/projector/projector/internal/store"
+	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
 )
@@ -23,18 +25,33 @@ import (
 // error is that lookup's (transient). The effects run on the same entries once the
 // batch committed, so the types they react to are opened too.
 func (r *Runner) prepare(ctx context.Context, msgs []kafka.Message) ([]judge.Entry, error) {
-	return r.prepareFor(ctx, msgs, r.opens, r.cfg.Projection.Registry().Known)
+	return r.prepareFor(ctx, msgs, r.opens, r.cfg.Projection.Registry().Known, nil)
+}
+
+// scratch holds the arrays a fold's reads are decoded into, one read after
+// another: a replay decodes a million events, and each read's entries are let go
+// once it is applied.
+type scratch struct {
+	envs    []lane.Envelope
+	entries []judge.Entry
+	decoded []events.Decoded // the events handed to Preload
 }
 
 // prepareFor reads msgs as entries, opening the personal data of the types open
-// says and decoding (with the projection's registry) the types decode says.
-func (r *Runner) prepareFor(ctx context.Context, msgs []kafka.Message, open, decode func(string) bool) ([]judge.Entry, error) {
+// says and decoding (with the projection's registry) the types decode says. With
+// sc, the entries are made in its arrays, overwriting the last read's.
+func (r *Runner) prepareFor(ctx context.Context, msgs []kafka.Message, open, decode func(string) bool, sc *scratch) ([]judge.Entry, error) {
 	reg := r.cfg.Projection.Registry()
-	envs, err := r.env.ReadEnvelopes(ctx, reg, msgs, open)
+	var envBuf []lane.Envelope
+	var out []judge.Entry
+	if sc != nil {
+		envBuf, out = sc.envs, sc.entries
+	}
+	envs, err := r.env.ReadEnvelopesInto(ctx, reg, msgs, open, envBuf)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]judge.Entry, len(msgs))
+	out = slices.Grow(out[:0], len(msgs))[:len(msgs)]
 	for i, m := range msgs {
 		e := judge.Entry{Msg: m, Behind: -1}
 		ev, err := envs[i].Event, envs[i].Problem
@@ -54,6 +71,10 @@ func (r *Runner) prepareFor(ctx context.Context, msgs []kafka.Message, open, dec
 			}
 		}
 		out[i] = e
+	}
+	if sc != nil {
+		clear(envs) // their events are in out: the array holds nothing until the next read
+		sc.envs, sc.entries = envs, out
 	}
 	return out, nil
 }
@@ -185,11 +206,16 @@ func (r *Runner) applyOne(ctx context.Context, w *readmodel.Writer, e *judge.Ent
 // must be set before that round trip, whose statements pgx prepares before it runs
 // any of them.
 func (r *Runner) begin(ctx context.Context, entries []judge.Entry) (pgx.Tx, *readmodel.Writer, *judge.Marks, error) {
+	return r.beginWith(ctx, r.beginSQL, entries)
+}
+
+// beginWith is begin with the BEGIN statement sql.
+func (r *Runner) beginWith(ctx context.Context, sql string, entries []judge.Entry) (pgx.Tx, *readmodel.Writer, *judge.Marks, error) {
 	c, err := r.cfg.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	dbtx, err := c.Conn().BeginTx(ctx, pgx.TxOptions{BeginQuery: r.beginSQL})
+	dbtx, err := c.Conn().BeginTx(ctx, pgx.TxOptions{BeginQuery: sql})
 	if err != nil {
 		c.Release()
 		return nil, nil, nil, err

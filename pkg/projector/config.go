@@ -3,6 +3,7 @@ package projector
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -94,6 +95,13 @@ type Config struct {
 	// per transaction). The memory it takes grows with it: about the size of a row
 	// per row, per partition (docs/operations.md, Memory).
 	FoldRows int
+	// FoldReadsAtOnce bounds the fold reads decoded and applied at once, across
+	// partitions: a read holds its events in memory from its decoding to its last
+	// handler, and a few at once keep the cores busy (default twice GOMAXPROCS, at
+	// least two). It bounds a replay's memory, and the garbage collector's work
+	// under the memory limit, not its speed: a read never waits for another
+	// transaction's rows while it holds its place (docs/operations.md, Memory).
+	FoldReadsAtOnce int
 	// SyncCommit makes each batch's COMMIT wait until PostgreSQL has flushed it to
 	// disk (synchronous_commit on). By default a batch commits without that wait
 	// (synchronous_commit off for its transaction only): a PostgreSQL or machine
@@ -204,6 +212,9 @@ func (c Config) withDefaults() Config {
 	if c.FoldRows == 0 {
 		c.FoldRows = FoldRowsDefault
 	}
+	if c.FoldReadsAtOnce == 0 {
+		c.FoldReadsAtOnce = max(2, 2*runtime.GOMAXPROCS(0))
+	}
 	if c.BatchSize == 0 {
 		c.BatchSize = BatchSizeDefault
 	}
@@ -249,6 +260,9 @@ func (c Config) validate() error {
 	}
 	if c.FoldRows < FoldRowsOff {
 		errs = append(errs, fmt.Errorf("FoldRows %d: must be at least 0 (FoldRowsOff: no folds)", c.FoldRows))
+	}
+	if c.FoldReadsAtOnce < 0 {
+		errs = append(errs, fmt.Errorf("FoldReadsAtOnce %d: must be at least 1 (0: the default)", c.FoldReadsAtOnce))
 	}
 	if c.BatchSize < 1 {
 		errs = append(errs, fmt.Errorf("BatchSize %d: must be at least 1", c.BatchSize))

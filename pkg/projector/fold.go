@@ -14,7 +14,6 @@ import (
 	"github.com/projector/projector/internal/judge"
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/internal/rmhook"
-	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
 )
@@ -33,12 +32,21 @@ import (
 // statement, a lost connection, a fenced position at its commit) rolls it back
 // whole, and its events are read again from the log and applied batch by batch,
 // the path with the retries, the event-by-event isolation of poison and the
-// deadlock splitting. Its reads after the first load their rows under a short
-// lock_timeout, inside a savepoint: a row another transaction holds ends the fold
-// there (the read is rolled back to the savepoint, the fold commits, and the read
-// is applied as a batch of its own, waiting for the row), so a fold holding rows
-// never waits for another transaction's, and partitions sharing rows do not
-// deadlock.
+// deadlock splitting. A fold's statements run under a short lock_timeout until
+// its commit, and its reads after the first load inside a savepoint: a row another
+// transaction holds ends the fold there (the read is rolled back to the savepoint,
+// the fold commits, and the read is applied as a batch of its own, waiting for the
+// row; a first read's fold is given up whole, holding nothing yet), so a fold
+// never waits for another transaction's rows while it holds its own, and
+// partitions sharing rows do not deadlock.
+//
+// At most Config.FoldReadsAtOnce fold reads are decoded and applied at once,
+// across partitions: a read holds its events from its decoding to its last
+// handler, and twelve partitions replaying on two cores would otherwise hold
+// twelve reads' events where a few keep the cores busy (the collector's work under
+// the memory limit grows with the live heap). Since nothing in a fold read waits
+// for another transaction, a read slot is never held by a wait on a fold that
+// needs one.
 
 // foldFor bounds how long a fold's transaction stays open: the rows it loaded are
 // locked that long, and the partition's status and lag move once per fold. A stop
@@ -50,6 +58,18 @@ const foldFor = 2 * time.Second
 // PostgreSQL's deadlock_timeout (1 s by default), so that a wait is given up before
 // a deadlock would be looked for.
 const foldLockTimeout = "50ms"
+
+// takeReadSlot waits for a read slot (Config.FoldReadsAtOnce), or for ctx to end.
+func (r *Runner) takeReadSlot(ctx context.Context) error {
+	select {
+	case r.readSlots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Runner) giveReadSlot() { <-r.readSlots }
 
 // errContended is a fold's read whose rows another transaction holds: the fold
 // commits before it.
@@ -68,9 +88,9 @@ type fold struct {
 	events  int64
 	reads   int
 	saved   bool                // a savepoint is open: the commit releases it
-	timeout bool                // foldLockTimeout is set: the commit sets it back
 	types   map[string]struct{} // the types it applied
 	flagged []judge.Entry       // its events parked, or applied out of order: logged and counted once it commits
+	sc      scratch             // its reads are decoded into the same arrays
 }
 
 // folds reports whether a read should start a fold: folding is on, the partition
@@ -109,7 +129,7 @@ func (r *Runner) moreAtHand(p *partition, next, highWater int64) bool {
 func (r *Runner) applyFolding(genCtx context.Context, p *partition, rd *lane.Reader, msgs []kafka.Message) error {
 	ctx, cancel := lane.DrainContext(genCtx, r.cfg.DrainTimeout)
 	defer cancel()
-	tx, w, st, err := r.begin(ctx, nil)
+	tx, w, st, err := r.beginWith(ctx, r.foldSQL, nil)
 	if err != nil {
 		return r.applySplitting(genCtx, p, msgs) // its retries wait for the database
 	}
@@ -122,6 +142,7 @@ func (r *Runner) applyFolding(genCtx context.Context, p *partition, rd *lane.Rea
 			if err := r.commitFold(genCtx, ctx, p, f); err != nil {
 				return r.unfold(ctx, p, rd, f, msgs, err)
 			}
+			_ = tx.Rollback(ctx) // a first read's fold commits nothing: its connection goes back
 			return r.applySplitting(genCtx, p, msgs)
 		}
 		if err != nil {
@@ -158,11 +179,16 @@ func (r *Runner) foldsOn(p *partition, f *fold) bool {
 		r.moreAtHand(p, f.next, f.hw)
 }
 
-// foldRead decodes, loads and applies one read in f. A read after the first loads
-// under a savepoint and foldLockTimeout: a row held elsewhere rolls it back to the
-// savepoint and returns errContended, with f as it was before it.
+// foldRead decodes, loads and applies one read in f, in a read slot. A read after
+// the first loads under a savepoint: a row held elsewhere (foldLockTimeout) rolls
+// it back to the savepoint and returns errContended, with f as it was before it. A
+// first read's returns errContended with nothing to keep.
 func (r *Runner) foldRead(ctx context.Context, p *partition, f *fold, msgs []kafka.Message) error {
-	entries, err := r.prepare(ctx, msgs)
+	if err := r.takeReadSlot(ctx); err != nil {
+		return err
+	}
+	defer r.giveReadSlot()
+	entries, err := r.prepareFor(ctx, msgs, r.opens, r.cfg.Projection.Registry().Known, &f.sc)
 	if err != nil {
 		return err
 	}
@@ -171,18 +197,14 @@ func (r *Runner) foldRead(ctx context.Context, p *partition, f *fold, msgs []kaf
 	if later {
 		// What the last read's handlers left queued (Exec statements, parked
 		// events) goes first, with the new savepoint, in a round trip of its own: a
-		// failure there fails the fold (rolled back whole), never a rollback to a
-		// savepoint that would take that read's statements with it, and the savepoint
-		// the loads may roll back to is known to stand.
+		// failure there (a held row too) fails the fold (rolled back whole), never a
+		// rollback to a savepoint that would take that read's statements with it,
+		// and the savepoint the loads may roll back to is known to stand.
 		if f.saved {
 			w.Exec("RELEASE SAVEPOINT projector_fold")
 		}
 		w.Exec("SAVEPOINT projector_fold")
 		f.saved = true
-		if !f.timeout {
-			w.Exec("SET LOCAL lock_timeout = '" + foldLockTimeout + "'")
-			f.timeout = true
-		}
 		if err := rmhook.Send(ctx, w); err != nil {
 			return err
 		}
@@ -192,17 +214,21 @@ func (r *Runner) foldRead(ctx context.Context, p *partition, f *fold, msgs []kaf
 	// loads: a read rolled back puts them back in memory, written at the commit.
 	unspill := rmhook.Spill(w)
 	r.queueJudgeReads(w, f.st, entries)
-	ds := make([]events.Decoded, 0, len(entries))
+	ds := f.sc.decoded[:0]
 	for i := range entries {
 		if d := entries[i].Decoded; d != nil {
 			ds = append(ds, *d)
 		}
 	}
+	f.sc.decoded = ds
 	err = r.cfg.Projection.Preload(ctx, w, ds)
 	if err == nil {
 		err = rmhook.Send(ctx, w)
 	}
 	if err != nil {
+		if !later && lockNotAvailable(err) {
+			return errContended // nothing of the fold is kept: its transaction is given up
+		}
 		if later && !adding && lockNotAvailable(err) {
 			// The failed round trip sent everything queued; what it loaded for this
 			// read stays in memory unchanged, and is not written. (With Add's sums
@@ -221,11 +247,18 @@ func (r *Runner) foldRead(ctx context.Context, p *partition, f *fold, msgs []kaf
 	if err := r.walkOn(ctx, w, p, f.st, entries, false, false, nil, &f.out); err != nil {
 		return err
 	}
+	r.foldApplied(p, f, msgs, entries)
+	return nil
+}
+
+// foldApplied records in f a read whose entries its handlers applied: its parked
+// events are queued, what it flagged kept for the commit, and its end taken.
+func (r *Runner) foldApplied(p *partition, f *fold, msgs []kafka.Message, entries []judge.Entry) {
 	for i := range entries {
 		e := &entries[i]
 		switch {
 		case e.Act == judge.Park:
-			r.parking.QueuePark(w, p.Key, e)
+			r.parking.QueuePark(f.w, p.Key, e)
 			f.flagged = append(f.flagged, *e)
 		case e.Gap || e.Stale:
 			f.flagged = append(f.flagged, *e)
@@ -233,11 +266,14 @@ func (r *Runner) foldRead(ctx context.Context, p *partition, f *fold, msgs []kaf
 			f.types[e.Event.Type] = struct{}{}
 		}
 	}
+	// The arrays are kept for the next read, their events not: the events are
+	// let go while the next read is fetched.
+	clear(entries)
+	clear(f.sc.decoded)
 	last := msgs[len(msgs)-1]
 	f.next, f.hw = last.Offset+1, last.HighWaterMark
 	f.events += int64(len(msgs))
 	f.reads++
-	return nil
 }
 
 // lockNotAvailable reports a lock wait given up (lock_timeout, SQLSTATE 55P03).
@@ -256,10 +292,8 @@ func (r *Runner) commitFold(genCtx, ctx context.Context, p *partition, f *fold) 
 	if f.saved {
 		w.Exec("RELEASE SAVEPOINT projector_fold")
 	}
-	if f.timeout {
-		// The writes wait for rows as a batch's do: they are in key order.
-		w.Exec("SET LOCAL lock_timeout TO DEFAULT")
-	}
+	// The writes wait for rows as a batch's do: they are in key order.
+	w.Exec("SET LOCAL lock_timeout TO DEFAULT")
 	r.queueMarks(w, f.st)
 	r.queueAdvance(w, p, f.next, f.events)
 	if err := rmhook.Commit(ctx, w); err != nil {

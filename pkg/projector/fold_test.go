@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/projector/projector/internal/testenv"
+	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
 	"github.com/projector/projector/pkg/readmodel"
 )
@@ -155,4 +156,62 @@ func foldAroundAHeldRow(t *testing.T, rows bool) {
 	got := customerTotals(t, f, p)
 	require.Equal(t, [2]int{301, 301}, got["held"])
 	require.Equal(t, [2]int{101, 101}, got["free"])
+}
+
+// TestAFoldReadWaitingForARowHoldsNoReadSlot: a fold whose first read finds a row
+// held by another transaction gives the fold up and applies the read as a batch,
+// which waits outside the fold reads' slots: with one slot, the other partition
+// replays to its end meanwhile. A read waiting inside its slot would hold every
+// partition's replay behind one row.
+func TestAFoldReadWaitingForARowHoldsNoReadSlot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, 2)
+	reg := events.NewRegistry()
+	events.Register[orderPlaced](reg, "OrderPlaced")
+	// Orders of customer c, n of them, whose ids all go to partition part.
+	next := 0
+	orders := func(n, part int, c string) []events.Event {
+		var evs []events.Event
+		for len(evs) < n {
+			id := fmt.Sprintf("o%06d", next)
+			next++
+			if eventlog.Murmur2Partition([]byte(id), 2) != part {
+				continue
+			}
+			e, err := reg.New("shop", id, orderPlaced{OrderID: id, Customer: c, Amount: 1})
+			require.NoError(t, err)
+			evs = append(evs, e)
+		}
+		return evs
+	}
+	f.publish(append(orders(1, 0, "held"), orders(1, 1, "free")...)...)
+	p := ordersProjection(t, f, true)
+	cfg := f.config(p)
+	cfg.BatchSize, cfg.FoldReadsAtOnce = 100, 1
+	_, stop := f.start(cfg)
+	f.waitCaughtUp(p, time.Minute)
+	stop()
+	start := f.stored(p)
+
+	tx, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, `SELECT FROM `+pgx.Identifier{p.Schema(), "customers"}.Sanitize()+` WHERE customer = 'held' FOR UPDATE`)
+	require.NoError(t, err)
+
+	// Four reads at hand in each partition: both replay in folds.
+	f.publish(append(orders(400, 0, "held"), orders(400, 1, "free")...)...)
+	_, stop = f.start(cfg)
+	defer stop()
+	testenv.WaitFor(t, 30*time.Second, "partition 1 to replay to its end while partition 0 waits for a row", func() bool {
+		return f.stored(p)[1] == start[1]+400
+	})
+	require.Equal(t, start[0], f.stored(p)[0], "nothing of customer held applied while its row is held")
+	require.NoError(t, tx.Commit(ctx))
+	f.waitCaughtUp(p, time.Minute)
+	stop()
+	got := customerTotals(t, f, p)
+	require.Equal(t, [2]int{401, 401}, got["held"])
+	require.Equal(t, [2]int{401, 401}, got["free"])
 }

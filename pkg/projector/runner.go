@@ -40,10 +40,15 @@ type Runner struct {
 	client   *eventlog.Client // metadata and offsets; its connections close when Run returns
 	readyLag int64            // the lag a live partition may have (Config.ReadyLag resolved)
 	beginSQL string           // a batch transaction's BEGIN: its search path and commit durability
+	foldSQL  string           // a fold's: beginSQL, and foldLockTimeout
 	// foldSlots bounds the folds open at once below the pool's size: a fold holds
 	// its connection while it reads and decodes the next read, whose personal data
 	// keys may be looked up in the same pool.
 	foldSlots chan struct{}
+	// readSlots bounds the fold reads decoded and applied at once
+	// (Config.FoldReadsAtOnce): the events of a read are held from its decoding to
+	// its last handler.
+	readSlots chan struct{}
 
 	snaps   *snapshotting.Snapshotter
 	scrubs  *snapshotting.Scrubber
@@ -86,6 +91,7 @@ func New(cfg Config) (*Runner, error) {
 	if !cfg.SyncCommit {
 		r.beginSQL += `; SET LOCAL synchronous_commit TO off`
 	}
+	r.foldSQL = r.beginSQL + `; SET LOCAL lock_timeout = '` + foldLockTimeout + `'`
 	r.env = &lane.Env{
 		Pool: cfg.Pool, Schema: cfg.Schema, Offsets: r.offsets, Client: r.client, Brokers: cfg.Brokers, Topic: cfg.Topic,
 		BatchSize: cfg.BatchSize, BatchTimeout: cfg.BatchTimeout, Keys: cfg.Keys,
@@ -96,6 +102,7 @@ func New(cfg Config) (*Runner, error) {
 	r.snaps = snapshotting.NewSnapshotter(r.snapshotting(), cfg.Snapshots)
 	r.scrubs = snapshotting.NewScrubber(r.snapshotting(), cfg.ScrubStore, cfg.Snapshots, cfg.ScrubEvery)
 	r.foldSlots = make(chan struct{}, max(1, int(cfg.Pool.Config().MaxConns)-2))
+	r.readSlots = make(chan struct{}, cfg.FoldReadsAtOnce)
 	return r, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -64,6 +65,7 @@ func copyRows[K cmp.Ordered, R any](ctx context.Context, tx pgx.Tx, t *Table[K, 
 	if err != nil {
 		return 0, encodeError{err}
 	}
+	defer putCopyBufs(writes) // each write is out (or the connection closed) when it returns
 	for _, msgs := range writes {
 		tag, err := copyInOneWrite(ctx, conn.PgConn(), msgs)
 		if err != nil {
@@ -88,8 +90,26 @@ type copyStatement struct {
 	rows   int
 }
 
+// copyBufs keeps COPY statements' buffers (*[]byte) for the next statements: a
+// replay sends thousands, of up to copyWriteMax bytes each.
+var copyBufs sync.Pool
+
+func getCopyBuf(size int) []byte {
+	if b, ok := copyBufs.Get().(*[]byte); ok && cap(*b) >= size {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, size)
+}
+
+func putCopyBufs(writes [][]byte) {
+	for i := range writes {
+		b := writes[i][:0]
+		copyBufs.Put(&b)
+	}
+}
+
 func newCopyStatement(sql string, size int) copyStatement {
-	buf := make([]byte, 0, size)
+	buf := getCopyBuf(size)
 	buf = append(buf, 'Q', 0, 0, 0, 0)
 	buf = append(buf, sql...)
 	buf = append(buf, 0)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgtype"
 
@@ -53,18 +54,20 @@ import (
 //
 // A Table's methods are called only from handlers, with the handler's Writer.
 type Table[K cmp.Ordered, R any] struct {
-	order   int    // declaration order in its projection: tables are written in it
-	name    string // unqualified: it resolves in the projection's schema
-	cols    []string
-	fields  [][]int // each column's struct field index
-	types   []string
-	pk      int // the primary key's column
-	selects string
-	locks   string // the advisory locks of the keys not yet in the table
-	upsert  string // every row Put: RETURNING the keys loaded as absent that were not inserted
-	adds    string // Add's deltas: the numeric columns summed on conflict
-	deletes string
-	sums    []int // the columns Add sums: tagged db:"name,sum"
+	order    int    // declaration order in its projection: tables are written in it
+	name     string // unqualified: it resolves in the projection's schema
+	cols     []string
+	fields   [][]int // each column's struct field index
+	types    []string
+	pk       int     // the primary key's column
+	pkAt     uintptr // the primary key's offset in R, when no embedded pointer is on its way (pkDirect)
+	pkDirect bool
+	selects  string
+	locks    string // the advisory locks of the keys not yet in the table
+	upsert   string // every row Put: RETURNING the keys loaded as absent that were not inserted
+	adds     string // Add's deltas: the numeric columns summed on conflict
+	deletes  string
+	sums     []int // the columns Add sums: tagged db:"name,sum"
 
 	updatesAt, deletesAt string // the rows loaded and locked, by ctid
 
@@ -127,6 +130,7 @@ func NewTable[K cmp.Ordered, R any](p *Projection, name, primaryKey string) *Tab
 				panic(fmt.Sprintf("readmodel: table %s: primary key %s is a %v, the table's key type is %v", name, col, f.Type, reflect.TypeFor[K]()))
 			}
 			t.pk = len(t.cols)
+			t.pkAt, t.pkDirect = fieldOffset(rt, f.Index)
 		}
 		if opt == "sum" {
 			t.sums = append(t.sums, len(t.cols))
@@ -434,8 +438,28 @@ func (t *Table[K, R]) column(name string) int {
 	panic(fmt.Sprintf("readmodel: table %s has no column %s", t.name, name))
 }
 
+// key returns row's primary key: read at its offset, without reflection's boxing
+// of the row (an allocation per call, on every Put and Update).
 func (t *Table[K, R]) key(row R) K {
+	if t.pkDirect {
+		return *(*K)(unsafe.Add(unsafe.Pointer(&row), t.pkAt))
+	}
 	return reflect.ValueOf(row).FieldByIndex(t.fields[t.pk]).Interface().(K)
+}
+
+// fieldOffset returns the offset in rt of the field at index (a path through
+// embedded structs), and false when the path goes through an embedded pointer.
+func fieldOffset(rt reflect.Type, index []int) (uintptr, bool) {
+	var at uintptr
+	for i, x := range index {
+		if i > 0 && rt.Kind() != reflect.Struct {
+			return 0, false
+		}
+		f := rt.Field(x)
+		at += f.Offset
+		rt = f.Type
+	}
+	return at, true
 }
 
 // state returns the table's rows in w, made on first use.
