@@ -95,12 +95,13 @@ type Config struct {
 	// per transaction). The memory it takes grows with it: about the size of a row
 	// per row, per partition (docs/operations.md, Memory).
 	FoldRows int
-	// FoldReadsAtOnce bounds the fold reads decoded and applied at once, across
-	// partitions: a read holds its events in memory from its decoding to its last
-	// handler, and a few at once keep the cores busy (default twice GOMAXPROCS, at
-	// least two). It bounds a replay's memory, and the garbage collector's work
-	// under the memory limit, not its speed: a read never waits for another
-	// transaction's rows while it holds its place (docs/operations.md, Memory).
+	// FoldReadsAtOnce bounds the folds reading at once, across partitions: a fold
+	// keeps its place from its first read to its last, and holds each read's events
+	// from its decoding to its last handler; a few at once keep the cores busy
+	// (default twice GOMAXPROCS, at least two). It bounds a replay's memory and the
+	// garbage collector's work under the memory limit: a fold's reads never wait for
+	// another transaction's rows while it holds its place (docs/operations.md,
+	// Folds).
 	FoldReadsAtOnce int
 	// SyncCommit makes each batch's COMMIT wait until PostgreSQL has flushed it to
 	// disk (synchronous_commit on). By default a batch commits without that wait

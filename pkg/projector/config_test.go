@@ -73,3 +73,18 @@ func TestFoldRowsSetting(t *testing.T) {
 		t.Errorf("FoldRows -2: err %v, want refused by name", err)
 	}
 }
+
+// FoldReadsAtOnce: zero is the default, below that refused by name.
+func TestFoldReadsAtOnceSetting(t *testing.T) {
+	t.Parallel()
+	p, pool := unconnected(t, "foldreads")
+	for _, n := range []int{0, 1, 16} {
+		if _, err := projector.New(projector.Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t", Projection: p, Pool: pool, FoldReadsAtOnce: n}); err != nil {
+			t.Errorf("FoldReadsAtOnce %d: %v", n, err)
+		}
+	}
+	_, err := projector.New(projector.Config{Brokers: []string{"127.0.0.1:1"}, Topic: "t", Projection: p, Pool: pool, FoldReadsAtOnce: -1})
+	if err == nil || !strings.Contains(err.Error(), "FoldReadsAtOnce -1") {
+		t.Errorf("FoldReadsAtOnce -1: err %v, want refused by name", err)
+	}
+}

@@ -40,13 +40,14 @@ import (
 // never waits for another transaction's rows while it holds its own, and
 // partitions sharing rows do not deadlock.
 //
-// At most Config.FoldReadsAtOnce fold reads are decoded and applied at once,
-// across partitions: a read holds its events from its decoding to its last
-// handler, and twelve partitions replaying on two cores would otherwise hold
-// twelve reads' events where a few keep the cores busy (the collector's work under
-// the memory limit grows with the live heap). Since nothing in a fold read waits
-// for another transaction, a read slot is never held by a wait on a fold that
-// needs one.
+// At most Config.FoldReadsAtOnce folds read at once, across partitions: a fold
+// holds a read slot from its first read to its last, and the others wait for one
+// holding their first read's records and no connection. Twelve partitions
+// replaying on two cores would otherwise hold twelve reads' events where a few keep
+// the cores busy (the collector's work under the memory limit grows with what is
+// held), and each fold, sharing the cores with eleven others, would cover a third
+// of the events in its time. Since nothing in a fold's reads waits for another
+// transaction, a slot is never held by a wait on a fold that needs one.
 
 // foldFor bounds how long a fold's transaction stays open: the rows it loaded are
 // locked that long, and the partition's status and lag move once per fold. A stop
@@ -127,10 +128,25 @@ func (r *Runner) moreAtHand(p *partition, next, highWater int64) bool {
 // A fold that cannot commit is rolled back, and its events applied again from the
 // log batch by batch (see fold).
 func (r *Runner) applyFolding(genCtx context.Context, p *partition, rd *lane.Reader, msgs []kafka.Message) error {
+	// The read slot first: a fold waiting for one holds no connection. It is kept
+	// from the first read to the last, and given back before the commit, whose
+	// writes may wait for other transactions' rows.
+	if r.takeReadSlot(genCtx) != nil {
+		return nil // the generation ended: nothing was applied, the worker stops
+	}
+	held := true
+	give := func() {
+		if held {
+			held = false
+			r.giveReadSlot()
+		}
+	}
+	defer give()
 	ctx, cancel := lane.DrainContext(genCtx, r.cfg.DrainTimeout)
 	defer cancel()
 	tx, w, st, err := r.beginWith(ctx, r.foldSQL, nil)
 	if err != nil {
+		give()
 		return r.applySplitting(genCtx, p, msgs) // its retries wait for the database
 	}
 	f := &fold{tx: tx, w: w, st: st, out: outcome{parkedSubjects: map[string]int64{}}, start: time.Now(),
@@ -138,6 +154,9 @@ func (r *Runner) applyFolding(genCtx context.Context, p *partition, rd *lane.Rea
 	defer func() { _ = tx.Rollback(ctx) }()
 	for {
 		err := r.foldRead(ctx, p, f, msgs)
+		if err != nil {
+			give()
+		}
 		if errors.Is(err, errContended) {
 			if err := r.commitFold(genCtx, ctx, p, f); err != nil {
 				return r.unfold(ctx, p, rd, f, msgs, err)
@@ -157,6 +176,7 @@ func (r *Runner) applyFolding(genCtx context.Context, p *partition, rd *lane.Rea
 		}
 		msgs, err = r.keepFrom(ctx, p, f.next, next)
 		if err != nil {
+			give()
 			if cerr := r.commitFold(genCtx, ctx, p, f); cerr != nil {
 				return r.unfold(ctx, p, rd, f, nil, cerr)
 			}
@@ -166,6 +186,7 @@ func (r *Runner) applyFolding(genCtx context.Context, p *partition, rd *lane.Rea
 			break // past a bounded run's end
 		}
 	}
+	give()
 	if err := r.commitFold(genCtx, ctx, p, f); err != nil {
 		return r.unfold(ctx, p, rd, f, nil, err)
 	}
@@ -179,15 +200,11 @@ func (r *Runner) foldsOn(p *partition, f *fold) bool {
 		r.moreAtHand(p, f.next, f.hw)
 }
 
-// foldRead decodes, loads and applies one read in f, in a read slot. A read after
+// foldRead decodes, loads and applies one read in f. A read after
 // the first loads under a savepoint: a row held elsewhere (foldLockTimeout) rolls
 // it back to the savepoint and returns errContended, with f as it was before it. A
 // first read's returns errContended with nothing to keep.
 func (r *Runner) foldRead(ctx context.Context, p *partition, f *fold, msgs []kafka.Message) error {
-	if err := r.takeReadSlot(ctx); err != nil {
-		return err
-	}
-	defer r.giveReadSlot()
 	entries, err := r.prepareFor(ctx, msgs, r.opens, r.cfg.Projection.Registry().Known, &f.sc)
 	if err != nil {
 		return err
