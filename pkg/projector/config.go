@@ -97,11 +97,11 @@ type Config struct {
 	FoldRows int
 	// FoldReadsAtOnce bounds the folds reading at once, across partitions: a fold
 	// keeps its place from its first read to its last, and holds each read's events
-	// from its decoding to its last handler; a few at once keep the cores busy
-	// (default twice GOMAXPROCS, at least two). It bounds a replay's memory and the
-	// garbage collector's work under the memory limit: a fold's reads never wait for
-	// another transaction's rows while it holds its place (docs/operations.md,
-	// Folds).
+	// from its decoding to its last handler. One per core keeps the cores busy (the
+	// database works while a fold waits for it); default GOMAXPROCS, at least two.
+	// It bounds a replay's memory and the garbage collector's work under the memory
+	// limit: a fold's reads never wait for another transaction's rows while it holds
+	// its place (docs/operations.md, Folds).
 	FoldReadsAtOnce int
 	// SyncCommit makes each batch's COMMIT wait until PostgreSQL has flushed it to
 	// disk (synchronous_commit on). By default a batch commits without that wait
@@ -214,7 +214,7 @@ func (c Config) withDefaults() Config {
 		c.FoldRows = FoldRowsDefault
 	}
 	if c.FoldReadsAtOnce == 0 {
-		c.FoldReadsAtOnce = max(2, 2*runtime.GOMAXPROCS(0))
+		c.FoldReadsAtOnce = max(2, runtime.GOMAXPROCS(0))
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = BatchSizeDefault
