@@ -262,6 +262,9 @@ func (r *Runner) foldRead(ctx context.Context, p *partition, f *fold, msgs []kaf
 		return err
 	}
 	if err := r.walkOn(ctx, w, p, f.st, entries, false, false, nil, &f.out); err != nil {
+		if !later && lockNotAvailable(err) {
+			return errContended // a handler's own load found a row held: as above
+		}
 		return err
 	}
 	r.foldApplied(p, f, msgs, entries)
@@ -305,12 +308,17 @@ func (r *Runner) commitFold(genCtx, ctx context.Context, p *partition, f *fold) 
 	if f.reads == 0 {
 		return nil
 	}
+	// The writes wait for rows as a batch's do (they are in key order), and so do
+	// the statements the last read's handlers left queued: the timeout goes first,
+	// in a round trip of its own, or a row held a moment at the commit would fail
+	// the whole fold.
+	if _, err := f.tx.Exec(ctx, "SET LOCAL lock_timeout TO DEFAULT"); err != nil {
+		return err
+	}
 	w := f.w
 	if f.saved {
 		w.Exec("RELEASE SAVEPOINT projector_fold")
 	}
-	// The writes wait for rows as a batch's do: they are in key order.
-	w.Exec("SET LOCAL lock_timeout TO DEFAULT")
 	r.queueMarks(w, f.st)
 	r.queueAdvance(w, p, f.next, f.events)
 	if err := rmhook.Commit(ctx, w); err != nil {

@@ -215,3 +215,62 @@ func TestAFoldReadWaitingForARowHoldsNoReadSlot(t *testing.T) {
 	require.Equal(t, [2]int{401, 401}, got["held"])
 	require.Equal(t, [2]int{401, 401}, got["free"])
 }
+
+// TestAFoldsCommitWaitsForARowItsLastReadWrites: the statements a fold's last read
+// queued (Exec handlers' here) go with its commit, which waits for a row another
+// transaction holds, as a batch's would, instead of failing the whole fold at the
+// reads' lock timeout.
+func TestAFoldsCommitWaitsForARowItsLastReadWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t, 1)
+	reg := events.NewRegistry()
+	events.Register[orderPlaced](reg, "OrderPlaced")
+	order := func(i int, customer string) events.Event {
+		e, err := reg.New("shop", fmt.Sprintf("o%05d", i), orderPlaced{OrderID: fmt.Sprintf("o%05d", i), Customer: customer, Amount: 1})
+		require.NoError(t, err)
+		return e
+	}
+	f.publish(order(0, "held"), order(1, "free"))
+	p := ordersProjection(t, f, false)
+	cfg := f.config(p)
+	cfg.BatchSize = 100
+	promReg := prometheus.NewRegistry()
+	cfg.Registerer = promReg
+	_, stop := f.start(cfg)
+	f.waitCaughtUp(p, time.Minute)
+	stop()
+	start := f.stored(p)[0]
+
+	tx, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, `SELECT FROM `+pgx.Identifier{p.Schema(), "customers"}.Sanitize()+` WHERE customer = 'held' FOR UPDATE`)
+	require.NoError(t, err)
+
+	// Two reads: orders of "free", then the last, of "held".
+	var evs []events.Event
+	for i := range 200 {
+		c := "free"
+		if i >= 100 {
+			c = "held"
+		}
+		evs = append(evs, order(2+i, c))
+	}
+	f.publish(evs...)
+	promReg = prometheus.NewRegistry()
+	cfg.Registerer = promReg
+	_, stop = f.start(cfg)
+	defer stop()
+	time.Sleep(time.Second) // the fold's commit waits for the row meanwhile
+	require.Equal(t, start, f.stored(p)[0], "nothing committed while the row is held")
+	require.NoError(t, tx.Commit(ctx))
+	f.waitCaughtUp(p, time.Minute)
+	stop()
+	folds, reads, failed := foldFigures(t, promReg)
+	require.Zero(t, failed, "the fold waited at its commit instead of failing")
+	require.Equal(t, [2]int{1, 2}, [2]int{folds, reads}, "one fold of both reads")
+	got := customerTotals(t, f, p)
+	require.Equal(t, [2]int{101, 101}, got["held"])
+	require.Equal(t, [2]int{101, 101}, got["free"])
+}
