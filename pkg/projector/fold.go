@@ -319,8 +319,15 @@ func (r *Runner) commitFold(genCtx, ctx context.Context, p *partition, f *fold) 
 	if f.saved {
 		w.Exec("RELEASE SAVEPOINT projector_fold")
 	}
-	r.queueMarks(w, f.st)
+	// The position's compare-and-set goes before the COMMIT's round trip, as a
+	// batch's does: a fenced position updates no row, which is no error that would
+	// stop a COMMIT sent with it, so the fold must learn of it while its
+	// transaction is still open. The row it updates stays locked to the commit.
 	r.queueAdvance(w, p, f.next, f.events)
+	if err := rmhook.Send(ctx, w); err != nil {
+		return err
+	}
+	r.queueMarks(w, f.st)
 	if err := rmhook.Commit(ctx, w); err != nil {
 		return err
 	}

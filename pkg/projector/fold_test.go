@@ -3,6 +3,7 @@ package projector_test
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -273,4 +274,74 @@ func TestAFoldsCommitWaitsForARowItsLastReadWrites(t *testing.T) {
 	got := customerTotals(t, f, p)
 	require.Equal(t, [2]int{101, 101}, got["held"])
 	require.Equal(t, [2]int{101, 101}, got["free"])
+}
+
+// TestAFencedFoldCommitsNothing: a fold whose partition another member claimed
+// while it read (its position's generation changed) writes none of its rows: the
+// compare-and-set of its position goes before its COMMIT's round trip, since a
+// fenced one updates no row, which would not stop a COMMIT sent with it.
+func TestAFencedFoldCommitsNothing(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	placeOrders(t, f, 2, 2, nil)
+	reg := events.NewRegistry()
+	events.Register[orderPlaced](reg, "OrderPlaced")
+	p, err := readmodel.New(f.projectionName(), 1, reg)
+	require.NoError(t, err)
+	p.Migrate(`CREATE TABLE orders (order_id text PRIMARY KEY, customer text NOT NULL, amount int NOT NULL)`)
+	orders := readmodel.NewTable[string, orderRow](p, "orders", "order_id")
+	var fence sync.Once
+	fenced := make(chan struct{})
+	readmodel.Handle(p, func(ctx context.Context, w *readmodel.Writer, _ events.Event, v orderPlaced) error {
+		orders.Put(w, orderRow{OrderID: v.OrderID, Customer: v.Customer, Amount: v.Amount})
+		if v.OrderID == "o00150" { // in the fold's second read: another member claims the partition
+			var err error
+			fence.Do(func() {
+				_, err = f.pool.Exec(ctx, `UPDATE `+pgx.Identifier{f.schema, "offsets"}.Sanitize()+
+					` SET generation = generation + 1000 WHERE projection = $1`, p.Name())
+				close(fenced)
+			})
+			return err
+		}
+		return nil
+	})
+	cfg := f.config(p)
+	cfg.BatchSize = 100
+	promReg := prometheus.NewRegistry()
+	cfg.Registerer = promReg
+	_, stop := f.start(cfg)
+	f.waitCaughtUp(p, time.Minute)
+	stop()
+	require.Equal(t, 2, count(t, f, p.Schema(), "orders", ""))
+
+	var evs []events.Event
+	for i := 100; i < 400; i++ {
+		e, err := reg.New("shop", fmt.Sprintf("o%05d", i), orderPlaced{OrderID: fmt.Sprintf("o%05d", i), Customer: "c", Amount: 1})
+		require.NoError(t, err)
+		evs = append(evs, e)
+	}
+	f.publish(evs...)
+	_, stop = f.start(cfg)
+	defer stop()
+	select {
+	case <-fenced:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the handler never ran for o00150")
+	}
+	testenv.WaitFor(t, 30*time.Second, "the runner to find its position fenced", func() bool {
+		fams, err := promReg.Gather()
+		require.NoError(t, err)
+		for _, fam := range fams {
+			if fam.GetName() == "projector_fenced_total" {
+				for _, m := range fam.GetMetric() {
+					if m.GetCounter().GetValue() > 0 {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	})
+	stop()
+	require.Equal(t, 2, count(t, f, p.Schema(), "orders", ""), "nothing of the fenced fold was written")
 }
