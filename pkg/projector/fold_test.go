@@ -14,6 +14,7 @@ import (
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
 )
 
@@ -108,55 +109,83 @@ func TestAFoldDoesNotWaitForARowAnotherTransactionHolds(t *testing.T) {
 	}
 }
 
-func foldAroundAHeldRow(t *testing.T, rows bool) {
-	ctx := context.Background()
-	f := newFixture(t, 1)
-	reg := events.NewRegistry()
-	events.Register[orderPlaced](reg, "OrderPlaced")
-	order := func(i int, customer string) events.Event {
-		e, err := reg.New("shop", fmt.Sprintf("o%05d", i), orderPlaced{OrderID: fmt.Sprintf("o%05d", i), Customer: customer, Amount: 1})
-		require.NoError(t, err)
-		return e
-	}
-	// First the customers' rows, applied and stored.
-	f.publish(order(0, "held"), order(1, "free"))
-	p := ordersProjection(t, f, rows)
-	cfg := f.config(p)
-	cfg.BatchSize = 100
-	_, stop := f.start(cfg)
+// releaseHeld commits tx (releasing customer "held"), waits for p to catch up,
+// stops the runner and checks both customers' totals: held and free orders of
+// amount 1 each.
+func releaseHeld(t *testing.T, f *fixture, p *readmodel.Projection, tx pgx.Tx, stop func(), held, free int) {
+	t.Helper()
+	require.NoError(t, tx.Commit(context.Background()))
 	f.waitCaughtUp(p, time.Minute)
 	stop()
-	start := f.stored(p)[0]
+	got := customerTotals(t, f, p)
+	require.Equal(t, [2]int{held, held}, got["held"])
+	require.Equal(t, [2]int{free, free}, got["free"])
+}
 
-	// Another transaction holds the row of customer "held".
-	tx, err := f.pool.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(ctx) }()
-	_, err = tx.Exec(ctx, `SELECT FROM `+pgx.Identifier{p.Schema(), "customers"}.Sanitize()+` WHERE customer = 'held' FOR UPDATE`)
-	require.NoError(t, err)
-
-	// A first read of orders of "free", then reads with orders of "held".
-	var evs []events.Event
-	for i := range 400 {
+// freeThenHeld returns n orders after the two holdCustomer's seeds take: the first
+// hundred of customer "free", the rest of "held".
+func freeThenHeld(order func(id, customer string) events.Event, n int) []events.Event {
+	evs := make([]events.Event, n)
+	for i := range evs {
 		c := "free"
 		if i >= 100 {
 			c = "held"
 		}
-		evs = append(evs, order(2+i, c))
+		evs[i] = order(fmt.Sprintf("o%05d", 2+i), c)
 	}
-	f.publish(evs...)
-	_, stop = f.start(cfg)
+	return evs
+}
+
+// orderMaker returns a maker of OrderPlaced events of amount 1.
+func orderMaker(t *testing.T) func(id, customer string) events.Event {
+	reg := events.NewRegistry()
+	events.Register[orderPlaced](reg, "OrderPlaced")
+	return func(id, customer string) events.Event {
+		e, err := reg.New("shop", id, orderPlaced{OrderID: id, Customer: customer, Amount: 1})
+		require.NoError(t, err)
+		return e
+	}
+}
+
+// holdCustomer publishes seed, applies it with cfg's runner (ordersProjection,
+// with rows or Exec handlers, and tune applied to its config), then holds customer
+// "held"'s row in another transaction, rolled back when the test ends. It returns
+// the projection, the config and the stored positions before the hold.
+func holdCustomer(t *testing.T, f *fixture, rows bool, tune func(*projector.Config), seed ...events.Event) (*readmodel.Projection, projector.Config, map[int]int64, pgx.Tx) {
+	t.Helper()
+	ctx := context.Background()
+	f.publish(seed...)
+	p := ordersProjection(t, f, rows)
+	cfg := f.config(p)
+	cfg.BatchSize = 100
+	tune(&cfg)
+	_, stop := f.start(cfg)
+	f.waitCaughtUp(p, time.Minute)
+	stop()
+	start := f.stored(p)
+	tx, err := f.pool.Begin(ctx)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	_, err = tx.Exec(ctx, `SELECT FROM `+pgx.Identifier{p.Schema(), "customers"}.Sanitize()+` WHERE customer = 'held' FOR UPDATE`)
+	require.NoError(t, err)
+	return p, cfg, start, tx
+}
+
+func foldAroundAHeldRow(t *testing.T, rows bool) {
+	f := newFixture(t, 1)
+	order := orderMaker(t)
+	p, cfg, before, tx := holdCustomer(t, f, rows, func(*projector.Config) {}, order("o00000", "held"), order("o00001", "free"))
+	start := before[0]
+
+	// A first read of orders of "free", then reads with orders of "held".
+	f.publish(freeThenHeld(order, 400)...)
+	_, stop := f.start(cfg)
 	defer stop()
 	testenv.WaitFor(t, 30*time.Second, "the first read to commit while the row is held", func() bool {
 		return f.stored(p)[0] > start
 	})
 	require.Less(t, f.stored(p)[0], start+400, "nothing of customer held applied while its row is held")
-	require.NoError(t, tx.Commit(ctx))
-	f.waitCaughtUp(p, time.Minute)
-	stop()
-	got := customerTotals(t, f, p)
-	require.Equal(t, [2]int{301, 301}, got["held"])
-	require.Equal(t, [2]int{101, 101}, got["free"])
+	releaseHeld(t, f, p, tx, stop, 301, 101)
 }
 
 // TestAFoldReadWaitingForARowHoldsNoReadSlot: a fold whose first read finds a row
@@ -166,10 +195,8 @@ func foldAroundAHeldRow(t *testing.T, rows bool) {
 // partition's replay behind one row.
 func TestAFoldReadWaitingForARowHoldsNoReadSlot(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	f := newFixture(t, 2)
-	reg := events.NewRegistry()
-	events.Register[orderPlaced](reg, "OrderPlaced")
+	order := orderMaker(t)
 	// Orders of customer c, n of them, whose ids all go to partition part.
 	next := 0
 	orders := func(n, part int, c string) []events.Event {
@@ -177,44 +204,24 @@ func TestAFoldReadWaitingForARowHoldsNoReadSlot(t *testing.T) {
 		for len(evs) < n {
 			id := fmt.Sprintf("o%06d", next)
 			next++
-			if eventlog.Murmur2Partition([]byte(id), 2) != part {
-				continue
+			if eventlog.Murmur2Partition([]byte(id), 2) == part {
+				evs = append(evs, order(id, c))
 			}
-			e, err := reg.New("shop", id, orderPlaced{OrderID: id, Customer: c, Amount: 1})
-			require.NoError(t, err)
-			evs = append(evs, e)
 		}
 		return evs
 	}
-	f.publish(append(orders(1, 0, "held"), orders(1, 1, "free")...)...)
-	p := ordersProjection(t, f, true)
-	cfg := f.config(p)
-	cfg.BatchSize, cfg.FoldReadsAtOnce = 100, 1
-	_, stop := f.start(cfg)
-	f.waitCaughtUp(p, time.Minute)
-	stop()
-	start := f.stored(p)
-
-	tx, err := f.pool.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(ctx) }()
-	_, err = tx.Exec(ctx, `SELECT FROM `+pgx.Identifier{p.Schema(), "customers"}.Sanitize()+` WHERE customer = 'held' FOR UPDATE`)
-	require.NoError(t, err)
+	p, cfg, start, tx := holdCustomer(t, f, true, func(c *projector.Config) { c.FoldReadsAtOnce = 1 },
+		append(orders(1, 0, "held"), orders(1, 1, "free")...)...)
 
 	// Four reads at hand in each partition: both replay in folds.
 	f.publish(append(orders(400, 0, "held"), orders(400, 1, "free")...)...)
-	_, stop = f.start(cfg)
+	_, stop := f.start(cfg)
 	defer stop()
 	testenv.WaitFor(t, 30*time.Second, "partition 1 to replay to its end while partition 0 waits for a row", func() bool {
 		return f.stored(p)[1] == start[1]+400
 	})
 	require.Equal(t, start[0], f.stored(p)[0], "nothing of customer held applied while its row is held")
-	require.NoError(t, tx.Commit(ctx))
-	f.waitCaughtUp(p, time.Minute)
-	stop()
-	got := customerTotals(t, f, p)
-	require.Equal(t, [2]int{401, 401}, got["held"])
-	require.Equal(t, [2]int{401, 401}, got["free"])
+	releaseHeld(t, f, p, tx, stop, 401, 401)
 }
 
 // TestAFoldsCommitWaitsForARowItsLastReadWrites: the statements a fold's last read
@@ -223,57 +230,23 @@ func TestAFoldReadWaitingForARowHoldsNoReadSlot(t *testing.T) {
 // reads' lock timeout.
 func TestAFoldsCommitWaitsForARowItsLastReadWrites(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	f := newFixture(t, 1)
-	reg := events.NewRegistry()
-	events.Register[orderPlaced](reg, "OrderPlaced")
-	order := func(i int, customer string) events.Event {
-		e, err := reg.New("shop", fmt.Sprintf("o%05d", i), orderPlaced{OrderID: fmt.Sprintf("o%05d", i), Customer: customer, Amount: 1})
-		require.NoError(t, err)
-		return e
-	}
-	f.publish(order(0, "held"), order(1, "free"))
-	p := ordersProjection(t, f, false)
-	cfg := f.config(p)
-	cfg.BatchSize = 100
+	order := orderMaker(t)
+	p, cfg, before, tx := holdCustomer(t, f, false, func(*projector.Config) {}, order("o00000", "held"), order("o00001", "free"))
+	start := before[0]
+
+	// Two reads: orders of "free", then the last, of "held".
+	f.publish(freeThenHeld(order, 200)...)
 	promReg := prometheus.NewRegistry()
 	cfg.Registerer = promReg
 	_, stop := f.start(cfg)
-	f.waitCaughtUp(p, time.Minute)
-	stop()
-	start := f.stored(p)[0]
-
-	tx, err := f.pool.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(ctx) }()
-	_, err = tx.Exec(ctx, `SELECT FROM `+pgx.Identifier{p.Schema(), "customers"}.Sanitize()+` WHERE customer = 'held' FOR UPDATE`)
-	require.NoError(t, err)
-
-	// Two reads: orders of "free", then the last, of "held".
-	var evs []events.Event
-	for i := range 200 {
-		c := "free"
-		if i >= 100 {
-			c = "held"
-		}
-		evs = append(evs, order(2+i, c))
-	}
-	f.publish(evs...)
-	promReg = prometheus.NewRegistry()
-	cfg.Registerer = promReg
-	_, stop = f.start(cfg)
 	defer stop()
 	time.Sleep(time.Second) // the fold's commit waits for the row meanwhile
 	require.Equal(t, start, f.stored(p)[0], "nothing committed while the row is held")
-	require.NoError(t, tx.Commit(ctx))
-	f.waitCaughtUp(p, time.Minute)
-	stop()
+	releaseHeld(t, f, p, tx, stop, 101, 101)
 	folds, reads, failed := foldFigures(t, promReg)
 	require.Zero(t, failed, "the fold waited at its commit instead of failing")
 	require.Equal(t, [2]int{1, 2}, [2]int{folds, reads}, "one fold of both reads")
-	got := customerTotals(t, f, p)
-	require.Equal(t, [2]int{101, 101}, got["held"])
-	require.Equal(t, [2]int{101, 101}, got["free"])
 }
 
 // TestAFencedFoldCommitsNothing: a fold whose partition another member claimed
