@@ -48,43 +48,80 @@ func SnapshotCopies(schema, projection string, version int) map[string]string {
 	}
 }
 
-// restoreSteps are, per framework file, the staging table it is copied into and the
-// statement that merges it ($1 projection, $2 version).
-func restoreSteps(q string) map[string][2]string {
-	return map[string][2]string{
-		FileAggregates: {`CREATE TEMP TABLE restore_aggregates (subject text, last_sequence bigint, last_event_id text) ON COMMIT DROP`,
-			`INSERT INTO ` + q + `.aggregates (projection, version, subject, last_sequence, last_event_id)
-			 SELECT $1, $2, subject, last_sequence, last_event_id FROM restore_aggregates
-			 ON CONFLICT (projection, version, subject) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id`},
-		FileRecent: {`CREATE TEMP TABLE restore_recent (subject text, recent bytea) ON COMMIT DROP`,
-			`UPDATE ` + q + `.aggregates a SET recent = r.recent FROM restore_recent r
-			  WHERE a.projection = $1 AND a.version = $2 AND a.subject = r.subject`},
-		FileEventIDs: {`CREATE TEMP TABLE restore_event_ids (event_id text) ON COMMIT DROP`,
-			`INSERT INTO ` + q + `.event_ids (projection, version, event_id)
-			 SELECT $1, $2, event_id FROM restore_event_ids ON CONFLICT DO NOTHING`},
-		FileParked: {`CREATE TEMP TABLE restore_parked ON COMMIT DROP AS SELECT ` + parkedColumns + ` FROM ` + q + `.parked WITH NO DATA`,
-			`INSERT INTO ` + q + `.parked (projection, version, ` + parkedColumns + `)
-			 SELECT $1, $2, ` + parkedColumns + ` FROM restore_parked ON CONFLICT DO NOTHING`},
+// staging are, per framework file, the staging table a restore copies it into.
+func staging(q string) map[string]string {
+	return map[string]string{
+		FileAggregates: `CREATE TEMP TABLE restore_aggregates (subject text, last_sequence bigint, last_event_id text) ON COMMIT DROP`,
+		FileRecent:     `CREATE TEMP TABLE restore_recent (subject text, recent bytea) ON COMMIT DROP`,
+		FileEventIDs:   `CREATE TEMP TABLE restore_event_ids (event_id text) ON COMMIT DROP`,
+		FileParked:     `CREATE TEMP TABLE restore_parked ON COMMIT DROP AS SELECT ` + parkedColumns + ` FROM ` + q + `.parked WITH NO DATA`,
 	}
 }
 
-// RestoreFile loads one framework file of a snapshot into tx. Files must be restored
-// in name order (the aggregates before their windows). An unknown framework file is
-// an error: a snapshot from a newer build.
-func RestoreFile(ctx context.Context, tx pgx.Tx, schema, projection string, version int, name string, r io.Reader) error {
-	step, ok := restoreSteps(pgx.Identifier{schema}.Sanitize())[name]
+// Restore loads a snapshot's framework files into a transaction: each file into a
+// staging table of its own (File), then all of them into the framework's tables
+// (Finish). The marks and their windows come in two files and go in by one INSERT
+// that joins them: written by an INSERT and then an UPDATE, each mark was written
+// twice, which took a third of a bootstrap's restore of the marks.
+type Restore struct {
+	tx     pgx.Tx
+	q      string
+	staged map[string]bool
+}
+
+// NewRestore starts loading framework files into tx, for the framework schema schema.
+func NewRestore(tx pgx.Tx, schema string) *Restore {
+	return &Restore{tx: tx, q: pgx.Identifier{schema}.Sanitize(), staged: map[string]bool{}}
+}
+
+// File copies one framework file of a snapshot into its staging table. An unknown
+// framework file is an error: a snapshot from a newer build.
+func (r *Restore) File(ctx context.Context, name string, rd io.Reader) error {
+	create, ok := staging(r.q)[name]
 	if !ok {
 		return fmt.Errorf("store: snapshot file %s is unknown to this build", name)
 	}
-	if _, err := tx.Exec(ctx, step[0]); err != nil {
+	if r.staged[name] {
+		return fmt.Errorf("store: snapshot file %s given twice", name)
+	}
+	if _, err := r.tx.Exec(ctx, create); err != nil {
 		return fmt.Errorf("store: restore %s: %w", name, err)
 	}
-	staging := strings.Fields(step[0])[3] // CREATE TEMP TABLE <name>
-	if _, err := tx.Conn().PgConn().CopyFrom(ctx, r, `COPY `+staging+` FROM STDIN (FORMAT binary)`); err != nil {
+	table := strings.Fields(create)[3] // CREATE TEMP TABLE <name>
+	if _, err := r.tx.Conn().PgConn().CopyFrom(ctx, rd, `COPY `+table+` FROM STDIN (FORMAT binary)`); err != nil {
 		return fmt.Errorf("store: restore %s: %w", name, err)
 	}
-	if _, err := tx.Exec(ctx, step[1], projection, version); err != nil {
-		return fmt.Errorf("store: restore %s: %w", name, err)
+	r.staged[name] = true
+	return nil
+}
+
+// Finish writes the staged files' rows into the framework's tables, as projection
+// version's.
+func (r *Restore) Finish(ctx context.Context, projection string, version int) error {
+	var steps []string
+	if r.staged[FileAggregates] {
+		recent, set := `NULL::bytea`, ``
+		from := `restore_aggregates a`
+		if r.staged[FileRecent] {
+			recent, set = `w.recent`, `, recent = EXCLUDED.recent`
+			from += ` LEFT JOIN restore_recent w USING (subject)`
+		}
+		steps = append(steps, `INSERT INTO `+r.q+`.aggregates (projection, version, subject, last_sequence, last_event_id, recent)
+			 SELECT $1, $2, a.subject, a.last_sequence, a.last_event_id, `+recent+` FROM `+from+`
+			 ON CONFLICT (projection, version, subject) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id`+set)
+	}
+	if r.staged[FileEventIDs] {
+		steps = append(steps, `INSERT INTO `+r.q+`.event_ids (projection, version, event_id)
+			 SELECT $1, $2, event_id FROM restore_event_ids ON CONFLICT DO NOTHING`)
+	}
+	if r.staged[FileParked] {
+		steps = append(steps, `INSERT INTO `+r.q+`.parked (projection, version, `+parkedColumns+`)
+			 SELECT $1, $2, `+parkedColumns+` FROM restore_parked ON CONFLICT DO NOTHING`)
+	}
+	for _, sql := range steps {
+		if _, err := r.tx.Exec(ctx, sql, projection, version); err != nil {
+			return fmt.Errorf("store: restore the framework's rows: %w", err)
+		}
 	}
 	return nil
 }

@@ -393,8 +393,10 @@ func checkEmpty(ctx context.Context, tx pgx.Tx, m Manifest, p *readmodel.Project
 	return nil
 }
 
-// restoreFiles loads a snapshot's files in name order: the framework's rows through
-// the store, the projection's tables straight into their schema.
+// restoreFiles loads a snapshot's files: the projection's tables straight into their
+// schema, parents before children, each with its indexes built after its rows
+// (copyTable); the framework's rows through the store, staged and then written
+// together.
 func restoreFiles(ctx context.Context, tx pgx.Tx, m Manifest, open func(string) (io.ReadCloser, error), dst Target, fwName string) error {
 	p := dst.Projection
 	// COPY FREEZE writes the rows frozen, with their hint bits set, so the catch-up's
@@ -421,6 +423,7 @@ func restoreFiles(ctx context.Context, tx pgx.Tx, m Manifest, open func(string) 
 	if err != nil {
 		return err
 	}
+	fw := framework.NewRestore(tx, fwName)
 	for _, t := range order {
 		began := time.Now()
 		r, err := open(t.Name)
@@ -428,9 +431,9 @@ func restoreFiles(ctx context.Context, tx pgx.Tx, m Manifest, open func(string) 
 			return err
 		}
 		if framework.IsFrameworkFile(t.Name) {
-			err = framework.RestoreFile(ctx, tx, fwName, p.Name(), p.Version(), t.Name, r)
-		} else if _, err = tx.Conn().PgConn().CopyFrom(ctx, r, `COPY `+pgx.Identifier{p.Schema(), t.Name}.Sanitize()+` FROM STDIN (FORMAT binary`+freeze+`)`); err != nil {
-			err = fmt.Errorf("restore %s: %w", t.Name, err)
+			err = fw.File(ctx, t.Name, r)
+		} else {
+			err = copyTable(ctx, tx, pgx.Identifier{p.Schema(), t.Name}.Sanitize(), freeze, r)
 		}
 		_ = r.Close()
 		if err != nil {
@@ -440,7 +443,20 @@ func restoreFiles(ctx context.Context, tx pgx.Tx, m Manifest, open func(string) 
 			dst.Progress(t.Name, t.Rows, t.Bytes, time.Since(began))
 		}
 	}
-	return nil
+	return fw.Finish(ctx, p.Name(), p.Version())
+}
+
+// copyTable copies r's rows into table, its indexes dropped for the COPY and built
+// again after it (see dropIndexes).
+func copyTable(ctx context.Context, tx pgx.Tx, table, freeze string, r io.Reader) error {
+	ixs, err := dropIndexes(ctx, tx, table)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Conn().PgConn().CopyFrom(ctx, r, `COPY `+table+` FROM STDIN (FORMAT binary`+freeze+`)`); err != nil {
+		return fmt.Errorf("restore %s: %w", table, err)
+	}
+	return buildIndexes(ctx, tx, table, ixs)
 }
 
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

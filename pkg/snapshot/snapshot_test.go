@@ -439,3 +439,117 @@ func TestRestoreCopiesFrozenOrFallsBackWhenATableCannotBeTruncated(t *testing.T)
 		require.Equal(t, 2, tagged)
 	}
 }
+
+// TestRestoreBuildsTheIndexesItDroppedForTheCopy: a restore drops the indexes a
+// table's COPY would update row by row and builds them again once the rows are in
+// (see dropIndexes). Every index and constraint comes back as it was defined, and
+// enforces again; an index a foreign key uses stays in place throughout.
+func TestRestoreBuildsTheIndexesItDroppedForTheCopy(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	store := snapshot.FolderStore{Dir: t.TempDir()}
+	w.publish(2000)
+	ctx := context.Background()
+	src, _ := testenv.Database(t)
+	p := w.projection(1, `CREATE TABLE tags (tag text PRIMARY KEY, label text NOT NULL, CONSTRAINT tags_label UNIQUE (label))`,
+		`CREATE TABLE tagged (tag text NOT NULL REFERENCES tags (tag), user_id text NOT NULL, weight int NOT NULL)`,
+		`CREATE INDEX tagged_heavy ON tagged (user_id, (weight * 2)) WHERE weight > 1`)
+	w.runUntilCaughtUp(w.runner(src, p), src, p)
+	tbl := func(name string) string { return pgx.Identifier{p.Schema(), name}.Sanitize() }
+	_, err := src.Exec(ctx, `INSERT INTO `+tbl("tags")+` VALUES ('a', 'A'), ('b', 'B');
+		INSERT INTO `+tbl("tagged")+` VALUES ('a', 'u1', 1), ('b', 'u2', 3)`)
+	require.NoError(t, err)
+	m, err := snapshot.Take(ctx, snapshot.Source{Pool: src, Projection: p, Topic: w.topic}, store)
+	require.NoError(t, err)
+
+	// What the schema's indexes and constraints are, by name, and each index's oid.
+	catalog := func(pool *pgxpool.Pool) (defs map[string]string, oids map[string]uint32) {
+		defs, oids = map[string]string{}, map[string]uint32{}
+		rows, err := pool.Query(ctx, `SELECT c.relname, c.oid, pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid THEN '' ELSE ' (invalid)' END
+			  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1`, p.Schema())
+		require.NoError(t, err)
+		for rows.Next() {
+			var name, def string
+			var oid uint32
+			require.NoError(t, rows.Scan(&name, &oid, &def))
+			defs["index "+name], oids[name] = def, oid
+		}
+		require.NoError(t, rows.Err())
+		rows, err = pool.Query(ctx, `SELECT k.conname, pg_get_constraintdef(k.oid) FROM pg_constraint k
+			  JOIN pg_namespace n ON n.oid = k.connamespace WHERE n.nspname = $1`, p.Schema())
+		require.NoError(t, err)
+		for rows.Next() {
+			var name, def string
+			require.NoError(t, rows.Scan(&name, &def))
+			defs["constraint "+name] = def
+		}
+		require.NoError(t, rows.Err())
+		return defs, oids
+	}
+	want, _ := catalog(src)
+	require.Contains(t, want, "index articles_by_user")
+	require.Contains(t, want, "index tagged_heavy")
+
+	dst, _ := testenv.Database(t)
+	require.NoError(t, w.runner(dst, p).Setup(ctx))
+	_, before := catalog(dst)
+	_, err = snapshot.Restore(ctx, store, m.ID, snapshot.Target{Pool: dst, Projection: p, Topic: w.topic})
+	require.NoError(t, err)
+	got, after := catalog(dst)
+	require.Equal(t, want, got, "the restored schema's indexes and constraints")
+	if d := domain.Diff(load(t, src, p), load(t, dst, p), 10); d != "" {
+		t.Fatalf("restored differs from the snapshotted read model: %s", d)
+	}
+	// Built again: the copy's tables' indexes are new ones. Kept: tags_pkey, which
+	// tagged's foreign key uses.
+	for _, name := range []string{"users_pkey", "articles_pkey", "articles_by_user", "tags_label", "tagged_heavy"} {
+		require.NotEqual(t, before[name], after[name], "index %s: dropped for the COPY and built again", name)
+	}
+	require.Equal(t, before["tags_pkey"], after["tags_pkey"], "tags_pkey, which a foreign key uses, stays")
+	// And they enforce again.
+	_, err = dst.Exec(ctx, `INSERT INTO `+tbl("tags")+` VALUES ('c', 'A')`)
+	require.ErrorContains(t, err, "tags_label")
+	var one string
+	require.NoError(t, dst.QueryRow(ctx, `SELECT user_id FROM `+tbl("users")+` LIMIT 1`).Scan(&one))
+	_, err = dst.Exec(ctx, `INSERT INTO `+tbl("users")+` (user_id, email, name, registered_at) VALUES ($1, 'e', 'n', now())`, one)
+	require.ErrorContains(t, err, "users_pkey")
+}
+
+// TestRestoreBringsBackEveryMarkWithItsWindow: the marks (each aggregate's sequence)
+// and their dedupe windows travel in two files and are written by one INSERT that
+// joins them; the restored framework rows equal the snapshotted ones, window and
+// all, so that a late copy of a recent event is still recognised after a restore.
+func TestRestoreBringsBackEveryMarkWithItsWindow(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t, 2)
+	store := snapshot.FolderStore{Dir: t.TempDir()}
+	w.publish(3000)
+	ctx := context.Background()
+	src, _ := testenv.Database(t)
+	p := w.projection(1)
+	w.runUntilCaughtUp(w.runner(src, p), src, p)
+	m, err := snapshot.Take(ctx, snapshot.Source{Pool: src, Projection: p, Topic: w.topic}, store)
+	require.NoError(t, err)
+	marks := func(pool *pgxpool.Pool) []string {
+		rows, err := pool.Query(ctx, `SELECT subject || ' ' || last_sequence || ' ' || last_event_id || ' ' || coalesce(encode(recent, 'hex'), 'no window')
+			FROM `+readmodel.FrameworkSchemaDefault+`.aggregates WHERE projection = $1 AND version = 1 ORDER BY subject`, w.name)
+		require.NoError(t, err)
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return out
+	}
+	want := marks(src)
+	require.NotEmpty(t, want)
+	windows := 0
+	for _, m := range want {
+		if !strings.HasSuffix(m, "no window") {
+			windows++
+		}
+	}
+	require.Equal(t, len(want), windows, "every mark the runner wrote has a window")
+	dst, _ := testenv.Database(t)
+	require.NoError(t, w.runner(dst, p).Setup(ctx))
+	_, err = snapshot.Restore(ctx, store, m.ID, snapshot.Target{Pool: dst, Projection: p, Topic: w.topic})
+	require.NoError(t, err)
+	require.Equal(t, want, marks(dst))
+}
