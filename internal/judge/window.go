@@ -75,6 +75,9 @@ type Aggregate struct {
 	// the decoded size (the windows of a batch's aggregates are held until it
 	// commits). A damaged tail is ignored, as DecodeWindow ignores it.
 	Recent []byte
+	// Stored: the mark was read from its table. One that was not is new to it, unless
+	// another transaction wrote it since the read.
+	Stored bool
 }
 
 // Window returns the window decoded.

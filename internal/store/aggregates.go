@@ -1,6 +1,11 @@
 package store
 
 import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+
 	"github.com/jackc/pgx/v5"
 )
 
@@ -59,6 +64,62 @@ func QueueSaveAggregates(q Queue, schema, projection string, version int, subjec
 			   SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id, recent = EXCLUDED.recent`,
 		projection, version, subjects, seqs, lastIDs, recent)
 }
+
+// CopyAggregates inserts by COPY, in tx, a projection version's marks that its table
+// does not hold: subjects[i] at sequence seqs[i], its last event lastIDs[i] and its
+// encoded window recent[i]. A subject already there fails it with a unique
+// violation (SQLSTATE 23505), which aborts tx.
+func CopyAggregates(ctx context.Context, tx pgx.Tx, schema, projection string, version int, subjects []string, seqs []int64, lastIDs []string, recent [][]byte) error {
+	var b copyBinary
+	b.header()
+	for i, s := range subjects {
+		b.row(6)
+		b.text(projection)
+		b.int4(int32(version))
+		b.text(s)
+		b.int8(seqs[i])
+		b.text(lastIDs[i])
+		b.bytes(recent[i])
+	}
+	b.trailer()
+	_, err := tx.Conn().PgConn().CopyFrom(ctx, bytes.NewReader(b.buf),
+		`COPY `+table(schema, tableAggregates)+` (projection, version, subject, last_sequence, last_event_id, recent) FROM STDIN (FORMAT binary)`)
+	if err != nil {
+		return fmt.Errorf("store: copy %d new sequence marks: %w", len(subjects), err)
+	}
+	return nil
+}
+
+// copyBinary encodes rows in COPY's binary format.
+type copyBinary struct{ buf []byte }
+
+func (c *copyBinary) header() {
+	c.buf = append(c.buf, "PGCOPY\n\xff\r\n\x00"...)
+	c.buf = binary.BigEndian.AppendUint32(c.buf, 0) // flags
+	c.buf = binary.BigEndian.AppendUint32(c.buf, 0) // header extension
+}
+func (c *copyBinary) row(fields int) { c.buf = binary.BigEndian.AppendUint16(c.buf, uint16(fields)) }
+func (c *copyBinary) text(s string) {
+	c.buf = binary.BigEndian.AppendUint32(c.buf, uint32(len(s)))
+	c.buf = append(c.buf, s...)
+}
+func (c *copyBinary) bytes(b []byte) {
+	if b == nil {
+		c.buf = binary.BigEndian.AppendUint32(c.buf, 0xffffffff) // NULL
+		return
+	}
+	c.buf = binary.BigEndian.AppendUint32(c.buf, uint32(len(b)))
+	c.buf = append(c.buf, b...)
+}
+func (c *copyBinary) int4(v int32) {
+	c.buf = binary.BigEndian.AppendUint32(c.buf, 4)
+	c.buf = binary.BigEndian.AppendUint32(c.buf, uint32(v))
+}
+func (c *copyBinary) int8(v int64) {
+	c.buf = binary.BigEndian.AppendUint32(c.buf, 8)
+	c.buf = binary.BigEndian.AppendUint64(c.buf, uint64(v))
+}
+func (c *copyBinary) trailer() { c.buf = binary.BigEndian.AppendUint16(c.buf, 0xffff) }
 
 // QueueSaveEventIDs queues on q the insert of ids a projection version has applied.
 func QueueSaveEventIDs(q Queue, schema, projection string, version int, ids []string) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -14,7 +15,11 @@ import (
 // goes wrong when a table's statistics are off by multiples (an empty table's, a
 // table's from before a replay filled it), and autovacuum keeps the finer refresh
 // anyway. At a tenth, a bootstrap's catch-up of a tenth of the log analyzed its
-// largest table again, 0.6 s of CPU on two cores beside a 4.5 s catch-up. It returns the tables analyzed and
+// largest table again, 0.6 s of CPU on two cores beside a 4.5 s catch-up.
+//
+// Up to atOnce tables are analyzed at once, each on a connection of its own when db
+// is a pool (a restore's, which waits for them; the runner's loop, which runs
+// beside the folds, analyzes one at a time). It returns the tables analyzed and
 // their errors, each naming its table. Tables filled in bulk (a restore) or from
 // empty (a replay, a new service's first events) otherwise keep an empty table's
 // statistics until autovacuum comes by, and the plans cached for the batches'
@@ -22,7 +27,7 @@ import (
 func Analyze(ctx context.Context, db interface {
 	Querier
 	Execer
-}, schemas []string, minChanged int64) ([]string, error) {
+}, schemas []string, minChanged int64, atOnce int) ([]string, error) {
 	rows, err := db.Query(ctx, `SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables
 		WHERE schemaname = ANY($1) AND n_mod_since_analyze >= $2::bigint + CASE WHEN $2::bigint > 0 THEN n_live_tup / 2 ELSE 0 END
 		ORDER BY 1`, schemas, minChanged)
@@ -33,11 +38,21 @@ func Analyze(ctx context.Context, db interface {
 	if err != nil {
 		return nil, fmt.Errorf("tables to analyze: %w", err)
 	}
-	var errs []error
-	for _, t := range tables {
-		if _, err := db.Exec(ctx, "ANALYZE "+t); err != nil {
-			errs = append(errs, fmt.Errorf("analyze %s: %w", t, err))
-		}
+	errs := make([]error, len(tables))
+	if atOnce < 1 {
+		atOnce = 1
 	}
+	slots := make(chan struct{}, atOnce)
+	var wg sync.WaitGroup
+	for i, t := range tables {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if _, err := db.Exec(ctx, "ANALYZE "+t); err != nil {
+				errs[i] = fmt.Errorf("analyze %s: %w", t, err)
+			}
+		})
+	}
+	wg.Wait()
 	return tables, errors.Join(errs...)
 }

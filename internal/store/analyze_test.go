@@ -33,7 +33,7 @@ func TestAnalyzeRefreshesTheTablesThatChanged(t *testing.T) {
 	}
 	require.EqualValues(t, -1, tuples("grown"), "never analyzed")
 
-	got, err := store.Analyze(ctx, pool, []string{schema}, 0)
+	got, err := store.Analyze(ctx, pool, []string{schema}, 0, 2)
 	require.NoError(t, err)
 	name := func(n string) string { return schema + "." + n } // as format('%I.%I') spells it
 	require.Equal(t, []string{name("grown"), name("quiet")}, got)
@@ -49,7 +49,7 @@ func TestAnalyzeRefreshesTheTablesThatChanged(t *testing.T) {
 		require.NoError(t, pool.QueryRow(ctx, `SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = $1::regclass`, tbl("grown")).Scan(&n))
 		return n >= 3000
 	})
-	got, err = store.Analyze(ctx, pool, []string{schema}, 1000)
+	got, err = store.Analyze(ctx, pool, []string{schema}, 1000, 1)
 	require.NoError(t, err)
 	require.Equal(t, []string{name("grown")}, got, "3,000 changes reach 1,000 + half of 3,100 rows; 10 do not")
 	require.EqualValues(t, 3100, tuples("grown"))
@@ -63,7 +63,7 @@ func TestAnalyzeRefreshesTheTablesThatChanged(t *testing.T) {
 		require.NoError(t, pool.QueryRow(ctx, `SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = $1::regclass`, tbl("grown")).Scan(&n))
 		return n >= 4000
 	})
-	got, err = store.Analyze(ctx, pool, []string{schema}, 1000)
+	got, err = store.Analyze(ctx, pool, []string{schema}, 1000, 1)
 	require.NoError(t, err)
 	require.Empty(t, got, "4,000 changes reach 1,000 + a tenth of 7,100 rows, not 1,000 + half")
 	require.EqualValues(t, 3100, tuples("grown"))

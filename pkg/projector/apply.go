@@ -254,7 +254,7 @@ func (r *Runner) queueJudgeReads(w *readmodel.Writer, st *judge.Marks, entries [
 	pn, pv := r.cfg.Projection.Name(), r.cfg.Projection.Version()
 	if len(subjects) > 0 {
 		store.QueueLoadAggregates(w, r.cfg.Schema, pn, pv, subjects, func(s string, seq int64, id string, recent []byte) {
-			st.Aggs[s] = judge.Aggregate{Seq: uint64(seq), ID: id, Recent: recent}
+			st.Aggs[s] = judge.Aggregate{Seq: uint64(seq), ID: id, Recent: recent, Stored: true}
 		})
 	}
 	if len(ids) > 0 {
@@ -293,17 +293,65 @@ func (r *Runner) queueMarks(w *readmodel.Writer, st *judge.Marks) {
 	pn, pv := r.cfg.Projection.Name(), r.cfg.Projection.Version()
 	if len(st.Changed) > 0 {
 		subj := make([]string, 0, len(st.Changed))
-		seqs := make([]int64, 0, len(st.Changed))
-		ids := make([]string, 0, len(st.Changed))
-		recent := make([][]byte, 0, len(st.Changed))
-		for s, a := range st.Changed {
-			subj, seqs, ids, recent = append(subj, s), append(seqs, int64(a.Seq)), append(ids, a.ID), append(recent, a.Recent)
+		for s := range st.Changed {
+			subj = append(subj, s)
 		}
-		store.QueueSaveAggregates(w, r.cfg.Schema, pn, pv, subj, seqs, ids, recent)
+		slices.Sort(subj) // every transaction takes the marks' row locks in one order
+		m := marksOf(st, subj)
+		store.QueueSaveAggregates(w, r.cfg.Schema, pn, pv, m.subjects, m.seqs, m.ids, m.recent)
 	}
 	if len(st.NewIDs) > 0 {
 		store.QueueSaveEventIDs(w, r.cfg.Schema, pn, pv, st.NewIDs)
 	}
+}
+
+// marks are sequence marks as their statements take them, column by column.
+type marks struct {
+	subjects, ids []string
+	seqs          []int64
+	recent        [][]byte
+}
+
+// marksOf returns the marks st changed of subjects.
+func marksOf(st *judge.Marks, subjects []string) marks {
+	m := marks{subjects: subjects, ids: make([]string, len(subjects)), seqs: make([]int64, len(subjects)), recent: make([][]byte, len(subjects))}
+	for i, s := range subjects {
+		a := st.Changed[s]
+		m.ids[i], m.seqs[i], m.recent[i] = a.ID, int64(a.Seq), a.Recent
+	}
+	return m
+}
+
+// marksCopyMin is the fewest new marks a fold writes by COPY rather than in its
+// upsert (as readmodel's copyMin for rows).
+const marksCopyMin = 64
+
+// copyNewMarks writes by COPY the marks f changed that its reads found absent from
+// their table, and leaves the others in f.st.Changed for the upsert. COPY inserts a
+// mark for about two thirds of the upsert's cost in PostgreSQL (each new mark there
+// probes the index, inserts speculatively and confirms); a replay's marks are
+// nearly all new. A mark another transaction inserted since the read fails the COPY
+// on its key, and the fold with it: its events are applied again batch by batch,
+// whose upsert takes the mark as it is.
+func (r *Runner) copyNewMarks(ctx context.Context, f *fold) error {
+	var fresh []string
+	for s, a := range f.st.Changed {
+		if !a.Stored {
+			fresh = append(fresh, s)
+		}
+	}
+	if len(fresh) < marksCopyMin {
+		return nil
+	}
+	slices.Sort(fresh)
+	m := marksOf(f.st, fresh)
+	if err := store.CopyAggregates(ctx, f.tx, r.cfg.Schema, r.cfg.Projection.Name(), r.cfg.Projection.Version(), m.subjects, m.seqs, m.ids, m.recent); err != nil {
+		return err
+	}
+	for _, s := range fresh {
+		delete(f.st.Changed, s)
+	}
+	return nil
 }
 
 // queueAdvance queues the fenced offset write; fenced reports a mismatch.

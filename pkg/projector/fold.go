@@ -327,6 +327,9 @@ func (r *Runner) commitFold(genCtx, ctx context.Context, p *partition, f *fold) 
 	if err := rmhook.Send(ctx, w); err != nil {
 		return err
 	}
+	if err := r.copyNewMarks(ctx, f); err != nil {
+		return err
+	}
 	r.queueMarks(w, f.st)
 	if err := rmhook.Commit(ctx, w); err != nil {
 		return err

@@ -318,3 +318,86 @@ func TestAFencedFoldCommitsNothing(t *testing.T) {
 	stop()
 	require.Equal(t, 2, count(t, f, p.Schema(), "orders", ""), "nothing of the fenced fold was written")
 }
+
+// TestAFoldWritesItsNewMarksByCopy: the sequence marks a fold finds absent from
+// their table go in by COPY, the others by the upsert, and the marks are a
+// batch-by-batch replay's, window and all. A mark another transaction inserted
+// since the fold read it as absent fails the COPY on its key: the fold is applied
+// again batch by batch, and nothing is lost or parked.
+func TestAFoldWritesItsNewMarksByCopy(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 1)
+	reg := events.NewRegistry()
+	events.Register[orderPlaced](reg, "OrderPlaced")
+	want := map[string][2]int{}
+	var evs []events.Event
+	// 4,000 orders at sequence 1, then every fourth again at sequence 2: its mark is
+	// stored by then, in an earlier fold.
+	for seq, every := range []int{1, 4} {
+		for i := 0; i < 4000; i += every {
+			o := orderPlaced{OrderID: fmt.Sprintf("o%05d", i), Customer: fmt.Sprintf("c%02d", i%20), Amount: 1 + i%100}
+			e, err := reg.New("shop", o.OrderID, o, events.WithSequence(uint64(seq+1)))
+			require.NoError(t, err)
+			evs = append(evs, e)
+			c := want[o.Customer]
+			want[o.Customer] = [2]int{c[0] + o.Amount, c[1] + 1}
+		}
+	}
+	for i := 0; i < len(evs); i += 5000 {
+		f.publish(evs[i:min(i+5000, len(evs))]...)
+	}
+	ctx := context.Background()
+	marks := func(p *readmodel.Projection) []string {
+		rows, err := f.pool.Query(ctx, `SELECT subject || ' ' || last_sequence || ' ' || last_event_id || ' ' || coalesce(encode(recent, 'hex'), 'none')
+			FROM `+pgx.Identifier{f.schema, "aggregates"}.Sanitize()+` WHERE projection = $1 ORDER BY subject`, p.Name())
+		require.NoError(t, err)
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+		return out
+	}
+	run := func(foldRows int, before func(p *readmodel.Projection)) ([]string, int, int) {
+		p := ordersProjection(t, f, true)
+		if before != nil {
+			before(p)
+		}
+		cfg := f.config(p)
+		cfg.BatchSize, cfg.FoldRows = 100, foldRows
+		reg := prometheus.NewRegistry()
+		cfg.Registerer = reg
+		_, stop := f.start(cfg)
+		f.waitCaughtUp(p, 2*time.Minute)
+		stop()
+		require.Equal(t, want, customerTotals(t, f, p))
+		require.Zero(t, count(t, f, f.schema, "parked", "projection = '"+p.Name()+"'"))
+		folds, _, failed := foldFigures(t, reg)
+		return marks(p), folds, failed
+	}
+	batches, folds, _ := run(-1, nil)
+	require.Zero(t, folds)
+	require.Len(t, batches, 4000)
+
+	folded, folds, failed := run(0, nil)
+	require.Positive(t, folds)
+	require.Zero(t, failed)
+	require.Equal(t, batches, folded, "the marks a replay by folds wrote")
+
+	// The first write of o02000's mark is refused as a duplicate key, once: the mark
+	// inserted by another transaction meanwhile, as PostgreSQL would refuse the COPY.
+	raced, folds, failed := run(0, func(p *readmodel.Projection) {
+		fw := pgx.Identifier{f.schema}.Sanitize()
+		_, err := f.pool.Exec(ctx, `CREATE SEQUENCE `+fw+`.refused_once;
+			CREATE FUNCTION `+fw+`.refuse_once() RETURNS trigger LANGUAGE plpgsql AS $$
+			BEGIN
+				IF nextval('`+f.schema+`.refused_once') = 1 THEN
+					RAISE EXCEPTION 'duplicate key value violates unique constraint "aggregates_pkey" (the test''s)' USING ERRCODE = 'unique_violation';
+				END IF;
+				RETURN NEW;
+			END $$;
+			CREATE TRIGGER refuse_once BEFORE INSERT ON `+fw+`.aggregates FOR EACH ROW
+				WHEN (NEW.projection = '`+p.Name()+`' AND NEW.subject = 'o02000') EXECUTE FUNCTION `+fw+`.refuse_once()`)
+		require.NoError(t, err)
+	})
+	require.Positive(t, folds)
+	require.Positive(t, failed, "the fold whose COPY was refused was rolled back")
+	require.Equal(t, batches, raced, "the marks after a refused COPY")
+}

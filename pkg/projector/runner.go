@@ -298,7 +298,7 @@ func (r *Runner) analyzeLoop(ctx context.Context) {
 		if retry.Sleep(ctx, every.Wait(i)) != nil {
 			return
 		}
-		if _, err := store.Analyze(ctx, r.cfg.Pool, []string{r.cfg.Projection.Schema(), r.cfg.Schema}, 1000); err != nil && ctx.Err() == nil {
+		if _, err := store.Analyze(ctx, r.cfg.Pool, []string{r.cfg.Projection.Schema(), r.cfg.Schema}, 1000, 1); err != nil && ctx.Err() == nil {
 			r.log.Debug("analyze", zap.Error(err))
 		}
 	}
