@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"sort"
 	"strings"
@@ -229,16 +230,9 @@ type Target struct {
 // Verify checks a snapshot's files against its manifest and the projection's schema
 // hash, reading every byte.
 func Verify(ctx context.Context, store Store, p *readmodel.Projection, id string) (Manifest, error) {
-	m, open, err := store.Open(ctx, p.Name(), p.Version(), id)
+	m, open, err := verifyManifest(ctx, store, p, id)
 	if err != nil {
 		return m, err
-	}
-	if m.SchemaHash != p.SchemaHash() {
-		return m, fmt.Errorf("snapshot %s: %w: it was taken with schema hash %.12s…, this build of %s_v%d has %.12s… (its migrations differ)",
-			id, ErrSchemaMismatch, m.SchemaHash, p.Name(), p.Version(), p.SchemaHash())
-	}
-	if checksum(m.Tables) != m.Checksum {
-		return m, fmt.Errorf("snapshot %s: %w: the manifest's table list does not match its checksum", id, ErrChecksum)
 	}
 	for _, t := range m.Tables {
 		r, err := open(t.Name)
@@ -251,11 +245,36 @@ func Verify(ctx context.Context, store Store, p *readmodel.Projection, id string
 		if err != nil {
 			return m, fmt.Errorf("snapshot %s: read %s: %w", id, t.Name, err)
 		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != t.SHA256 {
-			return m, fmt.Errorf("snapshot %s: %w: table %s has SHA-256 %.12s…, the manifest says %.12s…", id, ErrChecksum, t.Name, got, t.SHA256)
+		if err := checkFile(id, t, h); err != nil {
+			return m, err
 		}
 	}
 	return m, nil
+}
+
+// verifyManifest opens a snapshot and checks its manifest: the schema hash against
+// the projection's and the table list against its checksum.
+func verifyManifest(ctx context.Context, store Store, p *readmodel.Projection, id string) (Manifest, func(string) (io.ReadCloser, error), error) {
+	m, open, err := store.Open(ctx, p.Name(), p.Version(), id)
+	if err != nil {
+		return m, nil, err
+	}
+	if m.SchemaHash != p.SchemaHash() {
+		return m, nil, fmt.Errorf("snapshot %s: %w: it was taken with schema hash %.12s…, this build of %s_v%d has %.12s… (its migrations differ)",
+			id, ErrSchemaMismatch, m.SchemaHash, p.Name(), p.Version(), p.SchemaHash())
+	}
+	if checksum(m.Tables) != m.Checksum {
+		return m, nil, fmt.Errorf("snapshot %s: %w: the manifest's table list does not match its checksum", id, ErrChecksum)
+	}
+	return m, open, nil
+}
+
+// checkFile compares the SHA-256 of a file's bytes, summed in h, with the manifest's.
+func checkFile(id string, t Table, h hash.Hash) error {
+	if got := hex.EncodeToString(h.Sum(nil)); got != t.SHA256 {
+		return fmt.Errorf("snapshot %s: %w: table %s has SHA-256 %.12s…, the manifest says %.12s…", id, ErrChecksum, t.Name, got, t.SHA256)
+	}
+	return nil
 }
 
 // Latest returns the newest snapshot's id, or ErrNotFound.
@@ -286,7 +305,9 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 		return Manifest{}, err
 	}
 	defer unlock()
-	m, err := Verify(ctx, store, p, id)
+	// The files are checked as they are copied (restoreFiles), not read twice: a
+	// file whose bytes are not the manifest's rolls the restore back.
+	m, _, err := verifyManifest(ctx, store, p, id)
 	if err != nil {
 		return m, err
 	}
@@ -320,7 +341,7 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 	if err := checkEmpty(ctx, tx, m, p, fwName); err != nil {
 		return m, err
 	}
-	if err := restoreFiles(ctx, tx, m, open, dst, fwName); err != nil {
+	if err := restoreFiles(ctx, tx, id, m, open, dst, fwName); err != nil {
 		return m, err
 	}
 	if err := framework.RestorePositions(ctx, tx, fwName, p.Name(), p.Version(), dst.Topic, m.Offsets); err != nil {
@@ -402,7 +423,7 @@ func checkEmpty(ctx context.Context, tx pgx.Tx, m Manifest, p *readmodel.Project
 // schema, parents before children, each with its indexes built after its rows
 // (copyTable); the framework's rows through the store, staged and then written
 // together.
-func restoreFiles(ctx context.Context, tx pgx.Tx, m Manifest, open func(string) (io.ReadCloser, error), dst Target, fwName string) error {
+func restoreFiles(ctx context.Context, tx pgx.Tx, id string, m Manifest, open func(string) (io.ReadCloser, error), dst Target, fwName string) error {
 	p := dst.Projection
 	// COPY FREEZE writes the rows frozen, with their hint bits set, so the catch-up's
 	// first reads do not write every page again to set them. PostgreSQL allows it
@@ -431,16 +452,28 @@ func restoreFiles(ctx context.Context, tx pgx.Tx, m Manifest, open func(string) 
 	fw := framework.NewRestore(tx, fwName)
 	for _, t := range order {
 		began := time.Now()
-		r, err := open(t.Name)
+		f, err := open(t.Name)
 		if err != nil {
-			return err
+			return fmt.Errorf("snapshot %s: %w: file %s: %w", id, ErrChecksum, t.Name, err)
 		}
+		h := sha256.New()
+		r := io.TeeReader(f, h)
 		if framework.IsFrameworkFile(t.Name) {
 			err = fw.File(ctx, t.Name, r)
 		} else {
 			err = copyTable(ctx, tx, pgx.Identifier{p.Schema(), t.Name}.Sanitize(), freeze, r)
 		}
-		_ = r.Close()
+		if err != nil {
+			// A file that does not decode may be a damaged one: the checksum says.
+			_, _ = io.Copy(h, f)
+		}
+		_ = f.Close()
+		if cerr := checkFile(id, t, h); cerr != nil {
+			if err != nil {
+				return fmt.Errorf("%w (restoring it: %w)", cerr, err)
+			}
+			return cerr
+		}
 		if err != nil {
 			return err
 		}

@@ -229,8 +229,9 @@ func TestBadSnapshotsAreRefusedSayingWhy(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	var db *pgxpool.Pool // the last restore's target
 	restore := func(p *readmodel.Projection, logStart map[int]int64) error {
-		db, _ := testenv.Database(t)
+		db, _ = testenv.Database(t)
 		w.runner(db, p) // the framework's tables
 		_, err := snapshot.Restore(ctx, store, m.ID, snapshot.Target{Pool: db, Projection: p, Topic: w.topic,
 			LogStart: func(ctx context.Context) (map[int]int64, error) {
@@ -294,6 +295,15 @@ func TestBadSnapshotsAreRefusedSayingWhy(t *testing.T) {
 		t.Errorf("corrupt snapshot: %v", err)
 	} else {
 		t.Logf("refused: %v", err)
+	}
+	// The files are checked as they are copied: the refused restore left nothing.
+	for _, q := range []string{`SELECT count(*) FROM ` + pgx.Identifier{p.Schema(), "users"}.Sanitize(),
+		`SELECT count(*) FROM ` + pgx.Identifier{p.Schema(), "articles"}.Sanitize(),
+		`SELECT count(*) FROM ` + readmodel.FrameworkSchemaDefault + `.offsets WHERE projection = '` + p.Name() + `'`,
+		`SELECT count(*) FROM ` + readmodel.FrameworkSchemaDefault + `.aggregates WHERE projection = '` + p.Name() + `'`} {
+		var n int
+		require.NoError(t, db.QueryRow(ctx, q).Scan(&n))
+		require.Zero(t, n, "after the refused restore: %s", q)
 	}
 }
 
