@@ -40,29 +40,30 @@ func TestAnalyzeRefreshesTheTablesThatChanged(t *testing.T) {
 	require.EqualValues(t, 100, tuples("grown"))
 	require.EqualValues(t, 100, tuples("quiet"))
 
+	// counted waits for the statistics to count n changes of grown since its analysis.
+	counted := func(n int64) {
+		testenv.WaitFor(t, 30*time.Second, "the statistics to count the inserts", func() bool {
+			var got int64
+			require.NoError(t, pool.QueryRow(ctx, `SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = $1::regclass`, tbl("grown")).Scan(&got))
+			return got >= n
+		})
+	}
 	_, err = pool.Exec(ctx, `INSERT INTO `+tbl("grown")+` SELECT generate_series(101, 3100)`)
 	require.NoError(t, err)
 	_, err = pool.Exec(ctx, `INSERT INTO `+tbl("quiet")+` SELECT generate_series(101, 110)`)
 	require.NoError(t, err)
-	testenv.WaitFor(t, 30*time.Second, "the statistics to count the inserts", func() bool {
-		var n int64
-		require.NoError(t, pool.QueryRow(ctx, `SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = $1::regclass`, tbl("grown")).Scan(&n))
-		return n >= 3000
-	})
+	counted(3000)
 	got, err = store.Analyze(ctx, pool, []string{schema}, 1000, 1)
 	require.NoError(t, err)
 	require.Equal(t, []string{name("grown")}, got, "3,000 changes reach 1,000 + half of 3,100 rows; 10 do not")
 	require.EqualValues(t, 3100, tuples("grown"))
 	require.EqualValues(t, 100, tuples("quiet"))
 
-	// A fifth more rows than the statistics know: autovacuum's business, not the loop's.
+	// 4,000 rows more on 3,100: autovacuum's business (a tenth), not the loop's, which
+	// waits for a table to more than double (changes of half the rows it holds now).
 	_, err = pool.Exec(ctx, `INSERT INTO `+tbl("grown")+` SELECT generate_series(3101, 7100)`)
 	require.NoError(t, err)
-	testenv.WaitFor(t, 30*time.Second, "the statistics to count the inserts", func() bool {
-		var n int64
-		require.NoError(t, pool.QueryRow(ctx, `SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = $1::regclass`, tbl("grown")).Scan(&n))
-		return n >= 4000
-	})
+	counted(4000)
 	got, err = store.Analyze(ctx, pool, []string{schema}, 1000, 1)
 	require.NoError(t, err)
 	require.Empty(t, got, "4,000 changes reach 1,000 + a tenth of 7,100 rows, not 1,000 + half")

@@ -289,9 +289,10 @@ func (r *Runner) progressLoop(ctx context.Context) func() {
 // starting empty at 2,000 events/s spent half a core looking up sequence marks by
 // sequential scans (0.5 ms each instead of 0.03), fell behind, and its latency
 // grew to seconds. A table is analyzed when its changes since the last analysis
-// reach half its rows (and a thousand): when its statistics are off by a multiple,
-// which is what makes plans go wrong (autovacuum refreshes them at a tenth). It is
-// looked at every second at first, then every minute.
+// reach half the rows it holds (and a thousand), about when it doubled: when its
+// statistics are off by a multiple, which is what makes plans go wrong (autovacuum
+// refreshes them at a tenth). It is looked at every second at first, then every
+// minute.
 func (r *Runner) analyzeLoop(ctx context.Context) {
 	every := retry.Policy{Min: time.Second, Max: time.Minute, NoJitter: true}
 	for i := 1; ; i++ {
