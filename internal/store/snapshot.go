@@ -100,10 +100,12 @@ func (r *Restore) File(ctx context.Context, name string, rd io.Reader) error {
 func (r *Restore) Finish(ctx context.Context, projection string, version int) error {
 	var steps []string
 	if r.staged[FileAggregates] {
-		recent, set := `NULL::bytea`, ``
+		// A mark without a window (a snapshot from before the windows) gets the
+		// column's empty one, as its INSERT alone gave it.
+		recent, set := `'\x'::bytea`, ``
 		from := `restore_aggregates a`
 		if r.staged[FileRecent] {
-			recent, set = `w.recent`, `, recent = EXCLUDED.recent`
+			recent, set = `coalesce(w.recent, '\x'::bytea)`, `, recent = EXCLUDED.recent`
 			from += ` LEFT JOIN restore_recent w USING (subject)`
 		}
 		steps = append(steps, `INSERT INTO `+r.q+`.aggregates (projection, version, subject, last_sequence, last_event_id, recent)

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	framework "github.com/projector/projector/internal/store"
@@ -463,11 +464,17 @@ func restoreFiles(ctx context.Context, tx pgx.Tx, id string, m Manifest, open fu
 		} else {
 			err = copyTable(ctx, tx, pgx.Identifier{p.Schema(), t.Name}.Sanitize(), freeze, r)
 		}
-		if err != nil {
-			// A file that does not decode may be a damaged one: the checksum says.
+		var pgErr *pgconn.PgError
+		if err != nil && errors.As(err, &pgErr) && ctx.Err() == nil {
+			// A file PostgreSQL refused may be a damaged one: the checksum says. (Only
+			// then: after a lost connection or a cancel, the COPY's reader may still
+			// be reading the file.)
 			_, _ = io.Copy(h, f)
 		}
 		_ = f.Close()
+		if err != nil && pgErr == nil {
+			return err // a lost connection, a cancel, a read error: not the file's bytes
+		}
 		if cerr := checkFile(id, t, h); cerr != nil {
 			if err != nil {
 				return fmt.Errorf("%w (restoring it: %w)", cerr, err)
