@@ -39,10 +39,14 @@ func foldFigures(t *testing.T, reg *prometheus.Registry) (folds, reads, failed i
 }
 
 // replayOrders replays f's log into a new orders projection (row API), 100 events a
-// read, with foldRows as Config.FoldRows, and returns it with the runner's metrics.
-func replayOrders(t *testing.T, f *fixture, foldRows int) (*readmodel.Projection, *prometheus.Registry) {
+// read, with foldRows as Config.FoldRows, and returns it with the runner's metrics;
+// before, if given, sees the projection before the runner starts.
+func replayOrders(t *testing.T, f *fixture, foldRows int, before ...func(*readmodel.Projection)) (*readmodel.Projection, *prometheus.Registry) {
 	t.Helper()
 	p := ordersProjection(t, f, true)
+	for _, fn := range before {
+		fn(p)
+	}
 	cfg := f.config(p)
 	cfg.BatchSize, cfg.FoldRows = 100, foldRows
 	reg := prometheus.NewRegistry()
@@ -355,28 +359,18 @@ func TestAFoldWritesItsNewMarksByCopy(t *testing.T) {
 		require.NoError(t, err)
 		return out
 	}
-	run := func(foldRows int, before func(p *readmodel.Projection)) ([]string, int, int) {
-		p := ordersProjection(t, f, true)
-		if before != nil {
-			before(p)
-		}
-		cfg := f.config(p)
-		cfg.BatchSize, cfg.FoldRows = 100, foldRows
-		reg := prometheus.NewRegistry()
-		cfg.Registerer = reg
-		_, stop := f.start(cfg)
-		f.waitCaughtUp(p, 2*time.Minute)
-		stop()
+	run := func(foldRows int, before ...func(p *readmodel.Projection)) ([]string, int, int) {
+		p, reg := replayOrders(t, f, foldRows, before...)
 		require.Equal(t, want, customerTotals(t, f, p))
 		require.Zero(t, count(t, f, f.schema, "parked", "projection = '"+p.Name()+"'"))
 		folds, _, failed := foldFigures(t, reg)
 		return marks(p), folds, failed
 	}
-	batches, folds, _ := run(-1, nil)
+	batches, folds, _ := run(-1)
 	require.Zero(t, folds)
 	require.Len(t, batches, 4000)
 
-	folded, folds, failed := run(0, nil)
+	folded, folds, failed := run(0)
 	require.Positive(t, folds)
 	require.Zero(t, failed)
 	require.Equal(t, batches, folded, "the marks a replay by folds wrote")
