@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -288,6 +289,56 @@ func TestNewPublisherNamesTheBadSetting(t *testing.T) {
 	for _, tt := range tests {
 		if _, err := eventlog.NewPublisher(tt.cfg); err == nil || !contains(err.Error(), tt.want) {
 			t.Errorf("%+v: err = %v, want it to name %s", tt.cfg, err, tt.want)
+		}
+	}
+}
+
+// Not parallel: it counts the process's allocations. Single events, as a service
+// sends them one call each, must not pay for a bulk call's batch: kafka-go
+// allocates a batch's whole capacity when it opens one, 150 KB at 1,000 messages.
+// Calls of each size, one after the other, land in call order.
+func TestSingleEventCallsDoNotAllocateABulkBatch(t *testing.T) {
+	topic := testenv.Topic(t, 1)
+	p := newPublisher(t, topic)
+	ctx := context.Background()
+	var evs []events.Event
+	publish := func(n int) []eventlog.Result {
+		t.Helper()
+		batch := make([]events.Event, n)
+		for i := range batch {
+			batch[i] = sampleEvent("user-1", uint64(len(evs)+i+1))
+		}
+		res, err := p.Publish(ctx, batch...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, batch...)
+		return res
+	}
+	publish(1) // connections and metadata first
+	const singles = 200
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range singles {
+		publish(1)
+	}
+	runtime.ReadMemStats(&after)
+	perCall := (after.TotalAlloc - before.TotalAlloc) / singles
+	t.Logf("%d bytes allocated per single-event call", perCall)
+	if perCall > 40<<10 {
+		t.Fatalf("a single-event call allocated %d bytes; a batch of 1,000 messages is about 150 KB", perCall)
+	}
+	publish(300) // the bulk writer
+	publish(1)
+	publish(65)
+	last := publish(1)
+	if want := int64(len(evs) - 1); last[0].Offset != want {
+		t.Fatalf("the last call's event is at offset %d, want %d: calls did not land in call order", last[0].Offset, want)
+	}
+	for _, off := range []int{0, singles + 1, singles + 301, len(evs) - 1} {
+		got, err := eventlog.FromMessage(readAt(t, topic, 0, int64(off)))
+		if err != nil || got.ID != evs[off].ID {
+			t.Fatalf("offset %d holds %v (%v), want %s", off, got.ID, err, evs[off].ID)
 		}
 	}
 }
