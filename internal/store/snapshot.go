@@ -97,9 +97,33 @@ func (r *Restore) File(ctx context.Context, name string, rd io.Reader) error {
 
 // Finish writes the staged files' rows into the framework's tables, as projection
 // version's.
+//
+// The marks go in in subject order, which fills the primary key's pages one after
+// another, by a plain INSERT when the projection version has none yet (a restore
+// into a new database: the usual case), and by an upsert over stale ones otherwise.
+// The staging tables are analyzed first, so that the join of marks and windows is
+// planned for their real size (as never-analyzed temporary tables it was planned
+// for a guess, and sorted on disk), with the work memory to do it in memory (64 MB,
+// for the rest of the restore's transaction). Measured in psql on 37,000 marks with windows:
+// the upsert in the join's order took 0.68–0.76 s, the plain INSERT in subject
+// order 0.33–0.36 s.
 func (r *Restore) Finish(ctx context.Context, projection string, version int) error {
 	var steps []string
 	if r.staged[FileAggregates] {
+		prepare := []string{`SET LOCAL work_mem = '64MB'`, `ANALYZE restore_aggregates`}
+		if r.staged[FileRecent] {
+			prepare = append(prepare, `ANALYZE restore_recent`)
+		}
+		for _, sql := range prepare {
+			if _, err := r.tx.Exec(ctx, sql); err != nil {
+				return fmt.Errorf("store: restore the framework's rows: %w", err)
+			}
+		}
+		var stale bool
+		if err := r.tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM `+r.q+`.aggregates WHERE projection = $1 AND version = $2)`,
+			projection, version).Scan(&stale); err != nil {
+			return fmt.Errorf("store: restore the framework's rows: %w", err)
+		}
 		// A mark without a window (a snapshot from before the windows) gets the
 		// column's empty one, as its INSERT alone gave it.
 		recent, set := `'\x'::bytea`, ``
@@ -108,9 +132,12 @@ func (r *Restore) Finish(ctx context.Context, projection string, version int) er
 			recent, set = `coalesce(w.recent, '\x'::bytea)`, `, recent = EXCLUDED.recent`
 			from += ` LEFT JOIN restore_recent w USING (subject)`
 		}
+		upsert := ``
+		if stale {
+			upsert = ` ON CONFLICT (projection, version, subject) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id` + set
+		}
 		steps = append(steps, `INSERT INTO `+r.q+`.aggregates (projection, version, subject, last_sequence, last_event_id, recent)
-			 SELECT $1, $2, a.subject, a.last_sequence, a.last_event_id, `+recent+` FROM `+from+`
-			 ON CONFLICT (projection, version, subject) DO UPDATE SET last_sequence = EXCLUDED.last_sequence, last_event_id = EXCLUDED.last_event_id`+set)
+			 SELECT $1, $2, a.subject, a.last_sequence, a.last_event_id, `+recent+` FROM `+from+` ORDER BY a.subject`+upsert)
 	}
 	if r.staged[FileEventIDs] {
 		steps = append(steps, `INSERT INTO `+r.q+`.event_ids (projection, version, event_id)

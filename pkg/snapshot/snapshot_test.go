@@ -162,11 +162,14 @@ func (w *world) replayed(p *readmodel.Projection) *pgxpool.Pool {
 }
 
 // restored restores snapshot id of store into a new database's p and returns the
-// database.
-func (w *world) restored(store snapshot.Store, id string, p *readmodel.Projection) *pgxpool.Pool {
+// database; before, given, runs on the database once it is set up.
+func (w *world) restored(store snapshot.Store, id string, p *readmodel.Projection, before ...func(*pgxpool.Pool)) *pgxpool.Pool {
 	w.t.Helper()
 	db, _ := testenv.Database(w.t)
 	require.NoError(w.t, w.runner(db, p).Setup(context.Background()))
+	for _, fn := range before {
+		fn(db)
+	}
 	_, err := snapshot.Restore(context.Background(), store, id, snapshot.Target{Pool: db, Projection: p, Topic: w.topic})
 	require.NoError(w.t, err)
 	return db
@@ -577,6 +580,16 @@ func TestRestoreBringsBackEveryMarkWithItsWindow(t *testing.T) {
 		windowless = append(windowless, mk[:strings.LastIndex(mk, " ")+1])
 	}
 	require.Equal(t, want, marks(w.restored(store, m.ID, p)))
+
+	// Marks of the projection version already there (stale, without positions) are
+	// overwritten by the snapshot's.
+	staleMarks := func(db *pgxpool.Pool) {
+		subjects := []string{strings.Fields(want[0])[0], strings.Fields(want[len(want)-1])[0]}
+		_, err := db.Exec(ctx, `INSERT INTO `+readmodel.FrameworkSchemaDefault+`.aggregates (projection, version, subject, last_sequence, last_event_id, recent)
+			SELECT $1, 1, s, 999, 'stale', '\xff' FROM unnest($2::text[]) AS s`, w.name, subjects)
+		require.NoError(t, err)
+	}
+	require.Equal(t, want, marks(w.restored(store, m.ID, p, staleMarks)))
 
 	// The same snapshot as taken before the windows existed: no _recent file.
 	dir := filepath.Join(store.Dir, p.Name()+"_v1", m.ID)
