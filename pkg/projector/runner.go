@@ -41,6 +41,7 @@ type Runner struct {
 	readyLag int64            // the lag a live partition may have (Config.ReadyLag resolved)
 	beginSQL string           // a batch transaction's BEGIN: its search path and commit durability
 	foldSQL  string           // a fold's: beginSQL, and foldLockTimeout
+	looked   func()           // tests: told of each look of the analyze loop (OnAnalyzeLook)
 	// foldSlots bounds the folds open at once below the pool's size: a fold holds
 	// its connection while it reads and decodes the next read, whose personal data
 	// keys may be looked up in the same pool.
@@ -291,17 +292,18 @@ const analyzeEvery = time.Second
 // default autovacuum and 32–40k with statistics kept fresh, and a live service
 // starting empty at 2,000 events/s spent half a core looking up sequence marks by
 // sequential scans (0.5 ms each instead of 0.03), fell behind, and its latency
-// grew to seconds. A table is analyzed when its changes since the last analysis
-// reach half the rows it holds (and a thousand), about when it doubled: when its
-// statistics are off by a multiple, which is what makes plans go wrong (autovacuum
-// refreshes them at a tenth).
+// grew to seconds. A table is analyzed when it holds a thousand rows more than
+// twice the rows of its last analysis: when its statistics are off by a multiple,
+// which is what makes plans go wrong (autovacuum refreshes them at a tenth, and
+// keeps the statistics of tables updated in place; see store.Analyze).
 //
 // The tables are looked at every second, however long the runner has run: a look
 // is one query of pg_stat_user_tables. A service started before its traffic (a new
 // one, deployed ahead of its producers) fills its tables minutes after it started.
-// A loop that backed off (1, 3, 7, 15 s … up to a minute) left such a service, and
-// even the bench's live projector (started a second before its traffic), planning
-// its sequence-mark lookups without statistics for seconds: every lookup read all
+// A loop that backed off (looks at 1, 3, 7, 15, 31 s after the runner joined, then
+// every minute) left such a service, and even the bench's live projector (started a
+// second before its traffic), planning its sequence-mark lookups on an empty table's
+// statistics for seconds: every lookup read all
 // the projection's marks (the primary key's projection and version, the subjects
 // as a filter). Measured at 2,000 events/s for 30 s, those lookups took 17–23 s of
 // PostgreSQL's time with the backoff and 2.7–2.8 s without.
@@ -309,6 +311,9 @@ func (r *Runner) analyzeLoop(ctx context.Context) {
 	for {
 		if retry.Sleep(ctx, analyzeEvery) != nil {
 			return
+		}
+		if r.looked != nil {
+			r.looked()
 		}
 		if _, err := store.Analyze(ctx, r.cfg.Pool, []string{r.cfg.Projection.Schema(), r.cfg.Schema}, 1000, 1); err != nil && ctx.Err() == nil {
 			r.log.Debug("analyze", zap.Error(err))
