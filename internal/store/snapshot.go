@@ -153,7 +153,7 @@ func (r *Restore) Finish(ctx context.Context, projection string, version int) er
 	for _, sql := range steps {
 		if _, err := r.tx.Exec(ctx, sql, projection, version); err != nil {
 			if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.TableName == "aggregates" {
-				return fmt.Errorf("store: restore the framework's rows: another transaction wrote marks of %s v%d during the restore: %w", projection, version, err)
+				return fmt.Errorf("store: restore the framework's rows: a mark of %s v%d is there twice (another transaction wrote marks during the restore, or the snapshot's marks file repeats a subject): %w", projection, version, err)
 			}
 			return fmt.Errorf("store: restore the framework's rows: %w", err)
 		}

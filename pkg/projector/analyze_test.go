@@ -20,21 +20,8 @@ func TestTheRunnerAnalyzesTablesThatFillLongAfterItStarted(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, 2)
 	p := f.domainProjection()
-	r, err := projector.New(f.config(p))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var looks atomic.Int64
-	projector.OnAnalyzeLook(r, func() { looks.Add(1) })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	f.start(f.config(p), func(r *projector.Runner) { projector.OnAnalyzeLook(r, func() { looks.Add(1) }) })
 	analyzed := func() int64 {
 		var n int64
 		if err := f.pool.QueryRow(context.Background(), `SELECT coalesce(sum(analyze_count), 0) FROM pg_stat_user_tables

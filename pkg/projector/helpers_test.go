@@ -100,12 +100,15 @@ func (f *fixture) config(p *readmodel.Projection) projector.Config {
 }
 
 // start runs a runner until the returned stop is called; stop fails the test if
-// Run returned an error.
-func (f *fixture) start(cfg projector.Config) (*projector.Runner, func()) {
+// Run returned an error. before, given, runs on the runner before it runs.
+func (f *fixture) start(cfg projector.Config, before ...func(*projector.Runner)) (*projector.Runner, func()) {
 	f.t.Helper()
 	r, err := projector.New(cfg)
 	if err != nil {
 		f.t.Fatal(err)
+	}
+	for _, fn := range before {
+		fn(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
