@@ -49,7 +49,7 @@ func (e *env) takeSnapshot(ctx context.Context) (*snapshotMade, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer src.Close()
+	defer e.drop(ctx, src) // the snapshot is all the bootstrap needs of it
 	p, err := domain.NewProjection("users", 1)
 	if err != nil {
 		return nil, err
@@ -95,7 +95,7 @@ func (e *env) bootstrap(ctx context.Context, replaySeconds float64) (Bootstrap, 
 	if err != nil {
 		return b, err
 	}
-	defer dst.Close()
+	defer e.drop(ctx, dst)
 	r, err := projector.New(e.runnerConfig(dst, p))
 	if err != nil {
 		return b, err

@@ -94,7 +94,7 @@ func (e *env) shared(ctx context.Context, replayPerSec float64) (Shared, error) 
 	if err != nil {
 		return s, err
 	}
-	defer db.pool.Close()
+	defer e.drop(ctx, db.pool)
 	if err := e.checkShared(ctx, &s.SharedRun, db, "rows", want); err != nil {
 		return s, err
 	}
@@ -136,7 +136,7 @@ func (e *env) sharedExecBeside(ctx context.Context, s *Shared, topic string, pre
 	if err != nil {
 		return want, err
 	}
-	defer db.pool.Close()
+	defer e.drop(ctx, db.pool)
 	s.Exec.EventsPerSec = float64(s.ExecEvents) / s.Exec.Seconds
 	return want, e.checkShared(ctx, &s.Exec, db, "exec", wantPrefix)
 }
