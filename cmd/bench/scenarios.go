@@ -96,9 +96,19 @@ func run(ctx context.Context, c config) (Result, error) {
 		name string
 		fn   func() error
 	}{
-		{"bootstrap", func() (err error) { res.Bootstrap, err = e.bootstrap(ctx, res.Replay.Seconds); return err }},
-		{"live", func() (err error) { res.Live, err = e.live(ctx); return err }},
-		{"effects", func() (err error) { res.Effects, err = e.effects(ctx); return err }},
+		{"bootstrap", func() (err error) {
+			res.Bootstrap, res.Bootstrap.Runs, err = medianRun(c.runs, func(int) (Bootstrap, error) { return e.bootstrap(ctx, res.Replay.Seconds) },
+				func(b Bootstrap) float64 { return b.Seconds })
+			return err
+		}},
+		{"live", func() (err error) {
+			res.Live, res.Live.RunsP99, err = medianRun(c.runs, func(int) (Live, error) { return e.live(ctx) }, func(l Live) float64 { return l.P99MS })
+			return err
+		}},
+		{"effects", func() (err error) {
+			res.Effects, res.Effects.Runs, err = medianRun(c.runs, func(int) (Effects, error) { return e.effects(ctx) }, func(f Effects) float64 { return f.PerSec })
+			return err
+		}},
 		{"doctor", func() (err error) { res.Doctor, err = e.doctor(ctx); return err }},
 		{"shared", func() (err error) { res.Shared, err = e.shared(ctx, res.Replay.EventsPerSec); return err }},
 	}
