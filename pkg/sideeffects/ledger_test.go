@@ -3,10 +3,13 @@ package sideeffects_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/projector/projector/internal/roundtrips"
 	"github.com/projector/projector/internal/testenv"
@@ -229,5 +232,98 @@ func TestMarkAfterAnExpiredLeaseNobodyTookMarksTheKey(t *testing.T) {
 	again, err := l.Reserve(ctx, keys)
 	if err != nil || again[0].State != sideeffects.Done || again[1].State != sideeffects.Done {
 		t.Fatalf("after the late marks: %v %v, want both done", again, err)
+	}
+}
+
+// scriptWatch is a redis.Hook that counts the ledger's EVAL and EVALSHA commands
+// and, when told to, swaps a pipeline's script hashes for one Redis does not know,
+// so that Redis answers NOSCRIPT as it does after a restart, a failover or a
+// SCRIPT FLUSH (which would reach every other test on the server).
+type scriptWatch struct {
+	evals, evalshas atomic.Int64
+	forget          atomic.Bool
+}
+
+func (w *scriptWatch) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (w *scriptWatch) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (w *scriptWatch) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		forget := w.forget.Swap(false)
+		for _, c := range cmds {
+			switch c.Name() {
+			case "eval":
+				w.evals.Add(1)
+			case "evalsha":
+				w.evalshas.Add(1)
+				if forget {
+					c.Args()[1] = strings.Repeat("0", 40)
+				}
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// The ledger sends a script's text once, then its hash; a Redis that no longer
+// knows the hash gets the text again, and no mark is lost.
+func TestMarksGoByHashAndSurviveARedisThatForgotTheScripts(t *testing.T) {
+	t.Parallel()
+	c, prefix := testenv.Redis(t)
+	w := &scriptWatch{}
+	c.AddHook(w)
+	l, err := sideeffects.NewLedger(sideeffects.LedgerConfig{Client: c, Namespace: prefix + "ns", Lease: time.Minute, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var keys []string
+	for i := range 4 {
+		keys = append(keys, sideeffects.Key("welcome_email", fmt.Sprint("hash-", i)))
+	}
+	res, err := l.Reserve(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := func(i int) {
+		t.Helper()
+		if marked, err := l.MarkDone(ctx, res[i]); err != nil || !marked {
+			t.Fatalf("mark %d: %v %v, want marked", i, marked, err)
+		}
+	}
+	counts := func() [2]int64 { return [2]int64{w.evals.Load(), w.evalshas.Load()} }
+	mark(0)
+	if got := counts(); got != [2]int64{1, 0} {
+		t.Fatalf("the first mark: %d EVAL and %d EVALSHA, want its text once", got[0], got[1])
+	}
+	mark(1)
+	if got := counts(); got != [2]int64{1, 1} {
+		t.Fatalf("the second mark: %d EVAL and %d EVALSHA in all, want it by hash", got[0], got[1])
+	}
+	w.forget.Store(true)
+	mark(2)
+	if got := counts(); got != [2]int64{2, 2} {
+		t.Fatalf("a mark Redis answered NOSCRIPT: %d EVAL and %d EVALSHA in all, want by hash, then by text", got[0], got[1])
+	}
+	w.forget.Store(true)
+	if marked, err := l.Settle(ctx, nil, res[3:]); err != nil || len(marked) != 0 {
+		t.Fatalf("a release Redis answered NOSCRIPT: %v %v", marked, err)
+	}
+	if got := counts(); got != [2]int64{3, 3} {
+		t.Fatalf("a release Redis answered NOSCRIPT: %d EVAL and %d EVALSHA in all, want by hash, then by text", got[0], got[1])
+	}
+	again, err := l.Reserve(ctx, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range again {
+		want := sideeffects.Done
+		if i == 3 {
+			want = sideeffects.Acquired // released after the NOSCRIPT: free again
+		}
+		if r.State != want {
+			t.Fatalf("key %d: %v, want %v", i, r.State, want)
+		}
 	}
 }

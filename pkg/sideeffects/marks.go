@@ -104,17 +104,18 @@ func (l *Ledger) flushMarks(ctx context.Context) {
 func (l *Ledger) flush(ctx context.Context, batch []*pendingMark) {
 	ctx, cancel := context.WithTimeout(ctx, markFlushTimeout)
 	defer cancel()
-	pipe := l.cfg.Client.Pipeline()
-	cmds := make([]*redis.Cmd, len(batch))
 	now := time.Now().Unix()
-	for i, m := range batch {
-		if m.release {
-			cmds[i] = l.queueRelease(ctx, pipe, m.res)
-		} else {
-			cmds[i] = l.queueMark(ctx, pipe, m.res, now)
+	cmds, err := l.runScripts(ctx, func(run scriptRunner) []*redis.Cmd {
+		cmds := make([]*redis.Cmd, len(batch))
+		for i, m := range batch {
+			if m.release {
+				cmds[i] = l.queueRelease(run, m.res)
+			} else {
+				cmds[i] = l.queueMark(run, m.res, now)
+			}
 		}
-	}
-	_, err := pipe.Exec(ctx)
+		return cmds
+	})
 	for i, m := range batch {
 		if err != nil {
 			m.err = fmt.Errorf("sideeffects: ledger mark: %w", err)
