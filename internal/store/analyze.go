@@ -60,3 +60,66 @@ func Analyze(ctx context.Context, db interface {
 	wg.Wait()
 	return tables, errors.Join(errs...)
 }
+
+// lookupStatisticsTarget is the statistics target of AnalyzeForLookups: a tenth of
+// PostgreSQL's default (a sample of 3,000 rows, not 30,000).
+const lookupStatisticsTarget = 10
+
+// AnalyzeForLookups gives tables just filled in bulk (a restore's) the statistics
+// the runtime's own statements plan on: each table's rows and pages, and a coarse
+// analysis (lookupStatisticsTarget) of the columns of its indexes, whose = ANY
+// lookups the catch-up runs. It leaves the rest to autovacuum: an ANALYZE with a
+// column list does not reset the table's count of changes since its last analysis
+// (PostgreSQL resets it only when every column was analyzed), so autovacuum
+// analyzes the table whole, at the default target, at its next look, as any table
+// loaded in bulk. A table without an index is analyzed whole, at the default
+// target. On the bootstrap's 97 MB snapshot: 0.46 s for the articles' key columns
+// at the default target, 0.73-0.81 s for the whole table, 0.06 s at a tenth.
+//
+// Up to atOnce tables are analyzed at once, each on a connection of its own when db
+// is a pool. It returns the tables analyzed and their errors, each naming its table.
+func AnalyzeForLookups(ctx context.Context, db interface {
+	Querier
+	Execer
+}, schemas []string, atOnce int) ([]string, error) {
+	rows, err := db.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname),
+			coalesce(string_agg(DISTINCT quote_ident(a.attname), ', '), '')
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		LEFT JOIN pg_index i ON i.indrelid = c.oid
+		LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND a.attnum = ANY(i.indkey)
+		WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p')
+		GROUP BY 1 ORDER BY 1`, schemas)
+	if err != nil {
+		return nil, fmt.Errorf("tables to analyze: %w", err)
+	}
+	type table struct{ name, columns string }
+	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (table, error) {
+		var t table
+		return t, r.Scan(&t.name, &t.columns)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tables to analyze: %w", err)
+	}
+	names := make([]string, len(tables))
+	errs := make([]error, len(tables))
+	slots := make(chan struct{}, max(atOnce, 1))
+	var wg sync.WaitGroup
+	for i, t := range tables {
+		names[i] = t.name
+		// One simple-protocol query string is one implicit transaction: SET LOCAL
+		// holds for its ANALYZE only.
+		q := "ANALYZE " + t.name
+		if t.columns != "" {
+			q = fmt.Sprintf("SET LOCAL default_statistics_target = %d; ANALYZE %s (%s)", lookupStatisticsTarget, t.name, t.columns)
+		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if _, err := db.Exec(ctx, q); err != nil {
+				errs[i] = fmt.Errorf("analyze %s: %w", t.name, err)
+			}
+		})
+	}
+	wg.Wait()
+	return names, errors.Join(errs...)
+}

@@ -77,3 +77,66 @@ func TestAnalyzeRefreshesTheTablesThatChanged(t *testing.T) {
 	require.Empty(t, got, "7,100 rows do not reach 1,000 + twice 3,100; 3,300 updates of 110 rows are not growth")
 	require.EqualValues(t, 3100, tuples("grown"))
 }
+
+// TestAnalyzeForLookupsLeavesTheWholeAnalysisToAutovacuum: a restore's tables get
+// their rows and a coarse analysis of their index columns, and keep their count of
+// changes, so that autovacuum still analyzes them whole; a table without an index
+// is analyzed whole.
+func TestAnalyzeForLookupsLeavesTheWholeAnalysisToAutovacuum(t *testing.T) {
+	t.Parallel()
+	pool, schema := testenv.Postgres(t)
+	ctx := context.Background()
+	tbl := func(n string) string { return pgx.Identifier{schema, n}.Sanitize() }
+	for _, q := range []string{
+		`CREATE TABLE ` + tbl("keyed") + ` (k int PRIMARY KEY, g int NOT NULL, body text NOT NULL)`,
+		`CREATE INDEX ON ` + tbl("keyed") + ` (g)`,
+		`CREATE TABLE ` + tbl("heap") + ` (a int, b text)`,
+		`INSERT INTO ` + tbl("keyed") + ` SELECT i, i % 50, repeat('x', i % 200) FROM generate_series(1, 5000) i`,
+		`INSERT INTO ` + tbl("heap") + ` SELECT i, 'b' FROM generate_series(1, 500) i`,
+	} {
+		_, err := pool.Exec(ctx, q)
+		require.NoError(t, err)
+	}
+	changes := func(n string) int64 {
+		var got int64
+		require.NoError(t, pool.QueryRow(ctx, `SELECT n_mod_since_analyze FROM pg_stat_user_tables WHERE relid = $1::regclass`, tbl(n)).Scan(&got))
+		return got
+	}
+	testenv.WaitFor(t, 30*time.Second, "the statistics to count the inserts", func() bool {
+		return changes("keyed") >= 5000 && changes("heap") >= 500
+	})
+
+	got, err := store.AnalyzeForLookups(ctx, pool, []string{schema}, 2)
+	require.NoError(t, err)
+	require.Equal(t, []string{schema + ".heap", schema + ".keyed"}, got)
+	var tuples float64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT reltuples FROM pg_class WHERE oid = $1::regclass`, tbl("keyed")).Scan(&tuples))
+	require.EqualValues(t, 5000, tuples)
+	analyzed := func(table string) map[string]int {
+		rows, err := pool.Query(ctx, `SELECT attname, coalesce(array_length(histogram_bounds::text::text[], 1), 0) FROM pg_stats WHERE schemaname = $1 AND tablename = $2`, schema, table)
+		require.NoError(t, err)
+		m := map[string]int{}
+		for rows.Next() {
+			var col string
+			var bounds int
+			require.NoError(t, rows.Scan(&col, &bounds))
+			m[col] = bounds
+		}
+		require.NoError(t, rows.Err())
+		return m
+	}
+	keyed := analyzed("keyed")
+	require.ElementsMatch(t, []string{"k", "g"}, keysOf(keyed), "the index columns only")
+	require.Equal(t, 11, keyed["k"], "a coarse histogram: 10 buckets, not the default 100")
+	require.GreaterOrEqual(t, changes("keyed"), int64(5000), "the changes are left for autovacuum's whole analysis")
+	require.ElementsMatch(t, []string{"a", "b"}, keysOf(analyzed("heap")), "no index: the whole table")
+	require.Zero(t, changes("heap"))
+}
+
+func keysOf(m map[string]int) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}

@@ -365,8 +365,10 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 	}
 	// Statistics for the rows just copied in: without them the planner takes the
 	// tables for empty, and the catch-up's statements scan them whole until
-	// autovacuum comes by.
-	if _, err := framework.Analyze(ctx, dst.Pool, []string{p.Schema(), fwName}, 0, restoreAnalyzesAtOnce); err != nil {
+	// autovacuum comes by. The catch-up's lookups need the tables' sizes and their
+	// index columns, analyzed coarsely; autovacuum analyzes the rest soon after
+	// (store.AnalyzeForLookups).
+	if _, err := framework.AnalyzeForLookups(ctx, dst.Pool, []string{p.Schema(), fwName}, restoreAnalyzesAtOnce); err != nil {
 		return m, fmt.Errorf("snapshot: restored, then: %w", err)
 	}
 	return m, nil
