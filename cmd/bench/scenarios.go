@@ -814,6 +814,8 @@ func (e *env) live(ctx context.Context) (Live, error) {
 	pollerDone := make(chan struct{})
 	go func() { defer close(pollerDone); w.watch(ctx, pool, stop) }()
 	if err := e.publishLive(ctx, pub, w); err != nil {
+		close(stop) // the poller ends before the pool it reads is dropped
+		<-pollerDone
 		return l, err
 	}
 	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {

@@ -236,12 +236,12 @@ func TestMarkAfterAnExpiredLeaseNobodyTookMarksTheKey(t *testing.T) {
 }
 
 // scriptWatch is a redis.Hook that counts the ledger's EVAL and EVALSHA commands
-// and, when told to, swaps a pipeline's script hashes for one Redis does not know,
-// so that Redis answers NOSCRIPT as it does after a restart, a failover or a
-// SCRIPT FLUSH (which would reach every other test on the server).
+// and, when told to, swaps script hashes in the next pipeline for one Redis does
+// not know, so that Redis answers NOSCRIPT as it does after a restart, a failover
+// or a SCRIPT FLUSH (which would reach every other test on the server).
 type scriptWatch struct {
 	evals, evalshas atomic.Int64
-	forget          atomic.Bool
+	forgetFrom      atomic.Int64 // > 0: the next pipeline's EVALSHAs from this one (1-based) get an unknown hash
 }
 
 func (w *scriptWatch) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -250,14 +250,15 @@ func (w *scriptWatch) ProcessHook(next redis.ProcessHook) redis.ProcessHook { re
 
 func (w *scriptWatch) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		forget := w.forget.Swap(false)
+		from := w.forgetFrom.Swap(0)
+		var n int64
 		for _, c := range cmds {
 			switch c.Name() {
 			case "eval":
 				w.evals.Add(1)
 			case "evalsha":
 				w.evalshas.Add(1)
-				if forget {
+				if n++; from > 0 && n >= from {
 					c.Args()[1] = strings.Repeat("0", 40)
 				}
 			}
@@ -266,8 +267,9 @@ func (w *scriptWatch) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 	}
 }
 
-// The ledger sends a script's text once, then its hash; a Redis that no longer
-// knows the hash gets the text again, and no mark is lost.
+// The ledger sends a script's text once, then its hash; a pipeline that a Redis
+// no longer knowing the hash refuses, even in part, goes again with the text, and
+// no mark is lost or refused to its holder.
 func TestMarksGoByHashAndSurviveARedisThatForgotTheScripts(t *testing.T) {
 	t.Parallel()
 	c, prefix := testenv.Redis(t)
@@ -279,7 +281,7 @@ func TestMarksGoByHashAndSurviveARedisThatForgotTheScripts(t *testing.T) {
 	}
 	ctx := context.Background()
 	var keys []string
-	for i := range 4 {
+	for i := range 6 {
 		keys = append(keys, sideeffects.Key("welcome_email", fmt.Sprint("hash-", i)))
 	}
 	res, err := l.Reserve(ctx, keys)
@@ -292,34 +294,39 @@ func TestMarksGoByHashAndSurviveARedisThatForgotTheScripts(t *testing.T) {
 			t.Fatalf("mark %d: %v %v, want marked", i, marked, err)
 		}
 	}
-	counts := func() [2]int64 { return [2]int64{w.evals.Load(), w.evalshas.Load()} }
+	counts := func(step string, evals, evalshas int64) {
+		t.Helper()
+		if e, s := w.evals.Load(), w.evalshas.Load(); e != evals || s != evalshas {
+			t.Fatalf("%s: %d EVAL and %d EVALSHA in all, want %d and %d", step, e, s, evals, evalshas)
+		}
+	}
 	mark(0)
-	if got := counts(); got != [2]int64{1, 0} {
-		t.Fatalf("the first mark: %d EVAL and %d EVALSHA, want its text once", got[0], got[1])
-	}
+	counts("the first mark, by its text", 1, 0)
 	mark(1)
-	if got := counts(); got != [2]int64{1, 1} {
-		t.Fatalf("the second mark: %d EVAL and %d EVALSHA in all, want it by hash", got[0], got[1])
-	}
-	w.forget.Store(true)
+	counts("the second mark, by hash", 1, 1)
+	w.forgetFrom.Store(1)
 	mark(2)
-	if got := counts(); got != [2]int64{2, 2} {
-		t.Fatalf("a mark Redis answered NOSCRIPT: %d EVAL and %d EVALSHA in all, want by hash, then by text", got[0], got[1])
+	counts("a mark Redis answered NOSCRIPT: by hash, then by text", 2, 2)
+	// Two marks by hash, the second refused: the first, applied, goes again with the
+	// second, and is still its holder's.
+	w.forgetFrom.Store(2)
+	marked, err := l.Settle(ctx, res[3:5], nil)
+	if err != nil || len(marked) != 2 || !marked[0] || !marked[1] {
+		t.Fatalf("two marks, one answered NOSCRIPT: %v %v, want both marked", marked, err)
 	}
-	w.forget.Store(true)
-	if marked, err := l.Settle(ctx, nil, res[3:]); err != nil || len(marked) != 0 {
+	counts("two marks, one answered NOSCRIPT: both by hash, then both by text", 4, 4)
+	w.forgetFrom.Store(1)
+	if marked, err := l.Settle(ctx, nil, res[5:]); err != nil || len(marked) != 0 {
 		t.Fatalf("a release Redis answered NOSCRIPT: %v %v", marked, err)
 	}
-	if got := counts(); got != [2]int64{3, 3} {
-		t.Fatalf("a release Redis answered NOSCRIPT: %d EVAL and %d EVALSHA in all, want by hash, then by text", got[0], got[1])
-	}
+	counts("a release Redis answered NOSCRIPT: by hash, then by text", 5, 5)
 	again, err := l.Reserve(ctx, keys)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, r := range again {
 		want := sideeffects.Done
-		if i == 3 {
+		if i == 5 {
 			want = sideeffects.Acquired // released after the NOSCRIPT: free again
 		}
 		if r.State != want {

@@ -375,8 +375,7 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 }
 
 // restoreAnalyzesAtOnce is how many tables a restore analyzes at once once its rows
-// are in: the largest one's ANALYZE (a table of long texts, sorted for their
-// histograms) took most of the time the others waited behind it.
+// are in: one at a time, the others waited behind the largest one's ANALYZE.
 const restoreAnalyzesAtOnce = 3
 
 // checkLogStart refuses a snapshot whose offsets lie below the log's start: the
