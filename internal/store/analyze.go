@@ -9,84 +9,48 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// lookupStatisticsTarget is the statistics target of Analyze's column analyses: a
+// tenth of PostgreSQL's default (a sample of 3,000 rows, not 30,000).
+const lookupStatisticsTarget = 10
+
 // Analyze refreshes the planner's statistics of the tables in schemas that grew:
 // that hold at least minChanged rows more than twice the rows of their last
-// analysis (minChanged 0: every table), one ANALYZE each. Doubled, not autovacuum's
-// tenth: a plan goes wrong when a table's statistics are off by multiples (an
-// empty table's, a table's from before a replay filled it), and autovacuum keeps
-// the finer refresh anyway. At a tenth, a bootstrap's catch-up of a tenth of the
-// log analyzed its largest table again, 0.6 s of CPU on two cores beside a 4.5 s
-// catch-up. Growth, not changes: a table whose rows are updated in place (the
-// sequence marks, a table of counters) was analyzed every few seconds by a runner
-// looking every second, and each analysis makes every connection plan its cached
-// statements on it again.
+// analysis (minChanged 0: every table, a restore's). Tables filled in bulk (a
+// restore) or from empty (a replay, a new service's first events) otherwise keep an
+// empty table's statistics until autovacuum comes by, and the plans cached for the
+// batches' statements scan them whole.
+//
+// Doubled, not autovacuum's tenth: a plan goes wrong when a table's statistics are
+// off by multiples (an empty table's, a table's from before a replay filled it),
+// and autovacuum keeps the finer refresh anyway. At a tenth, a bootstrap's catch-up
+// of a tenth of the log analyzed its largest table again, 0.6 s of CPU on two cores
+// beside a 4.5 s catch-up. Growth, not changes: a table whose rows are updated in
+// place (the sequence marks, a table of counters) was analyzed every few seconds by
+// a runner looking every second, and each analysis makes every connection plan its
+// cached statements on it again.
+//
+// Only what the runtime's own statements plan on is analyzed: each table's rows and
+// pages, and a coarse analysis (lookupStatisticsTarget) of the columns of its
+// indexes, whose = ANY lookups the batches run. The rest is autovacuum's: an
+// ANALYZE with a column list does not reset the table's count of changes since its
+// last analysis (PostgreSQL resets it only when every column was analyzed), so
+// autovacuum still analyzes the table whole, at the default target, at its next
+// look. On the bootstrap's 97 MB snapshot: 0.46 s for the articles' key columns at
+// the default target, 0.73-0.81 s for the whole table, 0.06 s at a tenth. A table is
+// analyzed whole, at the default target, where a column list would leave something
+// undone: when autovacuum is off (for the server or the table), and so would never
+// finish the analysis; when the table has no index; and when it has an expression
+// or partial index or extended statistics (CREATE STATISTICS), which an ANALYZE
+// with a column list skips.
 //
 // Up to atOnce tables are analyzed at once, each on a connection of its own when db
 // is a pool (a restore's, which waits for them; the runner's loop, which runs
 // beside the folds, analyzes one at a time). It returns the tables analyzed and
-// their errors, each naming its table. Tables filled in bulk (a restore) or from
-// empty (a replay, a new service's first events) otherwise keep an empty table's
-// statistics until autovacuum comes by, and the plans cached for the batches'
-// statements scan them whole.
+// their errors, each naming its table.
 func Analyze(ctx context.Context, db interface {
 	Querier
 	Execer
 }, schemas []string, minChanged int64, atOnce int) ([]string, error) {
-	rows, err := db.Query(ctx, `SELECT format('%I.%I', s.schemaname, s.relname) FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-		WHERE s.schemaname = ANY($1) AND ($2::bigint = 0 OR s.n_live_tup >= $2::bigint + 2 * greatest(c.reltuples, 0)::bigint)
-		ORDER BY 1`, schemas, minChanged)
-	if err != nil {
-		return nil, fmt.Errorf("tables to analyze: %w", err)
-	}
-	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("tables to analyze: %w", err)
-	}
-	errs := make([]error, len(tables))
-	if atOnce < 1 {
-		atOnce = 1
-	}
-	slots := make(chan struct{}, atOnce)
-	var wg sync.WaitGroup
-	for i, t := range tables {
-		slots <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-slots }()
-			if _, err := db.Exec(ctx, "ANALYZE "+t); err != nil {
-				errs[i] = fmt.Errorf("analyze %s: %w", t, err)
-			}
-		})
-	}
-	wg.Wait()
-	return tables, errors.Join(errs...)
-}
-
-// lookupStatisticsTarget is the statistics target of AnalyzeForLookups: a tenth of
-// PostgreSQL's default (a sample of 3,000 rows, not 30,000).
-const lookupStatisticsTarget = 10
-
-// AnalyzeForLookups gives tables just filled in bulk (a restore's) the statistics
-// the runtime's own statements plan on: each table's rows and pages, and a coarse
-// analysis (lookupStatisticsTarget) of the columns of its indexes, whose = ANY
-// lookups the catch-up runs. It leaves the rest to autovacuum: an ANALYZE with a
-// column list does not reset the table's count of changes since its last analysis
-// (PostgreSQL resets it only when every column was analyzed), so autovacuum
-// analyzes the table whole, at the default target, at its next look, as any table
-// loaded in bulk. On the bootstrap's 97 MB snapshot: 0.46 s for the articles' key
-// columns at the default target, 0.73-0.81 s for the whole table, 0.06 s at a tenth.
-//
-// A table is analyzed whole, at the default target, where a column list would
-// leave something undone: when autovacuum is off (for the server or the table),
-// and so would never finish the analysis; when the table has no index; and when it
-// has an expression or partial index or extended statistics (CREATE STATISTICS),
-// which an ANALYZE with a column list skips.
-//
-// Up to atOnce tables are analyzed at once, each on a connection of its own when db
-// is a pool. It returns the tables analyzed and their errors, each naming its table.
-func AnalyzeForLookups(ctx context.Context, db interface {
-	Querier
-	Execer
-}, schemas []string, atOnce int) ([]string, error) {
 	rows, err := db.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname),
 			CASE WHEN NOT current_setting('autovacuum')::bool
 				OR EXISTS (SELECT FROM pg_options_to_table(c.reloptions) o
@@ -94,11 +58,12 @@ func AnalyzeForLookups(ctx context.Context, db interface {
 				OR bool_or(i.indexprs IS NOT NULL OR i.indpred IS NOT NULL)
 				OR EXISTS (SELECT FROM pg_statistic_ext x WHERE x.stxrelid = c.oid)
 			THEN '' ELSE coalesce(string_agg(DISTINCT quote_ident(a.attname), ', '), '') END
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid JOIN pg_namespace n ON n.oid = c.relnamespace
 		LEFT JOIN pg_index i ON i.indrelid = c.oid
 		LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND a.attnum = ANY(i.indkey)
 		WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p')
-		GROUP BY 1, c.oid, c.reloptions ORDER BY 1`, schemas)
+			AND ($2::bigint = 0 OR s.n_live_tup >= $2::bigint + 2 * greatest(c.reltuples, 0)::bigint)
+		GROUP BY 1, c.oid, c.reloptions ORDER BY 1`, schemas, minChanged)
 	if err != nil {
 		return nil, fmt.Errorf("tables to analyze: %w", err)
 	}

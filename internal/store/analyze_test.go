@@ -78,11 +78,11 @@ func TestAnalyzeRefreshesTheTablesThatChanged(t *testing.T) {
 	require.EqualValues(t, 3100, tuples("grown"))
 }
 
-// TestAnalyzeForLookupsLeavesTheWholeAnalysisToAutovacuum: a restore's tables get
+// TestAnalyzeLeavesTheWholeAnalysisToAutovacuum: a restore's tables get
 // their rows and a coarse analysis of their index columns, and keep their count of
 // changes, so that autovacuum still analyzes them whole; a table without an index,
 // with an expression index, or that autovacuum skips, is analyzed whole.
-func TestAnalyzeForLookupsLeavesTheWholeAnalysisToAutovacuum(t *testing.T) {
+func TestAnalyzeLeavesTheWholeAnalysisToAutovacuum(t *testing.T) {
 	t.Parallel()
 	pool, schema := testenv.Postgres(t)
 	ctx := context.Background()
@@ -114,7 +114,7 @@ func TestAnalyzeForLookupsLeavesTheWholeAnalysisToAutovacuum(t *testing.T) {
 		return changes("keyed") >= 5000 && changes("heap") >= 500 && changes("expr") >= 500 && changes("skipped") >= 500
 	})
 
-	got, err := store.AnalyzeForLookups(ctx, pool, []string{schema}, 2)
+	got, err := store.Analyze(ctx, pool, []string{schema}, 0, 2)
 	require.NoError(t, err)
 	require.Equal(t, []string{schema + ".expr", schema + ".heap", schema + ".keyed", schema + ".skipped"}, got)
 	var tuples float64

@@ -367,8 +367,8 @@ func Restore(ctx context.Context, store Store, id string, dst Target) (Manifest,
 	// tables for empty, and the catch-up's statements scan them whole until
 	// autovacuum comes by. The catch-up's lookups need the tables' sizes and their
 	// index columns, analyzed coarsely; autovacuum analyzes the rest soon after
-	// (store.AnalyzeForLookups).
-	if _, err := framework.AnalyzeForLookups(ctx, dst.Pool, []string{p.Schema(), fwName}, restoreAnalyzesAtOnce); err != nil {
+	// (store.Analyze).
+	if _, err := framework.Analyze(ctx, dst.Pool, []string{p.Schema(), fwName}, 0, restoreAnalyzesAtOnce); err != nil {
 		return m, fmt.Errorf("snapshot: restored, then: %w", err)
 	}
 	return m, nil
