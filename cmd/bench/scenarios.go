@@ -517,28 +517,21 @@ func (e *env) replayBaselines(ctx context.Context, pool *pgxpool.Pool, rp *Repla
 	// their medians count: one COPY of the read model takes 3-4 s here, and single
 	// ones ranged 50-79k rows/s within an hour.
 	t := time.Now()
-	var raws, copies []float64
-	for range max(e.c.runs, 1) {
-		raw, err := e.rawConsume(ctx)
-		if err != nil {
-			return err
-		}
-		raws = append(raws, raw)
+	var err error
+	same := func(x float64) float64 { return x }
+	if rp.RawConsumePerSec, _, err = medianRun(e.c.runs, func(int) (float64, error) { return e.rawConsume(ctx) }, same); err != nil {
+		return err
 	}
-	rp.RawConsumePerSec = median(raws)
 	e.mark("replay: raw consumption baseline", t)
 	t = time.Now()
-	for range max(e.c.runs, 1) {
-		rows, perSec, err := e.copyCeiling(ctx, pool)
-		if err != nil {
-			return err
-		}
-		rp.CopyRows = rows
-		copies = append(copies, perSec)
+	rp.CopyRowsPerSec, rp.CopyRuns, err = medianRun(e.c.runs, func(int) (perSec float64, err error) {
+		rp.CopyRows, perSec, err = e.copyCeiling(ctx, pool)
+		return perSec, err
+	}, same)
+	if err != nil {
+		return err
 	}
-	rp.CopyRowsPerSec, rp.CopyRuns = median(copies), copies
 	e.mark("replay: COPY baseline", t)
-	var err error
 	t = time.Now()
 	rp.NaiveSample = int64(min(e.c.naiveSample, int(rp.Events)))
 	if rp.NaiveEventsPerSec, err = e.naive(ctx, int(rp.NaiveSample)); err != nil {

@@ -16,12 +16,15 @@ import (
 	"github.com/projector/projector/pkg/sideeffects"
 )
 
-// newLedger returns a ledger on a client of its own, and the round trips counted
-// on that client: the ledger's, as Redis sees them.
-func newLedger(t *testing.T, lease time.Duration) (*sideeffects.Ledger, *roundtrips.Counter) {
+// newLedger returns a ledger on a client of its own, with hooks added to it, and
+// the round trips counted on that client: the ledger's, as Redis sees them.
+func newLedger(t *testing.T, lease time.Duration, hooks ...redis.Hook) (*sideeffects.Ledger, *roundtrips.Counter) {
 	t.Helper()
 	c, prefix := testenv.Redis(t)
 	rt := roundtrips.On(c)
+	for _, h := range hooks {
+		c.AddHook(h)
+	}
 	l, err := sideeffects.NewLedger(sideeffects.LedgerConfig{Client: c, Namespace: prefix + "ns", Lease: lease, Retention: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -29,14 +32,21 @@ func newLedger(t *testing.T, lease time.Duration) (*sideeffects.Ledger, *roundtr
 	return l, rt
 }
 
+// welcomeKeys returns n keys of the welcome_email effect, for events named name-0,
+// name-1, …
+func welcomeKeys(name string, n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = sideeffects.Key("welcome_email", fmt.Sprint(name, "-", i))
+	}
+	return keys
+}
+
 func TestLedgerReserveSettleAndRoundTrips(t *testing.T) {
 	t.Parallel()
 	l, rt := newLedger(t, time.Minute)
 	ctx := context.Background()
-	var keys []string
-	for i := range 100 {
-		keys = append(keys, sideeffects.Key("welcome_email", fmt.Sprint("event-", i)))
-	}
+	keys := welcomeKeys("event", 100)
 	before := rt.Load()
 	first, err := l.Reserve(ctx, keys)
 	if err != nil {
@@ -152,10 +162,7 @@ func TestMarkDoneFlushesMarksTogetherAndIsIdempotentForItsHolder(t *testing.T) {
 	t.Parallel()
 	l, rt := newLedger(t, time.Minute)
 	ctx := context.Background()
-	var keys []string
-	for i := range 200 {
-		keys = append(keys, sideeffects.Key("welcome_email", fmt.Sprint("mark-", i)))
-	}
+	keys := welcomeKeys("mark", 200)
 	res, err := l.Reserve(ctx, keys)
 	if err != nil {
 		t.Fatal(err)
@@ -272,18 +279,10 @@ func (w *scriptWatch) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 // no mark is lost or refused to its holder.
 func TestMarksGoByHashAndSurviveARedisThatForgotTheScripts(t *testing.T) {
 	t.Parallel()
-	c, prefix := testenv.Redis(t)
 	w := &scriptWatch{}
-	c.AddHook(w)
-	l, err := sideeffects.NewLedger(sideeffects.LedgerConfig{Client: c, Namespace: prefix + "ns", Lease: time.Minute, Retention: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _ := newLedger(t, time.Minute, w)
 	ctx := context.Background()
-	var keys []string
-	for i := range 6 {
-		keys = append(keys, sideeffects.Key("welcome_email", fmt.Sprint("hash-", i)))
-	}
+	keys := welcomeKeys("hash", 6)
 	res, err := l.Reserve(ctx, keys)
 	if err != nil {
 		t.Fatal(err)
