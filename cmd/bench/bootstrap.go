@@ -160,5 +160,9 @@ func (e *env) checkBootstrap(ctx context.Context, dst *pgxpool.Pool) error {
 	if err != nil {
 		return err
 	}
-	return fmt.Errorf("bootstrap-then-catch-up (checksum %s) differs from the fold (%s): %s", sum, e.foldSum, domain.Diff(want, got, 3))
+	d := domain.Diff(want, got, 3)
+	if d == "" {
+		d = "the fold's comparison names no difference: a column it does not compare differs"
+	}
+	return fmt.Errorf("bootstrap-then-catch-up (checksum %s) differs from the replay's, which equals the fold (%s): %s", sum, e.foldSum, d)
 }

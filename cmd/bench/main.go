@@ -218,6 +218,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: --memory-limit", err)
 		os.Exit(2)
 	}
+	if c.runs < 1 {
+		fmt.Fprintf(os.Stderr, "bench: --runs %d: at least one run of each scenario is needed\n", c.runs)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	res, err := run(ctx, c)
 	stop()

@@ -31,7 +31,7 @@ const lookupStatisticsTarget = 10
 //
 // Only what the runtime's own statements plan on is analyzed: each table's rows and
 // pages, and a coarse analysis (lookupStatisticsTarget) of the columns of its
-// indexes, whose = ANY lookups the batches run. The rest is autovacuum's: an
+// indexes, which the batches' lookups probe. The rest is autovacuum's: an
 // ANALYZE with a column list does not reset the table's count of changes since its
 // last analysis (PostgreSQL resets it only when every column was analyzed), so
 // autovacuum still analyzes the table whole, at the default target, at its next
