@@ -117,15 +117,18 @@ func (e *env) bootstrap(ctx context.Context, replaySeconds float64) (Bootstrap, 
 	}
 	defer debug.SetMemoryLimit(math.MaxInt64)
 	runtime.GC()
-	start := time.Now()
+	start, machineStart := time.Now(), readMachineCPU()
 	if _, err := snapshot.Restore(ctx, store, m.ID, snapshot.Target{Pool: dst, Projection: p, Topic: e.topic}); err != nil {
 		return b, err
 	}
 	b.RestoreSeconds = time.Since(start).Seconds()
+	machineRestored := readMachineCPU()
+	b.RestoreBusyCores = busyCores(machineStart, machineRestored)
 	catch, err := runUntil(ctx, e.runnerConfig(dst, p), e.ends, nil)
 	if err != nil {
 		return b, err
 	}
+	b.CatchUpBusyCores = busyCores(machineRestored, readMachineCPU())
 	b.CatchUpSeconds = catch.Seconds()
 	b.Seconds = b.RestoreSeconds + b.CatchUpSeconds
 	b.RatioToReplay = b.Seconds / replaySeconds
@@ -134,7 +137,7 @@ func (e *env) bootstrap(ctx context.Context, replaySeconds float64) (Bootstrap, 
 		return b, err
 	}
 	b.Verified = true
-	logf("bootstrap: restore %.1f s + catch-up %.1f s", b.RestoreSeconds, b.CatchUpSeconds)
+	logf("bootstrap: restore %.1f s + catch-up %.1f s; machine busy %.2f and %.2f cores", b.RestoreSeconds, b.CatchUpSeconds, b.RestoreBusyCores, b.CatchUpBusyCores)
 	return b, nil
 }
 

@@ -85,18 +85,25 @@ type Replay struct {
 	RatioToCopy       float64   `json:"ratio_to_copy"`
 	RatioToNaive      float64   `json:"ratio_to_naive"`
 	RatioToRawConsume float64   `json:"ratio_to_raw_consume"`
+	// The whole machine's busy cores through each run (machinecpu.go), and the
+	// median run's.
+	RunsBusyCores []float64 `json:"runs_machine_busy_cores"`
+	BusyCores     float64   `json:"machine_busy_cores"`
 }
 
 // Bootstrap is scenario 2.
 type Bootstrap struct {
-	SnapshotEvents int64     `json:"snapshot_events"`
-	SnapshotBytes  int64     `json:"snapshot_bytes"`
-	RestoreSeconds float64   `json:"restore_seconds"`
-	CatchUpSeconds float64   `json:"catch_up_seconds"`
-	Seconds        float64   `json:"seconds"` // the median run's
-	RatioToReplay  float64   `json:"ratio_to_replay"`
-	Verified       bool      `json:"verified_against_fold"` // every run
-	Runs           []float64 `json:"runs_seconds"`
+	SnapshotEvents int64   `json:"snapshot_events"`
+	SnapshotBytes  int64   `json:"snapshot_bytes"`
+	RestoreSeconds float64 `json:"restore_seconds"`
+	CatchUpSeconds float64 `json:"catch_up_seconds"`
+	Seconds        float64 `json:"seconds"` // the median run's
+	RatioToReplay  float64 `json:"ratio_to_replay"`
+	// The whole machine's busy cores through the restore and through the catch-up.
+	RestoreBusyCores float64   `json:"restore_machine_busy_cores"`
+	CatchUpBusyCores float64   `json:"catch_up_machine_busy_cores"`
+	Verified         bool      `json:"verified_against_fold"` // every run
+	Runs             []float64 `json:"runs_seconds"`
 }
 
 // Live is scenario 3.
@@ -113,6 +120,7 @@ type Live struct {
 	// p99 above, which counts both.
 	StartP99MS  float64 `json:"start_p99_ms"`
 	SteadyP99MS float64 `json:"steady_p99_ms"`
+	BusyCores   float64 `json:"machine_busy_cores"` // the whole machine's, through the traffic
 }
 
 // Effects is scenario 4.
@@ -121,7 +129,8 @@ type Effects struct {
 	PerSec                float64   `json:"per_sec"`
 	RedisRoundTripsPerBat float64   `json:"redis_round_trips_per_batch"`
 	SetNXBaselinePerSec   float64   `json:"redis_setnx_baseline_per_sec"`
-	Runs                  []float64 `json:"runs_per_sec"` // the median run's figures above
+	Runs                  []float64 `json:"runs_per_sec"`       // the median run's figures above
+	BusyCores             float64   `json:"machine_busy_cores"` // the whole machine's, through the runs
 }
 
 // Phase is one step of the run and how long it took.
@@ -324,19 +333,20 @@ func table(r Result) string {
 	p("machine: %d cores, %d MB, %s, Kafka %s, PostgreSQL %s, Redis %s, commit %s\n\n",
 		r.Machine.Cores, r.Machine.MemoryMB, r.Machine.Go, r.Machine.Kafka, r.Machine.Postgres, r.Machine.Redis, r.Machine.Commit)
 	p("| scenario | figure | baseline (same run) | ratio | target |\n| --- | --- | --- | --- | --- |\n")
-	p("| replay %d events (median of %d: %s s) | %.0f events/s, peak RSS %.0f MB, equals fold: %v | COPY %.0f rows/s (median of %s) | %.2f × COPY | ≥ 0.35 × COPY (≥ 60,000/s on the reference machine: docs/benchmarks.md), RSS ≤ 150 MB |\n",
-		rp.Events, len(rp.Runs), fmtRuns(rp.Runs), rp.EventsPerSec, rp.PeakRSSMB, rp.Verified, rp.CopyRowsPerSec, fmtRuns0(rp.CopyRuns), rp.RatioToCopy)
+	cores := r.Machine.Cores
+	p("| replay %d events (median of %d: %s s) | %.0f events/s, peak RSS %.0f MB, equals fold: %v; machine busy %.2f of %d cores | COPY %.0f rows/s (median of %s) | %.2f × COPY | ≥ 0.35 × COPY (≥ 60,000/s on the reference machine: docs/benchmarks.md), RSS ≤ 150 MB |\n",
+		rp.Events, len(rp.Runs), fmtRuns(rp.Runs), rp.EventsPerSec, rp.PeakRSSMB, rp.Verified, rp.BusyCores, cores, rp.CopyRowsPerSec, fmtRuns0(rp.CopyRuns), rp.RatioToCopy)
 	p("| | | naive consumer %.0f events/s (sample %d) | %.1f × naive | ≥ 20 × naive |\n", rp.NaiveEventsPerSec, rp.NaiveSample, rp.RatioToNaive)
 	p("| | | raw kafka-go consumption %.0f events/s | %.2f × raw | |\n", rp.RawConsumePerSec, rp.RatioToRawConsume)
 	b := r.Bootstrap
-	p("| bootstrap from a snapshot at %d events, then catch-up (median of %d: %s s) | %.1f s (restore %.1f s + catch-up %.1f s), snapshot %.0f MB, equals fold: %v | full replay %.1f s | %.2f × replay | ≤ 0.2 × replay |\n",
-		b.SnapshotEvents, len(b.Runs), fmtRuns(b.Runs), b.Seconds, b.RestoreSeconds, b.CatchUpSeconds, float64(b.SnapshotBytes)/(1<<20), b.Verified, rp.Seconds, b.RatioToReplay)
+	p("| bootstrap from a snapshot at %d events, then catch-up (median of %d: %s s) | %.1f s (restore %.1f s + catch-up %.1f s), snapshot %.0f MB, equals fold: %v; machine busy %.2f (restore) and %.2f (catch-up) of %d cores | full replay %.1f s | %.2f × replay | ≤ 0.2 × replay |\n",
+		b.SnapshotEvents, len(b.Runs), fmtRuns(b.Runs), b.Seconds, b.RestoreSeconds, b.CatchUpSeconds, float64(b.SnapshotBytes)/(1<<20), b.Verified, b.RestoreBusyCores, b.CatchUpBusyCores, cores, rp.Seconds, b.RatioToReplay)
 	l := r.Live
-	p("| live latency, %d events/s for %d s (%d events; p99 median of %d: %s ms) | p50 %.1f ms, p99 %.1f ms, max %.1f ms (p99 of the first %d s %.1f ms, of the rest %.1f ms) | | | p99 ≤ 50 ms |\n",
-		l.Rate, l.Seconds, l.Events, len(l.RunsP99), fmtRuns(l.RunsP99), l.P50MS, l.P99MS, l.MaxMS, liveStartSeconds, l.StartP99MS, l.SteadyP99MS)
+	p("| live latency, %d events/s for %d s (%d events; p99 median of %d: %s ms) | p50 %.1f ms, p99 %.1f ms, max %.1f ms (p99 of the first %d s %.1f ms, of the rest %.1f ms); machine busy %.2f of %d cores | | | p99 ≤ 50 ms |\n",
+		l.Rate, l.Seconds, l.Events, len(l.RunsP99), fmtRuns(l.RunsP99), l.P50MS, l.P99MS, l.MaxMS, liveStartSeconds, l.StartP99MS, l.SteadyP99MS, l.BusyCores, cores)
 	e := r.Effects
-	p("| side effects, %d events, no-op sink (median of %d: %s runs/s) | %.0f runs/s, %.2f Redis round trips per batch | raw SET NX %.0f keys/s | | ≥ 20,000/s, ≤ 2 round trips |\n",
-		e.Events, len(e.Runs), fmtRuns0(e.Runs), e.PerSec, e.RedisRoundTripsPerBat, e.SetNXBaselinePerSec)
+	p("| side effects, %d events, no-op sink (median of %d: %s runs/s) | %.0f runs/s, %.2f Redis round trips per batch; machine busy %.2f of %d cores | raw SET NX %.0f keys/s | | ≥ 20,000/s, ≤ 2 round trips |\n",
+		e.Events, len(e.Runs), fmtRuns0(e.Runs), e.PerSec, e.RedisRoundTripsPerBat, e.BusyCores, cores, e.SetNXBaselinePerSec)
 	dr := r.Doctor
 	if dr.Records > 0 {
 		p("| log doctor (producer check), %d records (median of %d: %s s) | %.0f records/s, peak RSS %.0f MB, id set %.0f MB, %d pass(es) | raw kafka-go consumption %.0f records/s | %.2f × raw | ≥ 200,000/s |\n",

@@ -360,6 +360,7 @@ func (e *env) replay(ctx context.Context) (Replay, []Point, error) {
 			med = i
 		}
 	}
+	rp.BusyCores = rp.RunsBusyCores[med]
 	// The last run is checked against the fold, and the others against it by their
 	// checksums. The bootstrap's snapshot is made beside the check: neither is timed.
 	snapped := e.startSnapshot(ctx)
@@ -430,7 +431,7 @@ func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Repl
 		}
 	}
 	heap := newHeapWatch(i == 0 && e.c.memProfile != "", e.c.memProfile, sum(e.ends)/2)
-	cpuStart := cpuSeconds()
+	cpuStart, machineStart := cpuSeconds(), readMachineCPU()
 	runStart := time.Now()
 	var pts []Point
 	var lastT time.Duration
@@ -456,8 +457,9 @@ func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Repl
 	}
 	rp.PeakRSSMB = max(rp.PeakRSSMB, peakRSSMB())
 	rp.Runs = append(rp.Runs, took.Seconds())
-	logf("replay run %d: %.1f s (%.0f events/s), peak RSS %.0f MB, Go heap: peak in use %.0f MB, peak obtained from the OS %.0f MB, CPU %.1f s, %d batches",
-		i+1, took.Seconds(), float64(rp.Events)/took.Seconds(), peakRSSMB(), heap.peakInuse/(1<<20), heap.peakSys/(1<<20), cpuSeconds()-cpuStart, batches(reg))
+	rp.RunsBusyCores = append(rp.RunsBusyCores, busyCores(machineStart, readMachineCPU()))
+	logf("replay run %d: %.1f s (%.0f events/s), peak RSS %.0f MB, Go heap: peak in use %.0f MB, peak obtained from the OS %.0f MB, CPU %.1f s, machine busy %.2f cores, %d batches",
+		i+1, took.Seconds(), float64(rp.Events)/took.Seconds(), peakRSSMB(), heap.peakInuse/(1<<20), heap.peakSys/(1<<20), cpuSeconds()-cpuStart, rp.RunsBusyCores[i], batches(reg))
 	e.mark(fmt.Sprintf("replay: run %d (setup, replay)", i+1), runStart)
 	return pts, nil
 }
@@ -827,6 +829,7 @@ func (e *env) live(ctx context.Context) (Live, error) {
 	stop := make(chan struct{})
 	pollerDone := make(chan struct{})
 	go func() { defer close(pollerDone); w.watch(ctx, pool, stop) }()
+	machineStart := readMachineCPU()
 	if err := e.publishLive(ctx, pub, w); err != nil {
 		close(stop) // the poller ends before the pool it reads is dropped
 		<-pollerDone
@@ -837,6 +840,7 @@ func (e *env) live(ctx context.Context) (Live, error) {
 			break
 		}
 	}
+	l.BusyCores = busyCores(machineStart, readMachineCPU())
 	close(stop)
 	<-pollerDone
 	var lat, start, steady []float64
@@ -854,8 +858,8 @@ func (e *env) live(ctx context.Context) (Live, error) {
 		l.P50MS, l.P99MS, l.MaxMS = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
 	}
 	l.StartP99MS, l.SteadyP99MS = p99(start), p99(steady)
-	logf("live: p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d events; p99 of the first %d s %.1f ms, of the rest %.1f ms",
-		l.P50MS, l.P99MS, l.MaxMS, l.Events, liveStartSeconds, l.StartP99MS, l.SteadyP99MS)
+	logf("live: p50 %.1f ms, p99 %.1f ms, max %.1f ms over %d events; p99 of the first %d s %.1f ms, of the rest %.1f ms; machine busy %.2f cores",
+		l.P50MS, l.P99MS, l.MaxMS, l.Events, liveStartSeconds, l.StartP99MS, l.SteadyP99MS, l.BusyCores)
 	return l, nil
 }
 
@@ -1021,11 +1025,20 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 	rc := redis.NewClient(opts)
 	defer func() { _ = rc.Close() }()
 	ns := fmt.Sprintf("bench%d", time.Now().UnixNano())
-	defer func() {
+	defer func() { // the run's keys, a page of the scan at a time (one at a time took 10–15 s)
 		cctx := context.WithoutCancel(ctx)
-		iter := rc.Scan(cctx, 0, ns+":*", 5000).Iterator()
-		for iter.Next(cctx) {
-			rc.Del(cctx, iter.Val())
+		for cursor := uint64(0); ; {
+			keys, next, err := rc.Scan(cctx, cursor, ns+":*", 5000).Result()
+			if err != nil {
+				logf("effects: the ledger's keys under %s stay in Redis: %v", ns, err)
+				return
+			}
+			if len(keys) > 0 {
+				rc.Unlink(cctx, keys...)
+			}
+			if cursor = next; cursor == 0 {
+				return
+			}
 		}
 	}()
 	n := e.c.effects
@@ -1065,17 +1078,19 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 	if err != nil {
 		return fx, err
 	}
+	machineStart := readMachineCPU()
 	secs, err := runEffects(ctx, r, &runs, fx.Events)
 	if err != nil {
 		return fx, err
 	}
+	fx.BusyCores = busyCores(machineStart, readMachineCPU())
 	fx.PerSec = float64(fx.Events) / secs
 	batches := 0.0
 	for part := range at {
 		batches += float64((at[part] + projector.EffectBatchSizeDefault - 1) / projector.EffectBatchSizeDefault)
 	}
 	fx.RedisRoundTripsPerBat = float64(rt.Load()) / max(batches, 1)
-	logf("effects: %.0f runs/s, %.2f round trips per batch", fx.PerSec, fx.RedisRoundTripsPerBat)
+	logf("effects: %.0f runs/s, %.2f round trips per batch, machine busy %.2f cores", fx.PerSec, fx.RedisRoundTripsPerBat, fx.BusyCores)
 	return fx, nil
 }
 
