@@ -117,19 +117,17 @@ func (e *env) bootstrap(ctx context.Context, replaySeconds float64) (Bootstrap, 
 	}
 	defer debug.SetMemoryLimit(math.MaxInt64)
 	runtime.GC()
-	start, machineStart := time.Now(), readMachineCPU()
+	restore := startStopwatch()
 	if _, err := snapshot.Restore(ctx, store, m.ID, snapshot.Target{Pool: dst, Projection: p, Topic: e.topic}); err != nil {
 		return b, err
 	}
-	b.RestoreSeconds = time.Since(start).Seconds()
-	machineRestored := readMachineCPU()
-	b.RestoreBusyCores = busyCores(machineStart, machineRestored)
+	restored := restore.stop()
+	b.RestoreSeconds, b.RestoreBusyCores = restored.took.Seconds(), restored.busy
 	catch, err := runUntil(ctx, e.runnerConfig(dst, p), e.ends, nil)
 	if err != nil {
 		return b, err
 	}
-	b.CatchUpBusyCores = busyCores(machineRestored, readMachineCPU())
-	b.CatchUpSeconds = catch.Seconds()
+	b.CatchUpSeconds, b.CatchUpBusyCores = catch.took.Seconds(), catch.busy
 	b.Seconds = b.RestoreSeconds + b.CatchUpSeconds
 	b.RatioToReplay = b.Seconds / replaySeconds
 	debug.SetMemoryLimit(math.MaxInt64)

@@ -334,19 +334,19 @@ func table(r Result) string {
 		r.Machine.Cores, r.Machine.MemoryMB, r.Machine.Go, r.Machine.Kafka, r.Machine.Postgres, r.Machine.Redis, r.Machine.Commit)
 	p("| scenario | figure | baseline (same run) | ratio | target |\n| --- | --- | --- | --- | --- |\n")
 	cores := r.Machine.Cores
-	p("| replay %d events (median of %d: %s s) | %.0f events/s, peak RSS %.0f MB, equals fold: %v; machine busy %.2f of %d cores | COPY %.0f rows/s (median of %s) | %.2f × COPY | ≥ 0.35 × COPY (≥ 60,000/s on the reference machine: docs/benchmarks.md), RSS ≤ 150 MB |\n",
-		rp.Events, len(rp.Runs), fmtRuns(rp.Runs), rp.EventsPerSec, rp.PeakRSSMB, rp.Verified, rp.BusyCores, cores, rp.CopyRowsPerSec, fmtRuns0(rp.CopyRuns), rp.RatioToCopy)
+	p("| replay %d events (median of %d: %s s) | %.0f events/s, peak RSS %.0f MB, equals fold: %v; %s | COPY %.0f rows/s (median of %s) | %.2f × COPY | ≥ 0.35 × COPY (≥ 60,000/s on the reference machine: docs/benchmarks.md), RSS ≤ 150 MB |\n",
+		rp.Events, len(rp.Runs), fmtRuns(rp.Runs), rp.EventsPerSec, rp.PeakRSSMB, rp.Verified, fmtBusy(rp.BusyCores, cores), rp.CopyRowsPerSec, fmtRuns0(rp.CopyRuns), rp.RatioToCopy)
 	p("| | | naive consumer %.0f events/s (sample %d) | %.1f × naive | ≥ 20 × naive |\n", rp.NaiveEventsPerSec, rp.NaiveSample, rp.RatioToNaive)
 	p("| | | raw kafka-go consumption %.0f events/s | %.2f × raw | |\n", rp.RawConsumePerSec, rp.RatioToRawConsume)
 	b := r.Bootstrap
-	p("| bootstrap from a snapshot at %d events, then catch-up (median of %d: %s s) | %.1f s (restore %.1f s + catch-up %.1f s), snapshot %.0f MB, equals fold: %v; machine busy %.2f (restore) and %.2f (catch-up) of %d cores | full replay %.1f s | %.2f × replay | ≤ 0.2 × replay |\n",
-		b.SnapshotEvents, len(b.Runs), fmtRuns(b.Runs), b.Seconds, b.RestoreSeconds, b.CatchUpSeconds, float64(b.SnapshotBytes)/(1<<20), b.Verified, b.RestoreBusyCores, b.CatchUpBusyCores, cores, rp.Seconds, b.RatioToReplay)
+	p("| bootstrap from a snapshot at %d events, then catch-up (median of %d: %s s) | %.1f s (restore %.1f s + catch-up %.1f s), snapshot %.0f MB, equals fold: %v; restore: %s, catch-up: %s | full replay %.1f s | %.2f × replay | ≤ 0.2 × replay |\n",
+		b.SnapshotEvents, len(b.Runs), fmtRuns(b.Runs), b.Seconds, b.RestoreSeconds, b.CatchUpSeconds, float64(b.SnapshotBytes)/(1<<20), b.Verified, fmtBusy(b.RestoreBusyCores, cores), fmtBusy(b.CatchUpBusyCores, cores), rp.Seconds, b.RatioToReplay)
 	l := r.Live
-	p("| live latency, %d events/s for %d s (%d events; p99 median of %d: %s ms) | p50 %.1f ms, p99 %.1f ms, max %.1f ms (p99 of the first %d s %.1f ms, of the rest %.1f ms); machine busy %.2f of %d cores | | | p99 ≤ 50 ms |\n",
-		l.Rate, l.Seconds, l.Events, len(l.RunsP99), fmtRuns(l.RunsP99), l.P50MS, l.P99MS, l.MaxMS, liveStartSeconds, l.StartP99MS, l.SteadyP99MS, l.BusyCores, cores)
+	p("| live latency, %d events/s for %d s (%d events; p99 median of %d: %s ms) | p50 %.1f ms, p99 %.1f ms, max %.1f ms (p99 of the first %d s %.1f ms, of the rest %.1f ms); %s | | | p99 ≤ 50 ms |\n",
+		l.Rate, l.Seconds, l.Events, len(l.RunsP99), fmtRuns(l.RunsP99), l.P50MS, l.P99MS, l.MaxMS, liveStartSeconds, l.StartP99MS, l.SteadyP99MS, fmtBusy(l.BusyCores, cores))
 	e := r.Effects
-	p("| side effects, %d events, no-op sink (median of %d: %s runs/s) | %.0f runs/s, %.2f Redis round trips per batch; machine busy %.2f of %d cores | raw SET NX %.0f keys/s | | ≥ 20,000/s, ≤ 2 round trips |\n",
-		e.Events, len(e.Runs), fmtRuns0(e.Runs), e.PerSec, e.RedisRoundTripsPerBat, e.BusyCores, cores, e.SetNXBaselinePerSec)
+	p("| side effects, %d events, no-op sink (median of %d: %s runs/s) | %.0f runs/s, %.2f Redis round trips per batch; %s | raw SET NX %.0f keys/s | | ≥ 20,000/s, ≤ 2 round trips |\n",
+		e.Events, len(e.Runs), fmtRuns0(e.Runs), e.PerSec, e.RedisRoundTripsPerBat, fmtBusy(e.BusyCores, cores), e.SetNXBaselinePerSec)
 	dr := r.Doctor
 	if dr.Records > 0 {
 		p("| log doctor (producer check), %d records (median of %d: %s s) | %.0f records/s, peak RSS %.0f MB, id set %.0f MB, %d pass(es) | raw kafka-go consumption %.0f records/s | %.2f × raw | ≥ 200,000/s |\n",
@@ -426,7 +426,7 @@ func fmtRuns(xs []float64) string {
 }
 
 func machine(ctx context.Context, c config) Machine {
-	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), Kafka: "4.1", Commit: gitCommit(ctx)}
+	m := Machine{Cores: machineCores(runtime.NumCPU()), Go: runtime.Version(), Kafka: "4.1", Commit: gitCommit(ctx)}
 	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
 		var kb int64
 		_, _ = fmt.Sscanf(strings.SplitN(string(b), "\n", 2)[0], "MemTotal: %d kB", &kb)

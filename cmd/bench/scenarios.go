@@ -247,16 +247,18 @@ func (e *env) drop(ctx context.Context, pool *pgxpool.Pool) {
 	e.dbsMu.Unlock()
 }
 
-// runUntil runs a runner until the stored offsets reach ends, sampling progress.
-func runUntil(ctx context.Context, cfg projector.Config, ends map[int]int64, sample func(t time.Duration, done int64)) (time.Duration, error) {
+// runUntil runs a runner until the stored offsets reach ends, sampling progress,
+// and returns the span from its start to its getting there.
+func runUntil(ctx context.Context, cfg projector.Config, ends map[int]int64, sample func(t time.Duration, done int64)) (span, error) {
 	r, err := projector.New(cfg)
 	if err != nil {
-		return 0, err
+		return span{}, err
 	}
 	if err := r.Setup(ctx); err != nil {
-		return 0, err
+		return span{}, err
 	}
-	start := time.Now()
+	watch := startStopwatch()
+	start := watch.start
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
@@ -264,7 +266,7 @@ func runUntil(ctx context.Context, cfg projector.Config, ends map[int]int64, sam
 	for _, n := range ends {
 		total += n
 	}
-	var took time.Duration
+	var took span
 	stored := func() (int64, error) {
 		return store.SumNextOffsets(ctx, cfg.Pool, schemaOr(cfg.Schema), cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic)
 	}
@@ -274,7 +276,7 @@ func runUntil(ctx context.Context, cfg projector.Config, ends map[int]int64, sam
 			sample(time.Since(start), sum)
 		}
 		if err == nil && sum >= total {
-			took = time.Since(start)
+			took = watch.stop()
 			break
 		}
 		select {
@@ -284,17 +286,17 @@ func runUntil(ctx context.Context, cfg projector.Config, ends map[int]int64, sam
 				// A bounded run (StopAt) ends by itself once it got there, maybe
 				// between two looks.
 				if sum, serr := stored(); serr == nil && sum >= total {
-					return time.Since(start), nil
+					return watch.stop(), nil
 				}
-				return 0, errors.New("runner stopped before the end")
+				return span{}, errors.New("runner stopped before the end")
 			}
-			return 0, fmt.Errorf("runner stopped: %w", err)
+			return span{}, fmt.Errorf("runner stopped: %w", err)
 		case <-ctx.Done():
 			cancel()
 			if err := <-done; err != nil {
-				return 0, errors.Join(ctx.Err(), err)
+				return span{}, errors.Join(ctx.Err(), err)
 			}
-			return 0, ctx.Err()
+			return span{}, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -431,7 +433,7 @@ func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Repl
 		}
 	}
 	heap := newHeapWatch(i == 0 && e.c.memProfile != "", e.c.memProfile, sum(e.ends)/2)
-	cpuStart, machineStart := cpuSeconds(), readMachineCPU()
+	cpuStart := cpuSeconds()
 	runStart := time.Now()
 	var pts []Point
 	var lastT time.Duration
@@ -456,10 +458,10 @@ func (e *env) replayRun(ctx context.Context, i int, pool *pgxpool.Pool, rp *Repl
 		return nil, err
 	}
 	rp.PeakRSSMB = max(rp.PeakRSSMB, peakRSSMB())
-	rp.Runs = append(rp.Runs, took.Seconds())
-	rp.RunsBusyCores = append(rp.RunsBusyCores, busyCores(machineStart, readMachineCPU()))
+	rp.Runs = append(rp.Runs, took.took.Seconds())
+	rp.RunsBusyCores = append(rp.RunsBusyCores, took.busy)
 	logf("replay run %d: %.1f s (%.0f events/s), peak RSS %.0f MB, Go heap: peak in use %.0f MB, peak obtained from the OS %.0f MB, CPU %.1f s, machine busy %.2f cores, %d batches",
-		i+1, took.Seconds(), float64(rp.Events)/took.Seconds(), peakRSSMB(), heap.peakInuse/(1<<20), heap.peakSys/(1<<20), cpuSeconds()-cpuStart, rp.RunsBusyCores[i], batches(reg))
+		i+1, took.took.Seconds(), float64(rp.Events)/took.took.Seconds(), peakRSSMB(), heap.peakInuse/(1<<20), heap.peakSys/(1<<20), cpuSeconds()-cpuStart, rp.RunsBusyCores[i], batches(reg))
 	e.mark(fmt.Sprintf("replay: run %d (setup, replay)", i+1), runStart)
 	return pts, nil
 }
@@ -829,18 +831,18 @@ func (e *env) live(ctx context.Context) (Live, error) {
 	stop := make(chan struct{})
 	pollerDone := make(chan struct{})
 	go func() { defer close(pollerDone); w.watch(ctx, pool, stop) }()
-	machineStart := readMachineCPU()
+	traffic := startStopwatch()
 	if err := e.publishLive(ctx, pub, w); err != nil {
 		close(stop) // the poller ends before the pool it reads is dropped
 		<-pollerDone
 		return l, err
 	}
+	l.BusyCores = traffic.stop().busy // through the traffic, not the wait for its last rows
 	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if w.left() == 0 {
 			break
 		}
 	}
-	l.BusyCores = busyCores(machineStart, readMachineCPU())
 	close(stop)
 	<-pollerDone
 	var lat, start, steady []float64
@@ -1034,7 +1036,10 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 				return
 			}
 			if len(keys) > 0 {
-				rc.Unlink(cctx, keys...)
+				if err := rc.Unlink(cctx, keys...).Err(); err != nil {
+					logf("effects: the ledger's keys under %s stay in Redis: %v", ns, err)
+					return
+				}
 			}
 			if cursor = next; cursor == 0 {
 				return
@@ -1078,12 +1083,12 @@ func (e *env) effects(ctx context.Context) (Effects, error) {
 	if err != nil {
 		return fx, err
 	}
-	machineStart := readMachineCPU()
-	secs, err := runEffects(ctx, r, &runs, fx.Events)
+	took, err := runEffects(ctx, r, &runs, fx.Events)
 	if err != nil {
 		return fx, err
 	}
-	fx.BusyCores = busyCores(machineStart, readMachineCPU())
+	secs := took.took.Seconds()
+	fx.BusyCores = took.busy
 	fx.PerSec = float64(fx.Events) / secs
 	batches := 0.0
 	for part := range at {
@@ -1140,10 +1145,11 @@ func noopEffect(runs *atomic.Int64) (*sideeffects.Effect, error) {
 	return eff, nil
 }
 
-// runEffects runs r until runs reaches want, and returns the seconds it took; it
+// runEffects runs r until runs reaches want, and returns the span it took; it
 // gives up after 10 minutes, or when the runner stops short.
-func runEffects(ctx context.Context, r *projector.Runner, runs *atomic.Int64, want int64) (float64, error) {
-	start := time.Now()
+func runEffects(ctx context.Context, r *projector.Runner, runs *atomic.Int64, want int64) (span, error) {
+	watch := startStopwatch()
+	start := watch.start
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(rctx) }()
@@ -1158,21 +1164,21 @@ func runEffects(ctx context.Context, r *projector.Runner, runs *atomic.Int64, wa
 		if stopped {
 			if runErr != nil || runs.Load() < want {
 				cancel()
-				return 0, fmt.Errorf("runner stopped at %d of %d runs: %w", runs.Load(), want, runErr)
+				return span{}, fmt.Errorf("runner stopped at %d of %d runs: %w", runs.Load(), want, runErr)
 			}
 			break
 		}
 		if time.Since(start) > 10*time.Minute {
 			cancel()
-			return 0, errors.Join(errors.New("effects did not finish in 10 minutes"), <-done)
+			return span{}, errors.Join(errors.New("effects did not finish in 10 minutes"), <-done)
 		}
 	}
-	secs := time.Since(start).Seconds()
+	took := watch.stop()
 	cancel()
 	if !stopped {
 		runErr = <-done
 	}
-	return secs, runErr
+	return took, runErr
 }
 
 // resetPeakRSS resets the process's peak resident set (Linux: clear_refs 5).

@@ -215,7 +215,7 @@ func (e *env) sharedReplay(ctx context.Context, r *SharedRun, label, topic strin
 	took, err := runUntil(ctx, cfg, ends, nil)
 	if err == nil {
 		e.mark(fmt.Sprintf("shared: replay, %s, %d events", label, sum(ends)), start)
-		r.Seconds = took.Seconds()
+		r.Seconds = took.took.Seconds()
 		r.Retries, err = counter(metrics, "projector_transient_errors_total")
 	}
 	if err != nil {

@@ -9,8 +9,9 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// lookupStatisticsTarget is the statistics target of Analyze's column analyses: a
-// tenth of PostgreSQL's default (a sample of 3,000 rows, not 30,000).
+// lookupStatisticsTarget is the statistics target of Analyze's column analyses,
+// and of a restore's staging tables (Restore.Finish): a tenth of PostgreSQL's
+// default (a sample of 3,000 rows, not 30,000).
 const lookupStatisticsTarget = 10
 
 // Analyze refreshes the planner's statistics of the tables in schemas that grew:
