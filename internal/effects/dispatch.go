@@ -140,14 +140,27 @@ func (d *dispatcher) run(ctx context.Context, entries []Entry, next int64) error
 	return g.Wait()
 }
 
-// catchUp reads up to a batch of committed events from pos (never at or beyond upTo,
-// the read model's position) from the log, once for every lane, decrypts them once,
-// and runs the lanes over them.
+// catchUp passes the lanes at pos over the fold's span there when all its events
+// are older than their horizons (passOld); otherwise it reads up to a batch of
+// committed events from pos (never at or beyond upTo, the read model's position, nor
+// past the span's end, where the next one starts) from the log, once for every lane,
+// decrypts them once, and runs the lanes over them.
 func (d *dispatcher) catchUp(ctx context.Context, pos, upTo int64) error {
+	s, ok, nextStart := d.feed.spanAt(pos)
+	switch {
+	case ok:
+		if passed, err := d.passOld(ctx, s); passed || err != nil {
+			return err
+		}
+		upTo = min(upTo, s.Next)
+	case nextStart > pos:
+		upTo = min(upTo, nextStart)
+	}
 	msgs, next := d.read(ctx, pos, upTo)
 	if next <= pos {
 		return nil
 	}
+	d.e.cfg.LogReads.Add(float64(len(msgs)))
 	var entries []Entry
 	if err := d.e.env.Do(ctx, d.lanes[0].p, "read personal data keys", func(ctx context.Context) error {
 		var err error
@@ -157,6 +170,24 @@ func (d *dispatcher) catchUp(ctx context.Context, pos, upTo int64) error {
 		return err
 	}
 	return d.run(ctx, entries, next)
+}
+
+// passOld moves the lanes standing at s's start whose horizon is after s's newest
+// event to its end, unread, each event of a type the effect reacts to counted as
+// suppressed by the horizon. It reports whether any lane moved.
+func (d *dispatcher) passOld(ctx context.Context, s Span) (bool, error) {
+	var old []*fxLane
+	for _, ln := range d.lanes {
+		if ln.p.Next == s.From && !s.Newest.IsZero() && s.Newest.Before(ln.horizon) {
+			old = append(old, ln)
+		}
+	}
+	for _, ln := range old {
+		if err := d.e.passLane(ctx, ln, s); err != nil {
+			return false, err
+		}
+	}
+	return len(old) > 0, nil
 }
 
 // read returns the messages from pos below upTo, at most a batch, and the position

@@ -32,6 +32,7 @@ type Config struct {
 	Fire         retry.Policy  // how a failing run is retried, up to MaxAttempts
 	Board        Board
 	Runs         *prometheus.CounterVec // by effect and outcome
+	LogReads     prometheus.Counter     // events the dispatchers read from the log themselves
 	Log          *zap.Logger
 }
 

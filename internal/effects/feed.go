@@ -34,6 +34,7 @@ type Feed struct {
 	capacity  int          // the most entries queued (a larger batch is queued alone)
 	progress  atomic.Int64 // when (unix ns) the effects last finished a run or a batch, or took from the feed
 	stopped   bool         // the dispatcher stopped: nothing is queued any more
+	spans     []Span       // committed ranges not queued (folds'), contiguous, for lanes that may pass them unread
 	wake      chan struct{}
 	room      chan struct{}
 }
@@ -65,7 +66,7 @@ func (f *Feed) Claimed(next int64) {
 		return
 	}
 	f.mu.Lock()
-	f.committed, f.on, f.queue, f.queued = next, false, nil, 0
+	f.committed, f.on, f.queue, f.queued, f.spans = next, false, nil, 0, nil
 	f.mu.Unlock()
 	signal(f.wake)
 }
@@ -120,7 +121,7 @@ func (f *Feed) Publish(ctx context.Context, from, next int64, entries []Entry, w
 // not wait for it.
 func (f *Feed) stop() {
 	f.mu.Lock()
-	f.stopped, f.on, f.queue, f.queued = true, false, nil, 0
+	f.stopped, f.on, f.queue, f.queued, f.spans = true, false, nil, 0, nil
 	f.mu.Unlock()
 	signal(f.room)
 }

@@ -96,7 +96,6 @@ func (e *Engine) claimLane(ctx context.Context, owner offsets.Owner, part int, e
 func (e *Engine) effectBatch(genCtx context.Context, ln *fxLane, entries []Entry, next int64) error {
 	ctx, cancel := lane.DrainContext(genCtx, e.cfg.DrainTimeout)
 	defer cancel()
-	p := ln.p
 	items, consumed := e.effectItems(ln, entries)
 	var runnable []*fxItem
 	for _, it := range items {
@@ -107,6 +106,31 @@ func (e *Engine) effectBatch(genCtx context.Context, ln *fxLane, entries []Entry
 	if err := e.runEffects(ctx, genCtx.Done(), ln, runnable); err != nil {
 		return err
 	}
+	return e.advanceLane(ctx, ln, items, next, consumed)
+}
+
+// passLane moves a lane over a span whose events are all older than its horizon,
+// without reading them: they count as suppressed, as effectItems counts them.
+func (e *Engine) passLane(genCtx context.Context, ln *fxLane, s Span) error {
+	ctx, cancel := lane.DrainContext(genCtx, e.cfg.DrainTimeout)
+	defer cancel()
+	if err := e.advanceLane(ctx, ln, nil, s.Next, s.Next-s.From); err != nil {
+		return err
+	}
+	n := 0
+	for t, c := range s.Types {
+		if ln.eff.ReactsTo(t) {
+			n += c
+		}
+	}
+	e.countEffects(ln, SuppressedHorizon, n)
+	return nil
+}
+
+// advanceLane moves the lane's watermark to next, with its parked items, in one
+// PostgreSQL transaction; consumed is how many events it passed.
+func (e *Engine) advanceLane(ctx context.Context, ln *fxLane, items []*fxItem, next, consumed int64) error {
+	p := ln.p
 	err := e.env.Do(ctx, p, "advance effect watermark", func(ctx context.Context) error {
 		tx, err := e.env.Pool.Begin(ctx)
 		if err != nil {
@@ -142,8 +166,9 @@ func (e *Engine) effectBatch(genCtx context.Context, ln *fxLane, entries []Entry
 }
 
 // effectItems picks an effect's runs from entries at or above its watermark, and
-// counts those entries. Undecodable events park the run; events older than the
-// horizon and forgotten subjects' events are counted, never run.
+// counts those entries. Events older than the horizon are counted, never run (nor
+// parked); of the others, undecodable events park the run, and forgotten subjects'
+// events are counted, never run.
 func (e *Engine) effectItems(ln *fxLane, entries []Entry) (items []*fxItem, consumed int64) {
 	eff := ln.eff
 	for i := range entries {
@@ -156,6 +181,16 @@ func (e *Engine) effectItems(ln *fxLane, entries []Entry) (items []*fxItem, cons
 		var pe *shred.Error
 		if (err != nil && !errors.As(err, &pe)) || !eff.ReactsTo(ev.Type) {
 			continue // undecodable events park in the read model; they fire nothing
+		}
+		// The horizon first: an event older than it is never run, so it is neither
+		// parked nor decoded (a lane passing a fold's span unread counts it so too).
+		when := ev.Time
+		if when.IsZero() {
+			when = en.Msg.Time // CloudEvents time is optional: the log's timestamp stands in
+		}
+		if when.Before(ln.horizon) {
+			e.countEffect(ln, SuppressedHorizon)
+			continue
 		}
 		var d events.Decoded
 		if err == nil {
@@ -173,14 +208,6 @@ func (e *Engine) effectItems(ln *fxLane, entries []Entry) (items []*fxItem, cons
 			// The subject is forgotten: nobody is left to act for, and the fields the
 			// effect needs are gone. Counted, never run.
 			e.countEffect(ln, Forgotten)
-			continue
-		}
-		when := ev.Time
-		if when.IsZero() {
-			when = en.Msg.Time // CloudEvents time is optional: the log's timestamp stands in
-		}
-		if when.Before(ln.horizon) {
-			e.countEffect(ln, SuppressedHorizon)
 			continue
 		}
 		items = append(items, &fxItem{msg: en.Msg, dec: d, key: sideeffects.Key(eff.Name(), ev.ID)})
@@ -579,11 +606,17 @@ func (e *Engine) loadEffectRetries(ctx context.Context, ln *fxLane) ([]*fxItem, 
 }
 
 // countEffect counts an effect run's outcome in metrics and status.
-func (e *Engine) countEffect(ln *fxLane, outcome string) {
-	e.cfg.Runs.WithLabelValues(ln.eff.Name(), outcome).Inc()
-	e.cfg.Board.CountEffect(ln.eff.Name(), outcome, 1)
+func (e *Engine) countEffect(ln *fxLane, outcome string) { e.countEffects(ln, outcome, 1) }
+
+// countEffects counts n runs of one outcome.
+func (e *Engine) countEffects(ln *fxLane, outcome string, n int) {
+	if n <= 0 {
+		return
+	}
+	e.cfg.Runs.WithLabelValues(ln.eff.Name(), outcome).Add(float64(n))
+	e.cfg.Board.CountEffect(ln.eff.Name(), outcome, int64(n))
 	if outcome == Parked {
-		ln.p.Status.Set(func(s *lane.PartitionStatus) { s.Parked++ })
+		ln.p.Status.Set(func(s *lane.PartitionStatus) { s.Parked += int64(n) })
 	}
 }
 

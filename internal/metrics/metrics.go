@@ -1,6 +1,7 @@
 // Package metrics is the runtime's Prometheus collectors (projector_*): events
 // by outcome, batch durations, transient errors, fencing, sequence gaps and stale
-// sequences, resolved parked events, deadlocks, effect runs, and each owned
+// sequences, resolved parked events, deadlocks, effect runs and the events the
+// effects read from the log themselves, and each owned
 // partition's lag and offset.
 //
 // Package projector (the runtime) makes one Set per Runner (New, on
@@ -30,6 +31,7 @@ type Set struct {
 	Lag        *prometheus.GaugeVec
 	Offset     *prometheus.GaugeVec
 	Effects    *prometheus.CounterVec
+	EffectLogs prometheus.Counter // events the effects read from the log themselves
 	Deadlocks  prometheus.Counter
 	Folds      prometheus.Histogram // reads per fold (several reads of a partition in one transaction)
 	Unfolded   prometheus.Counter
@@ -60,6 +62,8 @@ func New(reg prometheus.Registerer, projection string, version int, topic string
 		Effects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "projector_effects_total", ConstLabels: labels,
 			Help: "Effect runs by effect and outcome: fired, suppressed_ledger, suppressed_horizon, skipped_forgotten, retried, parked, lease_lost."},
 			[]string{"effect", "outcome"}),
+		EffectLogs: prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_effect_log_reads_total", ConstLabels: labels,
+			Help: "Events the effect dispatchers read from the log themselves, not handed over by the read model: behind a fold whose events are not all older than the effects' horizons, after the feed overflowed, after a claim. A replay whose history is older than the horizons reads none."}),
 		Deadlocks: prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_deadlocks_total", ConstLabels: labels,
 			Help: "Batches chosen as a deadlock victim (40P01), each retried in halves after a backoff."}),
 		Folds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "projector_fold_reads", ConstLabels: labels,
@@ -76,7 +80,7 @@ func New(reg prometheus.Registerer, projection string, version int, topic string
 	}
 	err := errors.Join(reuse(reg, &m.Events), reuse(reg, &m.Batches), reuse(reg, &m.Transient), reuse(reg, &m.Fenced),
 		reuse(reg, &m.Gaps), reuse(reg, &m.OutOfOrder), reuse(reg, &m.Resolved), reuse(reg, &m.Lag), reuse(reg, &m.Offset),
-		reuse(reg, &m.Effects), reuse(reg, &m.Deadlocks), reuse(reg, &m.Folds), reuse(reg, &m.Unfolded))
+		reuse(reg, &m.Effects), reuse(reg, &m.EffectLogs), reuse(reg, &m.Deadlocks), reuse(reg, &m.Folds), reuse(reg, &m.Unfolded))
 	if err != nil {
 		return nil, fmt.Errorf("projector: Config.Registerer: %w", err)
 	}

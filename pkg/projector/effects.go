@@ -38,7 +38,7 @@ func (r *Runner) newEffects() *effects.Engine {
 		Horizon: r.cfg.EffectHorizon, Concurrency: r.cfg.EffectConcurrency, MaxAttempts: r.cfg.EffectMaxAttempts,
 		ReserveBatch: r.cfg.EffectBatchSize, FeedBatches: fxFeedBatches, DrainTimeout: r.cfg.DrainTimeout, RetryPoll: r.cfg.RetryPoll,
 		Fire:  retry.Policy{Min: r.cfg.RetryBackoffMin, Max: r.cfg.RetryBackoffMax},
-		Board: r.status, Runs: r.metrics.Effects, Log: r.log,
+		Board: r.status, Runs: r.metrics.Effects, LogReads: r.metrics.EffectLogs, Log: r.log,
 	}, r.env)
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/projector/projector/internal/effects"
 	"github.com/projector/projector/internal/judge"
 	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/internal/rmhook"
@@ -90,6 +91,7 @@ type fold struct {
 	reads   int
 	saved   bool                // a savepoint is open: the commit releases it
 	types   map[string]struct{} // the types it applied
+	passed  effects.Span        // its range, newest event time and events by type, for the effects (effects.Feed.Passed)
 	flagged []judge.Entry       // its events parked, or applied out of order: logged and counted once it commits
 	sc      scratch             // its reads are decoded into the same arrays
 }
@@ -286,6 +288,9 @@ func (r *Runner) foldApplied(p *partition, f *fold, msgs []kafka.Message, entrie
 			f.types[e.Event.Type] = struct{}{}
 		}
 	}
+	if r.fx != nil {
+		countPassed(&f.passed, entries)
+	}
 	// The arrays are kept for the next read, their events not: the events are
 	// let go while the next read is fetched.
 	clear(entries)
@@ -294,6 +299,26 @@ func (r *Runner) foldApplied(p *partition, f *fold, msgs []kafka.Message, entrie
 	f.next, f.hw = last.Offset+1, last.HighWaterMark
 	f.events += int64(len(msgs))
 	f.reads++
+}
+
+// countPassed adds a read's entries to a fold's span: the newest event time (the
+// event's own, else the log's: what an effect's horizon is judged on) and the count
+// of each type.
+func countPassed(s *effects.Span, entries []judge.Entry) {
+	if s.Types == nil {
+		s.Types = map[string]int{}
+	}
+	for i := range entries {
+		e := &entries[i]
+		when := e.Event.Time
+		if when.IsZero() {
+			when = e.Msg.Time
+		}
+		if when.After(s.Newest) {
+			s.Newest = when
+		}
+		s.Types[e.Event.Type]++
+	}
 }
 
 // lockNotAvailable reports a lock wait given up (lock_timeout, SQLSTATE 55P03).
@@ -339,8 +364,9 @@ func (r *Runner) commitFold(genCtx, ctx context.Context, p *partition, f *fold) 
 	// wait for another would drain the pool.
 	_ = f.tx.Rollback(ctx)
 	r.metrics.Folds.Observe(float64(f.reads))
+	f.passed.From, f.passed.Next = f.from, f.next
 	r.committed(genCtx, ctx, p, committedBatch{from: f.from, next: f.next, highWater: f.hw, start: f.start,
-		out: f.out, flagged: f.flagged, types: typesOf(f.types)})
+		out: f.out, flagged: f.flagged, types: typesOf(f.types), passed: &f.passed})
 	return nil
 }
 

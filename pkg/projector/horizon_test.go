@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/events"
@@ -64,5 +66,81 @@ func TestEffectHorizonChangeAppliesToEventsNotPassedYet(t *testing.T) {
 	}
 	if n := len(w.mails(t)); n != len(want) {
 		t.Fatalf("%d mails, want one per registration of the second workload (%d)", n, len(want))
+	}
+}
+
+// A replay whose history is older than the effect's horizon passes its folds
+// unread: the effects do not read the log a second time behind the read model only
+// to suppress every event, yet count each suppressed event as before. A fold with a
+// single event newer than the horizon is read, and its mails go out.
+func TestReplayPassesFoldsOlderThanTheHorizonUnread(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 2)
+	rc, _ := testenv.Redis(t)
+	w := newMailWorld(t, f, rc, testenv.MailpitServer(t), 10*time.Second)
+	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 11, Users: 300, Start: time.Now().Add(-48 * time.Hour).UTC(), Prefix: w.prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := f.generate(g, 3000)
+	p := f.domainProjection()
+	cfg := w.config(t, p)
+	cfg.EffectHorizon = time.Hour
+	cfg.BatchSize = 100 // many reads at hand: the replay folds
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	_, stop := f.start(cfg)
+	f.waitCaughtUp(p, time.Minute)
+	w.waitEffects(t, f.pool, f.schema, p, time.Minute)
+	stop()
+	if n := len(w.mails(t)); n != 0 {
+		t.Fatalf("%d mails for events older than the horizon", n)
+	}
+	if folds, reads, _ := foldFigures(t, reg); folds == 0 || reads < 10 {
+		t.Fatalf("the replay folded %d reads in %d folds: the test proves nothing", reads, folds)
+	}
+	reacts := 0
+	for _, e := range old {
+		if cfg.Effects[0].ReactsTo(e.Type) {
+			reacts++
+		}
+	}
+	if got := counterLabel(t, reg, "projector_effects_total", "outcome", "suppressed_horizon"); int(got) != reacts {
+		t.Fatalf("%v runs suppressed by the horizon, want one per event the effect reacts to (%d)", got, reacts)
+	}
+	// What the effects read themselves: at most the reads that did not fold (the
+	// log's tail on each partition), never the folds.
+	read := counter(t, reg, "projector_effect_log_reads_total")
+	if read > float64(2*cfg.BatchSize) {
+		t.Fatalf("the effects read %v of %d events from the log themselves: the folds older than the horizon were read", read, len(old))
+	}
+	t.Logf("%d events, %d suppressed, %v read by the effects from the log", len(old), reacts, read)
+
+	// New registrations behind old ones: the folds holding them are read, and their
+	// mails go out.
+	g2, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 12, Users: 300, Start: time.Now().UTC(), Prefix: w.prefix + "n"}) // mails to …@PREFIXn.example.test
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := f.generate(g2, 3000)
+	want := 0
+	for _, e := range fresh {
+		if e.Type == domain.TypeUserRegistered {
+			want++
+		}
+	}
+	reg2 := prometheus.NewRegistry()
+	cfg.Registerer = reg2
+	_, stop = f.start(cfg)
+	defer stop()
+	f.waitCaughtUp(p, time.Minute)
+	w.waitEffects(t, f.pool, f.schema, p, time.Minute)
+	newMails := func() int { return len(w.mail.Messages(t, "@"+w.prefix+"n.example.test")) }
+	testenv.WaitFor(t, 30*time.Second, "a mail per new registration", func() bool { return newMails() >= want })
+	if n, stale := newMails(), len(w.mails(t)); n != want || stale != 0 {
+		t.Fatalf("%d mails for new registrations, want %d; %d for old ones, want none", n, want, stale)
+	}
+	if read := counter(t, reg2, "projector_effect_log_reads_total"); read < float64(len(fresh))/2 {
+		t.Fatalf("the effects read %v events from the log behind folds of new events (%d): a fold newer than the horizon was passed unread", read, len(fresh))
 	}
 }

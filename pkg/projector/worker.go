@@ -288,6 +288,7 @@ type committedBatch struct {
 	out                   outcome
 	flagged               []judge.Entry    // its events, or those of them parked or applied out of order
 	effects               []judge.Entry    // its events for the effects; nil: they read them from the log
+	passed                *effects.Span    // a fold's: what its events were, for effects that may pass them unread
 	types                 iter.Seq[string] // the types it applied
 }
 
@@ -311,7 +312,11 @@ func (r *Runner) committed(genCtx, ctx context.Context, p *partition, b committe
 	out := b.out
 	r.metrics.Observe(out.applied, out.duplicates, out.ignored, out.parked, time.Since(b.start))
 	p.Status.Committed(out.batch(p.Next, b.highWater), r.readyLag, p.Log)
-	r.publish(ctx, p, b.from, b.effects) // committed: the effects may run
+	if b.passed != nil && p.fx != nil {
+		p.fx.Passed(*b.passed) // committed: the effects may pass it, or read it from the log
+	} else {
+		r.publish(ctx, p, b.from, b.effects) // committed: the effects may run
+	}
 	r.observePartition(p)
 	if r.scrubs != nil {
 		r.scrubs.Saw(b.types)
