@@ -49,6 +49,7 @@ type Result struct {
 	Bootstrap Bootstrap `json:"bootstrap"`
 	Live      Live      `json:"live"`
 	Effects   Effects   `json:"effects"`
+	History   History   `json:"history"`
 	Doctor    Doctor    `json:"doctor"`
 	Shared    Shared    `json:"shared_rows"`
 	Phases    []Phase   `json:"phases"`        // where the time went, in run order
@@ -165,7 +166,7 @@ type config struct {
 }
 
 // scenarios are the names --only takes, in run order.
-var scenarios = []string{"replay", "bootstrap", "live", "effects", "doctor", "shared"}
+var scenarios = []string{"replay", "bootstrap", "history", "live", "effects", "doctor", "shared"}
 
 // wants reports whether scenario name is to run.
 func (c config) wants(name string) bool { return len(c.only) == 0 || c.only[name] }
@@ -178,7 +179,7 @@ func main() {
 	f.StringVar(&c.redisURL, "redis-url", envOr("REDIS_URL", "redis://127.0.0.1:16379/0"), "Redis (env REDIS_URL)")
 	f.IntVar(&c.events, "events", 1_000_000, "events in the log")
 	f.IntVar(&c.partitions, "partitions", 12, "partitions")
-	f.IntVar(&c.runs, "runs", 3, "runs of each timed scenario (replay, bootstrap, live, effects, doctor, and the shared rows' row API): the median run is reported")
+	f.IntVar(&c.runs, "runs", 3, "runs of each timed scenario (replay, bootstrap, history, live, effects, doctor, and the shared rows' row API): the median run is reported")
 	f.IntVar(&c.naiveSample, "naive-sample", 1_000, "events the naive consumer is timed on (it runs at 80 to a few hundred a second, steadily)")
 	f.IntVar(&c.liveSeconds, "live-seconds", 30, "live latency: seconds of steady traffic (30 s at 2,000/s: 60,000 samples, 600 above the p99)")
 	f.IntVar(&c.liveRate, "live-rate", 2000, "live latency: events per second")
@@ -271,6 +272,9 @@ func keepOthers(path string, res Result, c config) (Result, error) {
 	if !c.wants("bootstrap") {
 		res.Bootstrap = prev.Bootstrap
 	}
+	if !c.wants("history") {
+		res.History = prev.History
+	}
 	if !c.wants("live") {
 		res.Live = prev.Live
 	}
@@ -341,6 +345,10 @@ func table(r Result) string {
 	b := r.Bootstrap
 	p("| bootstrap from a snapshot at %d events, then catch-up (median of %d: %s s) | %.1f s (restore %.1f s + catch-up %.1f s), snapshot %.0f MB, equals fold: %v; restore: %s, catch-up: %s | full replay %.1f s | %.2f × replay | ≤ 0.2 × replay |\n",
 		b.SnapshotEvents, len(b.Runs), fmtRuns(b.Runs), b.Seconds, b.RestoreSeconds, b.CatchUpSeconds, float64(b.SnapshotBytes)/(1<<20), b.Verified, fmtBusy(b.RestoreBusyCores, cores), fmtBusy(b.CatchUpBusyCores, cores), rp.Seconds, b.RatioToReplay)
+	if h := r.History; h.Events > 0 {
+		p("| replay with an effect whose horizon the history predates (median of %d: %s s) | %.0f events/s, %d runs fired, %d events read by the effect from the log, equals the replay: %v; %s | replay %.0f events/s | %.2f × replay | ≥ 0.9 × replay, nothing fired |\n",
+			len(h.Runs), fmtRuns(h.Runs), h.EventsPerSec, h.Fired, h.EffectLogReads, h.Verified, fmtBusy(h.BusyCores, cores), h.ReplayPerSec, h.RatioToReplay)
+	}
 	l := r.Live
 	p("| live latency, %d events/s for %d s (%d events; p99 median of %d: %s ms) | p50 %.1f ms, p99 %.1f ms, max %.1f ms (p99 of the first %d s %.1f ms, of the rest %.1f ms); %s | | | p99 ≤ 50 ms |\n",
 		l.Rate, l.Seconds, l.Events, len(l.RunsP99), fmtRuns(l.RunsP99), l.P50MS, l.P99MS, l.MaxMS, liveStartSeconds, l.StartP99MS, l.SteadyP99MS, fmtBusy(l.BusyCores, cores))

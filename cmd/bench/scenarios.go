@@ -88,7 +88,7 @@ func run(ctx context.Context, c config) (Result, error) {
 	if c.setupOnly {
 		return res, nil
 	}
-	if c.wants("replay") || c.wants("bootstrap") {
+	if c.wants("replay") || c.wants("bootstrap") || c.wants("history") {
 		if res.Replay, res.Series, err = e.replay(ctx); err != nil {
 			return res, fmt.Errorf("replay: %w", err)
 		}
@@ -100,6 +100,11 @@ func run(ctx context.Context, c config) (Result, error) {
 		{"bootstrap", func() (err error) {
 			res.Bootstrap, res.Bootstrap.Runs, err = medianRun(c.runs, func(int) (Bootstrap, error) { return e.bootstrap(ctx, res.Replay.Seconds) },
 				func(b Bootstrap) float64 { return b.Seconds })
+			return err
+		}},
+		{"history", func() (err error) {
+			res.History, res.History.Runs, err = medianRun(c.runs, func(int) (History, error) { return e.history(ctx, res.Replay.EventsPerSec) },
+				func(h History) float64 { return h.Seconds })
 			return err
 		}},
 		{"live", func() (err error) {
@@ -267,8 +272,18 @@ func runUntil(ctx context.Context, cfg projector.Config, ends map[int]int64, sam
 		total += n
 	}
 	var took span
+	// With effects, the run gets there once the read model and every effect did.
 	stored := func() (int64, error) {
-		return store.SumNextOffsets(ctx, cfg.Pool, schemaOr(cfg.Schema), cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic)
+		n, err := store.SumNextOffsets(ctx, cfg.Pool, schemaOr(cfg.Schema), cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic)
+		for _, eff := range cfg.Effects {
+			var m int64
+			if err == nil {
+				err = cfg.Pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+pgx.Identifier{schemaOr(cfg.Schema), "effect_offsets"}.Sanitize()+`
+					WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4`, eff.Name(), cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic).Scan(&m)
+			}
+			n = min(n, m)
+		}
+		return n, err
 	}
 	for {
 		sum, err := stored()
