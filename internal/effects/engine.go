@@ -60,6 +60,9 @@ type Engine struct {
 
 // New returns the engine of cfg's effects over the lanes of env.
 func New(cfg Config, env *lane.Env) *Engine {
+	if cfg.LogReads == nil {
+		cfg.LogReads = prometheus.NewCounter(prometheus.CounterOpts{Name: "projector_effect_log_reads_total"}) // counted, not registered
+	}
 	return &Engine{cfg: cfg, env: env}
 }
 

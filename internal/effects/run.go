@@ -114,7 +114,7 @@ func (e *Engine) effectBatch(genCtx context.Context, ln *fxLane, entries []Entry
 func (e *Engine) passLane(genCtx context.Context, ln *fxLane, s Span) error {
 	ctx, cancel := lane.DrainContext(genCtx, e.cfg.DrainTimeout)
 	defer cancel()
-	if err := e.advanceLane(ctx, ln, nil, s.Next, s.Next-s.From); err != nil {
+	if err := e.advanceLane(ctx, ln, nil, s.Next, s.Events); err != nil {
 		return err
 	}
 	n := 0

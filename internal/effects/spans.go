@@ -23,12 +23,14 @@ import (
 // Span is a committed range of a partition that the feed does not carry.
 type Span struct {
 	From, Next int64          // the stored position it moved from and to
+	Events     int64          // the records in it (offsets a transaction's markers hold are not)
 	Newest     time.Time      // the newest event time in it; zero: unknown (never passed unread)
 	Types      map[string]int // how many of its events are of each type
 }
 
 // maxSpans bounds the spans a feed keeps for a dispatcher behind them; beyond it
-// the oldest two are merged (their newest time the later one's, their counts added).
+// the second and third oldest are merged (their newest time the later one's, their
+// counts added): the oldest, where the dispatcher may stand, stays as it is.
 const maxSpans = 1024
 
 // Passed records a committed range whose events the feed does not carry (a fold's),
@@ -47,12 +49,12 @@ func (f *Feed) Passed(s Span) {
 	}
 	f.spans = append(f.spans, s)
 	if len(f.spans) > maxSpans {
-		a, b := f.spans[0], f.spans[1]
-		if a.Next != b.From { // a batch between them: the oldest is read from the log
-			f.spans = f.spans[1:]
+		a, b := f.spans[1], f.spans[2]
+		if a.Next != b.From { // a batch between them: the older is read from the log
+			f.spans = append(f.spans[:1], f.spans[2:]...)
 			return
 		}
-		merged := Span{From: a.From, Next: b.Next, Newest: later(a.Newest, b.Newest), Types: maps.Clone(a.Types)}
+		merged := Span{From: a.From, Next: b.Next, Events: a.Events + b.Events, Newest: later(a.Newest, b.Newest), Types: maps.Clone(a.Types)}
 		if a.Newest.IsZero() || b.Newest.IsZero() {
 			merged.Newest = time.Time{}
 		}
@@ -62,7 +64,7 @@ func (f *Feed) Passed(s Span) {
 		for t, n := range b.Types {
 			merged.Types[t] += n
 		}
-		f.spans = append([]Span{merged}, f.spans[2:]...)
+		f.spans = append(append(f.spans[:1], merged), f.spans[3:]...)
 	}
 }
 

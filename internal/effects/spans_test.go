@@ -40,24 +40,29 @@ func TestFeedMergesItsOldestSpansBeyondItsBound(t *testing.T) {
 	f.Claimed(0)
 	base := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range maxSpans + 2 {
-		f.Passed(Span{From: int64(i * 10), Next: int64(i*10 + 10), Newest: base.Add(time.Duration(i) * time.Minute), Types: map[string]int{"a": 10}})
+		f.Passed(Span{From: int64(i * 10), Next: int64(i*10 + 10), Events: 10, Newest: base.Add(time.Duration(i) * time.Minute), Types: map[string]int{"a": 10}})
 	}
 	require.Len(t, f.spans, maxSpans)
 	s, ok, _ := f.spanAt(0)
 	require.True(t, ok)
-	require.EqualValues(t, 0, s.From)
-	require.EqualValues(t, 30, s.Next, "the oldest three spans merged into one")
-	require.Equal(t, base.Add(2*time.Minute), s.Newest, "a merged span's newest event is the latest of theirs")
+	require.EqualValues(t, 10, s.Next, "the oldest span, where the dispatcher may stand, is kept whole")
+	s, ok, _ = f.spanAt(10)
+	require.True(t, ok)
+	require.EqualValues(t, 10, s.From)
+	require.EqualValues(t, 40, s.Next, "the next three spans merged into one")
+	require.Equal(t, base.Add(3*time.Minute), s.Newest, "a merged span's newest event is the latest of theirs")
 	require.Equal(t, 30, s.Types["a"])
+	require.EqualValues(t, 30, s.Events)
 
 	// A merge never takes in an unknown time: the merged span is not passed unread.
 	g := NewFeed(100)
 	g.Claimed(0)
-	g.Passed(Span{From: 0, Next: 10, Types: map[string]int{"a": 1}})
-	for i := 1; i <= maxSpans; i++ {
+	g.Passed(Span{From: 0, Next: 10, Newest: base})
+	g.Passed(Span{From: 10, Next: 20, Types: map[string]int{"a": 1}})
+	for i := 2; i <= maxSpans; i++ {
 		g.Passed(Span{From: int64(i * 10), Next: int64(i*10 + 10), Newest: base})
 	}
-	s, ok, _ = g.spanAt(0)
+	s, ok, _ = g.spanAt(10)
 	require.True(t, ok)
 	require.True(t, s.Newest.IsZero())
 }

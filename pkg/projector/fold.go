@@ -17,6 +17,7 @@ import (
 	"github.com/projector/projector/internal/rmhook"
 	"github.com/projector/projector/pkg/offsets"
 	"github.com/projector/projector/pkg/readmodel"
+	"github.com/projector/projector/pkg/shred"
 )
 
 // A fold is several reads of a partition applied in one transaction. While a
@@ -303,13 +304,18 @@ func (r *Runner) foldApplied(p *partition, f *fold, msgs []kafka.Message, entrie
 
 // countPassed adds a read's entries to a fold's span: the newest event time (the
 // event's own, else the log's: what an effect's horizon is judged on) and the count
-// of each type.
+// of each type, of the entries an effect would judge (effects.Engine's effectItems:
+// not the records that are no events).
 func countPassed(s *effects.Span, entries []judge.Entry) {
 	if s.Types == nil {
 		s.Types = map[string]int{}
 	}
 	for i := range entries {
 		e := &entries[i]
+		var forgotten *shred.Error
+		if e.Unread != nil && !errors.As(e.Unread, &forgotten) {
+			continue // not an event: the effects pass it by, counting nothing
+		}
 		when := e.Event.Time
 		if when.IsZero() {
 			when = e.Msg.Time
@@ -364,7 +370,7 @@ func (r *Runner) commitFold(genCtx, ctx context.Context, p *partition, f *fold) 
 	// wait for another would drain the pool.
 	_ = f.tx.Rollback(ctx)
 	r.metrics.Folds.Observe(float64(f.reads))
-	f.passed.From, f.passed.Next = f.from, f.next
+	f.passed.From, f.passed.Next, f.passed.Events = f.from, f.next, f.events
 	r.committed(genCtx, ctx, p, committedBatch{from: f.from, next: f.next, highWater: f.hw, start: f.start,
 		out: f.out, flagged: f.flagged, types: typesOf(f.types), passed: &f.passed})
 	return nil
