@@ -278,8 +278,7 @@ func runUntil(ctx context.Context, cfg projector.Config, ends map[int]int64, sam
 		for _, eff := range cfg.Effects {
 			var m int64
 			if err == nil {
-				err = cfg.Pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+pgx.Identifier{schemaOr(cfg.Schema), "effect_offsets"}.Sanitize()+`
-					WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4`, eff.Name(), cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic).Scan(&m)
+				m, err = store.SumEffectNextOffsets(ctx, cfg.Pool, schemaOr(cfg.Schema), eff.Name(), cfg.Projection.Name(), cfg.Projection.Version(), cfg.Topic)
 			}
 			n = min(n, m)
 		}

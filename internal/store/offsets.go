@@ -168,6 +168,16 @@ func SumNextOffsets(ctx context.Context, db RowQuerier, schema, projection strin
 	return sum, err
 }
 
+// SumEffectNextOffsets returns the sum of an effect's stored watermarks on topic,
+// for a projection version: how many events it has passed there, when the topic's
+// partitions start at 0.
+func SumEffectNextOffsets(ctx context.Context, db RowQuerier, schema, effect, projection string, version int, topic string) (int64, error) {
+	var sum int64
+	err := db.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM `+table(schema, tableEffectOffsets)+
+		` WHERE effect = $1 AND projection = $2 AND version = $3 AND topic = $4`, effect, projection, version, topic).Scan(&sum)
+	return sum, err
+}
+
 // SumNextOffsetsAnyVersion returns the sum of a projection's stored read-model
 // positions, over its versions and topics.
 func SumNextOffsetsAnyVersion(ctx context.Context, db RowQuerier, schema, projection string) (int64, error) {
