@@ -142,9 +142,9 @@ func (d *dispatcher) run(ctx context.Context, entries []Entry, next int64) error
 
 // catchUp passes the lanes at pos over the fold's span there when all its events
 // are older than their horizons (passOld); otherwise it reads up to a batch of
-// committed events from pos (never at or beyond upTo, the read model's position, nor
-// past the span's end, where the next one starts) from the log, once for every lane,
-// decrypts them once, and runs the lanes over them.
+// committed events from pos (never at or beyond upTo, the read model's position, nor,
+// below the feed's first span, past that span's start) from the log, once for every
+// lane, decrypts them once, and runs the lanes over them.
 func (d *dispatcher) catchUp(ctx context.Context, pos, upTo int64) error {
 	s, ok, nextStart := d.feed.spanAt(pos)
 	switch {
@@ -152,9 +152,11 @@ func (d *dispatcher) catchUp(ctx context.Context, pos, upTo int64) error {
 		if passed, err := d.passOld(ctx, s); passed || err != nil {
 			return err
 		}
-		upTo = min(upTo, s.Next)
+		// A span that is not passed is read in full batches, as the log would be
+		// without spans: capped at each span's end, a replay in small folds (a
+		// low FoldRows) made the effects catch up in as many small batches.
 	case nextStart > pos:
-		upTo = min(upTo, nextStart)
+		upTo = min(upTo, nextStart) // below the first span: read up to it, and meet it at its start
 	}
 	msgs, next := d.read(ctx, pos, upTo)
 	if next <= pos {
