@@ -1,6 +1,8 @@
 package projector_test
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -9,6 +11,8 @@ import (
 	"github.com/projector/projector/internal/domain"
 	"github.com/projector/projector/internal/testenv"
 	"github.com/projector/projector/pkg/events"
+	"github.com/projector/projector/pkg/offsets"
+	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/sideeffects"
 )
 
@@ -142,5 +146,95 @@ func TestReplayPassesFoldsOlderThanTheHorizonUnread(t *testing.T) {
 	}
 	if read := counter(t, reg2, "projector_effect_log_reads_total"); read < float64(len(fresh))/2 {
 		t.Fatalf("the effects read %v events from the log behind folds of new events (%d): a fold newer than the horizon was passed unread", read, len(fresh))
+	}
+}
+
+// An event older than the effect's horizon is suppressed before the effect decodes
+// it: one the effect cannot decode is counted as suppressed, never parked (a parked
+// run could fire on a retry, past its horizon). The same effect parks the events
+// inside its horizon that it cannot decode, so the decoding does fail.
+func TestUndecodableEventOlderThanTheHorizonIsSuppressedNotParked(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, 2)
+	rc, _ := testenv.Redis(t)
+	ledger, err := sideeffects.NewLedger(sideeffects.LedgerConfig{Client: rc, Namespace: "undecodable" + f.topic, Lease: 10 * time.Second, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The effect's own registry takes a password change's hash for a number: every
+	// such event of the log fails its decoding, none the read model's.
+	type passwordAsNumber struct {
+		UserID       string `json:"user_id"`
+		PasswordHash int    `json:"password_hash"`
+	}
+	reg := events.NewRegistry()
+	events.Register[passwordAsNumber](reg, domain.TypeUserChangedPassword)
+	eff, err := sideeffects.Define("password_as_number", reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs atomic.Int64
+	sideeffects.On(eff, func(context.Context, sideeffects.Run, events.Event, passwordAsNumber) error {
+		runs.Add(1)
+		return nil
+	})
+	changes := func(evs []events.Event) (n int) {
+		for _, e := range evs {
+			if e.Type == domain.TypeUserChangedPassword {
+				n++
+			}
+		}
+		return n
+	}
+	run := func(evs []events.Event) *prometheus.Registry {
+		t.Helper()
+		p := f.domainProjection()
+		cfg := f.config(p)
+		cfg.Effects, cfg.Ledger, cfg.EffectHorizon = []*sideeffects.Effect{eff}, ledger, time.Hour
+		// No folds: the effect reads every event itself (a fold older than the
+		// horizon would be passed unread, and its events never reach the decoding).
+		cfg.FoldRows = projector.FoldRowsOff
+		m := prometheus.NewRegistry()
+		cfg.Registerer = m
+		_, stop := f.start(cfg)
+		defer stop()
+		f.waitCaughtUp(p, time.Minute)
+		waitStored(t, time.Minute, f.pool, f.schema, offsets.Key{Projection: p.Name(), Version: p.Version(), Topic: f.topic, Effect: eff.Name()}, f.endOffsets())
+		return m
+	}
+
+	g, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 21, Users: 50, Start: time.Now().Add(-48 * time.Hour).UTC(), Prefix: "old" + f.topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := f.generate(g, 1500)
+	if changes(old) == 0 {
+		t.Fatal("the old events hold no password change: the test proves nothing")
+	}
+	m := run(old)
+	if got := counterLabel(t, m, "projector_effects_total", "outcome", "suppressed_horizon"); int(got) != changes(old) {
+		t.Fatalf("%v runs suppressed by the horizon, want one per old password change (%d)", got, changes(old))
+	}
+	if got := counterLabel(t, m, "projector_effects_total", "outcome", "parked"); got != 0 {
+		t.Fatalf("%v runs parked for events older than the horizon, want none", got)
+	}
+	if n := count(t, f, f.schema, "parked_effects", "effect = '"+eff.Name()+"'"); n != 0 {
+		t.Fatalf("%d parked runs stored for events older than the horizon, want none", n)
+	}
+
+	g2, err := domain.NewGenerator(domain.GeneratorConfig{Seed: 22, Users: 50, Start: time.Now().UTC(), Prefix: "new" + f.topic})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := f.generate(g2, 1500)
+	if changes(fresh) == 0 {
+		t.Fatal("the new events hold no password change: the test proves nothing")
+	}
+	m = run(fresh)
+	if got := counterLabel(t, m, "projector_effects_total", "outcome", "parked"); int(got) != changes(fresh) {
+		t.Fatalf("%v runs parked inside the horizon, want one per new password change (%d): the decoding did not fail", got, changes(fresh))
+	}
+	if n := runs.Load(); n != 0 {
+		t.Fatalf("the effect ran %d times on events it cannot decode", n)
 	}
 }
