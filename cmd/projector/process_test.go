@@ -290,12 +290,16 @@ func TestSIGKILLMidBatchThenRestartEqualsFold(t *testing.T) {
 		t.Fatalf("only %d kills landed before the replay finished: the test did not test", kills)
 	}
 	p := f.start("final")
+	final := time.Now()
 	testenv.WaitFor(t, 2*time.Minute, "the replay to complete", func() bool { return f.progress() >= 65000 })
+	replayed := time.Since(final)
 	regs := f.registrations(prefix)
 	// The effects catch up after the replay, beside every other package's tests in
 	// make test: alone here 1,776 mails took well under a minute; in CI the wait
 	// ran out at 2 minutes twice on 2026-12-02 (the replay done, mails still coming).
 	testenv.WaitFor(t, 4*time.Minute, "every welcome mail", func() bool { return len(distinct(mail.Messages(t, "@"+prefix+".example.test"))) >= len(regs) })
+	// How long each wait took, for the next time one runs out (the mails' did in CI).
+	t.Logf("final run: the replay completed after %v, every mail after %v", replayed.Round(time.Second), time.Since(final).Round(time.Second))
 	p.stop(t)
 	f.assertEqualsFold()
 	n := f.assertOffsetsNeverWentBack()
