@@ -8,7 +8,9 @@
 //     upsert per event in autocommit, a Kafka commit per message) on a sample, raw
 //     kafka-go consumption, and COPY of the same final rows
 //   - bootstrap from a snapshot taken at 90% of the log, then catch-up
-//   - live latency from the producer's acknowledgement to the row being visible
+//   - live latency from the producer's acknowledgement to the row being visible;
+//     baseline: the same traffic into a hand-written consumer, one transaction a
+//     batch (livefloor.go)
 //   - side effects with a no-op sink: runs per second and Redis round trips per batch
 //   - the log doctor (producer check) over the whole log, beside raw consumption
 //   - shared rows: a million orders keyed by order id folding into per-customer
@@ -122,6 +124,11 @@ type Live struct {
 	StartP99MS  float64 `json:"start_p99_ms"`
 	SteadyP99MS float64 `json:"steady_p99_ms"`
 	BusyCores   float64 `json:"machine_busy_cores"` // the whole machine's, through the traffic
+	// The baseline: the same traffic into a hand-written consumer (livefloor.go),
+	// run beside each of the projector's runs; its median run, and the projector's
+	// p99 over its p99.
+	Floor        *Live   `json:"floor,omitempty"`
+	RatioToFloor float64 `json:"p99_ratio_to_floor,omitempty"`
 }
 
 // Effects is scenario 4.
@@ -350,8 +357,14 @@ func table(r Result) string {
 			len(h.Runs), fmtRuns(h.Runs), h.EventsPerSec, h.Fired, h.EffectLogReads, h.Verified, fmtBusy(h.BusyCores, cores), h.ReplayPerSec, h.RatioToReplay)
 	}
 	l := r.Live
-	p("| live latency, %d events/s for %d s (%d events; p99 median of %d: %s ms) | p50 %.1f ms, p99 %.1f ms, max %.1f ms (p99 of the first %d s %.1f ms, of the rest %.1f ms); %s | | | p99 ≤ 50 ms |\n",
-		l.Rate, l.Seconds, l.Events, len(l.RunsP99), fmtRuns(l.RunsP99), l.P50MS, l.P99MS, l.MaxMS, liveStartSeconds, l.StartP99MS, l.SteadyP99MS, fmtBusy(l.BusyCores, cores))
+	floor, ratio := "", ""
+	if f := l.Floor; f != nil {
+		floor = fmt.Sprintf("floor: a hand-written consumer, one transaction a batch (p99 median of %d: %s ms): p50 %.1f ms, p99 %.1f ms; %s",
+			len(f.RunsP99), fmtRuns(f.RunsP99), f.P50MS, f.P99MS, fmtBusy(f.BusyCores, cores))
+		ratio = fmt.Sprintf("%.2f × floor (p99)", l.RatioToFloor)
+	}
+	p("| live latency, %d events/s for %d s (%d events; p99 median of %d: %s ms) | p50 %.1f ms, p99 %.1f ms, max %.1f ms (p99 of the first %d s %.1f ms, of the rest %.1f ms); %s | %s | %s | p99 ≤ 50 ms |\n",
+		l.Rate, l.Seconds, l.Events, len(l.RunsP99), fmtRuns(l.RunsP99), l.P50MS, l.P99MS, l.MaxMS, liveStartSeconds, l.StartP99MS, l.SteadyP99MS, fmtBusy(l.BusyCores, cores), floor, ratio)
 	e := r.Effects
 	p("| side effects, %d events, no-op sink (median of %d: %s runs/s) | %.0f runs/s, %.2f Redis round trips per batch; %s | raw SET NX %.0f keys/s | | ≥ 20,000/s, ≤ 2 round trips |\n",
 		e.Events, len(e.Runs), fmtRuns0(e.Runs), e.PerSec, e.RedisRoundTripsPerBat, fmtBusy(e.BusyCores, cores), e.SetNXBaselinePerSec)
