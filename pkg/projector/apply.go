@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
@@ -199,31 +200,28 @@ func (r *Runner) applyOne(ctx context.Context, w *readmodel.Writer, e *judge.Ent
 	return "handler: " + err.Error(), nil
 }
 
-// begin opens a batch transaction, setting the projection's search path in the same
-// round trip, and a writer over it with the reads of the sequence marks and seen ids
-// the entries need queued, not sent: they go with the batch's next round trip (its
-// offset write and row loads), and st is filled once that is sent. The search path
-// must be set before that round trip, whose statements pgx prepares before it runs
-// any of them.
+// begin opens a batch transaction and a writer over it with the reads of the
+// sequence marks and seen ids the entries need queued, not sent. Nothing goes to
+// PostgreSQL yet: the BEGIN and the SET LOCALs that set the projection's search
+// path and the commit's durability (r.beginSQL) go first in the transaction's first
+// round trip, with the offset write, the marks' reads and the row loads (see
+// batchTx); st is filled once that is sent.
 func (r *Runner) begin(ctx context.Context, entries []judge.Entry) (pgx.Tx, *readmodel.Writer, *judge.Marks, error) {
 	return r.beginWith(ctx, r.beginSQL, entries)
 }
 
-// beginWith is begin with the BEGIN statement sql.
-func (r *Runner) beginWith(ctx context.Context, sql string, entries []judge.Entry) (pgx.Tx, *readmodel.Writer, *judge.Marks, error) {
+// beginWith is begin with the statements that open the transaction, sql.
+func (r *Runner) beginWith(ctx context.Context, sql []string, entries []judge.Entry) (pgx.Tx, *readmodel.Writer, *judge.Marks, error) {
 	c, err := r.cfg.Pool.Acquire(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	dbtx, err := c.Conn().BeginTx(ctx, pgx.TxOptions{BeginQuery: sql})
-	if err != nil {
-		c.Release()
-		return nil, nil, nil, err
-	}
-	tx := &batchTx{Tx: dbtx, conn: c}
+	tx := &batchTx{conn: c, begin: sql}
 	st := &judge.Marks{Aggs: map[string]judge.Aggregate{}, SeenIDs: map[string]bool{}, Changed: map[string]judge.Aggregate{}}
 	w := readmodel.NewWriter(tx)
-	rmhook.Schema(w, r.cfg.Projection.Schema()) // the search_path's first, set by beginSQL
+	// The row loads name their tables in the projection's schema: they may be
+	// prepared before the search path is set (see batchTx).
+	rmhook.Schema(w, r.cfg.Projection.Schema())
 	r.queueJudgeReads(w, st, entries)
 	return tx, w, st, nil
 }
@@ -397,23 +395,126 @@ func (r *Runner) applyOnce(ctx context.Context, p *partition, entries []judge.En
 	return out, nil
 }
 
-// batchTx is a batch's transaction on a connection of its own, whose last round
-// trip carries its COMMIT (rmhook.Commit). Rollback ends it either way: it rolls
-// back what did not commit, and gives the connection back to the pool.
+// batchTx is a batch's transaction on a connection of its own. Its BEGIN and SET
+// LOCALs wait to go first in its first round trip; its last round trip carries its
+// COMMIT (rmhook.Commit). A live batch thus takes two round trips, not three.
+//
+// pgx prepares the statements of a batch it has not seen on the connection before,
+// in a round trip of their own, before it runs any of them: a statement in the
+// first round trip must not depend on the search path its SET LOCAL sets. The
+// runtime's own statements name their schema, and the row loads name their tables
+// in the projection's (readmodel's loadsIn); the handlers' statements come in later
+// round trips. What is sent through the transaction itself (Exec, Query, CopyFrom)
+// sends the opening statements first, alone, if they have not gone yet.
+//
+// Rollback ends it either way: it rolls back what did not commit, and gives the
+// connection back to the pool.
 type batchTx struct {
-	pgx.Tx
-	conn *pgxpool.Conn
+	conn  *pgxpool.Conn
+	begin []string // the statements that open the transaction, until they are sent
 }
 
-// Rollback rolls back unless the transaction committed, and releases the
-// connection; later calls do nothing.
+// opening returns b with the transaction's opening statements before its own, if
+// they have not been sent; b as it is otherwise.
+func (t *batchTx) opening(b *pgx.Batch) *pgx.Batch {
+	if t.begin == nil {
+		return b
+	}
+	out := &pgx.Batch{}
+	for _, sql := range t.begin {
+		out.Queue(sql)
+	}
+	out.QueuedQueries = append(out.QueuedQueries, b.QueuedQueries...)
+	t.begin = nil
+	return out
+}
+
+// opened sends the opening statements alone, if they have not been sent.
+func (t *batchTx) opened(ctx context.Context) error {
+	if t.begin == nil {
+		return nil
+	}
+	return t.conn.SendBatch(ctx, t.opening(&pgx.Batch{})).Close()
+}
+
+// SendBatch sends b in the transaction; the first one opens it.
+func (t *batchTx) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return t.conn.SendBatch(ctx, t.opening(b))
+}
+
+// Exec runs sql in the transaction.
+func (t *batchTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if err := t.opened(ctx); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return t.conn.Exec(ctx, sql, args...)
+}
+
+// Query runs sql in the transaction.
+func (t *batchTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := t.opened(ctx); err != nil {
+		return nil, err
+	}
+	return t.conn.Query(ctx, sql, args...)
+}
+
+// QueryRow runs sql in the transaction.
+func (t *batchTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if err := t.opened(ctx); err != nil {
+		return errRow{err}
+	}
+	return t.conn.QueryRow(ctx, sql, args...)
+}
+
+// CopyFrom copies rows in the transaction.
+func (t *batchTx) CopyFrom(ctx context.Context, table pgx.Identifier, cols []string, src pgx.CopyFromSource) (int64, error) {
+	if err := t.opened(ctx); err != nil {
+		return 0, err
+	}
+	return t.conn.CopyFrom(ctx, table, cols, src)
+}
+
+// Prepare prepares sql on the transaction's connection.
+func (t *batchTx) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
+	return t.conn.Conn().Prepare(ctx, name, sql)
+}
+
+// Begin is not supported: a batch's savepoints are statements of its writer.
+func (t *batchTx) Begin(context.Context) (pgx.Tx, error) {
+	return nil, errors.New("projector: a batch transaction has no nested transactions")
+}
+
+// LargeObjects is not supported: its zero value fails.
+func (t *batchTx) LargeObjects() pgx.LargeObjects { return pgx.LargeObjects{} }
+
+// Conn returns the transaction's connection.
+func (t *batchTx) Conn() *pgx.Conn { return t.conn.Conn() }
+
+// Commit commits what the transaction sent; one that sent nothing has nothing to
+// commit.
+func (t *batchTx) Commit(ctx context.Context) error {
+	if t.begin != nil || t.conn == nil {
+		return nil
+	}
+	_, err := t.conn.Exec(ctx, "COMMIT")
+	return err
+}
+
+// Rollback rolls back unless the transaction committed or never opened, and
+// releases the connection; later calls do nothing.
 func (t *batchTx) Rollback(ctx context.Context) error {
 	if t.conn == nil {
 		return nil
 	}
 	defer func() { t.conn.Release(); t.conn = nil }()
 	if t.conn.Conn().PgConn().TxStatus() == 'I' {
-		return nil // committed in the batch's last round trip
+		return nil // committed in the batch's last round trip, or never opened
 	}
-	return t.Tx.Rollback(ctx)
+	_, err := t.conn.Exec(ctx, "ROLLBACK")
+	return err
 }
+
+// errRow is the row of a query that could not be sent.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }

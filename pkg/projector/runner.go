@@ -39,8 +39,8 @@ type Runner struct {
 	status   *lane.Board
 	client   *eventlog.Client // metadata and offsets; its connections close when Run returns
 	readyLag int64            // the lag a live partition may have (Config.ReadyLag resolved)
-	beginSQL string           // a batch transaction's BEGIN: its search path and commit durability
-	foldSQL  string           // a fold's: beginSQL, and foldLockTimeout
+	beginSQL []string         // the statements that open a batch transaction: BEGIN, its search path and commit durability
+	foldSQL  []string         // a fold's: beginSQL, and foldLockTimeout
 	looked   func()           // tests: told of each look of the analyze loop (OnAnalyzeLook)
 	// foldSlots bounds the folds open at once below the pool's size: a fold holds
 	// its connection while it reads and decodes the next read, whose personal data
@@ -87,12 +87,12 @@ func New(cfg Config) (*Runner, error) {
 		}),
 		client:   eventlog.NewClient(cfg.Brokers),
 		readyLag: effectiveReadyLag(cfg.ReadyLag),
-		beginSQL: `BEGIN; SET LOCAL search_path TO ` + pgx.Identifier{cfg.Projection.Schema()}.Sanitize() + `, public`,
+		beginSQL: []string{`BEGIN`, `SET LOCAL search_path TO ` + pgx.Identifier{cfg.Projection.Schema()}.Sanitize() + `, public`},
 	}
 	if !cfg.SyncCommit {
-		r.beginSQL += `; SET LOCAL synchronous_commit TO off`
+		r.beginSQL = append(r.beginSQL, `SET LOCAL synchronous_commit TO off`)
 	}
-	r.foldSQL = r.beginSQL + `; SET LOCAL lock_timeout = '` + foldLockTimeout + `'`
+	r.foldSQL = append(slices.Clip(r.beginSQL), `SET LOCAL lock_timeout = '`+foldLockTimeout+`'`)
 	r.env = &lane.Env{
 		Pool: cfg.Pool, Schema: cfg.Schema, Offsets: r.offsets, Client: r.client, Brokers: cfg.Brokers, Topic: cfg.Topic,
 		BatchSize: cfg.BatchSize, BatchTimeout: cfg.BatchTimeout, Keys: cfg.Keys,

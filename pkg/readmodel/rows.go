@@ -132,11 +132,12 @@ func (s *tableState[K, R]) queueLoad(w *Writer) int {
 	if w.schema != "" {
 		n += t.queueFitCheck(b, w.schema)
 	}
+	selects, locks := t.loadsIn(w.schema)
 	if t.lockingNewKeys() {
-		b.Queue(t.locks, keys, t.name+":")
+		b.Queue(locks, keys, t.name+":")
 		n++
 	}
-	b.Queue(t.selects, keys).Query(s.readLoad(keys))
+	b.Queue(selects, keys).Query(s.readLoad(keys))
 	return n
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/projector/projector/pkg/events"
@@ -75,6 +76,7 @@ type Table[K cmp.Ordered, R any] struct {
 	copyOff          atomic.Bool  // a COPY of new rows failed on what the upsert takes (a column's type): upsert only
 	copyRowBytes     atomic.Int64 // bytes per row of the last COPY, to size the next one's buffer
 	fit              sync.Map     // schema → tableFit: see queueFitCheck
+	qualified        sync.Map     // schema → [2]string: the load and its locks naming the table in it (loadsIn)
 	ctidOff          atomic.Bool  // a write by ctid came up short (a cascade, a trigger): by key only
 }
 
@@ -185,6 +187,42 @@ func pgTypeOf(t reflect.Type) string {
 	return ""
 }
 
+// loadStatements returns the table's load and its locks, naming the table name.
+func (t *Table[K, R]) loadStatements(name string) (selects, locks string) {
+	cols, pk := strings.Join(t.cols, ", "), t.cols[t.pk]
+	selects = fmt.Sprintf(`SELECT ctid, %s FROM %s WHERE %s = ANY($1) ORDER BY %s FOR UPDATE`, cols, name, pk, pk)
+	// After a race (see Table), the keys not in the table are locked before the
+	// read: a transaction-level advisory lock on the table and a bucket of the
+	// key's hash (one of newKeyLockBuckets), in bucket order. The read, a statement of its own, then sees what a transaction
+	// that held the lock committed before releasing it. The rows that exist are
+	// locked by the read itself, so they take no slot of the shared lock table.
+	locks = fmt.Sprintf(`SELECT count(pg_advisory_xact_lock(hashtext($2), n.b))
+		FROM (SELECT DISTINCT (hashtextextended(u.k::text, 0) & %d)::int AS b FROM unnest($1::%s[]) AS u(k)
+		      WHERE NOT EXISTS (SELECT FROM %s WHERE %s = u.k) ORDER BY b) AS n`, newKeyLockBuckets-1, t.types[t.pk], name, pk)
+	return selects, locks
+}
+
+// loadsIn returns the table's load and its locks with the table named in schema,
+// as the writer's schema (rmhook.Schema) says; with none, unqualified.
+//
+// The runtime sends a batch's loads in the round trip that begins its transaction,
+// after the BEGIN and the SET LOCAL search_path in it. pgx prepares the statements
+// of a batch it has not seen on the connection before running any of them, so an
+// unqualified name would be looked for in the connection's search path, not the
+// projection's schema: qualified, a load names its table whichever runs first.
+func (t *Table[K, R]) loadsIn(schema string) (selects, locks string) {
+	if schema == "" {
+		return t.selects, t.locks
+	}
+	if q, ok := t.qualified.Load(schema); ok {
+		l := q.([2]string)
+		return l[0], l[1]
+	}
+	selects, locks = t.loadStatements(pgx.Identifier{schema}.Sanitize() + "." + t.name)
+	t.qualified.Store(schema, [2]string{selects, locks})
+	return selects, locks
+}
+
 // prepareSQL builds the table's statements: the load and its locks, the delete, the
 // upsert and the insert (an unnest of one array per column, in the order given,
 // which is key order).
@@ -194,15 +232,7 @@ func (t *Table[K, R]) prepareSQL() {
 	// The row's ctid comes with it: a row loaded is locked until the transaction
 	// ends, so its version stays where it is, and the batch writes it back there
 	// (updates, deletes) without looking its key up in the index again.
-	t.selects = fmt.Sprintf(`SELECT ctid, %s FROM %s WHERE %s = ANY($1) ORDER BY %s FOR UPDATE`, cols, t.name, pk, pk)
-	// After a race (see Table), the keys not in the table are locked before the
-	// read: a transaction-level advisory lock on the table and a bucket of the
-	// key's hash (one of newKeyLockBuckets), in bucket order. The read, a statement of its own, then sees what a transaction
-	// that held the lock committed before releasing it. The rows that exist are
-	// locked by the read itself, so they take no slot of the shared lock table.
-	t.locks = fmt.Sprintf(`SELECT count(pg_advisory_xact_lock(hashtext($2), n.b))
-		FROM (SELECT DISTINCT (hashtextextended(u.k::text, 0) & %d)::int AS b FROM unnest($1::%s[]) AS u(k)
-		      WHERE NOT EXISTS (SELECT FROM %s WHERE %s = u.k) ORDER BY b) AS n`, newKeyLockBuckets-1, t.types[t.pk], t.name, pk)
+	t.selects, t.locks = t.loadStatements(t.name)
 	t.deletes = fmt.Sprintf(`DELETE FROM %s WHERE %s = ANY($1)`, t.name, pk)
 	// By ctid, with the key checked too. The arrays go to unnest through scalar
 	// subqueries, so that the planner does not see their length: seen, for a few
