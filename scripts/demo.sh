@@ -84,6 +84,14 @@ reset_projection() { # $1: database URL
     psql -q "$1" -c "DELETE FROM projector.$table WHERE projection = 'demo' OR projection LIKE 'demo/%'" 2>/dev/null || true
   done
 }
+drop_old_ledgers() { # the ledger keys of earlier demo runs: their read models were reset, so nothing can resume them
+  command -v redis-cli >/dev/null 2>&1 || { echo "demo: no redis-cli; earlier runs' ledger keys stay until their retention ends" >&2; return 0; }
+  local pattern="demo[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]:*" n
+  n=$(redis-cli -u "$REDIS_URL" --scan --pattern "$pattern" | grep -v "^$NS:" |
+    xargs -r -n 1000 redis-cli -u "$REDIS_URL" unlink | awk '{n += $1} END {print n + 0}') || n=0
+  [ "$n" -gt 0 ] && echo "removed $n ledger keys of earlier demo runs (each run uses a namespace of its own)"
+  return 0
+}
 start_projector() { # $1: name, then extra flags
   local name=$1; shift
   bin/projector run "${PROJ[@]}" "${RUN[@]}" "$@" >>"$WORK/$name.log" 2>&1 &
@@ -104,6 +112,7 @@ sleep 1.1
 
 step "2. a new read model (schema demo_v1) replays from offset zero while live users register"
 reset_projection "$DATABASE_URL"
+drop_old_ledgers
 END=$(log_end)
 start_projector service1 --listen "$LISTEN"
 LIVE="live$(date +%s)"
