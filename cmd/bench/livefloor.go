@@ -31,8 +31,9 @@ import (
 // durably and once, cannot drop, with the projector's settings for each:
 //   - a reader per partition with the projector's fetch settings (internal/lane:
 //     MinBytes 1, MaxWait 250 ms, a queue of 100), no consumer group;
-//   - a batch gathered for projector.BatchTimeoutDefault after its first record,
-//     as the projector's live batches are;
+//   - a batch gathered for projector.BatchTimeoutDefault after its first record
+//     came, or after the batch before was handed over if the record was waiting
+//     then, as the projector's live batches are (internal/lane's readBatch);
 //   - each record decoded as the projector decodes it (eventlog.FromMessage, the
 //     registry);
 //   - one transaction a batch, in one round trip: the users inserted with one
@@ -92,13 +93,23 @@ func floorPartition(ctx context.Context, brokers []string, topic string, part in
 		MinBytes: 1, MaxBytes: 2 << 20, MaxWait: 250 * time.Millisecond, QueueCapacity: 100})
 	defer func() { _ = r.Close() }()
 	reg := domain.Registry()
+	var handed time.Time
 	for ctx.Err() == nil {
+		asked := time.Now()
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
 			return err
 		}
 		batch := []kafka.Message{m}
-		wait, cancel := context.WithTimeout(ctx, projector.BatchTimeoutDefault)
+		opened := time.Now()
+		if opened.Sub(asked) < time.Millisecond && !handed.IsZero() {
+			opened = handed // it came while the batch before was written
+		}
+		closes := opened.Add(projector.BatchTimeoutDefault)
+		if least := time.Now().Add(time.Millisecond); closes.Before(least) {
+			closes = least
+		}
+		wait, cancel := context.WithDeadline(ctx, closes)
 		for len(batch) < projector.BatchSizeDefault {
 			m, err := r.FetchMessage(wait)
 			if err != nil {
@@ -107,6 +118,7 @@ func floorPartition(ctx context.Context, brokers []string, topic string, part in
 			batch = append(batch, m)
 		}
 		cancel()
+		handed = time.Now()
 		var ids, emails, names []string
 		var at []time.Time
 		for _, m := range batch {

@@ -20,6 +20,7 @@ type Reader struct {
 	l      *Lane
 	reader *kafka.Reader
 	fails  int
+	handed time.Time // when the last read returned to the worker (readBatch)
 }
 
 // readerRetry is how long a reader waits after failures in a row before it starts over.
@@ -33,6 +34,17 @@ const readerQueue = 100
 // readerFill bounds how long a batch waits for records the log already holds
 // (readBatch).
 const readerFill = time.Second
+
+// readerQueued is how soon a first record must come for readBatch to count it as
+// waiting in the read-ahead when the worker asked (a ready channel answers in
+// microseconds; a fetch from the broker takes a round trip).
+const readerQueued = time.Millisecond
+
+// readerLeast is the least a batch whose window has passed still waits for the
+// records in the read-ahead: they are in memory, and a context already done would
+// cut the batch at random (kafka-go picks between a done context and a ready
+// message at random).
+const readerLeast = time.Millisecond
 
 // readerMaxBytes bounds one fetch of a partition reader: a few batches of the
 // example's events, and above the broker's default message.max.bytes (1 MiB) so
@@ -106,23 +118,30 @@ func (rd *Reader) Failed(ctx context.Context, err error) {
 }
 
 // readBatch waits up to a second for a first message, then gathers more until the
-// batch is full, or BatchTimeout has passed with no more in the log. Records the log
-// already held at the last fetch (below its high-water mark) are read into the batch
-// however long decoding them takes (up to readerFill): the read-ahead is short
-// (readerQueue), and a batch cut at BatchTimeout while the reader decodes would be a
-// smaller one, more transactions for the same events. An empty batch means the
-// partition is idle.
+// batch is full, or the batch window (BatchTimeout) has passed with no more in the
+// log. Records the log already held at the last fetch (below its high-water mark)
+// are read into the batch however long decoding them takes (up to readerFill): the
+// read-ahead is short (readerQueue), and a batch cut at BatchTimeout while the reader
+// decodes would be a smaller one, more transactions for the same events. An empty
+// batch means the partition is idle.
+//
+// The window opens when the batch's first record came (window). A record already
+// waiting when the worker asked came while the worker applied the batch before: its
+// window opened when that batch was handed over, so a batch's apply and the next
+// one's window overlap, and a record waits for the longer of the two, not both.
 func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
+	asked := time.Now()
 	m, err := rd.Fetch(ctx, time.Second)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			rd.handed = time.Now()
 			return nil, nil
 		}
 		return nil, err
 	}
 	batch := make([]kafka.Message, 1, rd.env.BatchSize)
 	batch[0] = m
-	wait, cancelWait := context.WithTimeout(ctx, rd.env.BatchTimeout)
+	wait, cancelWait := context.WithDeadline(ctx, rd.window(asked))
 	defer cancelWait()
 	held, cancelHeld := context.WithTimeout(ctx, readerFill)
 	defer cancelHeld()
@@ -145,5 +164,26 @@ func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
 		}
 		batch = append(batch, m)
 	}
+	rd.handed = time.Now()
 	return batch, nil
+}
+
+// window returns when the batch window of a batch whose first record the worker
+// asked for at asked closes: BatchTimeout after the record came, or after the read
+// before returned if the record was already waiting; at least readerLeast from now.
+func (rd *Reader) window(asked time.Time) time.Time {
+	now := time.Now()
+	opened := now
+	if now.Sub(asked) < readerQueued && !rd.handed.IsZero() {
+		opened = rd.handed
+	}
+	return maxTime(opened.Add(rd.env.BatchTimeout), now.Add(readerLeast))
+}
+
+// maxTime returns the later of a and b.
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
