@@ -102,7 +102,7 @@ func floorPartition(ctx context.Context, brokers []string, topic string, part in
 		}
 		batch := []kafka.Message{m}
 		opened := time.Now()
-		if opened.Sub(asked) < time.Millisecond && !handed.IsZero() {
+		if opened.Sub(asked) < time.Millisecond && !handed.IsZero() && m.HighWaterMark-m.Offset <= 2 {
 			opened = handed // it came while the batch before was written
 		}
 		closes := opened.Add(projector.BatchTimeoutDefault)

@@ -141,15 +141,13 @@ func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
 	}
 	batch := make([]kafka.Message, 1, rd.env.BatchSize)
 	batch[0] = m
-	wait, cancelWait := context.WithDeadline(ctx, rd.window(asked))
+	wait, cancelWait := context.WithDeadline(ctx, rd.window(asked, m))
 	defer cancelWait()
 	held, cancelHeld := context.WithTimeout(ctx, readerFill)
 	defer cancelHeld()
 	for len(batch) < rd.env.BatchSize {
 		fill := wait
-		if last := batch[len(batch)-1]; last.HighWaterMark-last.Offset > 2 {
-			// More records are in the log (a transaction's commit marker, which is
-			// never read, takes at most one offset after the last record).
+		if behind(batch[len(batch)-1]) {
 			fill = held
 		}
 		m, err := rd.reader.FetchMessage(fill)
@@ -168,17 +166,26 @@ func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
 	return batch, nil
 }
 
-// window returns when the batch window of a batch whose first record the worker
+// window returns when the batch window of a batch whose first record m the worker
 // asked for at asked closes: BatchTimeout after the record came, or after the read
-// before returned if the record was already waiting; at least readerLeast from now.
-func (rd *Reader) window(asked time.Time) time.Time {
+// before returned if the record was already waiting and was the log's last when
+// fetched (a live partition's); at least readerLeast from now. A first record with
+// more behind it opens the window now: the batch is a catch-up read, whose records
+// the log holds, and its window is for the last of them (the end of a replay's last
+// read, which a window already passed would cut into a batch of its own).
+func (rd *Reader) window(asked time.Time, m kafka.Message) time.Time {
 	now := time.Now()
 	opened := now
-	if now.Sub(asked) < readerQueued && !rd.handed.IsZero() {
+	if now.Sub(asked) < readerQueued && !rd.handed.IsZero() && !behind(m) {
 		opened = rd.handed
 	}
 	return maxTime(opened.Add(rd.env.BatchTimeout), now.Add(readerLeast))
 }
+
+// behind reports whether the log held more records after m when m was fetched (a
+// transaction's commit marker, which is never read, takes at most one offset after
+// the last record).
+func behind(m kafka.Message) bool { return m.HighWaterMark-m.Offset > 2 }
 
 // maxTime returns the later of a and b.
 func maxTime(a, b time.Time) time.Time {

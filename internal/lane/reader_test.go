@@ -71,28 +71,37 @@ func TestReaderFillsABatchFromRecordsTheLogHolds(t *testing.T) {
 
 // A batch's window opens when its first record came: when the worker asked, if the
 // record had to be fetched; when the read before returned, if the record was already
-// waiting (it came while the worker applied that batch, so the apply and the next
-// window overlap). A window that has passed still gives the read-ahead readerLeast.
+// waiting and was the log's last (it came while the worker applied that batch, so the
+// apply and the next window overlap). A record with more behind it (a catch-up read)
+// opens it when asked. A window that has passed still gives the read-ahead readerLeast.
 func TestReaderWindowOpensWhenTheFirstRecordCame(t *testing.T) {
 	t.Parallel()
 	const window = time.Hour // far above any scheduling delay in the test
 	rd := (&Env{BatchTimeout: window}).NewReader(&Lane{Log: zap.NewNop()})
 	near := func(got, want time.Time) bool { d := got.Sub(want); return d > -time.Minute && d < time.Minute }
+	last := kafka.Message{Offset: 41, HighWaterMark: 42}       // the log's last record when fetched
+	caughtUp := kafka.Message{Offset: 41, HighWaterMark: 43}   // or the last before a commit marker
+	replaying := kafka.Message{Offset: 41, HighWaterMark: 900} // more records behind it
 
 	now := time.Now()
-	if got := rd.window(now); !near(got, now.Add(window)) {
+	if got := rd.window(now, last); !near(got, now.Add(window)) {
 		t.Errorf("first read: window closes %v after now, want %v", got.Sub(now), window)
 	}
 	rd.handed = now.Add(-10 * time.Minute)
-	if got := rd.window(time.Now()); !near(got, rd.handed.Add(window)) {
-		t.Errorf("record waiting when asked: window closes %v after the read before, want %v", got.Sub(rd.handed), window)
+	for _, m := range []kafka.Message{last, caughtUp} {
+		if got := rd.window(time.Now(), m); !near(got, rd.handed.Add(window)) {
+			t.Errorf("record %d of %d waiting when asked: window closes %v after the read before, want %v", m.Offset, m.HighWaterMark, got.Sub(rd.handed), window)
+		}
 	}
-	if got := rd.window(now.Add(-5 * time.Minute)); !near(got, time.Now().Add(window)) {
+	if got := rd.window(time.Now(), replaying); !near(got, time.Now().Add(window)) {
+		t.Errorf("record with more behind it waiting when asked: window closes %v from now, want %v", time.Until(got), window)
+	}
+	if got := rd.window(now.Add(-5*time.Minute), last); !near(got, time.Now().Add(window)) {
 		t.Errorf("record fetched after 5 minutes: window closes %v after it came, want %v", time.Until(got), window)
 	}
 	rd.handed = now.Add(-2 * window)
 	least := time.Now().Add(readerLeast)
-	if got := rd.window(time.Now()); got.Before(least) || got.After(least.Add(time.Minute)) {
+	if got := rd.window(time.Now(), last); got.Before(least) || got.After(least.Add(time.Minute)) {
 		t.Errorf("window passed during the apply: closes %v from now, want %v", time.Until(got), readerLeast)
 	}
 }
