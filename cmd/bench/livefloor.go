@@ -33,7 +33,8 @@ import (
 //     MinBytes 1, MaxWait 250 ms, a queue of 100), no consumer group;
 //   - a batch gathered for projector.BatchTimeoutDefault after its first record
 //     came, or after the batch before was handed over if the record was waiting
-//     then, as the projector's live batches are (internal/lane's readBatch);
+//     then and was the log's last when fetched, as the projector's live batches
+//     are (internal/lane's readBatch);
 //   - each record decoded as the projector decodes it (eventlog.FromMessage, the
 //     registry);
 //   - one transaction a batch, in one round trip: the users inserted with one

@@ -125,10 +125,11 @@ func (rd *Reader) Failed(ctx context.Context, err error) {
 // decodes would be a smaller one, more transactions for the same events. An empty
 // batch means the partition is idle.
 //
-// The window opens when the batch's first record came (window). A record already
-// waiting when the worker asked came while the worker applied the batch before: its
-// window opened when that batch was handed over, so a batch's apply and the next
-// one's window overlap, and a record waits for the longer of the two, not both.
+// The window opens when the batch's first record came (window). A live record (the
+// log's last when fetched) already waiting when the worker asked came while the
+// worker applied the batch before: its window opened when that batch was handed
+// over, so a batch's apply and the next one's window overlap, and a record waits for
+// the longer of the two, not both.
 func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
 	asked := time.Now()
 	m, err := rd.Fetch(ctx, time.Second)
