@@ -85,7 +85,8 @@ func (e *env) startLiveFloor(ctx context.Context, topic string, pool *pgxpool.Po
 }
 
 // floorPartition consumes one partition until ctx ends: a batch gathered for the
-// batch window after its first record, then written in one transaction.
+// batch window, opened as the projector's is (see the list above), then written in
+// one transaction.
 func floorPartition(ctx context.Context, brokers []string, topic string, part int, pool *pgxpool.Pool) error {
 	if _, err := pool.Exec(ctx, `INSERT INTO floor_offsets VALUES ($1, 0)`, part); err != nil {
 		return err

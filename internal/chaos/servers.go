@@ -51,14 +51,11 @@ type Kafka struct {
 
 // StartKafka formats a log folder under dir and starts a broker on host.
 func StartKafka(ctx context.Context, sup *Supervisor, name, host, dir string) (*Kafka, error) {
-	port, err := FreePort(ctx, host)
+	ports, err := servers.FreePorts(ctx, host, 2)
 	if err != nil {
 		return nil, err
 	}
-	ctrl, err := FreePort(ctx, host)
-	if err != nil {
-		return nil, err
-	}
+	port, ctrl := ports[0], ports[1]
 	k := &Kafka{Host: host, Port: port, sup: sup, name: name,
 		srv: servers.Kafka{Host: host, Port: port, ControllerPort: ctrl, Dir: dir}}
 	if err := prepare(ctx, k.srv); err != nil {
@@ -227,14 +224,11 @@ type Mailpit struct {
 
 // StartMailpit starts Mailpit on host.
 func StartMailpit(ctx context.Context, sup *Supervisor, host, dir string) (*Mailpit, error) {
-	smtp, err := FreePort(ctx, host)
+	ports, err := servers.FreePorts(ctx, host, 2)
 	if err != nil {
 		return nil, err
 	}
-	web, err := FreePort(ctx, host)
-	if err != nil {
-		return nil, err
-	}
+	smtp, web := ports[0], ports[1]
 	m := &Mailpit{Host: host, SMTPPort: smtp, HTTPPort: web, srv: servers.Mailpit{Host: host, SMTPPort: smtp, HTTPPort: web, Dir: dir}}
 	if err := prepare(ctx, m.srv); err != nil {
 		return nil, err

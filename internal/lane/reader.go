@@ -37,13 +37,15 @@ const readerFill = time.Second
 
 // readerQueued is how soon a first record must come for readBatch to count it as
 // waiting in the read-ahead when the worker asked (a ready channel answers in
-// microseconds; a fetch from the broker takes a round trip).
+// microseconds). A record fetched that fast may also have just come on the open
+// fetch: its window then opens a little early, never late.
 const readerQueued = time.Millisecond
 
 // readerLeast is the least a batch whose window has passed still waits for the
-// records in the read-ahead: they are in memory, and a context already done would
-// cut the batch at random (kafka-go picks between a done context and a ready
-// message at random).
+// records in the read-ahead: they are in memory, and with a context already done
+// kafka-go would pick at random between it and a ready record. A live partition
+// whose applies outlast the window thus commits about once an apply, each batch
+// holding what came during the one before.
 const readerLeast = time.Millisecond
 
 // readerMaxBytes bounds one fetch of a partition reader: a few batches of the
@@ -79,6 +81,7 @@ func (rd *Reader) Close() {
 		_ = rd.reader.Close()
 		rd.reader = nil
 	}
+	rd.handed = time.Time{} // a reopened reader's first record is fetched, not waiting
 }
 
 // Fetch returns the next message, waiting at most wait for it.
@@ -126,10 +129,10 @@ func (rd *Reader) Failed(ctx context.Context, err error) {
 // batch means the partition is idle.
 //
 // The window opens when the batch's first record came (window). A live record (the
-// log's last when fetched) already waiting when the worker asked came while the
-// worker applied the batch before: its window opened when that batch was handed
-// over, so a batch's apply and the next one's window overlap, and a record waits for
-// the longer of the two, not both.
+// log's last when fetched) already waiting when the worker asked came after the read
+// before returned, while the worker applied that batch (or looked after an idle
+// partition): its window opened then, so a batch's apply and the next one's window
+// overlap, and a record waits for the longer of the two, not both.
 func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
 	asked := time.Now()
 	m, err := rd.Fetch(ctx, time.Second)
@@ -142,7 +145,7 @@ func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
 	}
 	batch := make([]kafka.Message, 1, rd.env.BatchSize)
 	batch[0] = m
-	wait, cancelWait := context.WithDeadline(ctx, rd.window(asked, m))
+	wait, cancelWait := context.WithDeadline(ctx, rd.window(asked, time.Now(), m))
 	defer cancelWait()
 	held, cancelHeld := context.WithTimeout(ctx, readerFill)
 	defer cancelHeld()
@@ -167,20 +170,20 @@ func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
 	return batch, nil
 }
 
-// window returns when the batch window of a batch whose first record m the worker
-// asked for at asked closes: BatchTimeout after the record came, or after the read
-// before returned if the record was already waiting and was the log's last when
-// fetched (a live partition's); at least readerLeast from now. A first record with
-// more behind it opens the window now: the batch is a catch-up read, whose records
-// the log holds, and its window is for the last of them (the end of a replay's last
-// read, which a window already passed would cut into a batch of its own).
-func (rd *Reader) window(asked time.Time, m kafka.Message) time.Time {
-	now := time.Now()
-	opened := now
-	if now.Sub(asked) < readerQueued && !rd.handed.IsZero() && !behind(m) {
+// window returns when the batch window closes of a batch whose first record m the
+// worker asked for at asked and got at came: BatchTimeout after the record came, or
+// after the read before returned if the record was already waiting and was the log's
+// last when fetched (a live partition's); at least readerLeast after came. A first
+// record with more behind it opens the window when it came: the batch is a catch-up
+// read, whose records the log holds, and its window is for the last of them (the end
+// of a replay's last read, which a window already passed would cut into a batch of
+// its own).
+func (rd *Reader) window(asked, came time.Time, m kafka.Message) time.Time {
+	opened := came
+	if came.Sub(asked) < readerQueued && !rd.handed.IsZero() && !behind(m) {
 		opened = rd.handed
 	}
-	return maxTime(opened.Add(rd.env.BatchTimeout), now.Add(readerLeast))
+	return maxTime(opened.Add(rd.env.BatchTimeout), came.Add(readerLeast))
 }
 
 // behind reports whether the log held more records after m when m was fetched (a

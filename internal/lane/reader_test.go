@@ -69,39 +69,37 @@ func TestReaderFillsABatchFromRecordsTheLogHolds(t *testing.T) {
 	}
 }
 
-// A batch's window opens when its first record came: when the worker asked, if the
-// record had to be fetched; when the read before returned, if the record was already
-// waiting and was the log's last (it came while the worker applied that batch, so the
-// apply and the next window overlap). A record with more behind it (a catch-up read)
-// opens it when asked. A window that has passed still gives the read-ahead readerLeast.
+// A batch's window opens when its first record came; for a live record (the log's
+// last when fetched) that was already waiting when the worker asked, when the read
+// before returned (it came while the worker applied that batch, so the apply and the
+// next window overlap). A record with more behind it (a catch-up read), or one that
+// had to be fetched, opens it when it came. A window that has passed still gives the
+// read-ahead readerLeast. A closed reader forgets when its last read returned.
 func TestReaderWindowOpensWhenTheFirstRecordCame(t *testing.T) {
 	t.Parallel()
-	const window = time.Hour // far above any scheduling delay in the test
+	const window = 20 * time.Millisecond
 	rd := (&Env{BatchTimeout: window}).NewReader(&Lane{Log: zap.NewNop()})
-	near := func(got, want time.Time) bool { d := got.Sub(want); return d > -time.Minute && d < time.Minute }
-	last := kafka.Message{Offset: 41, HighWaterMark: 42}       // the log's last record when fetched
-	caughtUp := kafka.Message{Offset: 41, HighWaterMark: 43}   // or the last before a commit marker
-	replaying := kafka.Message{Offset: 41, HighWaterMark: 900} // more records behind it
+	last := kafka.Message{Offset: 41, HighWaterMark: 42}     // the log's last record when fetched
+	caughtUp := kafka.Message{Offset: 41, HighWaterMark: 43} // or the last before a commit marker
+	behind := kafka.Message{Offset: 41, HighWaterMark: 44}   // more records behind it
+	asked := time.Now()
+	waiting := asked.Add(readerQueued / 2) // got from the read-ahead
+	fetched := asked.Add(readerQueued)     // got from the broker
 
-	now := time.Now()
-	if got := rd.window(now, last); !near(got, now.Add(window)) {
-		t.Errorf("first read: window closes %v after now, want %v", got.Sub(now), window)
-	}
-	rd.handed = now.Add(-10 * time.Minute)
-	for _, m := range []kafka.Message{last, caughtUp} {
-		if got := rd.window(time.Now(), m); !near(got, rd.handed.Add(window)) {
-			t.Errorf("record %d of %d waiting when asked: window closes %v after the read before, want %v", m.Offset, m.HighWaterMark, got.Sub(rd.handed), window)
+	check := func(what string, got, want time.Time) {
+		t.Helper()
+		if !got.Equal(want) {
+			t.Errorf("%s: window closes %v after the ask, want %v", what, got.Sub(asked), want.Sub(asked))
 		}
 	}
-	if got := rd.window(time.Now(), replaying); !near(got, time.Now().Add(window)) {
-		t.Errorf("record with more behind it waiting when asked: window closes %v from now, want %v", time.Until(got), window)
-	}
-	if got := rd.window(now.Add(-5*time.Minute), last); !near(got, time.Now().Add(window)) {
-		t.Errorf("record fetched after 5 minutes: window closes %v after it came, want %v", time.Until(got), window)
-	}
-	rd.handed = now.Add(-2 * window)
-	least := time.Now().Add(readerLeast)
-	if got := rd.window(time.Now(), last); got.Before(least) || got.After(least.Add(time.Minute)) {
-		t.Errorf("window passed during the apply: closes %v from now, want %v", time.Until(got), readerLeast)
-	}
+	check("first read", rd.window(asked, waiting, last), waiting.Add(window))
+	rd.handed = asked.Add(-5 * time.Millisecond)
+	check("live record waiting", rd.window(asked, waiting, last), rd.handed.Add(window))
+	check("record before a commit marker waiting", rd.window(asked, waiting, caughtUp), rd.handed.Add(window))
+	check("record with more behind it waiting", rd.window(asked, waiting, behind), waiting.Add(window))
+	check("live record fetched", rd.window(asked, fetched, last), fetched.Add(window))
+	rd.handed = asked.Add(-2 * window)
+	check("window passed during the apply", rd.window(asked, waiting, last), waiting.Add(readerLeast))
+	rd.Close()
+	check("after Close", rd.window(asked, waiting, last), waiting.Add(window))
 }

@@ -128,12 +128,28 @@ func CacheDir() string {
 
 // FreePort returns a port free on host at the time of asking.
 func FreePort(ctx context.Context, host string) (int, error) {
-	l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
+	ports, err := FreePorts(ctx, host, 1)
 	if err != nil {
 		return 0, err
 	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports[0], nil
+}
+
+// FreePorts returns n distinct ports free on host at the time of asking. Each is held
+// until all are picked: ports asked for one at a time may come back the same, a port
+// closed being free to hand out again (seen: a broker's listener and its controller
+// given one port, which Kafka refuses).
+func FreePorts(ctx context.Context, host string, n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := (&net.ListenConfig{}).Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = l.Close() }()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
 }
 
 // PortOpen reports whether something accepts connections on host:port.

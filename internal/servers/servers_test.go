@@ -26,7 +26,13 @@ func privateDir(t *testing.T) string {
 
 func port(t *testing.T) int {
 	t.Helper()
-	p, err := FreePort(context.Background(), HostDefault)
+	return ports(t, 1)[0]
+}
+
+// ports returns n distinct free ports (a server that listens on two).
+func ports(t *testing.T, n int) []int {
+	t.Helper()
+	p, err := FreePorts(context.Background(), HostDefault, n)
 	require.NoError(t, err)
 	return p
 }
@@ -40,7 +46,8 @@ func TestPrivateServers(t *testing.T) {
 	t.Run("kafka", func(t *testing.T) {
 		t.Parallel()
 		dir := privateDir(t)
-		k := Kafka{Port: port(t), ControllerPort: port(t), Dir: dir}
+		kp := ports(t, 2)
+		k := Kafka{Port: kp[0], ControllerPort: kp[1], Dir: dir}
 		needInstalled(t, k)
 		p, err := Start(ctx, k, filepath.Join(dir, "kafka.log"), 2*time.Minute)
 		require.NoError(t, err)
@@ -110,7 +117,8 @@ func TestPrivateServers(t *testing.T) {
 
 	t.Run("mailpit", func(t *testing.T) {
 		t.Parallel()
-		m := Mailpit{SMTPPort: port(t), HTTPPort: port(t), Dir: t.TempDir()}
+		mp := ports(t, 2)
+		m := Mailpit{SMTPPort: mp[0], HTTPPort: mp[1], Dir: t.TempDir()}
 		needInstalled(t, m)
 		p, err := Start(ctx, m, filepath.Join(m.Dir, "mailpit.log"), 30*time.Second)
 		require.NoError(t, err)

@@ -44,15 +44,17 @@ func privateStack(t *testing.T) (Stack, []string) {
 	require.NoError(t, os.Chmod(dir, 0o755))
 	s := Stack{StateDir: dir}
 	env := []string{"PROJECTOR_STATE_DIR=" + dir, "PROJECTOR_NO_BROWSER=1"}
-	for _, p := range []struct {
+	settings := []struct {
 		name string
 		dst  *int
 	}{
 		{"KAFKA_PORT", &s.KafkaPort}, {"KAFKA_CONTROLLER_PORT", &s.KafkaControllerPort}, {"REDIS_PORT", &s.RedisPort},
 		{"PG_PORT", &s.PGPort}, {"SMTP_PORT", &s.SMTPPort}, {"MAILPIT_HTTP_PORT", &s.MailpitHTTPPort},
-	} {
-		*p.dst, err = FreePort(ctx, HostDefault)
-		require.NoError(t, err)
+	}
+	ports, err := FreePorts(ctx, HostDefault, len(settings)) // six distinct ports
+	require.NoError(t, err)
+	for i, p := range settings {
+		*p.dst = ports[i]
 		env = append(env, p.name+"="+strconv.Itoa(*p.dst))
 	}
 	return s, env
