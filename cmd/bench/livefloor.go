@@ -12,6 +12,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/projector/projector/internal/domain"
+	"github.com/projector/projector/internal/lane"
 	"github.com/projector/projector/pkg/eventlog"
 	"github.com/projector/projector/pkg/projector"
 	"github.com/projector/projector/pkg/readmodel"
@@ -103,14 +104,7 @@ func floorPartition(ctx context.Context, brokers []string, topic string, part in
 			return err
 		}
 		batch := []kafka.Message{m}
-		opened := time.Now()
-		if opened.Sub(asked) < time.Millisecond && !handed.IsZero() && m.HighWaterMark-m.Offset <= 2 {
-			opened = handed // it came while the batch before was written
-		}
-		closes := opened.Add(projector.BatchTimeoutDefault)
-		if least := time.Now().Add(time.Millisecond); closes.Before(least) {
-			closes = least
-		}
+		closes := lane.BatchWindow(asked, time.Now(), handed, m, projector.BatchTimeoutDefault)
 		wait, cancel := context.WithDeadline(ctx, closes)
 		for len(batch) < projector.BatchSizeDefault {
 			m, err := r.FetchMessage(wait)

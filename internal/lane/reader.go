@@ -171,19 +171,26 @@ func (rd *Reader) readBatch(ctx context.Context) ([]kafka.Message, error) {
 }
 
 // window returns when the batch window closes of a batch whose first record m the
-// worker asked for at asked and got at came: BatchTimeout after the record came, or
-// after the read before returned if the record was already waiting and was the log's
-// last when fetched (a live partition's); at least readerLeast after came. A first
-// record with more behind it opens the window when it came: the batch is a catch-up
-// read, whose records the log holds, and its window is for the last of them (the end
-// of a replay's last read, which a window already passed would cut into a batch of
-// its own).
+// worker asked for at asked and got at came (BatchWindow).
 func (rd *Reader) window(asked, came time.Time, m kafka.Message) time.Time {
+	return BatchWindow(asked, came, rd.handed, m, rd.env.BatchTimeout)
+}
+
+// BatchWindow returns when the batch window closes of a batch whose first record
+// first a partition reader was asked for at asked and got at came, the read before
+// having returned at handed (zero: none): timeout after the record came, or after
+// handed if the record was already waiting and was the log's last when fetched (a
+// live partition's); at least readerLeast after came. A first record with more
+// behind it opens the window when it came: the batch is a catch-up read, whose
+// records the log holds, and its window is for the last of them (the end of a
+// replay's last read, which a window already passed would cut into a batch of its
+// own). The bench's live floor gathers by it too.
+func BatchWindow(asked, came, handed time.Time, first kafka.Message, timeout time.Duration) time.Time {
 	opened := came
-	if came.Sub(asked) < readerQueued && !rd.handed.IsZero() && !behind(m) {
-		opened = rd.handed
+	if came.Sub(asked) < readerQueued && !handed.IsZero() && !behind(first) {
+		opened = handed
 	}
-	return maxTime(opened.Add(rd.env.BatchTimeout), came.Add(readerLeast))
+	return maxTime(opened.Add(timeout), came.Add(readerLeast))
 }
 
 // behind reports whether the log held more records after m when m was fetched (a
